@@ -1,0 +1,146 @@
+"""The `forkscale` command line. Each subcommand lives in its own module; this file only parses.
+
+Exit codes: 0 success, 2 bad input (nothing was changed), 1 runtime failure (partial result shown).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import signal
+import sys
+from collections.abc import Sequence
+
+from .errors import SpecError
+
+EPILOG = """\
+examples:
+  forkscale demo                              # embedded vSphere twin, scale a pool to 20, summary
+  forkscale sim                               # run the vSphere twin alone (prints URL, user, password, CA)
+  forkscale apply -f examples/quickstart.yaml # converge every pool in the spec, then exit
+  forkscale scale quickstart 50 -f examples/quickstart.yaml
+  forkscale status -f examples/quickstart.yaml -o json
+  forkscale destroy quickstart -f examples/quickstart.yaml --yes
+
+Connection and secrets come from the spec's `vcenter:` block; passwords only by reference
+(password_env / password_file). See README.md for the spec reference.
+"""
+
+
+def _add_spec(p: argparse.ArgumentParser, required: bool = True) -> None:
+    p.add_argument("-f", "--file", dest="spec", required=required, metavar="SPEC",
+                   help="pool spec (YAML), e.g. examples/quickstart.yaml")
+    p.add_argument("--state", metavar="PATH", help="ledger file (default: the spec's `state:`, "
+                   "else .forkscale/state.sqlite next to the spec)")
+
+
+def _add_output(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-o", "--output", choices=["text", "json"], default="text",
+                   help="text (default; live progress on a terminal) or one JSON document")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="forkscale", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Scale fleets of vSphere instant clones (VMFork): fast, crash-safe, observable.",
+        epilog=EPILOG)
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("sim", help="run the vSphere twin (a vCenter stand-in) in the foreground",
+                       description="Run the vSphere twin: a SOAP endpoint that stock vSphere clients talk to "
+                                   "as if it were vCenter 8.0, with instant/linked/full clone physics.")
+    p.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8989, help="listen port (default 8989; 0 picks a free one)")
+    p.add_argument("--world", metavar="WORLD.yaml", help="world description overriding the default world")
+    p.add_argument("--time-scale", type=float, default=1.0, metavar="F",
+                   help="multiply every task latency by F (0 = instant, 0.01 = 100x faster; default 1)")
+    p.add_argument("--seed", type=int, default=0, help="random seed for latencies, MACs and UUIDs")
+    p.add_argument("--http", action="store_true", help="plain HTTP instead of HTTPS")
+    p.add_argument("--password", help="login password (default: $FORKSCALE_SIM_PASSWORD or a random one)")
+    p.add_argument("--state-dir", help="where the CA and certificate are written (default ~/.forkscale/sim)")
+
+    p = sub.add_parser("demo", help="embedded twin + quickstart pool, end to end, with a summary")
+    p.add_argument("--clones", type=int, default=20, help="how many instant clones to make (default 20)")
+    p.add_argument("--time-scale", type=float, default=0.2,
+                   help="twin task latency multiplier (default 0.2: instant clone ~0.2 s)")
+    p.add_argument("--keep", action="store_true", help="leave the clones and the twin running until Ctrl-C")
+    _add_output(p)
+
+    p = sub.add_parser("apply", help="converge every pool in SPEC, then exit")
+    _add_spec(p)
+    p.add_argument("--dry-run", action="store_true", help="print the plan (clones, rung, host) and change nothing")
+    _add_output(p)
+
+    p = sub.add_parser("scale", help="set a pool's count and converge")
+    p.add_argument("pool")
+    p.add_argument("count", type=int)
+    _add_spec(p)
+    p.add_argument("--dry-run", action="store_true", help="print the plan and change nothing")
+    _add_output(p)
+
+    p = sub.add_parser("status", help="pools and clones from the ledger and vCenter")
+    p.add_argument("pool", nargs="?")
+    _add_spec(p)
+    _add_output(p)
+
+    p = sub.add_parser("destroy", help="remove every clone of a pool")
+    p.add_argument("pool")
+    _add_spec(p)
+    p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    _add_output(p)
+    return parser
+
+
+COMMANDS = {
+    "sim": "forkscale.commands.sim",
+    "demo": "forkscale.commands.demo",
+    "apply": "forkscale.commands.pools",
+    "scale": "forkscale.commands.pools",
+    "status": "forkscale.commands.pools",
+    "destroy": "forkscale.commands.pools",
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return 2
+    from .logs import setup_logging
+
+    setup_logging(args.verbose)
+    module = importlib.import_module(COMMANDS[args.command])
+    try:
+        result = module.run(args)
+        if asyncio.iscoroutine(result):
+            result = _run_async(result)
+        return int(result or 0)
+    except SpecError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _run_async(coro: object) -> object:
+    """Run a command coroutine; SIGTERM cancels it like Ctrl-C so cleanup paths run."""
+    loop = asyncio.new_event_loop()
+    task = loop.create_task(coro)  # type: ignore[arg-type]
+    try:
+        loop.add_signal_handler(signal.SIGTERM, task.cancel)
+    except (NotImplementedError, RuntimeError):
+        pass
+    try:
+        return loop.run_until_complete(task)
+    except asyncio.CancelledError:
+        return 1
+    finally:
+        loop.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

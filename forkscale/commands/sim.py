@@ -1,0 +1,32 @@
+"""`forkscale sim`: run the vSphere twin in the foreground until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+
+from ..sim.server import SimOptions, print_banner, serve
+
+
+async def _main(opts: SimOptions) -> int:
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, task.cancel)
+
+    def ready(url: str, user: str, password: str, ca_file: str | None, twin: object) -> None:
+        print_banner(url, user, password, ca_file)
+
+    try:
+        await serve(opts, ready)
+    except asyncio.CancelledError:
+        print("forkscale sim: stopped", flush=True)
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    opts = SimOptions(host=args.host, port=args.port, world=args.world, time_scale=args.time_scale, seed=args.seed,
+                      http=args.http, password=args.password, state_dir=args.state_dir)
+    return asyncio.run(_main(opts))

@@ -1,0 +1,249 @@
+"""Build a twin from a world description (the documented default, or a YAML file)."""
+
+from __future__ import annotations
+
+import copy
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pyVmomi import vim
+
+from .disks import DiskStore
+from .inventory import (
+    Cluster,
+    Datacenter,
+    Datastore,
+    DVPortgroup,
+    DVSwitch,
+    Folder,
+    GiB,
+    Host,
+    Network,
+    ResourcePool,
+)
+from .memory import MemoryModel
+from .service import CURRENT_SESSION, Manager, Twin
+from .tasks import TaskRunner
+from .vm import VM, Disk, Nic
+from .world import World
+
+DEFAULT_WORLD: dict[str, Any] = {
+    "datacenter": "dc1",
+    "cluster": "cluster1",
+    "hosts": [{"name": f"esx-0{i}", "memory_gib": 128, "cpu_cores": 32} for i in range(1, 5)],
+    "datastores": [{"name": "ds-ssd", "capacity_gib": 4096}, {"name": "ds-hdd", "capacity_gib": 16384}],
+    "networks": ["VM Network", "isolated"],
+    "dvs": {"name": "dvs1", "portgroups": ["dvpg-vdi"]},
+    "folders": ["forkscale"],
+    "vms": [
+        {"name": "src-linux", "host": "esx-01", "datastore": "ds-ssd", "memory_mb": 4096, "cpus": 2,
+         "disk_gib": 40, "guest_id": "ubuntu64Guest", "guest_full_name": "Ubuntu Linux (64-bit)",
+         "network": "VM Network", "snapshots": ["base"], "power": "on"},
+        {"name": "src-win", "host": "esx-01", "datastore": "ds-ssd", "memory_mb": 8192, "cpus": 2,
+         "disk_gib": 60, "guest_id": "windows9_64Guest", "guest_full_name": "Microsoft Windows 10 (64-bit)",
+         "network": "dvpg-vdi", "snapshots": ["base"], "power": "on"},
+    ],
+    # simulated seconds, multiplied by --time-scale
+    "latency": {"instant": 1.0, "linked": 5.0, "full": 60.0, "power_on": 2.0, "power_off": 1.0, "destroy": 1.0,
+                "reconfigure": 0.5, "snapshot": 2.0, "check": 0.2, "guest_boot": 30.0, "guest_resume": 2.0,
+                "freeze": 1.0, "jitter": 0.2},
+    "limits": {"vcenter": 640, "per_host": 16},
+    "memory": {"write_rate_mb_s": 2.0, "divergence_cap": 0.3, "touched_fraction": 0.6},
+    "guest": {"user": "root", "password": "forkscale"},
+    "session_idle_s": 1800,
+    "faults": {"failure_rate": {}},
+}
+
+
+def load_world(path: str | Path | None) -> dict[str, Any]:
+    """The default world, with a YAML file's top-level keys (and latency/limits entries) on top."""
+    world = copy.deepcopy(DEFAULT_WORLD)
+    if path is None:
+        return world
+    raw = yaml.safe_load(Path(path).read_text()) or {}
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: a world file is a mapping of keys like {sorted(DEFAULT_WORLD)}")
+    unknown = set(raw) - set(DEFAULT_WORLD)
+    if unknown:
+        raise ValueError(f"{path}: unknown keys {sorted(unknown)}; known: {sorted(DEFAULT_WORLD)}")
+    for key, val in raw.items():
+        if isinstance(world.get(key), dict) and isinstance(val, dict) and key in ("latency", "limits", "memory",
+                                                                                   "guest", "faults"):
+            world[key].update(val)
+        else:
+            world[key] = val
+    return world
+
+
+def build(spec: dict[str, Any], *, user: str, password: str, time_scale: float = 1.0, seed: int = 0) -> Twin:
+    world = World(time_scale=time_scale, seed=seed)
+    world.memory = MemoryModel(**spec["memory"])  # type: ignore[attr-defined]
+    world.disks = DiskStore()  # type: ignore[attr-defined]
+    world.latencies = dict(spec["latency"])  # type: ignore[attr-defined]
+    world.guest_credentials = (spec["guest"]["user"], spec["guest"]["password"])  # type: ignore[attr-defined]
+    world.macs = {}  # type: ignore[attr-defined]  # every MAC in use -> owning VM moid (or None)
+    world.clone_hooks = []  # type: ignore[attr-defined]  # callables(source, clone) run when a clone resumes
+    twin = Twin(world, user=user, password=password, session_idle_s=float(spec["session_idle_s"]))
+    runner = TaskRunner(world, vcenter_limit=int(spec["limits"]["vcenter"]),
+                        host_limit=int(spec["limits"]["per_host"]))
+    world.tasks = runner  # type: ignore[attr-defined]
+    world.twin = twin  # type: ignore[attr-defined]
+
+    root = Folder(world, "group-d1", "Datacenters", None, ["Folder", "Datacenter"])
+    world.add(root)
+    twin.root = root
+    dc = Datacenter(world, "datacenter-1", spec["datacenter"], root)
+    world.add(dc)
+    root.entries.append(dc)
+    dc.vm_folder = _folder(world, "group-v1", "vm", dc, ["Folder", "VirtualMachine", "VirtualApp"])
+    dc.host_folder = _folder(world, "group-h1", "host", dc, ["Folder", "ComputeResource"])
+    dc.datastore_folder = _folder(world, "group-s1", "datastore", dc, ["Folder", "Datastore"])
+    dc.network_folder = _folder(world, "group-n1", "network", dc, ["Folder", "Network", "DistributedVirtualSwitch"])
+
+    cluster = Cluster(world, "domain-c1", spec["cluster"], dc.host_folder)
+    world.add(cluster)
+    dc.host_folder.entries.append(cluster)
+    cluster.root_pool = ResourcePool(world, "resgroup-1", "Resources", cluster, cluster)
+    world.add(cluster.root_pool)
+
+    datastores = {}
+    for d in spec["datastores"]:
+        ds = Datastore(world, world.new_id("datastore"), d["name"], dc.datastore_folder,
+                       capacity=int(d["capacity_gib"] * GiB))
+        world.add(ds)
+        dc.datastore_folder.entries.append(ds)
+        datastores[ds.name] = ds
+    networks: dict[str, Network] = {}
+    for name in spec["networks"]:
+        net = Network(world, world.new_id("network"), name, dc.network_folder)
+        world.add(net)
+        dc.network_folder.entries.append(net)
+        networks[name] = net
+    if spec.get("dvs"):
+        switch = DVSwitch(world, world.new_id("dvs"), spec["dvs"]["name"], dc.network_folder)
+        world.add(switch)
+        dc.network_folder.entries.append(switch)
+        for name in spec["dvs"].get("portgroups", []):
+            pg = DVPortgroup(world, world.new_id("dvportgroup"), name, dc.network_folder, switch)
+            world.add(pg)
+            switch.portgroups.append(pg)
+            dc.network_folder.entries.append(pg)
+            networks[name] = pg
+    hosts = {}
+    for h in spec["hosts"]:
+        host = Host(world, world.new_id("host"), h["name"], cluster, memory_bytes=int(h["memory_gib"] * GiB),
+                    cpu_cores=int(h.get("cpu_cores", 32)))
+        host.datastores = list(datastores.values())
+        host.networks = list(networks.values())
+        world.add(host)
+        cluster.hosts.append(host)
+        hosts[host.name] = host
+        for ds in datastores.values():
+            ds.hosts.append(host)
+    folders = {}
+    for name in spec["folders"]:
+        folders[name] = _folder(world, world.new_id("group-v"), name, dc.vm_folder, ["Folder", "VirtualMachine"])
+        dc.vm_folder.entries.append(folders[name])
+    for v in spec["vms"]:
+        make_vm(world, v, folder=dc.vm_folder, host=hosts[v["host"]], pool=cluster.root_pool,
+                datastore=datastores[v["datastore"]], network=networks[v["network"]])
+
+    _managers(twin, root, runner)
+    from . import ops  # noqa: F401  (registers the VM/host/provisioning handlers)
+    from .faults import FaultPlan
+
+    twin.faults = FaultPlan(world, spec["faults"])
+    return twin
+
+
+def _folder(world: World, moid: str, name: str, parent: Any, child_type: list[str]) -> Folder:
+    f = Folder(world, moid, name, parent, child_type)
+    world.add(f)
+    return f
+
+
+def make_vm(world: World, v: dict[str, Any], *, folder: Folder, host: Host, pool: ResourcePool,
+            datastore: Datastore, network: Network) -> VM:
+    vm = VM(world, world.new_id("vm"), v["name"], folder, host=host, pool=pool, datastore=datastore,
+            memory_mb=int(v["memory_mb"]), num_cpu=int(v["cpus"]), guest_id=v["guest_id"],
+            guest_full_name=v["guest_full_name"])
+    capacity = int(v["disk_gib"] * GiB)
+    base = world.disks.create(f"[{datastore.name}] {vm.name}/{vm.name}.vmdk", datastore, capacity,  # type: ignore[attr-defined]
+                              size=int(capacity * 0.25))
+    world.disks.retain(base)  # type: ignore[attr-defined]
+    vm.disks.append(Disk(key=2000, capacity_kb=capacity // 1024, top=base))
+    vm.nics.append(Nic(key=4000, mac=_mac(world), network=network))
+    world.add(vm)
+    folder.entries.append(vm)
+    for snap in v.get("snapshots", []):
+        from .ops import take_snapshot
+
+        take_snapshot(vm, snap, "created with the world", memory=False)
+    if v.get("power", "on") == "on":
+        from .ops import power_on_now
+
+        power_on_now(vm, boot=False)
+    return vm
+
+
+def _mac(world: World) -> str:
+    """A vCenter-assigned MAC (00:50:56:80-BF range), unique in the world."""
+    used = world.macs  # type: ignore[attr-defined]
+    while True:
+        a, b, c = 0x80 + world.rng.randrange(0x40), world.rng.randrange(256), world.rng.randrange(256)
+        mac = f"00:50:56:{a:02x}:{b:02x}:{c:02x}"
+        if mac not in used:
+            used[mac] = None
+            return mac
+
+
+def _managers(twin: Twin, root: Folder, runner: TaskRunner) -> None:
+    world = twin.world
+
+    def add(moid: str, kind: type, **props: Any) -> Manager:
+        m = Manager(world, moid, kind, **props)
+        world.add(m)
+        return m
+
+    about = vim.AboutInfo(name="VMware vCenter Server", fullName="VMware vCenter Server 8.0.3 build-24022515 (forkscale twin)",
+                          vendor="VMware, Inc.", version="8.0.3", build="24022515", localeVersion="INTL",
+                          localeBuild="000", osType="linux-x64", productLineId="vpx", apiType="VirtualCenter",
+                          apiVersion="8.0.3.0", instanceUuid=twin.instance_uuid, licenseProductName="VMware VirtualCenter Server",
+                          licenseProductVersion="8.0")
+    view_mgr = add("ViewManager", vim.view.ViewManager)
+    session_mgr = add("SessionManager", vim.SessionManager)
+    session_mgr.p_sessionList = lambda: [s.user_session() for s in twin.sessions.values()]  # type: ignore[attr-defined]
+    task_mgr = add("TaskManager", vim.TaskManager, maxCollector=32)
+    task_mgr.p_recentTask = runner.recent_refs  # type: ignore[attr-defined]
+    runner.manager = task_mgr
+    search = add("SearchIndex", vim.SearchIndex)
+    perf = add("PerfMgr", vim.PerformanceManager)
+    events = add("EventManager", vim.event.EventManager)
+    guest_ops = add("guestOperationsManager", vim.vm.guest.GuestOperationsManager)
+    process_mgr = add("ProcessManager", vim.vm.guest.ProcessManager)
+    guest_ops.props["processManager"] = process_mgr.ref
+    checker = add("ProvChecker", vim.vm.check.ProvisioningChecker)
+    fields = add("CustomFieldsManager", vim.CustomFieldsManager, field=[])
+    setting = add("VpxSettings", vim.option.OptionManager, setting=[], supportedOption=[])
+    users = add("UserDirectory", vim.UserDirectory, domainList=["vsphere.local"])
+    auth = add("AuthorizationManager", vim.AuthorizationManager, roleList=[], privilegeList=[])
+    license_mgr = add("LicenseManager", vim.LicenseManager, licenses=[])
+    ext = add("ExtensionManager", vim.ExtensionManager, extensionList=[])
+    files = add("FileManager", vim.FileManager)
+    disks = add("virtualDiskManager", vim.VirtualDiskManager)
+    ovf = add("OvfManager", vim.OvfManager)
+    content = vim.ServiceInstanceContent(
+        rootFolder=root.ref, propertyCollector=vim.PropertyCollector("propertyCollector"), viewManager=view_mgr.ref,
+        about=about, setting=setting.ref, userDirectory=users.ref, sessionManager=session_mgr.ref,
+        authorizationManager=auth.ref, perfManager=perf.ref, searchIndex=search.ref, taskManager=task_mgr.ref,
+        eventManager=events.ref, customFieldsManager=fields.ref, fileManager=files.ref,
+        virtualDiskManager=disks.ref, guestOperationsManager=guest_ops.ref, licenseManager=license_mgr.ref,
+        extensionManager=ext.ref, ovfManager=ovf.ref, vmProvisioningChecker=checker.ref)
+    twin.si.props["content"] = content
+    twin.si.p_serverClock = lambda: datetime.now(tz=UTC)  # type: ignore[attr-defined]
+    twin.si.props["capability"] = vim.Capability(provisioningSupported=True, multiHostSupported=True,
+                                                 userShellAccessSupported=False)
+    session_mgr.p_currentSession = lambda: (  # type: ignore[attr-defined]
+        CURRENT_SESSION.get().user_session() if CURRENT_SESSION.get() is not None else None)

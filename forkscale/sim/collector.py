@@ -1,0 +1,435 @@
+"""PropertyCollector, PropertyFilter and ContainerView for the twin.
+
+Selection follows the vSphere rules (ObjectSpec.skip, TraversalSpec by type and path, named
+SelectionSpecs, cycles cut), property paths are checked against the real type (an unknown
+first segment is `InvalidProperty`), unset values are left out, and lists are typed so they
+serialize like vCenter's. Updates are diffs against what each filter last reported, driven by
+the world's change log so a wait costs what changed, not the size of the inventory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from typing import Any
+
+from pyVmomi import VmomiSupport, vim, vmodl
+from pyVmomi.Differ import Differ
+
+from .world import MO, World
+
+PC = vmodl.query.PropertyCollector
+_SEGMENT = re.compile(r'([A-Za-z_][A-Za-z0-9_]*)(?:\["((?:[^"\\]|\\.)*)"\])?')
+_differ = Differ(looseMatch=False, ignoreArrayOrder=False)
+
+
+def split_path(path: str) -> list[tuple[str, str | None]]:
+    """`config.extraConfig["guestinfo.x"]` → [('config', None), ('extraConfig', 'guestinfo.x')]."""
+    out: list[tuple[str, str | None]] = []
+    pos = 0
+    while pos < len(path):
+        m = _SEGMENT.match(path, pos)
+        if not m:
+            raise vmodl.query.InvalidProperty(name=path, msg=f"invalid property path '{path}'")
+        out.append((m.group(1), m.group(2)))
+        pos = m.end()
+        if pos < len(path):
+            if path[pos] != ".":
+                raise vmodl.query.InvalidProperty(name=path, msg=f"invalid property path '{path}'")
+            pos += 1
+    return out
+
+
+def _prop_type(typ: Any, name: str) -> Any:
+    try:
+        return typ._GetPropertyInfo(name).type
+    except (AttributeError, KeyError):
+        return None
+
+
+def read_path(mo: MO, path: str) -> tuple[Any, Any]:
+    """(value, declared type) of a property path; InvalidProperty if the path is not in the schema."""
+    segments = split_path(path)
+    first, key = segments[0]
+    typ = _prop_type(type(mo.ref), first)
+    if typ is None:
+        raise vmodl.query.InvalidProperty(name=path, msg=f"'{first}' is not a property of {type(mo.ref).__name__}")
+    val = mo.get(first)
+    for i, (name, idx) in enumerate(segments):
+        if i > 0:
+            if val is None:
+                return None, typ
+            ntyp = _prop_type(type(val), name)
+            if ntyp is None:
+                raise vmodl.query.InvalidProperty(name=path, msg=f"invalid property path '{path}'")
+            typ = ntyp
+            val = getattr(val, name, None)
+        if idx is not None:
+            if not isinstance(val, list):
+                raise vmodl.query.InvalidProperty(name=path, msg=f"'{name}' is not a keyed list")
+            typ = typ.Item
+            val = next((v for v in val if str(getattr(v, "key", None)) == idx), None)
+    return val, typ
+
+
+def typed(val: Any, typ: Any) -> Any:
+    """Give bare Python lists their vmodl array type, so they can sit in an anyType slot."""
+    if isinstance(val, list) and not isinstance(val, VmomiSupport.Array) and typ is not None:
+        return typ(val) if issubclass(typ, list) else val
+    return val
+
+
+def equal(a: Any, b: Any) -> bool:
+    if a is b:
+        return True
+    if isinstance(a, (VmomiSupport.DataObject, list)) or isinstance(b, (VmomiSupport.DataObject, list)):
+        try:
+            return bool(_differ.DiffAnyObjects(a, b))
+        except Exception:
+            return False
+    return bool(a == b)
+
+
+class ContainerView(MO):
+    kind = vim.view.ContainerView
+
+    def __init__(self, world: World, moid: str, container: MO, types: list[Any], recursive: bool) -> None:
+        super().__init__(world, moid)
+        self.container = container
+        self.types = tuple(types)
+        self.recursive = recursive
+        self._cache: tuple[int, list[Any]] | None = None
+
+    def p_container(self) -> Any:
+        return self.container.ref
+
+    def p_type(self) -> list[str]:
+        return [VmomiSupport.GetWsdlName(t) for t in self.types]
+
+    def p_recursive(self) -> bool:
+        return self.recursive
+
+    def p_view(self) -> list[Any]:
+        if self._cache and self._cache[0] == self.world.structure:
+            return self._cache[1]
+        out: list[Any] = []
+        seen: set[str] = set()
+        stack = list(reversed(self.container.children()))  # type: ignore[attr-defined]
+        while stack:
+            node = stack.pop()
+            if node.moid in seen or not node.alive:
+                continue
+            seen.add(node.moid)
+            if not self.types or isinstance(node.ref, self.types):
+                out.append(node.ref)
+            if self.recursive:
+                stack.extend(reversed(node.children()))
+        self._cache = (self.world.structure, out)
+        return out
+
+
+class ListView(MO):
+    kind = vim.view.ListView
+
+    def __init__(self, world: World, moid: str, refs: list[Any]) -> None:
+        super().__init__(world, moid)
+        self.refs = list(refs)
+
+    def p_view(self) -> list[Any]:
+        return [r for r in self.refs if r._moId in self.world.objects]
+
+
+def _matches(mo: MO, typ: Any) -> bool:
+    return isinstance(mo.ref, typ)
+
+
+def select(world: World, spec: Any) -> list[MO]:
+    """The objects a FilterSpec selects, in traversal order, each once."""
+    named = {}
+    for ospec in spec.objectSet:
+        _collect_names(ospec.selectSet, named)
+    result: dict[str, MO] = {}
+    for ospec in spec.objectSet:
+        try:
+            start = world.lookup(ospec.obj)
+        except vmodl.fault.ManagedObjectNotFound:
+            continue
+        if not ospec.skip:
+            result.setdefault(start.moid, start)
+        _traverse(world, start, ospec.selectSet, named, result, set())
+    return list(result.values())
+
+
+def _collect_names(specs: list[Any], named: dict[str, Any]) -> None:
+    for s in specs or []:
+        if isinstance(s, PC.TraversalSpec):
+            if s.name:
+                named[s.name] = s
+            _collect_names(s.selectSet, named)
+
+
+def _traverse(world: World, mo: MO, specs: list[Any], named: dict[str, Any], result: dict[str, MO],
+              visited: set[tuple[str, str]]) -> None:
+    for s in specs or []:
+        if not isinstance(s, PC.TraversalSpec):
+            s = named.get(s.name)
+            if s is None:
+                continue
+        if not _matches(mo, s.type):
+            continue
+        mark = (mo.moid, s.name or id(s))
+        if mark in visited:
+            continue
+        visited.add(mark)
+        try:
+            val, _ = read_path(mo, s.path)
+        except vmodl.query.InvalidProperty:
+            continue
+        refs = val if isinstance(val, list) else [val] if val is not None else []
+        for ref in refs:
+            if not isinstance(ref, VmomiSupport.ManagedObject):
+                continue
+            child = world.objects.get(ref._moId)
+            if child is None:
+                continue
+            if not s.skip:
+                result.setdefault(child.moid, child)
+            _traverse(world, child, s.selectSet, named, result, visited)
+
+
+def paths_for(mo: MO, prop_specs: list[Any]) -> list[str] | None:
+    """The property paths a filter wants for this object; None if no PropertySpec matches it."""
+    paths: list[str] = []
+    matched = False
+    for ps in prop_specs:
+        if not _matches(mo, ps.type):
+            continue
+        matched = True
+        if ps.all:
+            paths.extend(p.name for p in type(mo.ref)._GetPropertyList())
+        paths.extend(ps.pathSet or [])
+    if not matched:
+        return None
+    return list(dict.fromkeys(paths))
+
+
+def read_props(mo: MO, paths: list[str], strict: bool = True) -> tuple[dict[str, Any], list[Any]]:
+    values: dict[str, Any] = {}
+    missing: list[Any] = []
+    for path in paths:
+        try:
+            val, typ = read_path(mo, path)
+        except vmodl.query.InvalidProperty:
+            if strict:
+                raise
+            continue
+        except vmodl.MethodFault as fault:
+            missing.append(PC.MissingProperty(path=path, fault=fault))
+            continue
+        if val is None or (isinstance(val, list) and not val and not isinstance(val, VmomiSupport.Array)
+                           and typ is None):
+            continue
+        values[path] = typed(val, typ)
+    return values, missing
+
+
+def content(mo: MO, paths: list[str]) -> Any:
+    values, missing = read_props(mo, paths)
+    return PC.ObjectContent(obj=mo.ref, propSet=[vmodl.DynamicProperty(name=k, val=v) for k, v in values.items()],
+                            missingSet=missing)
+
+
+def retrieve(world: World, specs: list[Any]) -> list[Any]:
+    out: list[Any] = []
+    seen: set[str] = set()
+    for spec in specs:
+        for mo in select(world, spec):
+            paths = paths_for(mo, spec.propSet)
+            if paths is None or mo.moid in seen:
+                continue
+            seen.add(mo.moid)
+            out.append(content(mo, paths))
+    return out
+
+
+class Filter(MO):
+    kind = PC.Filter
+
+    def __init__(self, world: World, moid: str, collector: Collector, spec: Any, partial: bool) -> None:
+        super().__init__(world, moid)
+        self.collector = collector
+        self.spec = spec
+        self.partial = partial
+        self.reported: dict[str, dict[str, Any]] = {}
+        self.refs: dict[str, Any] = {}
+        self.seen_version: dict[str, int] = {}
+        self.structure = -1
+        self.objects: dict[str, MO] = {}
+        self.log_pos = 0
+
+    def p_spec(self) -> Any:
+        return self.spec
+
+    def p_partialUpdates(self) -> bool:  # noqa: N802
+        return self.partial
+
+    def validate(self) -> None:
+        for ps in self.spec.propSet:
+            for path in ps.pathSet or []:
+                first = split_path(path)[0][0]
+                if _prop_type(ps.type, first) is None:
+                    raise vmodl.query.InvalidProperty(name=path, msg=f"'{first}' is not a property of {ps.type.__name__}")
+
+    def reset(self) -> None:
+        self.reported.clear()
+        self.refs.clear()
+        self.seen_version.clear()
+        self.structure = -1
+
+    def updates(self, limit: int | None) -> tuple[list[Any], bool]:
+        """Object updates since the last report; (updates, truncated)."""
+        world = self.world
+        if self.structure != world.structure:
+            self.objects = {m.moid: m for m in select(world, self.spec)}
+            self.structure = world.structure
+            candidates = set(self.objects) | set(self.reported)
+        else:
+            candidates = self._dirty()
+        self.log_pos = world.seq
+        out: list[Any] = []
+        truncated = False
+        for moid in sorted(candidates, key=_moid_order):
+            if limit is not None and len(out) >= limit:
+                truncated = True
+                self.structure = -1  # recompute next time
+                break
+            mo = self.objects.get(moid)
+            before = self.reported.get(moid)
+            if mo is None or not mo.alive:
+                if before is not None:
+                    del self.reported[moid]
+                    self.seen_version.pop(moid, None)
+                    out.append(PC.ObjectUpdate(kind="leave", obj=self.refs.pop(moid)))
+                continue
+            if before is not None and self.seen_version.get(moid) == mo.version:
+                continue
+            paths = paths_for(mo, self.spec.propSet)
+            if paths is None:
+                continue
+            values, missing = read_props(mo, paths, strict=False)
+            self.seen_version[moid] = mo.version
+            if before is None:
+                self.reported[moid] = values
+                self.refs[moid] = mo.ref
+                out.append(PC.ObjectUpdate(kind="enter", obj=mo.ref, missingSet=missing, changeSet=[
+                    PC.Change(name=k, op="assign", val=v) for k, v in values.items()]))
+                continue
+            changes = []
+            for k, v in values.items():
+                if k not in before or not equal(before[k], v):
+                    changes.append(PC.Change(name=k, op="assign", val=v))
+            for k in before:
+                if k not in values:
+                    changes.append(PC.Change(name=k, op="assign"))
+            self.reported[moid] = values
+            if changes:
+                out.append(PC.ObjectUpdate(kind="modify", obj=mo.ref, changeSet=changes, missingSet=missing))
+        return out, truncated
+
+    def _dirty(self) -> set[str]:
+        log = self.world.log
+        if not log or log[0][0] > self.log_pos + 1:
+            return set(self.objects)
+        dirty: set[str] = set()
+        for seq, moid in reversed(log):
+            if seq <= self.log_pos:
+                break
+            if moid in self.objects:
+                dirty.add(moid)
+        return dirty
+
+
+def _moid_order(moid: str) -> tuple[str, int]:
+    prefix, _, num = moid.rpartition("-")
+    return (prefix, int(num)) if num.isdigit() else (moid, 0)
+
+
+class Collector(MO):
+    kind = PC
+
+    def __init__(self, world: World, moid: str, session: Any) -> None:
+        super().__init__(world, moid)
+        self.session = session
+        self.filters: dict[str, Filter] = {}
+        self.version = 0
+        self.pages: dict[str, list[Any]] = {}
+        self.waiting = False
+        self.cancel = asyncio.Event()
+
+    def p_filter(self) -> list[Any]:
+        return [f.ref for f in self.filters.values()]
+
+    def page(self, objects: list[Any], max_objects: int | None) -> Any:
+        if not objects:
+            return None
+        if not max_objects or len(objects) <= max_objects:
+            return PC.RetrieveResult(objects=objects)
+        token = f"{self.moid}-{time.monotonic_ns()}"
+        self.pages[token] = objects[max_objects:]
+        return PC.RetrieveResult(objects=objects[:max_objects], token=token)
+
+    def continue_page(self, token: str, max_objects: int | None) -> Any:
+        rest = self.pages.pop(token, None)
+        if rest is None:
+            raise vmodl.fault.InvalidArgument(invalidProperty="token", msg=f"unknown or expired token {token}")
+        page = self.page(rest, max_objects)
+        return page
+
+    async def wait(self, version: str | None, max_wait: float | None, max_updates: int | None) -> Any:
+        if self.waiting:
+            # govmomi's rule, and vCenter's: one outstanding wait per collector.
+            raise vmodl.fault.NotSupported(msg="a WaitForUpdates call is already in progress on this collector")
+        self.waiting = True
+        self.cancel.clear()
+        try:
+            if not version or version != str(self.version):
+                for f in self.filters.values():
+                    f.reset()
+            deadline = None if max_wait is None else time.monotonic() + max_wait
+            while True:
+                changed = self.world.changed()
+                update = self._collect(max_updates)
+                if update is not None:
+                    return update
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return None
+                waiter = asyncio.ensure_future(changed.wait())
+                canceller = asyncio.ensure_future(self.cancel.wait())
+                try:
+                    done, _ = await asyncio.wait({waiter, canceller}, timeout=remaining,
+                                                 return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    waiter.cancel()
+                    canceller.cancel()
+                if canceller in done:
+                    raise vmodl.fault.RequestCanceled(msg="WaitForUpdates canceled")
+        finally:
+            self.waiting = False
+
+    def _collect(self, max_updates: int | None) -> Any:
+        sets = []
+        truncated = False
+        budget = max_updates
+        for f in list(self.filters.values()):
+            ups, trunc = f.updates(budget)
+            truncated = truncated or trunc
+            if ups:
+                sets.append(PC.FilterUpdate(filter=f.ref, objectSet=ups))
+                if budget is not None:
+                    budget = max(0, budget - len(ups))
+        if not sets:
+            return None
+        self.version += 1
+        return PC.UpdateSet(version=str(self.version), filterSet=sets, truncated=truncated)

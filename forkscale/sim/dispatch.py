@@ -1,0 +1,40 @@
+"""The method registry: vSphere method wsdl name -> handler(ctx, this, **arguments)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .service import Session, Twin
+    from .world import MO
+
+Handler = Callable[..., Any]
+HANDLERS: dict[str, Handler] = {}
+# Methods a client may call before logging in.
+ANONYMOUS = {"RetrieveServiceContent", "Login", "CurrentTime", "SessionIsActive", "RetrieveProperties",
+             "RetrievePropertiesEx", "Fetch"}
+
+
+def method(*names: str) -> Callable[[Handler], Handler]:
+    """Register a handler for one or more wsdl method names."""
+
+    def register(fn: Handler) -> Handler:
+        for name in names:
+            HANDLERS[name] = fn
+        return fn
+
+    return register
+
+
+@dataclass
+class Ctx:
+    twin: Twin
+    session: Session | None
+    this: MO
+    method: str
+
+    @property
+    def user(self) -> str:
+        return self.session.user if self.session else ""

@@ -1,0 +1,96 @@
+"""Faults on demand: failure rates per method, one-shot failures, slow operations, broken hosts,
+expired sessions and sources that lose their frozen state — what production does to a controller."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pyVmomi import VmomiSupport, vim, vmodl
+
+from .world import World
+
+
+def make_fault(name: str, message: str) -> vmodl.MethodFault:
+    """A fault by its wsdl name (`TaskInProgress`, `InvalidState`, `SystemError`, ...)."""
+    for ns in ("urn:vim25",):
+        try:
+            typ = VmomiSupport.GetWsdlType(ns, name)
+            break
+        except KeyError:
+            continue
+    else:
+        raise ValueError(f"unknown fault type {name!r}")
+    fault = typ(msg=message)
+    if isinstance(fault, vmodl.fault.SystemError):
+        fault.reason = message
+    return fault
+
+
+class FaultPlan:
+    def __init__(self, world: World, spec: dict[str, Any]) -> None:
+        self.world = world
+        self.rates: dict[str, tuple[float, str]] = {}
+        for meth, val in (spec.get("failure_rate") or {}).items():
+            self.set_rate(meth, val if isinstance(val, (int, float)) else val["rate"],
+                          "SystemError" if isinstance(val, (int, float)) else val.get("fault", "SystemError"))
+        self.next: dict[str, list[str]] = {}  # method -> faults for the next calls (task or method)
+        self.slow: dict[str, float] = {}
+        self.injected = 0
+
+    def set_rate(self, meth: str, rate: float, fault: str = "SystemError") -> None:
+        make_fault(fault, "check")
+        if not 0 <= rate <= 1:
+            raise ValueError("rate must be within 0..1")
+        self.rates[meth] = (float(rate), fault)
+
+    def fail_next(self, meth: str, fault: str, count: int = 1) -> None:
+        make_fault(fault, "check")
+        self.next.setdefault(meth, []).extend([fault] * count)
+
+    def before_call(self, meth: str) -> None:
+        """Faults for non-task methods, raised before the handler runs."""
+        if meth.endswith("_Task"):
+            return
+        self._one_shot(meth)
+
+    def maybe_fail(self, meth: str, entity: Any) -> None:
+        """Called when a task starts running: one-shot faults first, then the failure rate."""
+        self._one_shot(meth)
+        rate = self.rates.get(meth)
+        if rate and self.world.rng.random() < rate[0]:
+            self.injected += 1
+            raise make_fault(rate[1], f"injected {rate[1]} for {meth} (failure rate {rate[0]:.0%})")
+
+    def _one_shot(self, meth: str) -> None:
+        queue = self.next.get(meth)
+        if queue:
+            name = queue.pop(0)
+            self.injected += 1
+            raise make_fault(name, f"injected {name} for {meth}")
+
+    def slowdown(self, op: str) -> float:
+        return self.slow.get(op, 1.0)
+
+    # world-level faults -------------------------------------------------------------------------
+    def host_down(self, name: str, down: bool = True) -> None:
+        host = _by_name(self.world, vim.HostSystem, name)
+        host.connected = not down  # type: ignore[attr-defined]
+        self.world.touch(host)
+        for vm in list(host.vms):  # type: ignore[attr-defined]
+            vm.changed()
+
+    def lose_frozen(self, name: str) -> None:
+        """The source was power-cycled: running again, no longer frozen."""
+        from .ops import power_on_now
+
+        vm = _by_name(self.world, vim.VirtualMachine, name)
+        vm.frozen = False  # type: ignore[attr-defined]
+        vm.source_delta_done = False  # type: ignore[attr-defined]
+        power_on_now(vm, boot=False)  # type: ignore[arg-type]
+
+
+def _by_name(world: World, kind: type, name: str) -> Any:
+    for mo in world.of_kind(kind):
+        if getattr(mo, "name", None) == name or mo.moid == name:
+            return mo
+    raise KeyError(f"no {kind.__name__} named {name!r}")

@@ -1,0 +1,327 @@
+"""Inventory entities of the twin: folders, datacenter, cluster, hosts, pools, datastores, networks."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from pyVmomi import vim
+
+from .world import MO, World
+
+if TYPE_CHECKING:
+    from .vm import VM
+
+GiB = 1024**3
+MiB = 1024**2
+
+
+class Entity(MO):
+    """A ManagedEntity: named, parented, and listed in its parent's children."""
+
+    kind: type = vim.ManagedEntity
+
+    def __init__(self, world: World, moid: str, name: str, parent: Entity | None, **props: Any) -> None:
+        super().__init__(world, moid, **props)
+        self.name = name
+        self.parent = parent
+
+    def p_name(self) -> str:
+        return self.name
+
+    def p_parent(self) -> Any:
+        return self.parent.ref if self.parent is not None else None
+
+    def p_overallStatus(self) -> str:  # noqa: N802 - vSphere property name
+        return "green"
+
+    def p_configStatus(self) -> str:  # noqa: N802
+        return "green"
+
+    def p_alarmActionsEnabled(self) -> bool:  # noqa: N802
+        return True
+
+    def p_tag(self) -> list[Any]:
+        return []
+
+    def p_customValue(self) -> list[Any]:  # noqa: N802
+        return []
+
+    def p_recentTask(self) -> list[Any]:  # noqa: N802
+        return [t.ref for t in self.world.of_kind(vim.Task)
+                if t.get("info").entity == self.ref and t.get("info").state in ("queued", "running")]
+
+    def p_declaredAlarmState(self) -> list[Any]:  # noqa: N802
+        return []
+
+    def p_triggeredAlarmState(self) -> list[Any]:  # noqa: N802
+        return []
+
+    def p_disabledMethod(self) -> list[str]:  # noqa: N802
+        return []
+
+    def children(self) -> list[Entity]:
+        return []
+
+    def path(self) -> str:
+        """Inventory path as SearchIndex.FindByInventoryPath spells it."""
+        parts: list[str] = []
+        node: Entity | None = self
+        while node is not None and node.parent is not None:
+            parts.append(node.name)
+            node = node.parent
+        return "/".join(reversed(parts))
+
+
+class Folder(Entity):
+    kind = vim.Folder
+
+    def __init__(self, world: World, moid: str, name: str, parent: Entity | None,
+                 child_type: list[str]) -> None:
+        super().__init__(world, moid, name, parent)
+        self.child_type = child_type
+        self.entries: list[Entity] = []
+
+    def p_childEntity(self) -> list[Any]:  # noqa: N802
+        return [e.ref for e in self.entries]
+
+    def p_childType(self) -> list[str]:  # noqa: N802
+        return list(self.child_type)
+
+    def children(self) -> list[Entity]:
+        return list(self.entries)
+
+    def attach(self, entity: Entity) -> None:
+        entity.parent = self
+        self.entries.append(entity)
+        self.world.touch(self, structural=True)
+
+    def detach(self, entity: Entity) -> None:
+        if entity in self.entries:
+            self.entries.remove(entity)
+            self.world.touch(self, structural=True)
+
+
+class Datacenter(Entity):
+    kind = vim.Datacenter
+
+    def __init__(self, world: World, moid: str, name: str, parent: Entity | None) -> None:
+        super().__init__(world, moid, name, parent)
+        self.vm_folder: Folder
+        self.host_folder: Folder
+        self.datastore_folder: Folder
+        self.network_folder: Folder
+
+    def p_vmFolder(self) -> Any:  # noqa: N802
+        return self.vm_folder.ref
+
+    def p_hostFolder(self) -> Any:  # noqa: N802
+        return self.host_folder.ref
+
+    def p_datastoreFolder(self) -> Any:  # noqa: N802
+        return self.datastore_folder.ref
+
+    def p_networkFolder(self) -> Any:  # noqa: N802
+        return self.network_folder.ref
+
+    def p_datastore(self) -> list[Any]:
+        return [d.ref for d in self.datastore_folder.entries]
+
+    def p_network(self) -> list[Any]:
+        return [n.ref for n in self.network_folder.entries if not isinstance(n.ref, vim.DistributedVirtualSwitch)]
+
+    def children(self) -> list[Entity]:
+        return [self.vm_folder, self.host_folder, self.datastore_folder, self.network_folder]
+
+
+class ResourcePool(Entity):
+    kind = vim.ResourcePool
+
+    def __init__(self, world: World, moid: str, name: str, parent: Entity | None, owner: Entity) -> None:
+        super().__init__(world, moid, name, parent)
+        self.owner = owner
+        self.pools: list[ResourcePool] = []
+
+    def p_owner(self) -> Any:
+        return self.owner.ref
+
+    def p_resourcePool(self) -> list[Any]:  # noqa: N802
+        return [p.ref for p in self.pools]
+
+    def p_vm(self) -> list[Any]:
+        return [v.ref for v in vms(self.world) if v.pool is self]
+
+    def children(self) -> list[Entity]:
+        return list(self.pools)
+
+
+class Host(Entity):
+    kind = vim.HostSystem
+
+    def __init__(self, world: World, moid: str, name: str, parent: Entity | None, *, memory_bytes: int,
+                 cpu_cores: int, cpu_mhz: int = 2600) -> None:
+        super().__init__(world, moid, name, parent)
+        self.memory_bytes = memory_bytes
+        self.cpu_cores = cpu_cores
+        self.cpu_mhz = cpu_mhz
+        self.connected = True
+        self.vms: set[VM] = set()
+        self.datastores: list[Datastore] = []
+        self.networks: list[Entity] = []
+
+    def p_runtime(self) -> Any:
+        return vim.host.RuntimeInfo(
+            connectionState="connected" if self.connected else "notResponding",
+            powerState="poweredOn" if self.connected else "unknown", inMaintenanceMode=False)
+
+    def p_hardware(self) -> Any:
+        return vim.host.HardwareInfo(
+            systemInfo=vim.host.SystemInfo(vendor="forkscale", model="twin", uuid=f"host-uuid-{self.moid}"),
+            cpuInfo=vim.host.CpuInfo(numCpuPackages=2, numCpuCores=self.cpu_cores,
+                                     numCpuThreads=self.cpu_cores * 2, hz=self.cpu_mhz * 1_000_000),
+            cpuPkg=[vim.host.CpuPackage(index=i, vendor="intel", hz=self.cpu_mhz * 1_000_000, busHz=100_000_000,
+                                        description="Twin CPU", threadId=list(range(self.cpu_cores)), cpuFeature=[])
+                    for i in range(2)],
+            memorySize=self.memory_bytes, smcPresent=False)
+
+    def p_summary(self) -> Any:
+        from .memory import host_quick_stats
+
+        hw = vim.host.Summary.HardwareSummary(
+            vendor="forkscale", model="twin", uuid=f"host-uuid-{self.moid}", memorySize=self.memory_bytes,
+            cpuModel="Twin CPU", cpuMhz=self.cpu_mhz, numCpuPkgs=2, numCpuCores=self.cpu_cores,
+            numCpuThreads=self.cpu_cores * 2, numNics=2, numHBAs=1)
+        return vim.host.Summary(
+            host=self.ref, hardware=hw, runtime=self.get("runtime"),
+            config=vim.host.Summary.ConfigSummary(name=self.name, port=443, vmotionEnabled=True,
+                                                  faultToleranceEnabled=False),
+            quickStats=host_quick_stats(self), overallStatus="green", rebootRequired=False)
+
+    def p_vm(self) -> list[Any]:
+        return [v.ref for v in self.vms]
+
+    def p_datastore(self) -> list[Any]:
+        return [d.ref for d in self.datastores]
+
+    def p_network(self) -> list[Any]:
+        return [n.ref for n in self.networks]
+
+
+class Cluster(Entity):
+    kind = vim.ClusterComputeResource
+
+    def __init__(self, world: World, moid: str, name: str, parent: Entity | None) -> None:
+        super().__init__(world, moid, name, parent)
+        self.hosts: list[Host] = []
+        self.root_pool: ResourcePool
+
+    def p_host(self) -> list[Any]:
+        return [h.ref for h in self.hosts]
+
+    def p_resourcePool(self) -> Any:  # noqa: N802
+        return self.root_pool.ref
+
+    def p_datastore(self) -> list[Any]:
+        seen: dict[str, Any] = {}
+        for h in self.hosts:
+            for d in h.datastores:
+                seen[d.moid] = d.ref
+        return list(seen.values())
+
+    def p_network(self) -> list[Any]:
+        seen: dict[str, Any] = {}
+        for h in self.hosts:
+            for n in h.networks:
+                seen[n.moid] = n.ref
+        return list(seen.values())
+
+    def p_summary(self) -> Any:
+        return vim.ClusterComputeResource.Summary(
+            totalCpu=sum(h.cpu_cores * h.cpu_mhz for h in self.hosts),
+            totalMemory=sum(h.memory_bytes for h in self.hosts), numCpuCores=sum(h.cpu_cores for h in self.hosts),
+            numCpuThreads=sum(h.cpu_cores * 2 for h in self.hosts), effectiveCpu=0, effectiveMemory=0,
+            numHosts=len(self.hosts), numEffectiveHosts=sum(h.connected for h in self.hosts),
+            overallStatus="green")
+
+    def children(self) -> list[Entity]:
+        return [*self.hosts, self.root_pool]
+
+
+class Datastore(Entity):
+    kind = vim.Datastore
+
+    def __init__(self, world: World, moid: str, name: str, parent: Entity | None, *, capacity: int,
+                 ds_type: str = "VMFS") -> None:
+        super().__init__(world, moid, name, parent)
+        self.capacity = capacity
+        self.ds_type = ds_type
+        self.url = f"ds:///vmfs/volumes/{moid}/"
+        self.hosts: list[Host] = []
+
+    def used(self) -> int:
+        from .disks import datastore_used
+
+        return datastore_used(self.world, self)
+
+    def free(self) -> int:
+        return max(0, self.capacity - self.used())
+
+    def p_summary(self) -> Any:
+        return vim.Datastore.Summary(datastore=self.ref, name=self.name, url=self.url, capacity=self.capacity,
+                                     freeSpace=self.free(), uncommitted=0, accessible=True,
+                                     multipleHostAccess=True, type=self.ds_type, maintenanceMode="normal")
+
+    def p_host(self) -> list[Any]:
+        return [vim.Datastore.HostMount(key=h.ref, mountInfo=vim.host.MountInfo(
+            path=f"/vmfs/volumes/{self.moid}", accessMode="readWrite", mounted=True, accessible=True))
+            for h in self.hosts]
+
+    def p_vm(self) -> list[Any]:
+        return [v.ref for v in vms(self.world) if self in v.datastores()]
+
+
+class Network(Entity):
+    kind = vim.Network
+
+    def p_summary(self) -> Any:
+        return vim.Network.Summary(network=self.ref, name=self.name, accessible=True, ipPoolName="")
+
+    def p_host(self) -> list[Any]:
+        return [h.ref for h in self.world.of_kind(vim.HostSystem) if self in h.networks]  # type: ignore[attr-defined]
+
+    def p_vm(self) -> list[Any]:
+        return [v.ref for v in vms(self.world) if self in v.networks()]
+
+
+class DVSwitch(Entity):
+    kind = vim.dvs.VmwareDistributedVirtualSwitch
+
+    def __init__(self, world: World, moid: str, name: str, parent: Entity | None) -> None:
+        super().__init__(world, moid, name, parent)
+        self.uuid = f"50 2a {moid[-2:]:>2} 00 11 22 33 44-55 66 77 88 99 aa bb cc"
+        self.portgroups: list[DVPortgroup] = []
+
+    def p_uuid(self) -> str:
+        return self.uuid
+
+    def p_portgroup(self) -> list[Any]:
+        return [p.ref for p in self.portgroups]
+
+
+class DVPortgroup(Network):
+    kind = vim.dvs.DistributedVirtualPortgroup
+
+    def __init__(self, world: World, moid: str, name: str, parent: Entity | None, switch: DVSwitch) -> None:
+        super().__init__(world, moid, name, parent)
+        self.switch = switch
+
+    def p_key(self) -> str:
+        return self.moid
+
+    def p_config(self) -> Any:
+        return vim.dvs.DistributedVirtualPortgroup.ConfigInfo(
+            key=self.moid, name=self.name, numPorts=1024, distributedVirtualSwitch=self.switch.ref,
+            type="earlyBinding", autoExpand=True)
+
+
+def vms(world: World) -> list[VM]:
+    return world.of_kind(vim.VirtualMachine)  # type: ignore[return-value]

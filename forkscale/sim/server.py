@@ -1,0 +1,305 @@
+"""Serve the twin over HTTP(S): `/sdk` (SOAP), `/sdk/vimServiceVersions.xml`, and an admin API.
+
+`start_in_thread()` is the one documented call for running it in-process (demo, tests): it
+returns a `SimHandle` with the URL, credentials and CA file, and stops cleanly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import ipaddress
+import json
+import os
+import secrets
+import ssl
+import threading
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from http.cookies import SimpleCookie
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from . import builder
+from .service import COOKIE, Twin
+from .soap import API_VERSION
+
+VERSIONS_XML = f"""<?xml version="1.0" encoding="UTF-8" ?>
+<namespaces version="1.0">
+ <namespace>
+  <name>urn:vim25</name>
+  <version>{API_VERSION}</version>
+  <priorVersions>
+   <version>8.0.2.0</version><version>8.0.1.0</version><version>8.0.0.0</version><version>7.0.3.0</version>
+   <version>7.0.2.0</version><version>7.0.1.0</version><version>7.0</version><version>6.7.3</version>
+   <version>6.7</version><version>6.5</version><version>6.0</version><version>5.5</version>
+  </priorVersions>
+ </namespace>
+</namespaces>
+"""
+ADMIN = "/forkscale-sim/admin"
+DEFAULT_USER = "administrator@vsphere.local"
+
+
+def make_certificates(directory: Path) -> tuple[Path, Path, Path]:
+    """A private CA and a server certificate for 127.0.0.1/localhost signed by it: (ca, cert, key)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    directory.mkdir(parents=True, exist_ok=True)
+    now = datetime.now(tz=UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "forkscale twin CA")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+          .serial_number(x509.random_serial_number()).not_valid_before(now - timedelta(minutes=5))
+          .not_valid_after(now + timedelta(days=825))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+          .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
+                                       content_commitment=False, key_encipherment=False, data_encipherment=False,
+                                       key_agreement=False, encipher_only=False, decipher_only=False), critical=True)
+          .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+          .sign(ca_key, hashes.SHA256()))
+    key = ec.generate_private_key(ec.SECP256R1())
+    san = x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                                       x509.IPAddress(ipaddress.ip_address("::1"))])
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+            .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(minutes=5)).not_valid_after(now + timedelta(days=397))
+            .add_extension(san, critical=False)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    pem = serialization.Encoding.PEM
+    ca_file, cert_file, key_file = directory / "ca.pem", directory / "server.pem", directory / "server.key"
+    ca_file.write_bytes(ca.public_bytes(pem))
+    cert_file.write_bytes(cert.public_bytes(pem))
+    key_file.write_bytes(key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    os.chmod(key_file, 0o600)
+    return ca_file, cert_file, key_file
+
+
+@dataclass
+class SimHandle:
+    """A running twin: where it listens and how to log in."""
+
+    url: str
+    user: str
+    password: str
+    ca_file: str | None
+    twin: Twin
+    loop: asyncio.AbstractEventLoop
+    _stop: Any = field(repr=False, default=None)
+
+    def as_json(self) -> dict[str, Any]:
+        return {"url": self.url, "user": self.user, "password": self.password, "ca_file": self.ca_file}
+
+    def call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """Run `fn(twin, ...)` on the twin's event loop (thread-safe) and return its result."""
+
+        async def run() -> Any:
+            result = fn(self.twin, *args, **kwargs)
+            if asyncio.iscoroutine(result):
+                result = await result
+            return result
+
+        return asyncio.run_coroutine_threadsafe(run(), self.loop).result(timeout=30)
+
+    def admin(self, action: str, **kwargs: Any) -> Any:
+        return self.call(lambda twin: admin_action(twin, action, kwargs))
+
+    def stop(self) -> None:
+        if self._stop is not None:
+            self._stop()
+            self._stop = None
+
+
+def admin_action(twin: Twin, action: str, args: dict[str, Any]) -> Any:
+    """Fault injection and inspection, for tests and demos (also served at /forkscale-sim/admin)."""
+    faults = twin.faults
+    if action == "stats":
+        return {"requests": twin.request_count, "methods": dict(twin.method_counts),
+                "sessions": len(twin.sessions), "tasks_completed": twin.world.tasks.completed,  # type: ignore[attr-defined]
+                "faults_injected": faults.injected}
+    if action == "failure_rate":
+        faults.set_rate(args["method"], float(args["rate"]), args.get("fault", "SystemError"))
+    elif action == "fail_next":
+        faults.fail_next(args["method"], args.get("fault", "SystemError"), int(args.get("count", 1)))
+    elif action == "slow":
+        faults.slow[args["op"]] = float(args["factor"])
+    elif action == "host_down":
+        faults.host_down(args["host"], bool(args.get("down", True)))
+    elif action == "expire_sessions":
+        for s in list(twin.sessions.values()):
+            twin.end_session(s)
+    elif action == "lose_frozen":
+        faults.lose_frozen(args["vm"])
+    elif action == "time_scale":
+        twin.world.time_scale = float(args["value"])
+    else:
+        raise ValueError(f"unknown admin action {action!r}")
+    return {"ok": True}
+
+
+def make_app(twin: Twin, password: str) -> web.Application:
+    app = web.Application(client_max_size=64 * 1024 * 1024)
+
+    async def sdk(request: web.Request) -> web.Response:
+        body = await request.read()
+        cookie = _session_cookie(request)
+        if b"<Fetch " in body[:2000] or b"<Fetch>" in body[:2000]:
+            status, out = await twin.fetch(body, cookie)
+            return web.Response(status=status, body=out, content_type="text/xml", charset="utf-8")
+        status, out, new_session = await twin.handle(body, cookie, request.remote or "",
+                                                     request.headers.get("User-Agent", ""))
+        resp = web.Response(status=status, body=out, content_type="text/xml", charset="utf-8")
+        if new_session:
+            resp.headers["Set-Cookie"] = f'{COOKIE}="{new_session}"; Path=/; HttpOnly; Secure'
+        return resp
+
+    async def versions(request: web.Request) -> web.Response:
+        return web.Response(text=VERSIONS_XML, content_type="text/xml")
+
+    async def admin(request: web.Request) -> web.Response:
+        auth = request.headers.get("Authorization", "")
+        expected = "Basic " + base64.b64encode(f"{twin.user}:{password}".encode()).decode()
+        if not secrets.compare_digest(auth, expected):
+            return web.json_response({"error": "unauthorized"}, status=401)
+        try:
+            data = await request.json() if request.method == "POST" else {"action": "stats"}
+            result = admin_action(twin, data.pop("action"), data)
+        except (KeyError, ValueError, TypeError) as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        return web.json_response(result)
+
+    app.router.add_post("/sdk", sdk)
+    app.router.add_post("/sdk/", sdk)
+    app.router.add_get("/sdk/vimServiceVersions.xml", versions)
+    app.router.add_get(ADMIN, admin)
+    app.router.add_post(ADMIN, admin)
+    from .guestrpc import add_routes
+
+    add_routes(app, twin)
+    return app
+
+
+def _session_cookie(request: web.Request) -> str | None:
+    raw = request.headers.get("Cookie")
+    if raw:
+        try:
+            jar = SimpleCookie()
+            jar.load(raw)
+            if COOKIE in jar:
+                return jar[COOKIE].value.strip('"')
+        except Exception:
+            return None
+    vc = request.headers.get("vmware_soap_session")
+    return vc.strip('"') if vc else None
+
+
+@dataclass
+class SimOptions:
+    host: str = "127.0.0.1"
+    port: int = 8989
+    world: str | None = None
+    time_scale: float = 1.0
+    seed: int = 0
+    http: bool = False
+    user: str = DEFAULT_USER
+    password: str | None = None
+    state_dir: str | None = None
+
+
+def _state_dir(opts: SimOptions) -> Path:
+    return Path(opts.state_dir or os.environ.get("FORKSCALE_SIM_DIR") or Path.home() / ".forkscale" / "sim")
+
+
+async def serve(opts: SimOptions, ready: Any = None) -> None:
+    """Run until cancelled. `ready(handle_parts)` is called once listening."""
+    password = opts.password or os.environ.get("FORKSCALE_SIM_PASSWORD") or secrets.token_urlsafe(12)
+    spec = builder.load_world(opts.world)
+    twin = builder.build(spec, user=opts.user, password=password, time_scale=opts.time_scale, seed=opts.seed)
+    app = make_app(twin, password)
+    runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
+    await runner.setup()
+    ssl_ctx = None
+    ca_file = None
+    if not opts.http:
+        ca, cert, key = make_certificates(_state_dir(opts))
+        ssl_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ssl_ctx.load_cert_chain(cert, key)
+        ca_file = str(ca)
+    site = web.TCPSite(runner, opts.host, opts.port, ssl_context=ssl_ctx, backlog=1024, reuse_address=True)
+    await site.start()
+    port = opts.port
+    if port == 0:
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    scheme = "http" if opts.http else "https"
+    host = f"[{opts.host}]" if ":" in opts.host else opts.host
+    url = f"{scheme}://{host}:{port}/sdk"
+    try:
+        if ready is not None:
+            ready(url, opts.user, password, ca_file, twin)
+        await asyncio.Event().wait()
+    finally:
+        for job in list(twin.world.tasks.background):  # type: ignore[attr-defined]
+            job.cancel()
+        await runner.cleanup()
+
+
+def start_in_thread(*, world: str | None = None, time_scale: float = 0.01, seed: int = 0, http: bool = False,
+                    password: str | None = None, port: int = 0, state_dir: str | None = None) -> SimHandle:
+    """Start a twin on its own thread and event loop; returns once it accepts connections."""
+    opts = SimOptions(port=port, world=world, time_scale=time_scale, seed=seed, http=http,
+                      password=password or secrets.token_urlsafe(12), state_dir=state_dir)
+    loop = asyncio.new_event_loop()
+    started = threading.Event()
+    box: dict[str, Any] = {}
+
+    def ready(url: str, user: str, pw: str, ca: str | None, twin: Twin) -> None:
+        box.update(url=url, user=user, password=pw, ca_file=ca, twin=twin)
+        started.set()
+
+    main: asyncio.Task[None] | None = None
+
+    def run() -> None:
+        nonlocal main
+        asyncio.set_event_loop(loop)
+        main = loop.create_task(serve(opts, ready))
+        try:
+            loop.run_until_complete(main)
+        except asyncio.CancelledError:
+            pass
+        except BaseException as exc:  # surface start-up errors to the caller
+            box["error"] = exc
+            started.set()
+        finally:
+            loop.close()
+
+    thread = threading.Thread(target=run, name="forkscale-twin", daemon=True)
+    thread.start()
+    started.wait(timeout=60)
+    if "error" in box:
+        raise RuntimeError(f"the twin failed to start: {box['error']}") from box["error"]
+    if "url" not in box:
+        raise RuntimeError("the twin did not start within 60 s")
+
+    def stop() -> None:
+        if main is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(main.cancel)
+        thread.join(timeout=10)
+
+    return SimHandle(url=box["url"], user=box["user"], password=box["password"], ca_file=box["ca_file"],
+                     twin=box["twin"], loop=loop, _stop=stop)
+
+
+def print_banner(url: str, user: str, password: str, ca_file: str | None) -> None:
+    print(f"url: {url}")
+    print(f"user: {user}")
+    print(f"password: {password}")
+    print(f"ca_file: {ca_file or ''}")
+    print(json.dumps({"url": url, "user": user, "password": password, "ca_file": ca_file}), flush=True)

@@ -1,0 +1,155 @@
+"""Tasks with vCenter-like queueing: a global operation limit and per-host provisioning slots.
+
+A task is created `queued`, waits for its slots (visible as the gap between `queueTime` and
+`startTime`), runs for a latency drawn from the operation's distribution, then applies its
+effect atomically on the event loop and ends `success` with a result or `error` with a fault.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from pyVmomi import VmomiSupport, vim, vmodl
+
+from .world import MO, World, wsdl_name
+
+
+def _method(name: str) -> Any:
+    try:
+        return VmomiSupport.GetWsdlMethod("urn:vim25", name)
+    except KeyError:
+        return None
+
+
+class Slots:
+    """A FIFO counting semaphore whose waiters are visible (for queueTime/startTime)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self.waiters: deque[asyncio.Future[None]] = deque()
+
+    async def acquire(self) -> None:
+        if self.used < self.limit and not self.waiters:
+            self.used += 1
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.waiters.append(fut)
+        try:
+            await fut
+        except asyncio.CancelledError:
+            if fut in self.waiters:
+                self.waiters.remove(fut)
+            elif fut.done() and not fut.cancelled():
+                self.release()
+            raise
+
+    def release(self) -> None:
+        while self.waiters:
+            fut = self.waiters.popleft()
+            if not fut.done():
+                fut.set_result(None)
+                return
+        self.used -= 1
+
+
+class Task(MO):
+    kind = vim.Task
+
+    def __init__(self, world: World, moid: str, info: Any) -> None:
+        super().__init__(world, moid)
+        self.info = info
+
+    def p_info(self) -> Any:
+        return self.info
+
+    def update(self, **fields: Any) -> None:
+        for k, v in fields.items():
+            setattr(self.info, k, v)
+        self.world.touch(self)
+
+
+class TaskRunner:
+    """Creates tasks and runs their bodies under the concurrency limits."""
+
+    def __init__(self, world: World, *, vcenter_limit: int = 640, host_limit: int = 16,
+                 keep_completed: int = 2000) -> None:
+        self.world = world
+        self.vcenter = Slots(vcenter_limit)
+        self.host_limit = host_limit
+        self.hosts: dict[str, Slots] = {}
+        self.recent: deque[Task] = deque()
+        self.keep_completed = keep_completed
+        self.manager: MO | None = None  # TaskManager MO, touched when recentTask changes
+        self.background: set[asyncio.Task[Any]] = set()
+        self.completed = 0
+
+    def host_slots(self, host_moid: str) -> Slots:
+        slots = self.hosts.get(host_moid)
+        if slots is None:
+            slots = self.hosts[host_moid] = Slots(self.host_limit)
+        return slots
+
+    def submit(self, method: str, entity: MO, body: Callable[[Task], Awaitable[Any]], *,
+               host: str | None = None, user: str = "", description: str = "") -> Any:
+        moid = self.world.new_id("task")
+        now = self.world.now()
+        from .vm import _to_dt
+
+        info = vim.TaskInfo(
+            key=moid, task=vim.Task(moid), name=_method(method), descriptionId=description or f"{wsdl_name(entity.ref)}.{method}",
+            entity=entity.ref, entityName=getattr(entity, "name", entity.moid), state="queued", cancelled=False,
+            cancelable=False, reason=vim.TaskReasonUser(userName=user or "twin"), queueTime=_to_dt(now),
+            eventChainId=int(moid.split("-")[1]), changeTag=None)
+        task = Task(self.world, moid, info)
+        self.world.add(task)
+        self.recent.append(task)
+        self._trim()
+        job = asyncio.get_running_loop().create_task(self._run(task, body, host))
+        self.background.add(job)
+        job.add_done_callback(self.background.discard)
+        return task.ref
+
+    async def _run(self, task: Task, body: Callable[[Task], Awaitable[Any]], host: str | None) -> None:
+        from .vm import _to_dt
+
+        slots = [self.vcenter] + ([self.host_slots(host)] if host else [])
+        held: list[Slots] = []
+        try:
+            for s in slots:
+                await s.acquire()
+                held.append(s)
+            task.update(state="running", startTime=_to_dt(self.world.now()), progress=0)
+            result = await body(task)
+            task.update(state="success", result=result, progress=100, completeTime=_to_dt(self.world.now()))
+        except vmodl.MethodFault as fault:
+            fault.msg = fault.msg or type(fault).__name__
+            task.update(state="error", error=fault, completeTime=_to_dt(self.world.now()))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a twin bug must surface as a task error, never a hang
+            task.update(state="error", completeTime=_to_dt(self.world.now()),
+                        error=vmodl.fault.SystemError(msg=f"twin internal error: {exc!r}", reason=repr(exc)))
+        finally:
+            for s in held:
+                s.release()
+            self.completed += 1
+            if self.manager is not None:
+                self.world.touch(self.manager)
+
+    def _trim(self) -> None:
+        done = [t for t in self.recent if t.info.state in ("success", "error")]
+        excess = len(done) - self.keep_completed
+        if excess > 0:
+            drop = set(id(t) for t in done[:excess])
+            self.recent = deque(t for t in self.recent if id(t) not in drop)
+            for t in done[:excess]:
+                self.world.remove(t)
+        if self.manager is not None:
+            self.world.touch(self.manager, structural=True)
+
+    def recent_refs(self) -> list[Any]:
+        return [t.ref for t in self.recent]

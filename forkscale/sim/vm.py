@@ -1,0 +1,317 @@
+"""The twin's VirtualMachine: config, runtime, guest, snapshots, layoutEx and quickStats views.
+
+State lives in plain attributes; the vSphere-shaped properties are rendered from it on read
+(and cached per object version, since a ConfigInfo for 5,000 VMs is not free).
+"""
+
+from __future__ import annotations
+
+import uuid as uuidlib
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from pyVmomi import vim
+
+from .disks import DiskFile, backing_for, layout_files
+from .inventory import Entity, Folder, Host, Network, ResourcePool
+from .memory import MemState, vm_shared_private
+from .world import MO
+
+if TYPE_CHECKING:
+    from .inventory import Datastore
+    from .world import World
+
+
+@dataclass
+class Nic:
+    key: int
+    mac: str
+    network: Network
+    address_type: str = "assigned"
+    connected: bool = True
+    start_connected: bool = True
+    label: str = "Network adapter 1"
+
+
+@dataclass
+class Disk:
+    key: int
+    capacity_kb: int
+    top: DiskFile
+    unit: int = 0
+    label: str = "Hard disk 1"
+
+
+@dataclass
+class GuestState:
+    tools_running: bool = True
+    ip: str | None = None
+    hostname: str | None = None
+    agent: str = "simulated"  # "simulated": the twin plays the guest; "external": a real script does
+
+
+@dataclass
+class SnapshotNode:
+    mo: Any  # Snapshot MO
+    name: str
+    description: str
+    created: datetime
+    disks: dict[int, DiskFile]  # device key -> file frozen at snapshot time
+    power_state: str
+    children: list[SnapshotNode] = field(default_factory=list)
+    parent: SnapshotNode | None = None
+    sid: int = 0
+
+
+class Snapshot(MO):
+    """A snapshot is a managed object but not a ManagedEntity."""
+
+    kind = vim.vm.Snapshot
+
+    def __init__(self, world: World, moid: str, vm: VM) -> None:
+        super().__init__(world, moid)
+        self.vm = vm
+        self.node: SnapshotNode
+
+    def p_vm(self) -> Any:
+        return self.vm.ref
+
+    def p_childSnapshot(self) -> list[Any]:  # noqa: N802
+        return [c.mo.ref for c in self.node.children]
+
+    def p_config(self) -> Any:
+        return self.vm.get("config")
+
+
+def _to_dt(epoch: float) -> datetime:
+    return datetime.fromtimestamp(epoch, tz=UTC)
+
+
+class VM(Entity):
+    kind = vim.VirtualMachine
+
+    def __init__(self, world: World, moid: str, name: str, folder: Folder, *, host: Host,
+                 pool: ResourcePool, datastore: Datastore, memory_mb: int, num_cpu: int, guest_id: str,
+                 guest_full_name: str) -> None:
+        super().__init__(world, moid, name, folder)
+        self.host = host
+        host.vms.add(self)
+        self.pool = pool
+        self.home = datastore
+        self.memory_mb = memory_mb
+        self.num_cpu = num_cpu
+        self.guest_id = guest_id
+        self.guest_full_name = guest_full_name
+        self.uuid = str(uuidlib.UUID(int=world.rng.getrandbits(128)))
+        self.instance_uuid = str(uuidlib.UUID(int=world.rng.getrandbits(128)))
+        self.power_state = "poweredOff"
+        self.frozen = False
+        self.template = False
+        self.extra: dict[str, str] = {}
+        self.nics: list[Nic] = []
+        self.disks: list[Disk] = []
+        self.snapshots: list[SnapshotNode] = []
+        self.current_snapshot: SnapshotNode | None = None
+        self.guest = GuestState(tools_running=False)
+        self.mem = MemState(touched_mb=int(memory_mb * world.memory.touched_fraction))  # type: ignore[attr-defined]
+        self.last_fork_at: float | None = None
+        self.fork_kids: set[VM] = set()
+        self.boot_time: float | None = None
+        self.created = world.now()
+        self.modified = world.now()
+        self.change = 0
+        self.annotation = ""
+        self.source_delta_done = False  # frozen source: its one extra delta exists
+        self._cache: dict[str, tuple[int, Any]] = {}
+
+    # relations ----------------------------------------------------------------------------
+    def move_host(self, host: Host) -> None:
+        self.host.vms.discard(self)
+        self.host = host
+        host.vms.add(self)
+
+    def fork_children(self) -> set[VM]:
+        return {c for c in self.fork_kids if c.alive}
+
+    def datastores(self) -> list[Datastore]:
+        seen: dict[str, Datastore] = {self.home.moid: self.home}
+        for d in self.disks:
+            for f in d.top.chain():
+                seen[f.datastore.moid] = f.datastore
+        return list(seen.values())
+
+    def networks(self) -> list[Network]:
+        return list({n.network.moid: n.network for n in self.nics}.values())
+
+    def dir(self) -> str:
+        return f"[{self.home.name}] {self.name}"
+
+    def changed(self) -> None:
+        self.change += 1
+        self.modified = self.world.now()
+        self.world.touch(self)
+
+    def _cached(self, key: str, build: Any) -> Any:
+        hit = self._cache.get(key)
+        if hit is not None and hit[0] == self.version:
+            return hit[1]
+        value = build()
+        self._cache[key] = (self.version, value)
+        return value
+
+    # vSphere views -----------------------------------------------------------------------
+    def p_resourcePool(self) -> Any:  # noqa: N802
+        return None if self.template else self.pool.ref
+
+    def p_datastore(self) -> list[Any]:
+        return [d.ref for d in self.datastores()]
+
+    def p_network(self) -> list[Any]:
+        return [n.ref for n in self.networks()]
+
+    def p_config(self) -> Any:
+        return self._cached("config", self._config)
+
+    def p_runtime(self) -> Any:
+        return self._cached("runtime", self._runtime)
+
+    def p_guest(self) -> Any:
+        return self._cached("guest", self._guest)
+
+    def p_layoutEx(self) -> Any:  # noqa: N802
+        return self._layout()
+
+    def p_snapshot(self) -> Any:
+        if not self.snapshots:
+            return None
+        return vim.vm.SnapshotInfo(currentSnapshot=self.current_snapshot.mo.ref if self.current_snapshot else None,
+                                   rootSnapshotList=[self._tree(n) for n in self.snapshots])
+
+    def p_rootSnapshot(self) -> list[Any]:  # noqa: N802
+        return [n.mo.ref for n in self.snapshots]
+
+    def p_guestHeartbeatStatus(self) -> str:  # noqa: N802
+        return "green" if self.guest.tools_running and self.power_state == "poweredOn" else "gray"
+
+    def p_summary(self) -> Any:
+        cfg = vim.vm.Summary.ConfigSummary(
+            name=self.name, template=self.template, vmPathName=f"{self.dir()}/{self.name}.vmx",
+            memorySizeMB=self.memory_mb, numCpu=self.num_cpu, numEthernetCards=len(self.nics),
+            numVirtualDisks=len(self.disks), uuid=self.uuid, instanceUuid=self.instance_uuid,
+            guestId=self.guest_id, guestFullName=self.guest_full_name, annotation=self.annotation)
+        committed = sum(f.size(self.world.sim_seconds()) for d in self.disks for f in d.top.chain())
+        return vim.vm.Summary(
+            vm=self.ref, runtime=self.get("runtime"), config=cfg, quickStats=self.quick_stats(),
+            guest=vim.vm.Summary.GuestSummary(guestId=self.guest_id, guestFullName=self.guest_full_name,
+                                              toolsStatus=self._tools_status(), toolsRunningStatus=self._tools_running(),
+                                              hostName=self.guest.hostname, ipAddress=self.guest.ip),
+            storage=vim.vm.Summary.StorageSummary(committed=committed, uncommitted=0, unshared=committed,
+                                                  timestamp=_to_dt(self.world.now())),
+            overallStatus="green")
+
+    def quick_stats(self) -> Any:
+        shared, private = vm_shared_private(self, self.world.sim_seconds())
+        on = self.power_state == "poweredOn"
+        return vim.vm.Summary.QuickStats(
+            sharedMemory=shared, privateMemory=private, guestMemoryUsage=self.mem.touched_mb if on else 0,
+            hostMemoryUsage=private if on else 0, overallCpuUsage=0, balloonedMemory=0, swappedMemory=0,
+            compressedMemory=0, consumedOverheadMemory=40 if on else 0,
+            guestHeartbeatStatus=self.p_guestHeartbeatStatus(),
+            uptimeSeconds=int(self.world.now() - self.boot_time) if on and self.boot_time else 0)
+
+    def _tools_running(self) -> str:
+        ok = self.power_state == "poweredOn" and self.guest.tools_running and not self.frozen
+        return "guestToolsRunning" if ok else "guestToolsNotRunning"
+
+    def _tools_status(self) -> str:
+        return "toolsOk" if self._tools_running() == "guestToolsRunning" else "toolsNotRunning"
+
+    def _runtime(self) -> Any:
+        return vim.vm.RuntimeInfo(
+            host=self.host.ref, connectionState="connected" if self.host.connected else "disconnected",
+            powerState=self.power_state, faultToleranceState="notConfigured", toolsInstallerMounted=False,
+            numMksConnections=0, recordReplayState="inactive", onlineStandby=False, consolidationNeeded=False,
+            instantCloneFrozen=self.frozen, bootTime=_to_dt(self.boot_time) if self.boot_time else None,
+            maxMemoryUsage=self.memory_mb, maxCpuUsage=self.num_cpu * 2600)
+
+    def _guest(self) -> Any:
+        on = self.power_state == "poweredOn"
+        nets = []
+        for n in self.nics:
+            ips = [self.guest.ip] if (on and self.guest.ip and n is self.nics[0]) else []
+            nets.append(vim.vm.GuestInfo.NicInfo(macAddress=n.mac, connected=n.connected, deviceConfigId=n.key,
+                                                 network=n.network.name, ipAddress=ips))
+        return vim.vm.GuestInfo(
+            toolsStatus=self._tools_status(), toolsRunningStatus=self._tools_running(),
+            toolsVersionStatus2="guestToolsCurrent", toolsVersion="12352",
+            guestId=self.guest_id, guestFullName=self.guest_full_name, guestFamily=self._family(),
+            hostName=self.guest.hostname if on else None, ipAddress=self.guest.ip if on else None, net=nets,
+            guestState="running" if on else "notRunning", guestOperationsReady=self._tools_running() == "guestToolsRunning",
+            interactiveGuestOperationsReady=False, guestStateChangeSupported=True)
+
+    def _family(self) -> str:
+        return "windowsGuest" if self.guest_id.startswith("win") else "linuxGuest"
+
+    def device_list(self) -> list[Any]:
+        devices: list[Any] = [
+            vim.vm.device.VirtualPCIController(key=100, busNumber=0, deviceInfo=vim.Description(label="PCI controller 0", summary="PCI controller 0")),
+            vim.vm.device.ParaVirtualSCSIController(key=1000, busNumber=0, sharedBus="noSharing", controllerKey=100,
+                                                    unitNumber=3, device=[d.key for d in self.disks],
+                                                    deviceInfo=vim.Description(label="SCSI controller 0", summary="VMware paravirtual SCSI")),
+        ]
+        for d in self.disks:
+            devices.append(vim.vm.device.VirtualDisk(
+                key=d.key, controllerKey=1000, unitNumber=d.unit, capacityInKB=d.capacity_kb,
+                capacityInBytes=d.capacity_kb * 1024, backing=backing_for(d.top),
+                deviceInfo=vim.Description(label=d.label, summary=f"{d.capacity_kb:,} KB")))
+        for i, n in enumerate(self.nics):
+            devices.append(vim.vm.device.VirtualVmxnet3(
+                key=n.key, controllerKey=100, unitNumber=7 + i, macAddress=n.mac, addressType=n.address_type,
+                backing=self.nic_backing(n), wakeOnLanEnabled=True,
+                connectable=vim.vm.device.VirtualDevice.ConnectInfo(
+                    connected=n.connected and self.power_state == "poweredOn", startConnected=n.start_connected,
+                    allowGuestControl=True, status="ok"),
+                deviceInfo=vim.Description(label=n.label, summary=n.network.name)))
+        return devices
+
+    @staticmethod
+    def nic_backing(n: Nic) -> Any:
+        from .inventory import DVPortgroup
+
+        if isinstance(n.network, DVPortgroup):
+            return vim.vm.device.VirtualEthernetCard.DistributedVirtualPortBackingInfo(
+                port=vim.dvs.PortConnection(switchUuid=n.network.switch.uuid, portgroupKey=n.network.moid))
+        return vim.vm.device.VirtualEthernetCard.NetworkBackingInfo(deviceName=n.network.name,
+                                                                   network=n.network.ref)
+
+    def _config(self) -> Any:
+        return vim.vm.ConfigInfo(
+            changeVersion=f"{self.change}", modified=_to_dt(self.modified), name=self.name,
+            guestFullName=self.guest_full_name, version="vmx-21", uuid=self.uuid, instanceUuid=self.instance_uuid,
+            createDate=_to_dt(self.created), template=self.template, guestId=self.guest_id, alternateGuestName="",
+            annotation=self.annotation,
+            files=vim.vm.FileInfo(vmPathName=f"{self.dir()}/{self.name}.vmx", snapshotDirectory=self.dir(),
+                                  suspendDirectory=self.dir(), logDirectory=self.dir()),
+            flags=vim.vm.FlagInfo(), defaultPowerOps=vim.vm.DefaultPowerOpInfo(),
+            hardware=vim.vm.VirtualHardware(numCPU=self.num_cpu, numCoresPerSocket=1, memoryMB=self.memory_mb,
+                                            device=self.device_list()),
+            extraConfig=[vim.option.OptionValue(key=k, value=v) for k, v in self.extra.items()],
+            datastoreUrl=[vim.vm.ConfigInfo.DatastoreUrlPair(name=d.name, url=d.url) for d in self.datastores()])
+
+    def _layout(self) -> Any:
+        now = self.world.sim_seconds()
+        home = [(f"{self.dir()}/{self.name}.vmx", "config", 4096), (f"{self.dir()}/{self.name}.nvram", "nvram", 8684),
+                (f"{self.dir()}/{self.name}.vmsd", "snapshotList", 0), (f"{self.dir()}/vmware.log", "log", 65536)]
+        files, disks = layout_files([(d.key, d.top) for d in self.disks], home, now, self.world.disks)  # type: ignore[attr-defined]
+        return vim.vm.FileLayoutEx(file=files, disk=disks, timestamp=_to_dt(self.world.now()))
+
+    def _tree(self, n: SnapshotNode) -> Any:
+        return vim.vm.SnapshotTree(snapshot=n.mo.ref, vm=self.ref, name=n.name, description=n.description, id=n.sid,
+                                   createTime=n.created, state=n.power_state, quiesced=False,
+                                   childSnapshotList=[self._tree(c) for c in n.children])
+
+    # guestinfo ------------------------------------------------------------------------------
+    def guestinfo(self, key: str) -> str | None:
+        """`info-get guestinfo.X` as the guest sees it (extraConfig guestinfo.* values)."""
+        return self.extra.get(key if key.startswith("guestinfo.") else f"guestinfo.{key}")

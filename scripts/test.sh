@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh Debian machine with Python 3.11:
+# installs the project into .venv, the servers the tests need, then runs ruff and pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup-test-deps.sh
+bash scripts/venv.sh "[test]"
+.venv/bin/ruff check .
+exec .venv/bin/pytest "$@"

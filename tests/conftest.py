@@ -1,0 +1,5 @@
+"""Shared fixtures live in tests/fixtures/, one module per real server the tests stand on."""
+
+pytest_plugins = [
+    "tests.fixtures.twin",
+]
