@@ -2,4 +2,5 @@
 
 pytest_plugins = [
     "tests.fixtures.twin",
+    "tests.fixtures.prometheus",
 ]
