@@ -3,4 +3,5 @@
 pytest_plugins = [
     "tests.fixtures.twin",
     "tests.fixtures.prometheus",
+    "tests.fixtures.sshd",
 ]
