@@ -138,6 +138,20 @@ def admin_action(twin: Twin, action: str, args: dict[str, Any]) -> Any:
             twin.end_session(s)
     elif action == "lose_frozen":
         faults.lose_frozen(args["vm"])
+    elif action == "freeze":
+        # as if the guest had run `vmware-rpctool "instantclone.freeze"` (simulated guest agent)
+        from .faults import _by_name
+
+        vm = _by_name(twin.world, __import__("pyVmomi").vim.VirtualMachine, args["vm"])
+        if vm.power_state != "poweredOn":
+            raise ValueError(f"{vm.name} is not powered on")
+        vm.frozen = True
+        vm.changed()
+    elif action == "power_off":
+        from .faults import _by_name
+        from .ops import power_off_now
+
+        power_off_now(_by_name(twin.world, __import__("pyVmomi").vim.VirtualMachine, args["vm"]))
     elif action == "time_scale":
         twin.world.time_scale = float(args["value"])
     else:

@@ -1,0 +1,123 @@
+"""`forkscale apply | scale | status | destroy`: converge pools described in a spec."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from ..engine import LIVE
+from ..errors import SpecError
+from ..progress import ProgressLine
+from ..session import ConnectionFailed, open_engine
+from ..spec import load_spec
+
+
+async def run(args: argparse.Namespace) -> int:
+    spec = load_spec(args.spec)
+    try:
+        if args.command in ("apply", "scale"):
+            return await _converge(args, spec)
+        if args.command == "status":
+            return await _status(args, spec)
+        if args.command == "destroy":
+            return await _destroy(args, spec)
+    except ConnectionFailed as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    raise AssertionError(args.command)
+
+
+async def _converge(args: argparse.Namespace, spec: Any) -> int:
+    if args.command == "scale":
+        spec.pool(args.pool) if args.pool in [p.name for p in spec.pools] else _unknown(spec, args.pool)
+        if args.count < 0:
+            raise SpecError("count", "must be >= 0")
+        targets = [(args.pool, args.count)]
+    else:
+        targets = [(p.name, None) for p in spec.pools]
+    results = []
+    failed = False
+    async with open_engine(spec, state=args.state) as engine:
+        for name, count in targets:
+            pool = spec.pool(name)
+            want = count if count is not None else (pool.count or 0)
+            progress = ProgressLine(want) if args.output == "text" else None
+            engine.progress = progress or engine.progress
+            result = await engine.converge(name, count, dry_run=args.dry_run)
+            if progress:
+                progress.done()
+            results.append(result)
+            failed = failed or (not args.dry_run and not result.ok())
+    if args.output == "json":
+        print(json.dumps({"dry_run": bool(args.dry_run), "pools": [r.as_dict() for r in results]}, indent=2))
+    else:
+        for r in results:
+            if args.dry_run:
+                print("\n".join(r.errors))
+                continue
+            fb = ", ".join(f"{k} x{v}" for k, v in r.fallbacks.items()) or "none"
+            print(f"{r.pool}: {r.ready}/{r.desired} ready (created {r.created}, destroyed {r.destroyed}, "
+                  f"failed {r.failed}, adopted {r.adopted}, rolled back {r.rolled_back}) in {r.seconds:.1f}s; "
+                  f"fallbacks: {fb}")
+            for e in r.errors[:10]:
+                print(f"  ! {e}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _unknown(spec: Any, name: str) -> None:
+    raise SpecError("pool", f"no pool named {name!r} in the spec (pools: {', '.join(p.name for p in spec.pools)})")
+
+
+async def _status(args: argparse.Namespace, spec: Any) -> int:
+    if args.pool and args.pool not in [p.name for p in spec.pools]:
+        _unknown(spec, args.pool)
+    out = []
+    async with open_engine(spec, state=args.state) as engine:
+        inv = await engine.driver.inventory()
+        for pool in spec.pools:
+            if args.pool and pool.name != args.pool:
+                continue
+            rows = engine.ledger.clones(pool.name, states=list(LIVE) + ["destroying", "failed"])
+            counts = {k: v for k, v in engine.ledger.counts(pool.name).items() if v and k != "gone"}
+            present = {v.name for v in inv.vms.values() if v.pool == pool.name}
+            clones = [{"name": r.name, "state": r.state, "kind": r.kind, "host": r.host, "ip": r.ip, "mac": r.mac,
+                       "in_vcenter": r.name in present, "fallback": r.fallback_reason} for r in rows]
+            fallbacks: dict[str, int] = {}
+            for r in engine.ledger.clones(pool.name):
+                if r.fallback_reason:
+                    fallbacks[r.fallback_reason] = fallbacks.get(r.fallback_reason, 0) + 1
+            out.append({"pool": pool.name, "desired": pool.count, "counts": counts, "fallbacks": fallbacks,
+                        "clones": clones})
+    if args.output == "json":
+        print(json.dumps({"pools": out}, indent=2))
+        return 0
+    for p in out:
+        counts = " ".join(f"{k}={v}" for k, v in p["counts"].items()) or "no clones"
+        print(f"{p['pool']}: desired {p['desired']}  {counts}")
+        for reason, n in p["fallbacks"].items():
+            print(f"  fallback {reason}: {n} clone(s)")
+        for c in p["clones"]:
+            mark = "" if c["in_vcenter"] else "  (not in vCenter)"
+            print(f"  {c['name']:<24} {c['state']:<12} {c['kind']:<8} {c['host']:<10} {c['ip']:<15} {c['mac']}{mark}")
+    return 0
+
+
+async def _destroy(args: argparse.Namespace, spec: Any) -> int:
+    if args.pool not in [p.name for p in spec.pools]:
+        _unknown(spec, args.pool)
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise SpecError("--yes", "destroy removes every clone of the pool; pass --yes to confirm")
+        answer = input(f"Destroy every clone of pool {args.pool!r}? [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            print("nothing destroyed")
+            return 0
+    async with open_engine(spec, state=args.state) as engine:
+        result = await engine.destroy_pool(args.pool)
+    if args.output == "json":
+        print(json.dumps(result.as_dict(), indent=2))
+    else:
+        print(f"{args.pool}: destroyed {result.destroyed}, failed {result.failed}")
+    return 1 if result.failed else 0

@@ -1,0 +1,470 @@
+"""The engine: pool spec → desired count → reconcile with ledger and inventory → plan → execute.
+
+Every clone is written to the ledger (with its whole identity) before its task is submitted,
+and tagged in vCenter (`forkscale.pool`, `forkscale.id` in extraConfig), so a controller
+killed at any point converges to the same answer when run again: it adopts what finished,
+rolls back what did not, and removes orphans it made.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .budgets import Budget, Rate
+from .errors import PermanentError, SpecError, TemporaryError
+from .identity import guestinfo
+from .ledger import Ledger
+from .spec import Pool, Spec
+from .vsphere.driver import TAG_ID, TAG_POOL, CloneRequest, Driver, Inventory
+
+log = logging.getLogger("forkscale.engine")
+LIVE = ("planned", "cloning", "customizing", "ready", "claimed", "draining")
+NIC_KEY = 4000
+RETRIES = 3
+
+
+@dataclass
+class Source:
+    moref: str
+    name: str
+    host: str  # host moref
+    snapshot: str | None
+    frozen: bool
+    generation: int = 1
+
+
+@dataclass
+class Plan:
+    pool: str
+    desired: int
+    create: list[tuple[str, str]] = field(default_factory=list)  # (host name, datastore name)
+    destroy: list[str] = field(default_factory=list)  # clone names
+    rungs: list[str] = field(default_factory=list)
+    skipped_rungs: dict[str, str] = field(default_factory=dict)  # rung -> reason (pre-flight)
+
+    def describe(self) -> list[str]:
+        lines = [f"pool {self.pool}: desired {self.desired}, create {len(self.create)}, destroy {len(self.destroy)}"]
+        by_host = Counter(h for h, _ in self.create)
+        for host, n in sorted(by_host.items()):
+            lines.append(f"  create {n} on {host} (rung {self.rungs[0] if self.rungs else '-'})")
+        for rung, why in self.skipped_rungs.items():
+            lines.append(f"  rung {rung} skipped: {why}")
+        for name in self.destroy:
+            lines.append(f"  destroy {name}")
+        return lines
+
+
+@dataclass
+class Result:
+    pool: str
+    desired: int
+    ready: int = 0
+    created: int = 0
+    destroyed: int = 0
+    failed: int = 0
+    adopted: int = 0
+    rolled_back: int = 0
+    fallbacks: Counter[str] = field(default_factory=Counter)
+    errors: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def ok(self) -> bool:
+        return self.failed == 0 and self.ready == self.desired
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"pool": self.pool, "desired": self.desired, "ready": self.ready, "created": self.created,
+                "destroyed": self.destroyed, "failed": self.failed, "adopted": self.adopted,
+                "rolled_back": self.rolled_back, "fallbacks": dict(self.fallbacks), "errors": self.errors[:20],
+                "seconds": round(self.seconds, 3)}
+
+
+Progress = Callable[[str, dict[str, int]], None]
+
+
+class Engine:
+    def __init__(self, spec: Spec, ledger: Ledger, driver: Driver, *, telemetry: Any = None,
+                 progress: Progress | None = None, rng: random.Random | None = None) -> None:
+        self.spec = spec
+        self.ledger = ledger
+        self.driver = driver
+        self.telemetry = telemetry
+        self.progress = progress or (lambda pool, counts: None)
+        self.rng = rng or random.Random()
+        self.budgets: dict[str, Budget] = {}
+        self.rates: dict[str, Rate] = {}
+
+    # validation against vCenter ------------------------------------------------------------
+    def check_pool(self, pool: Pool, inv: Inventory, index: int) -> Source:
+        """Inventory-dependent spec checks; SpecError (exit 2) before anything is created."""
+        path = f"pools[{index}]"
+        src = inv.vm_by_name(pool.source.rsplit("/", 1)[-1])
+        if src is None:
+            raise SpecError(f"{path}.source", f"no VM named {pool.source!r} in vCenter")
+        if pool.network.port_group not in inv.networks:
+            raise SpecError(f"{path}.network.port_group", f"no port group named {pool.network.port_group!r} "
+                            f"(known: {', '.join(sorted(inv.networks))})")
+        for i, ds in enumerate(pool.placement.datastores):
+            if ds not in inv.datastores:
+                raise SpecError(f"{path}.placement.datastores[{i}]", f"no datastore named {ds!r}")
+        for i, host in enumerate(pool.placement.hosts):
+            if host not in inv.hosts:
+                raise SpecError(f"{path}.placement.hosts[{i}]", f"no host named {host!r}")
+        if pool.placement.resource_pool and pool.placement.resource_pool not in inv.pools:
+            raise SpecError(f"{path}.placement.resource_pool", f"no resource pool named {pool.placement.resource_pool!r}")
+        if "linked" in pool.fallback and pool.snapshot and src.snapshot is None:
+            raise SpecError(f"{path}.snapshot", f"{pool.source} has no snapshot {pool.snapshot!r}")
+        return Source(moref=src.moref, name=src.name, host=src.host or "", snapshot=src.snapshot, frozen=src.frozen)
+
+    # reconcile -------------------------------------------------------------------------------
+    async def reconcile(self, pool: Pool, inv: Inventory, result: Result) -> None:
+        """Make the ledger agree with vCenter: adopt finished work, roll back the rest, clean orphans."""
+        by_name = {v.name: v for v in inv.vms.values()}
+        known_ids: set[str] = set()
+        for rec in self.ledger.clones(pool.name, states=[*LIVE, "destroying", "failed"]):
+            known_ids.add(str(rec.id))
+            vm = by_name.get(rec.name)
+            ours = vm is not None and vm.pool == pool.name and vm.clone_id == str(rec.id)
+            if rec.state in ("planned", "cloning"):
+                if ours:
+                    assert vm is not None
+                    if rec.state == "planned":
+                        self.ledger.transition(rec.id, "cloning", vm_moref=vm.moref)
+                    self.ledger.transition(rec.id, "customizing", vm_moref=vm.moref)
+                    if vm.status == "ready":
+                        self.ledger.transition(rec.id, "ready")
+                    result.adopted += 1
+                else:
+                    if rec.state == "cloning":
+                        self.ledger.transition(rec.id, "failed", error="rolled back: no VM found after restart")
+                    self.ledger.transition(rec.id, "gone")
+                    result.rolled_back += 1
+            elif rec.state in ("customizing", "ready", "claimed", "draining"):
+                if not ours:
+                    self.ledger.transition(rec.id, "failed", error="VM disappeared from vCenter")
+                    self.ledger.transition(rec.id, "gone")
+                elif rec.state == "customizing" and vm is not None and vm.status == "ready":
+                    self.ledger.transition(rec.id, "ready")
+            elif rec.state in ("destroying", "failed"):
+                if ours and vm is not None:
+                    await self._destroy_vm(vm.moref)
+                self.ledger.transition(rec.id, "gone")
+        # orphans: tagged for this pool but unknown to the ledger (ledger lost, or a foreign row)
+        for vm in inv.vms.values():
+            if vm.pool == pool.name and vm.clone_id not in known_ids:
+                live = self.ledger.get(int(vm.clone_id)) if (vm.clone_id or "").isdigit() else None
+                if live is not None and live.state in LIVE and live.name == vm.name:
+                    continue
+                log.warning("removing orphan clone %s (tagged %s=%s, unknown to the ledger)", vm.name, TAG_POOL,
+                            vm.pool)
+                await self._destroy_vm(vm.moref)
+                result.destroyed += 1
+
+    async def _destroy_vm(self, moref: str) -> None:
+        try:
+            await self.driver.destroy(moref)
+        except PermanentError as exc:
+            log.warning("could not destroy %s: %s", moref, exc)
+
+    # planning --------------------------------------------------------------------------------
+    def plan(self, pool: Pool, inv: Inventory, sources: list[Source], desired: int) -> Plan:
+        plan = Plan(pool=pool.name, desired=desired, rungs=list(pool.fallback))
+        live = self.ledger.clones(pool.name, states=list(LIVE))
+        have = len(live)
+        if have < desired:
+            hosts = self._hosts(pool, inv, sources)
+            load = Counter({h: 0 for h in hosts})
+            for rec in live:
+                if rec.host in load:
+                    load[rec.host] += 1
+            dss = self._datastores(pool, inv, sources)
+            ds_load: Counter[str] = Counter()
+            for _ in range(desired - have):
+                host = min(hosts, key=lambda h: (load[h], h))
+                load[host] += 1
+                ds = max(dss, key=lambda d: (inv.datastores[d][1] - ds_load[d] * 2 * 1024**3, d))
+                ds_load[ds] += 1
+                plan.create.append((host, ds))
+        elif have > desired:
+            plan.destroy = [r.name for r in self._victims(live, have - desired)]
+        return plan
+
+    def _hosts(self, pool: Pool, inv: Inventory, sources: list[Source]) -> list[str]:
+        names = [inv.host_names.get(s.host, "") for s in sources]
+        if pool.placement.hosts:
+            allowed = set(pool.placement.hosts)
+            picked = [n for n in names if n in allowed] or [n for n in pool.placement.hosts]
+        else:
+            picked = names
+        picked = [h for h in picked if inv.host_connected.get(inv.hosts.get(h, ""), False)] or picked
+        return sorted(set(picked))
+
+    def _datastores(self, pool: Pool, inv: Inventory, sources: list[Source]) -> list[str]:
+        if pool.placement.datastores:
+            return list(pool.placement.datastores)
+        src = inv.vms[sources[0].moref]
+        names = {moref: name for name, (moref, _) in inv.datastores.items()}
+        return [names[d] for d in src.datastores[:1] if d in names] or list(inv.datastores)[:1]
+
+    @staticmethod
+    def _victims(live: list[Any], n: int) -> list[Any]:
+        """Never claimed ones; unfinished first, then oldest source generation, then newest-created."""
+        order = {"planned": 0, "cloning": 1, "customizing": 2, "ready": 3, "draining": 4}
+        candidates = [r for r in live if r.state != "claimed"]
+        candidates.sort(key=lambda r: (order.get(r.state, 9), r.source_generation, -r.created_at))
+        return candidates[:n]
+
+    # execution -------------------------------------------------------------------------------
+    def budget(self, scope: str, limit: int) -> Budget:
+        b = self.budgets.get(scope)
+        if b is None:
+            b = self.budgets[scope] = Budget(scope, limit, telemetry=self.telemetry)
+        return b
+
+    async def converge(self, pool_name: str, desired: int | None = None, *, dry_run: bool = False) -> Result:
+        started = time.monotonic()
+        index, pool = next(((i, p) for i, p in enumerate(self.spec.pools) if p.name == pool_name), (-1, None))
+        if pool is None:
+            raise SpecError("pool", f"no pool named {pool_name!r} in the spec "
+                            f"(pools: {', '.join(p.name for p in self.spec.pools)})")
+        want = desired if desired is not None else (pool.count or 0)
+        if want < 0:
+            raise SpecError("count", "must be >= 0")
+        if want > pool.capacity():
+            raise SpecError("count", f"{want} clones need {want} addresses but the pool's range holds {pool.capacity()}")
+        inv = await self.driver.inventory()
+        source = self.check_pool(pool, inv, index)
+        result = Result(pool=pool.name, desired=want)
+        if dry_run:
+            plan = self.plan(pool, inv, [source], want)
+            result.errors = plan.describe()
+            return result
+        folder = await self._folder(pool, inv)
+        await self.reconcile(pool, inv, result)
+        sources = [await self._prepare_source(pool, source)] if want > 0 else [source]
+        plan = self.plan(pool, inv, sources, want)
+        rungs = await self._preflight(pool, plan, inv, sources[0], folder)
+        await asyncio.gather(
+            *(self._create(pool, inv, sources, host, ds, folder, rungs, result) for host, ds in plan.create),
+            *(self._destroy(pool, name, result) for name in plan.destroy),
+            *(self._finish_customizing(pool, rec, result) for rec in self.ledger.clones(pool.name, ["customizing"])
+              if rec.name not in plan.destroy))
+        counts = self.ledger.counts(pool.name)
+        result.ready = counts.get("ready", 0) + counts.get("claimed", 0)
+        result.seconds = time.monotonic() - started
+        self.progress(pool.name, counts)
+        return result
+
+    async def _folder(self, pool: Pool, inv: Inventory) -> str:
+        name = pool.placement.folder
+        if name in inv.folders:
+            return inv.folders[name]
+        folder = await self.driver.create_folder(await self.driver.vm_folder(), name)
+        inv.folders[name] = folder
+        return folder
+
+    async def _prepare_source(self, pool: Pool, src: Source) -> Source:
+        """Freeze the source when the pool asks for it and it is not frozen yet."""
+        if pool.freeze == "running" or src.frozen:
+            return src
+        if pool.freeze == "none":
+            power = "poweredOn"
+            inv_vm = (await self.driver.inventory()).vms.get(src.moref)
+            if inv_vm is not None:
+                power = inv_vm.power
+            if power == "poweredOn":
+                idx = [p.name for p in self.spec.pools].index(pool.name)
+                raise SpecError(f"pools[{idx}].freeze", f"'none' expects {src.name} to be frozen already, but "
+                                "runtime.instantCloneFrozen is false; freeze it in the guest (forkscale-guest "
+                                "freeze), or use freeze: guestops / ssh, or freeze: running for live clones")
+            return src
+        if pool.freeze == "guestops":
+            assert pool.guestops is not None
+            await self.driver.freeze_guestops(src.moref, pool.guestops.user, pool.guestops.password(),
+                                              "/usr/bin/vmware-rpctool", '"instantclone.freeze"')
+        elif pool.freeze == "ssh":
+            from . import ssh
+
+            assert pool.ssh is not None
+            target = ssh.SshTarget(pool.ssh.host, user=pool.ssh.user, port=pool.ssh.port,
+                                   key_file=pool.ssh.key_file, known_hosts=pool.ssh.known_hosts or "~/.ssh/known_hosts",
+                                   insecure_host_key=pool.ssh.insecure_host_key)
+            await ssh.launch_detached(target, ssh.freeze_command(), timeout=60)
+        await self.driver.wait_frozen(src.moref, timeout=pool.guest_ready.timeout_s)
+        src.frozen = True
+        return src
+
+    async def _preflight(self, pool: Pool, plan: Plan, inv: Inventory, src: Source, folder: str) -> list[str]:
+        rungs = list(pool.fallback)
+        if "instant" in rungs and plan.create:
+            host, ds = plan.create[0]
+            req = CloneRequest(name=f"{pool.name}-preflight", folder=folder, datastore=inv.datastores[ds][0],
+                               host=inv.hosts[host], resource_pool=None, network=inv.networks[pool.network.port_group],
+                               mac="00:50:56:00:00:01", nic_key=NIC_KEY, extra={})
+            try:
+                problems = await self.driver.check_instant_clone(src.moref, req)
+            except (PermanentError, TemporaryError) as exc:
+                problems = [] if isinstance(exc, TemporaryError) or exc.fault == "MethodNotFound" else [str(exc)]
+            if problems:
+                reason = problems[0].split(":", 1)[0]
+                plan.skipped_rungs["instant"] = problems[0]
+                log.warning("pool %s: instant clone pre-flight failed (%s); falling back", pool.name, problems[0])
+                rungs.remove("instant")
+                rungs.insert(0, f"!instant:{reason}")
+        return rungs
+
+    async def _create(self, pool: Pool, inv: Inventory, sources: list[Source], host: str, ds: str, folder: str,
+                      rungs: list[str], result: Result) -> None:
+        src = next((s for s in sources if inv.host_names.get(s.host) == host), sources[0])
+        first = next(r for r in rungs if not r.startswith("!"))
+        rec = self.ledger.plan_clone(
+            pool.name, name_pattern=pool.name_pattern, hostname_pattern=pool.hostname_pattern, network=pool.network,
+            kind=first, source=src.name, source_generation=src.generation, host=host, datastore=ds,
+            port_group=pool.network.port_group, taken_macs=inv.macs, rng=self.rng)
+        extra = guestinfo(rec, pool.network, pool.guestinfo)
+        extra[TAG_POOL] = pool.name
+        extra[TAG_ID] = str(rec.id)
+        req = CloneRequest(name=rec.name, folder=folder, datastore=inv.datastores[ds][0], host=inv.hosts[host],
+                           resource_pool=inv.pools.get(pool.placement.resource_pool or "", None),
+                           network=inv.networks[pool.network.port_group], mac=rec.mac, nic_key=NIC_KEY, extra=extra,
+                           disconnect=pool.network.disconnect)
+        started = time.monotonic()
+        async with self.budget("vcenter", pool.budgets.vcenter), \
+                self.budget(f"host:{host}", pool.budgets.per_host), \
+                self.budget(f"datastore:{ds}", pool.budgets.per_datastore):
+            await self.rates.setdefault(pool.name, Rate(pool.budgets.rate_per_s)).wait()
+            self.ledger.transition(rec.id, "cloning")
+            moref, kind = await self._ladder(pool, src, req, rungs, rec.id, result)
+        if moref is None:
+            result.failed += 1
+            self._report(pool)
+            return
+        self.ledger.transition(rec.id, "customizing", vm_moref=moref, kind=kind)
+        self._report(pool)
+        if pool.guest_ready.required and not (pool.freeze == "running" and kind == "instant"):
+            status = await self.driver.wait_ready(moref, pool.guest_ready.timeout_s)
+            if status != "ready":
+                why = "guest did not report ready in time" if status == "timeout" else f"guest reported {status}"
+                result.errors.append(f"{rec.name}: {why}")
+                self.ledger.transition(rec.id, "failed", error=why)
+                await self._destroy_vm(moref)
+                self.ledger.transition(rec.id, "gone")
+                result.failed += 1
+                self._report(pool)
+                return
+        self.ledger.transition(rec.id, "ready")
+        result.created += 1
+        if self.telemetry is not None:
+            self.telemetry.observe_clone_ready(pool.name, kind, time.monotonic() - started)
+        self._report(pool)
+
+    async def _ladder(self, pool: Pool, src: Source, req: CloneRequest, rungs: list[str], clone_id: int,
+                      result: Result) -> tuple[str | None, str]:
+        """instant → linked → full; each step down recorded with the fault that forced it."""
+        reason = ""
+        prev = ""
+        for rung in rungs:
+            if rung.startswith("!"):
+                prev, reason = rung[1:].split(":", 1)
+                continue
+            if prev:
+                self._fallback(pool, prev, rung, reason, clone_id, result)
+            try:
+                moref = await self._attempt(pool, src, req, rung)
+                return moref, rung
+            except PermanentError as exc:
+                if exc.fault == "DuplicateName":
+                    found = await self._adopt_by_name(req.name, pool.name, clone_id)
+                    if found:
+                        return found, rung
+                prev, reason = rung, exc.fault
+                result.errors.append(str(exc))
+            except TemporaryError as exc:
+                prev, reason = rung, exc.fault
+                result.errors.append(str(exc))
+        self.ledger.transition(clone_id, "failed", error=f"every rung failed (last: {reason})")
+        self.ledger.transition(clone_id, "gone")
+        return None, ""
+
+    async def _attempt(self, pool: Pool, src: Source, req: CloneRequest, rung: str) -> str:
+        delay = 1.0
+        for attempt in range(1, RETRIES + 1):
+            try:
+                if rung == "instant":
+                    return await self.driver.instant_clone(src.moref, req)
+                return await self.driver.clone(src.moref, req, linked=rung == "linked",
+                                               snapshot=src.snapshot if rung == "linked" else None)
+            except TemporaryError as exc:
+                if attempt == RETRIES:
+                    raise
+                wait = exc.delay * delay * (0.5 + self.rng.random())
+                log.info("%s: %s; retry %d/%d in %.1fs", req.name, exc, attempt, RETRIES - 1, wait)
+                await asyncio.sleep(wait)
+                delay *= 2
+        raise AssertionError("unreachable")
+
+    async def _finish_customizing(self, pool: Pool, rec: Any, result: Result) -> None:
+        """A clone adopted while customizing (e.g. after a crash): wait for its guest like a new one."""
+        if not rec.vm_moref:
+            return
+        if pool.guest_ready.required and not (pool.freeze == "running" and rec.kind == "instant"):
+            status = await self.driver.wait_ready(rec.vm_moref, pool.guest_ready.timeout_s)
+            if status != "ready":
+                result.errors.append(f"{rec.name}: guest {status}")
+                self.ledger.transition(rec.id, "failed", error=f"guest {status}")
+                await self._destroy_vm(rec.vm_moref)
+                self.ledger.transition(rec.id, "gone")
+                result.failed += 1
+                return
+        self.ledger.transition(rec.id, "ready")
+        self._report(pool)
+
+    async def _adopt_by_name(self, name: str, pool: str, clone_id: int) -> str | None:
+        inv = await self.driver.inventory()
+        vm = inv.vm_by_name(name)
+        if vm is not None and vm.pool == pool and vm.clone_id == str(clone_id):
+            return vm.moref
+        return None
+
+    def _fallback(self, pool: Pool, frm: str, to: str, reason: str, clone_id: int, result: Result) -> None:
+        result.fallbacks[f"{frm}->{to}:{reason}"] += 1
+        self.ledger.update(clone_id, fallback_reason=f"{frm}->{to}: {reason}", kind=to)
+        if self.telemetry is not None:
+            self.telemetry.record_fallback(pool.name, frm, to, reason)
+
+    async def _destroy(self, pool: Pool, name: str, result: Result) -> None:
+        rec = self.ledger.by_name(name)
+        if rec is None:
+            return
+        self.ledger.transition(rec.id, "destroying")
+        async with self.budget("vcenter", pool.budgets.vcenter):
+            if rec.vm_moref:
+                try:
+                    await self.driver.destroy(rec.vm_moref)
+                except (PermanentError, TemporaryError) as exc:
+                    result.errors.append(f"{name}: {exc}")
+                    self.ledger.transition(rec.id, "failed", error=str(exc))
+                    result.failed += 1
+                    return
+        self.ledger.transition(rec.id, "gone")
+        result.destroyed += 1
+        self._report(pool)
+
+    async def destroy_pool(self, pool_name: str) -> Result:
+        """Remove every clone of a pool: ledger rows and anything tagged for it in vCenter."""
+        pool = self.spec.pool(pool_name)
+        result = Result(pool=pool.name, desired=0)
+        inv = await self.driver.inventory()
+        await self.reconcile(pool, inv, result)
+        live = self.ledger.clones(pool.name, states=list(LIVE))
+        await asyncio.gather(*(self._destroy(pool, r.name, result) for r in live))
+        return result
+
+    def _report(self, pool: Pool) -> None:
+        self.progress(pool.name, self.ledger.counts(pool.name))

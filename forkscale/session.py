@@ -1,0 +1,50 @@
+"""Open the pieces a command needs from a spec: driver (connected), ledger, engine."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from .engine import Engine, Progress
+from .errors import PermanentError, SpecError, TemporaryError
+from .ledger import Ledger
+from .logs import register_secret
+from .spec import Spec
+from .vsphere.driver import Driver
+from .vsphere.transport import Soap
+
+log = logging.getLogger("forkscale")
+
+
+@contextlib.asynccontextmanager
+async def open_engine(spec: Spec, *, state: str | None = None, progress: Progress | None = None,
+                      telemetry: Any = None) -> AsyncIterator[Engine]:
+    vc = spec.vcenter
+    password = vc.password()
+    register_secret(password)
+    soap = Soap(vc.url, user=vc.user, password=vc.password, ca_file=str(vc.ca_file) if vc.ca_file else None,
+                insecure=vc.insecure)
+    driver = Driver(soap)
+    try:
+        await driver.open()
+    except (PermanentError, TemporaryError) as exc:
+        await soap.close()
+        raise ConnectionFailed(f"cannot connect to {vc.url}: {exc}") from exc
+    except Exception as exc:
+        await soap.close()
+        if type(exc).__name__ == "InvalidLogin":
+            raise SpecError("vcenter.password", f"vCenter refused the login for {vc.user!r}") from None
+        raise
+    ledger = Ledger(Path(state) if state else spec.state)
+    try:
+        yield Engine(spec, ledger, driver, progress=progress, telemetry=telemetry)
+    finally:
+        ledger.close()
+        await driver.close()
+
+
+class ConnectionFailed(Exception):
+    """vCenter could not be reached or verified (exit 1, with the reason)."""

@@ -1,0 +1,1 @@
+"""vSphere access: the async SOAP transport (wire), the task/status watcher, and the driver."""

@@ -1,0 +1,92 @@
+"""Issue 2's spine end to end: the CLI against the twin over real SOAP, checked with pyVmomi."""
+
+import json
+import time
+
+from tests.spine_helpers import cli, cli_process, pool_vms, write_spec
+
+
+def count_tagged(twin, pool="quickstart"):
+    """Cheap progress probe (in-process), so the kill lands while clones are still being made."""
+    return twin.call(lambda t: sum(1 for mo in list(t.world.objects.values())
+                                   if getattr(mo, "extra", {}).get("forkscale.pool") == pool))
+
+
+def test_scale_creates_exactly_n_distinct_clones_and_rerun_changes_nothing(twin, si, tmp_path, capsys):
+    twin.admin("freeze", vm="src-linux")
+    spec = write_spec(tmp_path, twin)
+    assert cli("scale", "quickstart", "50", "-f", str(spec)) == 0
+    vms = pool_vms(si)
+    assert len(vms) == 50
+    assert len({v["name"] for v in vms}) == 50
+    assert len({v["nic_mac"] for v in vms}) == 50
+    assert all(v["nic_mac"] == v["guestinfo.forkscale.mac"] for v in vms)
+    assert len({v["guestinfo.forkscale.ip"] for v in vms}) == 50
+    assert all(v["guestinfo.forkscale.status"] == "ready" for v in vms)
+    clones_before = twin.admin("stats")["methods"]["InstantClone_Task"]
+    assert cli("scale", "quickstart", "50", "-f", str(spec)) == 0
+    assert twin.admin("stats")["methods"]["InstantClone_Task"] == clones_before
+    assert len(pool_vms(si)) == 50
+    capsys.readouterr()
+    assert cli("status", "-f", str(spec), "-o", "json") == 0
+    status = json.loads(capsys.readouterr().out)
+    assert status["pools"][0]["counts"] == {"ready": 50}
+    assert cli("destroy", "quickstart", "-f", str(spec), "--yes") == 0
+    assert pool_vms(si) == []
+
+
+def test_scale_down_keeps_the_oldest(twin, si, tmp_path):
+    twin.admin("freeze", vm="src-linux")
+    spec = write_spec(tmp_path, twin)
+    assert cli("scale", "quickstart", "8", "-f", str(spec)) == 0
+    assert cli("scale", "quickstart", "3", "-f", str(spec)) == 0
+    assert sorted(v["name"] for v in pool_vms(si)) == ["quickstart-001", "quickstart-002", "quickstart-003"]
+
+
+def test_powered_off_source_falls_back_to_linked_clones_and_says_why(twin, si, tmp_path, capsys):
+    twin.admin("power_off", vm="src-linux")
+    spec = write_spec(tmp_path, twin)
+    assert cli("scale", "quickstart", "3", "-f", str(spec)) == 0
+    out = capsys.readouterr().out
+    assert "instant->linked:InvalidState" in out
+    assert len(pool_vms(si)) == 3
+    assert cli("status", "-f", str(spec), "-o", "json") == 0
+    status = json.loads(capsys.readouterr().out)["pools"][0]
+    assert {c["kind"] for c in status["clones"]} == {"linked"}
+    assert any("InvalidState" in reason for reason in status["fallbacks"])
+
+
+def test_unfrozen_source_with_freeze_none_is_a_spec_error_and_creates_nothing(twin, si, tmp_path, capsys):
+    spec = write_spec(tmp_path, twin)
+    assert cli("scale", "quickstart", "3", "-f", str(spec)) == 2
+    assert "pools[0].freeze" in capsys.readouterr().err
+    assert pool_vms(si) == []
+
+
+def test_unknown_source_and_port_group_exit_2_naming_the_field(twin, si, tmp_path, capsys):
+    spec = write_spec(tmp_path, twin, extra_pool={"source": "no-such-vm"})
+    assert cli("apply", "-f", str(spec)) == 2
+    assert "pools[0].source" in capsys.readouterr().err
+    spec = write_spec(tmp_path, twin, extra_pool={"network": {"port_group": "nope", "cidr": "10.0.0.0/24"}})
+    assert cli("apply", "-f", str(spec)) == 2
+    assert "pools[0].network.port_group" in capsys.readouterr().err
+    assert pool_vms(si) == []
+
+
+def test_kill_9_midway_then_rerun_ends_with_exactly_n_and_no_duplicates(twin, si, tmp_path):
+    twin.admin("freeze", vm="src-linux")
+    twin.admin("time_scale", value=0.2)
+    spec = write_spec(tmp_path, twin)
+    proc = cli_process("scale", "quickstart", "150", "-f", str(spec))
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and count_tagged(twin) < 20:
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait()
+    assert 0 < len(pool_vms(si)) < 150, "the kill should land mid-way"
+    twin.admin("time_scale", value=0.001)
+    assert cli("scale", "quickstart", "150", "-f", str(spec)) == 0
+    vms = pool_vms(si)
+    assert len(vms) == 150
+    for key in ("name", "nic_mac", "guestinfo.forkscale.ip", "forkscale.id"):
+        assert len({v[key] for v in vms}) == 150, key
