@@ -12,7 +12,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from .errors import SpecError
+from .errors import ForkscaleError, SpecError
 
 EPILOG = """\
 examples:
@@ -22,6 +22,8 @@ examples:
   forkscale scale quickstart 50 -f examples/quickstart.yaml
   forkscale status -f examples/quickstart.yaml -o json
   forkscale destroy quickstart -f examples/quickstart.yaml --yes
+  forkscale prepare -f examples/quickstart.yaml  # one frozen source per host
+  forkscale rehearse -f examples/rehearsal.yaml  # upgrade rehearsal in a live clone
 
 Connection and secrets come from the spec's `vcenter:` block; passwords only by reference
 (password_env / password_file). See README.md for the spec reference.
@@ -90,6 +92,65 @@ def build_parser() -> argparse.ArgumentParser:
     _add_spec(p)
     p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     _add_output(p)
+
+    p = sub.add_parser("prepare", help="make a frozen source of a pool on every host (for instant clones there)",
+                       description="Clone the pool's golden VM (`source:`) onto every host of its placement "
+                                   "(default: every host of the golden VM's cluster), freeze each replica with "
+                                   "the pool's freeze method and record it in the ledger. Idempotent: healthy "
+                                   "frozen sources are kept, thawed ones frozen again, missing ones replaced, "
+                                   "and ones with a delta chain at sources.rotate_depth rotated.")
+    p.add_argument("pool", nargs="?", help="only this pool (default: every pool in SPEC)")
+    _add_spec(p)
+    _add_output(p)
+
+    p = sub.add_parser("metrics", help="serve fleet metrics (P-Share, delta chains, pools) on /metrics",
+                       description="Read vCenter in one batched pass every --interval seconds and serve the "
+                                   "fleet metrics for Prometheus on /metrics (health on /healthz).")
+    _add_spec(p)
+    p.add_argument("--listen", default="127.0.0.1:9464", metavar="HOST:PORT",
+                   help="where to serve /metrics (default 127.0.0.1:9464; port 0 picks a free one)")
+    p.add_argument("--interval", type=float, default=20.0, metavar="SECONDS",
+                   help="inventory refresh interval (default 20, vSphere's realtime sample period)")
+
+    p = sub.add_parser("rehearse", help="live-clone a running VM, rehearse an upgrade in the clone, report",
+                       description="Instant-clone a running VM onto an isolated port group (or with its NICs "
+                                   "disconnected), run upgrade steps and checks in it over SSH, report, and "
+                                   "destroy the clone. Exit 0: every check passed; 1: a step or check failed; "
+                                   "2: bad spec.")
+    p.add_argument("-f", "--file", dest="spec", required=True, metavar="REHEARSAL",
+                   help="rehearsal spec (YAML), e.g. examples/rehearsal.yaml")
+    p.add_argument("--keep", action="store_true", help="leave the clone running afterwards (to look around)")
+    _add_output(p)
+
+    p = sub.add_parser("serve", help="run the controller: policy loops, HTTP API (claims, status), /metrics",
+                       description="Reconcile every pool of SPEC continuously (each pool's policy every "
+                                   "evaluate_every_s), serve the HTTP API (claim, release, status, count) and "
+                                   "/metrics. The API needs a bearer token: --token-file (mode 0600) or "
+                                   "$FORKSCALE_API_TOKEN. SIGTERM stops gracefully.")
+    _add_spec(p)
+    p.add_argument("--listen", default="127.0.0.1:8080", metavar="HOST:PORT",
+                   help="API address (default 127.0.0.1:8080; port 0 picks a free one, printed on start)")
+    p.add_argument("--token-file", metavar="FILE", help="API bearer token (mode 0600; default $FORKSCALE_API_TOKEN)")
+    p.add_argument("--dry-run", action="store_true", help="log every decision and plan, change nothing")
+    p.add_argument("--grace", type=float, default=30.0, metavar="SECONDS",
+                   help="on SIGTERM, how long rounds in flight may finish before they are abandoned (default 30)")
+    p.add_argument("--metrics-interval", type=float, default=20.0, metavar="SECONDS",
+                   help="fleet metrics inventory refresh interval (default 20)")
+
+    for name, text in (("claim", "claim a ready clone of a pool from a running `forkscale serve`"),
+                       ("release", "release a claimed clone (on_release: refresh replaces it, keep returns it)")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("pool")
+        if name == "claim":
+            p.add_argument("--user", help="who claims it (default: the login name)")
+            p.add_argument("--wait", type=float, default=30.0, metavar="SECONDS",
+                           help="wait this long for a clone when no spare is ready (default 30, max 300)")
+        else:
+            p.add_argument("vm", help="the claimed clone's name")
+        p.add_argument("--url", help="controller URL (default $FORKSCALE_URL or http://127.0.0.1:8080)")
+        p.add_argument("--token-file", metavar="FILE", help="API bearer token (mode 0600; default "
+                       "$FORKSCALE_API_TOKEN)")
+        _add_output(p)
     return parser
 
 
@@ -100,6 +161,12 @@ COMMANDS = {
     "scale": "forkscale.commands.pools",
     "status": "forkscale.commands.pools",
     "destroy": "forkscale.commands.pools",
+    "prepare": "forkscale.commands.prepare",
+    "rehearse": "forkscale.commands.rehearse",
+    "metrics": "forkscale.commands.metrics",
+    "serve": "forkscale.commands.serve",
+    "claim": "forkscale.commands.claims",
+    "release": "forkscale.commands.claims",
 }
 
 
@@ -121,6 +188,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SpecError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except ForkscaleError as exc:  # e.g. a refused SSH host key for the freeze: say why, no traceback
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -13,7 +13,7 @@ import logging
 import random
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,23 +21,14 @@ from .budgets import Budget, Rate
 from .errors import PermanentError, SpecError, TemporaryError
 from .identity import guestinfo
 from .ledger import Ledger
+from .sources import Source, SourceManager
 from .spec import Pool, Spec
-from .vsphere.driver import TAG_ID, TAG_POOL, CloneRequest, Driver, Inventory
+from .vsphere.driver import TAG_ID, TAG_POOL, TAG_SOURCE, CloneRequest, Driver, Inventory
 
 log = logging.getLogger("forkscale.engine")
 LIVE = ("planned", "cloning", "customizing", "ready", "claimed", "draining")
 NIC_KEY = 4000
 RETRIES = 3
-
-
-@dataclass
-class Source:
-    moref: str
-    name: str
-    host: str  # host moref
-    snapshot: str | None
-    frozen: bool
-    generation: int = 1
 
 
 @dataclass
@@ -86,6 +77,9 @@ class Result:
 
 
 Progress = Callable[[str, dict[str, int]], None]
+#: Runs a pool's drain hook on a clone picked for scale-down; True when it may be destroyed now
+#: (forkscale.drain.Drainer; the clone is left `draining` then, or put back as it was on False).
+DrainHook = Callable[[Pool, Any, "Result"], Awaitable[bool]]
 
 
 class Engine:
@@ -99,6 +93,7 @@ class Engine:
         self.rng = rng or random.Random()
         self.budgets: dict[str, Budget] = {}
         self.rates: dict[str, Rate] = {}
+        self.drainer: DrainHook | None = None
 
     # validation against vCenter ------------------------------------------------------------
     def check_pool(self, pool: Pool, inv: Inventory, index: int) -> Source:
@@ -157,7 +152,7 @@ class Engine:
                 self.ledger.transition(rec.id, "gone")
         # orphans: tagged for this pool but unknown to the ledger (ledger lost, or a foreign row)
         for vm in inv.vms.values():
-            if vm.pool == pool.name and vm.clone_id not in known_ids:
+            if vm.pool == pool.name and not vm.is_source and vm.clone_id not in known_ids:  # sources: sources.py
                 live = self.ledger.get(int(vm.clone_id)) if (vm.clone_id or "").isdigit() else None
                 if live is not None and live.state in LIVE and live.name == vm.name:
                     continue
@@ -192,7 +187,7 @@ class Engine:
                 ds_load[ds] += 1
                 plan.create.append((host, ds))
         elif have > desired:
-            plan.destroy = [r.name for r in self._victims(live, have - desired)]
+            plan.destroy = [r.name for r in self._victims(live, have - desired, drain=pool.drain is not None)]
         return plan
 
     def _hosts(self, pool: Pool, inv: Inventory, sources: list[Source]) -> list[str]:
@@ -213,10 +208,14 @@ class Engine:
         return [names[d] for d in src.datastores[:1] if d in names] or list(inv.datastores)[:1]
 
     @staticmethod
-    def _victims(live: list[Any], n: int) -> list[Any]:
-        """Never claimed ones; unfinished first, then oldest source generation, then newest-created."""
-        order = {"planned": 0, "cloning": 1, "customizing": 2, "ready": 3, "draining": 4}
-        candidates = [r for r in live if r.state != "claimed"]
+    def _victims(live: list[Any], n: int, *, drain: bool = False) -> list[Any]:
+        """Idle ones first (unfinished, then ready), then oldest source generation, then newest-created.
+
+        Claimed clones are never picked, except in pools with a drain hook (workers): there a
+        claimed clone is busy, comes last, and is drained before it is destroyed.
+        """
+        order = {"planned": 0, "cloning": 1, "customizing": 2, "ready": 3, "draining": 4, "claimed": 5}
+        candidates = [r for r in live if drain or r.state != "claimed"]
         candidates.sort(key=lambda r: (order.get(r.state, 9), r.source_generation, -r.created_at))
         return candidates[:n]
 
@@ -242,19 +241,22 @@ class Engine:
         source = self.check_pool(pool, inv, index)
         result = Result(pool=pool.name, desired=want)
         if dry_run:
-            plan = self.plan(pool, inv, [source], want)
+            plan = self.plan(pool, inv, self._sources(pool, index).current(inv, inv.vms[source.moref]) or [source], want)
             result.errors = plan.describe()
             return result
         folder = await self._folder(pool, inv)
         await self.reconcile(pool, inv, result)
-        sources = [await self._prepare_source(pool, source)] if want > 0 else [source]
+        mgr = self._sources(pool, index)
+        creating = want > len(self.ledger.clones(pool.name, states=list(LIVE)))
+        sources = await mgr.for_converge(inv, source, folder, creating)  # per-host sources, else the golden VM
         plan = self.plan(pool, inv, sources, want)
         rungs = await self._preflight(pool, plan, inv, sources[0], folder)
         await asyncio.gather(
             *(self._create(pool, inv, sources, host, ds, folder, rungs, result) for host, ds in plan.create),
-            *(self._destroy(pool, name, result) for name in plan.destroy),
+            *(self._destroy(pool, name, result, scale_down=True) for name in plan.destroy),
             *(self._finish_customizing(pool, rec, result) for rec in self.ledger.clones(pool.name, ["customizing"])
               if rec.name not in plan.destroy))
+        await mgr.retire()
         counts = self.ledger.counts(pool.name)
         result.ready = counts.get("ready", 0) + counts.get("claimed", 0)
         result.seconds = time.monotonic() - started
@@ -269,36 +271,13 @@ class Engine:
         inv.folders[name] = folder
         return folder
 
-    async def _prepare_source(self, pool: Pool, src: Source) -> Source:
-        """Freeze the source when the pool asks for it and it is not frozen yet."""
-        if pool.freeze == "running" or src.frozen:
-            return src
-        if pool.freeze == "none":
-            power = "poweredOn"
-            inv_vm = (await self.driver.inventory()).vms.get(src.moref)
-            if inv_vm is not None:
-                power = inv_vm.power
-            if power == "poweredOn":
-                idx = [p.name for p in self.spec.pools].index(pool.name)
-                raise SpecError(f"pools[{idx}].freeze", f"'none' expects {src.name} to be frozen already, but "
-                                "runtime.instantCloneFrozen is false; freeze it in the guest (forkscale-guest "
-                                "freeze), or use freeze: guestops / ssh, or freeze: running for live clones")
-            return src
-        if pool.freeze == "guestops":
-            assert pool.guestops is not None
-            await self.driver.freeze_guestops(src.moref, pool.guestops.user, pool.guestops.password(),
-                                              "/usr/bin/vmware-rpctool", '"instantclone.freeze"')
-        elif pool.freeze == "ssh":
-            from . import ssh
+    def _sources(self, pool: Pool, index: int) -> SourceManager:
+        return SourceManager(self.driver, self.ledger, pool, index, rng=self.rng)
 
-            assert pool.ssh is not None
-            target = ssh.SshTarget(pool.ssh.host, user=pool.ssh.user, port=pool.ssh.port,
-                                   key_file=pool.ssh.key_file, known_hosts=pool.ssh.known_hosts or "~/.ssh/known_hosts",
-                                   insecure_host_key=pool.ssh.insecure_host_key)
-            await ssh.launch_detached(target, ssh.freeze_command(), timeout=60)
-        await self.driver.wait_frozen(src.moref, timeout=pool.guest_ready.timeout_s)
-        src.frozen = True
-        return src
+    async def _prepare_source(self, pool: Pool, src: Source) -> Source:
+        """Freeze the golden source when the pool asks for it and it is not frozen yet (forkscale.sources)."""
+        index = [p.name for p in self.spec.pools].index(pool.name)
+        return await self._sources(pool, index).freeze_golden(await self.driver.inventory(), src)
 
     async def _preflight(self, pool: Pool, plan: Plan, inv: Inventory, src: Source, folder: str) -> list[str]:
         rungs = list(pool.fallback)
@@ -308,7 +287,7 @@ class Engine:
                                host=inv.hosts[host], resource_pool=None, network=inv.networks[pool.network.port_group],
                                mac="00:50:56:00:00:01", nic_key=NIC_KEY, extra={})
             try:
-                problems = await self.driver.check_instant_clone(src.moref, req)
+                problems = [src.problem] if src.problem else await self.driver.check_instant_clone(src.moref, req)
             except (PermanentError, TemporaryError) as exc:
                 problems = [] if isinstance(exc, TemporaryError) or exc.fault == "MethodNotFound" else [str(exc)]
             if problems:
@@ -323,22 +302,26 @@ class Engine:
                       rungs: list[str], result: Result) -> None:
         src = next((s for s in sources if inv.host_names.get(s.host) == host), sources[0])
         first = next(r for r in rungs if not r.startswith("!"))
-        rec = self.ledger.plan_clone(
-            pool.name, name_pattern=pool.name_pattern, hostname_pattern=pool.hostname_pattern, network=pool.network,
-            kind=first, source=src.name, source_generation=src.generation, host=host, datastore=ds,
-            port_group=pool.network.port_group, taken_macs=inv.macs, rng=self.rng)
-        extra = guestinfo(rec, pool.network, pool.guestinfo)
-        extra[TAG_POOL] = pool.name
-        extra[TAG_ID] = str(rec.id)
-        req = CloneRequest(name=rec.name, folder=folder, datastore=inv.datastores[ds][0], host=inv.hosts[host],
-                           resource_pool=inv.pools.get(pool.placement.resource_pool or "", None),
-                           network=inv.networks[pool.network.port_group], mac=rec.mac, nic_key=NIC_KEY, extra=extra,
-                           disconnect=pool.network.disconnect)
         started = time.monotonic()
         async with self.budget("vcenter", pool.budgets.vcenter), \
                 self.budget(f"host:{host}", pool.budgets.per_host), \
                 self.budget(f"datastore:{ds}", pool.budgets.per_datastore):
             await self.rates.setdefault(pool.name, Rate(pool.budgets.rate_per_s)).wait()
+            # Identity is allocated (and the row written) once a slot is ours, still before the task
+            # is submitted: planning all N up front blocked the loop before the first clone went out
+            # (bench/fanout.py: 500 plans delayed the first wave by ~0.3 s).
+            rec = self.ledger.plan_clone(
+                pool.name, name_pattern=pool.name_pattern, hostname_pattern=pool.hostname_pattern,
+                network=pool.network, kind=first, source=src.name, source_generation=src.generation, host=host,
+                datastore=ds, port_group=pool.network.port_group, taken_macs=inv.macs, rng=self.rng)
+            extra = guestinfo(rec, pool.network, pool.guestinfo)
+            extra[TAG_POOL] = pool.name
+            extra[TAG_ID] = str(rec.id)
+            extra[TAG_SOURCE] = ""  # an instant clone inherits its source's extraConfig; an empty value drops the tag
+            req = CloneRequest(name=rec.name, folder=folder, datastore=inv.datastores[ds][0], host=inv.hosts[host],
+                               resource_pool=inv.pools.get(pool.placement.resource_pool or "", None),
+                               network=inv.networks[pool.network.port_group], mac=rec.mac, nic_key=NIC_KEY,
+                               extra=extra, disconnect=pool.network.disconnect)
             self.ledger.transition(rec.id, "cloning")
             moref, kind = await self._ladder(pool, src, req, rungs, rec.id, result)
         if moref is None:
@@ -398,7 +381,7 @@ class Engine:
             try:
                 if rung == "instant":
                     return await self.driver.instant_clone(src.moref, req)
-                return await self.driver.clone(src.moref, req, linked=rung == "linked",
+                return await self.driver.clone(src.golden or src.moref, req, linked=rung == "linked",
                                                snapshot=src.snapshot if rung == "linked" else None)
             except TemporaryError as exc:
                 if attempt == RETRIES:
@@ -438,10 +421,18 @@ class Engine:
         if self.telemetry is not None:
             self.telemetry.record_fallback(pool.name, frm, to, reason)
 
-    async def _destroy(self, pool: Pool, name: str, result: Result) -> None:
+    async def _destroy(self, pool: Pool, name: str, result: Result, *, scale_down: bool = False) -> None:
+        """Destroy one clone. `scale_down`: a victim of a plan, so spare a clone claimed since the
+        plan was made (no await separates this check from the transition), and drain it first
+        when the pool has a drain hook (a failed drain keeps it)."""
         rec = self.ledger.by_name(name)
-        if rec is None:
+        if rec is None or rec.state not in LIVE:
             return
+        if scale_down and rec.state == "claimed" and pool.drain is None:
+            return
+        if scale_down and pool.drain is not None and self.drainer is not None and rec.state in ("ready", "claimed"):
+            if not await self.drainer(pool, rec, result):
+                return
         self.ledger.transition(rec.id, "destroying")
         async with self.budget("vcenter", pool.budgets.vcenter):
             if rec.vm_moref:

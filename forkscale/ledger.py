@@ -42,14 +42,15 @@ LIVE_STATES = tuple(s for s in STATES if s not in ("gone", "failed"))
 # The normal path, one step at a time. On top of it: `failed` and `destroying` are reachable from
 # any state but `gone`; `gone` is terminal. planned->gone abandons a plan before anything was
 # sent to vCenter; failed->gone records that nothing is left to remove; claimed->ready is a
-# release with on_release: keep.
+# release with on_release: keep; draining->ready/claimed puts back a clone whose drain hook failed
+# (or was abandoned at shutdown), as it was before.
 _FORWARD: dict[str, frozenset[str]] = {
     "planned": frozenset({"cloning", "gone"}),
     "cloning": frozenset({"customizing"}),
     "customizing": frozenset({"ready"}),
     "ready": frozenset({"claimed", "draining"}),
     "claimed": frozenset({"ready", "draining"}),
-    "draining": frozenset(),
+    "draining": frozenset({"ready", "claimed"}),
     "destroying": frozenset({"gone"}),
     "failed": frozenset({"gone"}),
     "gone": frozenset(),
@@ -345,7 +346,7 @@ class Ledger:
             ]
             ip = str(identity.next_ip(network, ips))
             macs = {r[0] for r in conn.execute("SELECT mac FROM clones WHERE state <> 'gone'")}
-            mac = identity.random_mac(macs | {identity.normalize_mac(m) for m in taken_macs}, rng)
+            mac = identity.random_mac(identity.TakenMacs(macs, taken_macs), rng)
             cursor = conn.execute(
                 """INSERT INTO clones (pool, name, hostname, ip, mac, kind, source, source_generation, host,
                        datastore, port_group, state, created_at, updated_at)

@@ -103,6 +103,7 @@ class SshConfig:
     key_file: Path | None = None
     known_hosts: Path | None = None
     insecure_host_key: bool = False
+    guest_script: str = "/usr/local/sbin/forkscale-guest"  # run as `<script> prepare && <script> freeze`
 
 
 @dataclass(frozen=True)
@@ -147,6 +148,19 @@ class Budgets:
 DEFAULT_BUDGETS = Budgets()
 
 
+#: Delta-chain depth at which a per-host source is rotated; vSphere alarms above ~100 (KB 67186)
+#: and refuses a 256th level, so the default leaves a wide margin.
+DEFAULT_ROTATE_DEPTH = 32
+MAX_ROTATE_DEPTH = 200
+
+
+@dataclass(frozen=True)
+class SourceSettings:
+    """Per-host frozen sources (`forkscale prepare`): when to replace one with a fresh replica."""
+
+    rotate_depth: int = DEFAULT_ROTATE_DEPTH
+
+
 @dataclass(frozen=True)
 class GuestReady:
     timeout_s: float = 300.0
@@ -155,12 +169,19 @@ class GuestReady:
 
 @dataclass(frozen=True)
 class DrainSsh:
-    """SSH into the clone itself (at its allocated IP) to run the drain command."""
+    """SSH into the clone itself (at its allocated IP) to run the drain command.
+
+    `host` replaces the clone's IP (a bastion that drains by name, or a test's loopback sshd);
+    `insecure_host_key` is for clones of one source, which share its host key while their IPs
+    are reused across generations (forkscale.ssh logs a warning on every such connection).
+    """
 
     user: str = "root"
     key_file: Path | None = None
     known_hosts: Path | None = None
     port: int = 22
+    host: str | None = None
+    insecure_host_key: bool = False
 
 
 @dataclass(frozen=True)
@@ -194,6 +215,7 @@ class Pool:
     policy: object = None  # forkscale.policy.config.PolicyConfig; the raw dict if that module is absent
     on_release: str = "refresh"
     drain: Drain | None = None
+    sources: SourceSettings = field(default_factory=SourceSettings)
 
     def __post_init__(self) -> None:
         if not self.name_pattern:
@@ -420,7 +442,7 @@ def _pool(raw: object, path: str, base_dir: Path) -> Pool:
         (
             "name", "source", "snapshot", "freeze", "ssh", "guestops", "count", "name_pattern",
             "hostname_pattern", "network", "placement", "fallback", "budgets", "guest_ready",
-            "guestinfo", "policy", "on_release", "drain",
+            "guestinfo", "policy", "on_release", "drain", "sources",
         ),
     )
     name = _str(_required(data, "name", path), _sub(path, "name"))
@@ -494,6 +516,7 @@ def _pool(raw: object, path: str, base_dir: Path) -> Pool:
         policy=policy,
         on_release=_choice(data.get("on_release", "refresh"), _sub(path, "on_release"), ON_RELEASE),
         drain=_drain(data["drain"], _sub(path, "drain"), base_dir) if data.get("drain") is not None else None,
+        sources=_sources(data.get("sources"), _sub(path, "sources")),
     )
     _check_rendered(pool, path)
     return pool
@@ -501,7 +524,7 @@ def _pool(raw: object, path: str, base_dir: Path) -> Pool:
 
 def _ssh(raw: object, path: str, base_dir: Path) -> SshConfig:
     data = _mapping(raw, path, "ssh")
-    _check_keys(data, path, ("host", "port", "user", "key_file", "known_hosts", "insecure_host_key"))
+    _check_keys(data, path, ("host", "port", "user", "key_file", "known_hosts", "insecure_host_key", "guest_script"))
     key_file = _opt_path(data.get("key_file"), _sub(path, "key_file"), base_dir)
     if key_file is not None and not key_file.is_file():
         raise SpecError(_sub(path, "key_file"), f"{key_file}: no such file")
@@ -512,7 +535,28 @@ def _ssh(raw: object, path: str, base_dir: Path) -> SshConfig:
         key_file=key_file,
         known_hosts=_opt_path(data.get("known_hosts"), _sub(path, "known_hosts"), base_dir),
         insecure_host_key=_bool(data.get("insecure_host_key", False), _sub(path, "insecure_host_key")),
+        guest_script=_guest_script(data.get("guest_script", SshConfig.guest_script), _sub(path, "guest_script")),
     )
+
+
+def _guest_script(raw: object, path: str) -> str:
+    text = _str(raw, path)
+    if not text.startswith("/"):
+        raise SpecError(path, f"{text!r} must be an absolute path on the source guest")
+    return text
+
+
+def _sources(raw: object, path: str) -> SourceSettings:
+    if raw is None:
+        return SourceSettings()
+    data = _mapping(raw, path, "sources")
+    _check_keys(data, path, ("rotate_depth",))
+    where = _sub(path, "rotate_depth")
+    depth = _int(data.get("rotate_depth", DEFAULT_ROTATE_DEPTH), where, minimum=2)
+    if depth > MAX_ROTATE_DEPTH:
+        raise SpecError(where, f"{depth} is too deep: vSphere alarms above ~100 delta levels and stops at 255; "
+                               f"use at most {MAX_ROTATE_DEPTH} (default {DEFAULT_ROTATE_DEPTH})")
+    return SourceSettings(rotate_depth=depth)
 
 
 def _guestops(raw: object, path: str, base_dir: Path) -> GuestOps:
@@ -696,7 +740,7 @@ def _drain(raw: object, path: str, base_dir: Path) -> Drain:
     if data.get("ssh") is not None:
         where = _sub(path, "ssh")
         sdata = _mapping(data["ssh"], where, "ssh")
-        _check_keys(sdata, where, ("user", "key_file", "known_hosts", "port"))
+        _check_keys(sdata, where, ("user", "key_file", "known_hosts", "port", "host", "insecure_host_key"))
         key_file = _opt_path(sdata.get("key_file"), _sub(where, "key_file"), base_dir)
         if key_file is not None and not key_file.is_file():
             raise SpecError(_sub(where, "key_file"), f"{key_file}: no such file")
@@ -705,6 +749,8 @@ def _drain(raw: object, path: str, base_dir: Path) -> Drain:
             key_file=key_file,
             known_hosts=_opt_path(sdata.get("known_hosts"), _sub(where, "known_hosts"), base_dir),
             port=_port(sdata.get("port", 22), _sub(where, "port")),
+            host=_opt_str(sdata.get("host"), _sub(where, "host")),
+            insecure_host_key=_bool(sdata.get("insecure_host_key", False), _sub(where, "insecure_host_key")),
         )
     return Drain(
         command=_str(_required(data, "command", path), _sub(path, "command")),

@@ -23,7 +23,7 @@ from collections import Counter as _Tally
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -329,16 +329,50 @@ def _build_fleet(sample: FleetSample) -> dict[str, GaugeMetricFamily]:
     return b.families()
 
 
+_AGE = "forkscale_inventory_age_seconds"
+_STATIC_FLEET: Final[frozenset[str]] = frozenset(m.name for m in METRICS if m.fleet and m.name != _AGE)
+_OM_EOF = b"# EOF\n"
+Encoder = Callable[[Any], bytes]
+
+
+class _Families:
+    """All `generate_latest` needs of a registry: `collect()` over given metric families."""
+
+    def __init__(self, families: Iterable[Metric]) -> None:
+        self._families = list(families)
+
+    def collect(self) -> Iterator[Metric]:
+        return iter(self._families)
+
+
 class _FleetCollector:
-    """Serves the last applied fleet sample. The swap in `apply` is a single assignment."""
+    """Serves the last applied fleet sample. The swap in `apply` is a single assignment.
+
+    The state also carries the sample's exposition, rendered at most once per format (content
+    type): at 5,000 clones formatting the fleet is most of a scrape's cost.
+    """
 
     def __init__(self, clock: Callable[[], float]) -> None:
         self._clock = clock
-        self._state: tuple[dict[str, GaugeMetricFamily], float | None] = (_build_fleet(FleetSample()), None)
+        self._state: tuple[dict[str, GaugeMetricFamily], float | None, dict[str, bytes]] = (
+            _build_fleet(FleetSample()), None, {})
+        self.formats: dict[str, Encoder] = {}
+        """Content type -> encoder of every format scraped so far (what `prerender` warms)."""
 
     def apply(self, sample: FleetSample) -> None:
         families = _build_fleet(sample)  # may raise; the old state stays in place then
-        self._state = (families, sample.taken_at)
+        self._state = (families, sample.taken_at, {})
+
+    def rendered(self, content_type: str, encoder: Encoder) -> bytes:
+        """The sample's families except the age, in one format (no OpenMetrics `# EOF`)."""
+        families, _, cache = self._state
+        body = cache.get(content_type)
+        if body is None:
+            body = encoder(_Families(families[m.name] for m in METRICS if m.name in _STATIC_FLEET))
+            body = body[: -len(_OM_EOF)] if body.endswith(_OM_EOF) else body
+            cache[content_type] = body
+            self.formats.setdefault(content_type, encoder)
+        return body
 
     def describe(self) -> Iterator[Metric]:
         for spec in METRICS:
@@ -346,7 +380,7 @@ class _FleetCollector:
                 yield GaugeMetricFamily(spec.name, spec.help, labels=spec.labels)
 
     def collect(self) -> Iterator[Metric]:
-        families, taken_at = self._state  # one read: never half of one sample and half of another
+        families, taken_at, _ = self._state  # one read: never half of one sample and half of another
         for spec in METRICS:
             if not spec.fleet:
                 continue
@@ -449,13 +483,37 @@ class Telemetry:
         """The registry in the Prometheus text exposition format (0.0.4)."""
         return generate_latest(self.registry)
 
+    def exposition(self, accept: str = "") -> tuple[bytes, str]:
+        """(body, content type) of `/metrics` for an Accept header; same series as `registry`.
+
+        The fleet families come from a rendering cached per sample and format, so a scrape only
+        formats the event metrics (and the inventory age) itself.
+        """
+        encoder, content_type = choose_encoder(accept)
+        fleet = self._fleet.rendered(content_type, encoder)
+        rest = encoder(_Families(m for m in self.registry.collect() if m.name not in _STATIC_FLEET))
+        if rest.endswith(_OM_EOF):
+            return rest[: -len(_OM_EOF)] + fleet + _OM_EOF, content_type
+        return rest + fleet, content_type
+
+    def prerender(self) -> None:
+        """Render the current fleet sample in every format scraped so far (before the first scrape:
+        OpenMetrics 1.0.0, what Prometheus asks for), so the next scrape finds it ready. Call after
+        `set_fleet`."""
+        formats = dict(self._fleet.formats)
+        if not formats:
+            encoder, content_type = choose_encoder("application/openmetrics-text;version=1.0.0")
+            formats[content_type] = encoder
+        for content_type, encoder in formats.items():
+            self._fleet.rendered(content_type, encoder)
+
 
 def metrics_handler(telemetry: Telemetry) -> Callable[[web.Request], Awaitable[web.Response]]:
     """An aiohttp handler for `/metrics` (negotiates OpenMetrics, gzips when asked)."""
 
     async def handle(request: web.Request) -> web.Response:
-        encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
-        response = web.Response(body=encoder(telemetry.registry), headers={"Content-Type": content_type})
+        body, content_type = telemetry.exposition(request.headers.get("Accept", ""))
+        response = web.Response(body=body, headers={"Content-Type": content_type})
         response.enable_compression()
         return response
 

@@ -11,6 +11,8 @@ command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
 command -v shellcheck >/dev/null 2>&1 || need+=(shellcheck)
 command -v busybox >/dev/null 2>&1 || need+=(busybox)
 command -v dash >/dev/null 2>&1 || need+=(dash)
+command -v go >/dev/null 2>&1 || need+=(golang-go)
+[ -d /usr/share/gocode/src/github.com/vmware/govmomi ] || need+=(golang-github-vmware-govmomi-dev)
 if [ ${#need[@]} -gt 0 ]; then
   SUDO=""
   [ "$(id -u)" -eq 0 ] || SUDO="sudo"

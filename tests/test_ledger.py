@@ -197,6 +197,7 @@ EXPECTED_ALLOWED = {
     ("customizing", "ready"),
     ("ready", "claimed"), ("ready", "draining"),
     ("claimed", "ready"), ("claimed", "draining"),
+    ("draining", "ready"), ("draining", "claimed"),
     ("destroying", "gone"),
     ("failed", "gone"),
 } | {(s, "failed") for s in STATES if s not in ("gone", "failed")} | {

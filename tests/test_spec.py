@@ -522,7 +522,8 @@ def test_quickstart_example_loads(tmp_path: Path, monkeypatch):
     assert spec.vcenter.secret.env == "FORKSCALE_PASSWORD"
     assert spec.vcenter.ca_file == tmp_path / ".forkscale/sim/ca.pem"
     pool = spec.pool("quickstart")
-    assert (pool.source, pool.freeze, pool.count) == ("src-linux", "none", 10)
+    assert (pool.source, pool.freeze, pool.count) == ("src-linux", "guestops", 10)
+    assert pool.guestops is not None and pool.guestops.secret.env == "FORKSCALE_GUEST_PASSWORD"
     assert pool.capacity() >= 150
     assert pool.network.gateway == IPv4Address("10.20.0.1")
     assert pool.placement.datastores == ("ds-ssd",) and pool.placement.folder == "forkscale"

@@ -151,7 +151,13 @@ def build(spec: dict[str, Any], *, user: str, password: str, time_scale: float =
                 datastore=datastores[v["datastore"]], network=networks[v["network"]])
 
     _managers(twin, root, runner)
-    from . import ops  # noqa: F401  (registers the VM/host/provisioning handlers)
+    from . import guestops, ops  # noqa: F401  (register the VM/host/provisioning and guest-operations handlers)
+
+    guestops.install(world)
+    from . import events, perf
+
+    events.install(twin)
+    perf.install(twin)
     from .faults import FaultPlan
 
     twin.faults = FaultPlan(world, spec["faults"])

@@ -55,9 +55,30 @@ def read_path(mo: MO, path: str) -> tuple[Any, Any]:
     typ = _prop_type(type(mo.ref), first)
     if typ is None:
         raise vmodl.query.InvalidProperty(name=path, msg=f"'{first}' is not a property of {type(mo.ref).__name__}")
-    val = mo.get(first)
+    if first == "config" and len(segments) == 2 and isinstance(getattr(mo, "extra", None), dict):
+        # A VM's config.extraConfig["key"] or config.template: read directly instead of rendering
+        # its whole ConfigInfo (the task watcher reads guestinfo.forkscale.status of every changed
+        # VM; inventory reads both for every VM).
+        name, key = segments[1]
+        if name == "extraConfig" and key is not None:
+            value = mo.extra.get(key)  # type: ignore[attr-defined]
+            item = vim.option.OptionValue
+            return (item(key=key, value=value) if value is not None else None), item
+        if name == "template" and key is None:
+            return bool(mo.template), bool  # type: ignore[attr-defined]
+    start = 0
+    if len(segments) > 1 and key is None:
+        # An object may render one sub-property cheaply (`p_summary_quickStats`) instead of the
+        # whole property (a VM's summary is rebuilt on every read: its quickStats move with time).
+        fast = getattr(mo, f"p_{first}_{segments[1][0]}", None)
+        sub_typ = _prop_type(typ, segments[1][0]) if fast is not None else None
+        if sub_typ is not None:
+            typ, start = sub_typ, 1
+            val = fast()  # type: ignore[misc]
+    if start == 0:
+        val = mo.get(first)
     for i, (name, idx) in enumerate(segments):
-        if i > 0:
+        if i > start:
             if val is None:
                 return None, typ
             ntyp = _prop_type(type(val), name)
@@ -73,10 +94,26 @@ def read_path(mo: MO, path: str) -> tuple[Any, Any]:
     return val, typ
 
 
+_SCALARS = (VmomiSupport.long, VmomiSupport.short, VmomiSupport.byte, VmomiSupport.double, VmomiSupport.URI,
+            VmomiSupport.PropertyPath, VmomiSupport.Enum)
+
+
 def typed(val: Any, typ: Any) -> Any:
-    """Give bare Python lists their vmodl array type, so they can sit in an anyType slot."""
-    if isinstance(val, list) and not isinstance(val, VmomiSupport.Array) and typ is not None:
-        return typ(val) if issubclass(typ, list) else val
+    """Give values in an anyType slot their declared type: bare lists their vmodl array type, and
+    enums, longs, doubles... theirs, so the wire says `xsi:type="VirtualMachinePowerState"` (or
+    `xsd:long`) as vCenter does, not `xsd:string`/`xsd:int` (govmomi decodes by that type)."""
+    if typ is None:
+        return val
+    if isinstance(val, list):
+        if not isinstance(val, VmomiSupport.Array):
+            return typ(val) if issubclass(typ, list) else val
+        return val
+    if (isinstance(typ, type) and issubclass(typ, _SCALARS) and not isinstance(val, (typ, bool))
+            and isinstance(val, (str, int, float))):
+        try:
+            return typ(val)
+        except (TypeError, ValueError):
+            return val
     return val
 
 
@@ -362,8 +399,8 @@ class Collector(MO):
         super().__init__(world, moid)
         self.session = session
         self.filters: dict[str, Filter] = {}
-        self.version = 0
-        self.pages: dict[str, list[Any]] = {}
+        self.data_version = 0  # not `version`: MO.version is the world's change counter for this object
+        self.pages: dict[str, tuple[list[Any], int]] = {}  # token -> (objects left, page size)
         self.waiting = False
         self.cancel = asyncio.Event()
 
@@ -376,14 +413,15 @@ class Collector(MO):
         if not max_objects or len(objects) <= max_objects:
             return PC.RetrieveResult(objects=objects)
         token = f"{self.moid}-{time.monotonic_ns()}"
-        self.pages[token] = objects[max_objects:]
+        self.pages[token] = (objects[max_objects:], max_objects)
         return PC.RetrieveResult(objects=objects[:max_objects], token=token)
 
     def continue_page(self, token: str, max_objects: int | None) -> Any:
-        rest = self.pages.pop(token, None)
-        if rest is None:
+        left = self.pages.pop(token, None)
+        if left is None:
             raise vmodl.fault.InvalidArgument(invalidProperty="token", msg=f"unknown or expired token {token}")
-        page = self.page(rest, max_objects)
+        rest, size = left
+        page = self.page(rest, max_objects or size)
         return page
 
     async def wait(self, version: str | None, max_wait: float | None, max_updates: int | None) -> Any:
@@ -393,9 +431,12 @@ class Collector(MO):
         self.waiting = True
         self.cancel.clear()
         try:
-            if not version or version != str(self.version):
+            if not version:
                 for f in self.filters.values():
                     f.reset()
+            elif version != str(self.data_version):
+                raise vmodl.query.InvalidCollectorVersion(
+                    msg=f"version {version!r} is not the collector's current data version")
             deadline = None if max_wait is None else time.monotonic() + max_wait
             while True:
                 changed = self.world.changed()
@@ -431,5 +472,5 @@ class Collector(MO):
                     budget = max(0, budget - len(ups))
         if not sets:
             return None
-        self.version += 1
-        return PC.UpdateSet(version=str(self.version), filterSet=sets, truncated=truncated)
+        self.data_version += 1
+        return PC.UpdateSet(version=str(self.data_version), filterSet=sets, truncated=truncated)

@@ -10,8 +10,12 @@ from pyVmomi import VmomiSupport, vim, vmodl
 from .world import World
 
 
-def make_fault(name: str, message: str) -> vmodl.MethodFault:
-    """A fault by its wsdl name (`TaskInProgress`, `InvalidState`, `SystemError`, ...)."""
+def make_fault(name: str, message: str, refs: tuple[Any, ...] = ()) -> vmodl.MethodFault:
+    """A fault by its wsdl name (`TaskInProgress`, `InvalidState`, `SystemError`, ...).
+
+    Required fields are filled (a moref from `refs` of the right type, else a plain value), so
+    the fault serializes like one vCenter would send: `TaskInProgress.task`, `DuplicateName.name`...
+    """
     for ns in ("urn:vim25",):
         try:
             typ = VmomiSupport.GetWsdlType(ns, name)
@@ -23,6 +27,19 @@ def make_fault(name: str, message: str) -> vmodl.MethodFault:
     fault = typ(msg=message)
     if isinstance(fault, vmodl.fault.SystemError):
         fault.reason = message
+    for prop in typ._GetPropertyList():
+        if prop.flags & VmomiSupport.F_OPTIONAL or getattr(fault, prop.name, None) not in (None, []):
+            continue
+        fault_type = prop.type
+        if issubclass(fault_type, VmomiSupport.ManagedObject):
+            ref = next((r for r in refs if isinstance(r, fault_type)), None)
+            setattr(fault, prop.name, ref if ref is not None else fault_type("unknown"))
+        elif issubclass(fault_type, bool):
+            setattr(fault, prop.name, False)
+        elif issubclass(fault_type, int):
+            setattr(fault, prop.name, 0)
+        elif issubclass(fault_type, str) and not issubclass(fault_type, VmomiSupport.Enum):
+            setattr(fault, prop.name, message)
     return fault
 
 
@@ -53,20 +70,21 @@ class FaultPlan:
             return
         self._one_shot(meth)
 
-    def maybe_fail(self, meth: str, entity: Any) -> None:
+    def maybe_fail(self, meth: str, entity: Any, task: Any = None) -> None:
         """Called when a task starts running: one-shot faults first, then the failure rate."""
-        self._one_shot(meth)
+        refs = tuple(getattr(x, "ref", x) for x in (task, entity) if x is not None)
+        self._one_shot(meth, refs)
         rate = self.rates.get(meth)
         if rate and self.world.rng.random() < rate[0]:
             self.injected += 1
-            raise make_fault(rate[1], f"injected {rate[1]} for {meth} (failure rate {rate[0]:.0%})")
+            raise make_fault(rate[1], f"injected {rate[1]} for {meth} (failure rate {rate[0]:.0%})", refs)
 
-    def _one_shot(self, meth: str) -> None:
+    def _one_shot(self, meth: str, refs: tuple[Any, ...] = ()) -> None:
         queue = self.next.get(meth)
         if queue:
             name = queue.pop(0)
             self.injected += 1
-            raise make_fault(name, f"injected {name} for {meth}")
+            raise make_fault(name, f"injected {name} for {meth}", refs)
 
     def slowdown(self, op: str) -> float:
         return self.slow.get(op, 1.0)

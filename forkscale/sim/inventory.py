@@ -196,6 +196,11 @@ class Host(Entity):
                                                   faultToleranceEnabled=False),
             quickStats=host_quick_stats(self), overallStatus="green", rebootRequired=False)
 
+    def p_summary_quickStats(self) -> Any:  # noqa: N802 - `summary.quickStats...` without the whole summary
+        from .memory import host_quick_stats
+
+        return host_quick_stats(self)
+
     def p_vm(self) -> list[Any]:
         return [v.ref for v in self.vms]
 
@@ -320,7 +325,10 @@ class DVPortgroup(Network):
     def p_config(self) -> Any:
         return vim.dvs.DistributedVirtualPortgroup.ConfigInfo(
             key=self.moid, name=self.name, numPorts=1024, distributedVirtualSwitch=self.switch.ref,
-            type="earlyBinding", autoExpand=True)
+            type="earlyBinding", autoExpand=True,
+            policy=vim.dvs.DistributedVirtualPortgroup.PortgroupPolicy(
+                blockOverrideAllowed=True, shapingOverrideAllowed=False, vendorConfigOverrideAllowed=False,
+                livePortMovingAllowed=False, portConfigResetAtDisconnect=True))
 
 
 def vms(world: World) -> list[VM]:

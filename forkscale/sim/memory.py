@@ -45,12 +45,12 @@ def vm_shared_private(vm: VM, now: float) -> tuple[int, int]:
     model: MemoryModel = vm.world.memory  # type: ignore[attr-defined]
     touched = vm.mem.touched_mb
     if vm.mem.forked_at is not None:
-        diverged = min(touched * model.divergence_cap, model.write_rate_mb_s * (now - vm.mem.forked_at))
+        diverged = min(touched * model.divergence_cap, model.write_rate_mb_s * max(0.0, now - vm.mem.forked_at))
         shared = int(touched - diverged)
         return shared, touched - shared
     if vm.last_fork_at is not None and vm.fork_children():
         # The parent's pages stay shared while its least-diverged (newest) child still maps them.
-        diverged = min(touched * model.divergence_cap, model.write_rate_mb_s * (now - vm.last_fork_at))
+        diverged = min(touched * model.divergence_cap, model.write_rate_mb_s * max(0.0, now - vm.last_fork_at))
         best = int(touched - diverged)
         return best, touched - best
     zero = int(touched * ZERO_FRACTION)

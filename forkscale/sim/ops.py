@@ -17,6 +17,7 @@ from pyVmomi import vim, vmodl
 
 from .disks import MAX_CHAIN, DiskFile, MiB
 from .dispatch import Ctx, method
+from .events import record, vm_arg
 from .inventory import Datastore, DVPortgroup, Folder, Host, Network, ResourcePool
 from .memory import admit
 from .vm import VM, Disk, Nic, Snapshot, SnapshotNode
@@ -30,8 +31,10 @@ def _lat(world: World, op: str) -> float:
     return world.latency(float(lat.get(op, 1.0)), float(lat.get("jitter", 0.2)))
 
 
-async def _sleep(world: World, op: str) -> None:
+async def _sleep(world: World, op: str, task: Any = None) -> None:
     delay = _lat(world, op) * world.twin.faults.slowdown(op)  # type: ignore[attr-defined]
+    if task is not None:
+        task.drawn_s = delay  # the latency this task drew (bench/fanout.py computes the ideal from it)
     await asyncio.sleep(delay)
 
 
@@ -40,7 +43,7 @@ def _submit(ctx: Ctx, entity: Any, body: Callable[[Any], Awaitable[Any]], *, hos
     world = ctx.twin.world
 
     async def run(task: Any) -> Any:
-        world.twin.faults.maybe_fail(ctx.method, entity)  # type: ignore[attr-defined]
+        world.twin.faults.maybe_fail(ctx.method, entity, task)  # type: ignore[attr-defined]
         return await body(task)
 
     return world.tasks.submit(ctx.method, entity, run, host=host.moid if host else None,  # type: ignore[attr-defined]
@@ -55,7 +58,7 @@ def _vm(ctx: Ctx, this: Any) -> VM:
 
 def _require_host(vm: VM) -> None:
     if not vm.host.connected:
-        raise vim.fault.HostNotConnected(msg=f"Host {vm.host.name} is not connected")
+        raise vmodl.fault.HostNotConnected(msg=f"Host {vm.host.name} is not connected")
 
 
 def _invalid_power(vm: VM, expected: str) -> vim.fault.InvalidPowerState:
@@ -90,7 +93,9 @@ def _guest_later(vm: VM, op: str, fn: Callable[[VM], None]) -> None:
     boot_id = vm.boot_time
 
     async def later() -> None:
-        await asyncio.sleep(_lat(world, op))
+        delay = _lat(world, op)
+        vm.guest_drawn_s = delay  # type: ignore[attr-defined]  # read by bench/fanout.py for the ideal
+        await asyncio.sleep(delay)
         if vm.alive and vm.power_state == "poweredOn" and vm.boot_time == boot_id:
             fn(vm)
 
@@ -143,6 +148,7 @@ def power_on(ctx: Ctx, this: Any, host: Any = None) -> Any:
             raise vim.fault.InsufficientMemoryResourcesFault(
                 msg=f"Insufficient memory resources on host {vm.host.name}", unreserved=0, requested=vm.mem.touched_mb)
         power_on_now(vm)
+        record(ctx, "VmPoweredOnEvent", vm, f"{vm.name} on {vm.host.name} is powered on", task=task)
 
     return _submit(ctx, vm, body, op="VirtualMachine.powerOn")
 
@@ -156,6 +162,7 @@ def power_off(ctx: Ctx, this: Any) -> Any:
         if vm.power_state == "poweredOff":
             raise _invalid_power(vm, "poweredOn")
         power_off_now(vm)
+        record(ctx, "VmPoweredOffEvent", vm, f"{vm.name} on {vm.host.name} is powered off", task=task)
 
     return _submit(ctx, vm, body, op="VirtualMachine.powerOff")
 
@@ -169,6 +176,7 @@ def reset(ctx: Ctx, this: Any) -> Any:
         if vm.power_state != "poweredOn":
             raise _invalid_power(vm, "poweredOn")
         vm.frozen = False
+        record(ctx, "VmResettingEvent", vm, f"{vm.name} on {vm.host.name} is reset", task=task)
         power_on_now(vm)
 
     return _submit(ctx, vm, body, op="VirtualMachine.reset")
@@ -232,6 +240,7 @@ def destroy(ctx: Ctx, this: Any) -> Any:
             raise vmodl.fault.ManagedObjectNotFound(msg=f"The object '{vm.moid}' has already been deleted", obj=vm.ref)
         if vm.power_state == "poweredOn":
             raise _invalid_power(vm, "poweredOff")
+        record(ctx, "VmRemovedEvent", vm, f"Removed {vm.name} on {vm.host.name}", task=task)
         destroy_now(vm)
 
     return _submit(ctx, vm, body, op="VirtualMachine.destroy")
@@ -244,6 +253,7 @@ def _destroy_folder(ctx: Ctx, folder: Folder) -> Any:
             raise vim.fault.InvalidState(msg="The folder contains powered-on virtual machines")
         for e in list(folder.entries):
             if isinstance(e, VM):
+                record(ctx, "VmRemovedEvent", e, f"Removed {e.name} on {e.host.name}", task=task)
                 destroy_now(e)
         if isinstance(folder.parent, Folder):
             folder.parent.detach(folder)
@@ -287,13 +297,13 @@ def check_nic_edits(vm: VM, changes: list[Any], *, instant: bool) -> None:
                 msg=f"{path}: only edits of existing network adapters are supported here", invalidProperty=path)
         if not any(n.key == dev.key for n in vm.nics):
             raise vim.fault.InvalidDeviceSpec(msg=f"{path}: no network adapter with key {dev.key}",
-                                              invalidProperty=f"{path}.device.key", deviceIndex=i)
+                                              property=f"{path}.device.key", deviceIndex=i)
         if dev.addressType and dev.addressType.lower() == "manual":
             mac = (dev.macAddress or "").lower()
             if not _manual_mac_ok(mac):
                 raise vim.fault.InvalidDeviceSpec(
                     msg=f"{path}: MAC address '{dev.macAddress}' is not in the manual range "
-                        "00:50:56:00:00:00-00:50:56:3F:FF:FF", invalidProperty=f"{path}.device.macAddress",
+                        "00:50:56:00:00:00-00:50:56:3F:FF:FF", property=f"{path}.device.macAddress",
                     deviceIndex=i)
 
 
@@ -379,6 +389,8 @@ def reconfigure(ctx: Ctx, this: Any, spec: Any) -> Any:
         if spec.name:
             vm.name = spec.name
         vm.changed()
+        record(ctx, "VmReconfiguredEvent", vm, f"Reconfigured {vm.name} on {vm.host.name}", task=task,
+               configSpec=spec)
 
     return _submit(ctx, vm, body, op="VirtualMachine.reconfigure")
 
@@ -615,7 +627,7 @@ def instant_clone_faults(ctx: Ctx, src: VM, spec: Any) -> list[vmodl.MethodFault
     if src.template:
         faults.append(vim.fault.InvalidState(msg=f"{src.name} is a template"))
     if not src.host.connected:
-        faults.append(vim.fault.HostNotConnected(msg=f"Host {src.host.name} is not connected"))
+        faults.append(vmodl.fault.HostNotConnected(msg=f"Host {src.host.name} is not connected"))
     for d in src.disks:
         parent = _fork_point(src, d.key) if (src.frozen and src.source_delta_done) else d.top
         if parent.depth() + 1 > MAX_CHAIN:
@@ -710,8 +722,11 @@ def instant_clone(ctx: Ctx, this: Any, spec: Any) -> Any:
     placement = _placement(ctx, src, spec.location, instant=True)
 
     async def body(task: Any) -> Any:
-        await _sleep(src.world, "instant")
-        return do_instant_clone(ctx, src, spec, placement).ref
+        await _sleep(src.world, "instant", task)
+        clone = do_instant_clone(ctx, src, spec, placement)
+        record(ctx, "VmClonedEvent", clone, f"Instant clone of {src.name} to {clone.name} completed", task=task,
+               sourceVm=vm_arg(src))
+        return clone.ref
 
     return _submit(ctx, src, body, host=src.host, op="VirtualMachine.instantClone")
 
@@ -731,7 +746,7 @@ def clone_faults(ctx: Ctx, src: VM, spec: Any, ds: Datastore, host: Host) -> lis
             faults.append(vmodl.fault.InvalidArgument(msg="spec.snapshot is not a snapshot of the source",
                                                       invalidProperty="spec.snapshot"))
     if not host.connected:
-        faults.append(vim.fault.HostNotConnected(msg=f"Host {host.name} is not connected"))
+        faults.append(vmodl.fault.HostNotConnected(msg=f"Host {host.name} is not connected"))
     if move != "createNewChildDiskBacking":
         need = sum(f.size(ctx.twin.world.sim_seconds()) for d in src.disks for f in d.top.chain())
         if ds.free() < need:
@@ -800,7 +815,12 @@ def clone_vm(ctx: Ctx, this: Any, folder: Any, name: str, spec: Any) -> Any:
 
     async def body(task: Any) -> Any:
         await _sleep(src.world, "linked" if linked else "full")
-        return do_clone(ctx, src, target, name, spec, ds, host, pool).ref
+        clone = do_clone(ctx, src, target, name, spec, ds, host, pool)
+        record(ctx, "VmClonedEvent", clone, f"Clone of {src.name} to {clone.name} completed", task=task,
+               sourceVm=vm_arg(src))
+        if clone.power_state == "poweredOn":
+            record(ctx, "VmPoweredOnEvent", clone, f"{clone.name} on {clone.host.name} is powered on", task=task)
+        return clone.ref
 
     return _submit(ctx, src, body, host=host, op="VirtualMachine.clone")
 
@@ -817,9 +837,11 @@ def check_instant_clone(ctx: Ctx, this: Any, vm: Any, spec: Any, testType: list[
     async def body(task: Any) -> Any:
         await _sleep(src.world, "check")
         faults = instant_clone_faults(ctx, src, spec)
-        if any(e.name == spec.name for e in placement[0].entries):
-            faults.append(vim.fault.DuplicateName(msg=f"The name '{spec.name}' already exists.", name=spec.name))
-        return [vim.vm.check.Result(vm=src.ref, host=src.host.ref, error=faults, warning=[])]
+        dup = next((e for e in placement[0].entries if e.name == spec.name), None)
+        if dup is not None:
+            faults.append(vim.fault.DuplicateName(msg=f"The name '{spec.name}' already exists.", name=spec.name,
+                                                  object=dup.ref))
+        return vim.vm.check.Result.Array([vim.vm.check.Result(vm=src.ref, host=src.host.ref, error=faults, warning=[])])
 
     return _submit(ctx, src, body, op="ProvisioningChecker.checkInstantClone")
 
@@ -836,8 +858,9 @@ def check_clone(ctx: Ctx, this: Any, vm: Any, folder: Any, name: str, spec: Any,
     async def body(task: Any) -> Any:
         await _sleep(src.world, "check")
         faults = clone_faults(ctx, src, spec, ds, host)
-        if any(e.name == name for e in target.entries):
-            faults.append(vim.fault.DuplicateName(msg=f"The name '{name}' already exists.", name=name))
-        return [vim.vm.check.Result(vm=src.ref, host=host.ref, error=faults, warning=[])]
+        dup = next((e for e in target.entries if e.name == name), None)
+        if dup is not None:
+            faults.append(vim.fault.DuplicateName(msg=f"The name '{name}' already exists.", name=name, object=dup.ref))
+        return vim.vm.check.Result.Array([vim.vm.check.Result(vm=src.ref, host=host.ref, error=faults, warning=[])])
 
     return _submit(ctx, src, body, op="ProvisioningChecker.checkClone")

@@ -174,6 +174,7 @@ class Twin:
         try:
             if session is None:
                 raise vim.fault.NotAuthenticated(msg="The session is not authenticated.")
+            CURRENT_SESSION.set(session)
             ref = VmomiSupport.GetWsdlType(soap.NAMESPACE, kind)(moid)
             mo = self.resolve(ref, session)
             from .collector import read_path

@@ -9,12 +9,13 @@ element carries its own `xsi:type`.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from io import StringIO
 from typing import Any
 from xml.parsers.expat import ExpatError, ParserCreate
 
-from pyVmomi import SoapAdapter, VmomiSupport, vmodl
+from pyVmomi import SoapAdapter, VmomiSupport, vim, vmodl
 from pyVmomi.SoapAdapter import (
     NS_SEP,
     SOAP_BODY_END,
@@ -107,7 +108,7 @@ class _RequestParser:
             raise BadRequest("no method element in the SOAP body")
         if isinstance(self.method, _UnknownMethod):
             name = self.method.name
-            raise vmodl.fault.MethodNotFound(msg=f"Unknown method {name}", method=name)
+            raise vmodl.fault.MethodNotFound(msg=f"Unknown method {name}", method=name, receiver=_receiver(body))
         this = self.args.pop("_this", None)
         if this is None:
             raise BadRequest(f"{self.method.info.wsdlName}: missing _this")
@@ -177,6 +178,20 @@ class _UnknownMethod:
         self.name = name
 
 
+_THIS = re.compile(rb'<(?:[\w.-]+:)?_this\b[^>]*?\btype="([^"]+)"[^>]*>\s*([^<\s]+)\s*<')
+
+
+def _receiver(body: bytes) -> Any:
+    """The `_this` of a request whose method is unknown (MethodNotFound.receiver is required)."""
+    m = _THIS.search(body)
+    if m:
+        try:
+            return VmomiSupport.GetWsdlType(NAMESPACE, m.group(1).decode())(m.group(2).decode())
+        except (KeyError, UnicodeDecodeError, TypeError, AttributeError):
+            pass
+    return vim.ServiceInstance("ServiceInstance")
+
+
 def parse_request(body: bytes) -> Request:
     """Parse one SOAP request; raises BadRequest, or MethodNotFound for an unknown method."""
     return _RequestParser().parse(body)
@@ -199,7 +214,17 @@ def serialize_response(method: VmomiSupport.ManagedMethod, result: Any) -> bytes
 
 
 def serialize_fault(fault: vmodl.MethodFault, message: str | None = None) -> bytes:
-    """A SOAP fault with the vim25 detail, as vCenter sends it."""
+    """A SOAP fault with the vim25 detail, as vCenter sends it; a fault that cannot be serialized
+    (a required field unset) becomes a SystemError naming it, never a broken response."""
+    try:
+        return _fault_xml(fault, message)
+    except Exception as exc:
+        name = type(fault).__name__
+        return _fault_xml(vmodl.fault.SystemError(msg=f"twin internal error serializing {name}: {exc}",
+                                                  reason=repr(exc)), None)
+
+
+def _fault_xml(fault: vmodl.MethodFault, message: str | None) -> bytes:
     msg = message or fault.msg or type(fault).__name__
     fault.msg = None
     detail = StringIO()
@@ -208,7 +233,7 @@ def serialize_fault(fault: vmodl.MethodFault, message: str | None = None) -> byt
     wsdl = VmomiSupport.GetWsdlName(type(fault))
     info = Object(name=f"{wsdl}Fault", type=type(fault), version=VERSION, flags=0)
     ser = _Serializer(detail, VERSION, nsmap)
-    ser._SerializeDataObject(fault, info, f' xsi:type="{wsdl}"', NAMESPACE)
+    ser._SerializeDataObject(fault, info, f' xmlns="{NAMESPACE}" xsi:type="{wsdl}"', NAMESPACE)
     fault.msg = msg
     code = "ServerFaultCode"
     return (

@@ -8,6 +8,7 @@ effect atomically on the event loop and ends `success` with a result or `error` 
 from __future__ import annotations
 
 import asyncio
+import copy
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -67,6 +68,9 @@ class Task(MO):
         return self.info
 
     def update(self, **fields: Any) -> None:
+        # copy on write: a filter holding the previous `info` (pathSet ["info"], as pyVim's
+        # WaitForTask asks) must see a different object, or the change compares equal to itself
+        self.info = copy.copy(self.info)
         for k, v in fields.items():
             setattr(self.info, k, v)
         self.world.touch(self)

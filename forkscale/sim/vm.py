@@ -81,7 +81,12 @@ class Snapshot(MO):
         return [c.mo.ref for c in self.node.children]
 
     def p_config(self) -> Any:
-        return self.vm.get("config")
+        # The VM's configuration, with each disk backed by the file frozen at snapshot time.
+        cfg = self.vm._config()
+        for dev in cfg.hardware.device:
+            if isinstance(dev, vim.vm.device.VirtualDisk) and dev.key in self.node.disks:
+                dev.backing = backing_for(self.node.disks[dev.key])
+        return cfg
 
 
 def _to_dt(epoch: float) -> datetime:
@@ -209,6 +214,12 @@ class VM(Entity):
             storage=vim.vm.Summary.StorageSummary(committed=committed, uncommitted=0, unshared=committed,
                                                   timestamp=_to_dt(self.world.now())),
             overallStatus="green")
+
+    def p_summary_quickStats(self) -> Any:  # noqa: N802 - `summary.quickStats...` without the whole summary
+        return self.quick_stats()
+
+    def p_summary_runtime(self) -> Any:  # noqa: N802
+        return self.get("runtime")
 
     def quick_stats(self) -> Any:
         shared, private = vm_shared_private(self, self.world.sim_seconds())

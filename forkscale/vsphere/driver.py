@@ -8,27 +8,31 @@ morefs, and errors already mapped onto `PermanentError` (don't retry this rung) 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from pyVmomi import vim, vmodl
 
 from ..errors import PermanentError, TemporaryError
-from .transport import Soap
+from .transport import Soap, method_info
 from .watcher import STATUS_KEY, TaskFailed, Watcher
 
 log = logging.getLogger("forkscale.vsphere")
 PC = vmodl.query.PropertyCollector
 TAG_POOL, TAG_ID = "forkscale.pool", "forkscale.id"
+TAG_SOURCE = "forkscale.source"  # on a pool's per-host source VMs: their generation (see forkscale/sources.py)
 TEMPORARY_FAULTS = {"TaskInProgress", "ConnectionError", "HostCommunication", "InsufficientResourcesFault",
                     "InsufficientMemoryResourcesFault", "NotAuthenticated", "RequestCanceled", "Timedout",
                     "HostNotConnected", "SystemError"}
 VM_PATHS = ["name", "parent", "runtime.host", "runtime.powerState", "runtime.instantCloneFrozen",
             "snapshot.currentSnapshot", "datastore", "config.template",
             f'config.extraConfig["{TAG_POOL}"]', f'config.extraConfig["{TAG_ID}"]',
-            f'config.extraConfig["{STATUS_KEY}"]', 'config.extraConfig["guestinfo.forkscale.mac"]']
+            f'config.extraConfig["{STATUS_KEY}"]', 'config.extraConfig["guestinfo.forkscale.mac"]',
+            f'config.extraConfig["{TAG_SOURCE}"]']
 
 
 @dataclass
@@ -45,6 +49,12 @@ class VmInfo:
     pool: str | None = None
     clone_id: str | None = None
     status: str | None = None
+    source_tag: str | None = None  # forkscale.source: set on per-host sources (and only there with no clone_id)
+
+    @property
+    def is_source(self) -> bool:
+        """A pool's per-host source VM (made by `forkscale prepare`), not a clone."""
+        return self.source_tag is not None and self.clone_id is None
 
 
 @dataclass
@@ -53,6 +63,7 @@ class Inventory:
     hosts: dict[str, str] = field(default_factory=dict)  # name -> moref
     host_names: dict[str, str] = field(default_factory=dict)  # moref -> name
     host_connected: dict[str, bool] = field(default_factory=dict)  # moref -> connected
+    host_parent: dict[str, str] = field(default_factory=dict)  # host moref -> cluster (compute resource) moref
     datastores: dict[str, tuple[str, int]] = field(default_factory=dict)  # name -> (moref, free bytes)
     networks: dict[str, tuple[str, str, str | None]] = field(default_factory=dict)  # name -> (kind, moref, dvs uuid)
     folders: dict[str, str] = field(default_factory=dict)  # name -> moref
@@ -76,6 +87,9 @@ class CloneRequest:
     nic_key: int
     extra: dict[str, str]
     disconnect: bool = False
+    # instant clones only: further NICs to edit alike, as (nic key, manual MAC, network); a live
+    # clone of a multi-NIC source must move (or disconnect) every NIC, not just the first
+    more_nics: tuple[tuple[int, str, tuple[str, str, str | None]], ...] = ()
 
 
 def fault_name(fault: Any) -> str:
@@ -105,6 +119,8 @@ class Driver:
         self.task_timeout_s = task_timeout_s
         self.task_seconds: list[tuple[str, float]] = []
         self.task_faults: list[tuple[str, str]] = []
+        # Called as hook(method, seconds, fault name or None) when a task ends (e.g. Telemetry.observe_task).
+        self.task_hooks: list[Callable[[str, float, str | None], None]] = []
 
     async def open(self) -> None:
         await self.soap.open()
@@ -141,7 +157,7 @@ class Driver:
         inv = Inventory(taken_at=time.time())
         vms, hosts, dss, nets, folders, pools = await asyncio.gather(
             self._view(vim.VirtualMachine, VM_PATHS),
-            self._view(vim.HostSystem, ["name", "runtime.connectionState"]),
+            self._view(vim.HostSystem, ["name", "runtime.connectionState", "parent"]),
             self._view(vim.Datastore, ["name", "summary.freeSpace"]),
             self._view(vim.Network, ["name"]),
             self._view(vim.Folder, ["name"]),
@@ -152,6 +168,8 @@ class Driver:
             inv.hosts[p["name"]] = oc.obj._moId
             inv.host_names[oc.obj._moId] = p["name"]
             inv.host_connected[oc.obj._moId] = p.get("runtime.connectionState") == "connected"
+            if p.get("parent") is not None:
+                inv.host_parent[oc.obj._moId] = p["parent"]._moId
         for oc in dss:
             p = _props(oc)
             inv.datastores[p["name"]] = (oc.obj._moId, int(p.get("summary.freeSpace", 0)))
@@ -189,7 +207,8 @@ class Driver:
                 datastores=[d._moId for d in p.get("datastore", [])], template=bool(p.get("config.template")),
                 pool=extra.get(f'config.extraConfig["{TAG_POOL}"]'),
                 clone_id=extra.get(f'config.extraConfig["{TAG_ID}"]'),
-                status=extra.get(f'config.extraConfig["{STATUS_KEY}"]'))
+                status=extra.get(f'config.extraConfig["{STATUS_KEY}"]'),
+                source_tag=extra.get(f'config.extraConfig["{TAG_SOURCE}"]'))
             inv.vms[info.moref] = info
             if mac:
                 inv.macs.add(str(mac).lower())
@@ -198,19 +217,31 @@ class Driver:
     # tasks ----------------------------------------------------------------------------------
     async def _task(self, what: str, mo: Any, method: str, *args: Any) -> Any:
         started = time.monotonic()
-        wsdl = f"{method}_Task" if not method.endswith("_Task") else method
+        wsdl = str(method_info(type(mo), method).wsdlName)  # "PowerOff" -> "PowerOffVM_Task", as vSphere names it
         try:
             task = await self.soap.invoke(mo, method, *args)
             result = await self.watcher.wait_task(task, self.task_timeout_s)
-            self.task_seconds.append((wsdl, time.monotonic() - started))
+            self._task_ended(wsdl, started, None)
             return result
         except TimeoutError as exc:
-            self.task_faults.append((wsdl, "Timeout"))
+            self._task_ended(wsdl, started, "Timeout")
             raise TemporaryError(f"{what}: task did not finish in {self.task_timeout_s:.0f}s", "Timeout") from exc
         except (vmodl.MethodFault, TaskFailed) as exc:
             err = map_fault(exc, what)
-            self.task_faults.append((wsdl, getattr(err, "fault", "Fault")))
+            self._task_ended(wsdl, started, getattr(err, "fault", "Fault"))
             raise err from None
+
+    def _task_ended(self, wsdl: str, started: float, fault: str | None) -> None:
+        seconds = time.monotonic() - started
+        if fault is None:
+            self.task_seconds.append((wsdl, seconds))
+        else:
+            self.task_faults.append((wsdl, fault))
+        for hook in list(self.task_hooks):
+            try:
+                hook(wsdl, seconds, fault)
+            except Exception:  # a broken metrics hook must never fail a clone
+                log.exception("task hook %r failed", hook)
 
     def _relocate(self, req: CloneRequest, *, instant: bool) -> Any:
         kind, net, dvs = req.network
@@ -232,8 +263,10 @@ class Driver:
         return [vim.option.OptionValue(key=k, value=v) for k, v in req.extra.items()]
 
     async def instant_clone(self, source: str, req: CloneRequest) -> str:
+        more = [self._relocate(dataclasses.replace(req, nic_key=k, mac=m, network=n), instant=True)
+                for k, m, n in req.more_nics]
         loc = vim.vm.RelocateSpec(folder=vim.Folder(req.folder), datastore=vim.Datastore(req.datastore),
-                                  deviceChange=[self._relocate(req, instant=True)])
+                                  deviceChange=[self._relocate(req, instant=True), *more])
         if req.resource_pool:
             loc.pool = vim.ResourcePool(req.resource_pool)
         spec = vim.vm.InstantCloneSpec(name=req.name, location=loc, config=self._extra(req))
@@ -328,6 +361,34 @@ class Driver:
             return None
         return res.objects[0].propSet[0].val
 
+    async def vm_props(self, vms: list[str], paths: list[str]) -> dict[str, dict[str, Any]]:
+        """Properties of several VMs in one RetrievePropertiesEx (paged); VMs that vanished are left out."""
+        if not vms:
+            return {}
+        spec = PC.FilterSpec(objectSet=[PC.ObjectSpec(obj=vim.VirtualMachine(m)) for m in vms],
+                             propSet=[PC.PropertySpec(type=vim.VirtualMachine, pathSet=paths)],
+                             reportMissingObjectsInResults=True)
+        pc = self.content.propertyCollector
+        res = await self.soap.invoke(pc, "RetrievePropertiesEx", [spec], PC.RetrieveOptions())
+        out: dict[str, dict[str, Any]] = {}
+        while res is not None:
+            for oc in res.objects or []:
+                if not oc.missingSet:
+                    out[oc.obj._moId] = _props(oc)
+            res = await self.soap.invoke(pc, "ContinueRetrievePropertiesEx", res.token) if res.token else None
+        return out
+
+    async def chain_depths(self, vms: list[str]) -> dict[str, int]:
+        """Deepest delta chain of each VM's disks, from `layoutEx.disk[].chain` (one batched read).
+
+        layoutEx is the only place the deltas a running source gets per instant clone show up
+        (they are not in the snapshot tree).
+        """
+        out: dict[str, int] = {}
+        for moref, props in (await self.vm_props(vms, ["layoutEx.disk"])).items():
+            out[moref] = max((len(d.chain or []) for d in props.get("layoutEx.disk") or []), default=0)
+        return out
+
     async def is_frozen(self, vm: str) -> bool:
         return bool(await self._prop(vim.VirtualMachine(vm), vim.VirtualMachine, "runtime.instantCloneFrozen"))
 
@@ -341,6 +402,62 @@ class Driver:
             delay = min(delay * 1.5, 3.0)
         raise PermanentError(f"the source {vm} did not report runtime.instantCloneFrozen within {timeout:.0f}s; "
                              "check that the guest ran `vmware-rpctool \"instantclone.freeze\"`", "FreezeTimeout")
+
+
+@dataclass
+class NicInfo:
+    key: int
+    label: str
+    mac: str
+    network: tuple[str, str, str | None]  # (kind, moref, dvs uuid), as in Inventory.networks
+    connected: bool
+    start_connected: bool
+
+
+@dataclass
+class VmDetail:
+    """Power state, per-disk delta-chain depth (from layoutEx) and NICs of one VM, read at once."""
+
+    power: str
+    chains: dict[int, int]  # disk device key -> files in its chain (layoutEx.disk[].chain), base first
+    nics: list[NicInfo]
+    extra: dict[str, str] = field(default_factory=dict)  # the extraConfig keys asked for (when set)
+
+
+async def vm_detail(driver: Driver, vm: str, *, tags: tuple[str, ...] = ()) -> VmDetail:
+    """One property read: `runtime.powerState`, `layoutEx`, `config.hardware.device` (+ extraConfig `tags`).
+
+    The running-source deltas of instant clones are invisible in the snapshot tree; only
+    layoutEx (or walking `backing.parent`) shows them.
+    """
+    spec = PC.FilterSpec(objectSet=[PC.ObjectSpec(obj=vim.VirtualMachine(vm))], propSet=[PC.PropertySpec(
+        type=vim.VirtualMachine, pathSet=["runtime.powerState", "layoutEx", "config.hardware.device",
+                                          *(f'config.extraConfig["{t}"]' for t in tags)])])
+    try:
+        res = await driver.soap.invoke(driver.content.propertyCollector, "RetrievePropertiesEx", [spec],
+                                       PC.RetrieveOptions())
+    except vmodl.MethodFault as exc:
+        raise map_fault(exc, f"read {vm}") from None
+    p = _props(res.objects[0]) if res and res.objects else {}
+    layout = p.get("layoutEx")
+    chains = {int(d.key): len(d.chain or []) for d in (layout.disk if layout is not None else None) or []}
+    nics = []
+    for dev in p.get("config.hardware.device") or []:
+        if not isinstance(dev, vim.vm.device.VirtualEthernetCard):
+            continue
+        b = dev.backing
+        net: tuple[str, str, str | None] = ("network", "", None)
+        if isinstance(b, vim.vm.device.VirtualEthernetCard.DistributedVirtualPortBackingInfo) and b.port:
+            net = ("dvportgroup", str(b.port.portgroupKey or ""), b.port.switchUuid)
+        elif isinstance(b, vim.vm.device.VirtualEthernetCard.NetworkBackingInfo) and b.network is not None:
+            net = ("network", str(b.network._moId), None)
+        conn = dev.connectable
+        nics.append(NicInfo(key=int(dev.key), label=dev.deviceInfo.label if dev.deviceInfo else str(dev.key),
+                            mac=str(dev.macAddress or "").lower(), network=net,
+                            connected=bool(conn and conn.connected), start_connected=bool(conn and conn.startConnected)))
+    extra = {t: str(p[f'config.extraConfig["{t}"]'].value) for t in tags
+             if p.get(f'config.extraConfig["{t}"]') is not None}
+    return VmDetail(power=str(p.get("runtime.powerState", "unknown")), chains=chains, nics=nics, extra=extra)
 
 
 def _props(oc: Any) -> dict[str, Any]:

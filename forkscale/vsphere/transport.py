@@ -24,6 +24,9 @@ from ..errors import PermanentError, TemporaryError
 log = logging.getLogger("forkscale.vsphere")
 COOKIE = "vmware_soap_session"
 DEFAULT_VERSION = "vim.version.v8_0_3_0"
+OFFLOAD_BYTES = 256 * 1024
+"""Responses larger than this are deserialized on a worker thread, so the event loop (scrapes,
+task tracking) keeps running while a big inventory page is parsed."""
 
 
 def ssl_context(ca_file: str | None, insecure: bool) -> ssl.SSLContext | bool:
@@ -170,7 +173,11 @@ class Soap:
                                  "ConnectionError", delay=2.0) from exc
         if status not in (200, 500):
             raise TemporaryError(f"{info.wsdlName}: HTTP {status} from vCenter", f"HTTP{status}", delay=2.0)
-        result = SoapAdapter.SoapResponseDeserializer(self.stub).Deserialize(data, info.result)
+        parse = SoapAdapter.SoapResponseDeserializer(self.stub).Deserialize
+        if len(data) > OFFLOAD_BYTES:  # e.g. a page of 1,000 VMs: ~1 s of parsing that must not stall the loop
+            result = await asyncio.to_thread(parse, data, info.result)
+        else:
+            result = parse(data, info.result)
         if status == 500:
             if isinstance(result, BaseException):
                 raise result

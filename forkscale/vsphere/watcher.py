@@ -23,6 +23,10 @@ PC = vmodl.query.PropertyCollector
 STATUS_KEY = "guestinfo.forkscale.status"
 STATUS_PATH = f'config.extraConfig["{STATUS_KEY}"]'
 TASK_PATHS = ["info.state", "info.error", "info.result"]
+# After an update, wait this long before asking again, so changes that arrive together come back
+# in one WaitForUpdatesEx instead of one each (bench/fanout.py: ~1.1 -> ~0.6 waits per clone at
+# 500 clones, for at most this much added latency per completion).
+COALESCE_S = 0.02
 
 
 class TaskFailed(Exception):
@@ -32,9 +36,10 @@ class TaskFailed(Exception):
 
 
 class Watcher:
-    def __init__(self, soap: Soap, *, max_wait_s: int = 10) -> None:
+    def __init__(self, soap: Soap, *, max_wait_s: int = 10, coalesce_s: float = COALESCE_S) -> None:
         self.soap = soap
         self.max_wait_s = max_wait_s
+        self.coalesce_s = coalesce_s
         self.collector: Any = None
         self.tasks: dict[str, asyncio.Future[Any]] = {}
         self.finished: dict[str, tuple[str, Any]] = {}  # task moid -> (state, result|fault) seen before awaited
@@ -109,6 +114,8 @@ class Watcher:
             for fs in update.filterSet or []:
                 for obj in fs.objectSet or []:
                     self._apply(obj)
+            if self.coalesce_s > 0:
+                await asyncio.sleep(self.coalesce_s)
 
     def _apply(self, obj: Any) -> None:
         moid = obj.obj._moId

@@ -1,0 +1,203 @@
+"""The code under test, run as child processes of a benchmark (the twin lives in the parent).
+
+    python bench/clients.py controller SPEC [POOL ...]   forkscale's engine converges the pools, together
+    python bench/clients.py naive URL CA SOURCE K         the sample script: InstantClone_Task + WaitForTask
+    python bench/clients.py pool URL CA SOURCE K WORKERS  the same in a thread pool, one session per thread
+    python bench/clients.py inventory SPEC POOL REPEAT    Driver.inventory() and a no-op Engine.converge
+
+Each prints one JSON line. The vCenter password comes from $FORKSCALE_BENCH_PASSWORD.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import ssl
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+PASSWORD_ENV = "FORKSCALE_BENCH_PASSWORD"
+USER = "administrator@vsphere.local"
+
+
+# forkscale ------------------------------------------------------------------------------------
+async def _controller(spec_path: str, pools: list[str]) -> dict[str, Any]:
+    from forkscale.session import open_engine
+    from forkscale.spec import load_spec
+
+    spec = load_spec(spec_path)
+    names = pools or [p.name for p in spec.pools]
+    t0 = time.monotonic()
+    async with open_engine(spec) as engine:
+        t1 = time.monotonic()
+        started = time.time()
+        # The pools converge together, as one controller would spread one pool over per-host sources.
+        results = await asyncio.gather(*(engine.converge(n) for n in names))
+        t2 = time.monotonic()
+        soap = engine.driver.soap.requests
+        watcher_updates = engine.driver.watcher.updates
+    return {"connect_s": t1 - t0, "converge_s": t2 - t1, "converge_started": started, "soap_requests": soap, "watcher_updates": watcher_updates,
+            "ready": sum(r.ready for r in results), "failed": sum(r.failed for r in results),
+            "created": sum(r.created for r in results), "errors": [e for r in results for e in r.errors][:5],
+            "pools": [r.as_dict() for r in results]}
+
+
+def controller(argv: list[str]) -> dict[str, Any]:
+    profile = os.environ.get("FORKSCALE_BENCH_PROFILE")
+    if profile:
+        import cProfile
+
+        prof = cProfile.Profile()
+        prof.enable()
+        try:
+            return asyncio.run(_controller(argv[0], argv[1:]))
+        finally:
+            prof.disable()
+            prof.dump_stats(profile)
+    return asyncio.run(_controller(argv[0], argv[1:]))
+
+
+async def _inventory(spec_path: str, pool: str, repeat: int) -> dict[str, Any]:
+    from forkscale.session import open_engine
+    from forkscale.spec import load_spec
+
+    spec = load_spec(spec_path)
+    async with open_engine(spec) as engine:
+        inv_s = []
+        vms = 0
+        for _ in range(repeat):
+            t = time.monotonic()
+            inv = await engine.driver.inventory()
+            inv_s.append(time.monotonic() - t)
+            vms = len(inv.vms)
+        conv_s = []
+        result = None
+        for _ in range(repeat):
+            before = engine.driver.soap.requests
+            t = time.monotonic()
+            result = await engine.converge(pool)
+            conv_s.append(time.monotonic() - t)
+            conv_requests = engine.driver.soap.requests - before
+    assert result is not None
+    return {"vms": vms, "inventory_s": min(inv_s), "inventory_all_s": inv_s, "converge_s": min(conv_s),
+            "converge_all_s": conv_s, "converge_requests": conv_requests, "ready": result.ready,
+            "created": result.created, "destroyed": result.destroyed, "failed": result.failed}
+
+
+# the script users copy from samples ------------------------------------------------------------
+def _connect(url: str, ca: str) -> Any:
+    from pyVim.connect import SmartConnect
+
+    parts = urlsplit(url)
+    ctx = ssl.create_default_context(cafile=ca) if ca else ssl._create_unverified_context()
+    return SmartConnect(host=parts.hostname, port=parts.port, user=USER, pwd=os.environ[PASSWORD_ENV],
+                        sslContext=ctx)
+
+
+def _find_vm(si: Any, name: str) -> Any:
+    from pyVmomi import vim
+
+    view = si.content.viewManager.CreateContainerView(si.content.rootFolder, [vim.VirtualMachine], True)
+    try:
+        return next(vm for vm in view.view if vm.name == name)
+    finally:
+        view.DestroyView()
+
+
+def _clone_one(si: Any, source: Any, name: str, index: int) -> Any:
+    """pyvmomi-community-samples' instant_clone.py: spec, InstantClone_Task, WaitForTask."""
+    from pyVim.task import WaitForTask
+    from pyVmomi import vim
+
+    relospec = vim.vm.RelocateSpec()
+    relospec.folder = source.parent
+    relospec.datastore = source.datastore[0]
+    spec = vim.vm.InstantCloneSpec()
+    spec.name = name
+    spec.location = relospec
+    spec.config = [vim.option.OptionValue(key="guestinfo.forkscale.id", value=str(index)),
+                   vim.option.OptionValue(key="guestinfo.forkscale.hostname", value=name),
+                   vim.option.OptionValue(key="guestinfo.forkscale.ip", value=f"10.200.{index // 250}.{index % 250 + 2}")]
+    task = source.InstantClone_Task(spec=spec)
+    WaitForTask(task)
+    return task.info.result
+
+
+def _wait_ready(vm: Any, timeout: float = 600.0) -> float:
+    """Poll the guest's status like a user's script polls guest.ipAddress; seconds waited."""
+    t = time.monotonic()
+    while time.monotonic() - t < timeout:
+        extra = {o.key: o.value for o in vm.config.extraConfig}
+        if extra.get("guestinfo.forkscale.status") == "ready":
+            break
+        time.sleep(0.05)
+    return time.monotonic() - t
+
+
+def naive(argv: list[str]) -> dict[str, Any]:
+    url, ca, source_name, k, prefix = argv[0], argv[1], argv[2], int(argv[3]), argv[4]
+    si = _connect(url, ca)
+    t0 = time.monotonic()
+    source = _find_vm(si, source_name)
+    last = None
+    for i in range(1, k + 1):
+        last = _clone_one(si, source, f"{prefix}-{i:05d}", 900000 + i)
+    seconds = time.monotonic() - t0
+    tail = _wait_ready(last) if last is not None else 0.0
+    return {"k": k, "seconds": seconds, "per_clone_s": seconds / k, "tail_s": tail}
+
+
+def pool(argv: list[str]) -> dict[str, Any]:
+    url, ca, source_name, k, workers, prefix = argv[0], argv[1], argv[2], int(argv[3]), int(argv[4]), argv[5]
+    local = threading.local()
+    sessions: list[Any] = []
+    lock = threading.Lock()
+
+    def session() -> tuple[Any, Any]:
+        if not hasattr(local, "si"):
+            local.si = _connect(url, ca)
+            local.source = _find_vm(local.si, source_name)
+            with lock:
+                sessions.append(local.si)
+        return local.si, local.source
+
+    with ThreadPoolExecutor(workers) as ex:  # log every worker in first (not timed, as a script would)
+        barrier = threading.Barrier(workers)
+
+        def warm() -> None:
+            session()
+            barrier.wait()
+
+        list(ex.map(lambda _: warm(), range(workers)))
+        t0 = time.monotonic()
+
+        def one(i: int) -> Any:
+            si, source = session()
+            return _clone_one(si, source, f"{prefix}-{i:05d}", 800000 + i)
+
+        results = list(ex.map(one, range(1, k + 1)))
+        seconds = time.monotonic() - t0
+    tail = _wait_ready(results[-1]) if results else 0.0
+    return {"k": k, "workers": workers, "seconds": seconds, "per_clone_s": seconds / k, "tail_s": tail}
+
+
+def main() -> int:
+    mode, argv = sys.argv[1], sys.argv[2:]
+    fn = {"controller": controller, "naive": naive, "pool": pool,
+          "inventory": lambda a: asyncio.run(_inventory(a[0], a[1], int(a[2])))}[mode]
+    print(json.dumps(fn(argv)), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,177 @@
+"""Inventory read and no-op reconcile at 1,000 / 5,000 / 10,000 clones; controller RSS.
+
+    python bench/inventory.py [--sizes 1000,5000,10000] [--repeat 3] [--json]
+
+The fleet is built in-process, fast: the twin's VMs are made with its own builder (`make_vm`)
+and tagged like forkscale's clones, and the matching ledger rows are inserted in one
+transaction, so a converge finds N ready clones to keep and nothing to do. Each size is then
+measured by a fresh controller process (`bench/clients.py inventory`): `Driver.inventory()` and
+a full `Engine.converge` of the pool at its current size (best of --repeat), and the process's
+peak RSS from wait4.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sqlite3
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import (  # noqa: E402
+    HOSTS,
+    REPO,
+    cores,
+    emit,
+    freeze_sources,
+    pool_entry,
+    profile_twin,
+    run_child,
+    source_name,
+    start_twin,
+    stats_delta,
+    twin_env,
+    twin_stats,
+    workdir,
+    world_yaml,
+    write_spec,
+)
+
+CLIENTS = str(REPO / "bench" / "clients.py")
+POOL = "inv"
+CHUNK = 1000
+
+
+def add_vms(twin: Any, rows: list[tuple[int, str, str, str]]) -> dict[str, str]:
+    """Make tagged, powered-on, guest-ready VMs in the twin: (ledger id, name, host, mac) -> moref by name."""
+
+    def make(t: Any, batch: list[tuple[int, str, str, str]]) -> dict[str, str]:
+        from pyVmomi import vim
+
+        from forkscale.sim.builder import make_vm
+
+        w = t.world
+        by_name = {mo.name: mo for mo in w.objects.values() if hasattr(mo, "name")}
+        folder = by_name["forkscale"]
+        ds = by_name["ds-ssd"]
+        net = by_name["VM Network"]
+        hosts = {h.name: h for h in w.of_kind(vim.HostSystem)}
+        out = {}
+        for clone_id, name, host, mac in batch:
+            src = by_name[source_name(host)]
+            spec = {"name": name, "memory_mb": 512, "cpus": 1, "disk_gib": 1, "guest_id": src.guest_id,
+                    "guest_full_name": src.guest_full_name, "power": "on"}
+            vm = make_vm(w, spec, folder=folder, host=hosts[host], pool=src.pool, datastore=ds, network=net)
+            vm.extra.update({"forkscale.pool": POOL, "forkscale.id": str(clone_id),
+                             "guestinfo.forkscale.status": "ready", "guestinfo.forkscale.mac": mac,
+                             "guestinfo.forkscale.id": str(clone_id)})
+            vm.changed()
+            out[name] = vm.moid
+        return out
+
+    morefs: dict[str, str] = {}
+    for i in range(0, len(rows), CHUNK):
+        morefs.update(twin.call(make, rows[i:i + CHUNK]))
+    return morefs
+
+
+def grow(twin: Any, state: Path, have: int, want: int, hosts: tuple[str, ...]) -> float:
+    """Add clones have+1..want, to the ledger (one transaction) and the twin; seconds taken."""
+    started = time.monotonic()
+    from forkscale.ledger import Ledger
+
+    Ledger(state).close()  # create / migrate the file the way forkscale does
+    now = time.time()
+    rows = []
+    for i in range(have + 1, want + 1):
+        host = hosts[(i - 1) % len(hosts)]
+        mac = f"00:50:56:{(i >> 16) & 0x3f:02x}:{(i >> 8) & 0xff:02x}:{i & 0xff:02x}"
+        ip = f"10.{64 + (i >> 16)}.{(i >> 8) & 0xff}.{i & 0xff}"
+        rows.append((i, f"{POOL}-{i:05d}", host, mac, ip))
+    morefs = add_vms(twin, [(i, name, host, mac) for i, name, host, mac, _ in rows])
+    conn = sqlite3.connect(state)
+    with conn:
+        conn.executemany(
+            """INSERT INTO clones (id, pool, name, hostname, ip, mac, kind, source, source_generation, host, datastore,
+                   port_group, vm_moref, state, created_at, updated_at, ready_at)
+               VALUES (?, ?, ?, ?, ?, ?, 'instant', ?, 1, ?, 'ds-ssd', 'VM Network', ?, 'ready', ?, ?, ?)""",
+            [(i, POOL, name, name, ip, mac, source_name(host), host, morefs[name], now + i * 1e-6, now, now)
+             for i, name, host, mac, ip in rows])
+    conn.close()
+    return time.monotonic() - started
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    sizes = sorted(args.sizes)
+    hosts = HOSTS
+    results = []
+    with workdir("inventory") as tmp:
+        d = Path(tmp)
+        twin = start_twin(d, time_scale=0.001, world=world_yaml(d, hosts))
+        try:
+            freeze_sources(twin, hosts)
+            state = d / "state.sqlite"
+            have = 0
+            for n in sizes:
+                build_s = grow(twin, state, have, n, hosts)
+                have = n
+                # the pool converges from one of the sources (the others are plain VMs to it)
+                pool = pool_entry(POOL, source_name(hosts[0]), n, 0)
+                spec = write_spec(d, twin, [pool], name=f"inv-{n}.yaml")
+                before = twin_stats(twin)
+                with profile_twin(twin):
+                    child = run_child([sys.executable, CLIENTS, "inventory", str(spec), POOL, str(args.repeat)],
+                                      twin_env(twin))
+                requests, methods = stats_delta(before, twin_stats(twin))
+                res = child.last_json()
+                if child.returncode != 0 or res["ready"] != n or res["created"] or res["destroyed"] or res["failed"]:
+                    raise SystemExit(f"the no-op converge at {n} was not a no-op: {res}\n{child.stderr[-3000:]}")
+                results.append({"clones": n, "vms": res["vms"], "inventory_s": round(res["inventory_s"], 3),
+                                "converge_s": round(res["converge_s"], 3),
+                                "converge_requests": res["converge_requests"],
+                                "controller_cpu_s": round(child.cpu_s, 3),
+                                "controller_maxrss_mib": round(child.maxrss_kib / 1024, 1),
+                                "soap_requests": requests, "soap_methods": methods, "build_s": round(build_s, 2)})
+        finally:
+            twin.stop()
+    top = results[-1]
+    return {"sizes": [r["clones"] for r in results], "repeat": args.repeat, "cores": cores(), "results": results,
+            "inventory_s": {str(r["clones"]): r["inventory_s"] for r in results},
+            "converge_s": {str(r["clones"]): r["converge_s"] for r in results},
+            "rss_mib_at_max": top["controller_maxrss_mib"], "max_clones": top["clones"]}
+
+
+def human(r: dict[str, Any]) -> str:
+    head = f"{'clones':>8} {'VMs':>7} {'inventory()':>12} {'no-op converge':>15} {'requests':>9} {'ctl CPU':>8} {'ctl RSS':>9}"
+    lines = [f"inventory: Driver.inventory() and a no-op Engine.converge (best of {r['repeat']}), {r['cores']} cores",
+             "-" * len(head), head]
+    for x in r["results"]:
+        lines.append(f"{x['clones']:>8} {x['vms']:>7} {x['inventory_s']:>11.3f}s {x['converge_s']:>14.3f}s "
+                     f"{x['converge_requests']:>9} {x['controller_cpu_s']:>7.2f}s {x['controller_maxrss_mib']:>6.0f} MiB")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sizes", default="1000,5000,10000", help="fleet sizes, comma-separated (default 1000,5000,10000)")
+    p.add_argument("--n", type=int, help="a single size (same as --sizes N)")
+    p.add_argument("--repeat", type=int, default=3, help="measurements per size, best kept (default 3)")
+    p.add_argument("--quick", action="store_true", help="one measurement per size (for tests)")
+    p.add_argument("--time-scale", type=float, default=0.001, help=argparse.SUPPRESS)  # accepted for symmetry
+    p.add_argument("--json", action="store_true", help="end with one JSON line")
+    args = p.parse_args(argv)
+    args.sizes = [args.n] if args.n else [int(x) for x in str(args.sizes).split(",") if x.strip()]
+    if args.quick:
+        args.repeat = 1
+    if any(n < 1 for n in args.sizes):
+        p.error("sizes must be positive")
+    result = run(args)
+    emit(human(result), result, args.json)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,197 @@
+"""The controller's HTTP API (aiohttp, JSON), served by `forkscale serve`.
+
+    POST /v1/pools/{pool}/claim    {"user": "alice", "wait_s": 10}
+         200 {"vm", "hostname", "ip", "claimed_at", "pool", "user"}
+         503 {"error"} + Retry-After when no clone became ready within wait_s (default 0, max 300)
+    POST /v1/pools/{pool}/release  {"vm": "vdi-007"}
+         202 {"pool", "vm", "action": "kept" | "refreshing", "on_release"}
+         404 unknown clone, 409 not claimed
+    GET  /v1/pools                 {"pools": [status, ...]}
+    GET  /v1/pools/{pool}          status: desired / ready / claimed / spares, sources, policy state,
+                                   last decision and its reason, last converge, last errors
+    PUT  /v1/pools/{pool}/count    {"count": N}
+         202 for a `fixed` pool: its count; for a headroom / target-value pool: its floor (`min`)
+         -- the policy keeps deciding above it. 409 when N is above the policy's max or the
+         pool's address range. Runtime only: a restart returns to the spec.
+    GET  /healthz                  open: {"ok": true, ...}
+    GET  /metrics                  open: Prometheus exposition
+
+Every /v1 call needs `Authorization: Bearer <token>` (401 otherwise, compared in constant time).
+The token comes from `--token-file` (mode 0600 or stricter, refused otherwise) or
+FORKSCALE_API_TOKEN; it is registered with the log redactor and never logged. Errors are JSON
+`{"error": "..."}`: 400 bad JSON or fields, 404 unknown pool or route, 405, 409, 503.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import math
+import os
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from .controller import Controller, ControllerError
+from .errors import SpecError
+from .logs import register_secret
+from .spec import check_secret_file
+
+log = logging.getLogger("forkscale.api")
+
+TOKEN_ENV = "FORKSCALE_API_TOKEN"
+MIN_TOKEN_LENGTH = 16
+MAX_WAIT_S = 300.0
+MAX_USER_LENGTH = 256
+OPEN_PATHS = frozenset({"/healthz", "/metrics"})
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def load_token(token_file: str | os.PathLike[str] | None, *, where: str = "--token-file") -> str:
+    """The API token from a 0600 file, else from FORKSCALE_API_TOKEN; SpecError when neither works."""
+    if token_file is not None:
+        path = Path(token_file).expanduser()
+        check_secret_file(path, where)
+        token = path.read_text(encoding="utf-8").strip()
+        source = str(path)
+    else:
+        token = os.environ.get(TOKEN_ENV, "").strip()
+        source = TOKEN_ENV
+        where = TOKEN_ENV
+        if not token:
+            raise SpecError(where, f"no API token: set {TOKEN_ENV} or pass --token-file (a file with mode 0600); "
+                            "generate one with `openssl rand -hex 32`")
+    if len(token) < MIN_TOKEN_LENGTH:
+        raise SpecError(where, f"the API token in {source} is shorter than {MIN_TOKEN_LENGTH} characters; "
+                        "generate one with `openssl rand -hex 32`")
+    if any(c.isspace() for c in token):
+        raise SpecError(where, f"the API token in {source} contains whitespace")
+    register_secret(token)
+    return token
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response({"error": message}, status=status, headers=headers)
+
+
+def make_app(controller: Controller, token: str, telemetry: Any = None) -> web.Application:
+    expected = f"Bearer {token}".encode()
+
+    @web.middleware
+    async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except ControllerError as exc:
+            headers = {"Retry-After": "5"} if exc.status == 503 else None
+            return _error(exc.status, str(exc), headers)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            message = exc.reason if exc.text is None or exc.text.startswith(f"{exc.status}:") else exc.text
+            return _error(exc.status, message, {k: v for k, v in exc.headers.items() if k == "Allow"})
+
+    @web.middleware
+    async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path in OPEN_PATHS:
+            return await handler(request)
+        given = request.headers.get("Authorization", "").encode()
+        if not hmac.compare_digest(given, expected):
+            why = "missing bearer token" if not given else "invalid bearer token"
+            return _error(401, f"{why}: send Authorization: Bearer <token>",
+                          {"WWW-Authenticate": 'Bearer realm="forkscale"'})
+        return await handler(request)
+
+    app = web.Application(middlewares=[errors, auth], client_max_size=64 * 1024)
+    app["controller"] = controller
+
+    async def healthz(request: web.Request) -> web.Response:
+        return web.json_response({"ok": not controller.stopping, "pools": len(controller.pools),
+                                  "dry_run": controller.dry_run, "stopping": controller.stopping})
+
+    async def pools(request: web.Request) -> web.Response:
+        return web.json_response({"pools": [controller.status(name) for name in controller.pools]})
+
+    async def pool(request: web.Request) -> web.Response:
+        return web.json_response(controller.status(request.match_info["pool"]))
+
+    async def claim(request: web.Request) -> web.Response:
+        name = request.match_info["pool"]
+        controller.status(name)  # 404 before the body is looked at
+        body = await _body(request)
+        user = _string(body, "user", required=True, limit=MAX_USER_LENGTH)
+        wait_s = _number(body, "wait_s", default=0.0, low=0.0, high=MAX_WAIT_S)
+        rec = await controller.claim(name, user, wait_s)
+        if rec is None:
+            retry = controller.retry_after(name)
+            why = "the controller is shutting down" if controller.stopping else \
+                f"no ready clone in pool {name!r} within {wait_s:g}s"
+            return _error(503, f"{why}; retry after {retry}s", {"Retry-After": str(retry)})
+        claimed_at = datetime.fromtimestamp(rec.claimed_at or 0, UTC).isoformat(timespec="milliseconds")
+        return web.json_response({"vm": rec.name, "hostname": rec.hostname, "ip": rec.ip, "claimed_at": claimed_at,
+                                  "pool": rec.pool, "user": rec.claimed_by})
+
+    async def release(request: web.Request) -> web.Response:
+        name = request.match_info["pool"]
+        controller.status(name)
+        body = await _body(request)
+        vm = _string(body, "vm", required=True, limit=256)
+        return web.json_response(controller.release(name, vm), status=202)
+
+    async def count(request: web.Request) -> web.Response:
+        name = request.match_info["pool"]
+        controller.status(name)
+        body = await _body(request)
+        raw = body.get("count")
+        if isinstance(raw, bool) or not isinstance(raw, int) or raw < 0:
+            raise web.HTTPBadRequest(text=f"count must be a whole number >= 0, got {json.dumps(raw)}")
+        return web.json_response(controller.set_count(name, raw), status=202)
+
+    app.router.add_get("/healthz", healthz)
+    if telemetry is not None:
+        from .telemetry import metrics_handler
+
+        app.router.add_get("/metrics", metrics_handler(telemetry))
+    app.router.add_get("/v1/pools", pools)
+    app.router.add_get("/v1/pools/{pool}", pool)
+    app.router.add_post("/v1/pools/{pool}/claim", claim)
+    app.router.add_post("/v1/pools/{pool}/release", release)
+    app.router.add_put("/v1/pools/{pool}/count", count)
+    return app
+
+
+async def _body(request: web.Request) -> dict[str, Any]:
+    raw = await request.read()
+    if not raw.strip():
+        return {}
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise web.HTTPBadRequest(text=f"the body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise web.HTTPBadRequest(text=f"the body must be a JSON object, not {type(body).__name__}")
+    return body
+
+
+def _string(body: dict[str, Any], key: str, *, required: bool, limit: int) -> str:
+    value = body.get(key)
+    if value is None and required:
+        raise web.HTTPBadRequest(text=f"{key} is required")
+    if not isinstance(value, str) or not value.strip():
+        raise web.HTTPBadRequest(text=f"{key} must be a non-empty string")
+    if len(value) > limit:
+        raise web.HTTPBadRequest(text=f"{key} is longer than {limit} characters")
+    return value.strip()
+
+
+def _number(body: dict[str, Any], key: str, *, default: float, low: float, high: float) -> float:
+    value = body.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise web.HTTPBadRequest(text=f"{key} must be a number of seconds, got {json.dumps(value)}")
+    if not low <= value <= high:
+        raise web.HTTPBadRequest(text=f"{key} must be between {low:g} and {high:g}, got {value:g}")
+    return float(value)

@@ -1,0 +1,67 @@
+"""`forkscale rehearse -f REHEARSAL.yaml [-o json] [--keep]`: a live-clone upgrade rehearsal.
+
+Exit codes: 0 every step and check passed (and the clone was cleaned up, or kept on request);
+1 a step or check failed, or the clone could not be made, reached or removed (the report says
+which); 2 a bad spec (nothing was created); 130 interrupted (Ctrl-C / SIGTERM; the clone is still
+destroyed before exiting, and the report printed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+
+from ..rehearsal import Rehearsal, Report, open_driver
+from ..rehearsal_spec import load_rehearsal
+from ..session import ConnectionFailed
+
+
+def _progress(msg: str) -> None:
+    print(f"rehearse: {msg}", file=sys.stderr, flush=True)
+
+
+async def run(args: argparse.Namespace) -> int:
+    spec = load_rehearsal(args.spec)
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    # Ctrl-C cancels like SIGTERM (cli._run_async) does, so the clone is destroyed on the way out
+    # instead of the loop being torn down under it.
+    with contextlib.suppress(NotImplementedError, RuntimeError):
+        loop.add_signal_handler(signal.SIGINT, task.cancel)
+    text = args.output == "text"
+    report: Report | None = None
+    try:
+        async with open_driver(spec.vcenter) as driver:
+            rehearsal = Rehearsal(spec, driver, keep=args.keep, progress=_progress if text else None)
+            try:
+                report = await rehearsal.run()
+            except asyncio.CancelledError:
+                report = rehearsal.report
+    except ConnectionFailed as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except asyncio.CancelledError:  # interrupted while connecting: nothing was created
+        print("interrupted", file=sys.stderr)
+        return 130
+    finally:
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.remove_signal_handler(signal.SIGINT)
+    assert report is not None
+    code = report.exit_code
+    if spec.report is not None:
+        try:
+            report.write(spec.report)
+        except OSError as exc:
+            print(f"error: cannot write the report to {spec.report}: {exc}", file=sys.stderr)
+            code = code or 1
+    if text:
+        print(report.render_text())
+        if spec.report is not None:
+            print(f"  report: {spec.report}")
+    else:
+        print(report.to_json())
+    return code

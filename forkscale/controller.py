@@ -1,0 +1,547 @@
+"""The long-running controller behind `forkscale serve`: one policy loop per pool, claims, releases.
+
+Shape (one engine, one event loop):
+
+* **A loop per pool.** Every `evaluate_every_s` -- or at once when something asks for it (a claim
+  took a spare, a claim is waiting, a desktop was released, the count was changed over the API)
+  -- the loop reads the pool's metric (a `TemporaryError` means "no value this round"), asks its
+  `PolicyRunner`, logs the decision with its reason, counts it in
+  `forkscale_policy_decisions_total`, and carries it out with `engine.converge(pool, desired)`
+  (`begin` ... `mark_done`; a failed converge goes back to Idle without a cooldown so the next
+  round looks at what was actually built).
+* **Converges are serialized per pool** by a lock held for a whole round. **Claims never take
+  it**: `Ledger.claim` is one atomic SQLite transaction, so a claim runs while the pool's converge
+  is making clones, and takes one the moment it is ready.
+* **Waiting claims** wait on the pool's ready event (the engine's progress callback fires it each
+  time a clone reaches `ready`), never on a polling loop. While they wait they count as claimed
+  for the policy, so a headroom pool sizes itself for the users at the door in one round instead
+  of refilling one spare at a time.
+* **Releases.** `on_release: keep` puts the clone back to `ready`. `on_release: refresh` (Horizon's
+  refresh-on-logoff) marks it `draining` at once -- nobody can claim it, and it still counts as
+  live for the engine's plan -- and wakes the pool. The round (under the lock, where no drain
+  hook runs, so every `draining` row is such a release) moves those rows to `destroying` and
+  converges to "what the policy wants + one per released clone": the engine's reconcile destroys
+  them and its plan makes the fresh clones, exactly one for each, however many releases arrive
+  meanwhile (they stay `draining`, counted, until the next round). The pool keeps its size; the
+  surplus spares this adds above a headroom policy's target are trimmed by the policy, but no
+  scale-down happens within `cooldown_down_s` of a refresh (cloning then destroying the fresh
+  desktops at once would be churn for nothing). A `draining` row found at startup (a crash in
+  between) is refreshed the same way.
+* **`PUT count`.** A `fixed` pool gets the new count. A policy pool (headroom, target-value) gets
+  the number as its *floor* (`min`): "keep at least N" is what an operator means before a login
+  storm, and the policy keeps working above it; a floor above the policy's `max` is refused
+  (HTTP 409). Overrides live in memory only: a restart goes back to the spec.
+* **Drain.** Scale-down of a pool with a `drain:` hook goes through `forkscale.drain.Drainer`
+  (installed as `engine.drainer`); a failed drain keeps the clone (back to `ready`), shows in the
+  status, and the round ends without a cooldown, so the next one tries again while the policy
+  still wants fewer clones.
+* **Status** (`status()`): counts, the policy's state and cooldown, the last decision and its
+  reason, the metric, the last converge, the last errors, and `actions`: the recent decisions
+  that changed something, with when they were made and finished.
+* **Shutdown** (`stop()`, SIGTERM in `serve`): no new rounds start, waiting claims are answered,
+  rounds in flight get `grace_s` to finish; what is still running then is cancelled, which the
+  ledger-first engine is built for (a cancelled clone stays `planned`/`cloning` and the next
+  start's reconcile adopts or removes it; a cancelled drain puts its clone back).
+* **`dry_run`**: every decision and the plan it would run are logged; nothing is changed and the
+  mutating API calls are refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import aiohttp
+
+from .drain import Drainer
+from .engine import LIVE, Engine
+from .errors import ForkscaleError, TemporaryError
+from .ledger import CloneRecord
+from .policy import Decision, Observed, PolicyConfig, PolicyRunner, State, parse_policy, read_metric
+from .spec import Pool
+
+log = logging.getLogger("forkscale.controller")
+
+BUILDING = ("planned", "cloning", "customizing")
+MAX_ERRORS = 20
+MAX_HISTORY = 50
+
+
+class ControllerError(ForkscaleError):
+    """A request the controller refuses; `status` is the HTTP status the API answers with."""
+
+    def __init__(self, message: str, status: int = 409) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def iso(ts: float | None) -> str | None:
+    return None if ts is None else datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")
+
+
+def policy_of(pool: Pool) -> PolicyConfig:
+    if isinstance(pool.policy, PolicyConfig):
+        return pool.policy
+    return parse_policy(None, "policy", count=pool.count or 0)
+
+
+def reason_class(decision: Decision, strategy: str) -> str:
+    """A bounded label value for `forkscale_policy_decisions_total{reason}` (the sentence has numbers)."""
+    text = decision.reason
+    if text.startswith("in cooldown") or text.startswith("holding scale-down"):
+        return "cooldown"
+    if text.startswith("scaling ") and " in progress " in text:
+        return "in-progress"
+    if "metric unavailable" in text or "not a number" in text or "is negative" in text:
+        return "metric-unavailable"
+    if "capped by max_step" in text:
+        return "max-step"
+    if "capped by max" in text:
+        return "max"
+    if "raised to min" in text:
+        return "min"
+    return strategy
+
+
+@dataclass
+class PoolRuntime:
+    """What the controller knows about one pool between rounds (status reads it)."""
+
+    pool: Pool
+    runner: PolicyRunner
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    ready_event: asyncio.Event = field(default_factory=asyncio.Event)
+    desired: int | None = None
+    needs_converge: bool = True  # the first round always reconciles (adopts/cleans after a restart)
+    hold_down_until: float = 0.0  # monotonic; no scale-down before (set after refresh replacements)
+    waiting: int = 0  # claims waiting for a clone
+    override: dict[str, int] = field(default_factory=dict)
+    metric: float | None = None
+    metric_at: float | None = None
+    metric_error: str | None = None
+    decision: Decision | None = None
+    decision_at: float | None = None
+    last_result: dict[str, Any] | None = None
+    converging: bool = False
+    errors: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=MAX_ERRORS))
+    rounds: int = 0
+    history: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=MAX_HISTORY))
+
+
+class Controller:
+    def __init__(self, engine: Engine, *, telemetry: Any = None, dry_run: bool = False, grace_s: float = 30.0,
+                 publish_fleet: bool = True) -> None:
+        self.engine = engine
+        self.spec = engine.spec
+        self.ledger = engine.ledger
+        self.telemetry = telemetry
+        self.dry_run = dry_run
+        self.grace_s = grace_s
+        self.publish_fleet = publish_fleet
+        self.exporter: Any = None  # forkscale.exporter.Exporter when `serve` runs one (set_desired)
+        self.pools: dict[str, PoolRuntime] = {p.name: PoolRuntime(p, PolicyRunner(policy_of(p)))
+                                              for p in self.spec.pools}
+        self._stopping = False
+        self._stop_event = asyncio.Event()
+        self._session: aiohttp.ClientSession | None = None
+        self._previous_progress = engine.progress
+        engine.progress = self._on_progress
+        engine.drainer = Drainer(self.ledger)
+        self.started_at = time.time()
+
+    # lifecycle -----------------------------------------------------------------------------------
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
+
+    def stop(self) -> None:
+        """Begin a graceful shutdown (idempotent; safe from a signal handler)."""
+        if self._stopping:
+            return
+        log.info("controller: stopping (grace %gs for rounds in flight)", self.grace_s)
+        self._stopping = True
+        self._stop_event.set()
+        for pr in self.pools.values():
+            pr.wake.set()
+            self._notify_ready(pr)
+
+    async def run(self) -> None:
+        """Run every pool's loop until `stop()`; then finish or abandon in-flight rounds."""
+        async with aiohttp.ClientSession() as session:
+            self._session = session
+            tasks = [asyncio.create_task(self._loop(pr), name=f"pool:{name}") for name, pr in self.pools.items()]
+            try:
+                await self._stop_event.wait()
+                done, pending = await asyncio.wait(tasks, timeout=self.grace_s)
+                if pending:
+                    log.warning("controller: %d pool round(s) still running after %gs; abandoning them "
+                                "(the ledger keeps them for the next start to reconcile)", len(pending),
+                                self.grace_s)
+            finally:
+                for t in tasks:
+                    t.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+                self._session = None
+        log.info("controller: stopped")
+
+    async def _loop(self, pr: PoolRuntime) -> None:
+        while not self._stopping:
+            pr.wake.clear()
+            try:
+                await self.evaluate(pr.pool.name)
+            except asyncio.CancelledError:
+                raise
+            except ForkscaleError as exc:
+                self._error(pr, f"round failed: {exc}")
+            except Exception as exc:  # keep the controller up; the next round retries
+                log.exception("pool %s: round failed", pr.pool.name)
+                self._error(pr, f"round failed: {type(exc).__name__}: {exc}")
+            if self._stopping:
+                break
+            interval = pr.runner.config.evaluate_every_s
+            left = pr.runner.status().cooldown_left_s
+            if left is not None:
+                interval = min(interval, left + 0.01)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(pr.wake.wait(), interval)
+
+    # one round -----------------------------------------------------------------------------------
+    async def evaluate(self, pool_name: str) -> Decision:
+        """One policy round for a pool, under its lock: observe, decide, act."""
+        pr = self._runtime(pool_name)
+        async with pr.lock:
+            return await self._round(pr)
+
+    async def _round(self, pr: PoolRuntime) -> Decision:
+        pool, runner = pr.pool, pr.runner
+        cfg = runner.config
+        pr.rounds += 1
+        metric: float | None = None
+        if cfg.metric is not None:
+            metric = await self._read_metric(pr, cfg)
+        # Outside a converge (we hold the pool's lock) no drain runs, so every `draining` row is a
+        # clone released under on_release: refresh (or one a crash left mid-drain). They still
+        # count as live for the engine's plan; the policy sees the pool without them, and each
+        # one is replaced one for one on top of what the policy decides.
+        leaving = self.ledger.clones(pool.name, ["draining"])
+        refresh = len(leaving)
+        observed = self.observe(pr)
+        was_idle = runner.state is State.IDLE
+        decision = runner.evaluate(observed, metric, datetime.now(UTC))
+        held = pr.hold_down_until - time.monotonic()
+        if decision.direction == "down" and held > 0:
+            # Refreshed clones were just replaced one for one; trimming them right away would
+            # clone and destroy for nothing. A refresh counts as a change for cooldown_down_s.
+            runner.mark_done(decision, ok=False)
+            decision = Decision(count=observed.current, direction="none", window=decision.window,
+                                reason=f"holding scale-down for {held:.0f} s after refreshing released clones "
+                                f"(cooldown_down_s); policy says: {decision.reason}")
+            was_idle = False
+        pr.decision, pr.decision_at = decision, time.time()
+        level = logging.INFO if not decision.is_noop or refresh or pr.rounds == 1 else logging.DEBUG
+        log.log(level, "pool %s: %s %s: %s", pool.name, "decision" if not self.dry_run else "decision (dry run)",
+                decision.direction, decision.reason)
+        if self.telemetry is not None:
+            self.telemetry.record_policy_decision(pool.name, decision.direction, reason_class(decision, cfg.strategy))
+
+        if decision.is_noop:
+            if was_idle or pr.desired is None:
+                pr.desired = decision.count + refresh
+            if not (pr.needs_converge or refresh):
+                self._publish()
+                return decision
+            target = observed.current + refresh
+        else:
+            target = decision.count + refresh
+        pr.desired = target
+        if refresh:
+            log.info("pool %s: refreshing %d released clone(s): %s", pool.name, refresh,
+                     ", ".join(r.name for r in leaving))
+
+        if self.dry_run:
+            result = await self.engine.converge(pool.name, target, dry_run=True)
+            for line in result.errors:
+                log.info("pool %s: (dry run) %s", pool.name, line)
+            if not decision.is_noop:
+                runner.mark_done(decision, ok=False)
+            pr.needs_converge = False
+            self._publish()
+            return decision
+
+        if not decision.is_noop:
+            runner.begin(decision)
+        # No await since `leaving` was read: these rows are exactly the ones the target counted.
+        # Releases from here on stay `draining` (live) until the next round, so the plan below
+        # never replaces a clone twice.
+        for rec in leaving:
+            self.ledger.transition(rec.id, "destroying")
+        ok = False
+        pr.converging = True
+        try:
+            result = await self.engine.converge(pool.name, target)
+            pr.last_result = {**result.as_dict(), "at": iso(time.time())}
+            for err in result.errors:
+                self._error(pr, err)
+            ok = result.failed == 0 and self._live(pool.name) == target
+            pr.needs_converge = result.failed > 0
+            if refresh:
+                pr.hold_down_until = time.monotonic() + cfg.cooldown_down_s
+            if result.errors or result.failed:
+                log.warning("pool %s: converge to %d: %d ready, %d failed, %d error(s)", pool.name, target,
+                            result.ready, result.failed, len(result.errors))
+            else:
+                log.info("pool %s: converged to %d in %.2fs (created %d, destroyed %d)", pool.name, target,
+                         result.seconds, result.created, result.destroyed)
+        except BaseException:
+            pr.needs_converge = True
+            raise
+        finally:
+            pr.converging = False
+            if not decision.is_noop:
+                runner.mark_done(decision, ok=ok)
+            if not decision.is_noop or refresh:
+                pr.history.append({"at": iso(pr.decision_at), "done_at": iso(time.time()),
+                                   "direction": decision.direction, "from": observed.current,
+                                   "count": decision.count, "target": target, "refreshed": refresh, "ok": ok,
+                                   "reason": decision.reason})
+            self._notify_ready(pr)
+            self._publish()
+        return decision
+
+    async def _read_metric(self, pr: PoolRuntime, cfg: PolicyConfig) -> float | None:
+        assert cfg.metric is not None
+        session = self._session
+        owned = session is None
+        if session is None:
+            session = aiohttp.ClientSession()
+        try:
+            value = await read_metric(cfg.metric, session)
+        except TemporaryError as exc:
+            if pr.metric_error != str(exc):
+                self._error(pr, str(exc))
+            pr.metric_error = str(exc)
+            return None
+        finally:
+            if owned:
+                await session.close()
+        pr.metric, pr.metric_at, pr.metric_error = value, time.time(), None
+        return value
+
+    def observe(self, pr: PoolRuntime) -> Observed:
+        return self._observed(pr, self.ledger.counts(pr.pool.name))
+
+    @staticmethod
+    def _observed(pr: PoolRuntime, counts: dict[str, int]) -> Observed:
+        """The pool as the policy sees it: `draining` clones are on their way out and not counted."""
+        current = sum(counts[s] for s in LIVE if s != "draining")
+        return Observed(current=current, ready=counts["ready"], claimed=counts["claimed"] + pr.waiting,
+                        building=sum(counts[s] for s in BUILDING))
+
+    # claims --------------------------------------------------------------------------------------
+    async def claim(self, pool_name: str, user: str, wait_s: float = 0.0) -> CloneRecord | None:
+        """Hand a ready clone to `user`; wait up to `wait_s` for one; None when none came."""
+        pr = self._runtime(pool_name)
+        self._refuse_when_read_only()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(0.0, wait_s)
+        waiting = False
+        try:
+            while True:
+                event = pr.ready_event  # taken before the attempt: a clone ready after it still wakes us
+                rec = self.ledger.claim(pool_name, user)
+                if rec is not None:
+                    log.info("pool %s: %s claimed by %s", pool_name, rec.name, user)
+                    pr.wake.set()  # the headroom policy refills behind the user
+                    return rec
+                left = deadline - loop.time()
+                if left <= 0 or self._stopping:
+                    return None
+                if not waiting:
+                    waiting = True
+                    pr.waiting += 1
+                    pr.wake.set()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(event.wait(), left)
+        finally:
+            if waiting:
+                pr.waiting -= 1
+
+    def release(self, pool_name: str, vm: str) -> dict[str, Any]:
+        """Give a claimed clone back: `keep` makes it ready again, `refresh` replaces it with a fresh one."""
+        pr = self._runtime(pool_name)
+        self._refuse_when_read_only()
+        rec = self.ledger.by_name(vm)
+        if rec is None or rec.pool != pool_name or rec.state == "gone":
+            raise ControllerError(f"pool {pool_name!r} has no clone named {vm!r}", 404)
+        if rec.state != "claimed":
+            raise ControllerError(f"{vm} is {rec.state}, not claimed; only a claimed clone can be released", 409)
+        if pr.pool.on_release == "keep":
+            self.ledger.transition(rec.id, "ready")
+            self._notify_ready(pr)
+            action = "kept"
+        else:
+            # `draining` (live, not claimable) until the pool's next round replaces it one for one.
+            self.ledger.transition(rec.id, "draining")
+            action = "refreshing"
+        log.info("pool %s: %s released by %s (%s)", pool_name, vm, rec.claimed_by, action)
+        pr.wake.set()
+        return {"pool": pool_name, "vm": vm, "action": action, "on_release": pr.pool.on_release}
+
+    def set_count(self, pool_name: str, count: int) -> dict[str, Any]:
+        """`fixed`: the new count; headroom / target-value: the new floor (min). In memory only."""
+        pr = self._runtime(pool_name)
+        self._refuse_when_read_only()
+        cfg = pr.runner.config
+        if count > pr.pool.capacity():
+            raise ControllerError(f"{count} clones need {count} addresses but pool {pool_name!r} holds "
+                                  f"{pr.pool.capacity()}", 409)
+        if cfg.strategy == "fixed":
+            if cfg.max is not None and count > cfg.max:
+                raise ControllerError(f"count {count} is above the policy's max {cfg.max}", 409)
+            pr.runner.update_config(dataclasses.replace(cfg, count=count))
+            pr.override = {"count": count}
+            applied = "count"
+        else:
+            if cfg.max is not None and count > cfg.max:
+                raise ControllerError(
+                    f"pool {pool_name!r} is driven by its {cfg.strategy} policy (max {cfg.max}); a count sets its "
+                    f"floor (min), and {count} is above max: raise policy.max in the spec", 409)
+            pr.runner.update_config(dataclasses.replace(cfg, min=count))
+            pr.override = {"min": count}
+            applied = "min"
+        log.info("pool %s: %s set to %d over the API (until restart)", pool_name, applied, count)
+        pr.wake.set()
+        return {"pool": pool_name, "strategy": cfg.strategy, "applied": applied, applied: count}
+
+    # status --------------------------------------------------------------------------------------
+    def status(self, pool_name: str) -> dict[str, Any]:
+        pr = self._runtime(pool_name)
+        pool, cfg = pr.pool, pr.runner.config
+        counts = self.ledger.counts(pool.name)
+        observed = self.observe(pr)
+        pst = pr.runner.status()
+        live = self.ledger.clones(pool.name, states=list(LIVE))
+        generations = Counter((r.source, r.source_generation) for r in live)
+        sources = [{"source": s, "generation": g, "clones": n} for (s, g), n in sorted(generations.items())]
+        recorded = [{"vm": s.vm_name, "host": s.host, "generation": s.generation, "state": s.state,
+                     "frozen": s.frozen} for s in self.ledger.sources(pool.name)]
+        policy: dict[str, Any] = {"strategy": cfg.strategy, "state": str(pst.state), "min": cfg.min, "max": cfg.max,
+                                  "max_step": cfg.max_step, "cooldown_up_s": cfg.cooldown_up_s,
+                                  "cooldown_down_s": cfg.cooldown_down_s, "evaluate_every_s": cfg.evaluate_every_s,
+                                  "cooldown_left_s": None if pst.cooldown_left_s is None
+                                  else round(pst.cooldown_left_s, 3), "override": dict(pr.override)}
+        if cfg.strategy == "fixed":
+            policy["count"] = cfg.count
+        elif cfg.strategy == "headroom":
+            policy["headroom"] = cfg.headroom
+        else:
+            policy["target"] = cfg.target
+            policy["precision"] = cfg.precision
+        out: dict[str, Any] = {
+            "pool": pool.name,
+            "desired": pr.desired,
+            "current": observed.current,
+            "ready": counts["ready"] + counts["claimed"],
+            "spares": counts["ready"],
+            "claimed": counts["claimed"],
+            "building": observed.building,
+            "draining": counts["draining"],
+            "waiting_claims": pr.waiting,
+            "counts": {k: v for k, v in counts.items() if v and k != "gone"},
+            "on_release": pool.on_release,
+            "drain": pool.drain is not None,
+            "source": pool.source,
+            "sources": sources,
+            "source_records": recorded,
+            "policy": policy,
+            "converging": pr.converging,
+            "last_decision": None if pr.decision is None else {
+                "count": pr.decision.count, "direction": pr.decision.direction, "reason": pr.decision.reason,
+                "window": pr.decision.window, "at": iso(pr.decision_at)},
+            "last_converge": pr.last_result,
+            "actions": list(pr.history),
+            "errors": list(pr.errors),
+            "dry_run": self.dry_run,
+        }
+        if cfg.metric is not None:
+            out["metric"] = {"value": pr.metric, "at": iso(pr.metric_at), "error": pr.metric_error}
+        return out
+
+    def desired_counts(self) -> dict[str, int]:
+        """What each pool's policy wants now (for forkscale_pool_desired)."""
+        out = {}
+        for name, pr in self.pools.items():
+            out[name] = pr.desired if pr.desired is not None else self.observe(pr).current
+        return out
+
+    def retry_after(self, pool_name: str) -> int:
+        """Seconds a refused claimer should wait: the cooldown left plus about one clone's time."""
+        pr = self._runtime(pool_name)
+        left = pr.runner.status().cooldown_left_s or 0.0
+        per_clone = 1.0
+        if pr.last_result and pr.last_result.get("created"):
+            per_clone = max(1.0, float(pr.last_result["seconds"]))
+        return int(min(300, max(1, round(left + per_clone))))
+
+    # internals -----------------------------------------------------------------------------------
+    def _runtime(self, pool_name: str) -> PoolRuntime:
+        pr = self.pools.get(pool_name)
+        if pr is None:
+            raise ControllerError(f"no pool named {pool_name!r} (pools: {', '.join(self.pools)})", 404)
+        return pr
+
+    def _refuse_when_read_only(self) -> None:
+        if self.dry_run:
+            raise ControllerError("the controller runs with --dry-run: it changes nothing", 409)
+        if self._stopping:
+            raise ControllerError("the controller is shutting down", 503)
+
+    def _live(self, pool_name: str) -> int:
+        counts = self.ledger.counts(pool_name)
+        return sum(counts[s] for s in LIVE)
+
+    def _on_progress(self, pool_name: str, counts: dict[str, int]) -> None:
+        pr = self.pools.get(pool_name)
+        if pr is not None and counts.get("ready"):
+            self._notify_ready(pr)
+        self._previous_progress(pool_name, counts)
+
+    @staticmethod
+    def _notify_ready(pr: PoolRuntime) -> None:
+        event, pr.ready_event = pr.ready_event, asyncio.Event()
+        event.set()
+
+    def _error(self, pr: PoolRuntime, message: str) -> None:
+        log.warning("pool %s: %s", pr.pool.name, message)
+        pr.errors.append({"at": iso(time.time()), "error": message})
+
+    def _publish(self) -> None:
+        """Show each pool's desired count: through the exporter when one runs (it owns the fleet
+        gauges and refreshes them from vCenter), else as a fleet sample built from the ledger."""
+        if self.exporter is not None:
+            for name, want in self.desired_counts().items():
+                self.exporter.set_desired(name, want)
+            return
+        if self.telemetry is None or not self.publish_fleet:
+            return
+        from .telemetry import FleetSample, PoolCounts, count_clones
+
+        pools, triples = [], []
+        desired = self.desired_counts()
+        for name in self.pools:
+            counts = self.ledger.counts(name)
+            pools.append(PoolCounts(name, desired[name], counts["ready"] + counts["claimed"], counts["ready"]))
+            triples += [(r.pool, r.kind, r.state) for r in self.ledger.clones(name, states=[*LIVE, "destroying"])]
+        try:
+            self.telemetry.set_fleet(FleetSample(pools=pools, clones=count_clones(triples)))
+        except ValueError as exc:
+            log.warning("metrics: %s", exc)
+

@@ -1,0 +1,463 @@
+"""The vSphere -> Prometheus exporter: one batched inventory read per interval fills the fleet gauges.
+
+Each `Exporter.refresh()` costs a fixed number of SOAP requests, whatever the fleet size:
+
+* one `CreateContainerView` over the root folder for VMs *and* hosts, one `RetrievePropertiesEx`
+  (plus one `ContinueRetrievePropertiesEx` per further page of `page_size` objects) and one
+  `DestroyView`. Per VM: `name`, `runtime.host`, `runtime.powerState`,
+  `runtime.instantCloneFrozen`, `summary.quickStats.sharedMemory` / `privateMemory`, `layoutEx`
+  and `config.extraConfig["forkscale.pool"]`; per host: `name`, `runtime.connectionState`;
+* one `QueryPerf` for all connected hosts (latest realtime sample of `mem.shared.average` and
+  `mem.sharedcommon.average`, KB -> bytes);
+* once per exporter: the performance counter catalog (`perfManager.perfCounter`), to resolve
+  counter ids by name - they differ between vCenter and ESXi.
+
+Never one call per VM. The result becomes a `FleetSample` handed to `Telemetry.set_fleet`, so a
+scrape (`telemetry.metrics_handler`) only renders what the last refresh left and stays fast while
+the next refresh runs in the background (`Exporter.run`).
+
+Roles. A VM is a `source` when it is a pool's source (the spec's `source:` names, and the
+ledger's `sources` rows); otherwise a `clone` when it carries the `forkscale.pool` tag in
+extraConfig (or the ledger knows its moref). Only VMs with a role get chain and delta series;
+only clones get the per-VM memory series (labelled with their pool).
+
+Chains (from `layoutEx`, joined file keys to `layoutEx.file[]`): `forkscale_delta_chain_depth`
+is the number of links in `layoutEx.disk[].chain` (base disk included: a VM with one snapshot has
+depth 2), with `disk` = the virtual disk's device key (e.g. `2000`). `forkscale_delta_disk_bytes`
+sums `uniqueSize` over every delta link (all chain links but the base) of all the VM's disks:
+bytes only this VM uses, so a parent link shared with clones counts for nobody.
+
+P-Share saved per pool (an estimate; vSphere reports sharing per VM and per host, not per fork
+group). The instant clones of one source and the source itself form one sharing domain (a
+VMFork group: their shared pages are copies of the source's pages at the fork). Per group:
+`saved = sum(sharedMemory of members) - max(sharedMemory of members)`: every shared page is backed
+by at most one machine page per group, and the member sharing the most still needs all of its
+shared pages backed. That is the group's part of the host's `mem.shared - mem.sharedcommon`.
+Members are the source (when found) and the clones the ledger records as `instant` from that
+source; linked and full clones share no pages with their source. When several pools clone one
+source, the group's saving is split between them in proportion to their clones' shared memory.
+Powered-off VMs report 0 and so count for nothing.
+
+Pool counts come from the ledger: `ready` = ready + claimed, `spares` = ready (unclaimed);
+`desired` is the last value given to `set_desired` (the controller's policy), else the spec's
+`count` (0 for a policy-driven pool nobody has set yet).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pyVmomi import vim, vmodl
+
+from .ledger import HOLDING_STATES, Ledger
+from .spec import Spec
+from .telemetry import (
+    CLONE_KINDS,
+    ChainDepth,
+    CloneCount,
+    DeltaDisk,
+    FleetSample,
+    HostMemory,
+    PoolCounts,
+    SourceState,
+    Telemetry,
+    VmMemory,
+)
+from .vsphere.driver import TAG_POOL, Driver
+
+__all__ = ["HOST_COUNTERS", "HOST_PATHS", "VM_PATHS", "Exporter", "FleetRead", "HostRow", "VmRow",
+           "pool_pshare_saved", "read_fleet"]
+
+log = logging.getLogger("forkscale.exporter")
+PC = vmodl.query.PropertyCollector
+PM = vim.PerformanceManager
+MiB = 1024**2
+KiB = 1024
+REALTIME_INTERVAL = 20
+"""Seconds between realtime performance samples (the hosts' refresh rate)."""
+
+TAG_PATH = f'config.extraConfig["{TAG_POOL}"]'
+VM_PATHS = ("name", "runtime.host", "runtime.powerState", "runtime.instantCloneFrozen",
+            "summary.quickStats.sharedMemory", "summary.quickStats.privateMemory", "layoutEx", TAG_PATH)
+HOST_PATHS = ("name", "runtime.connectionState")
+HOST_COUNTERS = ("mem.shared.average", "mem.sharedcommon.average")
+
+
+# ------------------------------------------------------------------------------------------------
+# The raw read: plain rows, no pyVmomi beyond this section.
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class VmRow:
+    moref: str
+    name: str
+    host: str | None
+    """Host moref."""
+    power: str
+    frozen: bool
+    shared_mb: int
+    private_mb: int
+    pool_tag: str | None
+    chains: dict[int, int]
+    """Disk device key -> links in its chain (layoutEx.disk[].chain)."""
+    delta_bytes: int
+    """uniqueSize of every delta link of every disk."""
+
+
+@dataclass(frozen=True, slots=True)
+class HostRow:
+    moref: str
+    name: str
+    connected: bool
+
+
+@dataclass(slots=True)
+class FleetRead:
+    """What one refresh read from vCenter."""
+
+    vms: list[VmRow] = field(default_factory=list)
+    hosts: list[HostRow] = field(default_factory=list)
+    host_memory: dict[str, tuple[float, float]] = field(default_factory=dict)
+    """Host moref -> (mem.shared, mem.sharedcommon) in bytes, from the latest realtime sample."""
+    taken_at: float = 0.0
+
+
+def _props(oc: Any) -> dict[str, Any]:
+    return {p.name: p.val for p in oc.propSet or []}
+
+
+def _chains(layout: Any) -> tuple[dict[int, int], int]:
+    """(disk key -> chain length, unique bytes of all delta links) from a FileLayoutEx."""
+    if layout is None:
+        return {}, 0
+    unique = {int(f.key): int(f.uniqueSize or 0) for f in layout.file or []}
+    chains: dict[int, int] = {}
+    delta = 0
+    for disk in layout.disk or []:
+        links = list(disk.chain or [])
+        chains[int(disk.key)] = len(links)
+        for link in links[1:]:  # the first link is the base disk, not a delta
+            delta += sum(unique.get(int(k), 0) for k in link.fileKey or [])
+    return chains, delta
+
+
+def _vm_row(oc: Any) -> VmRow:
+    p = _props(oc)
+    tag = p.get(TAG_PATH)
+    chains, delta = _chains(p.get("layoutEx"))
+    host = p.get("runtime.host")
+    return VmRow(
+        moref=str(oc.obj._moId), name=str(p.get("name", "")), host=str(host._moId) if host is not None else None,
+        power=str(p.get("runtime.powerState", "poweredOff")), frozen=bool(p.get("runtime.instantCloneFrozen")),
+        shared_mb=int(p.get("summary.quickStats.sharedMemory") or 0),
+        private_mb=int(p.get("summary.quickStats.privateMemory") or 0),
+        pool_tag=str(tag.value) if tag is not None and tag.value is not None else None,
+        chains=chains, delta_bytes=delta)
+
+
+async def _retrieve_view(driver: Driver, kinds: dict[type, Iterable[str]], page_size: int) -> list[Any]:
+    """Every object of `kinds` with their paths: one ContainerView, one paged RetrievePropertiesEx."""
+    soap, c = driver.soap, driver.content
+    view = await soap.invoke(c.viewManager, "CreateContainerView", c.rootFolder, list(kinds), True)
+    try:
+        spec = PC.FilterSpec(
+            objectSet=[PC.ObjectSpec(obj=view, skip=True, selectSet=[
+                PC.TraversalSpec(type=vim.view.ContainerView, path="view", skip=False)])],
+            propSet=[PC.PropertySpec(type=k, pathSet=list(paths)) for k, paths in kinds.items()])
+        res = await soap.invoke(c.propertyCollector, "RetrievePropertiesEx", [spec],
+                                PC.RetrieveOptions(maxObjects=page_size))
+        out = list(res.objects) if res else []
+        while res is not None and res.token:
+            res = await soap.invoke(c.propertyCollector, "ContinueRetrievePropertiesEx", res.token)
+            out.extend(res.objects if res else [])
+        return out
+    finally:
+        try:
+            await soap.invoke(view, "DestroyView")
+        except Exception:  # the view dies with the session anyway
+            log.debug("DestroyView failed", exc_info=True)
+
+
+async def perf_counter_ids(driver: Driver, names: Iterable[str]) -> dict[str, int]:
+    """Counter ids by `group.name.rollup`, read from `perfManager.perfCounter` (one request)."""
+    c = driver.content
+    if c.perfManager is None:
+        return {}
+    spec = PC.FilterSpec(objectSet=[PC.ObjectSpec(obj=c.perfManager)],
+                         propSet=[PC.PropertySpec(type=vim.PerformanceManager, pathSet=["perfCounter"])])
+    res = await driver.soap.invoke(c.propertyCollector, "RetrievePropertiesEx", [spec], PC.RetrieveOptions())
+    counters = _props(res.objects[0]).get("perfCounter", []) if res and res.objects else []
+    wanted = set(names)
+    out: dict[str, int] = {}
+    for info in counters or []:
+        full = f"{info.groupInfo.key}.{info.nameInfo.key}.{info.rollupType}"
+        if full in wanted:
+            out[full] = int(info.key)
+    return out
+
+
+async def host_memory(driver: Driver, hosts: list[HostRow], ids: dict[str, int]) -> dict[str, tuple[float, float]]:
+    """(mem.shared, mem.sharedcommon) bytes per host moref: ONE QueryPerf for every host."""
+    shared_id, common_id = ids.get(HOST_COUNTERS[0]), ids.get(HOST_COUNTERS[1])
+    targets = [h for h in hosts if h.connected]
+    if shared_id is None or common_id is None or not targets:
+        return {}
+    metric_ids = [PM.MetricId(counterId=shared_id, instance=""), PM.MetricId(counterId=common_id, instance="")]
+    specs = [PM.QuerySpec(entity=vim.HostSystem(h.moref), metricId=metric_ids, intervalId=REALTIME_INTERVAL,
+                          maxSample=1) for h in targets]
+    result = await driver.soap.invoke(driver.content.perfManager, "QueryPerf", specs)
+    out: dict[str, tuple[float, float]] = {}
+    for em in result or []:
+        values: dict[int, float] = {}
+        for series in getattr(em, "value", None) or []:
+            samples = list(getattr(series, "value", None) or [])
+            if samples and samples[-1] >= 0:  # -1: no data for that sample
+                values[int(series.id.counterId)] = float(samples[-1]) * KiB
+        if shared_id in values and common_id in values:
+            out[str(em.entity._moId)] = (values[shared_id], values[common_id])
+    return out
+
+
+async def read_fleet(driver: Driver, *, page_size: int = 1000,
+                     counter_ids: dict[str, int] | None = None) -> FleetRead:
+    """The raw inventory behind one refresh.
+
+    `counter_ids` (from `perf_counter_ids`) saves the catalog read; `{}` skips `QueryPerf` too.
+    """
+    taken_at = time.time()
+    objects = await _retrieve_view(driver, {vim.VirtualMachine: VM_PATHS, vim.HostSystem: HOST_PATHS}, page_size)
+    read = FleetRead(taken_at=taken_at)
+    for oc in objects:
+        if isinstance(oc.obj, vim.VirtualMachine):
+            read.vms.append(_vm_row(oc))
+        elif isinstance(oc.obj, vim.HostSystem):
+            p = _props(oc)
+            read.hosts.append(HostRow(moref=str(oc.obj._moId), name=str(p.get("name", oc.obj._moId)),
+                                      connected=p.get("runtime.connectionState") == "connected"))
+    ids = counter_ids if counter_ids is not None else await perf_counter_ids(driver, HOST_COUNTERS)
+    read.host_memory = await host_memory(driver, read.hosts, ids)
+    return read
+
+
+# ------------------------------------------------------------------------------------------------
+# From rows, ledger and spec to a FleetSample.
+# ------------------------------------------------------------------------------------------------
+
+
+def pool_pshare_saved(groups: dict[str, tuple[int | None, dict[str, list[int]]]]) -> dict[str, float]:
+    """Saved bytes per pool from fork groups (see the module docstring).
+
+    `groups`: source key -> (the source's sharedMemory in MB or None when not found,
+    {pool: [sharedMemory MB of each of its instant clones of that source]}).
+    """
+    saved: dict[str, float] = defaultdict(float)
+    for source_mb, by_pool in groups.values():
+        clone_total = sum(sum(v) for v in by_pool.values())
+        members = [mb for v in by_pool.values() for mb in v] + ([source_mb] if source_mb is not None else [])
+        if not members:
+            continue
+        group_saved = float(sum(members) - max(members)) * MiB
+        for pool, values in by_pool.items():
+            part = sum(values)
+            saved[pool] += group_saved * part / clone_total if clone_total else 0.0
+    return dict(saved)
+
+
+class Exporter:
+    """Refresh the fleet gauges of `telemetry` from vCenter (via `driver`), the ledger and the spec.
+
+    `await refresh()` once, or run `run()` as a background task (every `interval_s`). Reusable by
+    any surface: it knows nothing of the CLI or the HTTP server that serves `/metrics`.
+    """
+
+    def __init__(self, driver: Driver, spec: Spec, ledger: Ledger, telemetry: Telemetry,
+                 interval_s: float = 20.0, *, page_size: int = 1000,
+                 clock: Callable[[], float] = time.time) -> None:
+        if interval_s <= 0:
+            raise ValueError("interval_s must be > 0")
+        self.driver = driver
+        self.spec = spec
+        self.ledger = ledger
+        self.telemetry = telemetry
+        self.interval_s = float(interval_s)
+        self.page_size = page_size
+        self._clock = clock
+        self._desired: dict[str, int] = {}
+        self._counter_ids: dict[str, int] | None = None
+        self._lock = asyncio.Lock()
+        self._perf_warned = False
+        self.last_sample: FleetSample | None = None
+        self.last_success: float | None = None
+        """Wall-clock time of the last refresh that reached vCenter and applied its sample."""
+        self.last_error: str | None = None
+        self.refresh_seconds: float | None = None
+        # vSphere task durations and faults go straight to the histograms as tasks end.
+        hook = telemetry.observe_task
+        if hook not in driver.task_hooks:
+            driver.task_hooks.append(hook)
+
+    # --- inputs from the controller ---------------------------------------------------------------
+
+    def set_desired(self, pool: str, desired: int) -> None:
+        """The controller's latest target for `pool` (shown as `forkscale_pool_desired`)."""
+        if desired < 0:
+            raise ValueError(f"desired for {pool!r} must be >= 0")
+        self._desired[pool] = int(desired)
+
+    def desired(self, pool: str) -> int:
+        if pool in self._desired:
+            return self._desired[pool]
+        for p in self.spec.pools:
+            if p.name == pool:
+                return int(p.count or 0)
+        return 0
+
+    # --- refresh ---------------------------------------------------------------------------------
+
+    async def refresh(self) -> FleetSample:
+        """Read vCenter once (batched), build the fleet sample, apply it; returns the sample."""
+        async with self._lock:
+            started = time.monotonic()
+            try:
+                read = await self._read()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                self.telemetry.set_up(False)
+                raise
+            sample = self.build(read)
+            self.telemetry.set_fleet(sample)
+            self.telemetry.prerender()  # the next scrape finds the fleet formatted already
+            self.telemetry.set_up(True)
+            self.last_sample = sample
+            self.last_success = self._clock()
+            self.last_error = None
+            self.refresh_seconds = time.monotonic() - started
+            return sample
+
+    async def _read(self) -> FleetRead:
+        if self._counter_ids is None:
+            self._counter_ids = await perf_counter_ids(self.driver, HOST_COUNTERS)
+            missing = [n for n in HOST_COUNTERS if n not in self._counter_ids]
+            if missing:
+                log.warning("vCenter has no performance counter %s; host P-Share metrics stay empty",
+                            ", ".join(missing))
+        read = await read_fleet(self.driver, page_size=self.page_size, counter_ids={})
+        try:
+            read.host_memory = await host_memory(self.driver, read.hosts, self._counter_ids)
+        except vmodl.MethodFault as exc:  # e.g. a vCenter without statistics: keep the rest
+            if not self._perf_warned:
+                log.warning("QueryPerf failed (%s); host P-Share metrics stay empty", type(exc).__name__)
+                self._perf_warned = True
+        return read
+
+    async def run(self, *, wait_first: bool = False) -> None:
+        """Refresh every `interval_s` until cancelled; a failed refresh keeps the previous sample
+        (`forkscale_inventory_age_seconds` grows, `forkscale_up` drops to 0) and is retried.
+        `wait_first` sleeps one interval before the first refresh (when the caller just did one)."""
+        if wait_first:
+            await asyncio.sleep(self.interval_s)
+        while True:
+            started = time.monotonic()
+            try:
+                await self.refresh()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("inventory refresh failed: %s: %s", type(exc).__name__, exc)
+            await asyncio.sleep(max(0.0, self.interval_s - (time.monotonic() - started)))
+
+    def health(self) -> tuple[bool, str]:
+        """(healthy, reason): healthy while the last good refresh is younger than 3 intervals."""
+        if self.last_success is None:
+            return False, self.last_error or "no inventory read yet"
+        age = self._clock() - self.last_success
+        if age > 3 * self.interval_s:
+            return False, f"last good inventory read {age:.0f}s ago ({self.last_error or 'no error recorded'})"
+        return True, f"inventory {age:.1f}s old"
+
+    # --- the sample ---------------------------------------------------------------------------------
+
+    def build(self, read: FleetRead) -> FleetSample:
+        """Combine one `FleetRead` with the ledger and the spec (pure apart from ledger reads)."""
+        host_names = {h.moref: h.name for h in read.hosts}
+        by_name: dict[str, VmRow] = {}
+        for vm in read.vms:
+            by_name.setdefault(vm.name, vm)
+        records = self.ledger.clones(states=[s for s in HOLDING_STATES])
+        by_moref = {r.vm_moref: r for r in records if r.vm_moref}
+
+        # sources: the spec's, then the ledger's (a recompose may have moved a pool to another VM)
+        pool_sources: dict[str, list[str]] = defaultdict(list)
+        for p in self.spec.pools:
+            pool_sources[p.name].append(p.source.rsplit("/", 1)[-1])
+        for s in self.ledger.sources():
+            if s.vm_name not in pool_sources[s.pool]:
+                pool_sources[s.pool].append(s.vm_name)
+        source_names = {n for names in pool_sources.values() for n in names}
+
+        sample = FleetSample(taken_at=read.taken_at)
+        # fork groups: source moref (or name) -> (source shared MB, {pool: [clone shared MB]})
+        groups: dict[str, tuple[int | None, dict[str, list[int]]]] = {}
+        for vm in read.vms:
+            rec = by_moref.get(vm.moref)
+            if vm.name in source_names:
+                role = "source"
+            elif vm.pool_tag is not None or rec is not None:
+                role = "clone"
+            else:
+                continue
+            for key, depth in sorted(vm.chains.items()):
+                sample.chains.append(ChainDepth(vm.name, str(key), role, depth))
+            sample.deltas.append(DeltaDisk(vm.name, role, float(vm.delta_bytes)))
+            if role != "clone":
+                continue
+            pool = vm.pool_tag or (rec.pool if rec is not None else "")
+            sample.vms.append(VmMemory(pool, vm.name, float(vm.shared_mb) * MiB, float(vm.private_mb) * MiB))
+            if rec is not None and rec.kind == "instant" and rec.pool == pool:
+                src = by_name.get(rec.source)
+                group = src.moref if src is not None else f"name:{rec.source}"
+                if group not in groups:
+                    groups[group] = (src.shared_mb if src is not None else None, {})
+                groups[group][1].setdefault(pool, []).append(vm.shared_mb)
+        saved = pool_pshare_saved(groups)
+
+        for host in read.hosts:
+            mem = read.host_memory.get(host.moref)
+            if mem is not None:
+                sample.hosts.append(HostMemory(host.name, mem[0], mem[1]))
+
+        pools = [p.name for p in self.spec.pools] + sorted(set(self._desired) - {p.name for p in self.spec.pools})
+        tally: Counter[tuple[str, str, str]] = Counter()
+        for r in records:
+            if r.kind in CLONE_KINDS:
+                tally[(r.pool, r.kind, r.state)] += 1
+        sample.clones = [CloneCount(p, k, s, n) for (p, k, s), n in sorted(tally.items())]
+        per_state: dict[str, Counter[str]] = defaultdict(Counter)
+        for r in records:
+            per_state[r.pool][r.state] += 1
+        freezes = {p.name: p for p in self.spec.pools}
+        for pool in pools:
+            counts = per_state.get(pool, Counter())
+            sample.pools.append(PoolCounts(pool, desired=self.desired(pool), ready=counts["ready"] + counts["claimed"],
+                                           spares=counts["ready"]))
+            sample.pool_pshare_saved_bytes[pool] = saved.get(pool, 0.0)
+            spec_pool = freezes.get(pool)
+            if spec_pool is not None and (spec_pool.freeze == "running" or "instant" not in spec_pool.fallback):
+                continue  # live clones of a running source, or no instant clones: nothing should be frozen
+            for name in pool_sources.get(pool, []):
+                src = by_name.get(name)
+                if src is None or src.host is None:
+                    continue
+                sample.sources.append(SourceState(pool, name, host_names.get(src.host, src.host), src.frozen))
+        for pool in sorted(set(saved) - set(pools)):
+            sample.pool_pshare_saved_bytes[pool] = saved[pool]
+        return sample

@@ -1,0 +1,599 @@
+"""DevTest live-clone upgrade rehearsal: fork a *running* VM, upgrade the fork, check it, throw it away.
+
+The flow (`Rehearsal.run`):
+
+1. plan     - one inventory read plus one read of the source (power, NICs, `layoutEx`): the
+              source exists, is powered on and not frozen, the port group exists and is not the
+              source's own network, the clone's name is free. Any problem is a `SpecError` naming
+              the field, raised before anything is created (exit 2).
+2. clone    - `InstantClone_Task` of the running source (no freeze), every NIC edited: moved to
+              the isolated port group and/or `migrateConnect='disconnect'`, with a fresh manual
+              MAC, so the fork (which keeps the source's IP and hostname) never shows up on the
+              source's network. The clone is tagged `forkscale.rehearsal=<source>` in extraConfig
+              so a leftover (kill -9) can be recognised. The task runs detached from the caller:
+              when the caller is cancelled mid-clone, cleanup still learns the new VM and removes it.
+3. wait     - the clone reports poweredOn, then its guest answers over SSH, within `wait.timeout_s`.
+4. steps    - the upgrade steps, in order, each with its own timeout and captured output; the first
+              failure stops the upgrade and the checks are skipped (they would test a half-upgrade).
+5. checks   - every check runs (each one's result is reported), each with its timeout.
+6. cleanup  - always (try/finally, shielded from cancellation, a second Ctrl-C included): destroy
+              the clone unless `keep`, then read the source again (power, delta chain depth).
+
+The source keeps running untouched apart from the delta disk vSphere adds to it for the fork:
+the report shows its chain depth (files per disk in `layoutEx`) before and after — those deltas
+are invisible in the snapshot tree, and the chain is limited to 255 levels (KB 67186 alarms
+above ~100).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import tempfile
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from . import ssh
+from .errors import PermanentError, SpecError, TemporaryError
+from .identity import random_mac
+from .logs import register_secret
+from .rehearsal_spec import RehearsalSpec, Step
+from .session import ConnectionFailed
+from .spec import VCenter
+from .vsphere.driver import CloneRequest, Driver, Inventory, VmDetail, vm_detail
+from .vsphere.transport import Soap
+
+log = logging.getLogger("forkscale.rehearsal")
+
+TAG_REHEARSAL = "forkscale.rehearsal"
+#: bytes of each stream kept in the report: the first quarter and the last three quarters
+#: (the end of an output is where the error usually is), with a marker for what was cut
+OUTPUT_LIMIT = 8192
+#: KB 67186: vSphere raises an alarm above this many redo-log levels; the hard limit is 255
+CHAIN_ALARM = 100
+#: how many trailing lines of a failed step's output the text report shows
+TEXT_TAIL_LINES = 15
+
+PASSED, FAILED, ERROR, INTERRUPTED = "passed", "failed", "error", "interrupted"
+EXIT_CODES = {PASSED: 0, FAILED: 1, ERROR: 1, INTERRUPTED: 130}
+
+
+# ------------------------------------------------------------------------------------------
+# the report
+
+
+@dataclass
+class StepResult:
+    name: str
+    status: str  # passed | failed | timeout | error | interrupted | skipped
+    timeout_s: float
+    exit_code: int | None = None
+    duration_s: float = 0.0
+    stdout: str = ""
+    stderr: str = ""
+    stdout_bytes: int = 0
+    stderr_bytes: int = 0
+    truncated: bool = False
+    error: str | None = None
+
+    def reason(self) -> str:
+        if self.status == "failed":
+            return f"exit status {self.exit_code}"
+        if self.status == "timeout":
+            return f"timed out after {self.timeout_s:g}s; the command was killed"
+        return self.error or self.status
+
+
+@dataclass
+class Phase:
+    name: str  # clone | wait | cleanup
+    status: str = "skipped"  # ok | failed | skipped
+    duration_s: float = 0.0
+    error: str | None = None
+
+
+@dataclass
+class Report:
+    source: str
+    clone_name: str
+    network_mode: str
+    port_group: str | None
+    disconnect: bool
+    ssh_target: str
+    started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    finished_at: datetime | None = None
+    duration_s: float = 0.0
+    outcome: str = ERROR
+    error: str | None = None
+    source_moref: str | None = None
+    source_host: str | None = None
+    power_before: str | None = None
+    power_after: str | None = None
+    chains_before: dict[int, int] = field(default_factory=dict)
+    chains_after: dict[int, int] = field(default_factory=dict)
+    clone_moref: str | None = None
+    clone_nics: list[dict[str, Any]] = field(default_factory=list)
+    kept: bool = False
+    destroyed: bool = False
+    cleanup_error: str | None = None
+    phases: dict[str, Phase] = field(default_factory=lambda: {n: Phase(n) for n in ("clone", "wait", "cleanup")})
+    steps: list[StepResult] = field(default_factory=list)
+    checks: list[StepResult] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome == PASSED and self.cleanup_error is None
+
+    @property
+    def exit_code(self) -> int:
+        if self.outcome == PASSED and self.cleanup_error is not None:
+            return 1  # every check passed but a clone was left behind: not a clean run
+        return EXIT_CODES[self.outcome]
+
+    @staticmethod
+    def depth(chains: dict[int, int]) -> int | None:
+        return max(chains.values()) if chains else None
+
+    def failures(self) -> list[dict[str, str]]:
+        out = [{"phase": p.name, "name": p.name, "status": p.status, "reason": p.error or p.status}
+               for p in self.phases.values() if p.status == "failed"]
+        for phase, results in (("step", self.steps), ("check", self.checks)):
+            out += [{"phase": phase, "name": r.name, "status": r.status, "reason": r.reason()}
+                    for r in results if r.status not in ("passed", "skipped")]
+        return out
+
+    def as_dict(self) -> dict[str, Any]:
+        keys = sorted(set(self.chains_before) | set(self.chains_after))
+        return {
+            "kind": "forkscale.rehearsal",
+            "version": 1,
+            "outcome": self.outcome,
+            "ok": self.ok,
+            "exit_code": self.exit_code,
+            "error": self.error,
+            "failures": self.failures(),
+            "started_at": _iso(self.started_at),
+            "finished_at": _iso(self.finished_at) if self.finished_at else None,
+            "duration_s": round(self.duration_s, 3),
+            "source": {
+                "name": self.source, "moref": self.source_moref, "host": self.source_host,
+                "power_before": self.power_before, "power_after": self.power_after,
+                "chain_depth_before": self.depth(self.chains_before),
+                "chain_depth_after": self.depth(self.chains_after),
+                "disks": [{"key": k, "chain_before": self.chains_before.get(k), "chain_after": self.chains_after.get(k)}
+                          for k in keys],
+            },
+            "clone": {
+                "name": self.clone_name, "moref": self.clone_moref,
+                "network": {"mode": self.network_mode, "port_group": self.port_group, "disconnect": self.disconnect},
+                "nics": self.clone_nics, "kept": self.kept, "destroyed": self.destroyed,
+                "cleanup_error": self.cleanup_error,
+            },
+            "ssh": {"target": self.ssh_target},
+            "phases": [_rounded(asdict(p)) for p in self.phases.values()],
+            "steps": [_rounded(asdict(s)) for s in self.steps],
+            "checks": [_rounded(asdict(s)) for s in self.checks],
+            "warnings": self.warnings,
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.as_dict(), indent=2)
+
+    def render_text(self) -> str:
+        verdict = {PASSED: "PASSED", FAILED: "FAILED", ERROR: "ERROR", INTERRUPTED: "INTERRUPTED"}[self.outcome]
+        if self.outcome == PASSED and self.cleanup_error:
+            verdict = "PASSED, but the clone was not cleaned up"
+        lines = [f"rehearsal of {self.source} as {self.clone_name}: {verdict} in {self.duration_s:.1f}s"]
+        if self.error:
+            lines.append(f"  error: {self.error}")
+        nics = ", ".join(f"{n['label']} -> {n['port_group'] or '?'} ({'connected' if n['connected'] else 'disconnected'})"
+                         for n in self.clone_nics) or "-"
+        if self.kept and self.clone_moref:
+            fate = "KEPT (--keep): destroy it when done"
+        elif self.destroyed:
+            fate = "destroyed"
+        elif self.clone_moref:
+            fate = f"NOT destroyed: {self.cleanup_error}"
+        else:
+            fate = "not created"
+        lines.append(f"  clone    {self.clone_moref or '-'} [{self.network_mode}] NICs: {nics}; {fate}")
+        before, after = self.depth(self.chains_before), self.depth(self.chains_after)
+        lines.append(f"  source   {self.source_moref or '-'} power {self.power_before or '?'} -> {self.power_after or '?'}; "
+                     f"delta chain depth {before if before is not None else '?'} -> "
+                     f"{after if after is not None else '?'} (layoutEx)")
+        lines.append("  phases   " + ", ".join(
+            f"{p.name} {p.status}" + (f" {p.duration_s:.2f}s" if p.status != "skipped" else "")
+            for p in self.phases.values()))
+        width = max((len(r.name) for r in self.steps + self.checks), default=0)
+        for title, results in (("steps", self.steps), ("checks", self.checks)):
+            if not results:
+                continue
+            lines.append(f"  {title}")
+            for r in results:
+                mark = {"passed": "ok", "failed": "FAILED", "timeout": "TIMEOUT", "error": "ERROR",
+                        "interrupted": "STOPPED", "skipped": "skipped"}[r.status]
+                code = f"exit {r.exit_code}" if r.exit_code is not None else "-"
+                timing = f"{r.duration_s:6.2f}s" if r.status != "skipped" else ""
+                extra = f"  ({r.reason()})" if r.status in ("timeout", "error", "interrupted") else ""
+                lines.append(f"    {mark:<8} {r.name:<{width}}  {code:<8} {timing}{extra}".rstrip())
+                if r.status == "failed":
+                    for stream in (r.stdout, r.stderr):
+                        tail = stream.rstrip("\n").splitlines()[-TEXT_TAIL_LINES:]
+                        lines += [f"             | {t}" for t in tail]
+        failures = self.failures()
+        if failures:
+            lines.append("  failed: " + "; ".join(f"{f['phase']} {f['name']!r}: {f['reason']}" for f in failures))
+        lines += [f"  warning: {w}" for w in self.warnings]
+        return "\n".join(lines)
+
+    def write(self, path: Path) -> None:
+        """Write the JSON report atomically (a reader never sees half a file)."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(self.to_json() + "\n")
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+
+
+def _iso(dt: datetime) -> str:
+    return dt.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _rounded(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: round(v, 3) if isinstance(v, float) else v for k, v in d.items()}
+
+
+def clip(data: bytes, limit: int = OUTPUT_LIMIT) -> tuple[str, bool]:
+    """Decode `data` (UTF-8, invalid bytes replaced), keeping head and tail within `limit` bytes."""
+    if len(data) <= limit:
+        return data.decode("utf-8", errors="replace"), False
+    head, tail = limit // 4, limit - limit // 4
+    cut = len(data) - head - tail
+    text = (data[:head].decode("utf-8", errors="replace") + f"\n[... {cut} bytes omitted ...]\n"
+            + data[-tail:].decode("utf-8", errors="replace"))
+    return text, True
+
+
+# ------------------------------------------------------------------------------------------
+# connecting (a driver without the pool machinery: a rehearsal has no ledger)
+
+
+@contextlib.asynccontextmanager
+async def open_driver(vc: VCenter) -> AsyncIterator[Driver]:
+    password = vc.password()
+    register_secret(password)
+    soap = Soap(vc.url, user=vc.user, password=vc.password, ca_file=str(vc.ca_file) if vc.ca_file else None,
+                insecure=vc.insecure)
+    driver = Driver(soap)
+    try:
+        await driver.open()
+    except (PermanentError, TemporaryError) as exc:
+        await soap.close()
+        raise ConnectionFailed(f"cannot connect to {vc.url}: {exc}") from exc
+    except Exception as exc:
+        await soap.close()
+        if type(exc).__name__ == "InvalidLogin":
+            raise SpecError("vcenter.password", f"vCenter refused the login for {vc.user!r}") from None
+        raise
+    try:
+        yield driver
+    finally:
+        await driver.close()
+
+
+# ------------------------------------------------------------------------------------------
+# the rehearsal
+
+
+class RehearsalFailed(Exception):
+    """The clone could not be made or reached; the report's `error` says why (exit 1)."""
+
+
+@dataclass
+class Plan:
+    source: str  # moref
+    request: CloneRequest
+    net_names: dict[str, str]  # network moref -> name
+
+
+async def _uncancellable(coro: Coroutine[Any, Any, None]) -> None:
+    """Run `coro` to its end even if the caller is cancelled (again and again); re-raise after."""
+    task = asyncio.ensure_future(coro)
+    cancelled = False
+    while not task.done():
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if task.done():
+                break
+            cancelled = True
+            log.warning("cleanup in progress: waiting for it to finish before stopping")
+    if task.cancelled():
+        raise asyncio.CancelledError
+    task.result()
+    if cancelled:
+        raise asyncio.CancelledError
+
+
+class Rehearsal:
+    """One run. `report` is filled in as the run goes, so an interrupted run still has one."""
+
+    def __init__(self, spec: RehearsalSpec, driver: Driver, *, keep: bool = False,
+                 progress: Callable[[str], None] | None = None, now: datetime | None = None) -> None:
+        self.spec = spec
+        self.driver = driver
+        self.keep = keep
+        self.progress = progress or (lambda _msg: None)
+        started = now or datetime.now(UTC)
+        self.clone_name = spec.clone_name_at(started.astimezone())
+        c = spec.ssh
+        self.target = ssh.SshTarget(c.host, user=c.user, port=c.port, key_file=c.key_file,
+                                    known_hosts=c.known_hosts or "~/.ssh/known_hosts",
+                                    insecure_host_key=c.insecure_host_key,
+                                    connect_timeout=min(10.0, spec.wait_timeout_s))
+        self.report = Report(source=spec.source, clone_name=self.clone_name, network_mode=spec.network.mode,
+                             port_group=spec.network.port_group, disconnect=spec.network.disconnect,
+                             ssh_target=self.target.where, started_at=started)
+        self.report.steps = [StepResult(st.name, "skipped", st.timeout_s) for st in spec.steps]
+        self.report.checks = [StepResult(st.name, "skipped", st.timeout_s) for st in spec.checks]
+        self._create: asyncio.Task[str] | None = None
+        self._t0 = time.monotonic()
+
+    async def run(self) -> Report:
+        r = self.report
+        try:
+            plan = await self.plan()  # SpecError (exit 2) propagates: nothing was created
+        except (PermanentError, TemporaryError, asyncio.CancelledError) as exc:
+            cancelled = isinstance(exc, asyncio.CancelledError)
+            r.outcome = INTERRUPTED if cancelled else ERROR
+            r.error = "interrupted before anything was created" if cancelled else str(exc)
+            self._finish()
+            if cancelled:
+                raise
+            return r
+        try:
+            self._create = asyncio.create_task(self._clone(plan), name=f"rehearsal-clone-{self.clone_name}")
+            # shielded: a cancelled caller must not lose track of a clone vCenter is still making
+            moref = await asyncio.shield(self._create)
+            await self._wait(moref, plan)
+            await self._steps()
+            r.outcome = FAILED if r.failures() else PASSED
+        except asyncio.CancelledError:
+            r.outcome = INTERRUPTED
+            r.error = "interrupted (Ctrl-C, SIGTERM or a cancelled caller); cleanup still ran"
+            raise
+        except (RehearsalFailed, PermanentError, TemporaryError) as exc:
+            r.outcome = ERROR
+            r.error = str(exc)
+        except BaseException as exc:  # a bug or an unexpected fault: still clean up, then raise
+            r.outcome = ERROR
+            r.error = f"{type(exc).__name__}: {exc}"
+            raise
+        finally:
+            await _uncancellable(self._cleanup(plan))
+            self._finish()
+        return r
+
+    def _finish(self) -> None:
+        self.report.finished_at = datetime.now(UTC)
+        self.report.duration_s = time.monotonic() - self._t0
+
+    # 1. plan ------------------------------------------------------------------------------
+    async def plan(self) -> Plan:
+        """Check the spec against the inventory (SpecError naming the field) and plan the clone; no changes."""
+        spec, r = self.spec, self.report
+        inv = await self.driver.inventory()
+        src = inv.vm_by_name(spec.source)
+        if src is None:
+            names = sorted(v.name for v in inv.vms.values() if not v.pool)[:10]
+            raise SpecError("source", f"no VM named {spec.source!r} in vCenter (some VMs: {', '.join(names)})")
+        if src.template:
+            raise SpecError("source", f"{spec.source} is a template; a rehearsal clones a running VM")
+        if src.power != "poweredOn":
+            raise SpecError("source", f"{spec.source} is {src.power}; a rehearsal instant-clones a running VM, "
+                                      "so it must be powered on")
+        if src.frozen:
+            raise SpecError("source", f"{spec.source} is frozen (runtime.instantCloneFrozen); a rehearsal clones a "
+                                      "running VM - its clone would resume the freeze script instead")
+        if inv.vm_by_name(self.clone_name) is not None:
+            raise SpecError("clone_name", f"a VM named {self.clone_name!r} already exists")
+        if not src.datastores:
+            raise SpecError("source", f"{spec.source} has no datastore")
+        detail = await vm_detail(self.driver, src.moref)
+        if not detail.nics:
+            raise SpecError("source", f"{spec.source} has no network adapter; there is no way to reach its clone")
+        net_names = {moref: name for name, (_, moref, _) in inv.networks.items()}
+        if spec.network.port_group is not None:
+            pg = spec.network.port_group
+            if pg not in inv.networks:
+                raise SpecError("network.port_group", f"no port group named {pg!r} (port groups: "
+                                                      f"{', '.join(sorted(inv.networks))})")
+            if any(n.network[1] == inv.networks[pg][1] for n in detail.nics):
+                raise SpecError("network.port_group", f"{pg!r} is a network {spec.source} is on; its clone keeps the "
+                                                      "source's IP, so use a port group isolated from it")
+        folder = src.folder
+        if spec.folder is not None:
+            folder = inv.folders.get(spec.folder)
+            if folder is None:
+                raise SpecError("folder", f"no VM folder named {spec.folder!r}")
+        if folder is None:
+            raise SpecError("folder", f"cannot tell the folder of {spec.source}; name one")
+        r.source_moref, r.source_host = src.moref, inv.host_names.get(src.host or "", src.host)
+        r.power_before, r.chains_before = detail.power, detail.chains
+        depth = Report.depth(detail.chains) or 0
+        if depth + 1 > CHAIN_ALARM:
+            r.warnings.append(f"{spec.source}'s delta chain will be {depth + 1} levels deep (alarm above "
+                              f"{CHAIN_ALARM}, limit 255; KB 67186): consolidate it")
+        taken = set(inv.macs) | {n.mac for n in detail.nics}
+        nics = []
+        for n in detail.nics:
+            mac = random_mac(taken)
+            taken.add(mac)
+            network = inv.networks[spec.network.port_group] if spec.network.port_group else n.network
+            nics.append((n.key, mac, network))
+        first, *more = nics
+        req = CloneRequest(name=self.clone_name, folder=folder, datastore=src.datastores[0], host=src.host or "",
+                           resource_pool=None, network=first[2], mac=first[1], nic_key=first[0],
+                           extra={TAG_REHEARSAL: spec.source}, disconnect=spec.network.disconnect,
+                           more_nics=tuple(more))
+        return Plan(source=src.moref, request=req, net_names=net_names)
+
+    # 2. clone -----------------------------------------------------------------------------
+    async def _clone(self, plan: Plan) -> str:
+        phase = self.report.phases["clone"]
+        self.progress(f"instant-cloning running {self.spec.source} as {self.clone_name} "
+                      f"({self.spec.network.mode})")
+        t = time.monotonic()
+        try:
+            moref = await self.driver.instant_clone(plan.source, plan.request)
+        except BaseException as exc:
+            phase.status, phase.error = "failed", str(exc) or type(exc).__name__
+            raise
+        finally:
+            phase.duration_s = time.monotonic() - t
+        phase.status = "ok"
+        self.report.clone_moref = moref
+        return moref
+
+    # 3. wait ------------------------------------------------------------------------------
+    async def _wait(self, moref: str, plan: Plan) -> None:
+        phase = self.report.phases["wait"]
+        t = time.monotonic()
+        deadline = t + self.spec.wait_timeout_s
+        try:
+            detail = await self._powered_on(moref, deadline)
+            self.report.clone_nics = [
+                {"label": n.label, "mac": n.mac, "port_group": plan.net_names.get(n.network[1]),
+                 "connected": n.connected, "start_connected": n.start_connected} for n in detail.nics]
+            self.progress(f"{self.clone_name} is powered on; waiting for ssh {self.target.where}")
+            await self._reachable(deadline)
+        except BaseException as exc:
+            phase.status, phase.error = "failed", str(exc) or type(exc).__name__
+            raise
+        finally:
+            phase.duration_s = time.monotonic() - t
+        phase.status = "ok"
+
+    async def _powered_on(self, moref: str, deadline: float) -> VmDetail:
+        delay = 0.2
+        while True:
+            detail = await vm_detail(self.driver, moref)
+            if detail.power == "poweredOn":
+                return detail
+            if time.monotonic() + delay > deadline:
+                raise RehearsalFailed(f"the clone {self.clone_name} is {detail.power}, not poweredOn, after "
+                                      f"{self.spec.wait_timeout_s:g}s (wait.timeout_s)")
+            await asyncio.sleep(delay)
+            delay = min(delay * 1.5, 3.0)
+
+    async def _reachable(self, deadline: float) -> None:
+        delay = 0.5
+        while True:
+            remaining = deadline - time.monotonic()
+            try:
+                await ssh.run(self.target, "true", timeout=max(1.0, min(remaining, 30.0)))
+                return
+            except PermanentError as exc:  # host key, auth, key file: waiting will not help
+                raise RehearsalFailed(f"cannot log in to the clone's guest: {exc}") from None
+            except TemporaryError as exc:
+                if time.monotonic() + delay >= deadline:
+                    raise RehearsalFailed(f"the clone's guest did not answer over ssh within "
+                                          f"{self.spec.wait_timeout_s:g}s (wait.timeout_s): {exc}") from None
+            await asyncio.sleep(delay)
+            delay = min(delay * 1.5, 5.0)
+
+    # 4./5. steps and checks ---------------------------------------------------------------
+    async def _steps(self) -> None:
+        r = self.report
+        for i, step in enumerate(self.spec.steps):
+            if await self._run_one("step", step, r.steps, i) != "passed":
+                self.progress(f"upgrade step {step.name!r} did not pass; skipping the rest and the checks")
+                return
+        for i, step in enumerate(self.spec.checks):
+            await self._run_one("check", step, r.checks, i)
+
+    async def _run_one(self, phase: str, step: Step, results: list[StepResult], i: int) -> str:
+        self.progress(f"{phase} {step.name!r} ...")
+        res = results[i] = StepResult(step.name, "error", step.timeout_s)
+        t = time.monotonic()
+        try:
+            out = await ssh.run(self.target, step.run, timeout=step.timeout_s)
+        except asyncio.CancelledError:
+            res.status, res.error = "interrupted", "interrupted while running (the command was killed)"
+            raise
+        except TemporaryError as exc:
+            res.status = "timeout" if exc.fault == "SshTimeout" else "error"
+            res.error = str(exc)
+        except PermanentError as exc:
+            res.error = str(exc)
+        else:
+            res.exit_code = out.exit_status
+            res.status = "passed" if out.exit_status == 0 else "failed"
+            res.stdout, cut_out = clip(out.stdout)
+            res.stderr, cut_err = clip(out.stderr)
+            res.stdout_bytes, res.stderr_bytes = len(out.stdout), len(out.stderr)
+            res.truncated = cut_out or cut_err
+        finally:
+            res.duration_s = time.monotonic() - t
+        self.progress(f"{phase} {step.name!r}: {res.status} in {res.duration_s:.2f}s"
+                      + (f" ({res.reason()})" if res.status != "passed" else ""))
+        return res.status
+
+    # 6. cleanup ---------------------------------------------------------------------------
+    async def _cleanup(self, plan: Plan) -> None:
+        r, phase = self.report, self.report.phases["cleanup"]
+        t = time.monotonic()
+        try:
+            moref = await self._made()
+            r.clone_moref = moref or r.clone_moref
+            if moref is not None and self.keep:
+                r.kept = True
+                self.progress(f"keeping {self.clone_name} ({moref}) as asked (--keep)")
+            elif moref is not None:
+                self.progress(f"destroying {self.clone_name} ({moref})")
+                await self.driver.destroy(moref)
+                r.destroyed = True
+            phase.status = "ok"
+        except Exception as exc:
+            phase.status, phase.error = "failed", str(exc) or type(exc).__name__
+            r.cleanup_error = f"{type(exc).__name__}: {exc}"
+            log.error("rehearsal: could not destroy %s: %s; remove it by hand (extraConfig %s=%s)",
+                      self.clone_name, exc, TAG_REHEARSAL, self.spec.source)
+        try:
+            after = await vm_detail(self.driver, plan.source)
+            r.power_after, r.chains_after = after.power, after.chains
+        except Exception as exc:
+            r.warnings.append(f"could not read {self.spec.source} after the rehearsal: {exc}")
+        phase.duration_s = time.monotonic() - t
+
+    async def _made(self) -> str | None:
+        """The clone's moref: from the clone task; else, when the outcome is unknown (timeout, lost
+        connection, cancelled), the VM of that name - only if it carries this rehearsal's tag."""
+        if self._create is None:
+            return None
+        try:
+            return await self._create
+        except PermanentError:
+            return None  # vCenter answered: the task failed, no VM was made
+        except (TemporaryError, asyncio.CancelledError):
+            pass
+        inv: Inventory = await self.driver.inventory()
+        vm = inv.vm_by_name(self.clone_name)
+        if vm is None or vm.moref == self.report.source_moref:
+            return None
+        detail = await vm_detail(self.driver, vm.moref, tags=(TAG_REHEARSAL,))
+        return vm.moref if detail.extra.get(TAG_REHEARSAL) == self.spec.source else None
+

@@ -1,0 +1,173 @@
+"""The rehearsal spec: what `forkscale rehearse` clones, where the clone's NICs go, what runs in it.
+
+Validated like the pool spec (and with its helpers): every mistake is a `SpecError` naming the
+field path, unknown keys are errors with a "did you mean", the `vcenter:` block is parsed by the
+very same code as the pool spec's (so passwords are accepted by reference only), and the `ssh:`
+block has the keys of a pool's `ssh:` block. Nothing here talks to vCenter; the checks that need
+the inventory (does the source exist, is the port group not the source's own) run in
+`forkscale.rehearsal` before anything is created, and name the same field paths.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from forkscale.errors import SpecError
+from forkscale.spec import (
+    MAX_VM_NAME,
+    SshConfig,
+    VCenter,
+    _bool,
+    _check_keys,
+    _check_vm_name,
+    _kind,
+    _mapping,
+    _opt_path,
+    _opt_str,
+    _positive,
+    _required,
+    _ssh,
+    _str,
+    _sub,
+    _vcenter,
+    parse_yaml,
+)
+
+DEFAULT_WAIT_S = 300.0
+DEFAULT_STEP_TIMEOUT_S = 600.0
+DEFAULT_CHECK_TIMEOUT_S = 120.0
+TOP_KEYS = ("vcenter", "source", "clone_name", "network", "folder", "ssh", "wait", "steps", "checks", "report")
+
+
+@dataclass(frozen=True)
+class RehearsalNetwork:
+    """Where the clone's NICs go: an isolated port group, and/or disconnected (migrateConnect)."""
+
+    port_group: str | None = None
+    disconnect: bool = False
+
+    @property
+    def mode(self) -> str:
+        if self.port_group and self.disconnect:
+            return "isolated+disconnected"
+        return "isolated" if self.port_group else "disconnected"
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    run: str  # the command, run by the guest's login shell; never logged or put in the report
+    timeout_s: float
+
+
+@dataclass(frozen=True)
+class RehearsalSpec:
+    vcenter: VCenter
+    source: str
+    network: RehearsalNetwork
+    ssh: SshConfig
+    steps: tuple[Step, ...]
+    checks: tuple[Step, ...]
+    clone_name: str | None = None  # None: `<source>-rehearsal-<timestamp>`, see `clone_name_at`
+    folder: str | None = None  # None: the source's folder
+    wait_timeout_s: float = DEFAULT_WAIT_S
+    report: Path | None = None
+    base_dir: Path = Path(".")
+
+    def clone_name_at(self, when: datetime) -> str:
+        if self.clone_name is not None:
+            return self.clone_name
+        suffix = f"-rehearsal-{when:%Y%m%d-%H%M%S}"
+        return self.source[: MAX_VM_NAME - len(suffix)] + suffix
+
+
+def load_rehearsal(path: str | os.PathLike[str]) -> RehearsalSpec:
+    """Read and validate a rehearsal spec; relative paths inside it are relative to its directory."""
+    file = Path(path).expanduser()
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError("", f"{file}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError("", f"{file}: cannot read: {exc}") from None
+    return parse_rehearsal(parse_yaml(text, name=str(file)), base_dir=file.resolve().parent)
+
+
+def parse_rehearsal(raw: object, *, base_dir: Path) -> RehearsalSpec:
+    """Validate already-parsed YAML; the first problem found is raised as SpecError."""
+    if raw is None:
+        raise SpecError("", "the rehearsal spec is empty; it needs vcenter, source, network, ssh and steps")
+    top = _mapping(raw, "", "the rehearsal spec")
+    _check_keys(top, "", TOP_KEYS)
+    if "vcenter" not in top:
+        raise SpecError("vcenter", "required (url, user, password_env or password_file)")
+    vcenter = _vcenter(top["vcenter"], "vcenter", base_dir)
+    source = _str(_required(top, "source", ""), "source")
+    clone_name = _opt_str(top.get("clone_name"), "clone_name")
+    if clone_name is not None:
+        _check_vm_name(clone_name, "clone_name")
+        if clone_name == source:
+            raise SpecError("clone_name", f"{clone_name!r} is the source's own name")
+    network = _network(_required(top, "network", ""), "network")
+    folder = _opt_str(top.get("folder"), "folder")
+    if "ssh" not in top or top["ssh"] is None:
+        raise SpecError("ssh", "required: how to reach the clone's guest (host, user, key_file, known_hosts)")
+    ssh = _ssh(top["ssh"], "ssh", base_dir)
+    wait = _wait(top.get("wait"), "wait")
+    steps = _steps(top.get("steps", []), "steps", DEFAULT_STEP_TIMEOUT_S)
+    checks = _steps(top.get("checks", []), "checks", DEFAULT_CHECK_TIMEOUT_S)
+    if not steps and not checks:
+        raise SpecError("steps", "give at least one upgrade step (steps) or check (checks)")
+    return RehearsalSpec(
+        vcenter=vcenter, source=source, network=network, ssh=ssh, steps=steps, checks=checks,
+        clone_name=clone_name, folder=folder, wait_timeout_s=wait,
+        report=_opt_path(top.get("report"), "report", base_dir), base_dir=base_dir,
+    )
+
+
+def _network(raw: object, path: str) -> RehearsalNetwork:
+    data = _mapping(raw, path, "network")
+    _check_keys(data, path, ("port_group", "disconnect"))
+    port_group = _opt_str(data.get("port_group"), _sub(path, "port_group"))
+    disconnect = _bool(data.get("disconnect", False), _sub(path, "disconnect"))
+    if port_group is None and not disconnect:
+        raise SpecError(
+            path,
+            "a live clone keeps the source's IP and MAC identity; give port_group: <an isolated port group> "
+            "or disconnect: true (or both), else it would duplicate the source on its network",
+        )
+    return RehearsalNetwork(port_group=port_group, disconnect=disconnect)
+
+
+def _wait(raw: object, path: str) -> float:
+    if raw is None:
+        return DEFAULT_WAIT_S
+    data = _mapping(raw, path, "wait")
+    _check_keys(data, path, ("timeout_s",))
+    return _positive(data.get("timeout_s", DEFAULT_WAIT_S), _sub(path, "timeout_s"))
+
+
+def _steps(raw: object, path: str, default_timeout: float) -> tuple[Step, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise SpecError(path, f"must be a list of {{name, run, timeout_s}}, not {_kind(raw)}")
+    out: list[Step] = []
+    seen: dict[str, int] = {}
+    for i, item in enumerate(raw):
+        where = f"{path}[{i}]"
+        data = _mapping(item, where, "a step")
+        _check_keys(data, where, ("name", "run", "timeout_s"))
+        name = _str(_required(data, "name", where), _sub(where, "name"))
+        if name in seen:
+            raise SpecError(_sub(where, "name"), f"{name!r} is already the name of {path}[{seen[name]}]")
+        seen[name] = i
+        out.append(Step(
+            name=name,
+            run=_str(_required(data, "run", where), _sub(where, "run")),
+            timeout_s=_positive(data.get("timeout_s", default_timeout), _sub(where, "timeout_s")),
+        ))
+    return tuple(out)

@@ -1,0 +1,318 @@
+"""EventManager for the twin: events for clone, destroy, power and reconfigure operations.
+
+`record()` is the one hook the operations call. Events keep their entity arguments (names and
+morefs) after the entities are gone, as vCenter's do, and remember the inventory ancestors they
+had, so an entity filter with recursion `all` on a folder still finds a destroyed VM's removal.
+`QueryEvents` answers newest first; an `EventHistoryCollector` pages through the same list.
+vSphere has no instant-clone event type: an instant clone is recorded as `VmClonedEvent`.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from pyVmomi import VmomiSupport, vim, vmodl
+
+from .dispatch import Ctx, method
+from .world import MO
+
+if TYPE_CHECKING:
+    from .service import Twin
+    from .vm import VM
+    from .world import World
+
+KEEP = 20_000  # events kept, oldest dropped first
+DEFAULT_MAX = 1000  # QueryEvents answers at most this many when filter.maxCount is unset
+PAGE_DEFAULT, PAGE_MAX = 10, 1000
+_ERROR_TYPES = ("VmFailedToPowerOnEvent", "VmCloneFailedEvent")
+
+
+@dataclass
+class Recorded:
+    event: Any
+    category: str
+    direct: frozenset[str]  # moids of the entity arguments
+    parents: frozenset[str]  # moids of their immediate parents
+    ancestors: frozenset[str]  # moids of everything above them
+
+
+class EventLog:
+    def __init__(self, world: World, manager: MO) -> None:
+        self.world = world
+        self.manager = manager
+        self.items: deque[Recorded] = deque(maxlen=KEEP)
+        self.next_key = 1
+        self.collectors: set[MO] = set()  # EventHistoryCollectors, touched when an event arrives
+
+    def latest(self) -> Any:
+        return self.items[-1].event if self.items else None
+
+    def post(self, kind: type, *, user: str = "", chain: int | None = None, message: str = "",
+             vm: VM | None = None, host: Any = None, category: str = "info", **fields: Any) -> Any:
+        key = self.next_key
+        self.next_key += 1
+        event = kind(key=key, chainId=chain if chain is not None else key, createdTime=datetime.now(tz=UTC),
+                     userName=user or "", fullFormattedMessage=message, **fields)
+        direct: set[str] = set()
+        parents: set[str] = set()
+        ancestors: set[str] = set()
+        if vm is not None:
+            host = host or vm.host
+            event.vm = vim.event.VmEventArgument(name=vm.name, vm=vm.ref)
+            event.ds = vim.event.DatastoreEventArgument(name=vm.home.name, datastore=vm.home.ref)
+            if isinstance(event, vim.event.VmEvent):
+                event.template = bool(vm.template)
+            direct |= {vm.moid, vm.home.moid}
+            for start in (vm.parent, vm.pool):
+                if start is not None:
+                    parents.add(start.moid)
+                    ancestors |= _up(start)
+        if host is not None:
+            event.host = vim.event.HostEventArgument(name=host.name, host=host.ref)
+            direct.add(host.moid)
+            if host.parent is not None:
+                parents.add(host.parent.moid)
+                ancestors |= _up(host.parent)
+                cr = host.parent
+                if isinstance(cr.ref, vim.ComputeResource):
+                    event.computeResource = vim.event.ComputeResourceEventArgument(name=cr.name, computeResource=cr.ref)
+                    direct.add(cr.moid)
+            dc = _datacenter(host)
+            if dc is not None:
+                event.datacenter = vim.event.DatacenterEventArgument(name=dc.name, datacenter=dc.ref)
+                direct.add(dc.moid)
+        self.items.append(Recorded(event, category, frozenset(direct), frozenset(parents),
+                                   frozenset(ancestors | direct)))
+        self.world.touch(self.manager)
+        for c in list(self.collectors):
+            if c.alive:
+                self.world.touch(c)
+            else:
+                self.collectors.discard(c)
+        return event
+
+    def matching(self, spec: Any, root: MO | None) -> list[Recorded]:
+        """Events matching an EventFilterSpec, oldest first."""
+        return [r for r in self.items if _matches(r, spec, root)]
+
+
+def _up(mo: Any) -> set[str]:
+    out: set[str] = set()
+    node = mo
+    while node is not None:
+        out.add(node.moid)
+        node = getattr(node, "parent", None)
+    return out
+
+
+def _datacenter(mo: Any) -> Any:
+    node = mo
+    while node is not None and not isinstance(node.ref, vim.Datacenter):
+        node = getattr(node, "parent", None)
+    return node
+
+
+def _type_id(event: Any) -> str:
+    if isinstance(event, vim.event.EventEx) and event.eventTypeId:
+        return str(event.eventTypeId)
+    if isinstance(event, vim.event.ExtendedEvent) and event.eventTypeId:
+        return str(event.eventTypeId)
+    return str(VmomiSupport.GetWsdlName(type(event)))
+
+
+def _matches(r: Recorded, spec: Any, root: MO | None) -> bool:
+    e = r.event
+    if spec is None:
+        return True
+    if spec.entity is not None:
+        target = spec.entity.entity._moId
+        recursion = spec.entity.recursion or "self"
+        if root is not None and target == root.moid and recursion == "all":
+            pass
+        elif recursion == "self":
+            if target not in r.direct:
+                return False
+        elif recursion == "children":
+            if target not in r.direct and target not in r.parents:
+                return False
+        elif target not in r.ancestors:
+            return False
+    if spec.time is not None:
+        if spec.time.beginTime is not None and e.createdTime < _aware(spec.time.beginTime):
+            return False
+        if spec.time.endTime is not None and e.createdTime > _aware(spec.time.endTime):
+            return False
+    if spec.userName is not None:
+        users = set(spec.userName.userList or [])
+        if not (e.userName in users or (spec.userName.systemUser and not e.userName)):
+            return False
+    if spec.eventChainId is not None and e.chainId != spec.eventChainId:
+        return False
+    if spec.category and r.category not in spec.category:
+        return False
+    if spec.type and not any(isinstance(e, t) for t in spec.type):
+        return False
+    return not (spec.eventTypeId and _type_id(e) not in spec.eventTypeId)
+
+
+def _aware(when: datetime) -> datetime:
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+
+
+def log_of(twin: Twin) -> EventLog:
+    return twin.world.events  # type: ignore[attr-defined, no-any-return]
+
+
+def install(twin: Twin) -> None:
+    mgr = twin.world.objects["EventManager"]
+    log = EventLog(twin.world, mgr)
+    twin.world.events = log  # type: ignore[attr-defined]
+    mgr.props["maxCollector"] = 32
+    mgr.props["description"] = vim.event.EventDescription(
+        category=[vim.ElementDescription(key=k, label=k.capitalize(), summary=k.capitalize())
+                  for k in ("info", "warning", "error", "user")],
+        eventInfo=[vim.event.EventDescription.EventDetail(key=VmomiSupport.GetWsdlType("urn:vim25", k), category="error" if k in _ERROR_TYPES else "info",
+                                                          description=k, formatOnVm="", formatOnHost="",
+                                                          formatOnComputeResource="", formatOnDatacenter="",
+                                                          fullFormat="")
+                   for k in ("VmClonedEvent", "VmBeingClonedEvent", "VmRemovedEvent", "VmPoweredOnEvent",
+                             "VmPoweredOffEvent", "VmResettingEvent", "VmReconfiguredEvent",
+                             "VmFailedToPowerOnEvent", "VmCloneFailedEvent")])
+    mgr.p_latestEvent = log.latest  # type: ignore[attr-defined]
+
+
+def record(ctx: Ctx | None, kind: str, vm: VM, message: str, *, task: Any = None, **fields: Any) -> None:
+    """Post a `kind` event (a vim.event wsdl name) about `vm`; never fails the operation."""
+    world = vm.world
+    log: EventLog | None = getattr(world, "events", None)
+    if log is None:
+        return
+    typ = VmomiSupport.GetWsdlType("urn:vim25", kind)
+    chain = None
+    if task is not None and getattr(task, "info", None) is not None:
+        chain = task.info.eventChainId
+    log.post(typ, user=ctx.user if ctx is not None else "", chain=chain, message=message, vm=vm,
+             category="error" if kind in _ERROR_TYPES else "info", **fields)
+
+
+def vm_arg(vm: VM) -> Any:
+    return vim.event.VmEventArgument(name=vm.name, vm=vm.ref)
+
+
+# methods ------------------------------------------------------------------------------------------
+@method("QueryEvents")
+def query_events(ctx: Ctx, this: MO, filter: Any, eventViewSpec: Any = None) -> list[Any]:  # noqa: A002, N803
+    log = log_of(ctx.twin)
+    if filter is not None and filter.entity is not None:
+        ctx.twin.resolve(filter.entity.entity, ctx.session)
+    found = log.matching(filter, ctx.twin.root)
+    limit = filter.maxCount if filter is not None and filter.maxCount else DEFAULT_MAX
+    if limit < 0:
+        raise vmodl.fault.InvalidArgument(msg="maxCount must not be negative", invalidProperty="maxCount")
+    return [r.event for r in reversed(found[-limit:])]
+
+
+class EventCollector(MO):
+    """An EventHistoryCollector: a scrollable view over the matching events, oldest to newest."""
+
+    kind = vim.event.EventHistoryCollector
+
+    def __init__(self, world: World, moid: str, log: EventLog, spec: Any, root: MO) -> None:
+        super().__init__(world, moid)
+        self.log = log
+        self.spec = spec
+        self.root = root
+        self.page_size = PAGE_DEFAULT
+        self.pos = len(self.items())
+
+    def items(self) -> list[Any]:
+        return [r.event for r in self.log.matching(self.spec, self.root)]
+
+    def p_filter(self) -> Any:
+        return self.spec
+
+    def p_initialized(self) -> bool:
+        return True
+
+    def p_latestPage(self) -> list[Any]:  # noqa: N802
+        return self.items()[-self.page_size:]
+
+
+@method("CreateCollectorForEvents")
+def create_collector(ctx: Ctx, this: MO, filter: Any) -> Any:  # noqa: A002
+    assert ctx.session is not None
+    world = ctx.twin.world
+    if filter.entity is not None:
+        ctx.twin.resolve(filter.entity.entity, ctx.session)
+    count = sum(isinstance(o, EventCollector) for o in ctx.session.objects.values())
+    if count >= 32:
+        raise vim.fault.InvalidState(msg="too many event history collectors in this session")
+    c = EventCollector(world, f"session[{ctx.session.key}]{world.new_id('EventHistoryCollector')}", log_of(ctx.twin),
+                       filter, ctx.twin.root)
+    ctx.session.objects[c.moid] = c
+    world.add(c)
+    c.log.collectors.add(c)
+    return c.ref
+
+
+def _events_collector(this: MO) -> EventCollector:
+    if not isinstance(this, EventCollector):
+        raise vmodl.fault.InvalidArgument(msg="not an event history collector", invalidProperty="_this")
+    return this
+
+
+def _count(n: int) -> int:
+    if n <= 0 or n > PAGE_MAX:
+        raise vmodl.fault.InvalidArgument(msg=f"maxCount must be within 1..{PAGE_MAX}", invalidProperty="maxCount")
+    return n
+
+
+@method("ReadNextEvents")
+def read_next(ctx: Ctx, this: MO, maxCount: int) -> list[Any]:  # noqa: N803
+    c = _events_collector(this)
+    items = c.items()
+    n = _count(maxCount)
+    out = items[c.pos:c.pos + n]
+    c.pos = min(len(items), c.pos + n)
+    return out
+
+
+@method("ReadPreviousEvents")
+def read_previous(ctx: Ctx, this: MO, maxCount: int) -> list[Any]:  # noqa: N803
+    c = _events_collector(this)
+    n = _count(maxCount)
+    c.pos = min(c.pos, len(c.items()))
+    start = max(0, c.pos - n)
+    out = c.items()[start:c.pos]
+    c.pos = start
+    return out
+
+
+@method("RewindCollector")
+def rewind(ctx: Ctx, this: MO) -> None:
+    _events_collector(this).pos = 0
+
+
+@method("ResetCollector")
+def reset(ctx: Ctx, this: MO) -> None:
+    c = _events_collector(this)
+    c.pos = len(c.items())
+
+
+@method("SetCollectorPageSize")
+def set_page_size(ctx: Ctx, this: MO, maxCount: int) -> None:  # noqa: N803
+    c = _events_collector(this)
+    c.page_size = PAGE_DEFAULT if maxCount == 0 else _count(maxCount)
+    ctx.twin.world.touch(c)
+
+
+@method("DestroyCollector")
+def destroy_collector(ctx: Ctx, this: MO) -> None:
+    c = _events_collector(this)
+    if ctx.session is not None:
+        ctx.session.objects.pop(c.moid, None)
+    c.log.collectors.discard(c)
+    ctx.twin.world.remove(c)
