@@ -1,7 +1,8 @@
 """How fast the vSphere twin serves stock pyVmomi clients.
 
-Two workloads, each with 1 and with 32 client connections (threads, each with its own
-`SmartConnect` session over verified TLS):
+The twin runs in a child process (its own interpreter, so the clients' pyVmomi work does not
+compete with it for the GIL). Two workloads, each with 1 and with 32 client connections
+(threads, each with its own `SmartConnect` session over verified TLS):
 
 * inventory: `RetrievePropertiesEx` of a few properties of every VM through a ContainerView,
   on a pre-built world of 1,000 VMs (one request returns all of them);
@@ -11,7 +12,7 @@ Two workloads, each with 1 and with 32 client connections (threads, each with it
 
 Prints a table; `--json` adds one JSON line at the end. `--quick` runs tiny sizes (what the test
 suite runs so this file cannot rot). `--profile FILE` writes cProfile stats of the twin's event
-loop thread over the measured runs.
+loop thread over the measured runs (`python -m pstats FILE`).
 
     python bench/twin.py            # the full run
     python bench/twin.py --quick --json
@@ -22,12 +23,14 @@ from __future__ import annotations
 import argparse
 import cProfile
 import json
+import multiprocessing
 import ssl
 import sys
 import tempfile
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -42,7 +45,7 @@ except ImportError:  # run from a checkout without installing
 from pyVim.connect import Disconnect, SmartConnect
 from pyVmomi import vim, vmodl
 
-from forkscale.sim import SimHandle, start_in_thread
+from forkscale.sim import start_in_thread
 
 PC = vmodl.query.PropertyCollector
 HOSTS = 4
@@ -67,29 +70,83 @@ def world_file(directory: Path, vms: int) -> Path:
     return path
 
 
-def connect(handle: SimHandle) -> Any:
-    parts = urlsplit(handle.url)
-    ctx = ssl.create_default_context(cafile=handle.ca_file)
-    return SmartConnect(host=parts.hostname, port=parts.port, user=handle.user, pwd=handle.password,
-                        sslContext=ctx)
-
-
-def freeze_sources(handle: SimHandle) -> None:
+def _freeze(twin: Any) -> int:
     """Freeze every `src-*` VM, as the guest's `instantclone.freeze` would."""
-
-    def freeze(twin: Any) -> int:
-        count = 0
-        for vm in twin.world.of_kind(vim.VirtualMachine):
-            if vm.name.startswith("src-"):
-                vm.frozen = True
-                vm.changed()
-                count += 1
-        return count
-
-    assert handle.call(freeze) == HOSTS
+    count = 0
+    for vm in twin.world.of_kind(vim.VirtualMachine):
+        if vm.name.startswith("src-"):
+            vm.frozen = True
+            vm.changed()
+            count += 1
+    return count
 
 
-def run_threads(connections: int, work: Callable[[int, Any], int], handle: SimHandle) -> tuple[int, float]:
+def _serve(conn: Any, world: str, state_dir: str) -> None:
+    """The child process: a twin, driven over `conn` (freeze, stats, profile, stop)."""
+    handle = start_in_thread(world=world, time_scale=0.0, state_dir=state_dir)
+    conn.send(handle.as_json())
+    profiler = cProfile.Profile()
+    try:
+        while True:
+            cmd, arg = conn.recv()
+            if cmd == "stop":
+                break
+            if cmd == "freeze":
+                conn.send(handle.call(_freeze))
+            elif cmd == "stats":
+                conn.send(handle.admin("stats"))
+            elif cmd == "profile":
+                handle.call(lambda _twin: profiler.enable())
+                conn.send(True)
+            elif cmd == "dump":
+                handle.call(lambda _twin: profiler.disable())
+                profiler.dump_stats(arg)
+                conn.send(True)
+    finally:
+        handle.stop()
+
+
+@dataclass
+class Remote:
+    """A twin in a child process."""
+
+    url: str
+    user: str
+    password: str
+    ca_file: str
+    conn: Any
+    process: Any
+
+    @classmethod
+    def start(cls, world: Path, state_dir: Path) -> Remote:
+        ctx = multiprocessing.get_context("spawn")
+        parent, child = ctx.Pipe()
+        process = ctx.Process(target=_serve, args=(child, str(world), str(state_dir)), daemon=True)
+        process.start()
+        if not parent.poll(120):
+            process.kill()
+            raise RuntimeError("the twin did not start within 120 s")
+        info = parent.recv()
+        return cls(info["url"], info["user"], info["password"], info["ca_file"], parent, process)
+
+    def ask(self, cmd: str, arg: Any = None) -> Any:
+        self.conn.send((cmd, arg))
+        return self.conn.recv()
+
+    def stop(self) -> None:
+        self.conn.send(("stop", None))
+        self.process.join(timeout=30)
+        if self.process.is_alive():
+            self.process.kill()
+
+
+def connect(twin: Remote) -> Any:
+    parts = urlsplit(twin.url)
+    ctx = ssl.create_default_context(cafile=twin.ca_file)
+    return SmartConnect(host=parts.hostname, port=parts.port, user=twin.user, pwd=twin.password, sslContext=ctx)
+
+
+def run_threads(connections: int, work: Callable[[int, Any], int], handle: Remote) -> tuple[int, float]:
     """Run `work(index, si)` on `connections` threads, each logged in first; (operations, seconds)."""
     sessions = [connect(handle) for _ in range(connections)]
     start = threading.Barrier(connections + 1)
@@ -184,10 +241,10 @@ def clone_work(cycles_per_connection: int) -> Callable[[int, Any], int]:
     return work
 
 
-def measure(handle: SimHandle, name: str, connections: int, work: Callable[[int, Any], int]) -> dict[str, Any]:
-    before = handle.admin("stats")["requests"]
+def measure(handle: Remote, name: str, connections: int, work: Callable[[int, Any], int]) -> dict[str, Any]:
+    before = handle.ask("stats")["requests"]
     ops, seconds = run_threads(connections, work, handle)
-    requests = handle.admin("stats")["requests"] - before
+    requests = handle.ask("stats")["requests"] - before
     return {"workload": name, "connections": connections, "operations": ops, "seconds": round(seconds, 3),
             "ops_per_s": round(ops / seconds, 1), "soap_requests": requests,
             "soap_requests_per_s": round(requests / seconds, 1)}
@@ -210,14 +267,13 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="forkscale-bench-") as tmp:
         directory = Path(tmp)
         built = time.perf_counter()
-        handle = start_in_thread(world=str(world_file(directory, vms)), time_scale=0.0,
-                                 state_dir=str(directory / "sim"))
+        handle = Remote.start(world_file(directory, vms), directory / "sim")
         build_s = time.perf_counter() - built
-        profiler = cProfile.Profile() if args.profile else None
         try:
-            freeze_sources(handle)
-            if profiler is not None:
-                handle.call(lambda _twin: profiler.enable())
+            if handle.ask("freeze") != HOSTS:
+                raise RuntimeError("could not freeze the sources")
+            if args.profile:
+                handle.ask("profile")
             expect = vms + HOSTS
             results = [
                 measure(handle, f"RetrievePropertiesEx x{expect} VMs", 1, inventory_work(retrieves, expect)),
@@ -225,13 +281,12 @@ def main(argv: list[str] | None = None) -> int:
                 measure(handle, "InstantClone_Task + wait", 1, clone_work(cycles)),
                 measure(handle, "InstantClone_Task + wait", wide, clone_work(cycles_wide)),
             ]
-            if profiler is not None:
-                handle.call(lambda _twin: profiler.disable())
-                profiler.dump_stats(args.profile)
+            if args.profile:
+                handle.ask("dump", str(Path(args.profile).resolve()))
         finally:
             handle.stop()
 
-    print(f"twin built with {vms + HOSTS} VMs in {build_s:.2f} s; time scale 0")
+    print(f"twin started with {vms + HOSTS} VMs in {build_s:.2f} s (its own process); time scale 0")
     header = f"{'workload':<36} {'conns':>5} {'ops':>6} {'seconds':>8} {'ops/s':>8} {'SOAP req/s':>10}"
     print(header)
     print("-" * len(header))

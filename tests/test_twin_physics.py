@@ -270,6 +270,17 @@ def test_migrate_connect_disconnect_leaves_the_clone_nic_disconnected(si):
     assert nic_of(src).connectable.connected is True  # the source is untouched
 
 
+def test_reconfigure_and_template_edges_are_proper_faults(si):
+    src = find_vm(si, "src-linux")
+    disk_edit = vim.vm.device.VirtualDeviceSpec(operation="edit", device=vim.vm.device.VirtualDisk(key=2000))
+    with pytest.raises(vmodl.fault.NotSupported):
+        src.ReconfigVM_Task(vim.vm.ConfigSpec(deviceChange=[disk_edit]))
+    with pytest.raises(vmodl.fault.NotSupported):  # not a template
+        src.MarkAsVirtualMachine(pool=src.resourcePool)
+    with pytest.raises(vim.fault.InvalidPowerState):
+        src.MarkAsTemplate()
+
+
 # memory -----------------------------------------------------------------------------------------
 def counter_ids(si):
     return {f"{c.groupInfo.key}.{c.nameInfo.key}.{c.rollupType}": c.key for c in si.content.perfManager.perfCounter}
@@ -285,22 +296,23 @@ def latest(si, entity, names):
 
 
 def test_pshare_clone_shares_at_fork_then_diverges(tmp_path):
-    # 40 simulated MB/s of writes at 1/100 time: a clone diverges by ~400 MB each real second
-    with world_twin(tmp_path, time_scale=0.01, vms=[one_vm()],
-                    memory={"write_rate_mb_s": 40.0, "divergence_cap": 0.9, "touched_fraction": 0.6}) as (_, si):
+    # 4 simulated MB/s of writes at 1/200 time: a clone diverges by ~800 MB each real second,
+    # until half of its pages are its own (the divergence cap)
+    memory = {"write_rate_mb_s": 4.0, "divergence_cap": 0.5, "touched_fraction": 0.6}
+    with world_twin(tmp_path, time_scale=0.005, vms=[one_vm()], memory=memory) as (_, si):
         src = find_vm(si, "src-linux")
         clone = instant_clone(si, src, "ps-1")
         touched = int(4096 * 0.6)
+        floor = int(touched - touched * 0.5)
         first = clone.summary.quickStats
-        assert first.sharedMemory > 0.8 * touched
+        assert first.sharedMemory > floor  # right after the fork: more than it will ever share again
         assert first.sharedMemory + first.privateMemory == touched
-        time.sleep(1.0)
+        time.sleep(0.3)
         later = clone.summary.quickStats
-        assert later.sharedMemory < first.sharedMemory - 100
+        assert later.sharedMemory < first.sharedMemory
         assert later.privateMemory > first.privateMemory
-        # ...down to the divergence cap, never below
-        time.sleep(1.5)
-        assert clone.summary.quickStats.sharedMemory >= int(touched * 0.1) - 1
+        time.sleep(1.8)  # past the cap
+        assert clone.summary.quickStats.sharedMemory == floor
 
 
 def test_host_pshare_counters_match_quick_stats(tmp_path):
@@ -361,7 +373,7 @@ def test_per_host_slots_queue_tasks(tmp_path):
         infos = [t.info for t in tasks]
         assert all(i.state == "success" for i in infos)
         waits = sorted((i.startTime - i.queueTime).total_seconds() for i in infos)
-        assert waits[:2] == pytest.approx([0, 0], abs=0.05)  # two start at once
+        assert waits[:2] == pytest.approx([0, 0], abs=0.1)  # two start at once
         assert waits[-1] >= 0.3  # the last pair waited for two rounds of 0.2 s
         # never more than two running at the same time
         spans = [(i.startTime, i.completeTime) for i in infos]

@@ -208,6 +208,17 @@ def test_morefs_in_anytype_slots_are_typed_managed_object_reference(wire):
     assert result.get("type") == "VirtualMachine" and result.text.startswith("vm-")
 
 
+def test_scalars_in_anytype_slots_carry_their_declared_type(wire):
+    vm = retrieve(wire, "VirtualMachine", "vm-1", ["runtime.powerState", "summary.quickStats.sharedMemory", "name"])
+    assert vm["runtime.powerState"].get(f"{{{XSI}}}type") == "VirtualMachinePowerState"  # not xsd:string
+    assert vm["runtime.powerState"].text == "poweredOn"
+    assert vm["summary.quickStats.sharedMemory"].get(f"{{{XSI}}}type") == "xsd:int"
+    assert vm["name"].get(f"{{{XSI}}}type") == "xsd:string"
+    host = retrieve(wire, "HostSystem", "host-1", ["hardware.memorySize", "runtime.connectionState"])
+    assert host["hardware.memorySize"].get(f"{{{XSI}}}type") == "xsd:long"  # not xsd:int
+    assert host["runtime.connectionState"].get(f"{{{XSI}}}type") == "HostSystemConnectionState"
+
+
 def _enum_props() -> dict[str, set[str]]:
     """Property names whose declared type is an enum, for every vim data type pyVmomi knows."""
     out: dict[str, set[str]] = {}

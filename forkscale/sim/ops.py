@@ -205,7 +205,7 @@ def mark_as_template(ctx: Ctx, this: Any) -> None:
 def mark_as_vm(ctx: Ctx, this: Any, pool: Any, host: Any = None) -> None:
     vm = _vm(ctx, this)
     if not vm.template:
-        raise vim.fault.NotSupported(msg="The VM is not a template")
+        raise vmodl.fault.NotSupported(msg="The VM is not a template")
     vm.template = False
     vm.changed()
 
@@ -371,7 +371,7 @@ def reconfigure(ctx: Ctx, this: Any, spec: Any) -> Any:
     vm = _vm(ctx, this)
     nic_changes = [c for c in spec.deviceChange or [] if isinstance(c.device, vim.vm.device.VirtualEthernetCard)]
     if len(nic_changes) != len(spec.deviceChange or []):
-        raise vim.fault.NotSupported(msg="the twin reconfigures network adapters, extraConfig, memory, CPU and annotation only")
+        raise vmodl.fault.NotSupported(msg="the twin reconfigures network adapters, extraConfig, memory, CPU and annotation only")
     check_nic_edits(vm, nic_changes, instant=False)
 
     async def body(task: Any) -> None:

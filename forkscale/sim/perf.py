@@ -114,9 +114,9 @@ def install(twin: Twin) -> None:
         for k, p, n, length in HISTORICAL]
     perf.props["description"] = vim.PerformanceDescription(
         counterType=[vim.ElementDescription(key=r, label=r.capitalize(), summary=r.capitalize())
-                     for r in PM.CounterInfo.RollupType.values],
+                     for r in PM.CounterInfo.RollupType.values],  # type: ignore[attr-defined]
         statsType=[vim.ElementDescription(key=s, label=s.capitalize(), summary=s.capitalize())
-                   for s in PM.CounterInfo.StatsType.values])
+                   for s in PM.CounterInfo.StatsType.values])  # type: ignore[attr-defined]
 
 
 # clocks ---------------------------------------------------------------------------------------
@@ -131,7 +131,10 @@ def to_wall(world: World, sim_t: float) -> datetime:
 def to_sim(world: World, when: datetime) -> float:
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
-    return (when.timestamp() - world.started_wall) / _scale(world)
+    sim = (when.timestamp() - world.started_wall) / _scale(world)
+    # A timestamp we sent comes back rounded to the microsecond: snap it onto its sample.
+    nearest = round(sim / REALTIME) * REALTIME
+    return float(nearest) if abs(sim - nearest) <= 2e-6 / _scale(world) else sim
 
 
 def birth(vm: VM) -> float:
@@ -224,7 +227,7 @@ def query_one(ctx: Ctx, spec: Any) -> Any:
         raise vmodl.fault.InvalidArgument(msg=f"intervalId {interval} is not a sampling period of this server",
                                           invalidProperty="querySpec.intervalId")
     fmt = spec.format or "normal"
-    if fmt not in PM.Format.values:
+    if fmt not in PM.Format.values:  # type: ignore[attr-defined]
         raise vmodl.fault.InvalidArgument(msg=f"unknown format {fmt!r}", invalidProperty="querySpec.format")
     wanted: list[Counter] = []
     if spec.metricId:
