@@ -52,6 +52,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import re
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
@@ -68,6 +69,7 @@ from .policy import Decision, Observed, PolicyConfig, PolicyRunner, State, parse
 from .spec import Pool
 
 log = logging.getLogger("forkscale.controller")
+_DIGITS = re.compile(r"\d+(?:\.\d+)?")
 
 BUILDING = ("planned", "cloning", "customizing")
 MAX_ERRORS = 20
@@ -133,6 +135,7 @@ class PoolRuntime:
     converging: bool = False
     errors: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=MAX_ERRORS))
     rounds: int = 0
+    logged_shape: str = ""
     history: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=MAX_HISTORY))
 
 
@@ -246,7 +249,11 @@ class Controller:
                                 f"(cooldown_down_s); policy says: {decision.reason}")
             was_idle = False
         pr.decision, pr.decision_at = decision, time.time()
-        level = logging.INFO if not decision.is_noop or refresh or pr.rounds == 1 else logging.DEBUG
+        # Every decision is logged with its reason; a no-op that only repeats the previous one
+        # (numbers aside: "12 s left" -> "11 s left") goes to DEBUG, so a steady pool stays quiet.
+        shape = _DIGITS.sub("#", decision.reason)
+        level = logging.INFO if not decision.is_noop or refresh or shape != pr.logged_shape else logging.DEBUG
+        pr.logged_shape = shape
         log.log(level, "pool %s: %s %s: %s", pool.name, "decision" if not self.dry_run else "decision (dry run)",
                 decision.direction, decision.reason)
         if self.telemetry is not None:
@@ -520,8 +527,14 @@ class Controller:
         event.set()
 
     def _error(self, pr: PoolRuntime, message: str) -> None:
+        """Log and keep an error for the status; a repeat of the last one bumps its count instead."""
         log.warning("pool %s: %s", pr.pool.name, message)
-        pr.errors.append({"at": iso(time.time()), "error": message})
+        now = iso(time.time())
+        if pr.errors and pr.errors[-1]["error"] == message:
+            pr.errors[-1]["count"] += 1
+            pr.errors[-1]["last_at"] = now
+        else:
+            pr.errors.append({"at": now, "last_at": now, "error": message, "count": 1})
 
     def _publish(self) -> None:
         """Show each pool's desired count: through the exporter when one runs (it owns the fleet

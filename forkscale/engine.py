@@ -93,6 +93,7 @@ class Engine:
         self.rng = rng or random.Random()
         self.budgets: dict[str, Budget] = {}
         self.rates: dict[str, Rate] = {}
+        self.settle_timeout_s = 600.0
         self.drainer: DrainHook | None = None
 
     # validation against vCenter ------------------------------------------------------------
@@ -121,6 +122,14 @@ class Engine:
     async def reconcile(self, pool: Pool, inv: Inventory, result: Result) -> None:
         """Make the ledger agree with vCenter: adopt finished work, roll back the rest, clean orphans."""
         by_name = {v.name: v for v in inv.vms.values()}
+        unsure = [r for r in self.ledger.clones(pool.name, states=["planned", "cloning"]) if r.name not in by_name]
+        if unsure:
+            # A dead run may have left clone tasks queued in vCenter: judge its half-made clones only
+            # once those tasks have ended, or a rolled-back name could be taken twice.
+            await self.driver.wait_clone_tasks_settled(timeout=self.settle_timeout_s)
+            fresh = await self.driver.inventory()
+            inv.vms, inv.macs = fresh.vms, fresh.macs
+            by_name = {v.name: v for v in inv.vms.values()}
         known_ids: set[str] = set()
         for rec in self.ledger.clones(pool.name, states=[*LIVE, "destroying", "failed"]):
             known_ids.add(str(rec.id))

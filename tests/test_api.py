@@ -26,7 +26,7 @@ def _pools():
 def served(twin, tmp_path):
     twin.admin("freeze", vm="src-linux")
     spec = write_pool_spec(tmp_path, twin, _pools())
-    s = start_serve(tmp_path, spec)
+    s = start_serve(tmp_path, spec, args=("--metrics-interval", "0.3"))
     try:
         yield s
     finally:
@@ -116,6 +116,10 @@ def test_auth_errors_and_count(served, tmp_path):
     assert code == 202 and doc["applied"] == "min" and doc["min"] == 3
     st = s.wait_status("desk", lambda d: d["current"] == 3 and d["spares"] == 3, what="desk floor 3")
     assert st["policy"]["min"] == 3 and "raised to min 3" in st["actions"][-1]["reason"]
+    deadline = time.monotonic() + 10  # the policy's desired count reaches /metrics
+    while 'forkscale_pool_desired{pool="desk"} 3.0' not in s.call("GET", "/metrics", token=None)[1]:
+        assert time.monotonic() < deadline, "forkscale_pool_desired for desk never became 3"
+        time.sleep(0.1)
     code, doc, _ = s.call("PUT", "/v1/pools/desk/count", {"count": 7})
     assert code == 409 and "max 6" in doc["error"] and "policy.max" in doc["error"]
 

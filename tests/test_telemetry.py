@@ -178,6 +178,7 @@ def test_a_scrape_never_shows_half_a_sample() -> None:
         )
 
     a, b = sample("a", 1), sample("b", 2)
+    t.set_fleet(a)  # a scrape before the first sample would (rightly) be empty
     stop = threading.Event()
 
     def flip() -> None:

@@ -299,6 +299,27 @@ class Driver:
         vm = await self._task(what, vim.VirtualMachine(source), "Clone", vim.Folder(req.folder), req.name, spec)
         return str(vm._moId)
 
+    async def clone_tasks_in_flight(self) -> int:
+        """Clone tasks (instant, linked, full) still queued or running in vCenter, in one read."""
+        spec = PC.FilterSpec(objectSet=[PC.ObjectSpec(obj=self.content.taskManager, skip=True, selectSet=[
+            PC.TraversalSpec(type=vim.TaskManager, path="recentTask", skip=False)])],
+            propSet=[PC.PropertySpec(type=vim.Task, pathSet=["info.state", "info.descriptionId"])])
+        res = await self.soap.invoke(self.content.propertyCollector, "RetrievePropertiesEx", [spec],
+                                     PC.RetrieveOptions())
+        busy = 0
+        for oc in (res.objects if res else []) or []:
+            p = _props(oc)
+            if p.get("info.state") in ("queued", "running") and str(p.get("info.descriptionId", "")).lower().endswith("clone"):
+                busy += 1
+        return busy
+
+    async def wait_clone_tasks_settled(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        delay = 0.2
+        while await self.clone_tasks_in_flight() and time.monotonic() < deadline:
+            await asyncio.sleep(delay)
+            delay = min(delay * 1.5, 5.0)
+
     async def power_off(self, vm: str) -> None:
         try:
             await self._task(f"power off {vm}", vim.VirtualMachine(vm), "PowerOff")
