@@ -6,20 +6,31 @@ Each `Exporter.refresh()` costs a fixed number of SOAP requests, whatever the fl
   (plus one `ContinueRetrievePropertiesEx` per further page of `page_size` objects) and one
   `DestroyView`. Per VM: `name`, `runtime.host`, `runtime.powerState`,
   `runtime.instantCloneFrozen`, `summary.quickStats.sharedMemory` / `privateMemory`, `layoutEx`
-  and `config.extraConfig["forkscale.pool"]`; per host: `name`, `runtime.connectionState`;
+  and `config.extraConfig["forkscale.pool"]` / `["forkscale.source"]`; per host: `name`,
+  `runtime.connectionState`;
 * one `QueryPerf` for all connected hosts (latest realtime sample of `mem.shared.average` and
   `mem.sharedcommon.average`, KB -> bytes);
 * once per exporter: the performance counter catalog (`perfManager.perfCounter`), to resolve
   counter ids by name - they differ between vCenter and ESXi.
 
-Never one call per VM. The result becomes a `FleetSample` handed to `Telemetry.set_fleet`, so a
-scrape (`telemetry.metrics_handler`) only renders what the last refresh left and stays fast while
-the next refresh runs in the background (`Exporter.run`).
+Never one call per VM. The result becomes a `FleetSample` handed to `Telemetry.set_fleet` (and
+pre-formatted with `Telemetry.prerender`), so a scrape (`telemetry.metrics_handler`) only sends
+what the last refresh left and stays fast while the next refresh runs in the background
+(`Exporter.run`). The CPU-heavy parts of a refresh - parsing the big SOAP pages (the transport
+does that on a worker thread), walking every layoutEx, building and formatting the series - run
+off the event loop. Measured with `bench/scrape.py` at 5,000 clones: see its docstring.
 
-Roles. A VM is a `source` when it is a pool's source (the spec's `source:` names, and the
-ledger's `sources` rows); otherwise a `clone` when it carries the `forkscale.pool` tag in
-extraConfig (or the ledger knows its moref). Only VMs with a role get chain and delta series;
-only clones get the per-VM memory series (labelled with their pool).
+Roles. A VM is a `source` when it is a pool's golden VM (the spec's `source:`), a per-host
+source replica (a row of the ledger's `sources`, or tagged `forkscale.source`); otherwise a
+`clone` when it carries the `forkscale.pool` tag in extraConfig (or the ledger knows its moref).
+Only VMs with a role get chain and delta series; only clones get the per-VM memory series
+(labelled with their pool).
+
+Frozen sources (`forkscale_source_frozen`): the VMs a pool's instant clones fork from - its
+`ready` per-host replicas when it has any (`forkscale prepare`; tagged replicas when the ledger
+lost its rows), else the golden VM. Pools with `freeze: running` (live clones of a running
+source) or without the `instant` rung get none: nothing there is meant to be frozen, and a 0
+would page someone (`ForkscaleSourceNotFrozen`).
 
 Chains (from `layoutEx`, joined file keys to `layoutEx.file[]`): `forkscale_delta_chain_depth`
 is the number of links in `layoutEx.disk[].chain` (base disk included: a VM with one snapshot has
@@ -69,7 +80,7 @@ from .telemetry import (
     Telemetry,
     VmMemory,
 )
-from .vsphere.driver import TAG_POOL, Driver
+from .vsphere.driver import TAG_POOL, TAG_SOURCE, Driver
 
 __all__ = ["HOST_COUNTERS", "HOST_PATHS", "VM_PATHS", "Exporter", "FleetRead", "HostRow", "VmRow",
            "pool_pshare_saved", "read_fleet"]
@@ -80,11 +91,15 @@ PM = vim.PerformanceManager
 MiB = 1024**2
 KiB = 1024
 REALTIME_INTERVAL = 20
+REPLICA_STATES = ("ready",)
+"""Ledger states of per-host sources whose frozen state matters (retiring ones serve no new clone)."""
 """Seconds between realtime performance samples (the hosts' refresh rate)."""
 
 TAG_PATH = f'config.extraConfig["{TAG_POOL}"]'
+SOURCE_TAG_PATH = f'config.extraConfig["{TAG_SOURCE}"]'
 VM_PATHS = ("name", "runtime.host", "runtime.powerState", "runtime.instantCloneFrozen",
-            "summary.quickStats.sharedMemory", "summary.quickStats.privateMemory", "layoutEx", TAG_PATH)
+            "summary.quickStats.sharedMemory", "summary.quickStats.privateMemory", "layoutEx", TAG_PATH,
+            SOURCE_TAG_PATH)
 HOST_PATHS = ("name", "runtime.connectionState")
 HOST_COUNTERS = ("mem.shared.average", "mem.sharedcommon.average")
 
@@ -105,6 +120,8 @@ class VmRow:
     shared_mb: int
     private_mb: int
     pool_tag: str | None
+    source_tag: str | None
+    """`forkscale.source` (a per-host source replica's generation); None on clones and golden VMs."""
     chains: dict[int, int]
     """Disk device key -> links in its chain (layoutEx.disk[].chain)."""
     delta_bytes: int
@@ -150,7 +167,7 @@ def _chains(layout: Any) -> tuple[dict[int, int], int]:
 
 def _vm_row(oc: Any) -> VmRow:
     p = _props(oc)
-    tag = p.get(TAG_PATH)
+    tag, source_tag = p.get(TAG_PATH), p.get(SOURCE_TAG_PATH)
     chains, delta = _chains(p.get("layoutEx"))
     host = p.get("runtime.host")
     return VmRow(
@@ -159,7 +176,20 @@ def _vm_row(oc: Any) -> VmRow:
         shared_mb=int(p.get("summary.quickStats.sharedMemory") or 0),
         private_mb=int(p.get("summary.quickStats.privateMemory") or 0),
         pool_tag=str(tag.value) if tag is not None and tag.value is not None else None,
+        source_tag=str(source_tag.value) if source_tag is not None and source_tag.value else None,
         chains=chains, delta_bytes=delta)
+
+
+def _rows(objects: list[Any], taken_at: float) -> FleetRead:
+    read = FleetRead(taken_at=taken_at)
+    for oc in objects:
+        if isinstance(oc.obj, vim.VirtualMachine):
+            read.vms.append(_vm_row(oc))
+        elif isinstance(oc.obj, vim.HostSystem):
+            p = _props(oc)
+            read.hosts.append(HostRow(moref=str(oc.obj._moId), name=str(p.get("name", oc.obj._moId)),
+                                      connected=p.get("runtime.connectionState") == "connected"))
+    return read
 
 
 async def _retrieve_view(driver: Driver, kinds: dict[type, Iterable[str]], page_size: int) -> list[Any]:
@@ -233,14 +263,7 @@ async def read_fleet(driver: Driver, *, page_size: int = 1000,
     """
     taken_at = time.time()
     objects = await _retrieve_view(driver, {vim.VirtualMachine: VM_PATHS, vim.HostSystem: HOST_PATHS}, page_size)
-    read = FleetRead(taken_at=taken_at)
-    for oc in objects:
-        if isinstance(oc.obj, vim.VirtualMachine):
-            read.vms.append(_vm_row(oc))
-        elif isinstance(oc.obj, vim.HostSystem):
-            p = _props(oc)
-            read.hosts.append(HostRow(moref=str(oc.obj._moId), name=str(p.get("name", oc.obj._moId)),
-                                      connected=p.get("runtime.connectionState") == "connected"))
+    read = await asyncio.to_thread(_rows, objects, taken_at)  # thousands of layoutEx walks: off the loop
     ids = counter_ids if counter_ids is not None else await perf_counter_ids(driver, HOST_COUNTERS)
     read.host_memory = await host_memory(driver, read.hosts, ids)
     return read
@@ -333,15 +356,20 @@ class Exporter:
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 self.telemetry.set_up(False)
                 raise
-            sample = self.build(read)
-            self.telemetry.set_fleet(sample)
-            self.telemetry.prerender()  # the next scrape finds the fleet formatted already
+            # building and formatting 5,000 clones' series takes a few hundred ms of CPU: off the loop
+            sample = await asyncio.to_thread(self._apply, read)
             self.telemetry.set_up(True)
             self.last_sample = sample
             self.last_success = self._clock()
             self.last_error = None
             self.refresh_seconds = time.monotonic() - started
             return sample
+
+    def _apply(self, read: FleetRead) -> FleetSample:
+        sample = self.build(read)
+        self.telemetry.set_fleet(sample)
+        self.telemetry.prerender()  # the next scrape finds the fleet formatted already
+        return sample
 
     async def _read(self) -> FleetRead:
         if self._counter_ids is None:
@@ -395,14 +423,20 @@ class Exporter:
         records = self.ledger.clones(states=[s for s in HOLDING_STATES])
         by_moref = {r.vm_moref: r for r in records if r.vm_moref}
 
-        # sources: the spec's, then the ledger's (a recompose may have moved a pool to another VM)
-        pool_sources: dict[str, list[str]] = defaultdict(list)
-        for p in self.spec.pools:
-            pool_sources[p.name].append(p.source.rsplit("/", 1)[-1])
-        for s in self.ledger.sources():
-            if s.vm_name not in pool_sources[s.pool]:
-                pool_sources[s.pool].append(s.vm_name)
-        source_names = {n for names in pool_sources.values() for n in names}
+        # sources: the spec's golden VMs, the per-host replicas the ledger knows, and VMs tagged
+        # `forkscale.source` (replicas a controller made, even if its ledger was lost)
+        golden = {p.name: p.source.rsplit("/", 1)[-1] for p in self.spec.pools}
+        source_rows = self.ledger.sources()
+        replicas: dict[str, list[str]] = defaultdict(list)  # pool -> names of its frozen-source replicas
+        for row in source_rows:
+            if row.state in REPLICA_STATES and row.vm_name not in replicas[row.pool]:
+                replicas[row.pool].append(row.vm_name)
+        pools_with_rows = {row.pool for row in source_rows}
+        for vm in read.vms:  # adopted: tagged replicas of pools whose ledger has no source rows at all
+            if vm.source_tag and vm.pool_tag and vm.pool_tag not in pools_with_rows:
+                replicas[vm.pool_tag].append(vm.name)
+        source_names = set(golden.values()) | {row.vm_name for row in source_rows} | {
+            vm.name for vm in read.vms if vm.source_tag}
 
         sample = FleetSample(taken_at=read.taken_at)
         # fork groups: source moref (or name) -> (source shared MB, {pool: [clone shared MB]})
@@ -453,7 +487,9 @@ class Exporter:
             spec_pool = freezes.get(pool)
             if spec_pool is not None and (spec_pool.freeze == "running" or "instant" not in spec_pool.fallback):
                 continue  # live clones of a running source, or no instant clones: nothing should be frozen
-            for name in pool_sources.get(pool, []):
+            # instant clones fork from the per-host replicas when the pool has any, else from the golden VM
+            names = replicas.get(pool) or ([golden[pool]] if pool in golden else [])
+            for name in names:
                 src = by_name.get(name)
                 if src is None or src.host is None:
                     continue

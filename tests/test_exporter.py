@@ -293,3 +293,42 @@ def test_cached_exposition_equals_the_registry_and_follows_each_refresh(twin, si
     assert pairs[0][0]['forkscale_pool_spares{pool="quickstart"}'] == 3
     assert pairs[-1][0]['forkscale_pool_spares{pool="quickstart"}'] == 2  # the claim shows after a refresh
     assert pairs[-1][0]['forkscale_vsphere_task_seconds_count{method="InstantClone_Task"}'] == 2
+
+
+def test_per_host_sources_are_the_frozen_sources_and_fork_groups(twin, si, tmp_path):
+    from tests.test_prepare import guestops_spec
+
+    spec = guestops_spec(tmp_path, twin, count=8)
+    assert cli("prepare", "-f", str(spec)) == 0
+    assert cli("apply", "-f", str(spec)) == 0
+    vms = vms_by_name(si)
+    extra = {n: {o.key: o.value for o in vm.config.extraConfig} for n, vm in vms.items()}
+    replicas = sorted(n for n, e in extra.items() if e.get("forkscale.source") and "forkscale.id" not in e)
+    clones = sorted(n for n, e in extra.items() if "forkscale.id" in e)
+    assert (len(replicas), len(clones)) == (4, 8)
+    host_of = {n: vms[n].runtime.host.name for n in replicas + clones}
+    shared_mb = steady_shared(si, replicas + clones)
+    lost = next(r for r in replicas if host_of[r] == "esx-02")
+
+    async def go() -> tuple[Any, Any]:
+        async with exporter_for(spec) as exp:
+            first = await exp.refresh()
+            twin.admin("lose_frozen", vm=lost)
+            return first, await exp.refresh()
+
+    first, second = asyncio.run(go())
+    # the replicas are what instant clones fork from; the golden src-linux is not (it is never frozen)
+    assert sorted(first.sources, key=lambda s: s.host) == [
+        SourceState(POOL, r, host_of[r], frozen=True) for r in sorted(replicas, key=host_of.get)]
+    assert {s.source: s.frozen for s in second.sources}[lost] is False
+    roles = {c.vm: c.role for c in first.chains}
+    assert {n for n, r in roles.items() if r == "source"} == {*replicas, "src-linux"}
+    assert sorted(n for n, r in roles.items() if r == "clone") == clones
+    # four fork groups, one per host: replica + its clones
+    expected = 0
+    for host in ("esx-01", "esx-02", "esx-03", "esx-04"):
+        group = [shared_mb[n] for n in replicas + clones if host_of[n] == host]
+        assert len(group) == 3
+        expected += sum(group) - max(group)
+    assert first.pool_pshare_saved_bytes == {POOL: expected * MiB}
+    assert expected > 0
