@@ -4,6 +4,7 @@
     python bench/clients.py naive URL CA SOURCE K         the sample script: InstantClone_Task + WaitForTask
     python bench/clients.py pool URL CA SOURCE K WORKERS  the same in a thread pool, one session per thread
     python bench/clients.py inventory SPEC POOL REPEAT    Driver.inventory() and a no-op Engine.converge
+    python bench/clients.py claims URL POOL RATE COUNT WAIT_S   POST .../claim open-loop at RATE per second
 
 Each prints one JSON line. The vCenter password comes from $FORKSCALE_BENCH_PASSWORD.
 """
@@ -52,19 +53,34 @@ async def _controller(spec_path: str, pools: list[str]) -> dict[str, Any]:
             "pools": [r.as_dict() for r in results]}
 
 
-def controller(argv: list[str]) -> dict[str, Any]:
-    profile = os.environ.get("FORKSCALE_BENCH_PROFILE")
-    if profile:
+def profiled(fn: Any) -> Any:
+    """With $FORKSCALE_BENCH_PROFILE set, cProfile the forkscale side into that file."""
+
+    def run(argv: list[str]) -> dict[str, Any]:
+        path = os.environ.get("FORKSCALE_BENCH_PROFILE")
+        if not path:
+            return dict(fn(argv))
         import cProfile
 
         prof = cProfile.Profile()
         prof.enable()
         try:
-            return asyncio.run(_controller(argv[0], argv[1:]))
+            return dict(fn(argv))
         finally:
             prof.disable()
-            prof.dump_stats(profile)
+            prof.dump_stats(path)
+
+    return run
+
+
+@profiled
+def controller(argv: list[str]) -> dict[str, Any]:
     return asyncio.run(_controller(argv[0], argv[1:]))
+
+
+@profiled
+def inventory(argv: list[str]) -> dict[str, Any]:
+    return asyncio.run(_inventory(argv[0], argv[1], int(argv[2])))
 
 
 async def _inventory(spec_path: str, pool: str, repeat: int) -> dict[str, Any]:
@@ -191,10 +207,48 @@ def pool(argv: list[str]) -> dict[str, Any]:
     return {"k": k, "workers": workers, "seconds": seconds, "per_clone_s": seconds / k, "tail_s": tail}
 
 
+# the claim load generator -------------------------------------------------------------------------
+async def _claims(url: str, pool: str, rate: float, count: int, wait_s: float) -> dict[str, Any]:
+    """Open loop: claim i is due at t0 + i/rate and timed from then to its answer."""
+    import aiohttp
+
+    headers = {"Authorization": f"Bearer {os.environ['FORKSCALE_BENCH_TOKEN']}"}
+    latencies: list[float] = []
+    series: list[tuple[float, float, int]] = []
+    outcome = {"ok": 0, "unavailable": 0, "errors": 0}
+    loop = asyncio.get_running_loop()
+    async with aiohttp.ClientSession(headers=headers, connector=aiohttp.TCPConnector(limit=256)) as http:
+
+        async def one(i: int, due: float) -> None:
+            delay = due - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            try:
+                async with http.post(f"{url}/v1/pools/{pool}/claim", json={"user": f"bench-{i}", "wait_s": wait_s},
+                                     timeout=aiohttp.ClientTimeout(total=wait_s + 60)) as resp:
+                    await resp.read()
+                    status = resp.status
+            except (aiohttp.ClientError, TimeoutError):
+                status = 0
+            latencies.append((loop.time() - due) * 1000)
+            series.append((round(due - t0, 3), round((loop.time() - due) * 1000, 1), status))
+            outcome["ok" if status == 200 else "unavailable" if status == 503 else "errors"] += 1
+
+        t0 = loop.time() + 0.2
+        await asyncio.gather(*(one(i, t0 + i / rate) for i in range(count)))
+        took = loop.time() - t0
+    if os.environ.get("FORKSCALE_BENCH_SERIES"):
+        Path(os.environ["FORKSCALE_BENCH_SERIES"]).write_text(json.dumps(sorted(series)))
+    return {"latencies_ms": latencies, "achieved_rate": count / took if took > 0 else 0.0, **outcome}
+
+
+def claims(argv: list[str]) -> dict[str, Any]:
+    return asyncio.run(_claims(argv[0], argv[1], float(argv[2]), int(argv[3]), float(argv[4])))
+
+
 def main() -> int:
     mode, argv = sys.argv[1], sys.argv[2:]
-    fn = {"controller": controller, "naive": naive, "pool": pool,
-          "inventory": lambda a: asyncio.run(_inventory(a[0], a[1], int(a[2])))}[mode]
+    fn = {"controller": controller, "naive": naive, "pool": pool, "inventory": inventory, "claims": claims}[mode]
     print(json.dumps(fn(argv)), flush=True)
     return 0
 

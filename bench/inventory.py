@@ -33,6 +33,7 @@ from common import (  # noqa: E402
     source_name,
     start_twin,
     stats_delta,
+    twin_cpu,
     twin_env,
     twin_stats,
     workdir,
@@ -122,9 +123,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 pool = pool_entry(POOL, source_name(hosts[0]), n, 0)
                 spec = write_spec(d, twin, [pool], name=f"inv-{n}.yaml")
                 before = twin_stats(twin)
+                cpu0 = twin_cpu(twin)
                 with profile_twin(twin):
                     child = run_child([sys.executable, CLIENTS, "inventory", str(spec), POOL, str(args.repeat)],
                                       twin_env(twin))
+                twin_cpu_s = twin_cpu(twin) - cpu0
                 requests, methods = stats_delta(before, twin_stats(twin))
                 res = child.last_json()
                 if child.returncode != 0 or res["ready"] != n or res["created"] or res["destroyed"] or res["failed"]:
@@ -134,6 +137,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                 "converge_requests": res["converge_requests"],
                                 "controller_cpu_s": round(child.cpu_s, 3),
                                 "controller_maxrss_mib": round(child.maxrss_kib / 1024, 1),
+                                "twin_cpu_s": round(twin_cpu_s, 3),
                                 "soap_requests": requests, "soap_methods": methods, "build_s": round(build_s, 2)})
         finally:
             twin.stop()
@@ -145,12 +149,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def human(r: dict[str, Any]) -> str:
-    head = f"{'clones':>8} {'VMs':>7} {'inventory()':>12} {'no-op converge':>15} {'requests':>9} {'ctl CPU':>8} {'ctl RSS':>9}"
-    lines = [f"inventory: Driver.inventory() and a no-op Engine.converge (best of {r['repeat']}), {r['cores']} cores",
+    head = (f"{'clones':>8} {'VMs':>7} {'inventory()':>12} {'no-op converge':>15} {'requests':>9} {'ctl CPU':>8} "
+            f"{'twin CPU':>9} {'ctl RSS':>9}")
+    lines = [f"inventory: Driver.inventory() and a no-op Engine.converge (best of {r['repeat']}), {r['cores']} cores; "
+             "CPU columns are whole runs (start-up, every repeat of both)",
              "-" * len(head), head]
     for x in r["results"]:
         lines.append(f"{x['clones']:>8} {x['vms']:>7} {x['inventory_s']:>11.3f}s {x['converge_s']:>14.3f}s "
-                     f"{x['converge_requests']:>9} {x['controller_cpu_s']:>7.2f}s {x['controller_maxrss_mib']:>6.0f} MiB")
+                     f"{x['converge_requests']:>9} {x['controller_cpu_s']:>7.2f}s {x['twin_cpu_s']:>8.2f}s "
+                     f"{x['controller_maxrss_mib']:>5.0f} MiB")
     return "\n".join(lines)
 
 

@@ -335,17 +335,14 @@ class Ledger:
         _check_kind(kind)
         now = self._clock()
         with self._write() as conn:
-            names = {r[0] for r in conn.execute("SELECT name FROM clones WHERE state <> 'gone'")}
+            # one pass over the live rows (this runs once per clone, so it is the planning cost)
+            rows = conn.execute("SELECT name, mac, ip, port_group = ? FROM clones WHERE state <> 'gone'",
+                                (port_group,)).fetchall()
+            names = {r[0] for r in rows}
             index, name = identity.next_name(name_pattern, names, pool=pool)
             hostname = name if hostname_pattern is None else identity.render_name(hostname_pattern, index, pool=pool)
-            ips = [
-                r[0]
-                for r in conn.execute(
-                    "SELECT ip FROM clones WHERE state <> 'gone' AND port_group = ?", (port_group,)
-                )
-            ]
-            ip = str(identity.next_ip(network, ips))
-            macs = {r[0] for r in conn.execute("SELECT mac FROM clones WHERE state <> 'gone'")}
+            ip = str(identity.next_ip(network, [r[2] for r in rows if r[3]]))
+            macs = {r[1] for r in rows}
             mac = identity.random_mac(identity.TakenMacs(macs, taken_macs), rng)
             cursor = conn.execute(
                 """INSERT INTO clones (pool, name, hostname, ip, mac, kind, source, source_generation, host,

@@ -34,7 +34,7 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -43,12 +43,8 @@ from typing import Any
 from . import ssh
 from .errors import PermanentError, SpecError, TemporaryError
 from .identity import random_mac
-from .logs import register_secret
 from .rehearsal_spec import RehearsalSpec, Step
-from .session import ConnectionFailed
-from .spec import VCenter
 from .vsphere.driver import CloneRequest, Driver, Inventory, VmDetail, vm_detail
-from .vsphere.transport import Soap
 
 log = logging.getLogger("forkscale.rehearsal")
 
@@ -265,33 +261,6 @@ def clip(data: bytes, limit: int = OUTPUT_LIMIT) -> tuple[str, bool]:
     text = (data[:head].decode("utf-8", errors="replace") + f"\n[... {cut} bytes omitted ...]\n"
             + data[-tail:].decode("utf-8", errors="replace"))
     return text, True
-
-
-# ------------------------------------------------------------------------------------------
-# connecting (a driver without the pool machinery: a rehearsal has no ledger)
-
-
-@contextlib.asynccontextmanager
-async def open_driver(vc: VCenter) -> AsyncIterator[Driver]:
-    password = vc.password()
-    register_secret(password)
-    soap = Soap(vc.url, user=vc.user, password=vc.password, ca_file=str(vc.ca_file) if vc.ca_file else None,
-                insecure=vc.insecure)
-    driver = Driver(soap)
-    try:
-        await driver.open()
-    except (PermanentError, TemporaryError) as exc:
-        await soap.close()
-        raise ConnectionFailed(f"cannot connect to {vc.url}: {exc}") from exc
-    except Exception as exc:
-        await soap.close()
-        if type(exc).__name__ == "InvalidLogin":
-            raise SpecError("vcenter.password", f"vCenter refused the login for {vc.user!r}") from None
-        raise
-    try:
-        yield driver
-    finally:
-        await driver.close()
 
 
 # ------------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from .engine import Engine, Progress
 from .errors import PermanentError, SpecError, TemporaryError
 from .ledger import Ledger
 from .logs import register_secret
-from .spec import Spec
+from .spec import Spec, VCenter
 from .vsphere.driver import Driver
 from .vsphere.transport import Soap
 
@@ -20,9 +20,8 @@ log = logging.getLogger("forkscale")
 
 
 @contextlib.asynccontextmanager
-async def open_engine(spec: Spec, *, state: str | None = None, progress: Progress | None = None,
-                      telemetry: Any = None) -> AsyncIterator[Engine]:
-    vc = spec.vcenter
+async def open_driver(vc: VCenter) -> AsyncIterator[Driver]:
+    """A logged-in driver for `vc`; connection problems become ConnectionFailed, a refused login a SpecError."""
     password = vc.password()
     register_secret(password)
     soap = Soap(vc.url, user=vc.user, password=vc.password, ca_file=str(vc.ca_file) if vc.ca_file else None,
@@ -38,12 +37,18 @@ async def open_engine(spec: Spec, *, state: str | None = None, progress: Progres
         if type(exc).__name__ == "InvalidLogin":
             raise SpecError("vcenter.password", f"vCenter refused the login for {vc.user!r}") from None
         raise
-    ledger = Ledger(Path(state) if state else spec.state)
     try:
-        yield Engine(spec, ledger, driver, progress=progress, telemetry=telemetry)
+        yield driver
     finally:
-        ledger.close()
         await driver.close()
+
+
+@contextlib.asynccontextmanager
+async def open_engine(spec: Spec, *, state: str | None = None, progress: Progress | None = None,
+                      telemetry: Any = None) -> AsyncIterator[Engine]:
+    async with open_driver(spec.vcenter) as driver:
+        with contextlib.closing(Ledger(Path(state) if state else spec.state)) as ledger:
+            yield Engine(spec, ledger, driver, progress=progress, telemetry=telemetry)
 
 
 class ConnectionFailed(Exception):

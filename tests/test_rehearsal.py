@@ -22,8 +22,9 @@ import yaml
 from pyVmomi import vim
 
 from forkscale.errors import SpecError
-from forkscale.rehearsal import OUTPUT_LIMIT, Rehearsal, clip, open_driver
+from forkscale.rehearsal import OUTPUT_LIMIT, Rehearsal, clip
 from forkscale.rehearsal_spec import load_rehearsal, parse_rehearsal
+from forkscale.session import open_driver
 from forkscale.vsphere.driver import vm_detail
 from tests.spine_helpers import REPO, cli, cli_process
 

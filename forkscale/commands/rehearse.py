@@ -14,9 +14,9 @@ import contextlib
 import signal
 import sys
 
-from ..rehearsal import Rehearsal, Report, open_driver
+from ..rehearsal import Rehearsal, Report
 from ..rehearsal_spec import load_rehearsal
-from ..session import ConnectionFailed
+from ..session import ConnectionFailed, open_driver
 
 
 def _progress(msg: str) -> None:
