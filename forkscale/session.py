@@ -8,6 +8,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+from pyVmomi import vim
+
 from .engine import Engine, Progress
 from .errors import PermanentError, SpecError, TemporaryError
 from .ledger import Ledger
@@ -34,7 +36,7 @@ async def open_driver(vc: VCenter) -> AsyncIterator[Driver]:
         raise ConnectionFailed(f"cannot connect to {vc.url}: {exc}") from exc
     except Exception as exc:
         await soap.close()
-        if type(exc).__name__ == "InvalidLogin":
+        if isinstance(exc, vim.fault.InvalidLogin):
             raise SpecError("vcenter.password", f"vCenter refused the login for {vc.user!r}") from None
         raise
     try:

@@ -90,3 +90,12 @@ def test_kill_9_midway_then_rerun_ends_with_exactly_n_and_no_duplicates(twin, si
     assert len(vms) == 150
     for key in ("name", "nic_mac", "guestinfo.forkscale.ip", "forkscale.id"):
         assert len({v[key] for v in vms}) == 150, key
+
+
+def test_wrong_vcenter_password_is_a_clear_error_not_a_traceback(twin, tmp_path, capsys):
+    spec = write_spec(tmp_path, twin)
+    (tmp_path / "vc-password").write_text("not-the-password")
+    assert cli("status", "-f", str(spec)) == 2
+    err = capsys.readouterr().err
+    assert "vcenter.password" in err and "refused the login" in err
+    assert "Traceback" not in err and "not-the-password" not in err
