@@ -293,7 +293,7 @@ class Controller:
         ok = False
         pr.converging = True
         try:
-            result = await self.engine.converge(pool.name, target)
+            result = await self.engine.converge(pool.name, target, set_by="policy")
             pr.last_result = {**result.as_dict(), "at": iso(time.time())}
             for err in result.errors:
                 self._error(pr, err)

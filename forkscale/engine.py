@@ -235,7 +235,8 @@ class Engine:
             b = self.budgets[scope] = Budget(scope, limit, telemetry=self.telemetry)
         return b
 
-    async def converge(self, pool_name: str, desired: int | None = None, *, dry_run: bool = False) -> Result:
+    async def converge(self, pool_name: str, desired: int | None = None, *, dry_run: bool = False,
+                       set_by: str | None = None) -> Result:
         started = time.monotonic()
         index, pool = next(((i, p) for i, p in enumerate(self.spec.pools) if p.name == pool_name), (-1, None))
         if pool is None:
@@ -253,6 +254,7 @@ class Engine:
             plan = self.plan(pool, inv, self._sources(pool, index).current(inv, inv.vms[source.moref]) or [source], want)
             result.errors = plan.describe()
             return result
+        self.ledger.set_desired(pool.name, want, set_by or ("spec" if desired is None else "scale"))
         folder = await self._folder(pool, inv)
         await self.reconcile(pool, inv, result)
         mgr = self._sources(pool, index)

@@ -115,7 +115,18 @@ CREATE INDEX events_clone ON events (clone_id, id);
 """
 
 #: MIGRATIONS[i] takes a file from schema version i to i+1. Append only; never edit a shipped one.
-MIGRATIONS: tuple[str, ...] = (_V1,)
+#: v2: the count a pool was last converged to (by `scale`, `apply`, the API or a policy), so
+#: `status` and the exporter report what was asked for, not just what the spec file says.
+_V2 = """
+CREATE TABLE pools (
+    name TEXT PRIMARY KEY,
+    desired INTEGER NOT NULL CHECK (desired >= 0),
+    set_by TEXT NOT NULL,
+    updated_at REAL NOT NULL
+);
+"""
+
+MIGRATIONS: tuple[str, ...] = (_V1, _V2)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -456,6 +467,18 @@ class Ledger:
         for row in self._read("SELECT state, COUNT(*) FROM clones WHERE pool = ? GROUP BY state", (pool,)):
             out[row[0]] = int(row[1])
         return out
+
+    def set_desired(self, pool: str, desired: int, set_by: str) -> None:
+        """Remember the count a pool is being converged to, and who asked for it."""
+        with self._write() as conn:
+            conn.execute("INSERT INTO pools (name, desired, set_by, updated_at) VALUES (?, ?, ?, ?) "
+                         "ON CONFLICT(name) DO UPDATE SET desired = excluded.desired, set_by = excluded.set_by, "
+                         "updated_at = excluded.updated_at", (pool, int(desired), set_by, self._clock()))
+
+    def desired(self, pool: str) -> tuple[int, str] | None:
+        """(count, set_by) of the pool's last converge target, or None if never converged."""
+        rows = self._read("SELECT desired, set_by FROM pools WHERE name = ?", (pool,))
+        return (int(rows[0][0]), str(rows[0][1])) if rows else None
 
     def events(self, clone_id: int) -> list[Event]:
         rows = self._read("SELECT * FROM events WHERE clone_id = ? ORDER BY id", (clone_id,))

@@ -528,3 +528,12 @@ def test_sigkill_mid_loop_leaves_a_consistent_file(tmp_path: Path):
                              network=NetworkAlloc.parse("10.64.0.0/16", gateway="10.64.0.1"), kind="instant",
                              source="src", source_generation=1, host="esx-01", datastore="ds", port_group="pg")
         assert nxt.name == f"crash-{len(rows) + 1:05d}"
+
+
+def test_a_pools_desired_count_is_remembered_and_overwritten(tmp_path: Path):
+    with Ledger(tmp_path / "s.sqlite") as led:
+        assert led.desired("p") is None
+        led.set_desired("p", 50, "scale")
+        led.set_desired("p", 7, "policy")
+    with Ledger(tmp_path / "s.sqlite") as led:
+        assert led.desired("p") == (7, "policy")

@@ -31,6 +31,7 @@ def test_scale_creates_exactly_n_distinct_clones_and_rerun_changes_nothing(twin,
     assert cli("status", "-f", str(spec), "-o", "json") == 0
     status = json.loads(capsys.readouterr().out)
     assert status["pools"][0]["counts"] == {"ready": 50}
+    assert (status["pools"][0]["desired"], status["pools"][0]["desired_set_by"]) == (50, "scale")
     assert cli("destroy", "quickstart", "-f", str(spec), "--yes") == 0
     assert pool_vms(si) == []
 

@@ -88,14 +88,17 @@ async def _status(args: argparse.Namespace, spec: Any) -> int:
             for r in engine.ledger.clones(pool.name):
                 if r.fallback_reason:
                     fallbacks[r.fallback_reason] = fallbacks.get(r.fallback_reason, 0) + 1
-            out.append({"pool": pool.name, "desired": pool.count, "counts": counts, "fallbacks": fallbacks,
-                        "clones": clones})
+            last = engine.ledger.desired(pool.name)
+            out.append({"pool": pool.name, "desired": last[0] if last else pool.count,
+                        "desired_set_by": last[1] if last else "spec", "spec_count": pool.count,
+                        "counts": counts, "fallbacks": fallbacks, "clones": clones})
     if args.output == "json":
         print(json.dumps({"pools": out}, indent=2))
         return 0
     for p in out:
         counts = " ".join(f"{k}={v}" for k, v in p["counts"].items()) or "no clones"
-        print(f"{p['pool']}: desired {p['desired']}  {counts}")
+        origin = "" if p["desired_set_by"] == "spec" else f" (set by {p['desired_set_by']}; spec says {p['spec_count']})"
+        print(f"{p['pool']}: desired {p['desired']}{origin}  {counts}")
         for reason, n in p["fallbacks"].items():
             print(f"  fallback {reason}: {n} clone(s)")
         for c in p["clones"]:
