@@ -18,6 +18,8 @@ def test_demo_scales_a_frozen_source_and_reports_sharing(tmp_path):
     assert summary["clones"] == 6 and summary["failed"] == 0
     assert summary["fallbacks"] == {}
     assert summary["memory_shared_mb"] > summary["memory_private_mb"] > 0
+    assert summary["metrics_url"].startswith("http://127.0.0.1:")
+    assert not list(tmp_path.glob("forkscale-demo-*")), "the demo cleans up its temporary files"
 
 
 def test_demo_rejects_a_nonsense_count():

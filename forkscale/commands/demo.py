@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -17,12 +18,15 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from aiohttp import web
 from pyVmomi import vim
 
+from ..exporter import Exporter
 from ..progress import ProgressLine
 from ..session import open_engine
 from ..sim import start_in_thread
 from ..spec import load_spec
+from ..telemetry import Telemetry, metrics_app
 
 POOL = "quickstart"
 
@@ -81,13 +85,23 @@ async def _demo(args: argparse.Namespace, directory: Path) -> int:
         spec = load_spec(spec_path)
         progress = ProgressLine(args.clones) if text else None
         started = time.monotonic()
-        async with open_engine(spec, progress=progress) as engine:
+        telemetry = Telemetry()
+        async with open_engine(spec, progress=progress, telemetry=telemetry) as engine:
+            exporter = Exporter(engine.driver, spec, engine.ledger, telemetry, interval_s=5)
+            runner = web.AppRunner(metrics_app(telemetry), access_log=None)
+            await runner.setup()
+            site = web.TCPSite(runner, "127.0.0.1", 0)
+            await site.start()
+            port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+            metrics_url = f"http://127.0.0.1:{port}/metrics"
             say(f"  freezing src-linux through guest operations, then {args.clones} instant clones ...")
             result = await engine.converge(POOL)
             if progress:
                 progress.done()
             elapsed = time.monotonic() - started
             memory = await _memory(engine)
+            await exporter.refresh()
+            exporting = asyncio.create_task(exporter.run()) if args.keep else None
             stats = handle.admin("stats")
             summary = {
                 "clones": result.ready, "desired": result.desired, "seconds": round(elapsed, 2),
@@ -95,30 +109,38 @@ async def _demo(args: argparse.Namespace, directory: Path) -> int:
                 "fallbacks": dict(result.fallbacks), "failed": result.failed, "errors": result.errors[:5],
                 "memory_shared_mb": memory["shared_mb"], "memory_private_mb": memory["private_mb"],
                 "soap_requests": stats["requests"], "twin_url": handle.url, "spec": str(spec_path),
+                "metrics_url": metrics_url,
             }
             if text:
                 total = memory["shared_mb"] + memory["private_mb"]
-                pct = 100 * memory["shared_mb"] / total if total else 0
+                pct = 100 * memory["shared_mb"] / total if total else 0.0
                 print(f"\n{result.ready}/{result.desired} clones ready in {elapsed:.1f}s "
                       f"({summary['clones_per_s']}/s), failed {result.failed}")
                 fb = ", ".join(f"{k} x{v}" for k, v in result.fallbacks.items()) or "none"
                 print(f"fallbacks: {fb}")
                 print(f"memory: {memory['shared_mb']:,} MB shared with the frozen source (P-Share), "
-                      f"{memory['private_mb']:,} MB private ({pct:.0f}% shared)")
+                      f"{memory['private_mb']:,} MB private ({pct:.1f}% shared)")
                 print(f"vCenter calls: {stats['requests']} SOAP requests")
-                print(f"metrics: `forkscale metrics -f {spec_path}` serves /metrics for this pool "
-                      "while the twin runs (use --keep)")
+                print(f"metrics: {metrics_url} (P-Share, delta chains, fleet; refreshed every 5 s with --keep)")
             else:
                 print(json.dumps(summary, indent=2))
-            if args.keep:
-                say(f"\nthe twin keeps running at {handle.url}; spec {spec_path}. Ctrl-C to stop.")
-                await asyncio.Event().wait()
-            else:
-                say("cleaning up: destroying the demo clones ...")
-                await engine.destroy_pool(POOL)
+            try:
+                if args.keep:
+                    say(f"\nthe twin keeps running at {handle.url}; spec {spec_path}; metrics {metrics_url}. "
+                        "Ctrl-C to stop.")
+                    await asyncio.Event().wait()
+                else:
+                    say("cleaning up: destroying the demo clones ...")
+                    await engine.destroy_pool(POOL)
+            finally:
+                if exporting is not None:
+                    exporting.cancel()
+                await runner.cleanup()
         return 0 if result.ok() else 1
     finally:
         handle.stop()
+        if not args.keep:
+            shutil.rmtree(directory, ignore_errors=True)
 
 
 def run(args: argparse.Namespace) -> Any:
