@@ -10,7 +10,10 @@ Why SQLite this way: identity allocation reads what is taken and inserts the new
 allocators across threads (one connection behind a lock) and across processes (the file lock),
 and partial unique indexes over live rows make SQLite itself refuse a duplicate name, MAC, or
 IP-on-a-port-group even if a future code path forgets the allocator. WAL mode lets readers
-(status, metrics) run while a writer holds the lock; synchronous=FULL makes every commit durable.
+(status, metrics) run while a writer holds the lock. synchronous=NORMAL: in WAL mode a commit
+survives any crash of the process (kill -9 included) without an fsync per commit; only an OS
+crash or power loss can drop the last commits, and then the clones they described are still
+found in vCenter by their `forkscale.pool`/`forkscale.id` tags and adopted or removed.
 
 Every method is synchronous and short; the asyncio engine may call them directly.
 """
@@ -280,7 +283,7 @@ class Ledger:
             mode = self._conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if str(mode).lower() != "wal":
                 raise LedgerError(f"{self.path}: cannot switch to WAL journal mode (got {mode})")
-            self._conn.execute("PRAGMA synchronous = FULL")
+            self._conn.execute("PRAGMA synchronous = NORMAL")
             self._conn.execute("PRAGMA foreign_keys = ON")
             migrate(self._conn)
         except sqlite3.DatabaseError as exc:
