@@ -33,7 +33,7 @@ from forkscale.spec import (
     _str,
     _sub,
     _vcenter,
-    parse_yaml,
+    read_yaml_file,
 )
 
 DEFAULT_WAIT_S = 300.0
@@ -86,14 +86,8 @@ class RehearsalSpec:
 
 def load_rehearsal(path: str | os.PathLike[str]) -> RehearsalSpec:
     """Read and validate a rehearsal spec; relative paths inside it are relative to its directory."""
-    file = Path(path).expanduser()
-    try:
-        text = file.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise SpecError("", f"{file}: no such file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SpecError("", f"{file}: cannot read: {exc}") from None
-    return parse_rehearsal(parse_yaml(text, name=str(file)), base_dir=file.resolve().parent)
+    raw, base_dir = read_yaml_file(path)
+    return parse_rehearsal(raw, base_dir=base_dir)
 
 
 def parse_rehearsal(raw: object, *, base_dir: Path) -> RehearsalSpec:

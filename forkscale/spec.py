@@ -276,8 +276,8 @@ def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[ob
 _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
-def load_spec(path: str | os.PathLike[str]) -> Spec:
-    """Read and validate a spec file; relative paths inside it are relative to its directory."""
+def read_yaml_file(path: str | os.PathLike[str]) -> tuple[object, Path]:
+    """(parsed YAML, the file's directory) — a missing or unreadable file is a SpecError."""
     file = Path(path).expanduser()
     try:
         text = file.read_text(encoding="utf-8")
@@ -285,7 +285,13 @@ def load_spec(path: str | os.PathLike[str]) -> Spec:
         raise SpecError("", f"{file}: no such file") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise SpecError("", f"{file}: cannot read: {exc}") from None
-    return parse_spec(parse_yaml(text, name=str(file)), base_dir=file.resolve().parent)
+    return parse_yaml(text, name=str(file)), file.resolve().parent
+
+
+def load_spec(path: str | os.PathLike[str]) -> Spec:
+    """Read and validate a spec file; relative paths inside it are relative to its directory."""
+    raw, base_dir = read_yaml_file(path)
+    return parse_spec(raw, base_dir=base_dir)
 
 
 def parse_yaml(text: str, *, name: str = "<spec>") -> object:
