@@ -21,7 +21,7 @@ examples:
   forkscale apply -f examples/quickstart.yaml # converge every pool in the spec, then exit
   forkscale scale quickstart 50 -f examples/quickstart.yaml
   forkscale status -f examples/quickstart.yaml -o json
-  forkscale destroy quickstart -f examples/quickstart.yaml --yes
+  forkscale destroy quickstart -f examples/quickstart.yaml --yes [--sources]
   forkscale prepare -f examples/quickstart.yaml  # one frozen source per host
   forkscale rehearse -f examples/rehearsal.yaml  # upgrade rehearsal in a live clone
 
@@ -82,15 +82,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="print the plan and change nothing")
     _add_output(p)
 
-    p = sub.add_parser("status", help="pools and clones from the ledger and vCenter")
+    p = sub.add_parser("status", help="pools, their per-host sources and clones, from the ledger and vCenter")
     p.add_argument("pool", nargs="?")
     _add_spec(p)
     _add_output(p)
 
-    p = sub.add_parser("destroy", help="remove every clone of a pool")
+    p = sub.add_parser("destroy", help="remove every clone of a pool (and, with --sources, its per-host sources)",
+                       description="Remove every clone of a pool. Its per-host sources (`forkscale prepare`) are "
+                                   "kept, and counted, unless --sources: then they are removed after the clones "
+                                   "and marked gone in the ledger. The golden VM (`source:`) is never touched.")
     p.add_argument("pool")
     _add_spec(p)
     p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    p.add_argument("--sources", action="store_true",
+                   help="also remove the pool's per-host sources (after its clones; never the golden VM)")
     _add_output(p)
 
     p = sub.add_parser("prepare", help="make a frozen source of a pool on every host (for instant clones there)",

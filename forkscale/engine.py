@@ -65,6 +65,7 @@ class Result:
     fallbacks: Counter[str] = field(default_factory=Counter)
     errors: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    sources: dict[str, list[str]] | None = None  # destroy_pool: {"removed": [...], "remaining": [...]}
 
     def ok(self) -> bool:
         return self.failed == 0 and self.ready == self.desired
@@ -73,7 +74,7 @@ class Result:
         return {"pool": self.pool, "desired": self.desired, "ready": self.ready, "created": self.created,
                 "destroyed": self.destroyed, "failed": self.failed, "adopted": self.adopted,
                 "rolled_back": self.rolled_back, "fallbacks": dict(self.fallbacks), "errors": self.errors[:20],
-                "seconds": round(self.seconds, 3)}
+                "seconds": round(self.seconds, 3), **({"sources": self.sources} if self.sources is not None else {})}
 
 
 Progress = Callable[[str, dict[str, int]], None]
@@ -458,14 +459,32 @@ class Engine:
         result.destroyed += 1
         self._report(pool)
 
-    async def destroy_pool(self, pool_name: str) -> Result:
-        """Remove every clone of a pool: ledger rows and anything tagged for it in vCenter."""
+    async def destroy_pool(self, pool_name: str, *, sources: bool = False) -> Result:
+        """Remove every clone of a pool: ledger rows and anything tagged for it in vCenter.
+
+        Its per-host sources are kept (retiring ones no clone uses any more go, as after a
+        converge) unless `sources`: then they are removed too, after the clones. The golden VM
+        is never touched. `result.sources` names what was removed and what remains.
+        """
         pool = self.spec.pool(pool_name)
         result = Result(pool=pool.name, desired=0)
         inv = await self.driver.inventory()
         await self.reconcile(pool, inv, result)
         live = self.ledger.clones(pool.name, states=list(LIVE))
         await asyncio.gather(*(self._destroy(pool, r.name, result) for r in live))
+        mgr = self._sources(pool, [p.name for p in self.spec.pools].index(pool.name))
+        if sources:
+            # a clone whose destroy failed may still be in vCenter: keep the source it was forked from
+            keep = {r.source for r in self.ledger.clones(pool.name, states=["failed"]) if r.kind == "instant"}
+            removed, remaining = await mgr.remove_all(inv, keep)
+            for name in remaining:
+                result.errors.append(f"source {name} was not removed (a live clone still uses it, or its destroy failed)")
+        else:
+            mgr.sync(inv)
+            had_vm = set(mgr.remaining())
+            removed = [name for name in await mgr.retire() if name in had_vm]
+            remaining = mgr.remaining()
+        result.sources = {"removed": removed, "remaining": remaining}
         return result
 
     def _report(self, pool: Pool) -> None:

@@ -314,6 +314,28 @@ class SourceManager:
             done.append(row.vm_name)
         return done
 
+    async def remove_all(self, inv: Inventory, keep: set[str] | frozenset[str] = frozenset()) -> tuple[list[str], list[str]]:
+        """`forkscale destroy --sources`: retire every source of the pool and remove it from vCenter.
+
+        Runs after the pool's clones are destroyed. Tagged sources the ledger lacks are adopted
+        first (a lost ledger), so they go too. A source named in `keep` (a clone of it could not be
+        destroyed) or by a live instant clone is kept; the golden VM (`source:`) is never a source
+        row and is never touched. Returns (names removed from vCenter, names left).
+        """
+        self.sync(inv)
+        golden = inv.vm_by_name(self.pool.source.rsplit("/", 1)[-1])
+        for row in self.rows(ACTIVE):
+            if row.vm_name in keep or (golden is not None and row.vm_moref == golden.moref):
+                continue
+            self.ledger.update_source(row.id, state="retiring")
+        with_vm = {r.vm_name for r in self.rows(("retiring", "failed")) if r.vm_moref}
+        removed = [name for name in await self.retire() if name in with_vm]
+        return removed, self.remaining()
+
+    def remaining(self) -> list[str]:
+        """Names of the pool's sources still in the ledger (not gone)."""
+        return [r.vm_name for r in self.rows((*ACTIVE, "retiring", "failed")) if r.vm_moref]
+
     # per host ------------------------------------------------------------------------------------
     async def _ensure_hosts(self, inv: Inventory, golden: VmInfo, folder: str, hosts: list[str], *,
                             rotate: bool) -> None:

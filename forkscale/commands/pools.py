@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections import Counter
 from typing import Any
 
 from ..engine import LIVE
@@ -76,9 +77,11 @@ async def _status(args: argparse.Namespace, spec: Any) -> int:
     out = []
     async with open_engine(spec, state=args.state) as engine:
         inv = await engine.driver.inventory()
-        for pool in spec.pools:
-            if args.pool and pool.name != args.pool:
-                continue
+        pools = [p for p in spec.pools if not args.pool or p.name == args.pool]
+        # every listed pool's sources: one batched layoutEx read for their delta-chain depths
+        tagged = [v.moref for v in inv.vms.values() if v.is_source and v.pool in {p.name for p in pools}]
+        depths = await engine.driver.chain_depths(tagged) if tagged else {}
+        for pool in pools:
             rows = engine.ledger.clones(pool.name, states=list(LIVE) + ["destroying", "failed"])
             counts = {k: v for k, v in engine.ledger.counts(pool.name).items() if v and k != "gone"}
             present = {v.name for v in inv.vms.values() if v.pool == pool.name}
@@ -91,7 +94,8 @@ async def _status(args: argparse.Namespace, spec: Any) -> int:
             last = engine.ledger.desired(pool.name)
             out.append({"pool": pool.name, "desired": last[0] if last else pool.count,
                         "desired_set_by": last[1] if last else "spec", "spec_count": pool.count,
-                        "counts": counts, "fallbacks": fallbacks, "clones": clones})
+                        "counts": counts, "fallbacks": fallbacks, "rotate_depth": pool.sources.rotate_depth,
+                        "sources": _sources(engine.ledger, pool.name, inv, depths), "clones": clones})
     if args.output == "json":
         print(json.dumps({"pools": out}, indent=2))
         return 0
@@ -101,26 +105,81 @@ async def _status(args: argparse.Namespace, spec: Any) -> int:
         print(f"{p['pool']}: desired {p['desired']}{origin}  {counts}")
         for reason, n in p["fallbacks"].items():
             print(f"  fallback {reason}: {n} clone(s)")
+        if p["sources"]:
+            print(f"  sources ({len(p['sources'])}; rotated at delta-chain depth {p['rotate_depth']}):")
+        for src in p["sources"]:
+            frozen = "frozen" if src["frozen"] else "NOT frozen"
+            mark = "" if src["in_vcenter"] else "  (not in vCenter)"
+            depth = "-" if src["depth"] is None else str(src["depth"])
+            print(f"    {src['name']:<32} {src['host']:<10} g{src['generation']:<3} {src['state']:<9} {frozen:<10} "
+                  f"depth {depth:<3} clones {src['clones']}{mark}")
         for c in p["clones"]:
             mark = "" if c["in_vcenter"] else "  (not in vCenter)"
             print(f"  {c['name']:<24} {c['state']:<12} {c['kind']:<8} {c['host']:<10} {c['ip']:<15} {c['mac']}{mark}")
     return 0
 
 
+def _sources(ledger: Any, pool: str, inv: Any, depths: dict[str, int]) -> list[dict[str, Any]]:
+    """A pool's per-host sources: the ledger's rows (not gone) and tagged VMs it lacks, as vCenter sees them.
+
+    `clones` counts the live instant clones forked from each (what keeps a retiring one alive).
+    """
+    users = Counter(r.source for r in ledger.clones(pool, states=list(LIVE)) if r.kind == "instant")
+    out = []
+    seen: set[str] = set()
+
+    def entry(name: str, host: str, generation: int, state: str, vm: Any) -> dict[str, Any]:
+        return {"name": name, "host": inv.host_names.get(vm.host or "", host) if vm else host,
+                "generation": generation, "state": state, "frozen": bool(vm and vm.frozen),
+                "power": vm.power if vm else None, "depth": depths.get(vm.moref) if vm else None,
+                "clones": users.get(name, 0), "in_vcenter": vm is not None}
+
+    for row in ledger.sources(pool):
+        if row.state == "gone":
+            continue
+        vm = inv.vms.get(row.vm_moref or "")
+        vm = vm if vm is not None and vm.is_source else None
+        if vm is None and row.state == "failed":
+            continue  # a failed attempt that left no VM behind
+        seen.add(row.vm_moref or "")
+        out.append(entry(row.vm_name, row.host, row.generation, row.state, vm))
+    for vm in sorted(inv.vms.values(), key=lambda v: v.name):
+        if vm.pool == pool and vm.is_source and vm.moref not in seen:  # the next prepare/converge adopts it
+            gen = int(vm.source_tag) if (vm.source_tag or "").isdigit() else 0
+            out.append(entry(vm.name, "", gen, "untracked", vm))
+    return out
+
+
 async def _destroy(args: argparse.Namespace, spec: Any) -> int:
     if args.pool not in [p.name for p in spec.pools]:
         _unknown(spec, args.pool)
+    with_sources = bool(getattr(args, "sources", False))
+    what = " and per-host source" if with_sources else ""
     if not args.yes:
         if not sys.stdin.isatty():
-            raise SpecError("--yes", "destroy removes every clone of the pool; pass --yes to confirm")
-        answer = input(f"Destroy every clone of pool {args.pool!r}? [y/N] ")
+            raise SpecError("--yes", f"destroy removes every clone{what} of the pool; pass --yes to confirm")
+        answer = input(f"Destroy every clone{what} of pool {args.pool!r}? [y/N] ")
         if answer.strip().lower() not in ("y", "yes"):
             print("nothing destroyed")
             return 0
     async with open_engine(spec, state=args.state) as engine:
-        result = await engine.destroy_pool(args.pool)
+        result = await engine.destroy_pool(args.pool, sources=with_sources)
+    sources = result.sources or {"removed": [], "remaining": []}
+    failed = bool(result.failed or (with_sources and sources["remaining"]))
     if args.output == "json":
         print(json.dumps(result.as_dict(), indent=2))
     else:
         print(f"{args.pool}: destroyed {result.destroyed}, failed {result.failed}")
-    return 1 if result.failed else 0
+        left = len(sources["remaining"])
+        if sources["removed"]:
+            print(f"{args.pool}: removed {len(sources['removed'])} source(s): {', '.join(sources['removed'])}")
+        if with_sources:
+            if left:
+                print(f"{args.pool}: {left} source(s) could not be removed: {', '.join(sources['remaining'])}",
+                      file=sys.stderr)
+        elif left:
+            print(f"{args.pool}: {left} source(s) remain (destroy --sources removes them): "
+                  f"{', '.join(sources['remaining'])}")
+        for e in result.errors[:10]:
+            print(f"  ! {e}", file=sys.stderr)
+    return 1 if failed else 0
