@@ -12,6 +12,10 @@ Shape (one engine, one event loop):
 * **Converges are serialized per pool** by a lock held for a whole round. **Claims never take
   it**: `Ledger.claim` is one atomic SQLite transaction, so a claim runs while the pool's converge
   is making clones, and takes one the moment it is ready.
+* **Claims from another thread.** `serve` runs the HTTP API on its own thread and event loop,
+  so a claim does not queue behind the refill's CPU-bound work on this loop. `try_claim` is the
+  thread-safe part (a ledger claim plus a wake-up sent with `call_soon_threadsafe`); everything
+  else -- waiting claims, releases, counts, status -- is run on the controller's loop.
 * **Waiting claims** wait on the pool's ready event (the engine's progress callback fires it each
   time a clone reaches `ready`), never on a polling loop. While they wait they count as claimed
   for the policy, so a headroom pool sizes itself for the users at the door in one round instead
@@ -154,6 +158,7 @@ class Controller:
                                               for p in self.spec.pools}
         self._stopping = False
         self._stop_event = asyncio.Event()
+        self._event_loop: asyncio.AbstractEventLoop | None = None  # the loop `run` runs on (try_claim's wake-ups)
         self._session: aiohttp.ClientSession | None = None
         self._previous_progress = engine.progress
         engine.progress = self._on_progress
@@ -178,6 +183,7 @@ class Controller:
 
     async def run(self) -> None:
         """Run every pool's loop until `stop()`; then finish or abandon in-flight rounds."""
+        self._event_loop = asyncio.get_running_loop()
         async with aiohttp.ClientSession() as session:
             self._session = session
             tasks = [asyncio.create_task(self._loop(pr), name=f"pool:{name}") for name, pr in self.pools.items()]
@@ -363,10 +369,8 @@ class Controller:
         try:
             while True:
                 event = pr.ready_event  # taken before the attempt: a clone ready after it still wakes us
-                rec = self.ledger.claim(pool_name, user)
+                rec = self._take(pr, user)
                 if rec is not None:
-                    log.info("pool %s: %s claimed by %s", pool_name, rec.name, user)
-                    pr.wake.set()  # the headroom policy refills behind the user
                     return rec
                 left = deadline - loop.time()
                 if left <= 0 or self._stopping:
@@ -380,6 +384,33 @@ class Controller:
         finally:
             if waiting:
                 pr.waiting -= 1
+
+    def try_claim(self, pool_name: str, user: str) -> CloneRecord | None:
+        """One claim attempt, no waiting; safe to call from any thread (the API's). The ledger
+        claim is one locked SQLite transaction; the pool's loop is woken so the headroom policy
+        refills behind the user."""
+        pr = self._runtime(pool_name)
+        self._refuse_when_read_only()
+        return self._take(pr, user)
+
+    def _take(self, pr: PoolRuntime, user: str) -> CloneRecord | None:
+        rec = self.ledger.claim(pr.pool.name, user)
+        if rec is not None:
+            log.info("pool %s: %s claimed by %s", pr.pool.name, rec.name, user)
+            self._set_threadsafe(pr.wake)
+        return rec
+
+    def _set_threadsafe(self, event: asyncio.Event) -> None:
+        """`event.set()` on the controller's loop, from whichever thread we are on."""
+        loop = self._event_loop
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if loop is None or running is loop or loop.is_closed():
+            event.set()
+        else:
+            loop.call_soon_threadsafe(event.set)
 
     def release(self, pool_name: str, vm: str) -> dict[str, Any]:
         """Give a claimed clone back: `keep` makes it ready again, `refresh` replaces it with a fresh one."""
