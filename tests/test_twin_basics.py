@@ -7,15 +7,7 @@ import pytest
 from pyVim.task import WaitForTask
 from pyVmomi import vim, vmodl
 
-from tests.fixtures.twin import connect
-
-
-def find_vm(si, name):
-    view = si.content.viewManager.CreateContainerView(si.content.rootFolder, [vim.VirtualMachine], True)
-    try:
-        return next(vm for vm in view.view if vm.name == name)
-    finally:
-        view.DestroyView()
+from tests.fixtures.twin import connect, find_vm
 
 
 def chain_depth(vm):

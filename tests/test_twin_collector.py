@@ -13,17 +13,10 @@ import pytest
 from pyVim.task import WaitForTask
 from pyVmomi import vim, vmodl
 
-from tests.fixtures.twin import connect
+from tests.fixtures.twin import connect, find_vm
 
 PC = vmodl.query.PropertyCollector
 
-
-def find_vm(si, name):
-    view = si.content.viewManager.CreateContainerView(si.content.rootFolder, [vim.VirtualMachine], True)
-    try:
-        return next(vm for vm in view.view if vm.name == name)
-    finally:
-        view.DestroyView()
 
 
 def instant_clone(si, src, name, config=None):

@@ -18,15 +18,7 @@ from pyVmomi import vim, vmodl
 
 from forkscale.sim import start_in_thread
 from forkscale.sim.server import ADMIN
-from tests.fixtures.twin import connect
-
-
-def find_vm(si, name):
-    view = si.content.viewManager.CreateContainerView(si.content.rootFolder, [vim.VirtualMachine], True)
-    try:
-        return next(vm for vm in view.view if vm.name == name)
-    finally:
-        view.DestroyView()
+from tests.fixtures.twin import connect, find_vm
 
 
 def spec(name):

@@ -18,6 +18,8 @@ import pytest
 from pyVim.task import WaitForTask, WaitForTasks
 from pyVmomi import vim, vmodl
 
+from tests.fixtures.twin import find_vm  # noqa: F401  (test_guest_e2e imports it from here)
+
 REPO = Path(__file__).resolve().parents[1]
 RPCTOOL = REPO / "forkscale" / "sim" / "rpctool.py"
 GUEST_USER, GUEST_PASSWORD = "root", "forkscale"
@@ -25,15 +27,7 @@ FREEZE = vim.vm.guest.ProcessManager.ProgramSpec(programPath="/usr/bin/vmware-rp
                                                  arguments='"instantclone.freeze"')
 
 
-# helpers (also used by test_guest_e2e.py) -------------------------------------------------------
-def find_vm(si, name):
-    view = si.content.viewManager.CreateContainerView(si.content.rootFolder, [vim.VirtualMachine], True)
-    try:
-        return next(vm for vm in view.view if vm.name == name)
-    finally:
-        view.DestroyView()
-
-
+# helpers (also used by test_guest_e2e.py; find_vm is re-exported from tests.fixtures.twin) -----------
 def auth(user=GUEST_USER, password=GUEST_PASSWORD):
     return vim.vm.guest.NamePasswordAuthentication(username=user, password=password, interactiveSession=False)
 

@@ -9,17 +9,12 @@ import pytest
 from pyVim.task import WaitForTask
 from pyVmomi import vim, vmodl
 
+from tests.fixtures.twin import find
+
 PM = vim.PerformanceManager
 EV = vim.event.EventFilterSpec
 PC = vmodl.query.PropertyCollector
 
-
-def find(si, kind, name):
-    view = si.content.viewManager.CreateContainerView(si.content.rootFolder, [kind], True)
-    try:
-        return next(e for e in view.view if e.name == name)
-    finally:
-        view.DestroyView()
 
 
 def counter_ids(si):

@@ -20,7 +20,7 @@ from pyVim.task import WaitForTask
 from pyVmomi import vim, vmodl
 
 from forkscale.sim import start_in_thread
-from tests.fixtures.twin import connect
+from tests.fixtures.twin import connect, find, find_vm
 
 PM = vim.PerformanceManager
 
@@ -47,20 +47,6 @@ def one_vm(name="src-linux", host="esx-01", memory_mb=4096, **extra):
     return vm
 
 
-def find_vm(si, name):
-    view = si.content.viewManager.CreateContainerView(si.content.rootFolder, [vim.VirtualMachine], True)
-    try:
-        return next(vm for vm in view.view if vm.name == name)
-    finally:
-        view.DestroyView()
-
-
-def find(si, kind, name):
-    view = si.content.viewManager.CreateContainerView(si.content.rootFolder, [kind], True)
-    try:
-        return next(e for e in view.view if e.name == name)
-    finally:
-        view.DestroyView()
 
 
 def task_error(si, task):
