@@ -286,11 +286,6 @@ class Engine:
     def _sources(self, pool: Pool, index: int) -> SourceManager:
         return SourceManager(self.driver, self.ledger, pool, index, rng=self.rng)
 
-    async def _prepare_source(self, pool: Pool, src: Source) -> Source:
-        """Freeze the golden source when the pool asks for it and it is not frozen yet (forkscale.sources)."""
-        index = [p.name for p in self.spec.pools].index(pool.name)
-        return await self._sources(pool, index).freeze_golden(await self.driver.inventory(), src)
-
     async def _preflight(self, pool: Pool, plan: Plan, inv: Inventory, src: Source, folder: str) -> list[str]:
         rungs = list(pool.fallback)
         if "instant" in rungs and plan.create:
@@ -375,7 +370,7 @@ class Engine:
                 return moref, rung
             except PermanentError as exc:
                 if exc.fault == "DuplicateName":
-                    found = await self._adopt_by_name(req.name, pool.name, clone_id)
+                    found = await self._adopt_by_name(req.folder, req.name, pool.name, clone_id)
                     if found:
                         return found, rung
                 prev, reason = rung, exc.fault
@@ -420,11 +415,11 @@ class Engine:
         self.ledger.transition(rec.id, "ready")
         self._report(pool)
 
-    async def _adopt_by_name(self, name: str, pool: str, clone_id: int) -> str | None:
-        inv = await self.driver.inventory()
-        vm = inv.vm_by_name(name)
-        if vm is not None and vm.pool == pool and vm.clone_id == str(clone_id):
-            return vm.moref
+    async def _adopt_by_name(self, folder: str, name: str, pool: str, clone_id: int) -> str | None:
+        """After DuplicateName: the VM is ours if it carries this clone's tags (a retried task that did land)."""
+        found = await self.driver.tagged_child(folder, name)
+        if found is not None and found[1:] == (pool, str(clone_id)):
+            return found[0]
         return None
 
     def _fallback(self, pool: Pool, frm: str, to: str, reason: str, clone_id: int, result: Result) -> None:

@@ -100,3 +100,45 @@ def test_wrong_vcenter_password_is_a_clear_error_not_a_traceback(twin, tmp_path,
     err = capsys.readouterr().err
     assert "vcenter.password" in err and "refused the login" in err
     assert "Traceback" not in err and "not-the-password" not in err
+
+
+def _clone_into_forkscale_folder(si, name, tags):
+    from pyVim.task import WaitForTask
+    from pyVmomi import vim
+
+    from tests.fixtures.twin import find, find_vm
+
+    folder = find(si, vim.Folder, "forkscale")
+    spec = vim.vm.InstantCloneSpec(name=name, location=vim.vm.RelocateSpec(folder=folder),
+                                   config=[vim.option.OptionValue(key=k, value=v) for k, v in tags.items()])
+    task = find_vm(si, "src-linux").InstantClone_Task(spec)
+    WaitForTask(task, si=si)
+    return task.info.result
+
+
+def test_tagged_child_reads_one_vms_tags_by_name(twin, si, tmp_path):
+    import asyncio
+
+    from forkscale.session import open_driver
+    from forkscale.spec import load_spec
+
+    twin.admin("freeze", vm="src-linux")
+    vm = _clone_into_forkscale_folder(si, "quickstart-007", {"forkscale.pool": "quickstart", "forkscale.id": "7"})
+    spec = load_spec(write_spec(tmp_path, twin))
+
+    async def look():
+        async with open_driver(spec.vcenter) as driver:
+            folder = (await driver.inventory()).folders["forkscale"]
+            return await driver.tagged_child(folder, "quickstart-007"), await driver.tagged_child(folder, "nope")
+
+    assert asyncio.run(look()) == ((vm._moId, "quickstart", "7"), None)
+
+
+def test_a_foreign_vm_holding_a_clone_name_is_left_alone_and_reported(twin, si, tmp_path, capsys):
+    twin.admin("freeze", vm="src-linux")
+    foreign = _clone_into_forkscale_folder(si, "quickstart-001", {})
+    spec = write_spec(tmp_path, twin, fallback=("instant",))
+    assert cli("scale", "quickstart", "2", "-f", str(spec)) == 1
+    assert "'quickstart-001' already exists" in capsys.readouterr().err
+    assert foreign.name == "quickstart-001" and foreign.runtime.powerState == "poweredOn"
+    assert sorted(v["name"] for v in pool_vms(si)) == ["quickstart-002"]

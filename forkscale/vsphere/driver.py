@@ -382,6 +382,16 @@ class Driver:
             return None
         return res.objects[0].propSet[0].val
 
+    async def tagged_child(self, folder: str, name: str) -> tuple[str, str | None, str | None] | None:
+        """(moref, forkscale.pool, forkscale.id) of the VM `name` in `folder`, in two calls, or None."""
+        vm = await self.soap.invoke(self.content.searchIndex, "FindChild", vim.Folder(folder), name)
+        if vm is None:
+            return None
+        props = (await self.vm_props([vm._moId], [f'config.extraConfig["{TAG_POOL}"]',
+                                                   f'config.extraConfig["{TAG_ID}"]'])).get(vm._moId, {})
+        pool, ident = (props.get(f'config.extraConfig["{t}"]') for t in (TAG_POOL, TAG_ID))
+        return vm._moId, (pool.value if pool is not None else None), (ident.value if ident is not None else None)
+
     async def vm_props(self, vms: list[str], paths: list[str]) -> dict[str, dict[str, Any]]:
         """Properties of several VMs in one RetrievePropertiesEx (paged); VMs that vanished are left out."""
         if not vms:
