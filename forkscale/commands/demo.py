@@ -19,16 +19,16 @@ from typing import Any
 
 import yaml
 from aiohttp import web
-from pyVmomi import vim
 
 from ..exporter import Exporter
 from ..progress import ProgressLine
 from ..session import open_engine
 from ..sim import start_in_thread
 from ..spec import load_spec
-from ..telemetry import Telemetry, metrics_app
+from ..telemetry import FleetSample, Telemetry, metrics_app
 
 POOL = "quickstart"
+MiB = 1024 * 1024
 
 
 def write_demo_spec(directory: Path, handle: Any, count: int) -> Path:
@@ -58,19 +58,11 @@ def write_demo_spec(directory: Path, handle: Any, count: int) -> Path:
     return path
 
 
-async def _memory(engine: Any) -> dict[str, int]:
-    """Shared vs private memory of the pool's clones, read in one batched call."""
-    rows = await engine.driver._view(vim.VirtualMachine, [
-        "summary.quickStats.sharedMemory", "summary.quickStats.privateMemory", 'config.extraConfig["forkscale.pool"]'])
-    shared = private = 0
-    for oc in rows:
-        props = {p.name: p.val for p in oc.propSet or []}
-        tag = props.get('config.extraConfig["forkscale.pool"]')
-        if tag is None or tag.value != POOL:
-            continue
-        shared += int(props.get("summary.quickStats.sharedMemory") or 0)
-        private += int(props.get("summary.quickStats.privateMemory") or 0)
-    return {"shared_mb": shared, "private_mb": private}
+def _memory(sample: FleetSample) -> dict[str, int]:
+    """Shared vs private memory of the pool's clones, from the exporter's (batched) read."""
+    rows = [v for v in sample.vms if v.pool == POOL]
+    return {"shared_mb": int(sum(v.shared_bytes for v in rows) // MiB),
+            "private_mb": int(sum(v.private_bytes for v in rows) // MiB)}
 
 
 async def _demo(args: argparse.Namespace, directory: Path) -> int:
@@ -99,8 +91,7 @@ async def _demo(args: argparse.Namespace, directory: Path) -> int:
             if progress:
                 progress.done()
             elapsed = time.monotonic() - started
-            memory = await _memory(engine)
-            await exporter.refresh()
+            memory = _memory(await exporter.refresh())
             exporting = asyncio.create_task(exporter.run()) if args.keep else None
             stats = handle.admin("stats")
             summary = {
