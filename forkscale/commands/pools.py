@@ -32,7 +32,7 @@ async def run(args: argparse.Namespace) -> int:
 
 async def _converge(args: argparse.Namespace, spec: Any) -> int:
     if args.command == "scale":
-        spec.pool(args.pool) if args.pool in [p.name for p in spec.pools] else _unknown(spec, args.pool)
+        _require_pool(spec, args.pool)
         if args.count < 0:
             raise SpecError("count", "must be >= 0")
         targets = [(args.pool, args.count)]
@@ -67,13 +67,15 @@ async def _converge(args: argparse.Namespace, spec: Any) -> int:
     return 1 if failed else 0
 
 
-def _unknown(spec: Any, name: str) -> None:
-    raise SpecError("pool", f"no pool named {name!r} in the spec (pools: {', '.join(p.name for p in spec.pools)})")
+def _require_pool(spec: Any, name: str) -> None:
+    """Bad input is exit 2 before anything connects to vCenter."""
+    if name not in [p.name for p in spec.pools]:
+        raise SpecError("pool", f"no pool named {name!r} in the spec (pools: {', '.join(p.name for p in spec.pools)})")
 
 
 async def _status(args: argparse.Namespace, spec: Any) -> int:
-    if args.pool and args.pool not in [p.name for p in spec.pools]:
-        _unknown(spec, args.pool)
+    if args.pool:
+        _require_pool(spec, args.pool)
     out = []
     async with open_engine(spec, state=args.state) as engine:
         inv = await engine.driver.inventory()
@@ -151,8 +153,7 @@ def _sources(ledger: Any, pool: str, inv: Any, depths: dict[str, int]) -> list[d
 
 
 async def _destroy(args: argparse.Namespace, spec: Any) -> int:
-    if args.pool not in [p.name for p in spec.pools]:
-        _unknown(spec, args.pool)
+    _require_pool(spec, args.pool)
     with_sources = bool(getattr(args, "sources", False))
     what = " and per-host source" if with_sources else ""
     if not args.yes:
