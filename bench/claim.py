@@ -28,27 +28,21 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (  # noqa: E402
+    CLIENTS,
     HOSTS,
     REPO,
     cores,
     emit,
-    freeze_sources,
+    measure_child,
     pool_entry,
-    profile_twin,
-    run_child,
+    run_and_emit,
     source_name,
-    start_twin,
-    stats_delta,
     table,
-    twin_cpu,
     twin_env,
-    twin_stats,
-    workdir,
-    world_yaml,
+    twin_in_workdir,
     write_spec,
 )
 
-CLIENTS = str(REPO / "bench" / "clients.py")
 POOL = "vdi"
 
 
@@ -138,37 +132,27 @@ def stop(proc: subprocess.Popen[str]) -> tuple[float, int]:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     host = HOSTS[0]
-    with workdir("claim") as tmp:
-        d = Path(tmp)
-        twin = start_twin(d, time_scale=args.time_scale, world=world_yaml(d, (host,)))
+    with twin_in_workdir("claim", time_scale=args.time_scale, hosts=(host,), freeze=True) as (d, twin):
+        pool = pool_entry(POOL, source_name(host), 0, 0)
+        pool.pop("count")
+        pool["on_release"] = "keep"
+        pool["policy"] = {"strategy": "headroom", "headroom": args.headroom, "min": 0,
+                          "max": args.claims + 2 * args.headroom, "cooldown_up_s": 0, "cooldown_down_s": 3600,
+                          "evaluate_every_s": 1}
+        spec = write_spec(d, twin, [pool])
+        env = twin_env(twin)
+        proc, url, token = start_serve(d, spec, env)
         try:
-            freeze_sources(twin, (host,))
-            pool = pool_entry(POOL, source_name(host), 0, 0)
-            pool.pop("count")
-            pool["on_release"] = "keep"
-            pool["policy"] = {"strategy": "headroom", "headroom": args.headroom, "min": 0,
-                              "max": args.claims + 2 * args.headroom, "cooldown_up_s": 0, "cooldown_down_s": 3600,
-                              "evaluate_every_s": 1}
-            spec = write_spec(d, twin, [pool])
-            env = twin_env(twin)
-            proc, url, token = start_serve(d, spec, env)
-            try:
-                warm_s = wait_spares(url, token, args.headroom, 300, proc, d / "serve.log")
-                before = twin_stats(twin)
-                cpu0 = twin_cpu(twin)
-                with profile_twin(twin):
-                    gen = run_child([sys.executable, CLIENTS, "claims", url, POOL, str(args.rate), str(args.claims),
+            warm_s = wait_spares(url, token, args.headroom, 300, proc, d / "serve.log")
+            m = measure_child(twin, [sys.executable, CLIENTS, "claims", url, POOL, str(args.rate), str(args.claims),
                                      str(args.wait_s)], dict(env, FORKSCALE_BENCH_TOKEN=token))
-                twin_cpu_s = twin_cpu(twin) - cpu0
-                requests, methods = stats_delta(before, twin_stats(twin))
-                res = gen.last_json()
-                final = get(f"{url}/v1/pools/{POOL}", token)
-            finally:
-                serve_cpu, serve_rss = stop(proc)
-                if os.environ.get("FORKSCALE_BENCH_VERBOSE"):
-                    sys.stderr.write((d / "serve.log").read_text()[-int(os.environ.get("FORKSCALE_BENCH_VERBOSE", "1") or 1) * 20000:])
+            twin_cpu_s, requests, methods = m.twin_cpu_s, m.requests, m.methods
+            res = m.child.last_json()
+            final = get(f"{url}/v1/pools/{POOL}", token)
         finally:
-            twin.stop()
+            serve_cpu, serve_rss = stop(proc)
+            if os.environ.get("FORKSCALE_BENCH_VERBOSE"):
+                sys.stderr.write((d / "serve.log").read_text()[-int(os.environ.get("FORKSCALE_BENCH_VERBOSE", "1") or 1) * 20000:])
     lat = sorted(res["latencies_ms"])
     return {
         "rate": args.rate, "claims": args.claims, "headroom": args.headroom, "time_scale": args.time_scale,
@@ -224,9 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     if why:
         emit(f"claim: skipped: {why}", {"skipped": why}, args.json)
         return 0
-    result = run(args)
-    emit(human(result), result, args.json)
-    return 0
+    return run_and_emit(run, human, args)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ the client never share a GIL.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
@@ -14,7 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from forkscale.sim import SimHandle, start_in_thread  # noqa: E402
 
 HOSTS = ("esx-01", "esx-02", "esx-03", "esx-04")
 PASSWORD_ENV = "FORKSCALE_BENCH_PASSWORD"
+CLIENTS = str(REPO / "bench" / "clients.py")
 
 
 def source_name(host: str) -> str:
@@ -59,6 +61,26 @@ def start_twin(directory: Path, *, time_scale: float, world: Path | None = None,
 def freeze_sources(twin: SimHandle, hosts: Sequence[str] = HOSTS) -> None:
     for h in hosts:
         twin.admin("freeze", vm=source_name(h))
+
+
+@contextlib.contextmanager
+def twin_in_workdir(prefix: str, *, time_scale: float, hosts: Sequence[str] | None = None, seed: int = 0,
+                    freeze: bool = False) -> Iterator[tuple[Path, SimHandle]]:
+    """A fresh work directory and a twin in it, stopped after the block.
+
+    With `hosts`, the twin runs the default world with one Linux source per host (see `world_yaml`),
+    and with `freeze` too those sources are frozen before the block; without, its built-in world.
+    """
+    with workdir(prefix) as tmp:
+        d = Path(tmp)
+        twin = start_twin(d, time_scale=time_scale, world=world_yaml(d, hosts) if hosts is not None else None,
+                          seed=seed)
+        try:
+            if freeze and hosts is not None:
+                freeze_sources(twin, hosts)
+            yield d, twin
+        finally:
+            twin.stop()
 
 
 def pool_entry(name: str, source: str, count: int, index: int, *, per_host: int = 16) -> dict[str, Any]:
@@ -166,6 +188,35 @@ def stats_delta(before: dict[str, Any], after: dict[str, Any]) -> tuple[int, dic
     return after["requests"] - before["requests"], {k: v for k, v in sorted(methods.items()) if v}
 
 
+@dataclass
+class Measured:
+    """A child run against the twin, and the twin's view of it."""
+
+    child: Child
+    spawned: float  # time.time() just before the child was started
+    twin_cpu_s: float
+    requests: int
+    methods: dict[str, int]
+
+
+def measure_child(twin: SimHandle, argv: list[str], env: dict[str, str] | None = None) -> Measured:
+    """Run a child to completion, counting the twin's SOAP requests and CPU seconds meanwhile.
+
+    The child's environment defaults to `twin_env(twin)`. The twin is cProfiled for the run with
+    $FORKSCALE_BENCH_TWIN_PROFILE set (see `profile_twin`).
+    """
+    if env is None:
+        env = twin_env(twin)
+    before = twin_stats(twin)
+    cpu0 = twin_cpu(twin)
+    spawned = time.time()
+    with profile_twin(twin):
+        child = run_child(argv, env)
+    twin_cpu_s = twin_cpu(twin) - cpu0
+    requests, methods = stats_delta(before, twin_stats(twin))
+    return Measured(child=child, spawned=spawned, twin_cpu_s=twin_cpu_s, requests=requests, methods=methods)
+
+
 def table(rows: list[tuple[str, str]], title: str) -> str:
     width = max(len(k) for k, _ in rows)
     lines = [title, "-" * max(len(title), width + 20)]
@@ -178,6 +229,14 @@ def emit(human: str, data: dict[str, Any], as_json: bool) -> None:
     print(human, flush=True)
     if as_json:
         print(json.dumps(data, sort_keys=True), flush=True)
+
+
+def run_and_emit(run: Callable[[argparse.Namespace], dict[str, Any]], human: Callable[[dict[str, Any]], str],
+                 args: argparse.Namespace) -> int:
+    """A benchmark's main: run it, print its table (and with --json its JSON line); exit status 0."""
+    result = run(args)
+    emit(human(result), result, args.json)
+    return 0
 
 
 def cores() -> int:

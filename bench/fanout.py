@@ -15,35 +15,29 @@ import heapq
 import json
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (  # noqa: E402
+    CLIENTS,
     HOSTS,
     REPO,
     Child,
     cores,
-    emit,
     freeze_sources,
+    measure_child,
     pool_entry,
-    profile_twin,
+    run_and_emit,
     run_child,
     source_name,
-    start_twin,
-    stats_delta,
     table,
-    twin_cpu,
     twin_env,
-    twin_stats,
-    workdir,
-    world_yaml,
+    twin_in_workdir,
     write_spec,
 )
 
-CLIENTS = str(REPO / "bench" / "clients.py")
 PY = sys.executable
 
 
@@ -142,23 +136,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     reps: list[dict[str, Any]] = []
     base: dict[str, Any] = {}
     for rep in range(args.repeat):
-        with workdir("fanout") as tmp:
-            d = Path(tmp)
-            world = world_yaml(d, hosts) if args.mode == "pools" else None
-            twin = start_twin(d, time_scale=args.time_scale, world=world, seed=args.seed + rep)
-            try:
-                per_host, vcenter = twin.call(lambda t: (t.world.tasks.host_limit, t.world.tasks.vcenter.limit))
-                if args.mode == "pools":
-                    freeze_sources(twin, hosts)
-                    out, baseline_source = pools_run(args, twin, d, hosts, per_host, vcenter)
-                else:
-                    out, baseline_source = prepare_run(args, twin, d, hosts, per_host, vcenter)
-                out.update(per_host_slots=per_host, vcenter_slots=vcenter)
-                reps.append(out)
-                if args.baselines and rep == args.repeat - 1:
-                    base = baselines(args, twin, baseline_source)
-            finally:
-                twin.stop()
+        world_hosts = hosts if args.mode == "pools" else None
+        with twin_in_workdir("fanout", time_scale=args.time_scale, hosts=world_hosts, seed=args.seed + rep) as (d, twin):
+            per_host, vcenter = twin.call(lambda t: (t.world.tasks.host_limit, t.world.tasks.vcenter.limit))
+            if args.mode == "pools":
+                freeze_sources(twin, hosts)
+                out, baseline_source = pools_run(args, twin, d, hosts, per_host, vcenter)
+            else:
+                out, baseline_source = prepare_run(args, twin, d, hosts, per_host, vcenter)
+            out.update(per_host_slots=per_host, vcenter_slots=vcenter)
+            reps.append(out)
+            if args.baselines and rep == args.repeat - 1:
+                base = baselines(args, twin, baseline_source)
     # the median run by ratio is the one reported; every run's ratio is listed
     order = sorted(reps, key=lambda r: r["ratio_to_ideal"] or 0.0)
     result: dict[str, Any] = {"n": args.n, "hosts": len(hosts), "mode": args.mode, "time_scale": args.time_scale,
@@ -180,15 +169,10 @@ def measure(args: argparse.Namespace, twin: Any, argv: list[str], env: dict[str,
     n = args.n
     # keep every finished task of the run readable (the twin trims its recentTask list at 2,000)
     twin.call(lambda t: setattr(t.world.tasks, "keep_completed", max(t.world.tasks.keep_completed, n + 1000)))
-    before = twin_stats(twin)
-    cpu0 = twin_cpu(twin)
-    spawned = time.time()
-    with profile_twin(twin):
-        child = run_child(argv, env)
-    twin_cpu_s = twin_cpu(twin) - cpu0
+    m = measure_child(twin, argv, env)
+    child, spawned, twin_cpu_s, requests, methods = m.child, m.spawned, m.twin_cpu_s, m.requests, m.methods
     if os.environ.get("FORKSCALE_BENCH_VERBOSE"):
         sys.stderr.write(child.stderr[-4000:])
-    requests, methods = stats_delta(before, twin_stats(twin))
     jobs = instant_jobs(twin, names)
     if os.environ.get("FORKSCALE_BENCH_JOBS"):
         Path(os.environ["FORKSCALE_BENCH_JOBS"]).write_text(json.dumps({"jobs": jobs, "spawned": spawned}))
@@ -342,9 +326,7 @@ def main(argv: list[str] | None = None) -> int:
         args.pool_prefix = min(args.pool_prefix, 2 * args.workers)
     if args.n < len(HOSTS[: args.hosts]):
         p.error("--n must be at least --hosts")
-    result = run(args)
-    emit(human(result), result, args.json)
-    return 0
+    return run_and_emit(run, human, args)
 
 
 if __name__ == "__main__":

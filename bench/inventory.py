@@ -22,26 +22,17 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (  # noqa: E402
+    CLIENTS,
     HOSTS,
-    REPO,
     cores,
-    emit,
-    freeze_sources,
+    measure_child,
     pool_entry,
-    profile_twin,
-    run_child,
+    run_and_emit,
     source_name,
-    start_twin,
-    stats_delta,
-    twin_cpu,
-    twin_env,
-    twin_stats,
-    workdir,
-    world_yaml,
+    twin_in_workdir,
     write_spec,
 )
 
-CLIENTS = str(REPO / "bench" / "clients.py")
 POOL = "inv"
 CHUNK = 1000
 
@@ -109,38 +100,27 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     sizes = sorted(args.sizes)
     hosts = HOSTS
     results = []
-    with workdir("inventory") as tmp:
-        d = Path(tmp)
-        twin = start_twin(d, time_scale=0.001, world=world_yaml(d, hosts))
-        try:
-            freeze_sources(twin, hosts)
-            state = d / "state.sqlite"
-            have = 0
-            for n in sizes:
-                build_s = grow(twin, state, have, n, hosts)
-                have = n
-                # the pool converges from one of the sources (the others are plain VMs to it)
-                pool = pool_entry(POOL, source_name(hosts[0]), n, 0)
-                spec = write_spec(d, twin, [pool], name=f"inv-{n}.yaml")
-                before = twin_stats(twin)
-                cpu0 = twin_cpu(twin)
-                with profile_twin(twin):
-                    child = run_child([sys.executable, CLIENTS, "inventory", str(spec), POOL, str(args.repeat)],
-                                      twin_env(twin))
-                twin_cpu_s = twin_cpu(twin) - cpu0
-                requests, methods = stats_delta(before, twin_stats(twin))
-                res = child.last_json()
-                if child.returncode != 0 or res["ready"] != n or res["created"] or res["destroyed"] or res["failed"]:
-                    raise SystemExit(f"the no-op converge at {n} was not a no-op: {res}\n{child.stderr[-3000:]}")
-                results.append({"clones": n, "vms": res["vms"], "inventory_s": round(res["inventory_s"], 3),
-                                "converge_s": round(res["converge_s"], 3),
-                                "converge_requests": res["converge_requests"],
-                                "controller_cpu_s": round(child.cpu_s, 3),
-                                "controller_maxrss_mib": round(child.maxrss_kib / 1024, 1),
-                                "twin_cpu_s": round(twin_cpu_s, 3),
-                                "soap_requests": requests, "soap_methods": methods, "build_s": round(build_s, 2)})
-        finally:
-            twin.stop()
+    with twin_in_workdir("inventory", time_scale=0.001, hosts=hosts, freeze=True) as (d, twin):
+        state = d / "state.sqlite"
+        have = 0
+        for n in sizes:
+            build_s = grow(twin, state, have, n, hosts)
+            have = n
+            # the pool converges from one of the sources (the others are plain VMs to it)
+            pool = pool_entry(POOL, source_name(hosts[0]), n, 0)
+            spec = write_spec(d, twin, [pool], name=f"inv-{n}.yaml")
+            m = measure_child(twin, [sys.executable, CLIENTS, "inventory", str(spec), POOL, str(args.repeat)])
+            child = m.child
+            res = child.last_json()
+            if child.returncode != 0 or res["ready"] != n or res["created"] or res["destroyed"] or res["failed"]:
+                raise SystemExit(f"the no-op converge at {n} was not a no-op: {res}\n{child.stderr[-3000:]}")
+            results.append({"clones": n, "vms": res["vms"], "inventory_s": round(res["inventory_s"], 3),
+                            "converge_s": round(res["converge_s"], 3),
+                            "converge_requests": res["converge_requests"],
+                            "controller_cpu_s": round(child.cpu_s, 3),
+                            "controller_maxrss_mib": round(child.maxrss_kib / 1024, 1),
+                            "twin_cpu_s": round(m.twin_cpu_s, 3),
+                            "soap_requests": m.requests, "soap_methods": m.methods, "build_s": round(build_s, 2)})
     top = results[-1]
     return {"sizes": [r["clones"] for r in results], "repeat": args.repeat, "cores": cores(), "results": results,
             "inventory_s": {str(r["clones"]): r["inventory_s"] for r in results},
@@ -175,9 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         args.repeat = 1
     if any(n < 1 for n in args.sizes):
         p.error("sizes must be positive")
-    result = run(args)
-    emit(human(result), result, args.json)
-    return 0
+    return run_and_emit(run, human, args)
 
 
 if __name__ == "__main__":

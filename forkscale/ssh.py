@@ -152,6 +152,14 @@ def _timeout_error(target: SshTarget, timeout: float) -> TemporaryError:
     )
 
 
+# What a dropped, refused or cut-short connection raises (the guest may be booting or rebooting).
+_NETWORK_ERRORS = (OSError, EOFError, paramiko.SSHException)
+
+
+def _network_error(message: str, *, fault: str) -> TemporaryError:
+    return TemporaryError(message, fault=fault, delay=_NETWORK_RETRY_S)
+
+
 def _fingerprint(key: paramiko.PKey) -> str:
     digest = hashlib.sha256(key.asbytes()).digest()
     return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
@@ -289,12 +297,11 @@ class _Connection:
             raise PermanentError(
                 f"ssh {t.where}: no common algorithms with the server: {e}", fault="SshIncompatible"
             ) from None
-        except (OSError, EOFError, paramiko.SSHException) as e:
+        except _NETWORK_ERRORS as e:
             # refused, unreachable, DNS, timeouts, banner/kex cut short: the guest may be booting.
-            raise TemporaryError(
+            raise _network_error(
                 f"ssh {t.where}: cannot connect: {type(e).__name__}: {e}",
                 fault="SshConnect",
-                delay=_NETWORK_RETRY_S,
             ) from None
         transport = self.client.get_transport()
         assert transport is not None
@@ -306,11 +313,10 @@ class _Connection:
         try:
             chan = transport.open_session(timeout=max(0.1, self.deadline - time.monotonic()))
             chan.exec_command(command)
-        except (OSError, EOFError, paramiko.SSHException) as e:
-            raise TemporaryError(
+        except _NETWORK_ERRORS as e:
+            raise _network_error(
                 f"ssh {self.target.where}: cannot start the command: {type(e).__name__}: {e}",
                 fault="SshExec",
-                delay=_NETWORK_RETRY_S,
             ) from None
         return chan
 
@@ -386,11 +392,10 @@ class _Connection:
             if not self.header_seen:
                 out = self._take_pgid(out, tag)
             self.pgid = None
-        except (OSError, EOFError, paramiko.SSHException) as e:
-            raise TemporaryError(
+        except _NETWORK_ERRORS as e:
+            raise _network_error(
                 f"ssh {self.target.where}: connection lost while the command ran: {type(e).__name__}",
                 fault="SshConnectionLost",
-                delay=_NETWORK_RETRY_S,
             ) from None
         result = CommandResult(chan.exit_status, bytes(out), bytes(err), time.monotonic() - started)
         log.debug("ssh %s: exit %d in %.2fs", self.target.where, result.exit_status, result.duration_s)
@@ -427,12 +432,11 @@ class _Connection:
                 if remaining <= 0:  # the launcher is stuck before forking; nothing to kill
                     raise _timeout_error(self.target, self.timeout)
                 select.select([chan], [], [], min(remaining, 0.2))
-        except (OSError, EOFError, paramiko.SSHException) as e:
-            raise TemporaryError(
+        except _NETWORK_ERRORS as e:
+            raise _network_error(
                 f"ssh {self.target.where}: connection lost before the launch was confirmed "
                 f"({type(e).__name__}); the command may or may not have started",
                 fault="SshConnectionLost",
-                delay=_NETWORK_RETRY_S,
             ) from None
         pid = out[out.index(marker.encode()) + len(marker) :].split(b"\n", 1)[0].strip()
         log.debug("ssh %s: launched detached command, pid %s", self.target.where, pid.decode(errors="replace"))

@@ -24,10 +24,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import hashlib
 import hmac
 import secrets
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -133,18 +135,36 @@ def _guestinfo_key(key: Any) -> str | None:
     return key
 
 
+Route = Callable[[web.Request], Awaitable[web.Response]]
+GuestHandler = Callable[[web.Request, VM], Awaitable[web.Response]]
+
+
 def add_routes(app: web.Application, twin: Twin) -> None:
     """Serve the stand-in's routes under /forkscale-sim/guest/."""
     rpc = rpc_for(twin)
 
-    def authed(request: web.Request) -> VM | web.Response:
-        auth = request.headers.get("Authorization", "")
-        if not auth.startswith("Bearer "):
-            return _error(401, "a guest token is required (Authorization: Bearer <token>)")
-        vm = rpc.vm_for(auth[len("Bearer "):].strip())
-        if vm is None:
-            return _error(401, "invalid guest token, or the VM no longer exists")
-        return vm
+    def guest_route(*, running: bool = True) -> Callable[[GuestHandler], Route]:
+        """A route called by a guest, handed the VM its bearer token names (401 without a valid one),
+        and, when `running`, only while that guest is executing (409 otherwise)."""
+
+        def wrap(handler: GuestHandler) -> Route:
+            @functools.wraps(handler)
+            async def route(request: web.Request) -> web.Response:
+                auth = request.headers.get("Authorization", "")
+                if not auth.startswith("Bearer "):
+                    return _error(401, "a guest token is required (Authorization: Bearer <token>)")
+                vm = rpc.vm_for(auth[len("Bearer "):].strip())
+                if vm is None:
+                    return _error(401, "invalid guest token, or the VM no longer exists")
+                if running:
+                    why = _guest_running(vm)
+                    if why:
+                        return _error(409, why)
+                return await handler(request, vm)
+
+            return route
+
+        return wrap
 
     async def token(request: web.Request) -> web.Response:
         expected = "Basic " + base64.b64encode(f"{twin.user}:{twin.password}".encode()).decode()
@@ -160,13 +180,8 @@ def add_routes(app: web.Application, twin: Twin) -> None:
             return _error(404, f"no VM {name!r}")
         return web.json_response({"vm": vm.moid, "name": vm.name, "token": rpc.token(vm)})
 
-    async def info_get(request: web.Request) -> web.Response:
-        vm = authed(request)
-        if isinstance(vm, web.Response):
-            return vm
-        why = _guest_running(vm)
-        if why:
-            return _error(409, why)
+    @guest_route()
+    async def info_get(request: web.Request, vm: VM) -> web.Response:
         key = _guestinfo_key(request.query.get("key"))
         if key is None:
             return _error(400, "only guestinfo.* keys are readable from the guest")
@@ -175,13 +190,8 @@ def add_routes(app: web.Application, twin: Twin) -> None:
             return _error(404, "No value found")
         return web.json_response({"value": value})
 
-    async def info_set(request: web.Request) -> web.Response:
-        vm = authed(request)
-        if isinstance(vm, web.Response):
-            return vm
-        why = _guest_running(vm)
-        if why:
-            return _error(409, why)
+    @guest_route()
+    async def info_set(request: web.Request, vm: VM) -> web.Response:
         try:
             data = await request.json()
             key, value = _guestinfo_key(data.get("key")), data.get("value")
@@ -193,24 +203,17 @@ def add_routes(app: web.Application, twin: Twin) -> None:
         vm.changed()
         return web.json_response({"ok": True})
 
-    async def freeze(request: web.Request) -> web.Response:
+    @guest_route()
+    async def freeze(request: web.Request, vm: VM) -> web.Response:
         from .guestops import freeze_later
 
-        vm = authed(request)
-        if isinstance(vm, web.Response):
-            return vm
-        why = _guest_running(vm)
-        if why:
-            return _error(409, why)
         vm.guest.agent = "external"
         vm.changed()
         delay = freeze_later(vm)
         return web.json_response({"vm": vm.moid, "since": rpc.seq, "boot": vm.boot_time, "freeze_s": delay})
 
-    async def clones(request: web.Request) -> web.Response:
-        vm = authed(request)
-        if isinstance(vm, web.Response):
-            return vm
+    @guest_route(running=False)  # the source's blocked freeze call itself
+    async def clones(request: web.Request, vm: VM) -> web.Response:
         try:
             since = int(request.query.get("since", "0"))
             wait = min(max(float(request.query.get("wait", "0")), 0.0), MAX_WAIT_S)
@@ -236,13 +239,8 @@ def add_routes(app: web.Application, twin: Twin) -> None:
             "source": {"vm": vm.moid, "alive": vm.alive, "power": vm.power_state, "frozen": vm.frozen,
                        "boot": vm.boot_time}})
 
-    async def resumed(request: web.Request) -> web.Response:
-        vm = authed(request)
-        if isinstance(vm, web.Response):
-            return vm
-        why = _guest_running(vm)
-        if why:
-            return _error(409, why)
+    @guest_route()
+    async def resumed(request: web.Request, vm: VM) -> web.Response:
         if not vm.guest.tools_running:
             vm.guest.tools_running = True
             vm.changed()
