@@ -33,7 +33,7 @@ USER = "administrator@vsphere.local"
 
 # forkscale ------------------------------------------------------------------------------------
 async def _controller(spec_path: str, pools: list[str]) -> dict[str, Any]:
-    from forkscale.session import open_engine
+    from forkscale.commands.session import open_engine
     from forkscale.spec import load_spec
 
     spec = load_spec(spec_path)
@@ -84,7 +84,7 @@ def inventory(argv: list[str]) -> dict[str, Any]:
 
 
 async def _inventory(spec_path: str, pool: str, repeat: int) -> dict[str, Any]:
-    from forkscale.session import open_engine
+    from forkscale.commands.session import open_engine
     from forkscale.spec import load_spec
 
     spec = load_spec(spec_path)

@@ -46,11 +46,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pyVmomi import vim  # noqa: E402
 
-from forkscale.exporter import Exporter  # noqa: E402
 from forkscale.ledger import Ledger  # noqa: E402
+from forkscale.observe.exporter import Exporter  # noqa: E402
+from forkscale.observe.telemetry import Telemetry  # noqa: E402
 from forkscale.sim import start_in_thread  # noqa: E402
 from forkscale.spec import load_spec  # noqa: E402
-from forkscale.telemetry import Telemetry  # noqa: E402
 from forkscale.vsphere.driver import Driver  # noqa: E402
 from forkscale.vsphere.transport import Soap  # noqa: E402
 

@@ -12,7 +12,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from .errors import ForkscaleError, SpecError
+from forkscale.core.errors import ForkscaleError, SpecError
 
 EPILOG = """\
 examples:
@@ -181,7 +181,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.command:
         parser.print_help()
         return 2
-    from .logs import setup_logging
+    from forkscale.core.logs import setup_logging
 
     setup_logging(args.verbose)
     module = importlib.import_module(COMMANDS[args.command])

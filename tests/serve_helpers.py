@@ -153,7 +153,7 @@ def check_example(name: str, twin, tmp_path: Path, monkeypatch) -> Any:
     import asyncio
     import dataclasses
 
-    from forkscale.session import open_engine
+    from forkscale.commands.session import open_engine
     from forkscale.spec import load_spec
 
     monkeypatch.setenv("FORKSCALE_PASSWORD", twin.password)

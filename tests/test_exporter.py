@@ -1,4 +1,4 @@
-"""forkscale.exporter against the twin: batched reads, pool counts, P-Share, delta chains, frozen sources."""
+"""forkscale.observe.exporter against the twin: batched reads, pool counts, P-Share, delta chains, frozen sources."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from pyVmomi import vim
 
-from forkscale.exporter import Exporter, pool_pshare_saved
 from forkscale.ledger import Ledger
+from forkscale.observe.exporter import Exporter, pool_pshare_saved
+from forkscale.observe.telemetry import ChainDepth, CloneCount, PoolCounts, SourceState, Telemetry
 from forkscale.spec import load_spec
-from forkscale.telemetry import ChainDepth, CloneCount, PoolCounts, SourceState, Telemetry
 from forkscale.vsphere.driver import Driver
 from forkscale.vsphere.transport import Soap
 from tests.spine_helpers import cli, write_spec

@@ -8,8 +8,8 @@ from ipaddress import IPv4Address, IPv4Network
 
 import pytest
 
-from forkscale import identity
-from forkscale.identity import ExhaustedError, NetworkAlloc
+from forkscale.core import identity
+from forkscale.core.identity import ExhaustedError, NetworkAlloc
 
 
 def test_name_is_lowest_free_index():

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from forkscale import identity
-from forkscale.identity import ExhaustedError, NetworkAlloc
+from forkscale.core import identity
+from forkscale.core.identity import ExhaustedError, NetworkAlloc
 from forkscale.ledger import (
     MIGRATIONS,
     STATES,
@@ -471,7 +471,7 @@ def test_garbage_file_is_refused(tmp_path: Path):
 CRASH_CHILD = textwrap.dedent(
     """
     import sys
-    from forkscale.identity import NetworkAlloc
+    from forkscale.core.identity import NetworkAlloc
     from forkscale.ledger import Ledger
     net = NetworkAlloc.parse("10.64.0.0/16", gateway="10.64.0.1")
     led = Ledger(sys.argv[1])

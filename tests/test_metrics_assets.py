@@ -1,7 +1,7 @@
 """The monitoring assets in metrics/: promtool-valid, unit-tested, and written against real metrics.
 
 Every metric name in the dashboard, the recording rules and the alerts must be a series that
-`forkscale.telemetry` really exports (read from its rendered exposition, not from a list kept
+`forkscale.observe.telemetry` really exports (read from its rendered exposition, not from a list kept
 here), or a recording rule defined in metrics/rules.yml; every label they select, group or
 legend by must exist on the metrics of that expression.
 """
@@ -24,7 +24,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from forkscale.telemetry import METRICS, Telemetry
+from forkscale.observe.telemetry import METRICS, Telemetry
 from tests.fixtures.prometheus import SETUP_HINT, promtool_binary
 from tests.test_telemetry import exercise_every_metric
 
@@ -246,7 +246,7 @@ def check_expression(where: str, expr: str, known: dict[str, set[str]], legend: 
     for name in parsed.names:
         if name not in known:
             problems.append(
-                f"{where}: {name!r} is neither exported by forkscale.telemetry nor a recording rule"
+                f"{where}: {name!r} is neither exported by forkscale.observe.telemetry nor a recording rule"
             )
         else:
             available |= known[name]

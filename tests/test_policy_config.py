@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import yaml
 
-from forkscale.errors import SpecError
+from forkscale.core.errors import SpecError
 from forkscale.policy import HttpSource, PolicyConfig, PrometheusSource, ScheduleWindow, parse_policy
 from forkscale.policy.config import parse_metric_source
 

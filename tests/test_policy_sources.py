@@ -14,7 +14,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from forkscale.errors import TemporaryError
+from forkscale.core.errors import TemporaryError
 from forkscale.policy import HttpSource, PrometheusSource, read_metric
 from forkscale.policy.sources import MAX_BODY_BYTES
 

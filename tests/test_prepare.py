@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from pyVmomi import vim
 
-from forkscale.errors import SpecError
+from forkscale.core.errors import SpecError
 from forkscale.ledger import Ledger
 from forkscale.spec import parse_spec
 from tests.spine_helpers import cli, write_spec

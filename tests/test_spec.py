@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from forkscale.errors import SpecError
+from forkscale.core.errors import SpecError
+from forkscale.policy.config import PolicyConfig
 from forkscale.spec import DEFAULT_BUDGETS, Budgets, Pool, Spec, load_spec, parse_spec
 
 PW_ENV = "FORKSCALE_TEST_SPEC_PASSWORD"
@@ -338,9 +339,6 @@ def _full_files(tmp_path: Path) -> Path:
 
 def test_full_spec_loads_every_field(tmp_path: Path, monkeypatch):
     monkeypatch.setenv("FORKSCALE_TEST_SPEC_USER", "ops@vsphere.local")
-    fake = types.ModuleType("forkscale.policy.config")
-    fake.parse_policy = lambda raw, path, count=None: ("parsed", raw, path, count)  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "forkscale.policy.config", fake)
     spec = load_spec(_full_files(tmp_path))
 
     vc = spec.vcenter
@@ -367,7 +365,7 @@ def test_full_spec_loads_every_field(tmp_path: Path, monkeypatch):
     assert vdi.budgets == Budgets(vcenter=64, per_host=4, per_datastore=8, rate_per_s=2.5)
     assert (vdi.guest_ready.timeout_s, vdi.guest_ready.required) == (120.0, False)
     assert vdi.guestinfo == {"role": "desktop", "site": "ams"}
-    assert vdi.policy == ("parsed", {"strategy": "headroom", "headroom": 5, "max": 50}, "pools[0].policy", 0)
+    assert (vdi.policy.strategy, vdi.policy.headroom, vdi.policy.max) == ("headroom", 5, 50)
     assert vdi.on_release == "keep"
     assert vdi.drain is not None and vdi.drain.command == "systemctl stop worker"
     assert vdi.drain.ssh is not None and vdi.drain.ssh.user == "ops"
@@ -376,7 +374,7 @@ def test_full_spec_loads_every_field(tmp_path: Path, monkeypatch):
     assert ci.freeze == "running" and ci.network.isolated
     assert ci.capacity() == 14
     assert ci.rendered_hostname(2) == ci.rendered_name(2) == "ci-002"
-    assert ci.policy == ("parsed", None, "pools[1].policy", 5)  # no policy block: fixed at count
+    assert (ci.policy.strategy, ci.policy.count) == ("fixed", 5)  # no policy block: fixed at count
 
     # the same data through parse_spec gives an equal Spec (frozen dataclasses compare by value)
     again = parse_spec(yaml.safe_load(FULL), base_dir=tmp_path)
@@ -385,25 +383,14 @@ def test_full_spec_loads_every_field(tmp_path: Path, monkeypatch):
         spec.pool("nope")
 
 
-def test_policy_without_policy_module_keeps_raw_dict(tmp_path: Path, monkeypatch):
-    monkeypatch.setitem(sys.modules, "forkscale.policy.config", None)  # import now fails
-    doc = put(base(), "pools.0.count", DELETE)
-    doc["pools"][0]["policy"] = {"strategy": "fixed", "count": 4}
-    pool = parse_spec(doc, base_dir=tmp_path).pools[0]
-    assert pool.count is None
-    assert pool.policy == {"strategy": "fixed", "count": 4}
-    assert parse_spec(base(), base_dir=tmp_path).pools[0].policy is None
-
-
 def test_policy_with_the_real_policy_module(tmp_path: Path):
-    config = pytest.importorskip("forkscale.policy.config")
     doc = put(base(), "pools.0.count", DELETE)
     doc["pools"][0]["policy"] = {"strategy": "headroom", "headroom": 5, "max": 40}
     pool = parse_spec(doc, base_dir=tmp_path).pools[0]
-    assert isinstance(pool.policy, config.PolicyConfig)
+    assert isinstance(pool.policy, PolicyConfig)
     assert (pool.policy.strategy, pool.policy.headroom, pool.policy.max) == ("headroom", 5, 40)
     fixed = parse_spec(base(), base_dir=tmp_path).pools[0].policy
-    assert isinstance(fixed, config.PolicyConfig) and (fixed.strategy, fixed.count) == ("fixed", 3)
+    assert isinstance(fixed, PolicyConfig) and (fixed.strategy, fixed.count) == ("fixed", 3)
     doc["pools"][0]["policy"]["max"] = 1000
     with pytest.raises(SpecError) as info:
         parse_spec(doc, base_dir=tmp_path)

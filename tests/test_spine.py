@@ -119,7 +119,7 @@ def _clone_into_forkscale_folder(si, name, tags):
 def test_tagged_child_reads_one_vms_tags_by_name(twin, si, tmp_path):
     import asyncio
 
-    from forkscale.session import open_driver
+    from forkscale.commands.session import open_driver
     from forkscale.spec import load_spec
 
     twin.admin("freeze", vm="src-linux")

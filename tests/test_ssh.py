@@ -1,4 +1,4 @@
-"""forkscale.ssh against a real OpenSSH server (tests/fixtures/sshd.py) on 127.0.0.1."""
+"""forkscale.remote.ssh against a real OpenSSH server (tests/fixtures/sshd.py) on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from pathlib import Path
 import paramiko
 import pytest
 
-from forkscale.errors import PermanentError, TemporaryError
-from forkscale.ssh import CommandResult, SshTarget, freeze_command, launch_detached, run
+from forkscale.core.errors import PermanentError, TemporaryError
+from forkscale.remote.ssh import CommandResult, SshTarget, freeze_command, launch_detached, run
 from tests.fixtures import sshd as sshd_plugin
 from tests.fixtures.sshd import SshServer, generate_ed25519_keypair
 

@@ -1,4 +1,4 @@
-"""forkscale.telemetry: the exposition itself, and end to end through a real Prometheus."""
+"""forkscale.observe.telemetry: the exposition itself, and end to end through a real Prometheus."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import pytest
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
-from forkscale.telemetry import (
+from forkscale.observe.telemetry import (
     METRICS,
     ChainDepth,
     CloneCount,

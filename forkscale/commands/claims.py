@@ -18,7 +18,7 @@ import urllib.parse
 import urllib.request
 from typing import Any
 
-from ..api import load_token
+from forkscale.workloads.api import load_token
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 URL_ENV = "FORKSCALE_URL"

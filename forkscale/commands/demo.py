@@ -20,12 +20,12 @@ from typing import Any
 import yaml
 from aiohttp import web
 
-from ..exporter import Exporter
-from ..progress import ProgressLine
-from ..session import open_engine
-from ..sim import start_in_thread
-from ..spec import load_spec
-from ..telemetry import FleetSample, Telemetry, metrics_app
+from forkscale.commands.progress import ProgressLine
+from forkscale.commands.session import open_engine
+from forkscale.observe.exporter import Exporter
+from forkscale.observe.telemetry import FleetSample, Telemetry, metrics_app
+from forkscale.sim import start_in_thread
+from forkscale.spec import load_spec
 
 POOL = "quickstart"
 MiB = 1024 * 1024

@@ -1,7 +1,7 @@
 """`forkscale metrics -f SPEC`: serve the fleet metrics of a spec's vCenter on `/metrics`.
 
 Connects like every other command (`open_engine`), refreshes the inventory every `--interval`
-seconds in the background (`forkscale.exporter.Exporter`), and serves `/metrics` (from the last
+seconds in the background (`forkscale.observe.exporter.Exporter`), and serves `/metrics` (from the last
 refresh, so a scrape is cheap) and `/healthz` (200 while the last good refresh is fresh, else
 503). Stops cleanly - session logged out, ledger closed - on SIGTERM or SIGINT.
 """
@@ -17,10 +17,10 @@ import sys
 
 from aiohttp import web
 
-from ..exporter import Exporter
-from ..session import ConnectionFailed, open_engine
-from ..spec import load_spec
-from ..telemetry import Telemetry, metrics_handler
+from forkscale.commands.session import ConnectionFailed, open_engine
+from forkscale.observe.exporter import Exporter
+from forkscale.observe.telemetry import Telemetry, metrics_handler
+from forkscale.spec import load_spec
 
 DEFAULT_LISTEN = "127.0.0.1:9464"
 log = logging.getLogger("forkscale.metrics")
@@ -48,7 +48,7 @@ def make_app(telemetry: Telemetry, exporter: Exporter) -> web.Application:
 
 
 async def run(args: argparse.Namespace) -> int:
-    from ..errors import SpecError
+    from forkscale.core.errors import SpecError
 
     try:
         host, port = parse_listen(args.listen)

@@ -8,11 +8,11 @@ import sys
 from collections import Counter
 from typing import Any
 
-from ..engine import LIVE
-from ..errors import SpecError
-from ..progress import ProgressLine
-from ..session import ConnectionFailed, open_engine
-from ..spec import load_spec
+from forkscale.commands.progress import ProgressLine
+from forkscale.commands.session import ConnectionFailed, open_engine
+from forkscale.core.errors import SpecError
+from forkscale.fleet.engine import LIVE
+from forkscale.spec import load_spec
 
 
 async def run(args: argparse.Namespace) -> int:

@@ -12,10 +12,10 @@ import json
 import sys
 from typing import Any
 
-from ..errors import SpecError
-from ..session import ConnectionFailed, open_engine
-from ..sources import SourceManager, SourceReport
-from ..spec import Pool, Spec, load_spec
+from forkscale.commands.session import ConnectionFailed, open_engine
+from forkscale.core.errors import SpecError
+from forkscale.fleet.sources import SourceManager, SourceReport
+from forkscale.spec import Pool, Spec, load_spec
 
 
 async def run(args: argparse.Namespace) -> int:

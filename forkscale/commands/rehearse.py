@@ -14,9 +14,9 @@ import contextlib
 import signal
 import sys
 
-from ..rehearsal import Rehearsal, Report
-from ..rehearsal_spec import load_rehearsal
-from ..session import ConnectionFailed, open_driver
+from forkscale.commands.session import ConnectionFailed, open_driver
+from forkscale.spec.rehearsal import load_rehearsal
+from forkscale.workloads.rehearsal import Rehearsal, Report
 
 
 def _progress(msg: str) -> None:

@@ -3,7 +3,7 @@
 Startup order: the API token is loaded (and a loose token file refused) before anything connects;
 then vCenter (`open_engine`), the listening socket (`listening on http://HOST:PORT` on stdout once
 it is bound -- `--listen 127.0.0.1:0` picks a free port), the fleet exporter
-(`forkscale.exporter.Exporter`, when it is installed) and the controller's loops.
+(`forkscale.observe.exporter.Exporter`, when it is installed) and the controller's loops.
 
 SIGTERM / SIGINT: a graceful stop. No new rounds start, waiting claims are answered (503),
 rounds in flight get `--grace` seconds to finish and are abandoned after that (the ledger keeps
@@ -33,12 +33,12 @@ from typing import Any
 
 from aiohttp import web
 
-from ..api import load_token, make_app
-from ..controller import Controller
-from ..errors import SpecError
-from ..session import ConnectionFailed, open_engine
-from ..spec import load_spec
-from ..telemetry import Telemetry
+from forkscale.commands.session import ConnectionFailed, open_engine
+from forkscale.core.errors import SpecError
+from forkscale.observe.telemetry import Telemetry
+from forkscale.spec import load_spec
+from forkscale.workloads.api import load_token, make_app
+from forkscale.workloads.controller import Controller
 
 log = logging.getLogger("forkscale.serve")
 DEFAULT_LISTEN = "127.0.0.1:8080"
@@ -59,12 +59,12 @@ def parse_listen(value: str) -> tuple[str, int]:
 
 
 def _exporter(engine: Any, spec: Any, telemetry: Telemetry, interval: float) -> Any:
-    """The fleet exporter when forkscale.exporter is installed, else None (the controller then
+    """The fleet exporter when forkscale.observe.exporter is installed, else None (the controller then
     publishes ledger-only pool gauges itself)."""
     try:
-        from ..exporter import Exporter
+        from forkscale.observe.exporter import Exporter
     except ModuleNotFoundError as exc:
-        if exc.name != "forkscale.exporter":
+        if exc.name != "forkscale.observe.exporter":
             raise
         return None
     kwargs: dict[str, Any] = {}

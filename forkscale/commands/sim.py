@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import signal
 
-from ..sim.server import SimOptions, print_banner, serve
+from forkscale.sim.server import SimOptions, print_banner, serve
 
 
 async def _main(opts: SimOptions) -> int:

@@ -48,7 +48,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from forkscale.errors import SpecError
+from forkscale.core.errors import SpecError
 
 Strategy = Literal["fixed", "headroom", "target-value"]
 STRATEGIES: tuple[Strategy, ...] = ("fixed", "headroom", "target-value")

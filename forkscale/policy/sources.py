@@ -19,7 +19,7 @@ from typing import Any
 
 import aiohttp
 
-from forkscale.errors import TemporaryError
+from forkscale.core.errors import TemporaryError
 from forkscale.policy.config import HttpSource, MetricSource, PrometheusSource
 
 # A metric answer is a number; a body this large is a misconfigured URL (a dashboard page, a

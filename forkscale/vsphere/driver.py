@@ -17,9 +17,9 @@ from typing import Any
 
 from pyVmomi import vim, vmodl
 
-from ..errors import PermanentError, TemporaryError
-from .transport import Soap, method_info
-from .watcher import STATUS_KEY, TaskFailed, Watcher
+from forkscale.core.errors import PermanentError, TemporaryError
+from forkscale.vsphere.transport import Soap, method_info
+from forkscale.vsphere.watcher import STATUS_KEY, TaskFailed, Watcher
 
 log = logging.getLogger("forkscale.vsphere")
 PC = vmodl.query.PropertyCollector

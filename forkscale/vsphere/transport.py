@@ -19,7 +19,7 @@ from typing import Any
 import aiohttp
 from pyVmomi import SoapAdapter, VmomiSupport, vim
 
-from ..errors import PermanentError, TemporaryError
+from forkscale.core.errors import PermanentError, TemporaryError
 
 log = logging.getLogger("forkscale.vsphere")
 COOKIE = "vmware_soap_session"

@@ -16,7 +16,7 @@ from typing import Any
 
 from pyVmomi import vim, vmodl
 
-from .transport import Soap
+from forkscale.vsphere.transport import Soap
 
 log = logging.getLogger("forkscale.vsphere.watcher")
 PC = vmodl.query.PropertyCollector

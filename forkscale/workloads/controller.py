@@ -35,7 +35,7 @@ Shape (one engine, one event loop):
   the number as its *floor* (`min`): "keep at least N" is what an operator means before a login
   storm, and the policy keeps working above it; a floor above the policy's `max` is refused
   (HTTP 409). Overrides live in memory only: a restart goes back to the spec.
-* **Drain.** Scale-down of a pool with a `drain:` hook goes through `forkscale.drain.Drainer`
+* **Drain.** Scale-down of a pool with a `drain:` hook goes through `forkscale.workloads.drain.Drainer`
   (installed as `engine.drainer`); a failed drain keeps the clone (back to `ready`), shows in the
   status, and the round ends without a cooldown, so the next one tries again while the policy
   still wants fewer clones.
@@ -65,12 +65,12 @@ from typing import Any
 
 import aiohttp
 
-from .drain import Drainer
-from .engine import LIVE, Engine
-from .errors import ForkscaleError, TemporaryError
-from .ledger import CloneRecord
-from .policy import Decision, Observed, PolicyConfig, PolicyRunner, State, parse_policy, read_metric
-from .spec import Pool
+from forkscale.core.errors import ForkscaleError, TemporaryError
+from forkscale.fleet.engine import LIVE, Engine
+from forkscale.ledger import CloneRecord
+from forkscale.policy import Decision, Observed, PolicyConfig, PolicyRunner, State, parse_policy, read_metric
+from forkscale.spec import Pool
+from forkscale.workloads.drain import Drainer
 
 log = logging.getLogger("forkscale.controller")
 _DIGITS = re.compile(r"\d+(?:\.\d+)?")
@@ -153,7 +153,7 @@ class Controller:
         self.dry_run = dry_run
         self.grace_s = grace_s
         self.publish_fleet = publish_fleet
-        self.exporter: Any = None  # forkscale.exporter.Exporter when `serve` runs one (set_desired)
+        self.exporter: Any = None  # forkscale.observe.exporter.Exporter when `serve` runs one (set_desired)
         self.pools: dict[str, PoolRuntime] = {p.name: PoolRuntime(p, PolicyRunner(policy_of(p)))
                                               for p in self.spec.pools}
         self._stopping = False
@@ -576,7 +576,7 @@ class Controller:
             return
         if self.telemetry is None or not self.publish_fleet:
             return
-        from .telemetry import FleetSample, PoolCounts, count_clones
+        from forkscale.observe.telemetry import FleetSample, PoolCounts, count_clones
 
         pools, triples = [], []
         desired = self.desired_counts()

@@ -9,7 +9,7 @@ The flow (`Rehearsal.run`):
 2. clone    - `InstantClone_Task` of the running source (no freeze), every NIC edited: moved to
               the isolated port group and/or `migrateConnect='disconnect'`, with a fresh manual
               MAC, so the fork (which keeps the source's IP and hostname) never shows up on the
-              source's network. The clone is tagged `forkscale.rehearsal=<source>` in extraConfig
+              source's network. The clone is tagged `forkscale.workloads.rehearsal=<source>` in extraConfig
               so a leftover (kill -9) can be recognised. The task runs detached from the caller:
               when the caller is cancelled mid-clone, cleanup still learns the new VM and removes it.
 3. wait     - the clone reports poweredOn, then its guest answers over SSH, within `wait.timeout_s`.
@@ -40,15 +40,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from . import ssh
-from .errors import PermanentError, SpecError, TemporaryError
-from .identity import random_mac
-from .rehearsal_spec import RehearsalSpec, Step
-from .vsphere.driver import CloneRequest, Driver, Inventory, VmDetail, vm_detail
+from forkscale.core.errors import PermanentError, SpecError, TemporaryError
+from forkscale.core.identity import random_mac
+from forkscale.remote import ssh
+from forkscale.spec.rehearsal import RehearsalSpec, Step
+from forkscale.vsphere.driver import CloneRequest, Driver, Inventory, VmDetail, vm_detail
 
 log = logging.getLogger("forkscale.rehearsal")
 
-TAG_REHEARSAL = "forkscale.rehearsal"
+TAG_REHEARSAL = "forkscale.workloads.rehearsal"
 #: bytes of each stream kept in the report: the first quarter and the last three quarters
 #: (the end of an output is where the error usually is), with a marker for what was cut
 OUTPUT_LIMIT = 8192
@@ -149,7 +149,7 @@ class Report:
     def as_dict(self) -> dict[str, Any]:
         keys = sorted(set(self.chains_before) | set(self.chains_after))
         return {
-            "kind": "forkscale.rehearsal",
+            "kind": "forkscale.workloads.rehearsal",
             "version": 1,
             "outcome": self.outcome,
             "ok": self.ok,

@@ -66,9 +66,8 @@ from typing import Any
 
 from pyVmomi import vim, vmodl
 
-from .ledger import HOLDING_STATES, Ledger
-from .spec import Spec
-from .telemetry import (
+from forkscale.ledger import HOLDING_STATES, Ledger
+from forkscale.observe.telemetry import (
     CLONE_KINDS,
     ChainDepth,
     CloneCount,
@@ -80,7 +79,8 @@ from .telemetry import (
     Telemetry,
     VmMemory,
 )
-from .vsphere.driver import TAG_POOL, TAG_SOURCE, Driver
+from forkscale.spec import Spec
+from forkscale.vsphere.driver import TAG_POOL, TAG_SOURCE, Driver
 
 __all__ = ["HOST_COUNTERS", "HOST_PATHS", "VM_PATHS", "Exporter", "FleetRead", "HostRow", "VmRow",
            "pool_pshare_saved", "read_fleet"]

@@ -17,13 +17,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .budgets import Budget, Rate
-from .errors import PermanentError, SpecError, TemporaryError
-from .identity import guestinfo
-from .ledger import Ledger
-from .sources import Source, SourceManager
-from .spec import Pool, Spec
-from .vsphere.driver import TAG_ID, TAG_POOL, TAG_SOURCE, CloneRequest, Driver, Inventory
+from forkscale.core.errors import PermanentError, SpecError, TemporaryError
+from forkscale.core.identity import guestinfo
+from forkscale.fleet.budgets import Budget, Rate
+from forkscale.fleet.sources import Source, SourceManager
+from forkscale.ledger import Ledger
+from forkscale.spec import Pool, Spec
+from forkscale.vsphere.driver import TAG_ID, TAG_POOL, TAG_SOURCE, CloneRequest, Driver, Inventory
 
 log = logging.getLogger("forkscale.engine")
 LIVE = ("planned", "cloning", "customizing", "ready", "claimed", "draining")
@@ -79,7 +79,7 @@ class Result:
 
 Progress = Callable[[str, dict[str, int]], None]
 #: Runs a pool's drain hook on a clone picked for scale-down; True when it may be destroyed now
-#: (forkscale.drain.Drainer; the clone is left `draining` then, or put back as it was on False).
+#: (forkscale.workloads.drain.Drainer; the clone is left `draining` then, or put back as it was on False).
 DrainHook = Callable[[Pool, Any, "Result"], Awaitable[bool]]
 
 

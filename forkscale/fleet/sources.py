@@ -43,11 +43,11 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import PermanentError, SpecError, TemporaryError
-from .identity import random_mac
-from .ledger import LIVE_STATES, Ledger, SourceRecord
-from .spec import Pool
-from .vsphere.driver import TAG_POOL, TAG_SOURCE, CloneRequest, Driver, Inventory, VmInfo
+from forkscale.core.errors import PermanentError, SpecError, TemporaryError
+from forkscale.core.identity import random_mac
+from forkscale.ledger import LIVE_STATES, Ledger, SourceRecord
+from forkscale.spec import Pool
+from forkscale.vsphere.driver import TAG_POOL, TAG_SOURCE, CloneRequest, Driver, Inventory, VmInfo
 
 log = logging.getLogger("forkscale.sources")
 NIC_KEY = 4000
@@ -121,7 +121,7 @@ async def freeze_vm(driver: Driver, pool: Pool, moref: str, name: str, *, ssh_ho
             except PermanentError as exc:
                 raise _fail(pool, f"cannot start the freeze in {name} (guest operations)", exc) from None
     elif pool.freeze == "ssh":
-        from . import ssh
+        from forkscale.remote import ssh
 
         assert pool.ssh is not None
         cfg = pool.ssh

@@ -15,7 +15,7 @@ Why this shape:
   investigate). `insecure_host_key=True` accepts any key, never writes known_hosts, and logs a
   WARNING on every connection so it cannot go unnoticed. Instant clones of one source share its
   host key, and IPs get reused across generations, which is why that escape hatch exists.
-* Error classes carry the decision (see forkscale.errors): auth, host-key and key-file problems
+* Error classes carry the decision (see forkscale.core.errors): auth, host-key and key-file problems
   are permanent; refused / unreachable / timed-out / dropped connections are temporary.
 * The command text never appears in logs or exceptions: it may carry secrets (tokens for a
   join script, for instance). Messages name user@host:port and the timeout only.
@@ -42,7 +42,7 @@ from typing import TypeVar
 
 import paramiko
 
-from forkscale.errors import PermanentError, TemporaryError
+from forkscale.core.errors import PermanentError, TemporaryError
 
 __all__ = ["CommandResult", "SshTarget", "freeze_command", "launch_detached", "run"]
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
 from typing import Protocol
 
-from forkscale.errors import ForkscaleError
+from forkscale.core.errors import ForkscaleError
 
 #: Clone names count from 1 ("pool-001"), like Horizon's pool naming.
 FIRST_INDEX = 1

@@ -5,7 +5,7 @@ field path, unknown keys are errors with a "did you mean", the `vcenter:` block 
 very same code as the pool spec's (so passwords are accepted by reference only), and the `ssh:`
 block has the keys of a pool's `ssh:` block. Nothing here talks to vCenter; the checks that need
 the inventory (does the source exist, is the port group not the source's own) run in
-`forkscale.rehearsal` before anything is created, and name the same field paths.
+`forkscale.workloads.rehearsal` before anything is created, and name the same field paths.
 """
 
 from __future__ import annotations
@@ -15,26 +15,24 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from forkscale.errors import SpecError
-from forkscale.spec import (
-    MAX_VM_NAME,
-    SshConfig,
-    VCenter,
-    _bool,
-    _check_keys,
-    _check_vm_name,
-    _kind,
-    _mapping,
-    _opt_path,
-    _opt_str,
-    _positive,
-    _required,
-    _ssh,
-    _str,
-    _sub,
-    _vcenter,
-    read_yaml_file,
+from forkscale.core.errors import SpecError
+from forkscale.spec.fields import (
+    as_bool,
+    as_mapping,
+    as_positive,
+    as_str,
+    check_keys,
+    kind_of,
+    opt_path,
+    opt_str,
+    required,
+    sub,
 )
+from forkscale.spec.model import MAX_VM_NAME, SshConfig
+from forkscale.spec.names import check_vm_name
+from forkscale.spec.sections import parse_ssh
+from forkscale.spec.vcenter import VCenter, parse_vcenter
+from forkscale.spec.yamlfile import read_yaml_file
 
 DEFAULT_WAIT_S = 300.0
 DEFAULT_STEP_TIMEOUT_S = 600.0
@@ -94,22 +92,22 @@ def parse_rehearsal(raw: object, *, base_dir: Path) -> RehearsalSpec:
     """Validate already-parsed YAML; the first problem found is raised as SpecError."""
     if raw is None:
         raise SpecError("", "the rehearsal spec is empty; it needs vcenter, source, network, ssh and steps")
-    top = _mapping(raw, "", "the rehearsal spec")
-    _check_keys(top, "", TOP_KEYS)
+    top = as_mapping(raw, "", "the rehearsal spec")
+    check_keys(top, "", TOP_KEYS)
     if "vcenter" not in top:
         raise SpecError("vcenter", "required (url, user, password_env or password_file)")
-    vcenter = _vcenter(top["vcenter"], "vcenter", base_dir)
-    source = _str(_required(top, "source", ""), "source")
-    clone_name = _opt_str(top.get("clone_name"), "clone_name")
+    vcenter = parse_vcenter(top["vcenter"], "vcenter", base_dir)
+    source = as_str(required(top, "source", ""), "source")
+    clone_name = opt_str(top.get("clone_name"), "clone_name")
     if clone_name is not None:
-        _check_vm_name(clone_name, "clone_name")
+        check_vm_name(clone_name, "clone_name")
         if clone_name == source:
             raise SpecError("clone_name", f"{clone_name!r} is the source's own name")
-    network = _network(_required(top, "network", ""), "network")
-    folder = _opt_str(top.get("folder"), "folder")
+    network = parse_rehearsal_network(required(top, "network", ""), "network")
+    folder = opt_str(top.get("folder"), "folder")
     if "ssh" not in top or top["ssh"] is None:
         raise SpecError("ssh", "required: how to reach the clone's guest (host, user, key_file, known_hosts)")
-    ssh = _ssh(top["ssh"], "ssh", base_dir)
+    ssh = parse_ssh(top["ssh"], "ssh", base_dir)
     wait = _wait(top.get("wait"), "wait")
     steps = _steps(top.get("steps", []), "steps", DEFAULT_STEP_TIMEOUT_S)
     checks = _steps(top.get("checks", []), "checks", DEFAULT_CHECK_TIMEOUT_S)
@@ -118,15 +116,15 @@ def parse_rehearsal(raw: object, *, base_dir: Path) -> RehearsalSpec:
     return RehearsalSpec(
         vcenter=vcenter, source=source, network=network, ssh=ssh, steps=steps, checks=checks,
         clone_name=clone_name, folder=folder, wait_timeout_s=wait,
-        report=_opt_path(top.get("report"), "report", base_dir), base_dir=base_dir,
+        report=opt_path(top.get("report"), "report", base_dir), base_dir=base_dir,
     )
 
 
-def _network(raw: object, path: str) -> RehearsalNetwork:
-    data = _mapping(raw, path, "network")
-    _check_keys(data, path, ("port_group", "disconnect"))
-    port_group = _opt_str(data.get("port_group"), _sub(path, "port_group"))
-    disconnect = _bool(data.get("disconnect", False), _sub(path, "disconnect"))
+def parse_rehearsal_network(raw: object, path: str) -> RehearsalNetwork:
+    data = as_mapping(raw, path, "network")
+    check_keys(data, path, ("port_group", "disconnect"))
+    port_group = opt_str(data.get("port_group"), sub(path, "port_group"))
+    disconnect = as_bool(data.get("disconnect", False), sub(path, "disconnect"))
     if port_group is None and not disconnect:
         raise SpecError(
             path,
@@ -139,29 +137,29 @@ def _network(raw: object, path: str) -> RehearsalNetwork:
 def _wait(raw: object, path: str) -> float:
     if raw is None:
         return DEFAULT_WAIT_S
-    data = _mapping(raw, path, "wait")
-    _check_keys(data, path, ("timeout_s",))
-    return _positive(data.get("timeout_s", DEFAULT_WAIT_S), _sub(path, "timeout_s"))
+    data = as_mapping(raw, path, "wait")
+    check_keys(data, path, ("timeout_s",))
+    return as_positive(data.get("timeout_s", DEFAULT_WAIT_S), sub(path, "timeout_s"))
 
 
 def _steps(raw: object, path: str, default_timeout: float) -> tuple[Step, ...]:
     if raw is None:
         return ()
     if not isinstance(raw, list):
-        raise SpecError(path, f"must be a list of {{name, run, timeout_s}}, not {_kind(raw)}")
+        raise SpecError(path, f"must be a list of {{name, run, timeout_s}}, not {kind_of(raw)}")
     out: list[Step] = []
     seen: dict[str, int] = {}
     for i, item in enumerate(raw):
         where = f"{path}[{i}]"
-        data = _mapping(item, where, "a step")
-        _check_keys(data, where, ("name", "run", "timeout_s"))
-        name = _str(_required(data, "name", where), _sub(where, "name"))
+        data = as_mapping(item, where, "a step")
+        check_keys(data, where, ("name", "run", "timeout_s"))
+        name = as_str(required(data, "name", where), sub(where, "name"))
         if name in seen:
-            raise SpecError(_sub(where, "name"), f"{name!r} is already the name of {path}[{seen[name]}]")
+            raise SpecError(sub(where, "name"), f"{name!r} is already the name of {path}[{seen[name]}]")
         seen[name] = i
         out.append(Step(
             name=name,
-            run=_str(_required(data, "run", where), _sub(where, "run")),
-            timeout_s=_positive(data.get("timeout_s", default_timeout), _sub(where, "timeout_s")),
+            run=as_str(required(data, "run", where), sub(where, "run")),
+            timeout_s=as_positive(data.get("timeout_s", default_timeout), sub(where, "timeout_s")),
         ))
     return tuple(out)

@@ -27,238 +27,26 @@ import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from forkscale import identity
-from forkscale.errors import ForkscaleError
-from forkscale.identity import NetworkAlloc
-
-STATES = ("planned", "cloning", "customizing", "ready", "claimed", "draining", "destroying", "gone", "failed")
-KINDS = ("instant", "linked", "full")
-#: States whose clones still hold their name, IP and MAC (everything but gone).
-HOLDING_STATES = tuple(s for s in STATES if s != "gone")
-#: States of clones that count toward a pool's size.
-LIVE_STATES = tuple(s for s in STATES if s not in ("gone", "failed"))
-
-# The normal path, one step at a time. On top of it: `failed` and `destroying` are reachable from
-# any state but `gone`; `gone` is terminal. planned->gone abandons a plan before anything was
-# sent to vCenter; failed->gone records that nothing is left to remove; claimed->ready is a
-# release with on_release: keep; draining->ready/claimed puts back a clone whose drain hook failed
-# (or was abandoned at shutdown), as it was before.
-_FORWARD: dict[str, frozenset[str]] = {
-    "planned": frozenset({"cloning", "gone"}),
-    "cloning": frozenset({"customizing"}),
-    "customizing": frozenset({"ready"}),
-    "ready": frozenset({"claimed", "draining"}),
-    "claimed": frozenset({"ready", "draining"}),
-    "draining": frozenset({"ready", "claimed"}),
-    "destroying": frozenset({"gone"}),
-    "failed": frozenset({"gone"}),
-    "gone": frozenset(),
-}
-_ANYWHERE = frozenset({"failed", "destroying"})
-
-#: Fields `transition` and `update` may set (state, identity and timestamps are managed here).
-MUTABLE_FIELDS = frozenset({"vm_moref", "kind", "host", "datastore", "fallback_reason", "error", "claimed_by"})
-_NOT_NULL_FIELDS = frozenset({"kind", "host", "datastore"})
-_SOURCE_FIELDS = frozenset({"vm_name", "vm_moref", "host", "state", "frozen"})
-
-_V1 = f"""
-CREATE TABLE clones (
-    id INTEGER PRIMARY KEY,
-    pool TEXT NOT NULL,
-    name TEXT NOT NULL,
-    hostname TEXT NOT NULL,
-    ip TEXT NOT NULL,
-    mac TEXT NOT NULL,
-    kind TEXT NOT NULL CHECK (kind IN ('instant', 'linked', 'full')),
-    source TEXT NOT NULL,
-    source_generation INTEGER NOT NULL,
-    host TEXT NOT NULL,
-    datastore TEXT NOT NULL,
-    port_group TEXT NOT NULL,
-    vm_moref TEXT,
-    state TEXT NOT NULL CHECK (state IN ({", ".join(f"'{s}'" for s in STATES)})),
-    fallback_reason TEXT,
-    error TEXT,
-    claimed_by TEXT,
-    claimed_at REAL,
-    created_at REAL NOT NULL,
-    updated_at REAL NOT NULL,
-    ready_at REAL
-);
-CREATE UNIQUE INDEX clones_live_name ON clones (name) WHERE state <> 'gone';
-CREATE UNIQUE INDEX clones_live_mac ON clones (mac) WHERE state <> 'gone';
-CREATE UNIQUE INDEX clones_live_ip ON clones (port_group, ip) WHERE state <> 'gone';
-CREATE INDEX clones_pool_state ON clones (pool, state);
-CREATE INDEX clones_moref ON clones (vm_moref);
-CREATE TABLE sources (
-    id INTEGER PRIMARY KEY,
-    pool TEXT NOT NULL,
-    vm_name TEXT NOT NULL,
-    vm_moref TEXT,
-    host TEXT NOT NULL,
-    generation INTEGER NOT NULL,
-    state TEXT NOT NULL,
-    frozen INTEGER NOT NULL DEFAULT 0,
-    created_at REAL NOT NULL,
-    updated_at REAL NOT NULL
-);
-CREATE INDEX sources_pool ON sources (pool, generation);
-CREATE TABLE events (
-    id INTEGER PRIMARY KEY,
-    clone_id INTEGER NOT NULL REFERENCES clones (id),
-    at REAL NOT NULL,
-    what TEXT NOT NULL,
-    detail TEXT NOT NULL DEFAULT '{{}}'
-);
-CREATE INDEX events_clone ON events (clone_id, id);
-"""
-
-#: MIGRATIONS[i] takes a file from schema version i to i+1. Append only; never edit a shipped one.
-#: v2: the count a pool was last converged to (by `scale`, `apply`, the API or a policy), so
-#: `status` and the exporter report what was asked for, not just what the spec file says.
-_V2 = """
-CREATE TABLE pools (
-    name TEXT PRIMARY KEY,
-    desired INTEGER NOT NULL CHECK (desired >= 0),
-    set_by TEXT NOT NULL,
-    updated_at REAL NOT NULL
-);
-"""
-
-MIGRATIONS: tuple[str, ...] = (_V1, _V2)
-SCHEMA_VERSION = len(MIGRATIONS)
-
-
-class LedgerError(ForkscaleError):
-    """The ledger refused an operation (unknown clone, bad field, unreadable schema)."""
-
-
-class IllegalTransition(LedgerError):
-    def __init__(self, clone_id: int, old: str, new: str) -> None:
-        super().__init__(f"clone {clone_id}: {old} -> {new} is not an allowed transition")
-        self.clone_id = clone_id
-        self.old = old
-        self.new = new
-
-
-class UnknownClone(LedgerError):
-    pass
-
-
-@dataclass(frozen=True)
-class CloneRecord:
-    id: int
-    pool: str
-    name: str
-    hostname: str
-    ip: str
-    mac: str
-    kind: str
-    source: str
-    source_generation: int
-    host: str
-    datastore: str
-    port_group: str
-    vm_moref: str | None
-    state: str
-    fallback_reason: str | None
-    error: str | None
-    claimed_by: str | None
-    claimed_at: float | None
-    created_at: float
-    updated_at: float
-    ready_at: float | None
-
-    @property
-    def live(self) -> bool:
-        return self.state in LIVE_STATES
-
-
-@dataclass(frozen=True)
-class SourceRecord:
-    id: int
-    pool: str
-    vm_name: str
-    vm_moref: str | None
-    host: str
-    generation: int
-    state: str
-    frozen: bool
-    created_at: float
-    updated_at: float
-
-
-@dataclass(frozen=True)
-class Event:
-    id: int
-    clone_id: int
-    at: float
-    what: str
-    detail: dict[str, Any]
-
-
-def allowed_transition(old: str, new: str) -> bool:
-    """Whether a clone may move from `old` to `new` (see the table above)."""
-    if old not in STATES or new not in STATES:
-        return False
-    if old == "gone" or old == new:
-        return False
-    return new in _ANYWHERE or new in _FORWARD[old]
-
-
-def _statements(script: str) -> Iterator[str]:
-    """Split a SQL script into statements (sqlite3.executescript would COMMIT our transaction)."""
-    buffer = ""
-    for part in script.split(";"):
-        buffer += part + ";"
-        if sqlite3.complete_statement(buffer):
-            if buffer.strip(" \t\r\n;"):
-                yield buffer
-            buffer = ""
-    if buffer.strip(" \t\r\n;"):
-        raise LedgerError(f"incomplete SQL statement in migration: {buffer.strip()[:80]!r}")
-
-
-def schema_version(conn: sqlite3.Connection) -> int:
-    """0 for a file no ledger has touched yet."""
-    row = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'").fetchone()
-    if row is None:
-        return 0
-    row = conn.execute("SELECT version FROM schema_version").fetchone()
-    return 0 if row is None else int(row[0])
-
-
-def migrate(conn: sqlite3.Connection, migrations: Sequence[str] = MIGRATIONS) -> int:
-    """Bring the file up to len(migrations), all in one write transaction; return the version.
-
-    One transaction means a crash (or a failing migration) leaves the old version intact, and
-    two processes opening the same old file migrate it once. A file newer than this code is
-    refused rather than guessed at.
-    """
-    target = len(migrations)
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-        if conn.execute("SELECT version FROM schema_version").fetchone() is None:
-            conn.execute("INSERT INTO schema_version (version) VALUES (0)")
-        version = schema_version(conn)
-        if version > target:
-            raise LedgerError(
-                f"ledger schema version {version} is newer than this forkscale understands ({target}); upgrade forkscale"
-            )
-        for number in range(version, target):
-            for statement in _statements(migrations[number]):
-                conn.execute(statement)
-            conn.execute("UPDATE schema_version SET version = ?", (number + 1,))
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    return target
+from forkscale.core import identity
+from forkscale.core.identity import NetworkAlloc
+from forkscale.ledger.records import (
+    KINDS,
+    LIVE_STATES,
+    MUTABLE_FIELDS,
+    NOT_NULL_FIELDS,
+    SOURCE_FIELDS,
+    STATES,
+    CloneRecord,
+    Event,
+    IllegalTransition,
+    LedgerError,
+    SourceRecord,
+    UnknownClone,
+    allowed_transition,
+)
+from forkscale.ledger.schema import migrate
 
 
 class Ledger:
@@ -516,9 +304,9 @@ class Ledger:
 
     def update_source(self, source_id: int, **fields: str | bool | None) -> SourceRecord:
         """Change vm_name, vm_moref, host, state or frozen of a source row."""
-        unknown = set(fields) - _SOURCE_FIELDS
+        unknown = set(fields) - SOURCE_FIELDS
         if unknown or not fields:
-            raise LedgerError(f"update_source fields must be among {sorted(_SOURCE_FIELDS)}, got {sorted(fields)}")
+            raise LedgerError(f"update_source fields must be among {sorted(SOURCE_FIELDS)}, got {sorted(fields)}")
         values: dict[str, object] = dict(fields)
         if "frozen" in values:
             values["frozen"] = int(bool(values["frozen"]))
@@ -557,7 +345,7 @@ def _check_fields(fields: Mapping[str, object]) -> None:
     for key, value in fields.items():
         if value is not None and not isinstance(value, str):
             raise LedgerError(f"{key} must be a string or None, not {type(value).__name__}")
-        if key in _NOT_NULL_FIELDS and not value:
+        if key in NOT_NULL_FIELDS and not value:
             raise LedgerError(f"{key} cannot be empty")
     if "kind" in fields:
         _check_kind(str(fields["kind"]))

@@ -10,13 +10,13 @@ from typing import Any
 
 from pyVmomi import vim
 
-from .engine import Engine, Progress
-from .errors import PermanentError, SpecError, TemporaryError
-from .ledger import Ledger
-from .logs import register_secret
-from .spec import Spec, VCenter
-from .vsphere.driver import Driver
-from .vsphere.transport import Soap
+from forkscale.core.errors import PermanentError, SpecError, TemporaryError
+from forkscale.core.logs import register_secret
+from forkscale.fleet.engine import Engine, Progress
+from forkscale.ledger import Ledger
+from forkscale.spec import Spec, VCenter
+from forkscale.vsphere.driver import Driver
+from forkscale.vsphere.transport import Soap
 
 log = logging.getLogger("forkscale")
 

@@ -45,10 +45,10 @@ from typing import Any
 
 from aiohttp import web
 
-from .controller import Controller, ControllerError
-from .errors import SpecError
-from .logs import register_secret
-from .spec import check_secret_file
+from forkscale.core.errors import SpecError
+from forkscale.core.logs import register_secret
+from forkscale.spec import check_secret_file
+from forkscale.workloads.controller import Controller, ControllerError
 
 log = logging.getLogger("forkscale.api")
 
@@ -187,7 +187,7 @@ def make_app(controller: Controller, token: str, telemetry: Any = None,
 
     app.router.add_get("/healthz", healthz)
     if telemetry is not None:
-        from .telemetry import metrics_handler
+        from forkscale.observe.telemetry import metrics_handler
 
         render = metrics_handler(telemetry)
 

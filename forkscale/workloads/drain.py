@@ -7,7 +7,7 @@ destroy. The drainer:
 
 1. marks the clone `draining` in the ledger -- synchronously, before its first await, so a claim
    cannot take it in between and a crash leaves a row that says what was going on;
-2. runs the pool's drain command over SSH (`forkscale.ssh.run`, the spec's command and timeout)
+2. runs the pool's drain command over SSH (`forkscale.remote.ssh.run`, the spec's command and timeout)
    on the clone itself, at its IP from the ledger (or `drain.ssh.host` when the spec names one:
    a bastion, or a test's loopback sshd). `{name}`, `{hostname}`, `{ip}` and `{pool}` in the
    command are replaced by the clone's values, shell-quoted;
@@ -31,10 +31,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from . import ssh
-from .errors import PermanentError, TemporaryError
-from .ledger import CloneRecord, Ledger
-from .spec import Drain, Pool
+from forkscale.core.errors import PermanentError, TemporaryError
+from forkscale.ledger import CloneRecord, Ledger
+from forkscale.remote import ssh
+from forkscale.spec import Drain, Pool
 
 log = logging.getLogger("forkscale.drain")
 

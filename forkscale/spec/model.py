@@ -1,0 +1,186 @@
+"""The validated spec as frozen dataclasses (what the rest of forkscale reads)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from forkscale.core.errors import SpecError
+from forkscale.core.identity import NetworkAlloc, render_name
+from forkscale.policy.config import PolicyConfig
+from forkscale.spec.secrets import SecretRef
+from forkscale.spec.vcenter import VCenter
+
+FREEZE_METHODS = ("none", "ssh", "guestops", "running")
+
+
+KINDS = ("instant", "linked", "full")
+
+
+ON_RELEASE = ("refresh", "keep")
+
+
+DEFAULT_STATE = ".forkscale/state.sqlite"
+
+
+DEFAULT_FOLDER = "forkscale"
+
+
+MAX_VM_NAME = 80
+
+
+@dataclass(frozen=True)
+class SshConfig:
+    """How to reach a source guest over SSH to freeze it."""
+
+    host: str
+    port: int = 22
+    user: str = "root"
+    key_file: Path | None = None
+    known_hosts: Path | None = None
+    insecure_host_key: bool = False
+    guest_script: str = "/usr/local/sbin/forkscale-guest"  # run as `<script> prepare && <script> freeze`
+
+
+@dataclass(frozen=True)
+class GuestOps:
+    """Guest-operations credentials (VMware Tools StartProgramInGuest) for the freeze."""
+
+    user: str
+    secret: SecretRef
+
+    def password(self) -> str:
+        return self.secret.read()
+
+
+@dataclass(frozen=True, kw_only=True)
+class Network(NetworkAlloc):
+    """A pool's network: the address plan (NetworkAlloc) plus where and how NICs connect."""
+
+    port_group: str
+    isolated: bool = False
+    disconnect: bool = False
+    range_given: bool = False  # whether `range` came from the spec (only changes messages)
+
+
+@dataclass(frozen=True)
+class Placement:
+    hosts: tuple[str, ...] = ()  # empty: every host that has a source of this pool
+    datastores: tuple[str, ...] = ()  # empty: the source's datastore
+    folder: str = DEFAULT_FOLDER
+    resource_pool: str | None = None
+
+
+@dataclass(frozen=True)
+class Budgets:
+    """Concurrency and rate limits; defaults are well under vCenter's and ESXi's own limits."""
+
+    vcenter: int = 32
+    per_host: int = 8
+    per_datastore: int = 16
+    rate_per_s: float = 20.0
+
+
+DEFAULT_BUDGETS = Budgets()
+
+
+#: Delta-chain depth at which a per-host source is rotated; vSphere alarms above ~100 (KB 67186)
+#: and refuses a 256th level, so the default leaves a wide margin.
+DEFAULT_ROTATE_DEPTH = 32
+
+
+MAX_ROTATE_DEPTH = 200
+
+
+@dataclass(frozen=True)
+class SourceSettings:
+    """Per-host frozen sources (`forkscale prepare`): when to replace one with a fresh replica."""
+
+    rotate_depth: int = DEFAULT_ROTATE_DEPTH
+
+
+@dataclass(frozen=True)
+class GuestReady:
+    timeout_s: float = 300.0
+    required: bool = True
+
+
+@dataclass(frozen=True)
+class DrainSsh:
+    """SSH into the clone itself (at its allocated IP) to run the drain command.
+
+    `host` replaces the clone's IP (a bastion that drains by name, or a test's loopback sshd);
+    `insecure_host_key` is for clones of one source, which share its host key while their IPs
+    are reused across generations (forkscale.remote.ssh logs a warning on every such connection).
+    """
+
+    user: str = "root"
+    key_file: Path | None = None
+    known_hosts: Path | None = None
+    port: int = 22
+    host: str | None = None
+    insecure_host_key: bool = False
+
+
+@dataclass(frozen=True)
+class Drain:
+    command: str
+    timeout_s: float = 300.0
+    ssh: DrainSsh | None = None
+
+
+def default_name_pattern(pool: str) -> str:
+    return f"{pool}-{{index:03d}}"
+
+
+@dataclass(frozen=True)
+class Pool:
+    name: str
+    source: str
+    network: Network
+    count: int | None = None
+    snapshot: str | None = None
+    freeze: str = "none"
+    ssh: SshConfig | None = None
+    guestops: GuestOps | None = None
+    name_pattern: str = ""
+    hostname_pattern: str | None = None
+    placement: Placement = field(default_factory=Placement)
+    fallback: tuple[str, ...] = KINDS
+    budgets: Budgets = DEFAULT_BUDGETS
+    guest_ready: GuestReady = field(default_factory=GuestReady)
+    guestinfo: dict[str, str] = field(default_factory=dict)
+    policy: PolicyConfig = field(default_factory=lambda: PolicyConfig(strategy="fixed", count=0))
+    on_release: str = "refresh"
+    drain: Drain | None = None
+    sources: SourceSettings = field(default_factory=SourceSettings)
+
+    def __post_init__(self) -> None:
+        if not self.name_pattern:
+            object.__setattr__(self, "name_pattern", default_name_pattern(self.name))
+
+    def rendered_name(self, index: int) -> str:
+        return render_name(self.name_pattern, index, pool=self.name)
+
+    def rendered_hostname(self, index: int) -> str:
+        if self.hostname_pattern is None:
+            return self.rendered_name(index)
+        return render_name(self.hostname_pattern, index, pool=self.name)
+
+    def capacity(self) -> int:
+        return self.network.capacity()
+
+
+@dataclass(frozen=True)
+class Spec:
+    vcenter: VCenter
+    state: Path
+    pools: tuple[Pool, ...]
+    base_dir: Path
+
+    def pool(self, name: str) -> Pool:
+        for pool in self.pools:
+            if pool.name == name:
+                return pool
+        known = ", ".join(p.name for p in self.pools)
+        raise SpecError("pools", f"no pool named {name!r} (pools: {known})")
