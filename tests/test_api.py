@@ -114,8 +114,10 @@ def test_auth_errors_and_count(served, tmp_path):
     # PUT count on a headroom pool sets its floor; above its max is a 409 naming the fix
     code, doc, _ = s.call("PUT", "/v1/pools/desk/count", {"count": 3})
     assert code == 202 and doc["applied"] == "min" and doc["min"] == 3
-    st = s.wait_status("desk", lambda d: d["current"] == 3 and d["spares"] == 3, what="desk floor 3")
-    assert st["policy"]["min"] == 3 and "raised to min 3" in st["actions"][-1]["reason"]
+    # the clones are ready a moment before the round that made them records its action
+    st = s.wait_status("desk", lambda d: d["current"] == 3 and d["spares"] == 3 and d["actions"]
+                       and "raised to min 3" in d["actions"][-1]["reason"], what="desk floor 3, its action recorded")
+    assert st["policy"]["min"] == 3
     deadline = time.monotonic() + 10  # the policy's desired count reaches /metrics
     while 'forkscale_pool_desired{pool="desk"} 3.0' not in s.call("GET", "/metrics", token=None)[1]:
         assert time.monotonic() < deadline, "forkscale_pool_desired for desk never became 3"

@@ -24,7 +24,6 @@ from pyVmomi import vim
 from forkscale.commands.session import open_driver
 from forkscale.core.errors import SpecError
 from forkscale.spec.rehearsal import load_rehearsal, parse_rehearsal
-from forkscale.vsphere.driver import vm_detail
 from forkscale.workloads.rehearsal import OUTPUT_LIMIT, Rehearsal, clip
 from tests.spine_helpers import REPO, cli, cli_process
 
@@ -133,13 +132,13 @@ def test_keep_leaves_the_clone_with_its_nic_isolated_or_disconnected(twin, si, s
     assert card.connectable.connected is connected and card.connectable.startConnected is connected
     assert card.addressType == "manual" and card.macAddress != nic(vms(si)["src-linux"]).macAddress
     assert clone.runtime.powerState == "poweredOn"
-    assert {o.key: o.value for o in clone.config.extraConfig}["forkscale.workloads.rehearsal"] == "src-linux"
+    assert {o.key: o.value for o in clone.config.extraConfig}["forkscale.rehearsal"] == "src-linux"
 
     async def tagged() -> dict[str, str]:  # what cleanup reads to recognise its own clone by name
         async with open_driver(load_rehearsal(spec).vcenter) as driver:
-            return (await vm_detail(driver, clone._moId, tags=("forkscale.workloads.rehearsal", "no.such.key"))).extra
+            return (await driver.vm_detail(clone._moId, tags=("forkscale.rehearsal", "no.such.key"))).extra
 
-    assert asyncio.run(tagged()) == {"forkscale.workloads.rehearsal": "src-linux"}
+    assert asyncio.run(tagged()) == {"forkscale.rehearsal": "src-linux"}
     assert vms(si)["src-linux"].runtime.powerState == "poweredOn"
 
 

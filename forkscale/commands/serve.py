@@ -23,18 +23,17 @@ import asyncio
 import concurrent.futures
 import contextlib
 import gc
-import inspect
 import logging
 import signal
 import sys
 import threading
 from collections.abc import Callable
-from typing import Any
 
 from aiohttp import web
 
 from forkscale.commands.session import ConnectionFailed, open_engine
 from forkscale.core.errors import SpecError
+from forkscale.observe.exporter import Exporter
 from forkscale.observe.telemetry import Telemetry
 from forkscale.spec import load_spec
 from forkscale.workloads.api import load_token, make_app
@@ -56,21 +55,6 @@ def parse_listen(value: str) -> tuple[str, int]:
     if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise SpecError("--listen", f"{value!r}: expected HOST:PORT, e.g. {DEFAULT_LISTEN}")
     return host.strip("[]") or "0.0.0.0", int(port)
-
-
-def _exporter(engine: Any, spec: Any, telemetry: Telemetry, interval: float) -> Any:
-    """The fleet exporter when forkscale.observe.exporter is installed, else None (the controller then
-    publishes ledger-only pool gauges itself)."""
-    try:
-        from forkscale.observe.exporter import Exporter
-    except ModuleNotFoundError as exc:
-        if exc.name != "forkscale.observe.exporter":
-            raise
-        return None
-    kwargs: dict[str, Any] = {}
-    if "interval_s" in inspect.signature(Exporter).parameters:
-        kwargs["interval_s"] = interval
-    return Exporter(engine.driver, spec, engine.ledger, telemetry, **kwargs)
 
 
 class ApiThread:
@@ -150,12 +134,9 @@ async def run(args: argparse.Namespace) -> int:
                     print(f"error: cannot listen on {args.listen}: {exc.strerror or exc}", file=sys.stderr)
                     return 1
                 shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
-                exporter = _exporter(engine, spec, telemetry, args.metrics_interval)
-                if exporter is not None:
-                    controller.exporter = exporter
-                    exporter_task = asyncio.create_task(exporter.run(), name="forkscale-exporter")
-                else:
-                    telemetry.set_up(True)
+                exporter = Exporter(engine.driver, spec, engine.ledger, telemetry, interval_s=args.metrics_interval)
+                controller.exporter = exporter
+                exporter_task = asyncio.create_task(exporter.run(), name="forkscale-exporter")
                 mode = " (dry run: decisions are logged, nothing is changed)" if args.dry_run else ""
                 print(f"forkscale serve: listening on http://{shown}:{bound[1]} "
                       f"(API /v1, /metrics, /healthz); pools: {', '.join(p.name for p in spec.pools)}{mode}",

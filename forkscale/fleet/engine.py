@@ -23,7 +23,8 @@ from forkscale.fleet.budgets import Budget, Rate
 from forkscale.fleet.sources import Source, SourceManager
 from forkscale.ledger import Ledger
 from forkscale.spec import Pool, Spec
-from forkscale.vsphere.driver import TAG_ID, TAG_POOL, TAG_SOURCE, CloneRequest, Driver, Inventory
+from forkscale.vsphere.model import TAG_ID, TAG_POOL, TAG_SOURCE, CloneRequest, Inventory
+from forkscale.vsphere.ports import VSphere
 
 log = logging.getLogger("forkscale.engine")
 LIVE = ("planned", "cloning", "customizing", "ready", "claimed", "draining")
@@ -84,7 +85,7 @@ DrainHook = Callable[[Pool, Any, "Result"], Awaitable[bool]]
 
 
 class Engine:
-    def __init__(self, spec: Spec, ledger: Ledger, driver: Driver, *, telemetry: Any = None,
+    def __init__(self, spec: Spec, ledger: Ledger, driver: VSphere, *, telemetry: Any = None,
                  progress: Progress | None = None, rng: random.Random | None = None) -> None:
         self.spec = spec
         self.ledger = ledger

@@ -47,7 +47,8 @@ from forkscale.core.errors import PermanentError, SpecError, TemporaryError
 from forkscale.core.identity import random_mac
 from forkscale.ledger import LIVE_STATES, Ledger, SourceRecord
 from forkscale.spec import Pool
-from forkscale.vsphere.driver import TAG_POOL, TAG_SOURCE, CloneRequest, Driver, Inventory, VmInfo
+from forkscale.vsphere.model import TAG_POOL, TAG_SOURCE, CloneRequest, Inventory, VmInfo
+from forkscale.vsphere.ports import VSphere
 
 log = logging.getLogger("forkscale.sources")
 NIC_KEY = 4000
@@ -96,7 +97,7 @@ def _fail(pool: Pool, what: str, exc: Exception) -> PermanentError:
     return PermanentError(f"pool {pool.name}: {what}: {exc}", fault)
 
 
-async def freeze_vm(driver: Driver, pool: Pool, moref: str, name: str, *, ssh_host: str | None = None) -> None:
+async def freeze_vm(driver: VSphere, pool: Pool, moref: str, name: str, *, ssh_host: str | None = None) -> None:
     """Freeze one VM with the pool's method and wait for `runtime.instantCloneFrozen`.
 
     guestops: waits until VMware Tools accept guest operations (a replica may still be booting),
@@ -137,7 +138,7 @@ async def freeze_vm(driver: Driver, pool: Pool, moref: str, name: str, *, ssh_ho
     await driver.wait_frozen(moref, timeout=timeout)
 
 
-async def _wait_guest(driver: Driver, moref: str, name: str, path: str, timeout: float, what: str) -> Any:
+async def _wait_guest(driver: VSphere, moref: str, name: str, path: str, timeout: float, what: str) -> Any:
     """Poll one guest property until it is truthy; PermanentError after `timeout` seconds."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
@@ -159,7 +160,7 @@ async def _wait_guest(driver: Driver, moref: str, name: str, path: str, timeout:
 class SourceManager:
     """Prepare, check, re-freeze, rotate and retire one pool's per-host sources."""
 
-    def __init__(self, driver: Driver, ledger: Ledger, pool: Pool, index: int, *,
+    def __init__(self, driver: VSphere, ledger: Ledger, pool: Pool, index: int, *,
                  rng: random.Random | None = None) -> None:
         self.driver = driver
         self.ledger = ledger

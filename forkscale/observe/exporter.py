@@ -1,6 +1,7 @@
 """The vSphere -> Prometheus exporter: one batched inventory read per interval fills the fleet gauges.
 
-Each `Exporter.refresh()` costs a fixed number of SOAP requests, whatever the fleet size:
+Each `Exporter.refresh()` costs a fixed number of SOAP requests, whatever the fleet size (the read
+itself is `FleetReader.read_fleet`, implemented in `forkscale.vsphere.fleetread`):
 
 * one `CreateContainerView` over the root folder for VMs *and* hosts, one `RetrievePropertiesEx`
   (plus one `ContinueRetrievePropertiesEx` per further page of `page_size` objects) and one
@@ -60,11 +61,7 @@ import asyncio
 import logging
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from typing import Any
-
-from pyVmomi import vim, vmodl
+from collections.abc import Callable
 
 from forkscale.ledger import HOLDING_STATES, Ledger
 from forkscale.observe.telemetry import (
@@ -80,193 +77,15 @@ from forkscale.observe.telemetry import (
     VmMemory,
 )
 from forkscale.spec import Spec
-from forkscale.vsphere.driver import TAG_POOL, TAG_SOURCE, Driver
+from forkscale.vsphere.model import FleetRead, VmRow
+from forkscale.vsphere.ports import FleetReader
 
-__all__ = ["HOST_COUNTERS", "HOST_PATHS", "VM_PATHS", "Exporter", "FleetRead", "HostRow", "VmRow",
-           "pool_pshare_saved", "read_fleet"]
+__all__ = ["Exporter", "pool_pshare_saved"]
 
 log = logging.getLogger("forkscale.exporter")
-PC = vmodl.query.PropertyCollector
-PM = vim.PerformanceManager
 MiB = 1024**2
-KiB = 1024
-REALTIME_INTERVAL = 20
 REPLICA_STATES = ("ready",)
 """Ledger states of per-host sources whose frozen state matters (retiring ones serve no new clone)."""
-"""Seconds between realtime performance samples (the hosts' refresh rate)."""
-
-TAG_PATH = f'config.extraConfig["{TAG_POOL}"]'
-SOURCE_TAG_PATH = f'config.extraConfig["{TAG_SOURCE}"]'
-VM_PATHS = ("name", "runtime.host", "runtime.powerState", "runtime.instantCloneFrozen",
-            "summary.quickStats.sharedMemory", "summary.quickStats.privateMemory", "layoutEx", TAG_PATH,
-            SOURCE_TAG_PATH)
-HOST_PATHS = ("name", "runtime.connectionState")
-HOST_COUNTERS = ("mem.shared.average", "mem.sharedcommon.average")
-
-
-# ------------------------------------------------------------------------------------------------
-# The raw read: plain rows, no pyVmomi beyond this section.
-# ------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class VmRow:
-    moref: str
-    name: str
-    host: str | None
-    """Host moref."""
-    power: str
-    frozen: bool
-    shared_mb: int
-    private_mb: int
-    pool_tag: str | None
-    source_tag: str | None
-    """`forkscale.source` (a per-host source replica's generation); None on clones and golden VMs."""
-    chains: dict[int, int]
-    """Disk device key -> links in its chain (layoutEx.disk[].chain)."""
-    delta_bytes: int
-    """uniqueSize of every delta link of every disk."""
-
-
-@dataclass(frozen=True, slots=True)
-class HostRow:
-    moref: str
-    name: str
-    connected: bool
-
-
-@dataclass(slots=True)
-class FleetRead:
-    """What one refresh read from vCenter."""
-
-    vms: list[VmRow] = field(default_factory=list)
-    hosts: list[HostRow] = field(default_factory=list)
-    host_memory: dict[str, tuple[float, float]] = field(default_factory=dict)
-    """Host moref -> (mem.shared, mem.sharedcommon) in bytes, from the latest realtime sample."""
-    taken_at: float = 0.0
-
-
-def _props(oc: Any) -> dict[str, Any]:
-    return {p.name: p.val for p in oc.propSet or []}
-
-
-def _chains(layout: Any) -> tuple[dict[int, int], int]:
-    """(disk key -> chain length, unique bytes of all delta links) from a FileLayoutEx."""
-    if layout is None:
-        return {}, 0
-    unique = {int(f.key): int(f.uniqueSize or 0) for f in layout.file or []}
-    chains: dict[int, int] = {}
-    delta = 0
-    for disk in layout.disk or []:
-        links = list(disk.chain or [])
-        chains[int(disk.key)] = len(links)
-        for link in links[1:]:  # the first link is the base disk, not a delta
-            delta += sum(unique.get(int(k), 0) for k in link.fileKey or [])
-    return chains, delta
-
-
-def _vm_row(oc: Any) -> VmRow:
-    p = _props(oc)
-    tag, source_tag = p.get(TAG_PATH), p.get(SOURCE_TAG_PATH)
-    chains, delta = _chains(p.get("layoutEx"))
-    host = p.get("runtime.host")
-    return VmRow(
-        moref=str(oc.obj._moId), name=str(p.get("name", "")), host=str(host._moId) if host is not None else None,
-        power=str(p.get("runtime.powerState", "poweredOff")), frozen=bool(p.get("runtime.instantCloneFrozen")),
-        shared_mb=int(p.get("summary.quickStats.sharedMemory") or 0),
-        private_mb=int(p.get("summary.quickStats.privateMemory") or 0),
-        pool_tag=str(tag.value) if tag is not None and tag.value is not None else None,
-        source_tag=str(source_tag.value) if source_tag is not None and source_tag.value else None,
-        chains=chains, delta_bytes=delta)
-
-
-def _rows(objects: list[Any], taken_at: float) -> FleetRead:
-    read = FleetRead(taken_at=taken_at)
-    for oc in objects:
-        if isinstance(oc.obj, vim.VirtualMachine):
-            read.vms.append(_vm_row(oc))
-        elif isinstance(oc.obj, vim.HostSystem):
-            p = _props(oc)
-            read.hosts.append(HostRow(moref=str(oc.obj._moId), name=str(p.get("name", oc.obj._moId)),
-                                      connected=p.get("runtime.connectionState") == "connected"))
-    return read
-
-
-async def _retrieve_view(driver: Driver, kinds: dict[type, Iterable[str]], page_size: int) -> list[Any]:
-    """Every object of `kinds` with their paths: one ContainerView, one paged RetrievePropertiesEx."""
-    soap, c = driver.soap, driver.content
-    view = await soap.invoke(c.viewManager, "CreateContainerView", c.rootFolder, list(kinds), True)
-    try:
-        spec = PC.FilterSpec(
-            objectSet=[PC.ObjectSpec(obj=view, skip=True, selectSet=[
-                PC.TraversalSpec(type=vim.view.ContainerView, path="view", skip=False)])],
-            propSet=[PC.PropertySpec(type=k, pathSet=list(paths)) for k, paths in kinds.items()])
-        res = await soap.invoke(c.propertyCollector, "RetrievePropertiesEx", [spec],
-                                PC.RetrieveOptions(maxObjects=page_size))
-        out = list(res.objects) if res else []
-        while res is not None and res.token:
-            res = await soap.invoke(c.propertyCollector, "ContinueRetrievePropertiesEx", res.token)
-            out.extend(res.objects if res else [])
-        return out
-    finally:
-        try:
-            await soap.invoke(view, "DestroyView")
-        except Exception:  # the view dies with the session anyway
-            log.debug("DestroyView failed", exc_info=True)
-
-
-async def perf_counter_ids(driver: Driver, names: Iterable[str]) -> dict[str, int]:
-    """Counter ids by `group.name.rollup`, read from `perfManager.perfCounter` (one request)."""
-    c = driver.content
-    if c.perfManager is None:
-        return {}
-    spec = PC.FilterSpec(objectSet=[PC.ObjectSpec(obj=c.perfManager)],
-                         propSet=[PC.PropertySpec(type=vim.PerformanceManager, pathSet=["perfCounter"])])
-    res = await driver.soap.invoke(c.propertyCollector, "RetrievePropertiesEx", [spec], PC.RetrieveOptions())
-    counters = _props(res.objects[0]).get("perfCounter", []) if res and res.objects else []
-    wanted = set(names)
-    out: dict[str, int] = {}
-    for info in counters or []:
-        full = f"{info.groupInfo.key}.{info.nameInfo.key}.{info.rollupType}"
-        if full in wanted:
-            out[full] = int(info.key)
-    return out
-
-
-async def host_memory(driver: Driver, hosts: list[HostRow], ids: dict[str, int]) -> dict[str, tuple[float, float]]:
-    """(mem.shared, mem.sharedcommon) bytes per host moref: ONE QueryPerf for every host."""
-    shared_id, common_id = ids.get(HOST_COUNTERS[0]), ids.get(HOST_COUNTERS[1])
-    targets = [h for h in hosts if h.connected]
-    if shared_id is None or common_id is None or not targets:
-        return {}
-    metric_ids = [PM.MetricId(counterId=shared_id, instance=""), PM.MetricId(counterId=common_id, instance="")]
-    specs = [PM.QuerySpec(entity=vim.HostSystem(h.moref), metricId=metric_ids, intervalId=REALTIME_INTERVAL,
-                          maxSample=1) for h in targets]
-    result = await driver.soap.invoke(driver.content.perfManager, "QueryPerf", specs)
-    out: dict[str, tuple[float, float]] = {}
-    for em in result or []:
-        values: dict[int, float] = {}
-        for series in getattr(em, "value", None) or []:
-            samples = list(getattr(series, "value", None) or [])
-            if samples and samples[-1] >= 0:  # -1: no data for that sample
-                values[int(series.id.counterId)] = float(samples[-1]) * KiB
-        if shared_id in values and common_id in values:
-            out[str(em.entity._moId)] = (values[shared_id], values[common_id])
-    return out
-
-
-async def read_fleet(driver: Driver, *, page_size: int = 1000,
-                     counter_ids: dict[str, int] | None = None) -> FleetRead:
-    """The raw inventory behind one refresh.
-
-    `counter_ids` (from `perf_counter_ids`) saves the catalog read; `{}` skips `QueryPerf` too.
-    """
-    taken_at = time.time()
-    objects = await _retrieve_view(driver, {vim.VirtualMachine: VM_PATHS, vim.HostSystem: HOST_PATHS}, page_size)
-    read = await asyncio.to_thread(_rows, objects, taken_at)  # thousands of layoutEx walks: off the loop
-    ids = counter_ids if counter_ids is not None else await perf_counter_ids(driver, HOST_COUNTERS)
-    read.host_memory = await host_memory(driver, read.hosts, ids)
-    return read
 
 
 # ------------------------------------------------------------------------------------------------
@@ -300,7 +119,7 @@ class Exporter:
     any surface: it knows nothing of the CLI or the HTTP server that serves `/metrics`.
     """
 
-    def __init__(self, driver: Driver, spec: Spec, ledger: Ledger, telemetry: Telemetry,
+    def __init__(self, driver: FleetReader, spec: Spec, ledger: Ledger, telemetry: Telemetry,
                  interval_s: float = 20.0, *, page_size: int = 1000,
                  clock: Callable[[], float] = time.time) -> None:
         if interval_s <= 0:
@@ -313,9 +132,7 @@ class Exporter:
         self.page_size = page_size
         self._clock = clock
         self._desired: dict[str, int] = {}
-        self._counter_ids: dict[str, int] | None = None
         self._lock = asyncio.Lock()
-        self._perf_warned = False
         self.last_sample: FleetSample | None = None
         self.last_success: float | None = None
         """Wall-clock time of the last refresh that reached vCenter and applied its sample."""
@@ -372,20 +189,7 @@ class Exporter:
         return sample
 
     async def _read(self) -> FleetRead:
-        if self._counter_ids is None:
-            self._counter_ids = await perf_counter_ids(self.driver, HOST_COUNTERS)
-            missing = [n for n in HOST_COUNTERS if n not in self._counter_ids]
-            if missing:
-                log.warning("vCenter has no performance counter %s; host P-Share metrics stay empty",
-                            ", ".join(missing))
-        read = await read_fleet(self.driver, page_size=self.page_size, counter_ids={})
-        try:
-            read.host_memory = await host_memory(self.driver, read.hosts, self._counter_ids)
-        except vmodl.MethodFault as exc:  # e.g. a vCenter without statistics: keep the rest
-            if not self._perf_warned:
-                log.warning("QueryPerf failed (%s); host P-Share metrics stay empty", type(exc).__name__)
-                self._perf_warned = True
-        return read
+        return await self.driver.read_fleet(page_size=self.page_size)
 
     async def run(self, *, wait_first: bool = False) -> None:
         """Refresh every `interval_s` until cancelled; a failed refresh keeps the previous sample

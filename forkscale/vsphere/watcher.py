@@ -16,23 +16,18 @@ from typing import Any
 
 from pyVmomi import vim, vmodl
 
+from forkscale.vsphere.faults import TaskFailed
+from forkscale.vsphere.model import STATUS_KEY
 from forkscale.vsphere.transport import Soap
 
 log = logging.getLogger("forkscale.vsphere.watcher")
 PC = vmodl.query.PropertyCollector
-STATUS_KEY = "guestinfo.forkscale.status"
 STATUS_PATH = f'config.extraConfig["{STATUS_KEY}"]'
 TASK_PATHS = ["info.state", "info.error", "info.result"]
 # After an update, wait this long before asking again, so changes that arrive together come back
 # in one WaitForUpdatesEx instead of one each (bench/fanout.py: ~1.1 -> ~0.6 waits per clone at
 # 500 clones, for at most this much added latency per completion).
 COALESCE_S = 0.02
-
-
-class TaskFailed(Exception):
-    def __init__(self, fault: Any) -> None:
-        super().__init__(getattr(fault, "msg", None) or type(fault).__name__)
-        self.fault = fault
 
 
 class Watcher:

@@ -44,11 +44,12 @@ from forkscale.core.errors import PermanentError, SpecError, TemporaryError
 from forkscale.core.identity import random_mac
 from forkscale.remote import ssh
 from forkscale.spec.rehearsal import RehearsalSpec, Step
-from forkscale.vsphere.driver import CloneRequest, Driver, Inventory, VmDetail, vm_detail
+from forkscale.vsphere.model import CloneRequest, Inventory, VmDetail
+from forkscale.vsphere.ports import VSphere
 
 log = logging.getLogger("forkscale.rehearsal")
 
-TAG_REHEARSAL = "forkscale.workloads.rehearsal"
+TAG_REHEARSAL = "forkscale.rehearsal"
 #: bytes of each stream kept in the report: the first quarter and the last three quarters
 #: (the end of an output is where the error usually is), with a marker for what was cut
 OUTPUT_LIMIT = 8192
@@ -149,7 +150,7 @@ class Report:
     def as_dict(self) -> dict[str, Any]:
         keys = sorted(set(self.chains_before) | set(self.chains_after))
         return {
-            "kind": "forkscale.workloads.rehearsal",
+            "kind": "forkscale.rehearsal",
             "version": 1,
             "outcome": self.outcome,
             "ok": self.ok,
@@ -300,7 +301,7 @@ async def _uncancellable(coro: Coroutine[Any, Any, None]) -> None:
 class Rehearsal:
     """One run. `report` is filled in as the run goes, so an interrupted run still has one."""
 
-    def __init__(self, spec: RehearsalSpec, driver: Driver, *, keep: bool = False,
+    def __init__(self, spec: RehearsalSpec, driver: VSphere, *, keep: bool = False,
                  progress: Callable[[str], None] | None = None, now: datetime | None = None) -> None:
         self.spec = spec
         self.driver = driver
@@ -381,7 +382,7 @@ class Rehearsal:
             raise SpecError("clone_name", f"a VM named {self.clone_name!r} already exists")
         if not src.datastores:
             raise SpecError("source", f"{spec.source} has no datastore")
-        detail = await vm_detail(self.driver, src.moref)
+        detail = await self.driver.vm_detail(src.moref)
         if not detail.nics:
             raise SpecError("source", f"{spec.source} has no network adapter; there is no way to reach its clone")
         net_names = {moref: name for name, (_, moref, _) in inv.networks.items()}
@@ -459,7 +460,7 @@ class Rehearsal:
     async def _powered_on(self, moref: str, deadline: float) -> VmDetail:
         delay = 0.2
         while True:
-            detail = await vm_detail(self.driver, moref)
+            detail = await self.driver.vm_detail(moref)
             if detail.power == "poweredOn":
                 return detail
             if time.monotonic() + delay > deadline:
@@ -542,7 +543,7 @@ class Rehearsal:
             log.error("rehearsal: could not destroy %s: %s; remove it by hand (extraConfig %s=%s)",
                       self.clone_name, exc, TAG_REHEARSAL, self.spec.source)
         try:
-            after = await vm_detail(self.driver, plan.source)
+            after = await self.driver.vm_detail(plan.source)
             r.power_after, r.chains_after = after.power, after.chains
         except Exception as exc:
             r.warnings.append(f"could not read {self.spec.source} after the rehearsal: {exc}")
@@ -563,6 +564,6 @@ class Rehearsal:
         vm = inv.vm_by_name(self.clone_name)
         if vm is None or vm.moref == self.report.source_moref:
             return None
-        detail = await vm_detail(self.driver, vm.moref, tags=(TAG_REHEARSAL,))
+        detail = await self.driver.vm_detail(vm.moref, tags=(TAG_REHEARSAL,))
         return vm.moref if detail.extra.get(TAG_REHEARSAL) == self.spec.source else None
 

@@ -1,0 +1,76 @@
+"""What the layers above may ask of vSphere: small protocols, one per role.
+
+The engine, per-host sources, workloads and the exporter depend on these, never on the pyVmomi
+driver (`forkscale.vsphere.driver.Driver` implements them all; `mypy` checks that it does). A
+second implementation — an informer-backed model, another vCenter client, a test double — only
+has to offer the role its caller uses. Errors are `PermanentError` / `TemporaryError` with the
+vSphere fault's name, never pyVmomi exceptions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from forkscale.vsphere.model import CloneRequest, FleetRead, Inventory, VmDetail
+
+#: hook(method, seconds, fault name or None), called when a vCenter task ends.
+TaskHook = Callable[[str, float, str | None], None]
+
+
+class InventoryReader(Protocol):
+    """Batched reads: the whole inventory, or a few VMs."""
+
+    async def inventory(self) -> Inventory: ...
+
+    async def vm_detail(self, vm: str, *, tags: tuple[str, ...] = ()) -> VmDetail: ...
+
+    async def vm_props(self, vms: list[str], paths: list[str]) -> dict[str, dict[str, Any]]: ...
+
+    async def chain_depths(self, vms: list[str]) -> dict[str, int]: ...
+
+    async def tagged_child(self, folder: str, name: str) -> tuple[str, str | None, str | None] | None: ...
+
+
+class Provisioner(Protocol):
+    """Make and remove VMs (each call waits for its vCenter task, with a deadline)."""
+
+    async def instant_clone(self, source: str, req: CloneRequest) -> str: ...
+
+    async def check_instant_clone(self, source: str, req: CloneRequest) -> list[str]: ...
+
+    async def clone(self, source: str, req: CloneRequest, *, linked: bool, snapshot: str | None) -> str: ...
+
+    async def power_off(self, vm: str) -> None: ...
+
+    async def destroy(self, vm: str) -> None: ...
+
+    async def create_folder(self, parent: str, name: str) -> str: ...
+
+    async def vm_folder(self) -> str: ...
+
+    async def wait_clone_tasks_settled(self, timeout: float) -> None: ...
+
+
+class GuestAccess(Protocol):
+    """What the guest reports, and the freeze started inside it."""
+
+    async def wait_ready(self, vm: str, timeout: float) -> str: ...
+
+    async def freeze_guestops(self, vm: str, user: str, password: str, program: str, args: str) -> None: ...
+
+    async def is_frozen(self, vm: str) -> bool: ...
+
+    async def wait_frozen(self, vm: str, timeout: float) -> None: ...
+
+
+class FleetReader(Protocol):
+    """The exporter's view: one fleet read per refresh, and task timings as tasks end."""
+
+    task_hooks: list[TaskHook]
+
+    async def read_fleet(self, *, page_size: int = 1000) -> FleetRead: ...
+
+
+class VSphere(InventoryReader, Provisioner, GuestAccess, FleetReader, Protocol):
+    """Every role at once: what the engine is given."""

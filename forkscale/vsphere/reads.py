@@ -1,0 +1,214 @@
+"""Batched property-collector reads: a view over the inventory, a set of VMs, one object's property.
+
+Every read here is a fixed number of SOAP requests whatever the fleet size (paged with
+`ContinueRetrievePropertiesEx`), never one call per VM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from pyVmomi import vim, vmodl
+
+from forkscale.vsphere.model import (
+    MAC_KEY,
+    STATUS_KEY,
+    TAG_ID,
+    TAG_POOL,
+    TAG_SOURCE,
+    Inventory,
+    NetworkRef,
+    NicInfo,
+    VmDetail,
+    VmInfo,
+)
+from forkscale.vsphere.transport import Soap
+
+log = logging.getLogger("forkscale.vsphere")
+PC = vmodl.query.PropertyCollector
+VM_PATHS = ["name", "parent", "runtime.host", "runtime.powerState", "runtime.instantCloneFrozen",
+            "snapshot.currentSnapshot", "datastore", "config.template",
+            *(f'config.extraConfig["{k}"]' for k in (TAG_POOL, TAG_ID, STATUS_KEY, MAC_KEY, TAG_SOURCE))]
+
+
+def props(oc: Any) -> dict[str, Any]:
+    return {p.name: p.val for p in oc.propSet or []}
+
+
+def extra_value(p: Mapping[str, Any], key: str) -> str | None:
+    """The value of `config.extraConfig["key"]` in a property dict (None when unset)."""
+    opt = p.get(f'config.extraConfig["{key}"]')
+    return None if opt is None or opt.value is None else str(opt.value)
+
+
+async def _all_pages(soap: Soap, spec: Any, page_size: int | None = None) -> list[Any]:
+    pc = soap.content.propertyCollector
+    res = await soap.invoke(pc, "RetrievePropertiesEx", [spec], PC.RetrieveOptions(maxObjects=page_size))
+    out = list(res.objects or []) if res else []
+    while res is not None and res.token:
+        res = await soap.invoke(pc, "ContinueRetrievePropertiesEx", res.token)
+        out.extend((res.objects or []) if res else [])
+    return out
+
+
+async def retrieve_view(soap: Soap, kinds: Mapping[type, Iterable[str]], page_size: int = 1000) -> list[Any]:
+    """Every object of `kinds` with their paths: one ContainerView, one paged RetrievePropertiesEx."""
+    c = soap.content
+    view = await soap.invoke(c.viewManager, "CreateContainerView", c.rootFolder, list(kinds), True)
+    try:
+        spec = PC.FilterSpec(
+            objectSet=[PC.ObjectSpec(obj=view, skip=True, selectSet=[
+                PC.TraversalSpec(type=vim.view.ContainerView, path="view", skip=False)])],
+            propSet=[PC.PropertySpec(type=k, pathSet=list(paths)) for k, paths in kinds.items()])
+        return await _all_pages(soap, spec, page_size)
+    finally:
+        try:
+            await soap.invoke(view, "DestroyView")
+        except Exception:  # the view dies with the session anyway
+            log.debug("DestroyView failed", exc_info=True)
+
+
+async def retrieve_one(soap: Soap, mo: Any, kind: type, path: str) -> Any:
+    """One property of one object (None when unset or the object is gone)."""
+    spec = PC.FilterSpec(objectSet=[PC.ObjectSpec(obj=mo)], propSet=[PC.PropertySpec(type=kind, pathSet=[path])])
+    objects = await _all_pages(soap, spec)
+    if not objects or not objects[0].propSet:
+        return None
+    return objects[0].propSet[0].val
+
+
+async def _traverse(soap: Soap, root: Any, root_kind: type, path: str, kind: type, paths: list[str]) -> list[Any]:
+    """The objects one hop from `root` along `path` (e.g. TaskManager.recentTask), with `paths`."""
+    spec = PC.FilterSpec(objectSet=[PC.ObjectSpec(obj=root, skip=True, selectSet=[
+        PC.TraversalSpec(type=root_kind, path=path, skip=False)])],
+        propSet=[PC.PropertySpec(type=kind, pathSet=paths)])
+    return await _all_pages(soap, spec)
+
+
+async def clone_tasks_in_flight(soap: Soap) -> int:
+    """Clone tasks (instant, linked, full) still queued or running in vCenter, in one read."""
+    tasks = await _traverse(soap, soap.content.taskManager, vim.TaskManager, "recentTask", vim.Task,
+                            ["info.state", "info.descriptionId"])
+    return sum(1 for oc in tasks if (p := props(oc)).get("info.state") in ("queued", "running")
+               and str(p.get("info.descriptionId", "")).lower().endswith("clone"))
+
+
+async def first_vm_folder(soap: Soap) -> str | None:
+    """The first datacenter's VM folder, or None when vCenter has no datacenter."""
+    for oc in await _traverse(soap, soap.content.rootFolder, vim.Folder, "childEntity", vim.Datacenter, ["vmFolder"]):
+        return str(props(oc)["vmFolder"]._moId)
+    return None
+
+
+async def vm_props(soap: Soap, vms: list[str], paths: list[str]) -> dict[str, dict[str, Any]]:
+    """Properties of several VMs in one RetrievePropertiesEx (paged); VMs that vanished are left out."""
+    if not vms:
+        return {}
+    spec = PC.FilterSpec(objectSet=[PC.ObjectSpec(obj=vim.VirtualMachine(m)) for m in vms],
+                         propSet=[PC.PropertySpec(type=vim.VirtualMachine, pathSet=paths)],
+                         reportMissingObjectsInResults=True)
+    return {oc.obj._moId: props(oc) for oc in await _all_pages(soap, spec) if not oc.missingSet}
+
+
+async def read_inventory(soap: Soap) -> Inventory:
+    """Everything a plan needs, in a few batched reads (never one call per VM)."""
+    inv = Inventory(taken_at=time.time())
+    vms, hosts, dss, nets, folders, pools = await asyncio.gather(
+        retrieve_view(soap, {vim.VirtualMachine: VM_PATHS}),
+        retrieve_view(soap, {vim.HostSystem: ["name", "runtime.connectionState", "parent"]}),
+        retrieve_view(soap, {vim.Datastore: ["name", "summary.freeSpace"]}),
+        retrieve_view(soap, {vim.Network: ["name"]}),
+        retrieve_view(soap, {vim.Folder: ["name"]}),
+        retrieve_view(soap, {vim.ResourcePool: ["name"]}),
+    )
+    for oc in hosts:
+        p = props(oc)
+        inv.hosts[p["name"]] = oc.obj._moId
+        inv.host_names[oc.obj._moId] = p["name"]
+        inv.host_connected[oc.obj._moId] = p.get("runtime.connectionState") == "connected"
+        if p.get("parent") is not None:
+            inv.host_parent[oc.obj._moId] = p["parent"]._moId
+    for oc in dss:
+        p = props(oc)
+        inv.datastores[p["name"]] = (oc.obj._moId, int(p.get("summary.freeSpace", 0)))
+    await _networks(soap, inv, nets)
+    for oc in folders:
+        inv.folders.setdefault(props(oc)["name"], oc.obj._moId)
+    for oc in pools:
+        inv.pools.setdefault(props(oc)["name"], oc.obj._moId)
+    for oc in vms:
+        info = _vm_info(oc)
+        inv.vms[info.moref] = info
+        mac = extra_value(props(oc), MAC_KEY)
+        if mac:
+            inv.macs.add(mac.lower())
+    return inv
+
+
+async def _networks(soap: Soap, inv: Inventory, nets: list[Any]) -> None:
+    """Standard port groups by name, and distributed ones with their switch's UUID."""
+    dvs_uuid: dict[str, str] = {}
+    if any(isinstance(oc.obj, vim.dvs.DistributedVirtualPortgroup) for oc in nets):
+        pgs, switches = await asyncio.gather(
+            retrieve_view(soap, {vim.dvs.DistributedVirtualPortgroup: ["config.distributedVirtualSwitch"]}),
+            retrieve_view(soap, {vim.DistributedVirtualSwitch: ["uuid"]}))
+        uuids = {oc.obj._moId: props(oc).get("uuid") for oc in switches}
+        for oc in pgs:
+            sw = props(oc).get("config.distributedVirtualSwitch")
+            if sw is not None and uuids.get(sw._moId):
+                dvs_uuid[oc.obj._moId] = uuids[sw._moId]
+    for oc in nets:
+        p = props(oc)
+        moid = oc.obj._moId
+        if moid in dvs_uuid:
+            inv.networks[p["name"]] = ("dvportgroup", moid, dvs_uuid[moid])
+        elif not isinstance(oc.obj, vim.dvs.DistributedVirtualPortgroup):
+            inv.networks.setdefault(p["name"], ("network", moid, None))
+
+
+def _moid(value: Any) -> str | None:
+    return None if value is None else str(value._moId)
+
+
+def _vm_info(oc: Any) -> VmInfo:
+    p = props(oc)
+    return VmInfo(
+        moref=oc.obj._moId, name=p.get("name", ""), folder=_moid(p.get("parent")), host=_moid(p.get("runtime.host")),
+        power=str(p.get("runtime.powerState", "poweredOff")), frozen=bool(p.get("runtime.instantCloneFrozen")),
+        snapshot=_moid(p.get("snapshot.currentSnapshot")),
+        datastores=[d._moId for d in p.get("datastore", [])], template=bool(p.get("config.template")),
+        pool=extra_value(p, TAG_POOL), clone_id=extra_value(p, TAG_ID), status=extra_value(p, STATUS_KEY),
+        source_tag=extra_value(p, TAG_SOURCE))
+
+
+async def read_vm_detail(soap: Soap, vm: str, *, tags: tuple[str, ...] = ()) -> VmDetail:
+    """One property read: `runtime.powerState`, `layoutEx`, `config.hardware.device` (+ extraConfig `tags`).
+
+    The running-source deltas of instant clones are invisible in the snapshot tree; only
+    layoutEx (or walking `backing.parent`) shows them.
+    """
+    paths = ["runtime.powerState", "layoutEx", "config.hardware.device", *(f'config.extraConfig["{t}"]' for t in tags)]
+    p = (await vm_props(soap, [vm], paths)).get(vm, {})
+    layout = p.get("layoutEx")
+    chains = {int(d.key): len(d.chain or []) for d in (layout.disk if layout is not None else None) or []}
+    nics = [_nic(dev) for dev in p.get("config.hardware.device") or []
+            if isinstance(dev, vim.vm.device.VirtualEthernetCard)]
+    extra = {t: v for t in tags if (v := extra_value(p, t)) is not None}
+    return VmDetail(power=str(p.get("runtime.powerState", "unknown")), chains=chains, nics=nics, extra=extra)
+
+
+def _nic(dev: Any) -> NicInfo:
+    b = dev.backing
+    net: NetworkRef = ("network", "", None)
+    if isinstance(b, vim.vm.device.VirtualEthernetCard.DistributedVirtualPortBackingInfo) and b.port:
+        net = ("dvportgroup", str(b.port.portgroupKey or ""), b.port.switchUuid)
+    elif isinstance(b, vim.vm.device.VirtualEthernetCard.NetworkBackingInfo) and b.network is not None:
+        net = ("network", str(b.network._moId), None)
+    conn = dev.connectable
+    return NicInfo(key=int(dev.key), label=dev.deviceInfo.label if dev.deviceInfo else str(dev.key),
+                   mac=str(dev.macAddress or "").lower(), network=net,
+                   connected=bool(conn and conn.connected), start_connected=bool(conn and conn.startConnected))
