@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from forkscale.policy import Observed, decide, parse_policy
+from forkscale.policy import Observed, ReasonCode, decide, parse_policy
 from forkscale.policy.strategies import STRATEGIES
 
 METRIC = {"prometheus": {"url": "http://127.0.0.1:9999", "query": "sum(x)"}}
@@ -147,3 +147,30 @@ def test_observed_rejects_nonsense(kwargs):
 def test_naive_now_is_refused(raw):
     with pytest.raises(ValueError, match="timezone-aware"):
         decide(obs(1), None, parse_policy(raw, "p"), datetime(2024, 6, 5, 12, 0))
+
+
+# The code each case's decision carries (the metric label): the rule that settled it.
+CODES = {
+    "tv-from-zero-raised-to-min": "min", "tv-not-to-zero-when-min-2": "min", "hr-min-floor": "min",
+    "tv-capped-by-max": "max", "tv-current-above-max-in-band": "max", "hr-capped-by-max": "max",
+    "fx-clamped-by-max": "max",
+    "tv-max-step-up": "max-step", "tv-max-step-down": "max-step", "tv-max-step-after-max": "max-step",
+    "hr-max-step": "max-step", "fx-max-step": "max-step",
+    "tv-metric-none-noop": "metric-unavailable", "tv-metric-none-still-min": "metric-unavailable",
+    "tv-metric-nan-noop": "metric-unavailable", "tv-metric-negative-noop": "metric-unavailable",
+}
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_every_decision_carries_the_code_of_the_rule_that_settled_it(case):
+    name, raw, observed, metric = case[:4]
+    decision = decide(observed, metric, parse_policy(raw, "p"), NOON)
+    assert decision.code == CODES.get(name, raw["strategy"]), decision.reason
+    assert isinstance(decision.code, ReasonCode)
+
+
+def test_a_window_keeps_the_code_of_the_strategy_decision():
+    raw = fx(count=1, schedule=[{"name": "office", "days": ["wed"], "from": "08:00", "to": "18:00", "min": 4}])
+    decision = decide(obs(0), None, parse_policy(raw, "p"), NOON)
+    assert decision.window == "office" and decision.reason.startswith("window office")
+    assert decision.code == ReasonCode.MIN

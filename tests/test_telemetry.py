@@ -31,6 +31,7 @@ from forkscale.observe.telemetry import (
     metrics_app,
     scope_class,
 )
+from forkscale.policy.reasons import ReasonCode
 from tests.fixtures import prometheus as prometheus_fixtures
 from tests.fixtures.prometheus import PrometheusHandle
 
@@ -67,7 +68,7 @@ def exercise_every_metric(t: Telemetry) -> None:
     t.observe_task("InstantClone_Task", 0.8)
     t.observe_task("InstantClone_Task", 0.3, fault="InvalidState")
     t.observe_budget_wait("host:esx1", 0.02)
-    t.record_policy_decision("vdi", "up", "spares below headroom")
+    t.record_policy_decision("vdi", "up", ReasonCode.HEADROOM)
     with t.budget_slot("vcenter"):
         pass
     t.budget_in_flight.labels("host:esx1").set(2)

@@ -30,6 +30,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder, generate_latest
 
+from forkscale.policy.reasons import ReasonCode
+
 __all__ = [
     "BUDGET_SCOPE_CLASSES",
     "CLONE_KINDS",
@@ -456,7 +458,7 @@ class Telemetry:
         if fault:
             self.vsphere_task_faults.labels(method, fault).inc()
 
-    def record_policy_decision(self, pool: str, direction: str, reason: str) -> None:
+    def record_policy_decision(self, pool: str, direction: str, reason: ReasonCode) -> None:
         self.policy_decisions.labels(pool, direction, reason).inc()
 
     def observe_budget_wait(self, scope: str, seconds: float) -> None:

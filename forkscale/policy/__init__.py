@@ -13,6 +13,7 @@ from forkscale.policy.config import (
     ScheduleWindow,
     parse_policy,
 )
+from forkscale.policy.reasons import ReasonCode
 from forkscale.policy.runner import PolicyRunner, PolicyStatus, State
 from forkscale.policy.schedule import Bounds, effective_bounds
 from forkscale.policy.sources import read_metric
@@ -28,6 +29,7 @@ __all__ = [
     "PolicyRunner",
     "PolicyStatus",
     "PrometheusSource",
+    "ReasonCode",
     "ScheduleWindow",
     "State",
     "decide",

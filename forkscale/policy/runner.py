@@ -29,6 +29,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 
 from forkscale.policy.config import PolicyConfig
+from forkscale.policy.reasons import ReasonCode
 from forkscale.policy.strategies import Decision, Observed, decide
 
 
@@ -108,6 +109,7 @@ class PolicyRunner:
                 f"({left:.0f} s left); policy says: {wanted.reason}",
                 direction="none",
                 window=wanted.window,
+                code=ReasonCode.COOLDOWN,
             )
         else:
             assert self._pending is not None
@@ -117,6 +119,7 @@ class PolicyRunner:
                 f"({self._state}); policy says: {wanted.reason}",
                 direction="none",
                 window=wanted.window,
+                code=ReasonCode.IN_PROGRESS,
             )
         self._last = decision
         self._last_at = now

@@ -20,6 +20,7 @@ from datetime import datetime
 from typing import Literal
 
 from forkscale.policy.config import PolicyConfig
+from forkscale.policy.reasons import ReasonCode
 from forkscale.policy.schedule import effective_bounds
 
 Direction = Literal["up", "down", "none"]
@@ -53,13 +54,15 @@ class Observed:
 class Decision:
     """How many clones the pool should have, why, and which way that moves it.
 
-    `count` is the desired total, not a delta; `window` names the schedule window in force.
+    `count` is the desired total, not a delta; `window` names the schedule window in force;
+    `code` says which rule settled it (metrics label by the code, never by the sentence).
     """
 
     count: int
     reason: str
     direction: Direction
     window: str | None = None
+    code: ReasonCode = ReasonCode.FIXED
 
     @property
     def is_noop(self) -> bool:
@@ -73,7 +76,7 @@ StrategyFn = Callable[[Observed, float | None, PolicyConfig], Decision]
 def fixed(observed: Observed, metric: float | None, config: PolicyConfig) -> Decision:
     """A constant count (the pool's `count`), still subject to min/max/max_step."""
     count = config.count or 0
-    return _settle(observed.current, count, f"fixed count {count}", config)
+    return _settle(observed.current, count, f"fixed count {count}", config, ReasonCode.FIXED)
 
 
 def headroom(observed: Observed, metric: float | None, config: PolicyConfig) -> Decision:
@@ -85,7 +88,7 @@ def headroom(observed: Observed, metric: float | None, config: PolicyConfig) -> 
     k = config.headroom or 0
     wanted = observed.claimed + k
     base = f"{observed.claimed} claimed + headroom {k} = {wanted}"
-    return _settle(observed.current, wanted, base, config)
+    return _settle(observed.current, wanted, base, config, ReasonCode.HEADROOM)
 
 
 def target_value(observed: Observed, metric: float | None, config: PolicyConfig) -> Decision:
@@ -100,25 +103,27 @@ def target_value(observed: Observed, metric: float | None, config: PolicyConfig)
     target = config.target
     if target is None or target <= 0:
         raise ValueError("target-value needs a positive target (parse_policy enforces this)")
+    code = ReasonCode.TARGET_VALUE
     if metric is None:
-        return _settle(current, current, "metric unavailable", config)
+        return _settle(current, current, "metric unavailable", config, ReasonCode.METRIC_UNAVAILABLE)
     if not math.isfinite(metric):
-        return _settle(current, current, f"metric is {metric} (not a number)", config)
+        return _settle(current, current, f"metric is {metric} (not a number)", config, ReasonCode.METRIC_UNAVAILABLE)
     if metric < 0:
-        return _settle(current, current, f"metric {_num(metric)} is negative, ignored", config)
+        return _settle(current, current, f"metric {_num(metric)} is negative, ignored", config,
+                       ReasonCode.METRIC_UNAVAILABLE)
 
     factor = metric / target
     ratio = f"metric {_num(metric)} / target {_num(target)} = {factor:.2f}"
     if current == 0:
         if metric == 0:
-            return _settle(current, 0, f"{ratio} with no clones", config)
+            return _settle(current, 0, f"{ratio} with no clones", config, code)
         wanted = math.ceil(factor - _EPS)
-        return _settle(current, wanted, f"{ratio}, scaling from zero to ceil({factor:.2f}) = {wanted}", config)
+        return _settle(current, wanted, f"{ratio}, scaling from zero to ceil({factor:.2f}) = {wanted}", config, code)
     if abs(factor - 1) <= config.precision + _EPS:
-        return _settle(current, current, f"{ratio}, within precision ±{_num(config.precision)}", config)
+        return _settle(current, current, f"{ratio}, within precision ±{_num(config.precision)}", config, code)
     product = current * factor
     wanted = math.ceil(product - _EPS)
-    return _settle(current, wanted, f"{ratio} × {current} clones = {product:.2f}, ceil {wanted}", config)
+    return _settle(current, wanted, f"{ratio} × {current} clones = {product:.2f}, ceil {wanted}", config, code)
 
 
 STRATEGIES: dict[str, StrategyFn] = {
@@ -148,20 +153,28 @@ def decide(observed: Observed, metric: float | None, config: PolicyConfig, now: 
     return dataclasses.replace(decision, reason=reason, window=bounds.window)
 
 
-def _settle(current: int, wanted: int, base: str, config: PolicyConfig) -> Decision:
-    """Clamp `wanted` to min/max, limit the move to max_step, and phrase the result."""
+def _settle(current: int, wanted: int, base: str, config: PolicyConfig, code: ReasonCode) -> Decision:
+    """Clamp `wanted` to min/max, limit the move to max_step, and phrase the result.
+
+    The code is the last rule that changed the count (max_step over max over min), unless the
+    metric was unusable: then that is the reason, whatever min/max did.
+    """
     notes: list[str] = []
     desired = wanted
+    settled_by = code
     if desired < config.min:
         notes.append(f"raised to min {config.min}")
-        desired = config.min
+        desired, settled_by = config.min, ReasonCode.MIN
     if config.max is not None and desired > config.max:
         notes.append(f"capped by max {config.max}")
-        desired = config.max
+        desired, settled_by = config.max, ReasonCode.MAX
     step = config.max_step
     if step is not None and abs(desired - current) > step:
         notes.append(f"capped by max_step {step} on the way to {desired}")
         desired = current + step if desired > current else current - step
+        settled_by = ReasonCode.MAX_STEP
+    if code is ReasonCode.METRIC_UNAVAILABLE:
+        settled_by = code
     direction: Direction = "up" if desired > current else "down" if desired < current else "none"
     if direction == "none":
         reason = f"{base} → keep {desired} clones"
@@ -169,7 +182,7 @@ def _settle(current: int, wanted: int, base: str, config: PolicyConfig) -> Decis
         reason = f"{base} → {desired} clones (from {current})"
     if notes:
         reason += f" ({'; '.join(notes)})"
-    return Decision(count=desired, reason=reason, direction=direction)
+    return Decision(count=desired, reason=reason, direction=direction, code=settled_by)
 
 
 def _num(x: float) -> str:

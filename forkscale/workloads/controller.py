@@ -68,7 +68,16 @@ import aiohttp
 from forkscale.core.errors import ForkscaleError, TemporaryError
 from forkscale.fleet.engine import LIVE, Engine
 from forkscale.ledger import CloneRecord
-from forkscale.policy import Decision, Observed, PolicyConfig, PolicyRunner, State, parse_policy, read_metric
+from forkscale.policy import (
+    Decision,
+    Observed,
+    PolicyConfig,
+    PolicyRunner,
+    ReasonCode,
+    State,
+    parse_policy,
+    read_metric,
+)
 from forkscale.spec import Pool
 from forkscale.workloads.drain import Drainer
 
@@ -96,24 +105,6 @@ def policy_of(pool: Pool) -> PolicyConfig:
     if isinstance(pool.policy, PolicyConfig):
         return pool.policy
     return parse_policy(None, "policy", count=pool.count or 0)
-
-
-def reason_class(decision: Decision, strategy: str) -> str:
-    """A bounded label value for `forkscale_policy_decisions_total{reason}` (the sentence has numbers)."""
-    text = decision.reason
-    if text.startswith("in cooldown") or text.startswith("holding scale-down"):
-        return "cooldown"
-    if text.startswith("scaling ") and " in progress " in text:
-        return "in-progress"
-    if "metric unavailable" in text or "not a number" in text or "is negative" in text:
-        return "metric-unavailable"
-    if "capped by max_step" in text:
-        return "max-step"
-    if "capped by max" in text:
-        return "max"
-    if "raised to min" in text:
-        return "min"
-    return strategy
 
 
 @dataclass
@@ -251,6 +242,7 @@ class Controller:
             # clone and destroy for nothing. A refresh counts as a change for cooldown_down_s.
             runner.mark_done(decision, ok=False)
             decision = Decision(count=observed.current, direction="none", window=decision.window,
+                                code=ReasonCode.COOLDOWN,
                                 reason=f"holding scale-down for {held:.0f} s after refreshing released clones "
                                 f"(cooldown_down_s); policy says: {decision.reason}")
             was_idle = False
@@ -263,7 +255,7 @@ class Controller:
         log.log(level, "pool %s: %s %s: %s", pool.name, "decision" if not self.dry_run else "decision (dry run)",
                 decision.direction, decision.reason)
         if self.telemetry is not None:
-            self.telemetry.record_policy_decision(pool.name, decision.direction, reason_class(decision, cfg.strategy))
+            self.telemetry.record_policy_decision(pool.name, decision.direction, decision.code)
 
         if decision.is_noop:
             if was_idle or pr.desired is None:
@@ -324,7 +316,7 @@ class Controller:
                 pr.history.append({"at": iso(pr.decision_at), "done_at": iso(time.time()),
                                    "direction": decision.direction, "from": observed.current,
                                    "count": decision.count, "target": target, "refreshed": refresh, "ok": ok,
-                                   "reason": decision.reason})
+                                   "reason": decision.reason, "code": str(decision.code)})
             self._notify_ready(pr)
             self._publish()
         return decision
@@ -503,6 +495,7 @@ class Controller:
             "converging": pr.converging,
             "last_decision": None if pr.decision is None else {
                 "count": pr.decision.count, "direction": pr.decision.direction, "reason": pr.decision.reason,
+                "code": str(pr.decision.code),
                 "window": pr.decision.window, "at": iso(pr.decision_at)},
             "last_converge": pr.last_result,
             "actions": list(pr.history),
