@@ -12,14 +12,15 @@ import asyncio
 import logging
 import random
 import time
-from collections import Counter
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from forkscale.core.errors import PermanentError, SpecError, TemporaryError
 from forkscale.core.identity import guestinfo
 from forkscale.fleet.budgets import Budget, Rate
+from forkscale.fleet.plan import LIVE, Plan, make_plan
+from forkscale.fleet.reconcile import Reconciler
+from forkscale.fleet.result import Result
 from forkscale.fleet.sources import Source, SourceManager
 from forkscale.ledger import Ledger
 from forkscale.spec import Pool, Spec
@@ -27,61 +28,14 @@ from forkscale.vsphere.model import TAG_ID, TAG_POOL, TAG_SOURCE, CloneRequest, 
 from forkscale.vsphere.ports import VSphere
 
 log = logging.getLogger("forkscale.engine")
-LIVE = ("planned", "cloning", "customizing", "ready", "claimed", "draining")
 NIC_KEY = 4000
 RETRIES = 3
-
-
-@dataclass
-class Plan:
-    pool: str
-    desired: int
-    create: list[tuple[str, str]] = field(default_factory=list)  # (host name, datastore name)
-    destroy: list[str] = field(default_factory=list)  # clone names
-    rungs: list[str] = field(default_factory=list)
-    skipped_rungs: dict[str, str] = field(default_factory=dict)  # rung -> reason (pre-flight)
-
-    def describe(self) -> list[str]:
-        lines = [f"pool {self.pool}: desired {self.desired}, create {len(self.create)}, destroy {len(self.destroy)}"]
-        by_host = Counter(h for h, _ in self.create)
-        for host, n in sorted(by_host.items()):
-            lines.append(f"  create {n} on {host} (rung {self.rungs[0] if self.rungs else '-'})")
-        for rung, why in self.skipped_rungs.items():
-            lines.append(f"  rung {rung} skipped: {why}")
-        for name in self.destroy:
-            lines.append(f"  destroy {name}")
-        return lines
-
-
-@dataclass
-class Result:
-    pool: str
-    desired: int
-    ready: int = 0
-    created: int = 0
-    destroyed: int = 0
-    failed: int = 0
-    adopted: int = 0
-    rolled_back: int = 0
-    fallbacks: Counter[str] = field(default_factory=Counter)
-    errors: list[str] = field(default_factory=list)
-    seconds: float = 0.0
-    sources: dict[str, list[str]] | None = None  # destroy_pool: {"removed": [...], "remaining": [...]}
-
-    def ok(self) -> bool:
-        return self.failed == 0 and self.ready == self.desired
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"pool": self.pool, "desired": self.desired, "ready": self.ready, "created": self.created,
-                "destroyed": self.destroyed, "failed": self.failed, "adopted": self.adopted,
-                "rolled_back": self.rolled_back, "fallbacks": dict(self.fallbacks), "errors": self.errors[:20],
-                "seconds": round(self.seconds, 3), **({"sources": self.sources} if self.sources is not None else {})}
 
 
 Progress = Callable[[str, dict[str, int]], None]
 #: Runs a pool's drain hook on a clone picked for scale-down; True when it may be destroyed now
 #: (forkscale.workloads.drain.Drainer; the clone is left `draining` then, or put back as it was on False).
-DrainHook = Callable[[Pool, Any, "Result"], Awaitable[bool]]
+DrainHook = Callable[[Pool, Any, Result], Awaitable[bool]]
 
 
 class Engine:
@@ -95,7 +49,7 @@ class Engine:
         self.rng = rng or random.Random()
         self.budgets: dict[str, Budget] = {}
         self.rates: dict[str, Rate] = {}
-        self.settle_timeout_s = 600.0
+        self.reconcile = Reconciler(ledger, driver)
         self.drainer: DrainHook | None = None
 
     # validation against vCenter ------------------------------------------------------------
@@ -121,57 +75,6 @@ class Engine:
         return Source(moref=src.moref, name=src.name, host=src.host or "", snapshot=src.snapshot, frozen=src.frozen)
 
     # reconcile -------------------------------------------------------------------------------
-    async def reconcile(self, pool: Pool, inv: Inventory, result: Result) -> None:
-        """Make the ledger agree with vCenter: adopt finished work, roll back the rest, clean orphans."""
-        by_name = {v.name: v for v in inv.vms.values()}
-        unsure = [r for r in self.ledger.clones(pool.name, states=["planned", "cloning"]) if r.name not in by_name]
-        if unsure:
-            # A dead run may have left clone tasks queued in vCenter: judge its half-made clones only
-            # once those tasks have ended, or a rolled-back name could be taken twice.
-            await self.driver.wait_clone_tasks_settled(timeout=self.settle_timeout_s)
-            fresh = await self.driver.inventory()
-            inv.vms, inv.macs = fresh.vms, fresh.macs
-            by_name = {v.name: v for v in inv.vms.values()}
-        known_ids: set[str] = set()
-        for rec in self.ledger.clones(pool.name, states=[*LIVE, "destroying", "failed"]):
-            known_ids.add(str(rec.id))
-            vm = by_name.get(rec.name)
-            ours = vm is not None and vm.pool == pool.name and vm.clone_id == str(rec.id)
-            if rec.state in ("planned", "cloning"):
-                if ours:
-                    assert vm is not None
-                    if rec.state == "planned":
-                        self.ledger.transition(rec.id, "cloning", vm_moref=vm.moref)
-                    self.ledger.transition(rec.id, "customizing", vm_moref=vm.moref)
-                    if vm.status == "ready":
-                        self.ledger.transition(rec.id, "ready")
-                    result.adopted += 1
-                else:
-                    if rec.state == "cloning":
-                        self.ledger.transition(rec.id, "failed", error="rolled back: no VM found after restart")
-                    self.ledger.transition(rec.id, "gone")
-                    result.rolled_back += 1
-            elif rec.state in ("customizing", "ready", "claimed", "draining"):
-                if not ours:
-                    self.ledger.transition(rec.id, "failed", error="VM disappeared from vCenter")
-                    self.ledger.transition(rec.id, "gone")
-                elif rec.state == "customizing" and vm is not None and vm.status == "ready":
-                    self.ledger.transition(rec.id, "ready")
-            elif rec.state in ("destroying", "failed"):
-                if ours and vm is not None:
-                    await self._destroy_vm(vm.moref)
-                self.ledger.transition(rec.id, "gone")
-        # orphans: tagged for this pool but unknown to the ledger (ledger lost, or a foreign row)
-        for vm in inv.vms.values():
-            if vm.pool == pool.name and not vm.is_source and vm.clone_id not in known_ids:  # sources: sources.py
-                live = self.ledger.get(int(vm.clone_id)) if (vm.clone_id or "").isdigit() else None
-                if live is not None and live.state in LIVE and live.name == vm.name:
-                    continue
-                log.warning("removing orphan clone %s (tagged %s=%s, unknown to the ledger)", vm.name, TAG_POOL,
-                            vm.pool)
-                await self._destroy_vm(vm.moref)
-                result.destroyed += 1
-
     async def _destroy_vm(self, moref: str) -> None:
         try:
             await self.driver.destroy(moref)
@@ -179,57 +82,6 @@ class Engine:
             log.warning("could not destroy %s: %s", moref, exc)
 
     # planning --------------------------------------------------------------------------------
-    def plan(self, pool: Pool, inv: Inventory, sources: list[Source], desired: int) -> Plan:
-        plan = Plan(pool=pool.name, desired=desired, rungs=list(pool.fallback))
-        live = self.ledger.clones(pool.name, states=list(LIVE))
-        have = len(live)
-        if have < desired:
-            hosts = self._hosts(pool, inv, sources)
-            load = Counter({h: 0 for h in hosts})
-            for rec in live:
-                if rec.host in load:
-                    load[rec.host] += 1
-            dss = self._datastores(pool, inv, sources)
-            ds_load: Counter[str] = Counter()
-            for _ in range(desired - have):
-                host = min(hosts, key=lambda h: (load[h], h))
-                load[host] += 1
-                ds = max(dss, key=lambda d: (inv.datastores[d][1] - ds_load[d] * 2 * 1024**3, d))
-                ds_load[ds] += 1
-                plan.create.append((host, ds))
-        elif have > desired:
-            plan.destroy = [r.name for r in self._victims(live, have - desired, drain=pool.drain is not None)]
-        return plan
-
-    def _hosts(self, pool: Pool, inv: Inventory, sources: list[Source]) -> list[str]:
-        names = [inv.host_names.get(s.host, "") for s in sources]
-        if pool.placement.hosts:
-            allowed = set(pool.placement.hosts)
-            picked = [n for n in names if n in allowed] or [n for n in pool.placement.hosts]
-        else:
-            picked = names
-        picked = [h for h in picked if inv.host_connected.get(inv.hosts.get(h, ""), False)] or picked
-        return sorted(set(picked))
-
-    def _datastores(self, pool: Pool, inv: Inventory, sources: list[Source]) -> list[str]:
-        if pool.placement.datastores:
-            return list(pool.placement.datastores)
-        src = inv.vms[sources[0].moref]
-        names = {moref: name for name, (moref, _) in inv.datastores.items()}
-        return [names[d] for d in src.datastores[:1] if d in names] or list(inv.datastores)[:1]
-
-    @staticmethod
-    def _victims(live: list[Any], n: int, *, drain: bool = False) -> list[Any]:
-        """Idle ones first (unfinished, then ready), then oldest source generation, then newest-created.
-
-        Claimed clones are never picked, except in pools with a drain hook (workers): there a
-        claimed clone is busy, comes last, and is drained before it is destroyed.
-        """
-        order = {"planned": 0, "cloning": 1, "customizing": 2, "ready": 3, "draining": 4, "claimed": 5}
-        candidates = [r for r in live if drain or r.state != "claimed"]
-        candidates.sort(key=lambda r: (order.get(r.state, 9), r.source_generation, -r.created_at))
-        return candidates[:n]
-
     # execution -------------------------------------------------------------------------------
     def budget(self, scope: str, limit: int) -> Budget:
         b = self.budgets.get(scope)
@@ -253,7 +105,8 @@ class Engine:
         source = self.check_pool(pool, inv, index)
         result = Result(pool=pool.name, desired=want)
         if dry_run:
-            plan = self.plan(pool, inv, self._sources(pool, index).current(inv, inv.vms[source.moref]) or [source], want)
+            sources = self._sources(pool, index).current(inv, inv.vms[source.moref]) or [source]
+            plan = make_plan(pool, inv, sources, self.ledger.clones(pool.name, states=list(LIVE)), want)
             result.errors = plan.describe()
             return result
         self.ledger.set_desired(pool.name, want, set_by or ("spec" if desired is None else "scale"))
@@ -262,7 +115,7 @@ class Engine:
         mgr = self._sources(pool, index)
         creating = want > len(self.ledger.clones(pool.name, states=list(LIVE)))
         sources = await mgr.for_converge(inv, source, folder, creating)  # per-host sources, else the golden VM
-        plan = self.plan(pool, inv, sources, want)
+        plan = make_plan(pool, inv, sources, self.ledger.clones(pool.name, states=list(LIVE)), want)
         rungs = await self._preflight(pool, plan, inv, sources[0], folder)
         await asyncio.gather(
             *(self._create(pool, inv, sources, host, ds, folder, rungs, result) for host, ds in plan.create),

@@ -1,6 +1,6 @@
 """Worker scale-down with a drain hook: let a clone finish its work before it is destroyed.
 
-The engine picks scale-down victims (`Engine._victims`: idle clones first -- unfinished, then
+The engine picks scale-down victims (`forkscale.fleet.plan.victims`: idle clones first -- unfinished, then
 ready --, then the oldest source generation, then the newest-created; busy, i.e. claimed,
 workers last) and, for a pool with a `drain:` block, calls a `Drainer` on each before the
 destroy. The drainer:

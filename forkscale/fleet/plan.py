@@ -1,0 +1,99 @@
+"""Planning, as pure functions: how many clones to make where, and which to remove first.
+
+No I/O: a plan is computed from the pool spec, the ledger's live rows and an inventory snapshot,
+so it can be tested as a table and printed by `--dry-run` exactly as it will run.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from forkscale.fleet.sources import Source
+from forkscale.ledger import CloneRecord
+from forkscale.spec import Pool
+from forkscale.vsphere.model import Inventory
+
+LIVE = ("planned", "cloning", "customizing", "ready", "claimed", "draining")
+#: Each planned clone counts as this much of a datastore's free space when spreading over datastores.
+CLONE_SPACE_GUESS = 2 * 1024**3
+
+
+@dataclass
+class Plan:
+    pool: str
+    desired: int
+    create: list[tuple[str, str]] = field(default_factory=list)  # (host name, datastore name)
+    destroy: list[str] = field(default_factory=list)  # clone names
+    rungs: list[str] = field(default_factory=list)
+    skipped_rungs: dict[str, str] = field(default_factory=dict)  # rung -> reason (pre-flight)
+
+    def describe(self) -> list[str]:
+        lines = [f"pool {self.pool}: desired {self.desired}, create {len(self.create)}, destroy {len(self.destroy)}"]
+        by_host = Counter(h for h, _ in self.create)
+        for host, n in sorted(by_host.items()):
+            lines.append(f"  create {n} on {host} (rung {self.rungs[0] if self.rungs else '-'})")
+        for rung, why in self.skipped_rungs.items():
+            lines.append(f"  rung {rung} skipped: {why}")
+        for name in self.destroy:
+            lines.append(f"  destroy {name}")
+        return lines
+
+
+def make_plan(pool: Pool, inv: Inventory, sources: Sequence[Source], live: Sequence[CloneRecord],
+              desired: int) -> Plan:
+    """Create on the least-loaded hosts and the datastores with most free space; or pick victims."""
+    plan = Plan(pool=pool.name, desired=desired, rungs=list(pool.fallback))
+    have = len(live)
+    if have < desired:
+        hosts = placement_hosts(pool, inv, sources)
+        load = Counter({h: 0 for h in hosts})
+        for rec in live:
+            if rec.host in load:
+                load[rec.host] += 1
+        dss = placement_datastores(pool, inv, sources)
+        ds_load: Counter[str] = Counter()
+        for _ in range(desired - have):
+            host = min(hosts, key=lambda h: (load[h], h))
+            load[host] += 1
+            ds = max(dss, key=lambda d: (inv.datastores[d][1] - ds_load[d] * CLONE_SPACE_GUESS, d))
+            ds_load[ds] += 1
+            plan.create.append((host, ds))
+    elif have > desired:
+        plan.destroy = [r.name for r in victims(live, have - desired, drain=pool.drain is not None)]
+    return plan
+
+
+def placement_hosts(pool: Pool, inv: Inventory, sources: Sequence[Source]) -> list[str]:
+    """Hosts a clone may land on: those with a source (within placement.hosts), connected ones first."""
+    names = [inv.host_names.get(s.host, "") for s in sources]
+    if pool.placement.hosts:
+        allowed = set(pool.placement.hosts)
+        picked = [n for n in names if n in allowed] or list(pool.placement.hosts)
+    else:
+        picked = names
+    picked = [h for h in picked if inv.host_connected.get(inv.hosts.get(h, ""), False)] or picked
+    return sorted(set(picked))
+
+
+def placement_datastores(pool: Pool, inv: Inventory, sources: Sequence[Source]) -> list[str]:
+    """placement.datastores, else the first source's datastore."""
+    if pool.placement.datastores:
+        return list(pool.placement.datastores)
+    src = inv.vms[sources[0].moref]
+    names = {moref: name for name, (moref, _) in inv.datastores.items()}
+    return [names[d] for d in src.datastores[:1] if d in names] or list(inv.datastores)[:1]
+
+
+def victims(live: Sequence[Any], n: int, *, drain: bool = False) -> list[Any]:
+    """Idle ones first (unfinished, then ready), then oldest source generation, then newest-created.
+
+    Claimed clones are never picked, except in pools with a drain hook (workers): there a
+    claimed clone is busy, comes last, and is drained before it is destroyed.
+    """
+    order = {"planned": 0, "cloning": 1, "customizing": 2, "ready": 3, "draining": 4, "claimed": 5}
+    candidates = [r for r in live if drain or r.state != "claimed"]
+    candidates.sort(key=lambda r: (order.get(r.state, 9), r.source_generation, -r.created_at))
+    return candidates[:n]
