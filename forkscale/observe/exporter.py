@@ -63,7 +63,7 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
 
-from forkscale.ledger import HOLDING_STATES, Ledger
+from forkscale.ledger import HOLDING_STATES, CloneRecord, Ledger
 from forkscale.observe.telemetry import (
     CLONE_KINDS,
     ChainDepth,
@@ -220,18 +220,26 @@ class Exporter:
 
     def build(self, read: FleetRead) -> FleetSample:
         """Combine one `FleetRead` with the ledger and the spec (pure apart from ledger reads)."""
-        host_names = {h.moref: h.name for h in read.hosts}
-        by_name: dict[str, VmRow] = {}
-        for vm in read.vms:
-            by_name.setdefault(vm.name, vm)
         records = self.ledger.clones(states=[s for s in HOLDING_STATES])
-        by_moref = {r.vm_moref: r for r in records if r.vm_moref}
+        golden, replicas, source_names = self._sources(read)
+        sample = FleetSample(taken_at=read.taken_at)
+        saved = pool_pshare_saved(self._vms(read, records, source_names, sample))
+        for host in read.hosts:
+            mem = read.host_memory.get(host.moref)
+            if mem is not None:
+                sample.hosts.append(HostMemory(host.name, mem[0], mem[1]))
+        self._pools(read, records, golden, replicas, saved, sample)
+        return sample
 
-        # sources: the spec's golden VMs, the per-host replicas the ledger knows, and VMs tagged
-        # `forkscale.source` (replicas a controller made, even if its ledger was lost)
+    def _sources(self, read: FleetRead) -> tuple[dict[str, str], dict[str, list[str]], set[str]]:
+        """(pool -> golden VM name, pool -> frozen-source replica names, every source VM name).
+
+        Sources: the spec's golden VMs, the per-host replicas the ledger knows, and VMs tagged
+        `forkscale.source` (replicas a controller made, even if its ledger was lost).
+        """
         golden = {p.name: p.source.rsplit("/", 1)[-1] for p in self.spec.pools}
         source_rows = self.ledger.sources()
-        replicas: dict[str, list[str]] = defaultdict(list)  # pool -> names of its frozen-source replicas
+        replicas: dict[str, list[str]] = defaultdict(list)
         for row in source_rows:
             if row.state in REPLICA_STATES and row.vm_name not in replicas[row.pool]:
                 replicas[row.pool].append(row.vm_name)
@@ -239,11 +247,18 @@ class Exporter:
         for vm in read.vms:  # adopted: tagged replicas of pools whose ledger has no source rows at all
             if vm.source_tag and vm.pool_tag and vm.pool_tag not in pools_with_rows:
                 replicas[vm.pool_tag].append(vm.name)
-        source_names = set(golden.values()) | {row.vm_name for row in source_rows} | {
-            vm.name for vm in read.vms if vm.source_tag}
+        names = set(golden.values()) | {row.vm_name for row in source_rows} | {vm.name for vm in read.vms if vm.source_tag}
+        return golden, replicas, names
 
-        sample = FleetSample(taken_at=read.taken_at)
-        # fork groups: source moref (or name) -> (source shared MB, {pool: [clone shared MB]})
+    @staticmethod
+    def _vms(read: FleetRead, records: list[CloneRecord], source_names: set[str],
+             sample: FleetSample) -> dict[str, tuple[int | None, dict[str, list[int]]]]:
+        """Chain, delta and memory series of every source and clone; returns the fork groups:
+        source moref (or name) -> (source shared MB, {pool: [clone shared MB]})."""
+        by_name: dict[str, VmRow] = {}
+        for vm in read.vms:
+            by_name.setdefault(vm.name, vm)
+        by_moref = {r.vm_moref: r for r in records if r.vm_moref}
         groups: dict[str, tuple[int | None, dict[str, list[int]]]] = {}
         for vm in read.vms:
             rec = by_moref.get(vm.moref)
@@ -266,38 +281,37 @@ class Exporter:
                 if group not in groups:
                     groups[group] = (src.shared_mb if src is not None else None, {})
                 groups[group][1].setdefault(pool, []).append(vm.shared_mb)
-        saved = pool_pshare_saved(groups)
+        return groups
 
-        for host in read.hosts:
-            mem = read.host_memory.get(host.moref)
-            if mem is not None:
-                sample.hosts.append(HostMemory(host.name, mem[0], mem[1]))
-
+    def _pools(self, read: FleetRead, records: list[CloneRecord], golden: dict[str, str],
+               replicas: dict[str, list[str]], saved: dict[str, float], sample: FleetSample) -> None:
+        """Clone counts by kind and state, pool counts, P-Share saved and frozen-source series."""
+        by_name: dict[str, VmRow] = {}
+        for vm in read.vms:
+            by_name.setdefault(vm.name, vm)
+        host_names = {h.moref: h.name for h in read.hosts}
         pools = [p.name for p in self.spec.pools] + sorted(set(self._desired) - {p.name for p in self.spec.pools})
         tally: Counter[tuple[str, str, str]] = Counter()
+        per_state: dict[str, Counter[str]] = defaultdict(Counter)
         for r in records:
             if r.kind in CLONE_KINDS:
                 tally[(r.pool, r.kind, r.state)] += 1
-        sample.clones = [CloneCount(p, k, s, n) for (p, k, s), n in sorted(tally.items())]
-        per_state: dict[str, Counter[str]] = defaultdict(Counter)
-        for r in records:
             per_state[r.pool][r.state] += 1
-        freezes = {p.name: p for p in self.spec.pools}
+        sample.clones = [CloneCount(p, k, s, n) for (p, k, s), n in sorted(tally.items())]
+        specs = {p.name: p for p in self.spec.pools}
         for pool in pools:
             counts = per_state.get(pool, Counter())
             sample.pools.append(PoolCounts(pool, desired=self.desired(pool), ready=counts["ready"] + counts["claimed"],
                                            spares=counts["ready"]))
             sample.pool_pshare_saved_bytes[pool] = saved.get(pool, 0.0)
-            spec_pool = freezes.get(pool)
+            spec_pool = specs.get(pool)
             if spec_pool is not None and (spec_pool.freeze == "running" or "instant" not in spec_pool.fallback):
                 continue  # live clones of a running source, or no instant clones: nothing should be frozen
             # instant clones fork from the per-host replicas when the pool has any, else from the golden VM
-            names = replicas.get(pool) or ([golden[pool]] if pool in golden else [])
-            for name in names:
+            for name in replicas.get(pool) or ([golden[pool]] if pool in golden else []):
                 src = by_name.get(name)
                 if src is None or src.host is None:
                     continue
                 sample.sources.append(SourceState(pool, name, host_names.get(src.host, src.host), src.frozen))
         for pool in sorted(set(saved) - set(pools)):
             sample.pool_pshare_saved_bytes[pool] = saved[pool]
-        return sample
