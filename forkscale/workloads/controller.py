@@ -58,8 +58,6 @@ import dataclasses
 import logging
 import re
 import time
-from collections import Counter, deque
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -75,63 +73,14 @@ from forkscale.policy import (
     PolicyRunner,
     ReasonCode,
     State,
-    parse_policy,
     read_metric,
 )
-from forkscale.spec import Pool
 from forkscale.workloads.drain import Drainer
+from forkscale.workloads.runtime import ControllerError, PoolRuntime, iso, observed_of, status_doc
 
 log = logging.getLogger("forkscale.controller")
 _DIGITS = re.compile(r"\d+(?:\.\d+)?")
 
-BUILDING = ("planned", "cloning", "customizing")
-MAX_ERRORS = 20
-MAX_HISTORY = 50
-
-
-class ControllerError(ForkscaleError):
-    """A request the controller refuses; `status` is the HTTP status the API answers with."""
-
-    def __init__(self, message: str, status: int = 409) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-def iso(ts: float | None) -> str | None:
-    return None if ts is None else datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")
-
-
-def policy_of(pool: Pool) -> PolicyConfig:
-    if isinstance(pool.policy, PolicyConfig):
-        return pool.policy
-    return parse_policy(None, "policy", count=pool.count or 0)
-
-
-@dataclass
-class PoolRuntime:
-    """What the controller knows about one pool between rounds (status reads it)."""
-
-    pool: Pool
-    runner: PolicyRunner
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    wake: asyncio.Event = field(default_factory=asyncio.Event)
-    ready_event: asyncio.Event = field(default_factory=asyncio.Event)
-    desired: int | None = None
-    needs_converge: bool = True  # the first round always reconciles (adopts/cleans after a restart)
-    hold_down_until: float = 0.0  # monotonic; no scale-down before (set after refresh replacements)
-    waiting: int = 0  # claims waiting for a clone
-    override: dict[str, int] = field(default_factory=dict)
-    metric: float | None = None
-    metric_at: float | None = None
-    metric_error: str | None = None
-    decision: Decision | None = None
-    decision_at: float | None = None
-    last_result: dict[str, Any] | None = None
-    converging: bool = False
-    errors: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=MAX_ERRORS))
-    rounds: int = 0
-    logged_shape: str = ""
-    history: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=MAX_HISTORY))
 
 
 class Controller:
@@ -145,7 +94,7 @@ class Controller:
         self.grace_s = grace_s
         self.publish_fleet = publish_fleet
         self.exporter: Any = None  # forkscale.observe.exporter.Exporter when `serve` runs one (set_desired)
-        self.pools: dict[str, PoolRuntime] = {p.name: PoolRuntime(p, PolicyRunner(policy_of(p)))
+        self.pools: dict[str, PoolRuntime] = {p.name: PoolRuntime(p, PolicyRunner(p.policy))
                                               for p in self.spec.pools}
         self._stopping = False
         self._stop_event = asyncio.Event()
@@ -222,11 +171,8 @@ class Controller:
 
     async def _round(self, pr: PoolRuntime) -> Decision:
         pool, runner = pr.pool, pr.runner
-        cfg = runner.config
         pr.rounds += 1
-        metric: float | None = None
-        if cfg.metric is not None:
-            metric = await self._read_metric(pr, cfg)
+        metric = await self._read_metric(pr, runner.config) if runner.config.metric is not None else None
         # Outside a converge (we hold the pool's lock) no drain runs, so every `draining` row is a
         # clone released under on_release: refresh (or one a crash left mid-drain). They still
         # count as live for the engine's plan; the policy sees the pool without them, and each
@@ -235,30 +181,10 @@ class Controller:
         refresh = len(leaving)
         observed = self.observe(pr)
         was_idle = runner.state is State.IDLE
-        decision = runner.evaluate(observed, metric, datetime.now(UTC))
-        held = pr.hold_down_until - time.monotonic()
-        if decision.direction == "down" and held > 0:
-            # Refreshed clones were just replaced one for one; trimming them right away would
-            # clone and destroy for nothing. A refresh counts as a change for cooldown_down_s.
-            runner.mark_done(decision, ok=False)
-            decision = Decision(count=observed.current, direction="none", window=decision.window,
-                                code=ReasonCode.COOLDOWN,
-                                reason=f"holding scale-down for {held:.0f} s after refreshing released clones "
-                                f"(cooldown_down_s); policy says: {decision.reason}")
-            was_idle = False
-        pr.decision, pr.decision_at = decision, time.time()
-        # Every decision is logged with its reason; a no-op that only repeats the previous one
-        # (numbers aside: "12 s left" -> "11 s left") goes to DEBUG, so a steady pool stays quiet.
-        shape = _DIGITS.sub("#", decision.reason)
-        level = logging.INFO if not decision.is_noop or refresh or shape != pr.logged_shape else logging.DEBUG
-        pr.logged_shape = shape
-        log.log(level, "pool %s: %s %s: %s", pool.name, "decision" if not self.dry_run else "decision (dry run)",
-                decision.direction, decision.reason)
-        if self.telemetry is not None:
-            self.telemetry.record_policy_decision(pool.name, decision.direction, decision.code)
-
+        decision = self._decide(pr, observed, metric)
+        self._log_decision(pr, decision, refresh)
         if decision.is_noop:
-            if was_idle or pr.desired is None:
+            if (was_idle and not pr.held) or pr.desired is None:
                 pr.desired = decision.count + refresh
             if not (pr.needs_converge or refresh):
                 self._publish()
@@ -270,19 +196,54 @@ class Controller:
         if refresh:
             log.info("pool %s: refreshing %d released clone(s): %s", pool.name, refresh,
                      ", ".join(r.name for r in leaving))
-
         if self.dry_run:
-            result = await self.engine.converge(pool.name, target, dry_run=True)
-            for line in result.errors:
-                log.info("pool %s: (dry run) %s", pool.name, line)
-            if not decision.is_noop:
-                runner.mark_done(decision, ok=False)
-            pr.needs_converge = False
-            self._publish()
-            return decision
+            await self._dry_run(pr, decision, target)
+        else:
+            await self._carry_out(pr, decision, observed, leaving, target)
+        return decision
 
+    def _decide(self, pr: PoolRuntime, observed: Observed, metric: float | None) -> Decision:
+        """Ask the policy; a scale-down right after refreshing released clones is held back."""
+        decision = pr.runner.evaluate(observed, metric, datetime.now(UTC))
+        held = pr.hold_down_until - time.monotonic()
+        pr.held = False
+        if decision.direction == "down" and held > 0:
+            # Refreshed clones were just replaced one for one; trimming them right away would
+            # clone and destroy for nothing. A refresh counts as a change for cooldown_down_s.
+            pr.runner.mark_done(decision, ok=False)
+            decision = Decision(count=observed.current, direction="none", window=decision.window,
+                                code=ReasonCode.COOLDOWN,
+                                reason=f"holding scale-down for {held:.0f} s after refreshing released clones "
+                                f"(cooldown_down_s); policy says: {decision.reason}")
+            pr.held = True
+        pr.decision, pr.decision_at = decision, time.time()
+        return decision
+
+    def _log_decision(self, pr: PoolRuntime, decision: Decision, refresh: int) -> None:
+        """Every decision is logged with its reason and counted by its code; a no-op that only
+        repeats the previous one (numbers aside: "12 s left" -> "11 s left") goes to DEBUG."""
+        shape = _DIGITS.sub("#", decision.reason)
+        level = logging.INFO if not decision.is_noop or refresh or shape != pr.logged_shape else logging.DEBUG
+        pr.logged_shape = shape
+        log.log(level, "pool %s: %s %s: %s", pr.pool.name, "decision" if not self.dry_run else "decision (dry run)",
+                decision.direction, decision.reason)
+        if self.telemetry is not None:
+            self.telemetry.record_policy_decision(pr.pool.name, decision.direction, decision.code)
+
+    async def _dry_run(self, pr: PoolRuntime, decision: Decision, target: int) -> None:
+        result = await self.engine.converge(pr.pool.name, target, dry_run=True)
+        for line in result.errors:
+            log.info("pool %s: (dry run) %s", pr.pool.name, line)
         if not decision.is_noop:
-            runner.begin(decision)
+            pr.runner.mark_done(decision, ok=False)
+        pr.needs_converge = False
+        self._publish()
+
+    async def _carry_out(self, pr: PoolRuntime, decision: Decision, observed: Observed,
+                         leaving: list[CloneRecord], target: int) -> None:
+        pool = pr.pool
+        if not decision.is_noop:
+            pr.runner.begin(decision)
         # No await since `leaving` was read: these rows are exactly the ones the target counted.
         # Releases from here on stay `draining` (live) until the next round, so the plan below
         # never replaces a clone twice.
@@ -297,8 +258,8 @@ class Controller:
                 self._error(pr, err)
             ok = result.failed == 0 and self._live(pool.name) == target
             pr.needs_converge = result.failed > 0
-            if refresh:
-                pr.hold_down_until = time.monotonic() + cfg.cooldown_down_s
+            if leaving:
+                pr.hold_down_until = time.monotonic() + pr.runner.config.cooldown_down_s
             if result.errors or result.failed:
                 log.warning("pool %s: converge to %d: %d ready, %d failed, %d error(s)", pool.name, target,
                             result.ready, result.failed, len(result.errors))
@@ -311,15 +272,14 @@ class Controller:
         finally:
             pr.converging = False
             if not decision.is_noop:
-                runner.mark_done(decision, ok=ok)
-            if not decision.is_noop or refresh:
+                pr.runner.mark_done(decision, ok=ok)
+            if not decision.is_noop or leaving:
                 pr.history.append({"at": iso(pr.decision_at), "done_at": iso(time.time()),
                                    "direction": decision.direction, "from": observed.current,
-                                   "count": decision.count, "target": target, "refreshed": refresh, "ok": ok,
+                                   "count": decision.count, "target": target, "refreshed": len(leaving), "ok": ok,
                                    "reason": decision.reason, "code": str(decision.code)})
             self._notify_ready(pr)
             self._publish()
-        return decision
 
     async def _read_metric(self, pr: PoolRuntime, cfg: PolicyConfig) -> float | None:
         assert cfg.metric is not None
@@ -341,14 +301,8 @@ class Controller:
         return value
 
     def observe(self, pr: PoolRuntime) -> Observed:
-        return self._observed(pr, self.ledger.counts(pr.pool.name))
+        return observed_of(pr, self.ledger.counts(pr.pool.name))
 
-    @staticmethod
-    def _observed(pr: PoolRuntime, counts: dict[str, int]) -> Observed:
-        """The pool as the policy sees it: `draining` clones are on their way out and not counted."""
-        current = sum(counts[s] for s in LIVE if s != "draining")
-        return Observed(current=current, ready=counts["ready"], claimed=counts["claimed"] + pr.waiting,
-                        building=sum(counts[s] for s in BUILDING))
 
     # claims --------------------------------------------------------------------------------------
     async def claim(self, pool_name: str, user: str, wait_s: float = 0.0) -> CloneRecord | None:
@@ -453,58 +407,7 @@ class Controller:
 
     # status --------------------------------------------------------------------------------------
     def status(self, pool_name: str) -> dict[str, Any]:
-        pr = self._runtime(pool_name)
-        pool, cfg = pr.pool, pr.runner.config
-        counts = self.ledger.counts(pool.name)
-        observed = self.observe(pr)
-        pst = pr.runner.status()
-        live = self.ledger.clones(pool.name, states=list(LIVE))
-        generations = Counter((r.source, r.source_generation) for r in live)
-        sources = [{"source": s, "generation": g, "clones": n} for (s, g), n in sorted(generations.items())]
-        recorded = [{"vm": s.vm_name, "host": s.host, "generation": s.generation, "state": s.state,
-                     "frozen": s.frozen} for s in self.ledger.sources(pool.name)]
-        policy: dict[str, Any] = {"strategy": cfg.strategy, "state": str(pst.state), "min": cfg.min, "max": cfg.max,
-                                  "max_step": cfg.max_step, "cooldown_up_s": cfg.cooldown_up_s,
-                                  "cooldown_down_s": cfg.cooldown_down_s, "evaluate_every_s": cfg.evaluate_every_s,
-                                  "cooldown_left_s": None if pst.cooldown_left_s is None
-                                  else round(pst.cooldown_left_s, 3), "override": dict(pr.override)}
-        if cfg.strategy == "fixed":
-            policy["count"] = cfg.count
-        elif cfg.strategy == "headroom":
-            policy["headroom"] = cfg.headroom
-        else:
-            policy["target"] = cfg.target
-            policy["precision"] = cfg.precision
-        out: dict[str, Any] = {
-            "pool": pool.name,
-            "desired": pr.desired,
-            "current": observed.current,
-            "ready": counts["ready"] + counts["claimed"],
-            "spares": counts["ready"],
-            "claimed": counts["claimed"],
-            "building": observed.building,
-            "draining": counts["draining"],
-            "waiting_claims": pr.waiting,
-            "counts": {k: v for k, v in counts.items() if v and k != "gone"},
-            "on_release": pool.on_release,
-            "drain": pool.drain is not None,
-            "source": pool.source,
-            "sources": sources,
-            "source_records": recorded,
-            "policy": policy,
-            "converging": pr.converging,
-            "last_decision": None if pr.decision is None else {
-                "count": pr.decision.count, "direction": pr.decision.direction, "reason": pr.decision.reason,
-                "code": str(pr.decision.code),
-                "window": pr.decision.window, "at": iso(pr.decision_at)},
-            "last_converge": pr.last_result,
-            "actions": list(pr.history),
-            "errors": list(pr.errors),
-            "dry_run": self.dry_run,
-        }
-        if cfg.metric is not None:
-            out["metric"] = {"value": pr.metric, "at": iso(pr.metric_at), "error": pr.metric_error}
-        return out
+        return status_doc(self._runtime(pool_name), self.ledger, dry_run=self.dry_run)
 
     def desired_counts(self) -> dict[str, int]:
         """What each pool's policy wants now (for forkscale_pool_desired)."""
