@@ -185,3 +185,33 @@ def test_dry_run_logs_decisions_and_changes_nothing(twin, si, tmp_path):
 
     assert pool_vms(si, "desk") == []
     assert json.loads(json.dumps(st))  # status is plain JSON
+
+
+def _raw_request(url: str, request: bytes) -> tuple[int, bytes]:
+    """Send bytes as they are (no client library would send a raw non-ASCII header byte)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    with socket.create_connection((parts.hostname, parts.port), timeout=10) as sock:
+        sock.sendall(request)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), body
+
+
+def test_hostile_headers_and_bodies_are_400_or_401_never_500(served):
+    s = served
+    status, body = _raw_request(s.url, b"GET /v1/pools HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \xff\xfe\r\n"
+                                       b"Connection: close\r\n\r\n")
+    assert status == 401 and b"invalid bearer token" in body
+    deep = b"[" * 30000 + b"]" * 30000
+    body_bytes = b'{"user": ' + deep + b"}"
+    request = (b"POST /v1/pools/fixed/claim HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + s.token.encode()
+               + b"\r\nContent-Type: application/json\r\nContent-Length: " + str(len(body_bytes)).encode()
+               + b"\r\nConnection: close\r\n\r\n" + body_bytes)
+    status, body = _raw_request(s.url, request)
+    assert status == 400 and b"nested too deeply" in body
+    assert "Traceback" not in s.log_tail(200)

@@ -41,14 +41,16 @@ import os
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
 
 from forkscale.core.errors import SpecError
 from forkscale.core.logs import register_secret
+from forkscale.observe.telemetry import Telemetry, metrics_handler
 from forkscale.spec import check_secret_file
-from forkscale.workloads.controller import Controller, ControllerError
+from forkscale.workloads.controller import Controller
+from forkscale.workloads.runtime import ControllerError
 
 log = logging.getLogger("forkscale.api")
 
@@ -88,119 +90,128 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
     return web.json_response({"error": message}, status=status, headers=headers)
 
 
-def make_app(controller: Controller, token: str, telemetry: Any = None,
+def make_app(controller: Controller, token: str, telemetry: Telemetry | None = None,
              controller_loop: asyncio.AbstractEventLoop | None = None) -> web.Application:
     """The API app. `controller_loop`: the controller's event loop when this app is served from
     another thread (None: the same loop)."""
-    expected = f"Bearer {token}".encode()
+    api = _Api(controller, controller_loop)
+    app = web.Application(middlewares=[_errors, _auth(f"Bearer {token}".encode())], client_max_size=64 * 1024)
+    app["controller"] = controller
+    app.router.add_get("/healthz", api.healthz)
+    if telemetry is not None:
+        render = metrics_handler(telemetry)
 
-    async def on_controller(fn: Callable[..., Any], *args: Any) -> Any:
-        """`fn(*args)` (awaited when it is a coroutine) on the controller's loop; its exceptions
-        (ControllerError ...) come back here."""
-        async def call() -> Any:
-            result = fn(*args)
-            return await result if inspect.isawaitable(result) else result
+        async def metrics(request: web.Request) -> web.StreamResponse:
+            return cast(web.StreamResponse, await api.on_controller(render, request))  # the rendering cache lives there
 
-        if controller_loop is None or controller_loop is asyncio.get_running_loop():
-            return await call()
-        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(call(), controller_loop))
+        app.router.add_get("/metrics", metrics)
+    app.router.add_get("/v1/pools", api.pools)
+    app.router.add_get("/v1/pools/{pool}", api.pool)
+    app.router.add_post("/v1/pools/{pool}/claim", api.claim)
+    app.router.add_post("/v1/pools/{pool}/release", api.release)
+    app.router.add_put("/v1/pools/{pool}/count", api.count)
+    return app
 
-    @web.middleware
-    async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-        try:
-            return await handler(request)
-        except ControllerError as exc:
-            headers = {"Retry-After": "5"} if exc.status == 503 else None
-            return _error(exc.status, str(exc), headers)
-        except web.HTTPException as exc:
-            if exc.status < 400:
-                raise
-            message = exc.reason if exc.text is None or exc.text.startswith(f"{exc.status}:") else exc.text
-            return _error(exc.status, message, {k: v for k, v in exc.headers.items() if k == "Allow"})
 
+@web.middleware
+async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ControllerError as exc:
+        headers = {"Retry-After": "5"} if exc.status == 503 else None
+        return _error(exc.status, str(exc), headers)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        message = exc.reason if exc.text is None or exc.text.startswith(f"{exc.status}:") else exc.text
+        return _error(exc.status, message, {k: v for k, v in exc.headers.items() if k == "Allow"})
+
+
+def _auth(expected: bytes) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
     @web.middleware
     async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.path in OPEN_PATHS:
             return await handler(request)
-        given = request.headers.get("Authorization", "").encode()
+        # a raw non-ASCII byte arrives as a surrogate escape: compare it as the bytes it was
+        given = request.headers.get("Authorization", "").encode("utf-8", "surrogateescape")
         if not hmac.compare_digest(given, expected):
             why = "missing bearer token" if not given else "invalid bearer token"
             return _error(401, f"{why}: send Authorization: Bearer <token>",
                           {"WWW-Authenticate": 'Bearer realm="forkscale"'})
         return await handler(request)
 
-    app = web.Application(middlewares=[errors, auth], client_max_size=64 * 1024)
-    app["controller"] = controller
+    return auth
 
-    async def healthz(request: web.Request) -> web.Response:
-        return web.json_response({"ok": not controller.stopping, "pools": len(controller.pools),
-                                  "dry_run": controller.dry_run, "stopping": controller.stopping})
 
-    def all_status() -> list[dict[str, Any]]:
-        return [controller.status(name) for name in controller.pools]
+class _Api:
+    """The request handlers; controller calls run on the controller's loop (`on_controller`)."""
 
-    async def pools(request: web.Request) -> web.Response:
-        return web.json_response({"pools": await on_controller(all_status)})
+    def __init__(self, controller: Controller, controller_loop: asyncio.AbstractEventLoop | None) -> None:
+        self.controller = controller
+        self.loop = controller_loop
 
-    def known(name: str) -> None:
+    async def on_controller(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """`fn(*args)` (awaited when it is a coroutine) on the controller's loop; its exceptions
+        (ControllerError ...) come back here."""
+        async def call() -> Any:
+            result = fn(*args)
+            return await result if inspect.isawaitable(result) else result
+
+        if self.loop is None or self.loop is asyncio.get_running_loop():
+            return await call()
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(call(), self.loop))
+
+    def known(self, name: str) -> None:
         """404 for an unknown pool, cheaply: status() reads every clone of the pool, which at
         100 claims/s kept the event loop busy (bench/claim.py: p50 ~700 ms -> a few ms)."""
-        if name not in controller.pools:
-            controller.status(name)  # raises the controller's 404, naming the pools
+        if name not in self.controller.pools:
+            self.controller.status(name)  # raises the controller's 404, naming the pools
 
-    async def pool(request: web.Request) -> web.Response:
-        return web.json_response(await on_controller(controller.status, request.match_info["pool"]))
+    async def healthz(self, request: web.Request) -> web.Response:
+        c = self.controller
+        return web.json_response({"ok": not c.stopping, "pools": len(c.pools), "dry_run": c.dry_run,
+                                  "stopping": c.stopping})
 
-    async def claim(request: web.Request) -> web.Response:
-        name = request.match_info["pool"]
-        known(name)  # 404 before the body is looked at
+    async def pools(self, request: web.Request) -> web.Response:
+        def all_status() -> list[dict[str, Any]]:
+            return [self.controller.status(name) for name in self.controller.pools]
+
+        return web.json_response({"pools": await self.on_controller(all_status)})
+
+    async def pool(self, request: web.Request) -> web.Response:
+        return web.json_response(await self.on_controller(self.controller.status, request.match_info["pool"]))
+
+    async def claim(self, request: web.Request) -> web.Response:
+        c, name = self.controller, request.match_info["pool"]
+        self.known(name)  # 404 before the body is looked at
         body = await _body(request)
         user = _string(body, "user", required=True, limit=MAX_USER_LENGTH)
         wait_s = _number(body, "wait_s", default=0.0, low=0.0, high=MAX_WAIT_S)
-        rec = controller.try_claim(name, user)  # thread-safe: the warm-spare path never leaves this loop
+        rec = c.try_claim(name, user)  # thread-safe: the warm-spare path never leaves this loop
         if rec is None and wait_s > 0:
-            rec = await on_controller(controller.claim, name, user, wait_s)
+            rec = await self.on_controller(c.claim, name, user, wait_s)
         if rec is None:
-            retry = await on_controller(controller.retry_after, name)
-            why = "the controller is shutting down" if controller.stopping else \
+            retry = await self.on_controller(c.retry_after, name)
+            why = "the controller is shutting down" if c.stopping else \
                 f"no ready clone in pool {name!r} within {wait_s:g}s"
             return _error(503, f"{why}; retry after {retry}s", {"Retry-After": str(retry)})
         claimed_at = datetime.fromtimestamp(rec.claimed_at or 0, UTC).isoformat(timespec="milliseconds")
         return web.json_response({"vm": rec.name, "hostname": rec.hostname, "ip": rec.ip, "claimed_at": claimed_at,
                                   "pool": rec.pool, "user": rec.claimed_by})
 
-    async def release(request: web.Request) -> web.Response:
+    async def release(self, request: web.Request) -> web.Response:
         name = request.match_info["pool"]
-        known(name)
-        body = await _body(request)
-        vm = _string(body, "vm", required=True, limit=256)
-        return web.json_response(await on_controller(controller.release, name, vm), status=202)
+        self.known(name)
+        vm = _string(await _body(request), "vm", required=True, limit=256)
+        return web.json_response(await self.on_controller(self.controller.release, name, vm), status=202)
 
-    async def count(request: web.Request) -> web.Response:
+    async def count(self, request: web.Request) -> web.Response:
         name = request.match_info["pool"]
-        known(name)
-        body = await _body(request)
-        raw = body.get("count")
+        self.known(name)
+        raw = (await _body(request)).get("count")
         if isinstance(raw, bool) or not isinstance(raw, int) or raw < 0:
             raise web.HTTPBadRequest(text=f"count must be a whole number >= 0, got {json.dumps(raw)}")
-        return web.json_response(await on_controller(controller.set_count, name, raw), status=202)
-
-    app.router.add_get("/healthz", healthz)
-    if telemetry is not None:
-        from forkscale.observe.telemetry import metrics_handler
-
-        render = metrics_handler(telemetry)
-
-        async def metrics(request: web.Request) -> web.StreamResponse:
-            return await on_controller(render, request)  # the fleet rendering cache lives there
-
-        app.router.add_get("/metrics", metrics)
-    app.router.add_get("/v1/pools", pools)
-    app.router.add_get("/v1/pools/{pool}", pool)
-    app.router.add_post("/v1/pools/{pool}/claim", claim)
-    app.router.add_post("/v1/pools/{pool}/release", release)
-    app.router.add_put("/v1/pools/{pool}/count", count)
-    return app
+        return web.json_response(await self.on_controller(self.controller.set_count, name, raw), status=202)
 
 
 async def _body(request: web.Request) -> dict[str, Any]:
@@ -211,6 +222,8 @@ async def _body(request: web.Request) -> dict[str, Any]:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise web.HTTPBadRequest(text=f"the body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise web.HTTPBadRequest(text="the body is nested too deeply") from None
     if not isinstance(body, dict):
         raise web.HTTPBadRequest(text=f"the body must be a JSON object, not {type(body).__name__}")
     return body
