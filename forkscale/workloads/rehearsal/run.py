@@ -9,7 +9,7 @@ The flow (`Rehearsal.run`):
 2. clone    - `InstantClone_Task` of the running source (no freeze), every NIC edited: moved to
               the isolated port group and/or `migrateConnect='disconnect'`, with a fresh manual
               MAC, so the fork (which keeps the source's IP and hostname) never shows up on the
-              source's network. The clone is tagged `forkscale.workloads.rehearsal=<source>` in extraConfig
+              source's network. The clone is tagged `forkscale.rehearsal=<source>` in extraConfig
               so a leftover (kill -9) can be recognised. The task runs detached from the caller:
               when the caller is cancelled mid-clone, cleanup still learns the new VM and removes it.
 3. wait     - the clone reports poweredOn, then its guest answers over SSH, within `wait.timeout_s`.
@@ -28,16 +28,11 @@ above ~100).
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
 import logging
-import os
-import tempfile
 import time
 from collections.abc import Callable, Coroutine
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from forkscale.core.errors import PermanentError, SpecError, TemporaryError
@@ -46,226 +41,23 @@ from forkscale.remote import ssh
 from forkscale.spec.rehearsal import RehearsalSpec, Step
 from forkscale.vsphere.model import CloneRequest, Inventory, VmDetail
 from forkscale.vsphere.ports import VSphere
+from forkscale.workloads.rehearsal.report import (
+    CHAIN_ALARM,
+    ERROR,
+    FAILED,
+    INTERRUPTED,
+    PASSED,
+    Report,
+    StepResult,
+    clip,
+)
 
 log = logging.getLogger("forkscale.rehearsal")
 
+
 TAG_REHEARSAL = "forkscale.rehearsal"
-#: bytes of each stream kept in the report: the first quarter and the last three quarters
-#: (the end of an output is where the error usually is), with a marker for what was cut
-OUTPUT_LIMIT = 8192
-#: KB 67186: vSphere raises an alarm above this many redo-log levels; the hard limit is 255
-CHAIN_ALARM = 100
-#: how many trailing lines of a failed step's output the text report shows
-TEXT_TAIL_LINES = 15
-
-PASSED, FAILED, ERROR, INTERRUPTED = "passed", "failed", "error", "interrupted"
-EXIT_CODES = {PASSED: 0, FAILED: 1, ERROR: 1, INTERRUPTED: 130}
 
 
-# ------------------------------------------------------------------------------------------
-# the report
-
-
-@dataclass
-class StepResult:
-    name: str
-    status: str  # passed | failed | timeout | error | interrupted | skipped
-    timeout_s: float
-    exit_code: int | None = None
-    duration_s: float = 0.0
-    stdout: str = ""
-    stderr: str = ""
-    stdout_bytes: int = 0
-    stderr_bytes: int = 0
-    truncated: bool = False
-    error: str | None = None
-
-    def reason(self) -> str:
-        if self.status == "failed":
-            return f"exit status {self.exit_code}"
-        if self.status == "timeout":
-            return f"timed out after {self.timeout_s:g}s; the command was killed"
-        return self.error or self.status
-
-
-@dataclass
-class Phase:
-    name: str  # clone | wait | cleanup
-    status: str = "skipped"  # ok | failed | skipped
-    duration_s: float = 0.0
-    error: str | None = None
-
-
-@dataclass
-class Report:
-    source: str
-    clone_name: str
-    network_mode: str
-    port_group: str | None
-    disconnect: bool
-    ssh_target: str
-    started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
-    finished_at: datetime | None = None
-    duration_s: float = 0.0
-    outcome: str = ERROR
-    error: str | None = None
-    source_moref: str | None = None
-    source_host: str | None = None
-    power_before: str | None = None
-    power_after: str | None = None
-    chains_before: dict[int, int] = field(default_factory=dict)
-    chains_after: dict[int, int] = field(default_factory=dict)
-    clone_moref: str | None = None
-    clone_nics: list[dict[str, Any]] = field(default_factory=list)
-    kept: bool = False
-    destroyed: bool = False
-    cleanup_error: str | None = None
-    phases: dict[str, Phase] = field(default_factory=lambda: {n: Phase(n) for n in ("clone", "wait", "cleanup")})
-    steps: list[StepResult] = field(default_factory=list)
-    checks: list[StepResult] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return self.outcome == PASSED and self.cleanup_error is None
-
-    @property
-    def exit_code(self) -> int:
-        if self.outcome == PASSED and self.cleanup_error is not None:
-            return 1  # every check passed but a clone was left behind: not a clean run
-        return EXIT_CODES[self.outcome]
-
-    @staticmethod
-    def depth(chains: dict[int, int]) -> int | None:
-        return max(chains.values()) if chains else None
-
-    def failures(self) -> list[dict[str, str]]:
-        out = [{"phase": p.name, "name": p.name, "status": p.status, "reason": p.error or p.status}
-               for p in self.phases.values() if p.status == "failed"]
-        for phase, results in (("step", self.steps), ("check", self.checks)):
-            out += [{"phase": phase, "name": r.name, "status": r.status, "reason": r.reason()}
-                    for r in results if r.status not in ("passed", "skipped")]
-        return out
-
-    def as_dict(self) -> dict[str, Any]:
-        keys = sorted(set(self.chains_before) | set(self.chains_after))
-        return {
-            "kind": "forkscale.rehearsal",
-            "version": 1,
-            "outcome": self.outcome,
-            "ok": self.ok,
-            "exit_code": self.exit_code,
-            "error": self.error,
-            "failures": self.failures(),
-            "started_at": _iso(self.started_at),
-            "finished_at": _iso(self.finished_at) if self.finished_at else None,
-            "duration_s": round(self.duration_s, 3),
-            "source": {
-                "name": self.source, "moref": self.source_moref, "host": self.source_host,
-                "power_before": self.power_before, "power_after": self.power_after,
-                "chain_depth_before": self.depth(self.chains_before),
-                "chain_depth_after": self.depth(self.chains_after),
-                "disks": [{"key": k, "chain_before": self.chains_before.get(k), "chain_after": self.chains_after.get(k)}
-                          for k in keys],
-            },
-            "clone": {
-                "name": self.clone_name, "moref": self.clone_moref,
-                "network": {"mode": self.network_mode, "port_group": self.port_group, "disconnect": self.disconnect},
-                "nics": self.clone_nics, "kept": self.kept, "destroyed": self.destroyed,
-                "cleanup_error": self.cleanup_error,
-            },
-            "ssh": {"target": self.ssh_target},
-            "phases": [_rounded(asdict(p)) for p in self.phases.values()],
-            "steps": [_rounded(asdict(s)) for s in self.steps],
-            "checks": [_rounded(asdict(s)) for s in self.checks],
-            "warnings": self.warnings,
-        }
-
-    def to_json(self) -> str:
-        return json.dumps(self.as_dict(), indent=2)
-
-    def render_text(self) -> str:
-        verdict = {PASSED: "PASSED", FAILED: "FAILED", ERROR: "ERROR", INTERRUPTED: "INTERRUPTED"}[self.outcome]
-        if self.outcome == PASSED and self.cleanup_error:
-            verdict = "PASSED, but the clone was not cleaned up"
-        lines = [f"rehearsal of {self.source} as {self.clone_name}: {verdict} in {self.duration_s:.1f}s"]
-        if self.error:
-            lines.append(f"  error: {self.error}")
-        nics = ", ".join(f"{n['label']} -> {n['port_group'] or '?'} ({'connected' if n['connected'] else 'disconnected'})"
-                         for n in self.clone_nics) or "-"
-        if self.kept and self.clone_moref:
-            fate = "KEPT (--keep): destroy it when done"
-        elif self.destroyed:
-            fate = "destroyed"
-        elif self.clone_moref:
-            fate = f"NOT destroyed: {self.cleanup_error}"
-        else:
-            fate = "not created"
-        lines.append(f"  clone    {self.clone_moref or '-'} [{self.network_mode}] NICs: {nics}; {fate}")
-        before, after = self.depth(self.chains_before), self.depth(self.chains_after)
-        lines.append(f"  source   {self.source_moref or '-'} power {self.power_before or '?'} -> {self.power_after or '?'}; "
-                     f"delta chain depth {before if before is not None else '?'} -> "
-                     f"{after if after is not None else '?'} (layoutEx)")
-        lines.append("  phases   " + ", ".join(
-            f"{p.name} {p.status}" + (f" {p.duration_s:.2f}s" if p.status != "skipped" else "")
-            for p in self.phases.values()))
-        width = max((len(r.name) for r in self.steps + self.checks), default=0)
-        for title, results in (("steps", self.steps), ("checks", self.checks)):
-            if not results:
-                continue
-            lines.append(f"  {title}")
-            for r in results:
-                mark = {"passed": "ok", "failed": "FAILED", "timeout": "TIMEOUT", "error": "ERROR",
-                        "interrupted": "STOPPED", "skipped": "skipped"}[r.status]
-                code = f"exit {r.exit_code}" if r.exit_code is not None else "-"
-                timing = f"{r.duration_s:6.2f}s" if r.status != "skipped" else ""
-                extra = f"  ({r.reason()})" if r.status in ("timeout", "error", "interrupted") else ""
-                lines.append(f"    {mark:<8} {r.name:<{width}}  {code:<8} {timing}{extra}".rstrip())
-                if r.status == "failed":
-                    for stream in (r.stdout, r.stderr):
-                        tail = stream.rstrip("\n").splitlines()[-TEXT_TAIL_LINES:]
-                        lines += [f"             | {t}" for t in tail]
-        failures = self.failures()
-        if failures:
-            lines.append("  failed: " + "; ".join(f"{f['phase']} {f['name']!r}: {f['reason']}" for f in failures))
-        lines += [f"  warning: {w}" for w in self.warnings]
-        return "\n".join(lines)
-
-    def write(self, path: Path) -> None:
-        """Write the JSON report atomically (a reader never sees half a file)."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(self.to_json() + "\n")
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-
-
-def _iso(dt: datetime) -> str:
-    return dt.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def _rounded(d: dict[str, Any]) -> dict[str, Any]:
-    return {k: round(v, 3) if isinstance(v, float) else v for k, v in d.items()}
-
-
-def clip(data: bytes, limit: int = OUTPUT_LIMIT) -> tuple[str, bool]:
-    """Decode `data` (UTF-8, invalid bytes replaced), keeping head and tail within `limit` bytes."""
-    if len(data) <= limit:
-        return data.decode("utf-8", errors="replace"), False
-    head, tail = limit // 4, limit - limit // 4
-    cut = len(data) - head - tail
-    text = (data[:head].decode("utf-8", errors="replace") + f"\n[... {cut} bytes omitted ...]\n"
-            + data[-tail:].decode("utf-8", errors="replace"))
-    return text, True
-
-
-# ------------------------------------------------------------------------------------------
-# the rehearsal
 
 
 class RehearsalFailed(Exception):
