@@ -10,7 +10,8 @@ import asyncio
 import importlib
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
+from typing import Any
 
 from forkscale.commands.args import COMMAND_ARGS
 from forkscale.core.errors import ForkscaleError, SpecError
@@ -86,10 +87,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-def _run_async(coro: object) -> object:
+def _run_async(coro: Coroutine[Any, Any, object]) -> object:
     """Run a command coroutine; SIGTERM cancels it like Ctrl-C so cleanup paths run."""
     loop = asyncio.new_event_loop()
-    task = loop.create_task(coro)  # type: ignore[arg-type]
+    task = loop.create_task(coro)
     try:
         loop.add_signal_handler(signal.SIGTERM, task.cancel)
     except (NotImplementedError, RuntimeError):

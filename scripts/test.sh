@@ -6,4 +6,6 @@ cd "$(dirname "$0")/.."
 bash scripts/setup-test-deps.sh
 bash scripts/venv.sh "[test]"
 .venv/bin/ruff check .
+.venv/bin/lint-imports --no-cache >/dev/null || .venv/bin/lint-imports --no-cache
+.venv/bin/mypy
 exec .venv/bin/pytest "$@"

@@ -11,7 +11,7 @@ from typing import Any
 from forkscale.commands.progress import ProgressLine
 from forkscale.commands.session import ConnectionFailed, open_engine
 from forkscale.core.errors import SpecError
-from forkscale.fleet.engine import LIVE
+from forkscale.fleet.plan import LIVE
 from forkscale.spec import load_spec
 
 
@@ -102,9 +102,9 @@ async def _status(args: argparse.Namespace, spec: Any) -> int:
         print(json.dumps({"pools": out}, indent=2))
         return 0
     for p in out:
-        counts = " ".join(f"{k}={v}" for k, v in p["counts"].items()) or "no clones"
+        shown = " ".join(f"{k}={v}" for k, v in p["counts"].items()) or "no clones"
         origin = "" if p["desired_set_by"] == "spec" else f" (set by {p['desired_set_by']}; spec says {p['spec_count']})"
-        print(f"{p['pool']}: desired {p['desired']}{origin}  {counts}")
+        print(f"{p['pool']}: desired {p['desired']}{origin}  {shown}")
         for reason, n in p["fallbacks"].items():
             print(f"  fallback {reason}: {n} clone(s)")
         if p["sources"]:

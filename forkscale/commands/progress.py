@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import sys
 import time
+from typing import TextIO
 
 ORDER = ("planned", "cloning", "customizing", "ready", "claimed", "destroying", "failed")
 
 
 class ProgressLine:
-    def __init__(self, target: int, *, stream: object = None, interval: float = 0.2) -> None:
+    def __init__(self, target: int, *, stream: TextIO | None = None, interval: float = 0.2) -> None:
         self.stream = stream or sys.stderr
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
         self.target = target
@@ -34,12 +35,12 @@ class ProgressLine:
         parts = " ".join(f"{k}={counts[k]}" for k in ORDER if counts.get(k))
         line = f"{pool}: {ready}/{self.target} ready  {parts}  {rate:.1f}/s  eta {eta}"
         if self.tty:
-            self.stream.write("\r\033[K" + line)  # type: ignore[attr-defined]
+            self.stream.write("\r\033[K" + line)
         else:
-            self.stream.write(line + "\n")  # type: ignore[attr-defined]
-        self.stream.flush()  # type: ignore[attr-defined]
+            self.stream.write(line + "\n")
+        self.stream.flush()
 
     def done(self) -> None:
         if self.tty:
-            self.stream.write("\n")  # type: ignore[attr-defined]
-            self.stream.flush()  # type: ignore[attr-defined]
+            self.stream.write("\n")
+            self.stream.flush()

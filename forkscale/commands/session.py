@@ -8,14 +8,13 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from pyVmomi import vim
-
 from forkscale.core.errors import PermanentError, SpecError, TemporaryError
 from forkscale.core.logs import register_secret
 from forkscale.fleet.engine import Engine, Progress
 from forkscale.ledger import Ledger
 from forkscale.spec import Spec, VCenter
 from forkscale.vsphere.driver import Driver
+from forkscale.vsphere.faults import LoginRefused
 from forkscale.vsphere.transport import Soap
 
 log = logging.getLogger("forkscale")
@@ -31,13 +30,14 @@ async def open_driver(vc: VCenter) -> AsyncIterator[Driver]:
     driver = Driver(soap)
     try:
         await driver.open()
+    except LoginRefused:
+        await soap.close()
+        raise SpecError("vcenter.password", f"vCenter refused the login for {vc.user!r}") from None
     except (PermanentError, TemporaryError) as exc:
         await soap.close()
         raise ConnectionFailed(f"cannot connect to {vc.url}: {exc}") from exc
-    except Exception as exc:
+    except BaseException:
         await soap.close()
-        if isinstance(exc, vim.fault.InvalidLogin):
-            raise SpecError("vcenter.password", f"vCenter refused the login for {vc.user!r}") from None
         raise
     try:
         yield driver

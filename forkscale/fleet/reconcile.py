@@ -69,7 +69,7 @@ class Reconciler:
         # orphans: tagged for this pool but unknown to the ledger (ledger lost, or a foreign row)
         for vm in inv.vms.values():
             if vm.pool == pool.name and not vm.is_source and vm.clone_id not in known_ids:  # sources: sources.py
-                live = self.ledger.get(int(vm.clone_id)) if (vm.clone_id or "").isdigit() else None
+                live = self.ledger.get(int(vm.clone_id)) if vm.clone_id and vm.clone_id.isdigit() else None
                 if live is not None and live.state in LIVE and live.name == vm.name:
                     continue
                 log.warning("removing orphan clone %s (tagged %s=%s, unknown to the ledger)", vm.name, TAG_POOL,

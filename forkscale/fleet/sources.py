@@ -188,7 +188,7 @@ class SourceManager:
             if row is not None:  # made by a controller that died before recording the moref
                 row = self.ledger.update_source(row.id, vm_moref=vm.moref)
             else:
-                gen = int(vm.source_tag) if (vm.source_tag or "").isdigit() else self.ledger.next_generation(pool)
+                gen = int(vm.source_tag) if vm.source_tag and vm.source_tag.isdigit() else self.ledger.next_generation(pool)
                 row = self.ledger.add_source(pool, vm.name, vm.moref, host, gen, "ready", frozen=vm.frozen)
                 log.warning("pool %s: adopted source %s on %s (tagged %s=%s, unknown to the ledger)", pool, vm.name,
                             host, TAG_SOURCE, vm.source_tag)
@@ -197,16 +197,16 @@ class SourceManager:
             by_moref[vm.moref] = row
         vanished: set[str] = set()
         for row in list(rows):
-            vm = inv.vms.get(row.vm_moref or "")
-            if vm is None or not vm.is_source:
+            found = inv.vms.get(row.vm_moref or "")
+            if found is None or not found.is_source:
                 if row.state in ACTIVE:
                     vanished.add(row.host)
                     log.warning("pool %s: source %s on %s is gone from vCenter", pool, row.vm_name, row.host)
                 self.ledger.update_source(row.id, state="gone", frozen=False)
                 continue
-            host = inv.host_names.get(vm.host or "", row.host)
-            if host != row.host or bool(vm.frozen) != row.frozen:
-                self.ledger.update_source(row.id, host=host, frozen=vm.frozen)
+            host = inv.host_names.get(found.host or "", row.host)
+            if host != row.host or bool(found.frozen) != row.frozen:
+                self.ledger.update_source(row.id, host=host, frozen=found.frozen)
         # one active source per host: the newest generation; older ones retire
         active: dict[str, SourceRecord] = {}
         for row in sorted(self.rows(ACTIVE), key=lambda r: (r.generation, r.id)):

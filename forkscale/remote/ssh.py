@@ -38,7 +38,7 @@ import time
 from collections.abc import Callable
 from dataclasses import KW_ONLY, dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import NoReturn, TypeVar
 
 import paramiko
 
@@ -174,7 +174,7 @@ class _UnknownHostKey(paramiko.SSHException):
 class _RejectUnknown(paramiko.RejectPolicy):
     """RejectPolicy that keeps the offered key, so the error can show its fingerprint."""
 
-    def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
+    def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> NoReturn:
         raise _UnknownHostKey(key)
 
 
@@ -293,7 +293,7 @@ class _Connection:
                 f"ssh {t.where}: authentication failed with {how}: {e}",
                 fault="SshAuthFailed",
             ) from None
-        except paramiko.IncompatiblePeer as e:
+        except paramiko.ssh_exception.IncompatiblePeer as e:
             raise PermanentError(
                 f"ssh {t.where}: no common algorithms with the server: {e}", fault="SshIncompatible"
             ) from None
@@ -369,7 +369,7 @@ class _Connection:
                     err += chan.recv_stderr(_CHUNK)
                 if pending and chan.send_ready():
                     try:
-                        pending = pending[chan.send(pending[:_CHUNK]) :]
+                        pending = pending[chan.send(bytes(pending[:_CHUNK])) :]
                     except OSError:  # the command exited without reading all its input
                         pending = memoryview(b"")
                     if not pending:

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 from pyVmomi import vim, vmodl
 
 from forkscale.core.errors import PermanentError, TemporaryError
-from forkscale.vsphere.faults import TaskFailed, fault_name, map_fault
+from forkscale.vsphere.faults import LoginRefused, TaskFailed, fault_name, map_fault
 from forkscale.vsphere.fleetread import HOST_COUNTERS, host_memory, perf_counter_ids, read_fleet
 from forkscale.vsphere.model import TAG_ID, TAG_POOL, CloneRequest, FleetRead, Inventory, VmDetail
 from forkscale.vsphere.reads import (
@@ -50,7 +50,11 @@ class Driver:
         self.task_hooks: list[Callable[[str, float, str | None], None]] = []
 
     async def open(self) -> None:
-        await self.soap.open()
+        """Log in (a refused login is `LoginRefused`) and start the task watcher."""
+        try:
+            await self.soap.open()
+        except vim.fault.InvalidLogin:
+            raise LoginRefused(self.soap.user) from None
         await self.watcher.start()
 
     async def close(self) -> None:

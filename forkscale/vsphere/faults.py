@@ -11,6 +11,13 @@ TEMPORARY_FAULTS = {"TaskInProgress", "ConnectionError", "HostCommunication", "I
                     "HostNotConnected", "SystemError"}
 
 
+class LoginRefused(PermanentError):
+    """vCenter refused the user name or password (`InvalidLogin`)."""
+
+    def __init__(self, user: str) -> None:
+        super().__init__(f"vCenter refused the login for {user!r}", "InvalidLogin")
+
+
 class TaskFailed(Exception):
     """A vCenter task ended in error; `fault` is the task's `info.error` (a MethodFault)."""
 

@@ -156,10 +156,10 @@ async def _networks(soap: Soap, inv: Inventory, nets: list[Any]) -> None:
         pgs, switches = await asyncio.gather(
             retrieve_view(soap, {vim.dvs.DistributedVirtualPortgroup: ["config.distributedVirtualSwitch"]}),
             retrieve_view(soap, {vim.DistributedVirtualSwitch: ["uuid"]}))
-        uuids = {oc.obj._moId: props(oc).get("uuid") for oc in switches}
+        uuids: dict[str, str] = {oc.obj._moId: str(u) for oc in switches if (u := props(oc).get("uuid"))}
         for oc in pgs:
             sw = props(oc).get("config.distributedVirtualSwitch")
-            if sw is not None and uuids.get(sw._moId):
+            if sw is not None and sw._moId in uuids:
                 dvs_uuid[oc.obj._moId] = uuids[sw._moId]
     for oc in nets:
         p = props(oc)

@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from forkscale.core.errors import SpecError
 from forkscale.core.logs import register_secret
@@ -127,7 +128,7 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return _error(exc.status, message, {k: v for k, v in exc.headers.items() if k == "Allow"})
 
 
-def _auth(expected: bytes) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+def _auth(expected: bytes) -> Middleware:
     @web.middleware
     async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.path in OPEN_PATHS:

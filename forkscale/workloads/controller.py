@@ -64,7 +64,8 @@ from typing import Any
 import aiohttp
 
 from forkscale.core.errors import ForkscaleError, TemporaryError
-from forkscale.fleet.engine import LIVE, Engine
+from forkscale.fleet.engine import Engine
+from forkscale.fleet.plan import LIVE
 from forkscale.ledger import CloneRecord
 from forkscale.policy import (
     Decision,
