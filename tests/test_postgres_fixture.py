@@ -8,6 +8,7 @@ cluster leaves nothing running or on disk after the session, even when pytest is
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -229,5 +230,16 @@ def test_the_cluster_dies_with_a_killed_pytest(tmp_path: Path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-        if info_file.exists():  # the killed session could not remove its cluster's dir
-            shutil.rmtree(json.loads(info_file.read_text())["workdir"], ignore_errors=True)
+        _clean_up_after(info_file)
+
+
+def _clean_up_after(info_file: Path) -> None:
+    """What a killed session cannot do: remove its cluster's dir (and stop it, should it have survived)."""
+    try:
+        info = json.loads(info_file.read_text())
+    except (OSError, ValueError):
+        return
+    if _server_alive(info["pid"]):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(info["pid"], signal.SIGQUIT)
+    shutil.rmtree(info["workdir"], ignore_errors=True)
