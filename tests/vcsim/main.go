@@ -111,6 +111,10 @@ func main() {
 }
 
 func run(o options) error {
+	// Before anything is written: a SIGTERM that comes as soon as the JSON line is out must still
+	// run the clean-up below, not kill the process.
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
 	dir := o.dir
 	if dir == "" {
 		d, err := os.MkdirTemp("", "vcsim-")
@@ -191,8 +195,6 @@ func run(o options) error {
 	line, _ := json.Marshal(out)
 	fmt.Println(string(line))
 
-	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
 	<-sig
 	return nil
 }
