@@ -4,4 +4,5 @@ pytest_plugins = [
     "tests.fixtures.twin",
     "tests.fixtures.prometheus",
     "tests.fixtures.sshd",
+    "tests.fixtures.vcsim",
 ]
