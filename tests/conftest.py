@@ -5,4 +5,5 @@ pytest_plugins = [
     "tests.fixtures.prometheus",
     "tests.fixtures.sshd",
     "tests.fixtures.vcsim",
+    "tests.fixtures.postgres",
 ]

@@ -29,10 +29,6 @@ from forkscale.sim.server import make_certificates
 if TYPE_CHECKING:
     from tests.fixtures.postgres import PostgresDatabase
 
-# Fixtures postgres_bindir/_cluster/_db. Once tests/conftest.py lists this plugin, this line can go
-# (importing the module here instead would bypass pytest's assert rewriting of it).
-pytest_plugins = ["tests.fixtures.postgres"]
-
 REPO = Path(__file__).resolve().parent.parent
 LEASE_KEY = 180018
 
