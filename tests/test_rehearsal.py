@@ -324,14 +324,16 @@ def test_example_spec_is_valid_against_the_default_world(twin, si, tmp_path, mon
     raw = yaml.safe_load((REPO / "examples" / "rehearsal.yaml").read_text())
     monkeypatch.setenv("FORKSCALE_PASSWORD", twin.password)
     monkeypatch.setenv("FORKSCALE_CA_FILE", twin.ca_file)
+    monkeypatch.setenv("FORKSCALE_GUEST_PASSWORD", "forkscale")
     raw["vcenter"]["url"] = twin.url  # the twin's port is picked per test; everything else as shipped
     spec = parse_rehearsal(raw, base_dir=REPO / "examples")
-    assert spec.source == "src-linux" and spec.network.port_group == "isolated" and spec.steps and spec.checks
+    assert spec.source == "src-linux" and spec.network.disconnect is True and spec.steps and spec.checks
+    assert spec.transport == "guestops" and spec.ssh is None
 
     async def plan() -> None:
         async with open_driver(spec.vcenter) as driver:
             p = await Rehearsal(spec, driver).plan()
-            assert p.request.network[0] == "network" and p.request.disconnect is False
+            assert p.request.network[0] == "network" and p.request.disconnect is True
 
     asyncio.run(plan())
     assert set(vms(si)) == BASELINE_VMS

@@ -151,7 +151,7 @@ def build(spec: dict[str, Any], *, user: str, password: str, time_scale: float =
                 datastore=datastores[v["datastore"]], network=networks[v["network"]])
 
     _managers(twin, root, runner)
-    from . import guestops, ops  # noqa: F401  (register the VM/host/provisioning and guest-operations handlers)
+    from . import guestfiles, guestops, ops  # noqa: F401  (register the VM/host/provisioning and guest-operations handlers)
 
     guestops.install(world)
     from . import events, perf
@@ -230,6 +230,8 @@ def _managers(twin: Twin, root: Folder, runner: TaskRunner) -> None:
     guest_ops = add("guestOperationsManager", vim.vm.guest.GuestOperationsManager)
     process_mgr = add("ProcessManager", vim.vm.guest.ProcessManager)
     guest_ops.props["processManager"] = process_mgr.ref
+    guest_ops.props["fileManager"] = add("guestOperationsFileManager", vim.vm.guest.FileManager).ref
+    guest_ops.props["authManager"] = add("guestOperationsAuthManager", vim.vm.guest.AuthManager).ref
     checker = add("ProvChecker", vim.vm.check.ProvisioningChecker)
     fields = add("CustomFieldsManager", vim.CustomFieldsManager, field=[])
     setting = add("VpxSettings", vim.option.OptionManager, setting=[], supportedOption=[])

@@ -1,8 +1,11 @@
 """Guest operations of the twin: `GuestOperationsManager.processManager` and the freeze.
 
-The twin's guests are simulated: a program started with `StartProgramInGuest` gets a pid, shows
-in `ListProcessesInGuest`, and ends with exit code 0 after the `guest_program` latency (1 for a
-program named `false`; `sleep N` runs N simulated seconds). Two programs are understood:
+A program started with `StartProgramInGuest` in a Linux guest runs for real in the VM's sandbox
+(`forkscale.sim.guestexec`, `forkscale.sim.sandbox`): its pid shows in `ListProcessesInGuest`
+with its real exit code when it ends. The `vmware-rpctool` and `forkscale-guest` programs below,
+and every program of a Windows guest, are simulated instead: they end with exit code 0 after the
+`guest_program` latency (1 for a program named `false`; `sleep N` runs N simulated seconds). Two
+programs are understood:
 
 * `vmware-rpctool` (any path ending in it, also `vmware-rpctool-twin`) whose arguments contain
   `instantclone.freeze`, and
@@ -36,6 +39,8 @@ from typing import Any
 from pyVmomi import vim, vmodl
 
 from .dispatch import Ctx, method
+from .guestexec import runs_for_real, start_for_real, terminate_for_real
+from .sandbox import sandboxes
 from .vm import VM
 from .world import World
 
@@ -231,6 +236,8 @@ def start_program(ctx: Ctx, this: Any, vm: Any, auth: Any, spec: Any) -> int:
             target.changed()
         freeze_later(target)
         return proc.pid
+    if runs_for_real(target, path):
+        return start_for_real(target, table, owner, spec, cmd_line, name)
     proc = table.start(name, owner, cmd_line, world.now())
     code = 1 if name in ("false", "false.exe") else 0
     delay = _lat(world, "guest_program", 0.5)
@@ -264,6 +271,8 @@ def terminate_process(ctx: Ctx, this: Any, vm: Any, auth: Any, pid: int) -> None
     proc = _state(target.world).table(target).procs.get(int(pid))
     if proc is None or proc.end is not None:
         raise vim.fault.GuestProcessNotFound(msg=f"The process {pid} was not found in the guest", pid=int(pid))
+    if sandboxes(target.world).is_running(target, proc.pid):
+        return terminate_for_real(target, proc)
     proc.end, proc.exit_code = target.world.now(), 143  # SIGTERM
 
 

@@ -195,9 +195,11 @@ def make_app(twin: Twin, password: str) -> web.Application:
     app.router.add_get("/sdk/vimServiceVersions.xml", versions)
     app.router.add_get(ADMIN, admin)
     app.router.add_post(ADMIN, admin)
+    from . import guestfiles
     from .guestrpc import add_routes
 
     add_routes(app, twin)
+    guestfiles.add_routes(app, twin)
     return app
 
 
@@ -238,6 +240,9 @@ async def serve(opts: SimOptions, ready: Any = None) -> None:
     spec = builder.load_world(opts.world)
     twin = builder.build(spec, user=opts.user, password=password, time_scale=opts.time_scale, seed=opts.seed)
     app = make_app(twin, password)
+    from .guestfiles import transfers
+
+    transfers(twin).scheme = "http" if opts.http else "https"
     runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
     await runner.setup()
     ssl_ctx = None
@@ -263,6 +268,9 @@ async def serve(opts: SimOptions, ready: Any = None) -> None:
         for job in list(twin.world.tasks.background):  # type: ignore[attr-defined]
             job.cancel()
         await runner.cleanup()
+        from .sandbox import sandboxes
+
+        sandboxes(twin.world).close()  # the guests' programs and files go with the twin
 
 
 def start_in_thread(*, world: str | None = None, time_scale: float = 0.01, seed: int = 0, http: bool = False,

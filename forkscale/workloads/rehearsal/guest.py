@@ -62,9 +62,6 @@ class StepRun:
 
 
 class GuestChannel(Protocol):
-    kind: str
-    target: str  # for people: where the steps run
-
     def waiting_for(self) -> str: ...
 
     async def ready(self, deadline: float) -> None: ...
@@ -79,17 +76,15 @@ class GuestVSphere(InventoryReader, GuestOperations, Protocol):
 
 
 def _sleep_for(delay: float, deadline: float) -> float:
+    """`delay`, cut short so that the last try happens at the deadline."""
     return max(0.0, min(delay, deadline - time.monotonic()))
 
 
 class GuestOpsChannel:
     """Steps through VMware Tools guest operations (see the module docstring)."""
 
-    kind = "guestops"
-
     def __init__(self, driver: GuestVSphere, vm: str, vm_name: str, login: GuestLogin) -> None:
         self.driver, self.vm, self.vm_name, self.login = driver, vm, vm_name, login
-        self.target = f"guest operations as {login.user!r} in {vm_name} (VMware Tools; no network needed)"
         self.workdir: str | None = None
 
     def waiting_for(self) -> str:
@@ -113,7 +108,7 @@ class GuestOpsChannel:
                 raise
             except TemporaryError as exc:
                 last = str(exc)
-            if time.monotonic() + delay > deadline:
+            if time.monotonic() >= deadline:
                 raise GuestUnreachable(last)
             await asyncio.sleep(_sleep_for(delay, deadline))
             delay = min(delay * 1.5, 3.0)
@@ -139,8 +134,8 @@ class GuestOpsChannel:
             raise
         if result.duration_s is None:
             result.duration_s = time.monotonic() - started
-        result.note = result.note or await self._fetch(out_path, result.stdout)
-        await self._fetch(err_path, result.stderr)
+        missing = [await self._fetch(out_path, result.stdout), await self._fetch(err_path, result.stderr)]
+        result.note = result.note or next((m for m in missing if m), None)
         return result
 
     async def _wait_exit(self, pid: int, deadline: float) -> StepRun:
@@ -172,11 +167,8 @@ class GuestOpsChannel:
 class SshChannel:
     """Steps over SSH (see the module docstring)."""
 
-    kind = "ssh"
-
     def __init__(self, target: ssh.SshTarget) -> None:
         self.ssh = target
-        self.target = target.where
 
     def waiting_for(self) -> str:
         return f"the clone's guest to answer over ssh {self.ssh.where}"
@@ -191,7 +183,7 @@ class SshChannel:
             except PermanentError as exc:  # host key, auth, key file: waiting will not help
                 raise GuestRefused(f"cannot log in to the clone's guest: {exc}") from None
             except TemporaryError as exc:
-                if time.monotonic() + delay >= deadline:
+                if time.monotonic() >= deadline:
                     raise GuestUnreachable(str(exc)) from None
             await asyncio.sleep(_sleep_for(delay, deadline))
             delay = min(delay * 1.5, 5.0)

@@ -233,7 +233,7 @@ class Report:
             fate = "not created"
         before, after = self.depth(self.chains_before), self.depth(self.chains_after)
         return [f"  clone    {self.clone_moref or '-'} [{self.network_mode}] NICs: {nics}; {fate}",
-                f"  guest    reached by {self.transport}: {self.target}",
+                f"  guest    {self.transport} {self.target}",
                 f"  source   {self.source_moref or '-'} power {self.power_before or '?'} -> {self.power_after or '?'}; "
                 f"delta chain depth {before if before is not None else '?'} -> "
                 f"{after if after is not None else '?'} (layoutEx)"]

@@ -99,7 +99,7 @@ class Rehearsal:
             assert spec.guestops is not None
             self.login = GuestLogin(spec.guestops.user, spec.guestops.password())  # SpecError when unset
             register_secret(self.login.password)
-            target = f"guest operations as {spec.guestops.user!r} (VMware Tools; no network to the clone)"
+            target = f"as {spec.guestops.user!r} through VMware Tools (no network to the clone)"
         else:
             assert spec.ssh is not None
             c = spec.ssh
@@ -240,9 +240,9 @@ class Rehearsal:
             detail = await self.driver.vm_detail(moref)
             if detail.power == "poweredOn":
                 return detail
-            if time.monotonic() + delay > deadline:
+            if time.monotonic() >= deadline:
                 raise GuestUnreachable(f"the clone is {detail.power}")
-            await asyncio.sleep(delay)
+            await asyncio.sleep(max(0.0, min(delay, deadline - time.monotonic())))
             delay = min(delay * 1.5, 3.0)
 
     # 4./5. steps and checks ---------------------------------------------------------------
