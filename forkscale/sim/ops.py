@@ -707,6 +707,9 @@ def do_instant_clone(ctx: Ctx, src: VM, spec: Any, placement: tuple[Folder, Reso
         clone.guest.tools_running = True
         clone.guest.ip = src.guest.ip
         clone.guest.hostname = src.guest.hostname
+        from .sandbox import sandboxes
+
+        sandboxes(world).on_clone(src, clone)  # its disk too
     clone.changed()
     return clone
 

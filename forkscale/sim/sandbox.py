@@ -20,7 +20,8 @@ A program started with `StartProgramInGuest` runs for real, with bubblewrap (`bw
 It ends with its own exit status (128+N when a signal killed it). `TerminateProcessInGuest`,
 powering the VM off or destroying it, and stopping the twin kill it, and everything it started
 (the PID namespace ends with it). An instant clone starts with a copy of its source's sandbox
-(the clone's disk is its source's); other clones with a copy of their source VM's.
+(the clone's disk is its source's); linked and full clones start with a fresh one (the twin keeps
+no guest files per snapshot).
 
 Without `bwrap` (Debian/Ubuntu package `bubblewrap`) guest programs cannot run; StartProgramInGuest
 then answers a `GuestOperationsUnavailable` fault that says so.
@@ -128,13 +129,13 @@ class Sandboxes:
                 hosts.write_text(f"127.0.0.1\tlocalhost\n127.0.1.1\t{hostname}\n::1\tlocalhost ip6-localhost\n")
 
     def on_clone(self, source: VM, clone: VM) -> None:
-        """A clone's disk starts as its source's: copy the source's sandbox, if it has one."""
+        """An instant clone's disk is its source's: copy the source's sandbox (if it has one), /etc/hostname
+        included — the clone is the source until something in it changes that."""
         src = self.base / source.moid if self._base is not None else None
         if src is None or not src.is_dir() or (self.base / clone.moid).exists():
             return
         try:
             shutil.copytree(src, self.base / clone.moid, symlinks=True)
-            self._name(self.base / clone.moid, clone)
         except OSError as exc:  # a half copy would be worse than none
             log.warning("guest sandbox of %s not copied to %s: %s", source.name, clone.name, exc)
             shutil.rmtree(self.base / clone.moid, ignore_errors=True)
