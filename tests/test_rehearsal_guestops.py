@@ -89,9 +89,13 @@ try:
             banner = json.loads(line)
             break
     env = dict(os.environ, FORKSCALE_PASSWORD=banner["password"], FORKSCALE_GUEST_PASSWORD="forkscale")
-    r = subprocess.run(cli + ["rehearse", "-f", "examples/rehearsal.yaml", "-o", "json"], env=env,
-                       capture_output=True, text=True, timeout=300)
-    print(json.dumps({"banner": banner, "code": r.returncode, "out": r.stdout, "err": r.stderr}))
+    runs = {}
+    for name, args in (("rehearsal", ["-f", "examples/rehearsal.yaml"]),
+                       ("image", ["--pool", "quickstart", "--snapshot", "base", "-f", "examples/quickstart.yaml"])):
+        r = subprocess.run(cli + ["rehearse", *args, "-o", "json"], env=env, capture_output=True, text=True,
+                           timeout=300)
+        runs[name] = {"code": r.returncode, "out": r.stdout, "err": r.stderr}
+    print(json.dumps({"banner": banner, "runs": runs}))
 finally:
     sim.terminate()
     sim.wait(30)
@@ -106,7 +110,7 @@ def _private_network() -> list[str] | None:
     return None
 
 
-def test_the_example_runs_untouched_against_forkscale_sim_started_with_no_flags(tmp_path):
+def test_the_examples_rehearse_untouched_against_forkscale_sim_started_with_no_flags(tmp_path):
     """README's story: `forkscale sim` (no flags) prints its password and writes its CA to
     ~/.forkscale/sim/ca.pem; the example reads FORKSCALE_PASSWORD and FORKSCALE_GUEST_PASSWORD."""
     prefix = _private_network()
@@ -122,8 +126,9 @@ def test_the_example_runs_untouched_against_forkscale_sim_started_with_no_flags(
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["banner"]["url"] == "https://127.0.0.1:8989/sdk"
     assert result["banner"]["ca_file"] == str(home / ".forkscale" / "sim" / "ca.pem")
-    assert result["code"] == 0, result["err"][-3000:]
-    report = json.loads(result["out"])
+    run, image = result["runs"]["rehearsal"], result["runs"]["image"]
+    assert run["code"] == 0, run["err"][-3000:]
+    report = json.loads(run["out"])
     assert report["outcome"] == "passed" and report["exit_code"] == 0 and report["failures"] == []
     assert report["transport"]["kind"] == "guestops"
     assert [n["connected"] for n in report["clone"]["nics"]] == [False]  # the clone had no network
@@ -132,6 +137,11 @@ def test_the_example_runs_untouched_against_forkscale_sim_started_with_no_flags(
     assert install["stdout"] == "installed: hello 2.0\n"  # ran in the clone's guest, uploads included
     assert [c["status"] for c in report["checks"]] == ["passed"] * 3
     assert report["checks"][1]["stdout"] == "hello 2.0: selftest passed\n"
+    # and the pool example's checks, on a clone of the golden VM's snapshot
+    assert image["code"] == 0, image["err"][-3000:]
+    image_report = json.loads(image["out"])
+    assert image_report["image"] == {"pool": "quickstart", "snapshot": "base", "push_safe": True}
+    assert [c["status"] for c in image_report["checks"]] == ["passed", "passed"]
 
 
 # guest operations end to end -------------------------------------------------------------------
