@@ -354,3 +354,18 @@ def test_clip_keeps_head_and_tail_within_the_limit():
     assert cut and text.startswith("H" * (OUTPUT_LIMIT // 4)) and text.endswith("T" * 5000)
     assert "[... 11808 bytes omitted ...]" in text and len(text.encode()) < OUTPUT_LIMIT + 64
     assert clip(b"short\xff") == ("short\ufffd", False)
+
+
+def test_uploads_go_over_ssh_before_their_step(twin, si, sshd, tmp_path, capsys):
+    work = tmp_path / "guest"
+    (tmp_path / "payload.txt").write_text("release 2.0\n")
+    dest = work / "deep" / "payload.txt"
+    spec = write_rehearsal(
+        tmp_path, twin, sshd,
+        steps=[{"name": "install", "upload": [{"src": "payload.txt", "dest": str(dest), "mode": "0640"}],
+                "run": f"cat {dest}"}])
+    assert cli("rehearse", "-f", str(spec), "-o", "json") == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["transport"] == {"kind": "ssh", "target": f"{sshd.user}@{sshd.host}:{sshd.port}"}
+    assert report["steps"][0]["stdout"] == "release 2.0\n"
+    assert dest.read_text() == "release 2.0\n" and (dest.stat().st_mode & 0o777) == 0o640

@@ -366,3 +366,12 @@ def test_bad_transport_and_upload_keys_name_their_field(tmp_path, top, field):
     with pytest.raises(SpecError) as exc:
         parse_rehearsal(_spec(tmp_path, **top), base_dir=tmp_path)
     assert str(exc.value).startswith(field)
+
+
+def test_an_unset_guest_password_stops_before_vcenter_is_asked_anything(twin, tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("FORKSCALE_TEST_NO_SUCH_PW", raising=False)
+    spec = write_rehearsal(tmp_path, twin, guestops={"user": "root", "password_env": "FORKSCALE_TEST_NO_SUCH_PW"})
+    before = twin.admin("stats")["requests"]
+    assert cli("rehearse", "-f", str(spec)) == 2
+    assert "guestops.password_env: environment variable FORKSCALE_TEST_NO_SUCH_PW is not set" in capsys.readouterr().err
+    assert twin.admin("stats")["requests"] == before

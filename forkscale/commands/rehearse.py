@@ -41,6 +41,8 @@ def load(args: argparse.Namespace) -> RehearsalSpec:
 
 async def run(args: argparse.Namespace) -> int:
     spec = load(args)
+    if spec.guestops is not None and spec.transport == "guestops":
+        spec.guestops.password()  # unset or unreadable: exit 2 before anything is asked of vCenter
     loop = asyncio.get_running_loop()
     task = asyncio.current_task()
     assert task is not None

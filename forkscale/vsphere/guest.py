@@ -36,7 +36,7 @@ from forkscale.vsphere.reads import retrieve_one
 from forkscale.vsphere.transport import Soap
 
 #: faults that say "VMware Tools cannot take the call right now": worth retrying
-GUEST_TEMPORARY = {"GuestOperationsUnavailable", "GuestComponentsOutOfDate", "ToolsUnavailable"}
+GUEST_TEMPORARY = {"GuestOperationsUnavailable", "ToolsUnavailable"}
 _CHUNK = 64 * 1024
 _TRANSFER_TIMEOUT_S = 600.0
 
