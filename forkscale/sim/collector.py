@@ -12,12 +12,17 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pyVmomi import VmomiSupport, vim, vmodl
 from pyVmomi.Differ import Differ
 
-from .world import MO, World
+from .inventory import Entity
+from .mo import MO
+from .vm import VM
+
+if TYPE_CHECKING:
+    from .world import World
 
 PC = vmodl.query.PropertyCollector
 _SEGMENT = re.compile(r'([A-Za-z_][A-Za-z0-9_]*)(?:\["((?:[^"\\]|\\.)*)"\])?')
@@ -55,26 +60,26 @@ def read_path(mo: MO, path: str) -> tuple[Any, Any]:
     typ = _prop_type(type(mo.ref), first)
     if typ is None:
         raise vmodl.query.InvalidProperty(name=path, msg=f"'{first}' is not a property of {type(mo.ref).__name__}")
-    if first == "config" and len(segments) == 2 and isinstance(getattr(mo, "extra", None), dict):
+    if first == "config" and len(segments) == 2 and isinstance(mo, VM):
         # A VM's config.extraConfig["key"] or config.template: read directly instead of rendering
         # its whole ConfigInfo (the task watcher reads guestinfo.forkscale.status of every changed
         # VM; inventory reads both for every VM).
         name, key = segments[1]
         if name == "extraConfig" and key is not None:
-            value = mo.extra.get(key)  # type: ignore[attr-defined]
+            value = mo.extra.get(key)
             item = vim.option.OptionValue
-            return (item(key=key, value=value) if value is not None else None), item
+            return (vim.option.OptionValue(key=key, value=value) if value is not None else None), item
         if name == "template" and key is None:
-            return bool(mo.template), bool  # type: ignore[attr-defined]
+            return bool(mo.template), bool
     start = 0
     if len(segments) > 1 and key is None:
         # An object may render one sub-property cheaply (`p_summary_quickStats`) instead of the
         # whole property (a VM's summary is rebuilt on every read: its quickStats move with time).
         fast = getattr(mo, f"p_{first}_{segments[1][0]}", None)
         sub_typ = _prop_type(typ, segments[1][0]) if fast is not None else None
-        if sub_typ is not None:
+        if fast is not None and sub_typ is not None:
             typ, start = sub_typ, 1
-            val = fast()  # type: ignore[misc]
+            val = fast()
     if start == 0:
         val = mo.get(first)
     for i, (name, idx) in enumerate(segments):
@@ -108,13 +113,16 @@ def typed(val: Any, typ: Any) -> Any:
         if not isinstance(val, VmomiSupport.Array):
             return typ(val) if issubclass(typ, list) else val
         return val
-    if (isinstance(typ, type) and issubclass(typ, _SCALARS) and not isinstance(val, (typ, bool))
-            and isinstance(val, (str, int, float))):
+    if _is_scalar(typ) and not isinstance(val, (typ, bool)) and isinstance(val, (str, int, float)):
         try:
             return typ(val)
         except (TypeError, ValueError):
             return val
     return val
+
+
+def _is_scalar(typ: Any) -> bool:
+    return isinstance(typ, type) and issubclass(typ, _SCALARS)
 
 
 def equal(a: Any, b: Any) -> bool:
@@ -131,7 +139,7 @@ def equal(a: Any, b: Any) -> bool:
 class ContainerView(MO):
     kind = vim.view.ContainerView
 
-    def __init__(self, world: World, moid: str, container: MO, types: list[Any], recursive: bool) -> None:
+    def __init__(self, world: World, moid: str, container: Entity, types: list[Any], recursive: bool) -> None:
         super().__init__(world, moid)
         self.container = container
         self.types = tuple(types)
@@ -152,7 +160,7 @@ class ContainerView(MO):
             return self._cache[1]
         out: list[Any] = []
         seen: set[str] = set()
-        stack = list(reversed(self.container.children()))  # type: ignore[attr-defined]
+        stack = list(reversed(self.container.children()))
         while stack:
             node = stack.pop()
             if node.moid in seen or not node.alive:
@@ -183,7 +191,7 @@ def _matches(mo: MO, typ: Any) -> bool:
 
 def select(world: World, spec: Any) -> list[MO]:
     """The objects a FilterSpec selects, in traversal order, each once."""
-    named = {}
+    named: dict[str, Any] = {}
     for ospec in spec.objectSet:
         _collect_names(ospec.selectSet, named)
     result: dict[str, MO] = {}
@@ -207,7 +215,7 @@ def _collect_names(specs: list[Any], named: dict[str, Any]) -> None:
 
 
 def _traverse(world: World, mo: MO, specs: list[Any], named: dict[str, Any], result: dict[str, MO],
-              visited: set[tuple[str, str]]) -> None:
+              visited: set[tuple[str, str | int]]) -> None:
     for s in specs or []:
         if not isinstance(s, PC.TraversalSpec):
             s = named.get(s.name)

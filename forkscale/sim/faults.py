@@ -3,11 +3,15 @@ expired sessions and sources that lose their frozen state — what production do
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from pyVmomi import VmomiSupport, vim, vmodl
+from pyVmomi import VmomiSupport, vmodl
 
-from .world import World
+if TYPE_CHECKING:
+    from .inventory import Entity
+    from .world import World
+
+E = TypeVar("E", bound="Entity")
 
 
 def make_fault(name: str, message: str, refs: tuple[Any, ...] = ()) -> vmodl.MethodFault:
@@ -24,7 +28,7 @@ def make_fault(name: str, message: str, refs: tuple[Any, ...] = ()) -> vmodl.Met
             continue
     else:
         raise ValueError(f"unknown fault type {name!r}")
-    fault = typ(msg=message)
+    fault: vmodl.MethodFault = typ(msg=message)
     if isinstance(fault, vmodl.fault.SystemError):
         fault.reason = message
     for prop in typ._GetPropertyList():
@@ -44,10 +48,11 @@ def make_fault(name: str, message: str, refs: tuple[Any, ...] = ()) -> vmodl.Met
 
 
 class FaultPlan:
-    def __init__(self, world: World, spec: dict[str, Any]) -> None:
+    def __init__(self, world: World, failure_rates: dict[str, Any]) -> None:
+        """`failure_rates`: method -> rate, or -> {"rate": r, "fault": wsdl name} (a world file's `faults.failure_rate`)."""
         self.world = world
         self.rates: dict[str, tuple[float, str]] = {}
-        for meth, val in (spec.get("failure_rate") or {}).items():
+        for meth, val in (failure_rates or {}).items():
             self.set_rate(meth, val if isinstance(val, (int, float)) else val["rate"],
                           "SystemError" if isinstance(val, (int, float)) else val.get("fault", "SystemError"))
         self.next: dict[str, list[str]] = {}  # method -> faults for the next calls (task or method)
@@ -91,24 +96,28 @@ class FaultPlan:
 
     # world-level faults -------------------------------------------------------------------------
     def host_down(self, name: str, down: bool = True) -> None:
-        host = _by_name(self.world, vim.HostSystem, name)
-        host.connected = not down  # type: ignore[attr-defined]
+        from .inventory import Host
+
+        host = by_name(self.world, Host, name)
+        host.connected = not down
         self.world.touch(host)
-        for vm in list(host.vms):  # type: ignore[attr-defined]
+        for vm in list(host.vms):
             vm.changed()
 
     def lose_frozen(self, name: str) -> None:
         """The source was power-cycled: running again, no longer frozen."""
         from .ops import power_on_now
+        from .vm import VM
 
-        vm = _by_name(self.world, vim.VirtualMachine, name)
-        vm.frozen = False  # type: ignore[attr-defined]
-        vm.source_delta_done = False  # type: ignore[attr-defined]
-        power_on_now(vm, boot=False)  # type: ignore[arg-type]
+        vm = by_name(self.world, VM, name)
+        vm.frozen = False
+        vm.source_delta_done = False
+        power_on_now(vm, boot=False)
 
 
-def _by_name(world: World, kind: type, name: str) -> Any:
-    for mo in world.of_kind(kind):
-        if getattr(mo, "name", None) == name or mo.moid == name:
+def by_name(world: World, cls: type[E], name: str) -> E:
+    """The entity of class `cls` with that name (or moid); KeyError if there is none."""
+    for mo in world.instances(cls):
+        if mo.name == name or mo.moid == name:
             return mo
-    raise KeyError(f"no {kind.__name__} named {name!r}")
+    raise KeyError(f"no {cls.kind.__name__} named {name!r}")

@@ -30,12 +30,15 @@ import hmac
 import secrets
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from .service import Twin
 from .vm import VM
+
+if TYPE_CHECKING:
+    from .service import Twin
+    from .world import World
 
 PREFIX = "/forkscale-sim/guest"
 MAX_WAIT_S = 60.0
@@ -45,14 +48,13 @@ KEEP_CLONES = 10_000
 class GuestRPC:
     """Tokens and the record of clones made from frozen sources, for the stand-in's long polls."""
 
-    def __init__(self, twin: Twin) -> None:
-        self.twin = twin
-        self.world = twin.world
+    def __init__(self, world: World) -> None:
+        self.world = world
         self._secret = secrets.token_bytes(32)
         self.seq = 0
         self.clones: dict[str, list[tuple[int, str]]] = {}  # source moid -> [(seq, clone moid)]
         self.closing: asyncio.Event | None = None  # set when the server shuts down: long polls end
-        self.world.clone_hooks.append(self.on_clone)  # type: ignore[attr-defined]
+        world.clone_hooks.append(self.on_clone)
 
     def token(self, vm: VM) -> str:
         return f"{vm.moid}.{self._mac(vm.moid)}"
@@ -95,21 +97,12 @@ def find_vm(twin: Twin, name_or_moid: str) -> VM | None:
     return None
 
 
-def rpc_for(twin: Twin) -> GuestRPC:
-    """The twin's guest RPC state (created on first use)."""
-    state = getattr(twin, "guest_rpc", None)
-    if state is None:
-        state = GuestRPC(twin)
-        twin.guest_rpc = state  # type: ignore[attr-defined]
-    return state
-
-
 def token_for(twin: Twin, vm: str) -> str:
     """The stand-in token of a VM (by name or moid), for in-process callers such as tests."""
     target = find_vm(twin, vm)
     if target is None:
         raise KeyError(f"no VM {vm!r}")
-    return rpc_for(twin).token(target)
+    return twin.guest_rpc.token(target)
 
 
 def _error(status: int, message: str) -> web.Response:
@@ -141,7 +134,7 @@ GuestHandler = Callable[[web.Request, VM], Awaitable[web.Response]]
 
 def add_routes(app: web.Application, twin: Twin) -> None:
     """Serve the stand-in's routes under /forkscale-sim/guest/."""
-    rpc = rpc_for(twin)
+    rpc = twin.guest_rpc
 
     def guest_route(*, running: bool = True) -> Callable[[GuestHandler], Route]:
         """A route called by a guest, handed the VM its bearer token names (401 without a valid one),

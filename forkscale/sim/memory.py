@@ -42,7 +42,7 @@ def vm_shared_private(vm: VM, now: float) -> tuple[int, int]:
     """(sharedMemory, privateMemory) in MB for a powered-on VM; zeros when off."""
     if vm.power_state != "poweredOn":
         return 0, 0
-    model: MemoryModel = vm.world.memory  # type: ignore[attr-defined]
+    model: MemoryModel = vm.world.memory
     touched = vm.mem.touched_mb
     if vm.mem.forked_at is not None:
         diverged = min(touched * model.divergence_cap, model.write_rate_mb_s * max(0.0, now - vm.mem.forked_at))
@@ -75,7 +75,7 @@ def host_memory(host: Host, now: float) -> dict[str, int]:
         else:
             zero += s
     common = sum(groups.values()) + (1 if zero else 0)
-    model: MemoryModel = host.world.memory  # type: ignore[attr-defined]
+    model: MemoryModel = host.world.memory
     overhead = model.overhead_mb * running
     kb = 1024
     return {

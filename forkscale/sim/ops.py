@@ -13,41 +13,39 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from pyVmomi import vim, vmodl
+from pyVmomi import VmomiSupport, vim, vmodl
 
 from .disks import MAX_CHAIN, DiskFile, MiB
 from .dispatch import Ctx, method
 from .events import record, vm_arg
 from .inventory import Datastore, DVPortgroup, Folder, Host, Network, ResourcePool
 from .memory import admit
+from .mo import MO
+from .tasks import Task
 from .vm import VM, Disk, Nic, Snapshot, SnapshotNode
 from .world import World
 
 MANUAL_MAC_LOW, MANUAL_MAC_HIGH = 0x005056000000, 0x0050563FFFFF
+CHECK_RESULTS = VmomiSupport.GetVmodlType("vim.vm.check.Result[]")
 
 
-def _lat(world: World, op: str) -> float:
-    lat = world.latencies  # type: ignore[attr-defined]
-    return world.latency(float(lat.get(op, 1.0)), float(lat.get("jitter", 0.2)))
-
-
-async def _sleep(world: World, op: str, task: Any = None) -> None:
-    delay = _lat(world, op) * world.twin.faults.slowdown(op)  # type: ignore[attr-defined]
+async def _sleep(world: World, op: str, task: Task | None = None) -> None:
+    delay = world.draw(op) * world.faults.slowdown(op)
     if task is not None:
-        task.drawn_s = delay  # the latency this task drew (bench/fanout.py computes the ideal from it)
+        task.drawn_s = delay
     await asyncio.sleep(delay)
 
 
-def _submit(ctx: Ctx, entity: Any, body: Callable[[Any], Awaitable[Any]], *, host: Host | None = None,
+def _submit(ctx: Ctx, entity: MO, body: Callable[[Task], Awaitable[Any]], *, host: Host | None = None,
             op: str = "") -> Any:
     world = ctx.twin.world
 
-    async def run(task: Any) -> Any:
-        world.twin.faults.maybe_fail(ctx.method, entity, task)  # type: ignore[attr-defined]
+    async def run(task: Task) -> Any:
+        world.faults.maybe_fail(ctx.method, entity, task)
         return await body(task)
 
-    return world.tasks.submit(ctx.method, entity, run, host=host.moid if host else None,  # type: ignore[attr-defined]
-                              user=ctx.user, description=op)
+    return world.tasks.submit(ctx.method, entity, run, host=host.moid if host else None, user=ctx.user,
+                              description=op)
 
 
 def _vm(ctx: Ctx, this: Any) -> VM:
@@ -93,15 +91,15 @@ def _guest_later(vm: VM, op: str, fn: Callable[[VM], None]) -> None:
     boot_id = vm.boot_time
 
     async def later() -> None:
-        delay = _lat(world, op)
-        vm.guest_drawn_s = delay  # type: ignore[attr-defined]  # read by bench/fanout.py for the ideal
+        delay = world.draw(op)
+        vm.guest_drawn_s = delay
         await asyncio.sleep(delay)
         if vm.alive and vm.power_state == "poweredOn" and vm.boot_time == boot_id:
             fn(vm)
 
     job = asyncio.get_running_loop().create_task(later())
-    world.tasks.background.add(job)  # type: ignore[attr-defined]
-    job.add_done_callback(world.tasks.background.discard)  # type: ignore[attr-defined]
+    world.tasks.background.add(job)
+    job.add_done_callback(world.tasks.background.discard)
 
 
 def _guest_booted(vm: VM) -> None:
@@ -214,13 +212,13 @@ def mark_as_vm(ctx: Ctx, this: Any, pool: Any, host: Any = None) -> None:
 def destroy_now(vm: VM) -> None:
     world = vm.world
     for d in vm.disks:
-        world.disks.release(d.top)  # type: ignore[attr-defined]
+        world.disks.release(d.top)
     for node in _walk(vm.snapshots):
         for f in node.disks.values():
-            world.disks.release(f)  # type: ignore[attr-defined]
+            world.disks.release(f)
         world.remove(node.mo)
     for n in vm.nics:
-        world.macs.pop(n.mac, None)  # type: ignore[attr-defined]
+        world.macs.pop(n.mac, None)
     parent = vm.parent
     if isinstance(parent, Folder):
         parent.detach(vm)
@@ -327,9 +325,9 @@ def _network_for(world: World, backing: Any) -> Network | None:
             mo = world.objects.get(backing.network._moId)
             if isinstance(mo, Network):
                 return mo
-        for mo in world.of_kind(vim.Network):
-            if mo.name == backing.deviceName and not isinstance(mo, DVPortgroup):  # type: ignore[attr-defined]
-                return mo  # type: ignore[return-value]
+        for net in world.instances(Network):
+            if net.name == backing.deviceName and not isinstance(net, DVPortgroup):
+                return net
         raise vmodl.fault.InvalidArgument(msg=f"unknown network '{backing.deviceName}'", invalidProperty="backing")
     return None
 
@@ -347,15 +345,15 @@ def apply_nic_edits(vm: VM, changes: list[Any], *, instant: bool) -> None:
             nic.network = net
         if dev.addressType and dev.addressType.lower() == "manual" and dev.macAddress:
             mac = dev.macAddress.lower()
-            owner = world.macs.get(mac)  # type: ignore[attr-defined]
-            if mac != nic.mac and mac in world.macs:  # type: ignore[attr-defined]
+            owner = world.macs.get(mac)
+            if mac != nic.mac and mac in world.macs:
                 raise vmodl.fault.InvalidArgument(
                     msg=f"MAC address {mac} is already in use by {owner or 'another VM'}",
                     invalidProperty="deviceChange.device.macAddress")
-            world.macs.pop(nic.mac, None)  # type: ignore[attr-defined]
+            world.macs.pop(nic.mac, None)
             nic.mac = mac
             nic.address_type = "manual"
-            world.macs[mac] = vm.moid  # type: ignore[attr-defined]
+            world.macs[mac] = vm.moid
         conn = dev.connectable
         if conn is not None:
             if instant and conn.migrateConnect:
@@ -412,9 +410,9 @@ def _push_delta(vm: VM, d: Disk, suffix: str | None = None) -> DiskFile:
     old.freeze(now)
     n = sum(1 for _ in old.chain())
     name = f"[{old.datastore.name}] {vm.name}/{vm.name}-{n:06d}{suffix or ''}.vmdk"
-    new = world.disks.create(name, old.datastore, old.capacity, parent=old)  # type: ignore[attr-defined]
-    world.disks.retain(new)  # type: ignore[attr-defined]
-    world.disks.release(old)  # type: ignore[attr-defined]  # the VM's own ref moves to the new top
+    new = world.disks.create(name, old.datastore, old.capacity, parent=old)
+    world.disks.retain(new)
+    world.disks.release(old)  # the VM's own ref moves to the new top
     d.top = new
     if vm.power_state == "poweredOn":
         new.thaw(now, rate=0.05 * MiB)
@@ -427,7 +425,7 @@ def take_snapshot(vm: VM, name: str, description: str, *, memory: bool) -> Snaps
     tops = {}
     for d in vm.disks:
         tops[d.key] = d.top
-        world.disks.retain(d.top)  # type: ignore[attr-defined]  # the snapshot keeps its point in the chain
+        world.disks.retain(d.top)  # the snapshot keeps its point in the chain
         _push_delta(vm, d)
     node = SnapshotNode(mo=snap, name=name, description=description, created=datetime.now(tz=UTC),
                         disks=tops, power_state=vm.power_state if memory else "poweredOff",
@@ -471,11 +469,11 @@ def revert_to(vm: VM, node: SnapshotNode) -> None:
         base = node.disks.get(d.key)
         if base is None:
             continue
-        world.disks.release(d.top)  # type: ignore[attr-defined]
+        world.disks.release(d.top)
         n = base.depth()
         new = world.disks.create(f"[{base.datastore.name}] {vm.name}/{vm.name}-{n:06d}.vmdk", base.datastore,
-                                 base.capacity, parent=base)  # type: ignore[attr-defined]
-        world.disks.retain(new)  # type: ignore[attr-defined]
+                                 base.capacity, parent=base)
+        world.disks.retain(new)
         d.top = new
     vm.current_snapshot = node
     if node.power_state == "poweredOff" and vm.power_state == "poweredOn":
@@ -522,7 +520,7 @@ def _remove_node(vm: VM, node: SnapshotNode, remove_children: bool) -> None:
         siblings[idx:idx] = node.children
     for n in doomed:
         for f in n.disks.values():
-            world.disks.release(f)  # type: ignore[attr-defined]
+            world.disks.release(f)
         world.remove(n.mo)
         if vm.current_snapshot is n:
             vm.current_snapshot = node.parent
@@ -563,7 +561,7 @@ def _folder_of(ctx: Ctx, ref: Any, default: Folder) -> Folder:
 
 
 def _placement(ctx: Ctx, src: VM, loc: Any, *, instant: bool) -> tuple[Folder, ResourcePool, Datastore, Host]:
-    folder = _folder_of(ctx, loc.folder if loc else None, src.parent)  # type: ignore[arg-type]
+    folder = _folder_of(ctx, loc.folder if loc else None, src.parent)
     pool, ds, host = src.pool, src.home, src.host
     if loc is not None and loc.pool is not None:
         mo = ctx.twin.resolve(loc.pool, ctx.session)
@@ -604,7 +602,7 @@ def _new_vm(src: VM, name: str, folder: Folder, pool: ResourcePool, ds: Datastor
     vm.mem.touched_mb = src.mem.touched_mb
     for n in src.nics:
         mac = _mac(world)
-        world.macs[mac] = vm.moid  # type: ignore[attr-defined]
+        world.macs[mac] = vm.moid
         vm.nics.append(Nic(key=n.key, mac=mac, network=n.network, connected=n.connected,
                            start_connected=n.start_connected, label=n.label))
     return vm
@@ -633,7 +631,7 @@ def instant_clone_faults(ctx: Ctx, src: VM, spec: Any) -> list[vmodl.MethodFault
         if parent.depth() + 1 > MAX_CHAIN:
             faults.append(_chain_fault(src, parent.depth() + 1))
             break
-    if not admit(src.host, src.world.memory.overhead_mb):  # type: ignore[attr-defined]
+    if not admit(src.host, src.world.memory.overhead_mb):
         faults.append(vim.fault.InsufficientMemoryResourcesFault(
             msg=f"Insufficient memory resources on host {src.host.name}", unreserved=0, requested=40))
     return faults
@@ -658,8 +656,8 @@ def do_instant_clone(ctx: Ctx, src: VM, spec: Any, placement: tuple[Folder, Reso
     try:
         apply_nic_edits(clone, spec.location.deviceChange if spec.location else [], instant=True)
     except vmodl.MethodFault:
-        for n in clone.nics:
-            world.macs.pop(n.mac, None)  # type: ignore[attr-defined]
+        for nic in clone.nics:
+            world.macs.pop(nic.mac, None)
         clone.host.vms.discard(clone)
         raise
     apply_extra(clone, spec.config)
@@ -675,9 +673,9 @@ def do_instant_clone(ctx: Ctx, src: VM, spec: Any, placement: tuple[Folder, Reso
             shared = d.top
             _push_delta(src, d)
         n = shared.depth()
-        f = world.disks.create(f"[{ds.name}] {clone.name}/{clone.name}-{n:06d}.vmdk", ds, shared.capacity,  # type: ignore[attr-defined]
+        f = world.disks.create(f"[{ds.name}] {clone.name}/{clone.name}-{n:06d}.vmdk", ds, shared.capacity,
                                parent=shared)
-        world.disks.retain(f)  # type: ignore[attr-defined]
+        world.disks.retain(f)
         clone.disks.append(Disk(key=d.key, capacity_kb=d.capacity_kb, top=f, unit=d.unit, label=d.label))
     if src.frozen:
         src.source_delta_done = True
@@ -698,7 +696,7 @@ def do_instant_clone(ctx: Ctx, src: VM, spec: Any, placement: tuple[Folder, Reso
     if src.frozen:
         # The clone resumes from the freeze point: its guest continues `instantclone.freeze`.
         clone.guest.tools_running = False
-        for hook in list(world.clone_hooks):  # type: ignore[attr-defined]
+        for hook in list(world.clone_hooks):
             hook(src, clone)
         if clone.guest.agent == "simulated":
             _guest_later(clone, "guest_resume", _guest_booted)
@@ -771,8 +769,8 @@ def do_clone(ctx: Ctx, src: VM, folder: Folder, name: str, spec: Any, ds: Datast
             check_nic_edits(clone, nic_changes, instant=False)
             apply_nic_edits(clone, nic_changes, instant=False)
         except vmodl.MethodFault:
-            for n in clone.nics:
-                world.macs.pop(n.mac, None)  # type: ignore[attr-defined]
+            for nic in clone.nics:
+                world.macs.pop(nic.mac, None)
             clone.host.vms.discard(clone)
             raise
         apply_extra(clone, cfg.extraConfig)
@@ -781,17 +779,18 @@ def do_clone(ctx: Ctx, src: VM, folder: Folder, name: str, spec: Any, ds: Datast
         if cfg.numCPUs:
             clone.num_cpu = int(cfg.numCPUs)
     linked = spec.location is not None and spec.location.diskMoveType == "createNewChildDiskBacking"
-    snap_node = world.objects[spec.snapshot._moId].node if spec.snapshot is not None else None  # type: ignore[attr-defined]
+    snap = world.objects[spec.snapshot._moId] if spec.snapshot is not None else None
+    snap_node = snap.node if isinstance(snap, Snapshot) else None  # (clone_faults checked it is one of src)
     now = world.sim_seconds()
     for d in src.disks:
         base = snap_node.disks[d.key] if snap_node is not None else d.top
         if linked:
             n = base.depth()
-            f = world.disks.create(f"[{ds.name}] {name}/{name}-{n:06d}.vmdk", ds, base.capacity, parent=base)  # type: ignore[attr-defined]
+            f = world.disks.create(f"[{ds.name}] {name}/{name}-{n:06d}.vmdk", ds, base.capacity, parent=base)
         else:
             size = sum(x.size(now) for x in base.chain())
-            f = world.disks.create(f"[{ds.name}] {name}/{name}.vmdk", ds, base.capacity, size=size)  # type: ignore[attr-defined]
-        world.disks.retain(f)  # type: ignore[attr-defined]
+            f = world.disks.create(f"[{ds.name}] {name}/{name}.vmdk", ds, base.capacity, size=size)
+        world.disks.retain(f)
         clone.disks.append(Disk(key=d.key, capacity_kb=d.capacity_kb, top=f, unit=d.unit, label=d.label))
     world.add(clone)
     folder.entries.append(clone)
@@ -807,7 +806,7 @@ def do_clone(ctx: Ctx, src: VM, folder: Folder, name: str, spec: Any, ds: Datast
 @method("CloneVM_Task")
 def clone_vm(ctx: Ctx, this: Any, folder: Any, name: str, spec: Any) -> Any:
     src = _vm(ctx, this)
-    target = _folder_of(ctx, folder, src.parent)  # type: ignore[arg-type]
+    target = _folder_of(ctx, folder, src.parent)
     if not name:
         raise vmodl.fault.InvalidArgument(msg="name is required", invalidProperty="name")
     _, pool, ds, host = _placement(ctx, src, spec.location, instant=False)
@@ -841,7 +840,7 @@ def check_instant_clone(ctx: Ctx, this: Any, vm: Any, spec: Any, testType: list[
         if dup is not None:
             faults.append(vim.fault.DuplicateName(msg=f"The name '{spec.name}' already exists.", name=spec.name,
                                                   object=dup.ref))
-        return vim.vm.check.Result.Array([vim.vm.check.Result(vm=src.ref, host=src.host.ref, error=faults, warning=[])])
+        return CHECK_RESULTS([vim.vm.check.Result(vm=src.ref, host=src.host.ref, error=faults, warning=[])])
 
     return _submit(ctx, src, body, op="ProvisioningChecker.checkInstantClone")
 
@@ -852,7 +851,7 @@ def check_clone(ctx: Ctx, this: Any, vm: Any, folder: Any, name: str, spec: Any,
     src = ctx.twin.resolve(vm, ctx.session)
     if not isinstance(src, VM):
         raise vmodl.fault.InvalidArgument(invalidProperty="vm")
-    target = _folder_of(ctx, folder, src.parent)  # type: ignore[arg-type]
+    target = _folder_of(ctx, folder, src.parent)
     _, pool, ds, host = _placement(ctx, src, spec.location, instant=False)
 
     async def body(task: Any) -> Any:
@@ -861,6 +860,6 @@ def check_clone(ctx: Ctx, this: Any, vm: Any, folder: Any, name: str, spec: Any,
         dup = next((e for e in target.entries if e.name == name), None)
         if dup is not None:
             faults.append(vim.fault.DuplicateName(msg=f"The name '{name}' already exists.", name=name, object=dup.ref))
-        return vim.vm.check.Result.Array([vim.vm.check.Result(vm=src.ref, host=host.ref, error=faults, warning=[])])
+        return CHECK_RESULTS([vim.vm.check.Result(vm=src.ref, host=host.ref, error=faults, warning=[])])
 
     return _submit(ctx, src, body, op="ProvisioningChecker.checkClone")

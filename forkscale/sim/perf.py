@@ -24,13 +24,13 @@ from typing import TYPE_CHECKING, Any, cast
 from pyVmomi import vim, vmodl
 
 from .dispatch import Ctx, method
+from .inventory import Host
 from .memory import host_memory, vm_shared_private
+from .mo import MO, Manager
+from .vm import VM
 
 if TYPE_CHECKING:
-    from .inventory import Host
-    from .service import Twin
-    from .vm import VM
-    from .world import MO, World
+    from .world import World
 
 PM = vim.PerformanceManager
 REALTIME = 20  # seconds between realtime samples (the providers' refreshRate)
@@ -105,18 +105,19 @@ def _entity_kind(mo: MO) -> str | None:
     return None
 
 
-def install(twin: Twin) -> None:
-    """Give the PerfMgr object its catalog properties."""
-    perf = twin.world.objects["PerfMgr"]
-    perf.props["perfCounter"] = [c.info() for c in COUNTERS]
-    perf.props["historicalInterval"] = [
-        vim.HistoricalInterval(key=k, samplingPeriod=p, name=n, length=length, level=1, enabled=True)
-        for k, p, n, length in HISTORICAL]
-    perf.props["description"] = vim.PerformanceDescription(
-        counterType=[vim.ElementDescription(key=r, label=r.capitalize(), summary=r.capitalize())
-                     for r in PM.CounterInfo.RollupType.values],  # type: ignore[attr-defined]
-        statsType=[vim.ElementDescription(key=s, label=s.capitalize(), summary=s.capitalize())
-                   for s in PM.CounterInfo.StatsType.values])  # type: ignore[attr-defined]
+def manager(world: World) -> Manager:
+    """The PerfMgr object, with its catalog properties."""
+    # pyVmomi's stubs leave out an enum type's `values` (set at run time): [attr-defined] below
+    rollups: list[str] = PM.CounterInfo.RollupType.values  # type: ignore[attr-defined]
+    stats: list[str] = PM.CounterInfo.StatsType.values  # type: ignore[attr-defined]
+    return world.add(Manager(
+        world, "PerfMgr", vim.PerformanceManager,
+        perfCounter=[c.info() for c in COUNTERS],
+        historicalInterval=[vim.HistoricalInterval(key=k, samplingPeriod=p, name=n, length=length, level=1,
+                                                   enabled=True) for k, p, n, length in HISTORICAL],
+        description=vim.PerformanceDescription(
+            counterType=[vim.ElementDescription(key=r, label=r.capitalize(), summary=r.capitalize()) for r in rollups],
+            statsType=[vim.ElementDescription(key=s, label=s.capitalize(), summary=s.capitalize()) for s in stats])))
 
 
 # clocks ---------------------------------------------------------------------------------------
@@ -162,7 +163,7 @@ def vm_values(vm: VM, t: float) -> dict[int, int]:
         37: shared * kb,
         41: 0 if _fork_grouped(vm) else shared * kb,
         65: 0, 70: 0,
-        90: (vm.world.memory.overhead_mb if on else 0) * kb,  # type: ignore[attr-defined]
+        90: (vm.world.memory.overhead_mb if on else 0) * kb,
         98: private * kb,
     }
 
@@ -227,7 +228,7 @@ def query_one(ctx: Ctx, spec: Any) -> Any:
         raise vmodl.fault.InvalidArgument(msg=f"intervalId {interval} is not a sampling period of this server",
                                           invalidProperty="querySpec.intervalId")
     fmt = spec.format or "normal"
-    if fmt not in PM.Format.values:  # type: ignore[attr-defined]
+    if fmt not in PM.Format.values:  # type: ignore[attr-defined]  # (an enum's `values`, as above)
         raise vmodl.fault.InvalidArgument(msg=f"unknown format {fmt!r}", invalidProperty="querySpec.format")
     wanted: list[Counter] = []
     if spec.metricId:
@@ -241,14 +242,16 @@ def query_one(ctx: Ctx, spec: Any) -> Any:
         return None
     start = to_sim(world, spec.startTime) if spec.startTime else None
     end = to_sim(world, spec.endTime) if spec.endTime else None
-    first = birth(mo) if _entity_kind(mo) == "vm" else 0.0  # type: ignore[arg-type]
+    first = birth(mo) if isinstance(mo, VM) else 0.0
     times = sample_times(world, interval, start, end, spec.maxSample, first)
     if not times:
         return None
-    if _entity_kind(mo) == "vm":
-        rows = [vm_values(mo, t) for t in times]  # type: ignore[arg-type]
+    if isinstance(mo, VM):
+        rows = [vm_values(mo, t) for t in times]
+    elif isinstance(mo, Host):
+        rows = [host_values(mo, t) for t in times]
     else:
-        rows = [host_values(mo, t) for t in times]  # type: ignore[arg-type]
+        return None
     stamps = [to_wall(world, t) for t in times]
     if fmt == "csv":
         info = ",".join(f"{interval},{s.isoformat().replace('+00:00', 'Z')}" for s in stamps)

@@ -23,8 +23,10 @@ from typing import Any
 from aiohttp import web
 
 from . import builder
+from .faults import by_name
 from .service import COOKIE, Twin
 from .soap import API_VERSION
+from .vm import VM
 
 VERSIONS_XML = f"""<?xml version="1.0" encoding="UTF-8" ?>
 <namespaces version="1.0">
@@ -120,10 +122,10 @@ class SimHandle:
 
 def admin_action(twin: Twin, action: str, args: dict[str, Any]) -> Any:
     """Fault injection and inspection, for tests and demos (also served at /forkscale-sim/admin)."""
-    faults = twin.faults
+    faults = twin.world.faults
     if action == "stats":
         return {"requests": twin.request_count, "methods": dict(twin.method_counts),
-                "sessions": len(twin.sessions), "tasks_completed": twin.world.tasks.completed,  # type: ignore[attr-defined]
+                "sessions": len(twin.sessions), "tasks_completed": twin.world.tasks.completed,
                 "faults_injected": faults.injected}
     if action == "failure_rate":
         faults.set_rate(args["method"], float(args["rate"]), args.get("fault", "SystemError"))
@@ -140,18 +142,15 @@ def admin_action(twin: Twin, action: str, args: dict[str, Any]) -> Any:
         faults.lose_frozen(args["vm"])
     elif action == "freeze":
         # as if the guest had run `vmware-rpctool "instantclone.freeze"` (simulated guest agent)
-        from .faults import _by_name
-
-        vm = _by_name(twin.world, __import__("pyVmomi").vim.VirtualMachine, args["vm"])
+        vm = by_name(twin.world, VM, args["vm"])
         if vm.power_state != "poweredOn":
             raise ValueError(f"{vm.name} is not powered on")
         vm.frozen = True
         vm.changed()
     elif action == "power_off":
-        from .faults import _by_name
         from .ops import power_off_now
 
-        power_off_now(_by_name(twin.world, __import__("pyVmomi").vim.VirtualMachine, args["vm"]))
+        power_off_now(by_name(twin.world, VM, args["vm"]))
     elif action == "time_scale":
         twin.world.time_scale = float(args["value"])
     else:
@@ -249,9 +248,7 @@ async def serve(opts: SimOptions, ready: Any = None) -> None:
         ca_file = str(ca)
     site = web.TCPSite(runner, opts.host, opts.port, ssl_context=ssl_ctx, backlog=1024, reuse_address=True)
     await site.start()
-    port = opts.port
-    if port == 0:
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    port = int(runner.addresses[0][1])  # the bound one, when opts.port is 0
     scheme = "http" if opts.http else "https"
     host = f"[{opts.host}]" if ":" in opts.host else opts.host
     url = f"{scheme}://{host}:{port}/sdk"
@@ -260,7 +257,7 @@ async def serve(opts: SimOptions, ready: Any = None) -> None:
             ready(url, opts.user, password, ca_file, twin)
         await asyncio.Event().wait()
     finally:
-        for job in list(twin.world.tasks.background):  # type: ignore[attr-defined]
+        for job in list(twin.world.tasks.background):
             job.cancel()
         await runner.cleanup()
 

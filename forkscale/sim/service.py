@@ -10,14 +10,21 @@ import uuid
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pyVmomi import VmomiSupport, vim, vmodl
 
 from . import soap
 from .collector import Collector, ContainerView, Filter, ListView, content, retrieve
 from .dispatch import ANONYMOUS, HANDLERS, Ctx, method
-from .world import MO, World
+from .events import EventLog
+from .guestrpc import GuestRPC
+from .guests import GuestProcesses
+from .inventory import Entity, Folder
+from .mo import MO, Manager
+
+if TYPE_CHECKING:
+    from .world import World
 
 COOKIE = "vmware_soap_session"
 CURRENT_SESSION: ContextVar[Session | None] = ContextVar("forkscale_twin_session", default=None)  # noqa: F821
@@ -44,19 +51,17 @@ class Session:
                                userAgent=self.user_agent or "unknown", callCount=self.calls)
 
 
-class Manager(MO):
-    """A singleton manager object whose properties are fixed or computed by a callback."""
-
-    def __init__(self, world: World, moid: str, kind: type, **props: Any) -> None:
-        self.kind = kind
-        super().__init__(world, moid, **props)
-
-
 class Twin:
-    """A vCenter stand-in: holds the world, the sessions, and answers SOAP bodies."""
+    """A vCenter stand-in: holds the world, the sessions, and answers SOAP bodies.
 
-    def __init__(self, world: World, *, user: str, password: str, session_idle_s: float = 1800.0) -> None:
+    Besides the world it owns what only its methods use: the sessions, the event log, the
+    simulated guests' processes and the guest RPC of the `vmware-rpctool` stand-in.
+    """
+
+    def __init__(self, world: World, root: Folder, *, user: str, password: str,
+                 session_idle_s: float = 1800.0) -> None:
         self.world = world
+        self.root = root
         self.user = user
         self.password = password
         self.session_idle_s = session_idle_s
@@ -64,10 +69,10 @@ class Twin:
         self.instance_uuid = str(uuid.UUID(int=world.rng.getrandbits(128)))
         self.request_count = 0
         self.method_counts: dict[str, int] = {}
-        self.faults: Any = None  # FaultPlan, set by the builder
-        self.root: MO
-        self.si = Manager(world, "ServiceInstance", vim.ServiceInstance)
-        world.add(self.si)
+        self.si = world.add(Manager(world, "ServiceInstance", vim.ServiceInstance))
+        self.events = EventLog(world)
+        self.guests = GuestProcesses(world)
+        self.guest_rpc = GuestRPC(world)
 
     # sessions -------------------------------------------------------------------------------
     def session_for(self, key: str | None) -> Session | None:
@@ -139,8 +144,7 @@ class Twin:
             if not isinstance(this.ref, type(req.this)) and not isinstance(req.this, type(this.ref)):
                 raise vmodl.fault.ManagedObjectNotFound(msg=f"{req.this} is not a {type(req.this).__name__}",
                                                         obj=req.this)
-            if self.faults is not None:
-                self.faults.before_call(name)
+            self.world.faults.before_call(name)
             CURRENT_SESSION.set(session)
             ctx = Ctx(self, session, this, name)
             result = handler(ctx, this, **req.args)
@@ -151,16 +155,15 @@ class Twin:
                 new_cookie = result.key
             return 200, soap.serialize_response(req.method, result), new_cookie
         except soap.BadRequest as exc:
-            fault = vmodl.fault.InvalidRequest(msg=str(exc))
-            return 500, soap.serialize_fault(fault), None
+            return 500, soap.serialize_fault(vmodl.fault.InvalidRequest(msg=str(exc))), None
         except vmodl.MethodFault as fault:
             return 500, soap.serialize_fault(fault), None
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a twin bug becomes a SystemError fault, never a dropped connection
-            fault = vmodl.fault.SystemError(msg=f"twin internal error in {getattr(req, 'name', '?')}: {exc!r}",
-                                            reason=repr(exc))
-            return 500, soap.serialize_fault(fault), None
+            bug = vmodl.fault.SystemError(msg=f"twin internal error in {getattr(req, 'name', '?')}: {exc!r}",
+                                          reason=repr(exc))
+            return 500, soap.serialize_fault(bug), None
 
     async def fetch(self, body: bytes, cookie: str | None) -> tuple[int, bytes]:
         """pyVmomi's property accessor calls `Fetch(prop)`, which is not in the WSDL."""
@@ -332,6 +335,8 @@ def create_container_view(ctx: Ctx, this: MO, container: Any, type: list[Any], r
     assert ctx.session is not None
     world = ctx.twin.world
     root = ctx.twin.resolve(container, ctx.session)
+    if not isinstance(root, Entity):
+        raise vmodl.fault.InvalidArgument(msg="container is not a managed entity", invalidProperty="container")
     types = []
     for t in type or []:
         typ = VmomiSupport.GetWsdlType(soap.NAMESPACE, t) if isinstance(t, str) else t
@@ -371,7 +376,9 @@ def find_by_inventory_path(ctx: Ctx, this: MO, inventoryPath: str) -> Any:  # no
 @method("FindChild")
 def find_child(ctx: Ctx, this: MO, entity: Any, name: str) -> Any:
     parent = ctx.twin.resolve(entity, ctx.session)
-    child = next((c for c in parent.children() if c.name == name), None)  # type: ignore[attr-defined]
+    if not isinstance(parent, Entity):
+        raise vmodl.fault.InvalidArgument(msg="entity is not a managed entity", invalidProperty="entity")
+    child = next((c for c in parent.children() if c.name == name), None)
     return child.ref if child else None
 
 
@@ -400,4 +407,4 @@ def cancel_task(ctx: Ctx, this: MO) -> None:
     raise vim.fault.InvalidState(msg="The task cannot be cancelled")
 
 
-__all__ = ["Twin", "Session", "Manager", "content"]
+__all__ = ["Twin", "Session", "content"]

@@ -53,6 +53,8 @@ class Request:
 class _Serializer(SoapSerializer):
     """pyVmomi's serializer, with govmomi-compatible typing of morefs in anyType slots."""
 
+    xsiPrefix: str  # noqa: N815 - set by SoapSerializer.__init__
+
     def _Serialize(self, val: Any, info: Any, defNS: str) -> None:  # noqa: N802, N803
         if isinstance(val, ManagedObject) and info.type is object:
             self.writer.write(
@@ -77,7 +79,7 @@ class _RequestParser:
         self.parser = ParserCreate(namespace_separator=NS_SEP)
         self.parser.buffer_text = True
         self.depth = 0
-        self.method: VmomiSupport.ManagedMethod | None = None
+        self.method: VmomiSupport.ManagedMethod | _UnknownMethod | None = None
         self.params: dict[str, Any] = {}
         self.args: dict[str, Any] = {}
         self._current: tuple[str, Any, bool] | None = None
@@ -132,11 +134,12 @@ class _RequestParser:
             return
         elif self.depth == 3 and self.method is None:
             try:
-                self.method = VmomiSupport.GetWsdlMethod(ns or NAMESPACE, name)
+                method = VmomiSupport.GetWsdlMethod(ns or NAMESPACE, name)
             except KeyError:
                 self.method = _UnknownMethod(name)
                 return
-            self.params = {p.name: p for p in self.method.info.params}
+            self.method = method
+            self.params = {p.name: p for p in method.info.params}
             self.params["_this"] = Object(name="_this", type=ManagedObject, version=VERSION, flags=0)
         elif self.depth == 4 and isinstance(self.method, VmomiSupport.ManagedMethod):
             info = self.params.get(name)
@@ -225,7 +228,8 @@ def serialize_fault(fault: vmodl.MethodFault, message: str | None = None) -> byt
 
 
 def _fault_xml(fault: vmodl.MethodFault, message: str | None) -> bytes:
-    msg = message or fault.msg or type(fault).__name__
+    # pyVmomi's stubs leave out MethodFault.msg (a real property): [attr-defined] here and below
+    msg = message or fault.msg or type(fault).__name__  # type: ignore[attr-defined]
     fault.msg = None
     detail = StringIO()
     nsmap = SOAP_NSMAP.copy()
