@@ -110,7 +110,7 @@ def build(spec: dict[str, Any], *, user: str, password: str, time_scale: float =
         make_vm(world, v, folder=dc.vm_folder, host=hosts[v["host"]], pool=cluster.root_pool,
                 datastore=datastores[v["datastore"]], network=networks[v["network"]])
     _managers(twin)
-    from . import guestops, ops  # noqa: F401  (register the VM/host/provisioning and guest-operations handlers)
+    from . import ops  # noqa: F401  (registers the VM operations' handlers)
 
     return twin
 
@@ -174,29 +174,18 @@ def make_vm(world: World, v: dict[str, Any], *, folder: Folder, host: Host, pool
                               size=int(capacity * 0.25))
     world.disks.retain(base)
     vm.disks.append(Disk(key=2000, capacity_kb=capacity // 1024, top=base))
-    vm.nics.append(Nic(key=4000, mac=_mac(world), network=network))
+    vm.nics.append(Nic(key=4000, mac=world.new_mac(), network=network))
     world.add(vm)
     folder.entries.append(vm)
     for snap in v.get("snapshots", []):
-        from .ops import take_snapshot
+        from .ops.snapshots import take_snapshot
 
         take_snapshot(vm, snap, "created with the world", memory=False)
     if v.get("power", "on") == "on":
-        from .ops import power_on_now
+        from .ops.power import power_on_now
 
         power_on_now(vm, boot=False)
     return vm
-
-
-def _mac(world: World) -> str:
-    """A vCenter-assigned MAC (00:50:56:80-BF range), unique in the world."""
-    used = world.macs
-    while True:
-        a, b, c = 0x80 + world.rng.randrange(0x40), world.rng.randrange(256), world.rng.randrange(256)
-        mac = f"00:50:56:{a:02x}:{b:02x}:{c:02x}"
-        if mac not in used:
-            used[mac] = None
-            return mac
 
 
 def _managers(twin: Twin) -> None:

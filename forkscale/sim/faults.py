@@ -106,7 +106,7 @@ class FaultPlan:
 
     def lose_frozen(self, name: str) -> None:
         """The source was power-cycled: running again, no longer frozen."""
-        from .ops import power_on_now
+        from .ops.power import power_on_now
         from .vm import VM
 
         vm = by_name(self.world, VM, name)

@@ -198,7 +198,7 @@ def add_routes(app: web.Application, twin: Twin) -> None:
 
     @guest_route()
     async def freeze(request: web.Request, vm: VM) -> web.Response:
-        from .guestops import freeze_later
+        from .ops.guest import freeze_later
 
         vm.guest.agent = "external"
         vm.changed()

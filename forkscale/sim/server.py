@@ -148,7 +148,7 @@ def admin_action(twin: Twin, action: str, args: dict[str, Any]) -> Any:
         vm.frozen = True
         vm.changed()
     elif action == "power_off":
-        from .ops import power_off_now
+        from .ops.power import power_off_now
 
         power_off_now(by_name(twin.world, VM, args["vm"]))
     elif action == "time_scale":

@@ -80,6 +80,15 @@ class World:
         counter = self._ids.setdefault(prefix, itertools.count(1))
         return f"{prefix}-{next(counter)}"
 
+    def new_mac(self) -> str:
+        """A vCenter-assigned MAC (00:50:56:80-BF range), unique in the world (its owner is set by the caller)."""
+        while True:
+            a, b, c = 0x80 + self.rng.randrange(0x40), self.rng.randrange(256), self.rng.randrange(256)
+            mac = f"00:50:56:{a:02x}:{b:02x}:{c:02x}"
+            if mac not in self.macs:
+                self.macs[mac] = None
+                return mac
+
     def add(self, mo: M) -> M:
         self.objects[mo.moid] = mo
         self.index.setdefault(type(mo.ref), {})[mo.moid] = mo
@@ -153,3 +162,7 @@ class World:
     def draw(self, op: str, default: float = 1.0) -> float:
         """Real seconds `op` takes this time: its latency from the world file (`default` if unset)."""
         return self.latency(float(self.latencies.get(op, default)), float(self.latencies.get("jitter", 0.2)))
+
+    def delay(self, op: str, default: float = 1.0) -> float:
+        """`draw`, slowed down as injected faults say (`slow` admin action)."""
+        return self.draw(op, default) * self.faults.slowdown(op)

@@ -25,7 +25,6 @@ only know passwords); an unknown pid for `TerminateProcessInGuest` → `GuestPro
 
 from __future__ import annotations
 
-import asyncio
 import posixpath
 import secrets
 import shlex
@@ -33,25 +32,13 @@ from typing import Any
 
 from pyVmomi import vim, vmodl
 
-from .dispatch import Ctx, method
-from .vm import VM
+from ..dispatch import Ctx, method
+from ..vm import VM
+from .common import guest_later, invalid_power
 
 RPCTOOL_NAMES = ("vmware-rpctool", "vmware-rpctool-twin", "vmware-rpctool.exe")
 GUEST_SCRIPT = "forkscale-guest"
 FREEZE_COMMAND = "instantclone.freeze"
-def guest_later(vm: VM, delay: float, fn: Any) -> None:
-    """Run `fn(vm)` after `delay` real seconds if the VM is still in the same boot, powered on."""
-    world = vm.world
-    boot = vm.boot_time
-
-    async def later() -> None:
-        await asyncio.sleep(delay)
-        if vm.alive and vm.power_state == "poweredOn" and vm.boot_time == boot:
-            fn(vm)
-
-    job = asyncio.get_running_loop().create_task(later())
-    world.tasks.background.add(job)
-    job.add_done_callback(world.tasks.background.discard)
 
 
 def freeze_later(vm: VM) -> float:
@@ -62,7 +49,7 @@ def freeze_later(vm: VM) -> float:
             v.frozen = True
             v.changed()
 
-    delay = vm.world.draw("freeze") * vm.world.faults.slowdown("freeze")
+    delay = vm.world.delay("freeze")
     guest_later(vm, delay, freeze)
     return delay
 
@@ -91,9 +78,7 @@ def guest_vm(ctx: Ctx, ref: Any) -> VM:
     if not isinstance(vm, VM):
         raise vmodl.fault.InvalidArgument(msg="vm is not a virtual machine", invalidProperty="vm")
     if vm.power_state != "poweredOn":
-        word = {"poweredOff": "Powered off", "suspended": "Suspended"}.get(vm.power_state, vm.power_state)
-        raise vim.fault.InvalidPowerState(msg=f"The attempted operation cannot be performed in the current state "
-                                              f"({word}).", requestedState="poweredOn", existingState=vm.power_state)
+        raise invalid_power(vm, "poweredOn")
     if not vm.host.connected or vm.frozen or not vm.guest.tools_running:
         raise vim.fault.GuestOperationsUnavailable(msg="The guest operations agent could not be contacted.")
     return vm
@@ -134,7 +119,7 @@ def start_program(ctx: Ctx, this: Any, vm: Any, auth: Any, spec: Any) -> int:
         return proc.pid
     proc = table.start(name, owner, cmd_line, world.now())
     code = 1 if name in ("false", "false.exe") else 0
-    delay = world.draw("guest_program", 0.5) * world.faults.slowdown("guest_program")
+    delay = world.delay("guest_program", 0.5)
     if name == "sleep":
         try:
             delay = max(0.0, float(shlex.split(args)[0])) * world.time_scale
