@@ -24,6 +24,7 @@ from aiohttp import web
 
 from . import builder
 from .faults import by_name
+from .guestrpc import GuestRoutes
 from .service import COOKIE, Twin
 from .soap import API_VERSION
 from .vm import VM
@@ -194,9 +195,7 @@ def make_app(twin: Twin, password: str) -> web.Application:
     app.router.add_get("/sdk/vimServiceVersions.xml", versions)
     app.router.add_get(ADMIN, admin)
     app.router.add_post(ADMIN, admin)
-    from .guestrpc import add_routes
-
-    add_routes(app, twin)
+    GuestRoutes(twin).add_to(app)
     return app
 
 
