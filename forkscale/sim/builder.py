@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 from pyVmomi import vim, vmodl
 
+from . import methods  # noqa: F401  (registers the service managers' handlers)
 from .inventory import (
     Cluster,
     Datacenter,
@@ -25,6 +26,8 @@ from .inventory import (
 )
 from .memory import MemoryModel
 from .mo import Manager
+from .ops.power import power_on_now
+from .ops.snapshots import take_snapshot
 from .perf import manager as perf_manager
 from .service import CURRENT_SESSION, Twin
 from .vm import VM, Disk, Nic
@@ -110,8 +113,6 @@ def build(spec: dict[str, Any], *, user: str, password: str, time_scale: float =
         make_vm(world, v, folder=dc.vm_folder, host=hosts[v["host"]], pool=cluster.root_pool,
                 datastore=datastores[v["datastore"]], network=networks[v["network"]])
     _managers(twin)
-    from . import ops  # noqa: F401  (registers the VM operations' handlers)
-
     return twin
 
 
@@ -178,12 +179,8 @@ def make_vm(world: World, v: dict[str, Any], *, folder: Folder, host: Host, pool
     world.add(vm)
     folder.entries.append(vm)
     for snap in v.get("snapshots", []):
-        from .ops.snapshots import take_snapshot
-
         take_snapshot(vm, snap, "created with the world", memory=False)
     if v.get("power", "on") == "on":
-        from .ops.power import power_on_now
-
         power_on_now(vm, boot=False)
     return vm
 

@@ -216,6 +216,14 @@ def serialize_response(method: VmomiSupport.ManagedMethod, result: Any) -> bytes
     return "".join(parts).encode("utf-8")
 
 
+def serialize_fetch(val: Any, typ: Any) -> bytes:
+    """The answer to pyVmomi's `Fetch(prop)` (not in the WSDL): the value, as its declared type."""
+    info = Object(name="returnval", type=typ or object, version=VERSION, flags=F_OPTIONAL)
+    inner = "" if val is None else _serialize(val, info)
+    return (f'{XML_HEADER}\n{SOAP_ENVELOPE_START}{SOAP_BODY_START}<FetchResponse xmlns="{NAMESPACE}">{inner}'
+            f'</FetchResponse>{SOAP_BODY_END}{SOAP_ENVELOPE_END}').encode()
+
+
 def serialize_fault(fault: vmodl.MethodFault, message: str | None = None) -> bytes:
     """A SOAP fault with the vim25 detail, as vCenter sends it; a fault that cannot be serialized
     (a required field unset) becomes a SystemError naming it, never a broken response."""
