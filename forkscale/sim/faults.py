@@ -1,17 +1,14 @@
-"""Faults on demand: failure rates per method, one-shot failures, slow operations, broken hosts,
-expired sessions and sources that lose their frozen state — what production does to a controller."""
+"""Faults on demand: failure rates per method, one-shot failures and slow operations — what production
+does to a controller (broken hosts, expired sessions and lost frozen states are admin actions)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from pyVmomi import VmomiSupport, vmodl
 
 if TYPE_CHECKING:
-    from .inventory import Entity
     from .world import World
-
-E = TypeVar("E", bound="Entity")
 
 
 def make_fault(name: str, message: str, refs: tuple[Any, ...] = ()) -> vmodl.MethodFault:
@@ -93,31 +90,3 @@ class FaultPlan:
 
     def slowdown(self, op: str) -> float:
         return self.slow.get(op, 1.0)
-
-    # world-level faults -------------------------------------------------------------------------
-    def host_down(self, name: str, down: bool = True) -> None:
-        from .inventory import Host
-
-        host = by_name(self.world, Host, name)
-        host.connected = not down
-        self.world.touch(host)
-        for vm in list(host.vms):
-            vm.changed()
-
-    def lose_frozen(self, name: str) -> None:
-        """The source was power-cycled: running again, no longer frozen."""
-        from .ops.power import power_on_now
-        from .vm import VM
-
-        vm = by_name(self.world, VM, name)
-        vm.frozen = False
-        vm.source_delta_done = False
-        power_on_now(vm, boot=False)
-
-
-def by_name(world: World, cls: type[E], name: str) -> E:
-    """The entity of class `cls` with that name (or moid); KeyError if there is none."""
-    for mo in world.instances(cls):
-        if mo.name == name or mo.moid == name:
-            return mo
-    raise KeyError(f"no {cls.kind.__name__} named {name!r}")
