@@ -55,20 +55,23 @@ class _Serializer(SoapSerializer):
 
     xsiPrefix: str  # noqa: N815 - set by SoapSerializer.__init__
 
+    def __init__(self, out: StringIO) -> None:
+        nsmap = SOAP_NSMAP.copy()
+        nsmap[NAMESPACE] = ""
+        SoapSerializer.__init__(self, out, VERSION, nsmap)
+
     def _Serialize(self, val: Any, info: Any, defNS: str) -> None:  # noqa: N802, N803
         if isinstance(val, ManagedObject) and info.type is object:
             self.writer.write(
                 f'<{info.name} {self.xsiPrefix}type="ManagedObjectReference" type="{VmomiSupport.GetWsdlName(type(val))}">{val._moId}</{info.name}>'
             )
             return
-        super()._Serialize(val, info, defNS)
+        SoapSerializer._Serialize(self, val, info, defNS)
 
 
-def _serialize(val: Any, info: Any, version: str = VERSION) -> str:
-    nsmap = SOAP_NSMAP.copy()
-    nsmap[NAMESPACE] = ""
+def _serialize(val: Any, info: Any) -> str:
     out = StringIO()
-    _Serializer(out, version, nsmap).Serialize(val, info)
+    SoapSerializer.Serialize(_Serializer(out), val, info)
     return out.getvalue()
 
 
@@ -240,12 +243,10 @@ def _fault_xml(fault: vmodl.MethodFault, message: str | None) -> bytes:
     msg = message or fault.msg or type(fault).__name__  # type: ignore[attr-defined]
     fault.msg = None
     detail = StringIO()
-    nsmap = SOAP_NSMAP.copy()
-    nsmap[NAMESPACE] = ""
     wsdl = VmomiSupport.GetWsdlName(type(fault))
     info = Object(name=f"{wsdl}Fault", type=type(fault), version=VERSION, flags=0)
-    ser = _Serializer(detail, VERSION, nsmap)
-    ser._SerializeDataObject(fault, info, f' xmlns="{NAMESPACE}" xsi:type="{wsdl}"', NAMESPACE)
+    SoapSerializer._SerializeDataObject(_Serializer(detail), fault, info, f' xmlns="{NAMESPACE}" xsi:type="{wsdl}"',
+                                        NAMESPACE)
     fault.msg = msg
     code = "ServerFaultCode"
     return (
