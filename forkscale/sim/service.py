@@ -1,4 +1,4 @@
-"""The twin's service: sessions, the ServiceInstance and its managers, and request dispatch."""
+"""The twin's service: sessions and request dispatch (the managers' methods are in forkscale.sim.methods)."""
 
 from __future__ import annotations
 
