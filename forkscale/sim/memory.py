@@ -10,6 +10,7 @@ VMs only share zero pages. Host counters follow from the same numbers:
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -57,11 +58,11 @@ def vm_shared_private(vm: VM, now: float) -> tuple[int, int]:
     return zero, touched - zero
 
 
-def host_memory(host: Host, now: float) -> dict[str, int]:
-    """Host counters in KB, all derived from the VMs on the host."""
+def host_memory(host: Host, now: float, vms: Iterable[VM] | None = None) -> dict[str, int]:
+    """Host counters in KB, all derived from the VMs on the host (or those of them in `vms`)."""
     shared = private = granted = zero = running = 0
     groups: dict[str, int] = {}
-    for vm in host.vms:
+    for vm in host.vms if vms is None else vms:
         if vm.power_state != "poweredOn":
             continue
         running += 1

@@ -18,8 +18,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from types import SimpleNamespace
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from pyVmomi import vim, vmodl
 
@@ -170,9 +169,7 @@ def vm_values(vm: VM, t: float) -> dict[int, int]:
 
 def host_values(host: Host, t: float) -> dict[int, int]:
     """Counter values of a host at simulated time `t`: `memory.host_memory` over the VMs alive then."""
-    alive = {vm for vm in host.vms if birth(vm) <= t}
-    view = cast("Host", SimpleNamespace(vms=alive, world=host.world))
-    m = host_memory(view, t)
+    m = host_memory(host, t, vms=[vm for vm in host.vms if birth(vm) <= t])
     total_kb = host.memory_bytes // 1024
     return {
         2: 0, 6: 0,
