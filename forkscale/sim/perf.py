@@ -184,10 +184,9 @@ def available(mo: MO) -> list[Counter]:
     return [c for c in COUNTERS if kind in c.entities] if kind else []
 
 
-def sample_times(world: World, interval: int, start: float | None, end: float | None,
+def sample_times(now: float, interval: int, start: float | None, end: float | None,
                  max_sample: int | None, first: float) -> list[float]:
-    """Sample instants (simulated seconds, oldest first) on the interval's grid."""
-    now = world.sim_seconds()
+    """Sample instants (simulated seconds, oldest first) on the interval's grid, up to `now`."""
     last = math.floor(min(now, end if end is not None else now) / interval) * interval
     keep = REALTIME_SAMPLES if interval == REALTIME else MAX_HISTORICAL_SAMPLES
     lowest = max(first, 0.0, now - keep * interval)
@@ -214,7 +213,20 @@ def _entity(ctx: Ctx, ref: Any) -> MO:
     return ctx.twin.resolve(ref, ctx.session)
 
 
-def query_one(ctx: Ctx, spec: Any) -> Any:
+def _wanted(metric_ids: list[Any] | None, counters: list[Counter]) -> list[Counter]:
+    """The counters asked for (all of the entity's when none are named), each once."""
+    if not metric_ids:
+        return counters
+    wanted: list[Counter] = []
+    for mid in metric_ids:
+        c = BY_KEY.get(mid.counterId)
+        if c is not None and c in counters and (mid.instance or "") in ("", "*") and c not in wanted:
+            wanted.append(c)
+    return wanted
+
+
+def query_one(ctx: Ctx, spec: Any, now: float) -> Any:
+    """The samples one QuerySpec asks for, as of `now` (simulated seconds)."""
     world = ctx.twin.world
     mo = _entity(ctx, spec.entity)
     counters = available(mo)
@@ -227,20 +239,13 @@ def query_one(ctx: Ctx, spec: Any) -> Any:
     fmt = spec.format or "normal"
     if fmt not in PM.Format.values:  # type: ignore[attr-defined]  # (an enum's `values`, as above)
         raise vmodl.fault.InvalidArgument(msg=f"unknown format {fmt!r}", invalidProperty="querySpec.format")
-    wanted: list[Counter] = []
-    if spec.metricId:
-        for mid in spec.metricId:
-            c = BY_KEY.get(mid.counterId)
-            if c is not None and c in counters and (mid.instance or "") in ("", "*") and c not in wanted:
-                wanted.append(c)
-    else:
-        wanted = counters
+    wanted = _wanted(spec.metricId, counters)
     if not wanted:
         return None
     start = to_sim(world, spec.startTime) if spec.startTime else None
     end = to_sim(world, spec.endTime) if spec.endTime else None
     first = birth(mo) if isinstance(mo, VM) else 0.0
-    times = sample_times(world, interval, start, end, spec.maxSample, first)
+    times = sample_times(now, interval, start, end, spec.maxSample, first)
     if not times:
         return None
     if isinstance(mo, VM):
@@ -263,9 +268,10 @@ def query_one(ctx: Ctx, spec: Any) -> Any:
 
 @method("QueryPerf")
 def query_perf(ctx: Ctx, this: MO, querySpec: list[Any]) -> list[Any]:  # noqa: N803
+    now = ctx.twin.world.sim_seconds()  # every spec is answered as of the same instant
     out = []
     for spec in querySpec or []:
-        metric = query_one(ctx, spec)
+        metric = query_one(ctx, spec, now)
         if metric is not None:
             out.append(metric)
     return out
