@@ -83,7 +83,7 @@ class Sandboxes:
         self.system = tuple(n for n in HOST_SYSTEM if os.path.isdir(f"/{n}") and not os.path.islink(f"/{n}"))
         self.links = {n: os.readlink(f"/{n}") for n in HOST_SYSTEM if os.path.islink(f"/{n}")}
         self.running: dict[tuple[str, int], asyncio.subprocess.Process] = {}
-        world.clone_hooks.append(self.on_clone)  # type: ignore[attr-defined]
+        world.clone_hooks.append(self.on_clone)
 
     @property
     def base(self) -> Path:
@@ -192,8 +192,8 @@ class Sandboxes:
         key = (vm.moid, pid)
         self.running[key] = proc
         job = asyncio.get_running_loop().create_task(self._watch(vm, key, proc, on_exit))
-        self.world.tasks.background.add(job)  # type: ignore[attr-defined]
-        job.add_done_callback(self.world.tasks.background.discard)  # type: ignore[attr-defined]
+        self.world.tasks.background.add(job)
+        job.add_done_callback(self.world.tasks.background.discard)
 
     async def _watch(self, vm: VM, key: tuple[str, int], proc: asyncio.subprocess.Process,
                      on_exit: Callable[[int], None]) -> None:
@@ -237,15 +237,6 @@ class Sandboxes:
                 proc.kill()
             code = await proc.wait()
         return 128 - code if code < 0 else code
-
-
-def sandboxes(world: World) -> Sandboxes:
-    """The world's sandboxes (made on first use)."""
-    box = getattr(world, "sandboxes", None)
-    if box is None:
-        box = Sandboxes(world)
-        world.sandboxes = box  # type: ignore[attr-defined]
-    return box
 
 
 def is_executable(fs: GuestFS, path: str) -> bool:

@@ -1,5 +1,5 @@
-"""The twin's guest file manager (`guestOperationsManager.fileManager`), its `/guestFile` transfer
-URLs, and `authManager.ValidateCredentialsInGuest` — to the vSphere API reference, for any client.
+"""The twin's guest file manager (`guestOperationsManager.fileManager`) and
+`authManager.ValidateCredentialsInGuest` — to the vSphere API reference, for any client.
 
 Files live in each Linux VM's sandbox (`forkscale.sim.sandbox`, resolved by `forkscale.sim.guestfs`):
 the same files the VM's guest programs see. Methods: `MakeDirectoryInGuest`, `DeleteFileInGuest`,
@@ -10,12 +10,8 @@ entries, `.` and `..` first, or the file itself; `matchPattern` is a regular exp
 `InitiateFileTransferFromGuest` (`FileTransferInformation`: size, POSIX attributes, URL) and
 `InitiateFileTransferToGuest` (a URL).
 
-A transfer URL is `https://*/guestFile?id=N&token=T` (`http` for a twin started with `--http`):
-the host `*` means "the server the call was made to", as in the API reference, so clients put the
-twin's address in. It serves one GET (the whole file) or one PUT (exactly `fileSize` bytes; the
-file appears, with its permissions, only once all of them arrived), needs no session cookie (the
-token is the credential), and expires after `TRANSFER_TTL_S` or when the VM is powered off,
-reset or destroyed.
+The transfer URLs are one-shot `/guestFile` URLs served by the twin's HTTPS server
+(`forkscale.sim.transfers`).
 
 Faults as a guest raises them: a missing path `FileNotFound`, an existing one without overwrite
 `FileAlreadyExists`, a directory or symlink where a file is needed `NotAFile`, a non-empty
@@ -26,96 +22,23 @@ login checks are those of the process manager (`InvalidPowerState`, `GuestOperat
 
 from __future__ import annotations
 
-import os
-import secrets
-import time
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from aiohttp import web
 from pyVmomi import vim, vmodl
 
-from .dispatch import Ctx, method
-from .guestfs import Entry, GuestFS, GuestFsError
-from .guestops import check_auth, guest_vm
-from .sandbox import sandboxes
-from .service import Twin
-from .vm import VM
+from ..dispatch import Ctx, method
+from ..guestfs import Entry, GuestFS, GuestFsError
+from ..transfers import Transfer
+from ..vm import VM
+from .guest import check_auth, guest_vm
 
-TRANSFER_TTL_S = 600.0
 DEFAULT_LIST = 50
-_CHUNK = 256 * 1024
 _FAULTS: dict[str, Any] = {
     "FileNotFound": vim.fault.FileNotFound, "FileAlreadyExists": vim.fault.FileAlreadyExists,
     "NotAFile": vim.fault.NotAFile, "NotADirectory": vim.fault.NotADirectory,
     "DirectoryNotEmpty": vim.fault.DirectoryNotEmpty, "CannotAccessFile": vim.fault.CannotAccessFile,
 }
-
-
-@dataclass
-class Transfer:
-    vm: VM
-    boot: float | None
-    path: str
-    put: bool
-    size: int = 0
-    mode: int = 0o644
-    expires: float = field(default_factory=lambda: time.monotonic() + TRANSFER_TTL_S)
-    busy: bool = False
-
-
-class Transfers:
-    """The twin's pending `/guestFile` transfers (one-shot, by id and token)."""
-
-    def __init__(self) -> None:
-        self.scheme = "https"
-        self.items: dict[str, tuple[str, Transfer]] = {}
-        self._next = 0
-
-    def add(self, transfer: Transfer) -> str:
-        now = time.monotonic()
-        for key in [k for k, (_, t) in self.items.items() if t.expires < now]:
-            del self.items[key]
-        self._next += 1
-        ident, token = str(self._next), secrets.token_urlsafe(24)
-        self.items[ident] = (token, transfer)
-        return f"{self.scheme}://*/guestFile?id={ident}&token={token}"
-
-    def take(self, ident: str, token: str, *, put: bool) -> Transfer | str:
-        """The transfer for a request, or why there is none (the URL is used up, expired, or wrong)."""
-        found = self.items.get(ident)
-        if found is None or not secrets.compare_digest(found[0], token) or found[1].put != put:
-            return "no such transfer (the URL was used already, expired, or is not for this method)"
-        transfer = found[1]
-        if transfer.expires < time.monotonic():
-            del self.items[ident]
-            return "the transfer URL expired"
-        if transfer.busy:
-            return "a transfer of this URL is already in progress"
-        vm = transfer.vm
-        if not vm.alive or vm.power_state != "poweredOn" or vm.boot_time != transfer.boot:
-            del self.items[ident]
-            return "the VM was powered off, reset or destroyed"
-        transfer.busy = True
-        return transfer
-
-    def done(self, ident: str, *, ok: bool) -> None:
-        found = self.items.get(ident)
-        if found is None:
-            return
-        if ok:
-            del self.items[ident]
-        else:
-            found[1].busy = False
-
-
-def transfers(twin: Twin) -> Transfers:
-    state = getattr(twin, "guest_transfers", None)
-    if state is None:
-        state = Transfers()
-        twin.guest_transfers = state  # type: ignore[attr-defined]
-    return state
 
 
 # checks -------------------------------------------------------------------------------------------
@@ -124,7 +47,7 @@ def _guest_fs(ctx: Ctx, vm: Any, auth: Any) -> tuple[VM, GuestFS]:
     check_auth(target, auth)
     if target.guest_id.startswith("win"):
         raise vim.fault.OperationNotSupportedByGuest(msg="the twin's Windows guests have no file system")
-    return target, sandboxes(target.world).fs(target)
+    return target, target.world.sandboxes.fs(target)
 
 
 def _fault(exc: GuestFsError) -> Exception:
@@ -233,11 +156,9 @@ def list_files(ctx: Ctx, this: Any, vm: Any, auth: Any, filePath: str, index: in
 def change_attributes(ctx: Ctx, this: Any, vm: Any, auth: Any, guestFilePath: str, fileAttributes: Any) -> None:
     _, fs = _guest_fs(ctx, vm, auth)
     mode = getattr(fileAttributes, "permissions", None)
-    mtime, atime = getattr(fileAttributes, "modificationTime", None), getattr(fileAttributes, "accessTime", None)
-    times = None
-    if mtime is not None or atime is not None:
-        now = time.time()
-        times = ((atime or mtime).timestamp() if (atime or mtime) else now, (mtime or atime).timestamp())
+    mtime: Any = getattr(fileAttributes, "modificationTime", None)
+    atime: Any = getattr(fileAttributes, "accessTime", None) or mtime  # the one not given takes the other's
+    times = None if atime is None else (atime.timestamp(), (mtime or atime).timestamp())
     try:
         fs.change(_path(guestFilePath, "guestFilePath"), mode=None if mode is None else int(mode), times=times)
     except GuestFsError as exc:
@@ -254,7 +175,7 @@ def transfer_from_guest(ctx: Ctx, this: Any, vm: Any, auth: Any, guestFilePath: 
         raise _fault(exc) from None
     if entry.kind != "file":
         raise vim.fault.NotAFile(msg=f"{path} is a {entry.kind}, not a file", file=path)
-    url = transfers(ctx.twin).add(Transfer(vm=target, boot=target.boot_time, path=path, put=False, size=entry.size))
+    url = ctx.twin.guest_transfers.add(Transfer(vm=target, boot=target.boot_time, path=path, put=False, size=entry.size))
     return vim.vm.guest.FileManager.FileTransferInformation(attributes=_attrs(entry), size=entry.size, url=url)
 
 
@@ -270,91 +191,10 @@ def transfer_to_guest(ctx: Ctx, this: Any, vm: Any, auth: Any, guestFilePath: st
     except GuestFsError as exc:
         raise _fault(exc) from None
     mode = getattr(fileAttributes, "permissions", None)
-    return str(transfers(ctx.twin).add(Transfer(vm=target, boot=target.boot_time, path=path, put=True,
+    return str(ctx.twin.guest_transfers.add(Transfer(vm=target, boot=target.boot_time, path=path, put=True,
                                                 size=int(fileSize), mode=0o644 if mode is None else int(mode))))
 
 
 @method("ValidateCredentialsInGuest")
 def validate_credentials(ctx: Ctx, this: Any, vm: Any, auth: Any) -> None:
     check_auth(guest_vm(ctx, vm), auth)
-
-
-# /guestFile ---------------------------------------------------------------------------------------
-def add_routes(app: web.Application, twin: Twin) -> None:
-    """Serve `GET` / `PUT /guestFile?id=&token=`."""
-    state = transfers(twin)
-
-    async def get(request: web.Request) -> web.StreamResponse:
-        ident = request.query.get("id", "")
-        found = state.take(ident, request.query.get("token", ""), put=False)
-        if isinstance(found, str):
-            return web.Response(status=404, text=found)
-        ok = False
-        try:
-            fs = sandboxes(found.vm.world).fs(found.vm)
-            try:
-                fd = fs.open_read(found.path)
-            except GuestFsError as exc:
-                return web.Response(status=404, text=str(exc))
-            try:
-                size = os.fstat(fd).st_size
-                resp = web.StreamResponse(headers={"Content-Type": "application/octet-stream",
-                                                   "Content-Length": str(size)})
-                await resp.prepare(request)
-                left = size
-                while left > 0:
-                    chunk = os.read(fd, min(_CHUNK, left))
-                    if not chunk:
-                        break
-                    left -= len(chunk)
-                    await resp.write(chunk)
-                await resp.write_eof()
-                ok = True
-                return resp
-            finally:
-                os.close(fd)
-        finally:
-            state.done(ident, ok=ok)
-
-    async def put(request: web.Request) -> web.Response:
-        ident = request.query.get("id", "")
-        found = state.take(ident, request.query.get("token", ""), put=True)
-        if isinstance(found, str):
-            return web.Response(status=404, text=found)
-        ok = False
-        try:
-            ok, status, text = await _receive(request, found)
-            return web.Response(status=status, text=text)
-        finally:
-            state.done(ident, ok=ok)
-
-    app.router.add_get("/guestFile", get)
-    app.router.add_put("/guestFile", put)
-
-
-async def _receive(request: web.Request, transfer: Transfer) -> tuple[bool, int, str]:
-    """Write the PUT body to the guest file (all of it, or nothing)."""
-    fs = sandboxes(transfer.vm.world).fs(transfer.vm)
-    try:
-        fd, tmp = fs.begin_write(transfer.path, transfer.mode)
-    except GuestFsError as exc:
-        return False, 403 if exc.kind == "GuestPermissionDenied" else 404, str(exc)
-    written, ok = 0, False
-    try:
-        async for chunk in request.content.iter_chunked(_CHUNK):
-            written += len(chunk)
-            if written > transfer.size:
-                break
-            view = memoryview(chunk)
-            while view:
-                view = view[os.write(fd, view):]
-        ok = written == transfer.size
-    finally:
-        os.close(fd)
-        try:
-            fs.finish_write(transfer.path, tmp, transfer.mode, ok=ok)
-        except GuestFsError:
-            ok = False
-    if not ok:
-        return False, 400, f"expected {transfer.size} bytes (fileSize), received {written} or more"
-    return True, 200, ""

@@ -2,7 +2,7 @@
 
 Which programs run for real: every program of a Linux guest but the two the twin understands
 itself (`vmware-rpctool` and `forkscale-guest`, whose freeze it simulates: see
-`forkscale.sim.guestops`); Windows guests' programs are simulated. A real program runs in its
+`forkscale.sim.ops.guest`); Windows guests' programs are simulated. A real program runs in its
 VM's sandbox (`forkscale.sim.sandbox`) with the `ProgramSpec`'s working directory (default: the
 user's home) and environment (`envVariables` is the whole environment, as in the API reference;
 default: a login's). Its guest pid is the twin's, its exit code and end time are recorded when it
@@ -18,12 +18,12 @@ from typing import TYPE_CHECKING, Any
 
 from pyVmomi import vim, vmodl
 
-from .guestfs import GuestFsError
-from .sandbox import is_executable, sandboxes
-from .vm import VM
+from ..guestfs import GuestFsError
+from ..sandbox import is_executable
+from ..vm import VM
 
 if TYPE_CHECKING:
-    from .guestops import GuestProcess, ProcessTable
+    from ..guests import GuestProcess, ProcessTable
 
 SIMULATED = ("vmware-rpctool", "vmware-rpctool-twin", "vmware-rpctool.exe", "forkscale-guest")
 
@@ -47,7 +47,7 @@ def _environment(spec: Any, default: dict[str, str]) -> dict[str, str]:
 
 async def start_for_real(vm: VM, table: ProcessTable, owner: str, spec: Any, cmd_line: str, name: str) -> int:
     """Start the program in `vm`'s sandbox as a new process of `table`; returns its guest pid."""
-    box = sandboxes(vm.world)
+    box = vm.world.sandboxes
     why = box.unavailable()
     if why is not None:
         raise vim.fault.GuestOperationsUnavailable(msg=why)
@@ -80,6 +80,6 @@ async def start_for_real(vm: VM, table: ProcessTable, owner: str, spec: Any, cmd
 
 async def terminate_for_real(vm: VM, proc: GuestProcess) -> None:
     """SIGTERM the program and wait (briefly) for it to end, so a list right after shows it ended."""
-    code = await sandboxes(vm.world).terminate(vm, proc.pid)
+    code = await vm.world.sandboxes.terminate(vm, proc.pid)
     if proc.end is None and code is not None:
         proc.end, proc.exit_code = vm.world.now(), code
