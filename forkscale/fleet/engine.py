@@ -28,7 +28,6 @@ from forkscale.vsphere.model import TAG_ID, TAG_POOL, TAG_SOURCE, CloneRequest, 
 from forkscale.vsphere.ports import VSphere
 
 log = logging.getLogger("forkscale.engine")
-NIC_KEY = 4000
 RETRIES = 3
 
 
@@ -146,7 +145,7 @@ class Engine:
             host, ds = plan.create[0]
             req = CloneRequest(name=f"{pool.name}-preflight", folder=folder, datastore=inv.datastores[ds][0],
                                host=inv.hosts[host], resource_pool=None, network=inv.networks[pool.network.port_group],
-                               mac="00:50:56:00:00:01", nic_key=NIC_KEY, extra={})
+                               mac="00:50:56:00:00:01", nic_key=None, extra={})
             try:
                 problems = [src.problem] if src.problem else await self.driver.check_instant_clone(src.moref, req)
             except (PermanentError, TemporaryError) as exc:
@@ -181,7 +180,7 @@ class Engine:
             extra[TAG_SOURCE] = ""  # an instant clone inherits its source's extraConfig; an empty value drops the tag
             req = CloneRequest(name=rec.name, folder=folder, datastore=inv.datastores[ds][0], host=inv.hosts[host],
                                resource_pool=inv.pools.get(pool.placement.resource_pool or "", None),
-                               network=inv.networks[pool.network.port_group], mac=rec.mac, nic_key=NIC_KEY,
+                               network=inv.networks[pool.network.port_group], mac=rec.mac, nic_key=None,
                                extra=extra, disconnect=pool.network.disconnect)
             self.ledger.transition(rec.id, "cloning")
             moref, kind = await self._ladder(pool, src, req, rungs, rec.id, result)

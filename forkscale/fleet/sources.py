@@ -51,7 +51,6 @@ from forkscale.vsphere.model import TAG_POOL, TAG_SOURCE, CloneRequest, Inventor
 from forkscale.vsphere.ports import VSphere
 
 log = logging.getLogger("forkscale.sources")
-NIC_KEY = 4000
 ACTIVE = ("preparing", "ready")
 CLONE_ATTEMPTS = 3
 RPCTOOL = "/usr/bin/vmware-rpctool"
@@ -413,7 +412,7 @@ class SourceManager:
         inv.macs.add(mac)
         req = CloneRequest(name=name, folder=folder, datastore=datastore, host=inv.hosts[host],
                            resource_pool=inv.pools.get(pool.placement.resource_pool or "", None),
-                           network=inv.networks[pool.network.port_group], mac=mac, nic_key=NIC_KEY,
+                           network=inv.networks[pool.network.port_group], mac=mac, nic_key=None,
                            extra={TAG_POOL: pool.name, TAG_SOURCE: str(gen)},
                            disconnect=pool.freeze != "ssh")  # only an ssh freeze needs the source on the network
         row = self.ledger.add_source(pool.name, name, None, host, gen, "preparing")
