@@ -63,6 +63,8 @@ async def _converge(args: argparse.Namespace, spec: Any) -> int:
             print(f"{r.pool}: {r.ready}/{r.desired} ready (created {r.created}, destroyed {r.destroyed}, "
                   f"failed {r.failed}, adopted {r.adopted}, rolled back {r.rolled_back}) in {r.seconds:.1f}s; "
                   f"fallbacks: {fb}")
+            for rung, why in r.skipped.items():
+                print(f"  rung {rung} skipped: {why}")
             for e in r.errors[:10]:
                 print(f"  ! {e}", file=sys.stderr)
     return 1 if failed else 0

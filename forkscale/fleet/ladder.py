@@ -9,6 +9,10 @@ What stops the ladder instead of stepping down:
   so trying again (or another rung, with the same name) would race it. The clone's row is
   quarantined — `failed` with its task recorded, still holding its name, IP and MAC — until a
   later reconcile sees vCenter end that task and removes what it made.
+* **A lost answer** (the connection dropped while the clone call was out): the clone may exist
+  already, or be queued. If a VM with this clone's tags is there, it is adopted; else the
+  identity is quarantined (task unknown) rather than sent again — a server without DuplicateName
+  would make the clone twice.
 
 A rung vCenter does not implement (`MethodNotFound`, `NotSupported`) is switched off for the rest
 of the converge, with one recorded reason. Linked and full clones need not run where their source
@@ -64,7 +68,6 @@ class Ladder:
         """(moref, rung) of the clone made, or (None, "") with the row failed (or quarantined)."""
         reason = prev = ""
         host = rec.host
-        unknown = False  # an answer was lost and nothing was found: the clone may still appear
         for rung in self.rungs:
             if rung.startswith("!"):
                 prev, reason = rung[1:].split(":", 1)
@@ -81,20 +84,20 @@ class Ladder:
             except TaskTimeout as exc:
                 self._quarantine(rec, str(exc), exc.task)
                 return None, ""
+            except TemporaryError as exc:
+                if exc.fault in ANSWER_LOST:
+                    self._quarantine(rec, str(exc), "")
+                    return None, ""
+                prev, reason = rung, exc.fault
+                self.result.errors.append(str(exc))
             except PermanentError as exc:
                 if exc.fault == "DuplicateName":
                     return await self._duplicate(rec, req, rung, str(exc))
                 if exc.fault in UNSUPPORTED:
                     self.disabled[rung] = str(exc)
                     self.result.skipped.setdefault(rung, str(exc))
-                prev, reason, unknown = rung, exc.fault, False
+                prev, reason = rung, exc.fault
                 self.result.errors.append(str(exc))
-            except TemporaryError as exc:
-                prev, reason, unknown = rung, exc.fault, exc.fault in ANSWER_LOST
-                self.result.errors.append(str(exc))
-        if unknown:
-            self._quarantine(rec, f"every rung failed (last: {reason}) and the last answer was lost", "")
-            return None, ""
         self.ledger.transition(rec.id, "failed", error=f"every rung failed (last: {reason})")
         self.ledger.transition(rec.id, "gone")
         return None, ""
@@ -114,6 +117,7 @@ class Ladder:
                     found = await self._ours(req.name, clone_id)
                     if found is not None:
                         return found
+                    raise
                 if attempt == RETRIES:
                     raise
                 wait = exc.delay * delay * (0.5 + self.rng.random())
