@@ -211,13 +211,25 @@ def test_linked_clones_spread_over_the_hosts_that_are_up(twin, si, tmp_path, cap
     assert hosts == {"esx-01": 2, "esx-03": 2, "esx-04": 2}  # not all on the golden's host, none on the down one
 
 
-def test_an_instant_clone_that_falls_back_moves_to_the_least_loaded_host(twin, si, tmp_path, capsys):
+def test_linked_clones_after_a_failed_instant_preflight_spread_over_the_hosts(twin, si, tmp_path, capsys):
     twin.admin("power_off", vm="src-linux")  # the instant rung fails its pre-flight: InvalidState
     spec = write_spec(tmp_path, twin, extra_pool={"guest_ready": {"required": False}})
     rc, out = json_out(capsys, "scale", "quickstart", "8", "-f", str(spec))
     assert rc == 0 and out["pools"][0]["fallbacks"] == {"instant->linked:InvalidState": 8}, out
     vms = read_vms(si)
     assert Counter(vms[v["name"]]["host"] for v in pool_vms(si)) == {h: 2 for h in HOSTS}
+
+
+def test_an_instant_clone_that_fails_moves_its_linked_fallback_to_the_least_loaded_host(twin, si, tmp_path, capsys):
+    twin.admin("freeze", vm="src-linux")
+    twin.admin("fail_next", method="InstantClone_Task", fault="InvalidState", count=8)  # each instant clone fails
+    spec = write_spec(tmp_path, twin, extra_pool={"guest_ready": {"required": False}})
+    rc, out = json_out(capsys, "scale", "quickstart", "8", "-f", str(spec))
+    assert rc == 0 and out["pools"][0]["fallbacks"] == {"instant->linked:InvalidState": 8}, out
+    vms = read_vms(si)
+    assert Counter(vms[v["name"]]["host"] for v in pool_vms(si)) == {h: 2 for h in HOSTS}  # not all on esx-01
+    with Ledger(tmp_path / "state.sqlite") as ledger:
+        assert all(vms[r.name]["host"] == r.host for r in ledger.clones("quickstart"))  # the ledger knows where
 
 
 def test_a_fault_is_one_line_with_its_type_message_and_object():

@@ -68,6 +68,8 @@ class Ladder:
         """(moref, rung) of the clone made, or (None, "") with the row failed (or quarantined)."""
         reason = prev = ""
         host = rec.host
+        # placed for an instant clone (on a source's host): a linked/full attempt may go anywhere
+        move = next((r for r in self.rungs if not r.startswith("!")), "") == "instant"
         for rung in self.rungs:
             if rung.startswith("!"):
                 prev, reason = rung[1:].split(":", 1)
@@ -76,8 +78,9 @@ class Ladder:
                 continue
             if prev:
                 self._fallback(prev, rung, reason, rec.id)
-            if rung != "instant" and prev == "instant":
+            if rung != "instant" and move:
                 req, host = self._move(rec, req)
+                move = False
             try:
                 async with self.host_slot(host):
                     return await self._attempt(src, req, rung, rec.id), rung
