@@ -251,3 +251,40 @@ def test_kill_9_mid_scale_then_rerun_ends_with_exactly_10_on_vcsim(vcsim_factory
     capsys.readouterr()
     assert cli("destroy", "p", "-f", str(spec), "--yes") == 0
     assert sorted(inventory(si)) == ["golden"]
+
+
+def test_destroy_removes_clones_whose_tags_were_dropped_on_vcsim(vcsim_factory, tmp_path, capsys):
+    """The tags go (an empty value removes an extraConfig key; vcsim appends it, forkscale reads it as
+    vCenter defines it), the clones stay ours: found by the moref and instance UUID the ledger holds."""
+    from pyVmomi import vim
+
+    handle = vcsim_factory("-isolate-clone-devices")
+    si = connect(handle)
+    spec = vcsim_spec(tmp_path, handle)
+    assert run_json(capsys, "scale", "p", "3", "-f", str(spec))[0] == 0
+    view = si.content.viewManager.CreateContainerView(si.content.rootFolder, [vim.VirtualMachine], True)
+    blank = [vim.option.OptionValue(key=k, value="") for k in ("forkscale.pool", "forkscale.id")]
+    for vm in [v for v in view.view if v.name.startswith("p-")]:
+        task = vm.ReconfigVM_Task(vim.vm.ConfigSpec(extraConfig=blank))
+        while task.info.state in ("queued", "running"):
+            time.sleep(0.05)
+    assert clones(inventory(si)) == []
+    rc, status = run_json(capsys, "status", "-f", str(spec))
+    assert [(c["in_vcenter"], c["power"]) for c in status["pools"][0]["clones"]] == [(True, "poweredOn")] * 3
+    rc, result = run_json(capsys, "destroy", "p", "-f", str(spec), "--yes")
+    assert rc == 0 and (result["destroyed"], result["failed"]) == (3, 0), result
+    assert sorted(inventory(si)) == ["golden"]
+
+
+def test_prepare_on_a_vcenter_without_instant_clones_is_exit_2_and_makes_nothing(vcsim_factory, tmp_path, capsys):
+    handle = vcsim_factory()
+    pw = tmp_path / "guest-password"
+    pw.write_text("x")
+    pw.chmod(0o600)
+    spec = vcsim_spec(tmp_path, handle, freeze="guestops", fallback=["instant", "linked"],
+                      guestops={"user": "root", "password_file": str(pw)})
+    capsys.readouterr()
+    assert cli("prepare", "-f", str(spec)) == 2
+    err = capsys.readouterr().err
+    assert "pools[0].fallback" in err and "API 6.5" in err
+    assert sorted(inventory(connect(handle))) == ["golden"]

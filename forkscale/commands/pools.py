@@ -128,7 +128,8 @@ def _clone(r: Any, vm: Any, inv: Any) -> dict[str, Any]:
     """One clone as the ledger and vCenter see it (`power`, `vcenter_host`, `vm`: vCenter's, None when not found)."""
     return {"name": r.name, "state": r.state, "kind": r.kind, "host": r.host, "ip": r.ip, "mac": r.mac,
             "in_vcenter": vm is not None, "power": vm.power if vm else None, "vm": vm.moref if vm else None,
-            "vcenter_host": inv.host_names.get(vm.host or "") if vm else None, "fallback": r.fallback_reason}
+            "vcenter_host": inv.host_names.get(vm.host or "") if vm else None, "fallback": r.fallback_reason,
+            "error": r.error if r.state == "failed" else None}
 
 
 def _sources(ledger: Any, pool: str, inv: Any, depths: dict[str, int]) -> list[dict[str, Any]]:

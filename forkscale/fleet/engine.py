@@ -250,9 +250,13 @@ class Engine:
     async def _powered_on(self, name: str, moref: str) -> str | None:
         """None once the clone runs; a clone that came up powered off (vCenter may not honour `powerOn`)
         is powered on here. Else why it does not run."""
-        power = (await self.driver.vm_props([moref], ["runtime.powerState"])).get(moref, {}).get("runtime.powerState")
+        props = (await self.driver.vm_props([moref], ["runtime.powerState", "config.instanceUuid"])).get(moref, {})
+        power = props.get("runtime.powerState")
         if power is None:
             return "the VM vanished from vCenter"
+        rec = self.ledger.by_moref(moref)
+        if rec is not None and props.get("config.instanceUuid") and rec.state != "gone":
+            self.ledger.update(rec.id, instance_uuid=str(props["config.instanceUuid"]))
         if power == "poweredOn":
             return None
         log.info("%s came up %s; powering it on", name, power)
@@ -337,10 +341,14 @@ class Engine:
             vm = index.find(rec)
             if vm is not None and not vm.is_source:
                 left[vm.moref] = vm
-        result.failed = len(left)
+        pending = [r for r in self.ledger.clones(pool.name, ["failed"]) if r.pending_task is not None]
+        result.failed = len(left) + len(pending)
         for vm in sorted(left.values(), key=lambda v: v.name):
             if vm.name not in reported:
                 result.errors.append(f"{vm.name} ({vm.moref}) is still in vCenter; run destroy again")
+        for rec in pending:
+            result.errors.append(f"{rec.name}: its clone task {rec.pending_task or '(unknown)'} may still land; "
+                                 "run destroy again once vCenter shows it ended")
 
     def _report(self, pool: Pool) -> None:
         self.progress(pool.name, self.ledger.counts(pool.name))

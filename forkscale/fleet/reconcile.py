@@ -35,14 +35,17 @@ class VmIndex:
         self.by_tag = {(v.pool, v.clone_id, v.name): v for v in inv.vms.values() if v.pool and v.clone_id}
 
     def find(self, rec: CloneRecord) -> VmInfo | None:
-        """The VM `rec` stands for: recorded moref (and instance UUID), else instance UUID, else name and tags."""
+        """The VM `rec` stands for: recorded moref (and instance UUID), else instance UUID and name, else
+        name and tags. (An instance UUID alone is not trusted: vcsim derives it from the VM's path, and
+        tools that copy VMs can keep it.)"""
         if rec.vm_moref:
             vm = self.inv.vms.get(rec.vm_moref)
             if vm is not None and (not rec.instance_uuid or not vm.instance_uuid
                                    or vm.instance_uuid == rec.instance_uuid):
                 return vm
-        if rec.instance_uuid and rec.instance_uuid in self.by_uuid:
-            return self.by_uuid[rec.instance_uuid]
+        same = self.by_uuid.get(rec.instance_uuid or "")
+        if same is not None and same.name == rec.name:  # re-registered: a new moref, the same VM
+            return same
         return self.by_tag.get((rec.pool, str(rec.id), rec.name))
 
 
