@@ -211,6 +211,30 @@ def test_linked_clones_spread_over_the_hosts_that_are_up(twin, si, tmp_path, cap
     assert hosts == {"esx-01": 2, "esx-03": 2, "esx-04": 2}  # not all on the golden's host, none on the down one
 
 
+def test_a_linked_clone_a_full_host_cannot_take_goes_to_another_host(tmp_path, capsys):
+    """The golden's host has room for one more clone: the rest go elsewhere instead of failing there."""
+    from forkscale.sim import start_in_thread
+    from tests.fixtures.twin import connect
+
+    world = tmp_path / "world.yaml"  # esx-01 runs src-linux and src-win (~7.2 GiB touched) in 10 GiB
+    world.write_text(yaml.safe_dump({"hosts": [{"name": h, "memory_gib": 10 if h == "esx-01" else 128,
+                                                "cpu_cores": 32} for h in HOSTS]}))
+    twin = start_in_thread(world=str(world), time_scale=0.001, state_dir=str(tmp_path / "sim"))
+    try:
+        si = connect(twin)
+        spec = write_spec(tmp_path, twin, fallback=("linked", "full"), extra_pool={"guest_ready": {"required": False}})
+        rc, out = json_out(capsys, "scale", "quickstart", "12", "-f", str(spec))
+        result = out["pools"][0]
+        assert rc == 0 and (result["ready"], result["failed"], result["fallbacks"]) == (12, 0, {}), json.dumps(result)
+        vms = read_vms(si)
+        hosts = Counter(vms[v["name"]]["host"] for v in pool_vms(si))
+        assert hosts["esx-01"] == 1 and sum(hosts.values()) == 12, hosts
+        with Ledger(tmp_path / "state.sqlite") as ledger:
+            assert all(vms[r.name]["host"] == r.host for r in ledger.clones("quickstart"))
+    finally:
+        twin.stop()
+
+
 def test_linked_clones_after_a_failed_instant_preflight_spread_over_the_hosts(twin, si, tmp_path, capsys):
     twin.admin("power_off", vm="src-linux")  # the instant rung fails its pre-flight: InvalidState
     spec = write_spec(tmp_path, twin, extra_pool={"guest_ready": {"required": False}})

@@ -16,7 +16,9 @@ What stops the ladder instead of stepping down:
 
 A rung vCenter does not implement (`MethodNotFound`, `NotSupported`) is switched off for the rest
 of the converge, with one recorded reason. Linked and full clones need not run where their source
-runs: stepping down from instant moves the clone to the least-loaded host the placement allows.
+runs: stepping down from instant moves the clone to the least-loaded host the placement allows,
+and a host that turns out full or unreachable (`InsufficientMemoryResourcesFault`,
+`HostNotConnected`...) is left out for the rest of the converge, the clone tried on another.
 """
 
 from __future__ import annotations
@@ -45,6 +47,9 @@ RETRIES = 3
 UNSUPPORTED = frozenset({"MethodNotFound", "NotSupported", "NotImplemented"})
 #: Temporary faults after which the call may or may not have happened (the answer was lost).
 ANSWER_LOST = frozenset({"ConnectionError"})
+#: Faults that say the host a linked/full clone was sent to cannot take it: try another host.
+HOST_FAULTS = frozenset({"InsufficientMemoryResourcesFault", "InsufficientResourcesFault", "HostNotConnected",
+                         "HostCommunication"})
 
 
 @dataclass
@@ -82,8 +87,8 @@ class Ladder:
                 req, host = self._move(rec, req)
                 move = False
             try:
-                async with self.host_slot(host):
-                    return await self._attempt(src, req, rung, rec.id), rung
+                moref, req, host = await self._on_some_host(rec, req, host, src, rung)
+                return moref, rung
             except TaskTimeout as exc:
                 self._quarantine(rec, str(exc), exc.task)
                 return None, ""
@@ -105,7 +110,23 @@ class Ladder:
         self.ledger.transition(rec.id, "gone")
         return None, ""
 
-    async def _attempt(self, src: Source, req: CloneRequest, rung: str, clone_id: int) -> str:
+    async def _on_some_host(self, rec: CloneRecord, req: CloneRequest, host: str, src: Source,
+                            rung: str) -> tuple[str, CloneRequest, str]:
+        """One rung on `host`; a linked/full clone a host cannot take goes to the next least-loaded host."""
+        while True:
+            try:
+                hop = rung != "instant" and self.spread.others(host)  # a host fault: another host, not a retry here
+                async with self.host_slot(host):
+                    return await self._attempt(src, req, rung, rec.id, hop=hop), req, host
+            except TemporaryError as exc:
+                if rung == "instant" or exc.fault not in HOST_FAULTS or not self.spread.drop(host):
+                    raise
+                log.warning("%s: host %s cannot take it (%s); leaving %s out and trying another", rec.name, host,
+                            exc.fault, host)
+                self.result.errors.append(str(exc))
+                req, host = self._move(rec, req)
+
+    async def _attempt(self, src: Source, req: CloneRequest, rung: str, clone_id: int, *, hop: bool = False) -> str:
         delay = 1.0
         for attempt in range(1, RETRIES + 1):
             try:
@@ -121,7 +142,7 @@ class Ladder:
                     if found is not None:
                         return found
                     raise
-                if attempt == RETRIES:
+                if attempt == RETRIES or (hop and exc.fault in HOST_FAULTS):
                     raise
                 wait = exc.delay * delay * (0.5 + self.rng.random())
                 log.info("%s: %s; retry %d/%d in %.1fs", req.name, exc, attempt, RETRIES - 1, wait)

@@ -61,6 +61,16 @@ class Spread:
         self.load[host] += 1
         return host
 
+    def others(self, host: str) -> bool:
+        """Whether a host other than `host` is left to try."""
+        return any(h != host for h in self.load)
+
+    def drop(self, host: str) -> bool:
+        """Leave `host` out (it is down or full), never the last one; whether another host is left."""
+        if host in self.load and len(self.load) > 1:
+            del self.load[host]
+        return self.others(host)
+
 
 def make_plan(pool: Pool, inv: Inventory, sources: Sequence[Source], live: Sequence[CloneRecord],
               desired: int, *, rungs: Sequence[str] | None = None) -> Plan:

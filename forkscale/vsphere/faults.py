@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from forkscale.core.errors import PermanentError, TemporaryError
@@ -58,7 +59,8 @@ def describe(fault: Any) -> str:
         fields: list[str] = []
     else:
         fields = [f"{p.name} {v}" for p in type(fault)._GetPropertyList() if p.name not in _COMMON
-                  and (v := _short(getattr(fault, p.name, None))) is not None and v not in msg]
+                  and (v := _short(getattr(fault, p.name, None))) is not None
+                  and not re.search(rf"(?<![\w.-]){re.escape(v)}(?![\w.-])", msg)]
     text = f"{name}: {msg}" if msg else name
     if fields:
         text += f" [{', '.join(fields)}]"
