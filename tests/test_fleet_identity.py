@@ -222,6 +222,7 @@ def test_a_linked_clone_a_full_host_cannot_take_goes_to_another_host(tmp_path, c
     twin = start_in_thread(world=str(world), time_scale=0.001, state_dir=str(tmp_path / "sim"))
     try:
         si = connect(twin)
+        twin.admin("freeze", vm="src-linux")  # (not needed for linked clones; keeps this test about hosts)
         spec = write_spec(tmp_path, twin, fallback=("linked", "full"), extra_pool={"guest_ready": {"required": False}})
         rc, out = json_out(capsys, "scale", "quickstart", "12", "-f", str(spec))
         result = out["pools"][0]
