@@ -288,3 +288,34 @@ def test_prepare_on_a_vcenter_without_instant_clones_is_exit_2_and_makes_nothing
     err = capsys.readouterr().err
     assert "pools[0].fallback" in err and "API 6.5" in err
     assert sorted(inventory(connect(handle))) == ["golden"]
+
+
+def test_a_clone_call_whose_answer_was_lost_is_never_sent_twice(vcsim_factory, tmp_path, capsys):
+    """vcsim has no DuplicateName: a clone call resent after a dropped connection makes a second VM.
+    forkscale adopts the clone if it is there, else quarantines its identity instead of resending."""
+    import asyncio
+
+    from forkscale.commands.session import open_engine
+    from forkscale.spec import load_spec
+
+    handle = vcsim_factory(*LENIENT, "-delay", f"CloneVM_Task={int(DELAY_S * 1000)}")
+    si = connect(handle)
+    spec = vcsim_spec(tmp_path, handle, network=DVPG)
+
+    async def scale_with_a_short_http_deadline() -> dict:
+        async with open_engine(load_spec(spec)) as engine:
+            engine.driver.soap._timeout = DELAY_S / 3  # every clone call times out before vcsim answers
+            return (await engine.converge("p", 2)).as_dict()
+
+    result = asyncio.run(scale_with_a_short_http_deadline())
+    assert (result["ready"], result["failed"], result["fallbacks"]) == (0, 2, {}), result
+    assert all("quarantined" in e and "\n" not in e for e in result["errors"]), result["errors"]
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and len(clones(inventory(si))) < 2:
+        time.sleep(0.1)
+    assert sorted(v["name"] for v in clones(inventory(si))) == ["p-001", "p-002"]  # each sent once, landed once
+    assert cli("scale", "p", "2", "-f", str(spec)) == 0  # the quarantined ones go, two fresh ones come
+    made = clones(inventory(si))
+    assert Counter(v["name"] for v in made) == {"p-001": 1, "p-002": 1}
+    rows = [r for r in ledger_rows(spec) if r["state"] != "gone"]
+    assert sorted(r["vm_moref"] for r in rows) == sorted(v["moref"] for v in made)
