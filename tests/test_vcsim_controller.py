@@ -319,3 +319,47 @@ def test_a_clone_call_whose_answer_was_lost_is_never_sent_twice(vcsim_factory, t
     assert Counter(v["name"] for v in made) == {"p-001": 1, "p-002": 1}
     rows = [r for r in ledger_rows(spec) if r["state"] != "gone"]
     assert sorted(r["vm_moref"] for r in rows) == sorted(v["moref"] for v in made)
+
+
+def test_guest_readiness_is_polled_when_the_status_path_cannot_be_watched(vcsim_factory, tmp_path, capsys):
+    """vcsim's WaitForUpdatesEx ignores keyed paths, so the watcher never hears a guest's status:
+    forkscale polls it instead. Here the test plays the guest, writing the status as vmware-rpctool would."""
+    from pyVmomi import vim
+
+    handle = vcsim_factory("-isolate-clone-devices")
+    si = connect(handle)
+    spec = vcsim_spec(tmp_path, handle, guest_ready={"timeout_s": 60, "required": True})
+    proc = cli_process("scale", "p", "2", "-f", str(spec), "-o", "json")
+    answered: set[str] = set()
+    deadline = time.monotonic() + 60
+    while proc.poll() is None and time.monotonic() < deadline:
+        view = si.content.viewManager.CreateContainerView(si.content.rootFolder, [vim.VirtualMachine], True)
+        for vm in view.view:
+            if vm.name.startswith("p-") and vm._moId not in answered:
+                ready = [vim.option.OptionValue(key="guestinfo.forkscale.status", value="ready")]
+                vm.ReconfigVM_Task(vim.vm.ConfigSpec(extraConfig=ready))
+                answered.add(vm._moId)
+        time.sleep(0.2)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err[-2000:]
+    assert json.loads(out)["pools"][0]["ready"] == 2
+    assert len(answered) == 2
+
+
+def test_a_folder_that_exists_is_found_by_name_not_taken_from_the_fault(vcsim_factory, tmp_path):
+    """CreateFolder twice: vcsim's DuplicateName names the parent folder as `object`, not the folder."""
+    import asyncio
+
+    from forkscale.commands.session import open_driver
+    from forkscale.spec import load_spec
+
+    handle = vcsim_factory()
+    spec = load_spec(vcsim_spec(tmp_path, handle))
+
+    async def twice() -> tuple[str, str, str]:
+        async with open_driver(spec.vcenter) as driver:
+            parent = await driver.vm_folder()
+            return parent, await driver.create_folder(parent, "forkscale"), await driver.create_folder(parent, "forkscale")
+
+    parent, first, second = asyncio.run(twice())
+    assert first == second != parent

@@ -5,8 +5,10 @@ VM's whole extraConfig. vCenter answers them; a server that cannot (govmomi's vc
 paths on `.` and answers `InvalidProperty` in the object's `missingSet`) must not make tagged VMs
 look untagged — that is how a controller loses track of its clones. So a refused keyed path is
 never read as "no tag": the VMs concerned are read again with the whole `config.extraConfig`
-(one batched request), and once a refusal is proven (a key the keyed path refused is in the
-whole list), later reads ask for `config.extraConfig` straight away (`Soap.keyed_paths_refused`).
+(one batched request), and from then on this server is taken to refuse keyed paths
+(`Soap.keyed_paths_refused`): reads ask for `config.extraConfig` straight away, and guest status,
+which the task watcher follows through a keyed path, is polled instead. (A server that answered
+InvalidProperty only for keys a VM lacks would cost bigger reads, never a wrong answer.)
 """
 
 from __future__ import annotations
@@ -62,15 +64,12 @@ def option_values(options: Iterable[Any]) -> dict[str, str]:
     return out
 
 
-def _fill(p: dict[str, Any], wanted: Iterable[str], values: dict[str, str]) -> int:
-    """Put `values` into `p` under the keyed paths in `wanted`; how many were found."""
-    found = 0
+def _fill(p: dict[str, Any], wanted: Iterable[str], values: dict[str, str]) -> None:
+    """Put `values` into `p` under the keyed paths in `wanted`."""
     for path in wanted:
         key = key_of(path)
         if key is not None and key in values:
             p[path] = vim.option.OptionValue(key=key, value=values[key])
-            found += 1
-    return found
 
 
 async def resolve(soap: Soap, objects: list[Any], wanted: list[str]) -> list[tuple[Any, dict[str, Any]]]:
@@ -93,10 +92,10 @@ async def resolve(soap: Soap, objects: list[Any], wanted: list[str]) -> list[tup
             refused[str(oc.obj._moId)] = (p, bad)
         out.append((oc, p))
     if refused:
+        soap.keyed_paths_refused = True
         whole = await _whole_extra(soap, list(refused))
         for moref, (p, bad) in refused.items():
-            if _fill(p, bad, whole.get(moref, {})):
-                soap.keyed_paths_refused = True  # proven: the key is there, the keyed path was refused
+            _fill(p, bad, whole.get(moref, {}))
     return out
 
 

@@ -75,7 +75,7 @@ class Soap:
         self._login_gen = 0
         self.on_relogin: list[Callable[[], Awaitable[None]]] = []
         self.content: Any = None
-        #: This server was found to refuse keyed extraConfig property paths (forkscale.vsphere.keyed).
+        #: This server answered a keyed extraConfig property path with InvalidProperty (forkscale.vsphere.keyed).
         self.keyed_paths_refused = False
 
     async def open(self) -> None:
