@@ -99,7 +99,8 @@ async def _status(args: argparse.Namespace, spec: Any) -> int:
             out.append({"pool": pool.name, "desired": last[0] if last else pool.count,
                         "desired_set_by": last[1] if last else "spec", "spec_count": pool.count,
                         "counts": counts, "fallbacks": fallbacks, "rotate_depth": pool.sources.rotate_depth,
-                        "sources": _sources(engine.ledger, pool.name, inv, depths), "clones": clones})
+                        "sources": _sources(engine.ledger, pool.name, inv, depths),
+                        "replicas": _replicas(engine.ledger, pool.name, inv), "clones": clones})
     if args.output == "json":
         print(json.dumps({"pools": out}, indent=2))
         return 0
@@ -117,6 +118,11 @@ async def _status(args: argparse.Namespace, spec: Any) -> int:
             depth = "-" if src["depth"] is None else str(src["depth"])
             print(f"    {src['name']:<32} {src['host']:<10} g{src['generation']:<3} {src['state']:<9} {frozen:<10} "
                   f"depth {depth:<3} clones {src['clones']}{mark}")
+        if p["replicas"]:
+            print(f"  replicas ({len(p['replicas'])}; linked clones fork from the one on their datastore):")
+        for rep in p["replicas"]:
+            mark = "" if rep["in_vcenter"] else "  (not in vCenter)"
+            print(f"    {rep['name']:<40} {rep['datastore']:<10} {rep['state']:<9} clones {rep['clones']}{mark}")
         for c in p["clones"]:
             mark = f"  {c['power']}" if c["in_vcenter"] else "  (not in vCenter)"
             host = c["vcenter_host"] or c["host"]
@@ -129,7 +135,16 @@ def _clone(r: Any, vm: Any, inv: Any) -> dict[str, Any]:
     return {"name": r.name, "state": r.state, "kind": r.kind, "host": r.host, "ip": r.ip, "mac": r.mac,
             "in_vcenter": vm is not None, "power": vm.power if vm else None, "vm": vm.moref if vm else None,
             "vcenter_host": inv.host_names.get(vm.host or "") if vm else None, "fallback": r.fallback_reason,
+            "datastore": r.datastore, "replica": r.replica_id,
+            "vcenter_datastore": inv.datastore_name(vm.datastores[0]) if vm and vm.datastores else None,
             "error": r.error if r.state == "failed" else None}
+
+
+def _replicas(ledger: Any, pool: str, inv: Any) -> list[dict[str, Any]]:
+    """A pool's replicas for linked clones (not gone), with the clones that depend on each."""
+    return [{"name": r.vm_name, "datastore": r.datastore, "image": r.image, "state": r.state, "clones": r.refs,
+             "vm": r.vm_moref, "in_vcenter": bool(r.vm_moref and r.vm_moref in inv.vms)}
+            for r in ledger.replicas(pool, ("preparing", "ready", "removing"))]
 
 
 def _sources(ledger: Any, pool: str, inv: Any, depths: dict[str, int]) -> list[dict[str, Any]]:
@@ -177,7 +192,8 @@ async def _destroy(args: argparse.Namespace, spec: Any) -> int:
     async with open_engine(spec, state=args.state) as engine:
         result = await engine.destroy_pool(args.pool, sources=with_sources)
     sources = result.sources or {"removed": [], "remaining": []}
-    failed = bool(result.failed or (with_sources and sources["remaining"]))
+    replicas = result.replicas or {"removed": [], "remaining": []}
+    failed = bool(result.failed or (with_sources and sources["remaining"]) or replicas["remaining"])
     if args.output == "json":
         print(json.dumps(result.as_dict(), indent=2))
     else:
@@ -185,6 +201,8 @@ async def _destroy(args: argparse.Namespace, spec: Any) -> int:
         left = len(sources["remaining"])
         if sources["removed"]:
             print(f"{args.pool}: removed {len(sources['removed'])} source(s): {', '.join(sources['removed'])}")
+        if replicas["removed"]:
+            print(f"{args.pool}: removed {len(replicas['removed'])} replica(s): {', '.join(replicas['removed'])}")
         if with_sources:
             if left:
                 print(f"{args.pool}: {left} source(s) could not be removed: {', '.join(sources['remaining'])}",

@@ -22,11 +22,12 @@ from forkscale.fleet.budgets import Budgets
 from forkscale.fleet.ladder import UNSUPPORTED, Ladder
 from forkscale.fleet.plan import LIVE, Spread, fallback_hosts, make_plan, placement_datastores
 from forkscale.fleet.reconcile import Reconciler, VmIndex
+from forkscale.fleet.replicas import ReplicaManager
 from forkscale.fleet.result import Result
 from forkscale.fleet.sources import Source, SourceManager
 from forkscale.ledger import CloneRecord, Ledger
 from forkscale.spec import Pool, Spec
-from forkscale.vsphere.model import TAG_ID, TAG_POOL, TAG_SOURCE, CloneRequest, Inventory
+from forkscale.vsphere.model import TAG_ID, TAG_POOL, TAG_REPLICA, TAG_SOURCE, CloneRequest, Inventory
 from forkscale.vsphere.ports import VSphere
 
 log = logging.getLogger("forkscale.engine")
@@ -131,15 +132,19 @@ class Engine:
         if creating:
             rungs = await self._preflight(pool, rungs, inv, sources[0], folder, result)
         plan = make_plan(pool, inv, sources, live, want, rungs=rungs)
+        replicas = self.replicas(pool, inv, folder)
+        await replicas.sync()
         ladder = Ladder(self.driver, self.ledger, pool, inv, folder, rungs, result,
                         Spread.over(fallback_hosts(pool, inv, source), live),
-                        lambda host: self.budgets.of(pool, f"host:{host}"), self.rng, self.telemetry)
+                        lambda host: self.budgets.of(pool, f"host:{host}"), self.rng, self.telemetry,
+                        replicas=replicas)
         await asyncio.gather(
             *(self._create(pool, inv, sources, host, ds, ladder) for host, ds in plan.create),
             *(self._destroy(pool, name, result, scale_down=True) for name in plan.destroy),
             *(self._finish(pool, rec, result) for rec in self.ledger.clones(pool.name, ["customizing"])
               if rec.name not in plan.destroy))
         await mgr.retire()
+        await replicas.retire()
         counts = self.ledger.counts(pool.name)
         result.ready = counts.get("ready", 0) + counts.get("claimed", 0)
         result.seconds = time.monotonic() - started
@@ -159,6 +164,10 @@ class Engine:
         folder = await self.driver.create_folder(await self.driver.vm_folder(), name)
         inv.folders[name] = folder
         return folder
+
+    def replicas(self, pool: Pool, inv: Inventory, folder: str) -> ReplicaManager:
+        """The pool's replicas for linked clones (forkscale/fleet/replicas.py), for one converge or operation."""
+        return ReplicaManager(self.driver, self.ledger, pool, inv, folder, rng=self.rng)
 
     def _sources(self, pool: Pool, index: int) -> SourceManager:
         return SourceManager(self.driver, self.ledger, pool, index, rng=self.rng)
@@ -207,6 +216,7 @@ class Engine:
             extra[TAG_POOL] = pool.name
             extra[TAG_ID] = str(rec.id)
             extra[TAG_SOURCE] = ""  # an instant clone inherits its source's extraConfig; an empty value drops the tag
+            extra[TAG_REPLICA] = ""  # and a linked clone its replica's
             req = CloneRequest(name=rec.name, folder=ladder.folder, datastore=inv.datastores[ds][0],
                                host=inv.hosts[host], resource_pool=inv.pools.get(pool.placement.resource_pool or "", None),
                                network=inv.networks[pool.network.port_group], mac=rec.mac, nic_key=None,
@@ -327,8 +337,20 @@ class Engine:
             removed = [name for name in await mgr.retire() if name in had_vm]
             remaining = mgr.remaining()
         result.sources = {"removed": removed, "remaining": remaining}
+        result.replicas = await self._drop_replicas(pool, inv, result)
         await self._leftovers(pool, result, reported)
         return result
+
+    async def _drop_replicas(self, pool: Pool, inv: Inventory, result: Result) -> dict[str, list[str]]:
+        """After a pool's clones: its replicas no clone depends on any more (every one, normally)."""
+        replicas = self.replicas(pool, inv, inv.folders.get(pool.placement.folder, ""))
+        await replicas.sync()
+        removed = await replicas.retire()
+        kept = self.ledger.replicas(pool.name, ("preparing", "ready", "removing"))
+        for r in kept:
+            result.errors.append(f"replica {r.vm_name} was kept: {r.refs} clone(s) still depend on it"
+                                 if r.refs else f"replica {r.vm_name} could not be removed; run destroy again")
+        return {"removed": removed, "remaining": [r.vm_name for r in kept]}
 
     async def _leftovers(self, pool: Pool, result: Result, reported: set[str]) -> None:
         """Never report a pool destroyed while vCenter still holds a VM of it: every VM tagged for the

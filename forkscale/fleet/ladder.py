@@ -34,6 +34,7 @@ from typing import Any
 
 from forkscale.core.errors import PermanentError, TemporaryError
 from forkscale.fleet.plan import Spread
+from forkscale.fleet.replicas import ReplicaManager
 from forkscale.fleet.result import Result
 from forkscale.fleet.sources import Source
 from forkscale.ledger import CloneRecord, Ledger
@@ -67,6 +68,7 @@ class Ladder:
     host_slot: Callable[[str], AbstractAsyncContextManager[Any]]  # the pool's per-host budget
     rng: random.Random
     telemetry: Any = None
+    replicas: ReplicaManager | None = None  # linked clones fork from the replica on their datastore
     disabled: dict[str, str] = field(default_factory=dict)  # rung -> why vCenter cannot do it
 
     async def run(self, rec: CloneRecord, req: CloneRequest, src: Source) -> tuple[str | None, str]:
@@ -117,7 +119,7 @@ class Ladder:
             try:
                 hop = rung != "instant" and self.spread.others(host)  # a host fault: another host, not a retry here
                 async with self.host_slot(host):
-                    return await self._attempt(src, req, rung, rec.id, hop=hop), req, host
+                    return await self._attempt(src, req, rung, rec, hop=hop), req, host
             except TemporaryError as exc:
                 if rung == "instant" or exc.fault not in HOST_FAULTS or not self.spread.drop(host):
                     raise
@@ -126,12 +128,17 @@ class Ladder:
                 self.result.errors.append(str(exc))
                 req, host = self._move(rec, req)
 
-    async def _attempt(self, src: Source, req: CloneRequest, rung: str, clone_id: int, *, hop: bool = False) -> str:
+    async def _attempt(self, src: Source, req: CloneRequest, rung: str, rec: CloneRecord, *, hop: bool = False) -> str:
+        clone_id = rec.id
         delay = 1.0
         for attempt in range(1, RETRIES + 1):
             try:
                 if rung == "instant":
                     return await self.driver.instant_clone(src.moref, req)
+                if rung == "linked" and self.replicas is not None:
+                    return await self._linked(src, req, rec)
+                if rung == "full" and self.replicas is not None:
+                    self.ledger.bind_replica(clone_id, None)  # a linked attempt that failed made nothing to depend on
                 return await self.driver.clone(src.golden or src.moref, req, linked=rung == "linked",
                                                snapshot=src.snapshot if rung == "linked" else None)
             except TaskTimeout:
@@ -149,6 +156,15 @@ class Ladder:
                 await asyncio.sleep(wait)
                 delay *= 2
         raise AssertionError("unreachable")
+
+    async def _linked(self, src: Source, req: CloneRequest, rec: CloneRecord) -> str:
+        """A linked clone of the replica on the clone's datastore (made first if it has none); the
+        clone is recorded as its dependant before the task is sent."""
+        assert self.replicas is not None
+        ds = self.inv.datastore_name(req.datastore) or rec.datastore
+        replica = await self.replicas.for_clone(src, ds)
+        self.ledger.bind_replica(rec.id, replica.id)
+        return await self.driver.clone(replica.moref, req, linked=True, snapshot=replica.snapshot)
 
     async def _ours(self, name: str, clone_id: int) -> str | None:
         """The VM `name` in our folder if it carries this clone's tags (a call whose answer was lost, or a retry)."""

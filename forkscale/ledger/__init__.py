@@ -8,11 +8,14 @@ from forkscale.ledger.records import (
     KINDS,
     LIVE_STATES,
     MUTABLE_FIELDS,
+    REPLICA_STATES,
     STATES,
+    USABLE_REPLICA_STATES,
     CloneRecord,
     Event,
     IllegalTransition,
     LedgerError,
+    ReplicaRecord,
     SourceRecord,
     UnknownClone,
     allowed_transition,
@@ -21,7 +24,8 @@ from forkscale.ledger.schema import MIGRATIONS, SCHEMA_VERSION, migrate, schema_
 from forkscale.ledger.store import Ledger
 
 __all__ = [
-    "HOLDING_STATES", "KINDS", "LIVE_STATES", "MIGRATIONS", "MUTABLE_FIELDS", "SCHEMA_VERSION", "STATES",
-    "CloneRecord", "Event", "IllegalTransition", "Ledger", "LedgerError", "SourceRecord", "UnknownClone",
+    "HOLDING_STATES", "KINDS", "LIVE_STATES", "MIGRATIONS", "MUTABLE_FIELDS", "REPLICA_STATES", "SCHEMA_VERSION", "STATES",
+    "USABLE_REPLICA_STATES",
+    "CloneRecord", "Event", "IllegalTransition", "Ledger", "LedgerError", "ReplicaRecord", "SourceRecord", "UnknownClone",
     "allowed_transition", "migrate", "schema_version",
 ]

@@ -83,7 +83,30 @@ ALTER TABLE clones ADD COLUMN pending_task TEXT;
 """
 
 
-MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3)
+#: v4: replicas for linked clones (one full clone of a pool's image per datastore, which that
+#: datastore's linked clones fork from), and each clone's replica (`replica_id`: what keeps a
+#: replica alive; a replica's reference count is the number of clones not `gone` that name it).
+#: A replica's row is written `preparing` before its clone task is sent, `removing` before its
+#: destroy task; at most one replica per pool, image and datastore is usable at a time.
+_V4 = """
+CREATE TABLE replicas (
+    id INTEGER PRIMARY KEY,
+    pool TEXT NOT NULL,
+    image TEXT NOT NULL,
+    datastore TEXT NOT NULL,
+    vm_name TEXT NOT NULL,
+    vm_moref TEXT,
+    state TEXT NOT NULL CHECK (state IN ('preparing', 'ready', 'removing', 'gone', 'failed')),
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE UNIQUE INDEX replicas_usable ON replicas (pool, image, datastore) WHERE state IN ('preparing', 'ready');
+ALTER TABLE clones ADD COLUMN replica_id INTEGER;
+CREATE INDEX clones_replica ON clones (replica_id);
+"""
+
+
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4)
 
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -36,12 +36,15 @@ from forkscale.ledger.records import (
     LIVE_STATES,
     MUTABLE_FIELDS,
     NOT_NULL_FIELDS,
+    REPLICA_STATES,
     SOURCE_FIELDS,
     STATES,
+    USABLE_REPLICA_STATES,
     CloneRecord,
     Event,
     IllegalTransition,
     LedgerError,
+    ReplicaRecord,
     SourceRecord,
     UnknownClone,
     allowed_transition,
@@ -324,6 +327,110 @@ class Ledger:
         top = rows[0][0]
         return 1 if top is None else int(top) + 1
 
+    # -- replicas (forkscale/fleet/replicas.py) ---------------------------------------------
+
+    def add_replica(self, pool: str, image: str, datastore: str, vm_name: Callable[[int], str]) -> ReplicaRecord:
+        """Record a replica about to be made (`preparing`), named `vm_name(its id)`; LedgerError if the
+        pool has a usable replica of `image` on `datastore` already."""
+        now = self._clock()
+        with self._write() as conn:
+            try:
+                cursor = conn.execute(
+                    """INSERT INTO replicas (pool, image, datastore, vm_name, state, created_at, updated_at)
+                       VALUES (?, ?, ?, '', 'preparing', ?, ?)""", (pool, image, datastore, now, now))
+            except sqlite3.IntegrityError:
+                raise LedgerError(f"pool {pool} already has a replica of {image} on {datastore}") from None
+            replica_id = int(cursor.lastrowid or 0)
+            conn.execute("UPDATE replicas SET vm_name = ? WHERE id = ?", (vm_name(replica_id), replica_id))
+            return _replica_of(conn, replica_id)
+
+    def replicas(self, pool: str | None = None, states: Iterable[str] | None = None) -> list[ReplicaRecord]:
+        """Replicas (with their reference counts), oldest first."""
+        sql, params = f"SELECT {_REPLICA_COLUMNS} FROM replicas r WHERE 1", []
+        if pool is not None:
+            sql += " AND r.pool = ?"
+            params.append(pool)
+        if states is not None:
+            wanted = list(states)
+            for state in wanted:
+                if state not in REPLICA_STATES:
+                    raise LedgerError(f"unknown replica state {state!r} (states: {', '.join(REPLICA_STATES)})")
+            sql += f" AND r.state IN ({', '.join('?' * len(wanted))})"
+            params.extend(wanted)
+        return [_replica(r) for r in self._read(sql + " ORDER BY r.id", params)]
+
+    def replica(self, replica_id: int) -> ReplicaRecord | None:
+        rows = self._read(f"SELECT {_REPLICA_COLUMNS} FROM replicas r WHERE r.id = ?", (replica_id,))
+        return _replica(rows[0]) if rows else None
+
+    def update_replica(self, replica_id: int, *, vm_moref: str | None = None, state: str | None = None) -> ReplicaRecord:
+        """Record a replica's VM once its task returned, or its new state."""
+        values: dict[str, object] = {}
+        if vm_moref is not None:
+            values["vm_moref"] = vm_moref
+        if state is not None:
+            if state not in REPLICA_STATES:
+                raise LedgerError(f"unknown replica state {state!r} (states: {', '.join(REPLICA_STATES)})")
+            values["state"] = state
+        if not values:
+            raise LedgerError("update_replica needs vm_moref or state")
+        values["updated_at"] = self._clock()
+        columns = ", ".join(f"{key} = ?" for key in values)
+        with self._write() as conn:
+            if conn.execute(f"UPDATE replicas SET {columns} WHERE id = ?", (*values.values(), replica_id)).rowcount == 0:
+                raise LedgerError(f"no replica with id {replica_id}")
+            return _replica_of(conn, replica_id)
+
+    def bind_replica(self, clone_id: int, replica_id: int | None) -> CloneRecord:
+        """Make `replica_id` one of the clone's dependencies (None: the clone no longer depends on one).
+
+        Written before the linked clone's task is sent, so a crash leaves the reference that keeps
+        the replica alive while the clone may still land. Binding to a replica that is no longer
+        usable (being removed) is refused.
+        """
+        now = self._clock()
+        with self._write() as conn:
+            rec = self._get(conn, clone_id)
+            if replica_id is not None:
+                row = conn.execute("SELECT state FROM replicas WHERE id = ?", (replica_id,)).fetchone()
+                if row is None or row[0] not in USABLE_REPLICA_STATES:
+                    raise LedgerError(f"replica {replica_id} is {row[0] if row else 'unknown'}; "
+                                      f"clone {rec.name} cannot depend on it")
+            if rec.replica_id != replica_id:
+                _set(conn, clone_id, {"replica_id": replica_id, "updated_at": now})
+                _event(conn, clone_id, now, "replica", {"replica_id": replica_id, "was": rec.replica_id})
+            return self._get(conn, clone_id)
+
+    def change_kind(self, clone_id: int, kind: str, why: str, **detail: object) -> CloneRecord:
+        """A clone became another kind in place (a linked clone promoted or consolidated: `full`),
+        which ends its dependency on a replica."""
+        _check_kind(kind)
+        now = self._clock()
+        with self._write() as conn:
+            rec = self._get(conn, clone_id)
+            if rec.state == "gone":
+                raise LedgerError(f"clone {clone_id} is gone; its row is history")
+            replica = None if kind != "linked" else rec.replica_id
+            _set(conn, clone_id, {"kind": kind, "replica_id": replica, "updated_at": now})
+            _event(conn, clone_id, now, why, {"from": rec.kind, "to": kind, "replica_id": rec.replica_id, **detail})
+            return self._get(conn, clone_id)
+
+    def retire_replica(self, replica_id: int) -> bool:
+        """Mark a replica `removing` when no clone depends on it (checked in the same transaction, so a
+        clone cannot be bound to it meanwhile); True when it now is `removing`."""
+        now = self._clock()
+        with self._write() as conn:
+            row = conn.execute(f"SELECT {_REPLICA_COLUMNS} FROM replicas r WHERE r.id = ?", (replica_id,)).fetchone()
+            if row is None:
+                raise LedgerError(f"no replica with id {replica_id}")
+            rec = _replica(row)
+            if rec.state == "removing":
+                return True
+            if rec.refs or rec.state == "gone":
+                return False
+            conn.execute("UPDATE replicas SET state = 'removing', updated_at = ? WHERE id = ?", (now, replica_id))
+            return True
+
     # -- helpers ----------------------------------------------------------------------------
 
     def _get(self, conn: sqlite3.Connection, clone_id: int) -> CloneRecord:
@@ -370,6 +477,18 @@ def _event(conn: sqlite3.Connection, clone_id: int, at: float, what: str, detail
         "INSERT INTO events (clone_id, at, what, detail) VALUES (?, ?, ?, ?)",
         (clone_id, at, what, json.dumps(detail, sort_keys=True, default=str)),
     )
+
+
+_REPLICA_COLUMNS = ("r.*, (SELECT COUNT(*) FROM clones c WHERE c.replica_id = r.id AND c.state <> 'gone') "
+                    "AS refs")
+
+
+def _replica(row: sqlite3.Row) -> ReplicaRecord:
+    return ReplicaRecord(**{key: row[key] for key in row.keys()})
+
+
+def _replica_of(conn: sqlite3.Connection, replica_id: int) -> ReplicaRecord:
+    return _replica(conn.execute(f"SELECT {_REPLICA_COLUMNS} FROM replicas r WHERE r.id = ?", (replica_id,)).fetchone())
 
 
 def _clone(row: sqlite3.Row) -> CloneRecord:

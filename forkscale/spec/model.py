@@ -148,6 +148,39 @@ class Drain:
     ssh: DrainSsh | None = None
 
 
+@dataclass(frozen=True)
+class Rebalance:
+    """`forkscale rebalance` (and `serve` with `auto`): spread a pool's clones over placement.datastores in
+    proportion to their free space, none filled past `max_used_pct`, at most `max_concurrent` moves at once."""
+
+    auto: bool = False
+    threshold: float = 0.10  # serve rebalances when a datastore is this far (a fraction of the pool) off its share
+    max_used_pct: float = 80.0
+    max_concurrent: int = 4
+
+
+@dataclass(frozen=True)
+class Evacuate:
+    """Moving clones off a host (`forkscale evacuate`, or `serve` when a host is asked into maintenance or
+    leaves placement.hosts): claimed clones `wait` for release, or are `force`d off after `force_after_s`;
+    at most `max_unavailable` of the pool's clones are being re-created at once."""
+
+    claimed: str = "wait"
+    force_after_s: float = 300.0
+    max_unavailable: int = 1
+
+
+@dataclass(frozen=True)
+class KindPolicy:
+    """When `serve` promotes linked clones to full ones in place (PromoteDisks_Task)."""
+
+    linked_max_age_s: float | None = None  # promote a linked clone older than this
+    promote_on_claim: bool = False  # promote a linked clone when it is claimed (its user keeps it)
+
+
+CLAIMED_POLICIES = ("wait", "force")
+
+
 def default_name_pattern(pool: str) -> str:
     return f"{pool}-{{index:03d}}"
 
@@ -174,6 +207,9 @@ class Pool:
     drain: Drain | None = None
     sources: SourceSettings = field(default_factory=SourceSettings)
     checks: tuple[Step, ...] = ()  # what `forkscale rehearse --pool` runs in a clone of a new image
+    rebalance: Rebalance = field(default_factory=Rebalance)
+    evacuate: Evacuate = field(default_factory=Evacuate)
+    kind_policy: KindPolicy = field(default_factory=KindPolicy)
 
     def __post_init__(self) -> None:
         if not self.name_pattern:

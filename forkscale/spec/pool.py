@@ -19,6 +19,7 @@ from forkscale.spec.model import (
     SshConfig,
     default_name_pattern,
 )
+from forkscale.spec.moves import parse_evacuate, parse_kind_policy, parse_rebalance
 from forkscale.spec.names import check_rendered, parse_pattern
 from forkscale.spec.network import parse_network
 from forkscale.spec.sections import (
@@ -41,7 +42,7 @@ _POOL_NAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 POOL_KEYS = (
     "name", "source", "snapshot", "freeze", "ssh", "guestops", "count", "name_pattern",
     "hostname_pattern", "network", "placement", "fallback", "budgets", "guest_ready",
-    "guestinfo", "policy", "on_release", "drain", "sources", "checks",
+    "guestinfo", "policy", "on_release", "drain", "sources", "checks", "rebalance", "evacuate", "kind_policy",
 )
 #: a pool's `checks:` (run by `forkscale rehearse --pool`) time out after this by default
 DEFAULT_POOL_CHECK_TIMEOUT_S = 120.0
@@ -87,6 +88,9 @@ def parse_pool(raw: object, path: str, base_dir: Path) -> Pool:
         drain=parse_drain(data["drain"], sub(path, "drain"), base_dir) if data.get("drain") is not None else None,
         sources=parse_sources(data.get("sources"), sub(path, "sources")),
         checks=parse_steps(data.get("checks"), sub(path, "checks"), DEFAULT_POOL_CHECK_TIMEOUT_S, base_dir),
+        rebalance=parse_rebalance(data.get("rebalance"), sub(path, "rebalance")),
+        evacuate=parse_evacuate(data.get("evacuate"), sub(path, "evacuate")),
+        kind_policy=parse_kind_policy(data.get("kind_policy"), sub(path, "kind_policy")),
     )
     check_rendered(pool, path)
     return pool

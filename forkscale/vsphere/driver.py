@@ -35,6 +35,7 @@ from forkscale.vsphere.reads import (
     clone_tasks_in_flight,
     extra_value,
     first_vm_folder,
+    hosts_entering_maintenance,
     read_inventory,
     read_vm_detail,
     retrieve_one,
@@ -250,7 +251,7 @@ class Driver(GuestOps):
             loc.pool = vim.ResourcePool(req.resource_pool)
         cfg = vim.vm.ConfigSpec(extraConfig=self._extra(req),
                                 deviceChange=await self._nic_changes(source, req, instant=False))
-        spec = vim.vm.CloneSpec(location=loc, powerOn=True, template=False, config=cfg,
+        spec = vim.vm.CloneSpec(location=loc, powerOn=req.power_on, template=False, config=cfg,
                                 snapshot=vim.vm.Snapshot(snapshot) if snapshot else None)
         vm = await self._task(what, vim.VirtualMachine(source), "Clone", vim.Folder(req.folder), req.name, spec)
         return str(vm._moId)
@@ -304,6 +305,35 @@ class Driver(GuestOps):
                 raise
         except vmodl.fault.ManagedObjectNotFound:
             return
+
+    # moves (day-2) ------------------------------------------------------------------------------
+    async def create_snapshot(self, vm: str, name: str) -> str:
+        snap = await self._task(f"snapshot {vm}", vim.VirtualMachine(vm), "CreateSnapshot", name,
+                                "forkscale: linked clones fork from here", False, False)
+        return str(snap._moId)
+
+    async def relocate(self, vm: str, *, host: str | None = None, datastore: str | None = None) -> None:
+        spec = vim.vm.RelocateSpec()
+        if host is not None:
+            spec.host = vim.HostSystem(host)
+        if datastore is not None:
+            spec.datastore = vim.Datastore(datastore)
+            spec.diskMoveType = "moveAllDiskBackingsAndDisallowSharing"
+        where = " and ".join(x for x in (host and f"host {host}", datastore and f"datastore {datastore}") if x)
+        await self._task(f"relocate {vm} to {where or 'where it is'}", vim.VirtualMachine(vm), "Relocate", spec)
+
+    async def promote_disks(self, vm: str) -> None:
+        await self._task(f"promote the disks of {vm}", vim.VirtualMachine(vm), "PromoteDisks", True, None)
+
+    async def enter_maintenance(self, host: str, timeout_s: int) -> None:
+        await self._task(f"enter maintenance mode on {host}", vim.HostSystem(host), "EnterMaintenanceMode",
+                         int(timeout_s), False)
+
+    async def exit_maintenance(self, host: str) -> None:
+        await self._task(f"exit maintenance mode on {host}", vim.HostSystem(host), "ExitMaintenanceMode", 0)
+
+    async def hosts_entering_maintenance(self) -> set[str]:
+        return await self._read("read recent tasks", hosts_entering_maintenance(self.soap))
 
     async def create_folder(self, parent: str, name: str) -> str:
         """A folder `name` in `parent`: created, or the one already there (found by name, not trusted from the fault)."""

@@ -51,6 +51,10 @@ class InventoryReader(Protocol):
 
     async def snapshots_named(self, vm: str, name: str) -> list[str]: ...
 
+    async def hosts_entering_maintenance(self) -> set[str]:
+        """Host morefs with an EnterMaintenanceMode_Task queued or running."""
+        ...
+
 
 class Provisioner(Protocol):
     """Make and remove VMs (each call waits for its vCenter task, with a deadline)."""
@@ -74,6 +78,27 @@ class Provisioner(Protocol):
     async def vm_folder(self) -> str: ...
 
     async def wait_clone_tasks_settled(self, timeout: float) -> bool: ...
+
+
+class Mover(Protocol):
+    """Change what a VM is made of or where it runs, keeping the VM (day-2 operations)."""
+
+    async def create_snapshot(self, vm: str, name: str) -> str:
+        """A snapshot of the VM's disks (no memory), its moref."""
+        ...
+
+    async def relocate(self, vm: str, *, host: str | None = None, datastore: str | None = None) -> None:
+        """RelocateVM_Task: to `host` (vMotion) and/or `datastore` (Storage vMotion: every disk backing is
+        moved and none shared, so a linked clone is consolidated into a full one)."""
+        ...
+
+    async def promote_disks(self, vm: str) -> None:
+        """PromoteDisks_Task(unlink=true): the VM's disks stop depending on what they were cloned from."""
+        ...
+
+    async def enter_maintenance(self, host: str, timeout_s: int) -> None: ...
+
+    async def exit_maintenance(self, host: str) -> None: ...
 
 
 class GuestAccess(Protocol):
@@ -120,5 +145,5 @@ class FleetReader(Protocol):
     async def read_fleet(self, *, page_size: int = 1000) -> FleetRead: ...
 
 
-class VSphere(InventoryReader, Provisioner, GuestAccess, GuestOperations, FleetReader, Protocol):
+class VSphere(InventoryReader, Provisioner, Mover, GuestAccess, GuestOperations, FleetReader, Protocol):
     """Every role at once: what the engine is given."""
