@@ -94,6 +94,7 @@ class CloneRecord:
     ready_at: float | None
     instance_uuid: str | None = None  # config.instanceUuid, recorded once the VM is seen
     pending_task: str | None = None  # quarantined: the clone task that may still land ("" if unknown)
+    image_generation: int | None = None  # the pool image it was made from (forkscale/ledger/images.py)
 
     @property
     def live(self) -> bool:
@@ -112,6 +113,7 @@ class SourceRecord:
     frozen: bool
     created_at: float
     updated_at: float
+    image_generation: int | None = None  # the pool image it is a replica of
 
 
 @dataclass(frozen=True)
