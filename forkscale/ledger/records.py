@@ -95,6 +95,7 @@ class CloneRecord:
     instance_uuid: str | None = None  # config.instanceUuid, recorded once the VM is seen
     pending_task: str | None = None  # quarantined: the clone task that may still land ("" if unknown)
     replica_id: int | None = None  # a linked clone's replica (forkscale.fleet.replicas), None for other kinds
+    image_generation: int | None = None  # the pool image it was made from (forkscale/ledger/images.py)
 
     @property
     def live(self) -> bool:
@@ -113,6 +114,7 @@ class SourceRecord:
     frozen: bool
     created_at: float
     updated_at: float
+    image_generation: int | None = None  # the pool image it is a replica of
 
 
 #: A replica's life: preparing (row written before its clone task) -> ready -> removing (row

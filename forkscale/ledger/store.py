@@ -31,6 +31,9 @@ from pathlib import Path
 
 from forkscale.core import identity
 from forkscale.core.identity import NetworkAlloc
+from forkscale.ledger import reservations
+from forkscale.ledger.images import Images
+from forkscale.ledger.operations import Operations
 from forkscale.ledger.records import (
     KINDS,
     LIVE_STATES,
@@ -49,7 +52,13 @@ from forkscale.ledger.records import (
     UnknownClone,
     allowed_transition,
 )
+from forkscale.ledger.reservations import Reservations
 from forkscale.ledger.schema import migrate
+from forkscale.ledger.userdisks import UserDisks
+
+
+class ReservationTaken(LedgerError):
+    """The reserved identity asked for is held by a clone already (another caller planned it)."""
 
 
 class Ledger:
@@ -129,34 +138,75 @@ class Ledger:
         port_group: str,
         taken_macs: Collection[str] = frozenset(),
         rng: random.Random | None = None,
+        image_generation: int | None = None,
+        reservation: str | None = None,
     ) -> CloneRecord:
         """Allocate a clone's identity and record it as `planned`, atomically.
 
         Name: lowest free index of `name_pattern` among live names of every pool. IP: lowest free
         address of `network` among live clones on `port_group`. MAC: random in VMware's manual
         range, unique among live clones of every pool and `taken_macs` (e.g. from the inventory).
-        Raises identity.ExhaustedError when the network is full.
+        Identities held by a reservation (forkscale/ledger/reservations.py) are taken too; with
+        `reservation`, the clone gets that open reservation's identity instead (ReservationTaken
+        when a clone holds it already). Raises identity.ExhaustedError when the network is full.
         """
         _check_kind(kind)
         now = self._clock()
         with self._write() as conn:
-            # one pass over the live rows (this runs once per clone, so it is the planning cost)
-            rows = conn.execute("SELECT name, mac, ip, port_group = ? FROM clones WHERE state <> 'gone'",
-                                (port_group,)).fetchall()
-            names = {r[0] for r in rows}
-            index, name = identity.next_name(name_pattern, names, pool=pool)
-            hostname = name if hostname_pattern is None else identity.render_name(hostname_pattern, index, pool=pool)
-            ip = str(identity.next_ip(network, [r[2] for r in rows if r[3]]))
-            macs = {r[1] for r in rows}
-            mac = identity.random_mac(identity.TakenMacs(macs, taken_macs), rng)
+            if reservation is not None:
+                held = reservations.open_one(conn, pool, reservation)
+                if held is None:
+                    raise ReservationTaken(f"{reservation}: no open reservation in pool {pool}")
+                name, hostname, ip, mac = held.name, held.hostname, held.ip, held.mac
+            else:
+                name, hostname, ip, mac = _allocate(conn, pool, name_pattern, hostname_pattern, network, port_group,
+                                                    taken_macs, rng)
             cursor = conn.execute(
                 """INSERT INTO clones (pool, name, hostname, ip, mac, kind, source, source_generation, host,
-                       datastore, port_group, state, created_at, updated_at)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'planned', ?, ?)""",
-                (pool, name, hostname, ip, mac, kind, source, source_generation, host, datastore, port_group, now, now),
+                       datastore, port_group, state, created_at, updated_at, image_generation)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'planned', ?, ?, ?)""",
+                (pool, name, hostname, ip, mac, kind, source, source_generation, host, datastore, port_group, now, now,
+                 image_generation),
             )
             clone_id = int(cursor.lastrowid or 0)
-            _event(conn, clone_id, now, "planned", {"name": name, "ip": ip, "mac": mac, "kind": kind, "host": host})
+            _event(conn, clone_id, now, "planned", {"name": name, "ip": ip, "mac": mac, "kind": kind, "host": host,
+                                                    "image": image_generation, "reserved": reservation is not None})
+            return self._get(conn, clone_id)
+
+    def replace(self, clone_id: int, reason: str, *, keep_identity: bool = True,
+                claimed_by: str | None = None) -> CloneRecord:
+        """Send a clone to `destroying` to be replaced; with `keep_identity`, hold its name, IP and MAC
+        for the replacement (handed straight to `claimed_by` when set), in the same transaction."""
+        now = self._clock()
+        with self._write() as conn:
+            rec = self._get(conn, clone_id)
+            if not allowed_transition(rec.state, "destroying"):
+                raise IllegalTransition(clone_id, rec.state, "destroying")
+            if keep_identity:
+                reservations.hold(conn, rec.pool, rec.name, rec.hostname, rec.ip, rec.mac, rec.port_group, reason,
+                                  claimed_by, now)
+            _set(conn, clone_id, {"state": "destroying", "updated_at": now})
+            _event(conn, clone_id, now, "destroying", {"from": rec.state, "replace": reason,
+                                                       "identity": "kept" if keep_identity else "new"})
+            return self._get(conn, clone_id)
+
+    def make_ready(self, clone_id: int) -> CloneRecord:
+        """`ready`, and the reservation it was made for settled; a replacement reserved for a user
+        goes straight to `claimed` by them (in the same transaction: no one else can claim it)."""
+        now = self._clock()
+        with self._write() as conn:
+            rec = self._get(conn, clone_id)
+            if not allowed_transition(rec.state, "ready"):
+                raise IllegalTransition(clone_id, rec.state, "ready")
+            row = conn.execute("SELECT claimed_by FROM reservations WHERE name = ? AND pool = ?",
+                               (rec.name, rec.pool)).fetchone()
+            _set(conn, clone_id, {"state": "ready", "updated_at": now, "ready_at": now, "claimed_by": None,
+                                  "claimed_at": None})
+            _event(conn, clone_id, now, "ready", {"from": rec.state})
+            if row is not None and row[0]:
+                _set(conn, clone_id, {"state": "claimed", "claimed_by": row[0], "claimed_at": now})
+                _event(conn, clone_id, now, "claimed", {"from": "ready", "claimed_by": row[0], "handed_back": True})
+            conn.execute("DELETE FROM reservations WHERE name = ?", (rec.name,))
             return self._get(conn, clone_id)
 
     def transition(self, clone_id: int, new_state: str, **fields: str | None) -> CloneRecord:
@@ -290,13 +340,14 @@ class Ledger:
         state: str,
         *,
         frozen: bool = False,
+        image_generation: int | None = None,
     ) -> SourceRecord:
         now = self._clock()
         with self._write() as conn:
             cursor = conn.execute(
-                """INSERT INTO sources (pool, vm_name, vm_moref, host, generation, state, frozen, created_at, updated_at)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)""",
-                (pool, vm_name, vm_moref, host, generation, state, int(frozen), now, now),
+                """INSERT INTO sources (pool, vm_name, vm_moref, host, generation, state, frozen, created_at, updated_at,
+                       image_generation) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                (pool, vm_name, vm_moref, host, generation, state, int(frozen), now, now, image_generation),
             )
             return _source(conn.execute("SELECT * FROM sources WHERE id = ?", (cursor.lastrowid,)).fetchone())
 
@@ -431,6 +482,24 @@ class Ledger:
             conn.execute("UPDATE replicas SET state = 'removing', updated_at = ? WHERE id = ?", (now, replica_id))
             return True
 
+    # -- day-2 tables (forkscale/ledger/images.py, operations.py, reservations.py, userdisks.py) --
+
+    @property
+    def images(self) -> Images:
+        return Images(self)
+
+    @property
+    def operations(self) -> Operations:
+        return Operations(self)
+
+    @property
+    def reservations(self) -> Reservations:
+        return Reservations(self)
+
+    @property
+    def user_disks(self) -> UserDisks:
+        return UserDisks(self)
+
     # -- helpers ----------------------------------------------------------------------------
 
     def _get(self, conn: sqlite3.Connection, clone_id: int) -> CloneRecord:
@@ -438,6 +507,23 @@ class Ledger:
         if row is None:
             raise UnknownClone(f"no clone with id {clone_id}")
         return _clone(row)
+
+
+def _allocate(conn: sqlite3.Connection, pool: str, name_pattern: str, hostname_pattern: str | None,
+              network: NetworkAlloc, port_group: str, taken_macs: Collection[str],
+              rng: random.Random | None) -> tuple[str, str, str, str]:
+    """A fresh (name, hostname, IP, MAC): none held by a live clone or a reservation."""
+    # one pass over the live rows (this runs once per clone, so it is the planning cost)
+    rows = conn.execute("SELECT name, mac, ip, port_group = ? FROM clones WHERE state <> 'gone'",
+                        (port_group,)).fetchall()
+    held_names, held_ips, held_macs = reservations.taken(conn, port_group)
+    names = {r[0] for r in rows} | held_names
+    index, name = identity.next_name(name_pattern, names, pool=pool)
+    hostname = name if hostname_pattern is None else identity.render_name(hostname_pattern, index, pool=pool)
+    ip = str(identity.next_ip(network, [r[2] for r in rows if r[3]] + sorted(held_ips)))
+    macs = {r[1] for r in rows} | held_macs
+    mac = identity.random_mac(identity.TakenMacs(macs, taken_macs), rng)
+    return name, hostname, ip, mac
 
 
 def _check_kind(kind: str) -> None:
