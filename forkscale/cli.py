@@ -26,6 +26,7 @@ examples:
   forkscale destroy quickstart -f examples/quickstart.yaml --yes [--sources]
   forkscale prepare -f examples/quickstart.yaml  # one frozen source per host
   forkscale rehearse -f examples/rehearsal.yaml  # upgrade rehearsal in a live clone
+  forkscale promote quickstart --all -f examples/quickstart.yaml  # linked clones become full ones
 
 Connection and secrets come from the spec's `vcenter:` block; passwords only by reference
 (password_env / password_file). See README.md for the spec reference.
@@ -58,6 +59,7 @@ COMMANDS = {
     "serve": "forkscale.commands.serve",
     "claim": "forkscale.commands.claims",
     "release": "forkscale.commands.claims",
+    "promote": "forkscale.commands.moves",
 }
 
 

@@ -158,4 +158,19 @@ def claims(sub: Subparsers) -> None:
         add_output(p)
 
 
-COMMAND_ARGS: tuple[Callable[[Subparsers], None], ...] = (sim, demo, apply, scale, status, destroy, prepare, metrics, rehearse, serve, claims)
+def promote(sub: Subparsers) -> None:
+    p = sub.add_parser("promote", help="make linked clones full clones in place (PromoteDisks_Task)",
+                       description="Convert linked clones of a pool into full clones in place: each keeps its "
+                                   "identity and data, its disk stops depending on the pool's replica (removed "
+                                   "with its last dependant). A persisted operation: kill it and run the same "
+                                   "command again to resume.")
+    p.add_argument("pool")
+    p.add_argument("vm", nargs="*", help="the linked clones to promote (or --all)")
+    p.add_argument("--all", action="store_true", help="every linked clone of the pool")
+    add_spec(p)
+    p.add_argument("--dry-run", action="store_true", help="print the plan and change nothing")
+    add_output(p)
+
+
+COMMAND_ARGS: tuple[Callable[[Subparsers], None], ...] = (sim, demo, apply, scale, status, destroy, prepare, metrics,
+                                                          rehearse, serve, claims, promote)

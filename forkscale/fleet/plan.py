@@ -106,14 +106,14 @@ def datastore_view(inv: Inventory, names: Sequence[str], on: Counter[str],
 
 def fallback_hosts(pool: Pool, inv: Inventory, golden: Source) -> list[str]:
     """Hosts a linked or full clone may land on: placement.hosts, else every host of the golden VM's
-    cluster; connected ones only (all of them if none is). Unlike an instant clone, such a clone
-    need not run where its source runs."""
+    cluster; those that can take a VM only (connected, not in or entering maintenance; all of them
+    if none can). Unlike an instant clone, such a clone need not run where its source runs."""
     if pool.placement.hosts:
         names = list(pool.placement.hosts)
     else:
         cluster = inv.host_parent.get(golden.host)
         names = [n for n, moref in inv.hosts.items() if cluster is None or inv.host_parent.get(moref) == cluster]
-    up = [h for h in names if inv.host_connected.get(inv.hosts.get(h, ""), False)]
+    up = [h for h in names if inv.placeable(h)]
     return sorted(up or names)
 
 
@@ -125,7 +125,7 @@ def placement_hosts(pool: Pool, inv: Inventory, sources: Sequence[Source]) -> li
         picked = [n for n in names if n in allowed] or list(pool.placement.hosts)
     else:
         picked = names
-    picked = [h for h in picked if inv.host_connected.get(inv.hosts.get(h, ""), False)] or picked
+    picked = [h for h in picked if inv.placeable(h)] or picked
     return sorted(set(picked))
 
 

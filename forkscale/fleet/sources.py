@@ -228,7 +228,7 @@ class SourceManager:
         out = []
         for _host, row in sorted(self.active().items()):
             vm = inv.vms.get(row.vm_moref or "")
-            if vm is None or not inv.host_connected.get(vm.host or "", False) or vm.power != "poweredOn":
+            if vm is None or not inv.placeable(inv.host_names.get(vm.host or "", "")) or vm.power != "poweredOn":
                 continue
             if self.pool.freeze != "running" and not vm.frozen:
                 continue
@@ -369,10 +369,11 @@ class SourceManager:
     async def _ensure_host(self, inv: Inventory, golden: VmInfo, folder: str, host: str, row: SourceRecord | None,
                            depth: int | None, *, rotate: bool) -> None:
         host_moref = inv.hosts.get(host)
-        if host_moref is None or not inv.host_connected.get(host_moref, False):
+        if host_moref is None or not inv.placeable(host):
+            why = ("no such host" if host_moref is None else "host is not connected"
+                   if not inv.host_connected.get(host_moref, False) else "host is in (or being put into) maintenance")
             self.reports.append(SourceReport(host, row.vm_name if row else "-", row.generation if row else 0,
-                                             "unavailable", bool(row and row.frozen),
-                                             error="host is not connected" if host_moref else "no such host"))
+                                             "unavailable", bool(row and row.frozen), error=why))
             return
         if row is None:
             await self._create(inv, golden, folder, host, "created")

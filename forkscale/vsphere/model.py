@@ -60,6 +60,7 @@ class Inventory:
     pools: dict[str, str] = field(default_factory=dict)  # resource pool name -> moref
     macs: set[str] = field(default_factory=set)
     taken_at: float = 0.0
+    avoid: set[str] = field(default_factory=set)  # host names the controller places nothing on (being evacuated)
 
     def vm_by_name(self, name: str) -> VmInfo | None:
         return next((v for v in self.vms.values() if v.name == name), None)
@@ -68,9 +69,10 @@ class Inventory:
         return next((name for name, (m, _) in self.datastores.items() if m == moref), None)
 
     def placeable(self, host: str) -> bool:
-        """Whether a host (by name) may take a new VM: connected and not in maintenance mode."""
+        """Whether a host (by name) may take a new VM: connected, not in maintenance mode, not avoided."""
         moref = self.hosts.get(host, "")
-        return self.host_connected.get(moref, False) and not self.host_maintenance.get(moref, False)
+        return (self.host_connected.get(moref, False) and not self.host_maintenance.get(moref, False)
+                and host not in self.avoid)
 
 
 @dataclass

@@ -1,0 +1,141 @@
+"""`forkscale promote | rebalance | evacuate`: day-2 moves, each a persisted operation.
+
+The plan is computed, printed with `--dry-run` (and changes nothing), else written to the ledger
+and executed step by step with a progress line; `kill -9` and the same command again resumes the
+operation where it stood (no step is done twice). Exit codes: 0 the operation is done, 1 it paused
+or failed (the reason is printed), 2 bad input (nothing was changed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from forkscale.commands.session import ConnectionFailed, open_engine
+from forkscale.core.errors import SpecError
+from forkscale.fleet.engine import Engine
+from forkscale.ledger import Operation, PlannedStep
+from forkscale.spec import Spec, load_spec
+from forkscale.workloads.moves import kinds, start_or_resume
+from forkscale.workloads.moves.promote import plan_promote
+from forkscale.workloads.operations import OperationRunner, describe_plan, operation_doc, progress_line
+
+
+async def run(args: argparse.Namespace) -> int:
+    spec = load_spec(args.spec)
+    try:
+        if args.command == "promote":
+            return await _promote(args, spec)
+    except ConnectionFailed as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    raise AssertionError(args.command)
+
+
+def _pool(spec: Spec, name: str) -> None:
+    if name not in [p.name for p in spec.pools]:
+        raise SpecError("pool", f"no pool named {name!r} in the spec (pools: {', '.join(p.name for p in spec.pools)})")
+
+
+async def _promote(args: argparse.Namespace, spec: Spec) -> int:
+    _pool(spec, args.pool)
+    if not args.vm and not args.all:
+        raise SpecError("promote", "name the linked clones to promote, or pass --all")
+    if args.vm and args.all:
+        raise SpecError("promote", "name clones or pass --all, not both")
+    async with open_engine(spec, state=args.state) as engine:
+        pool = spec.pool(args.pool)
+        live = engine.ledger.live(pool.name)
+        names = {r.name for r in live}
+        for i, vm in enumerate(args.vm):
+            if vm not in names:
+                raise SpecError(f"vm[{i}]", f"pool {pool.name} has no clone named {vm!r}")
+        steps = plan_promote(pool, live, args.vm)
+        params = {"max_concurrent": pool.rebalance.max_concurrent, "vms": sorted(args.vm)}
+        return await execute(args, engine, "promote", params, steps, summary=_promote_summary)
+
+
+def _promote_summary(doc: dict[str, Any]) -> dict[str, Any]:
+    steps = doc.get("steps", [])
+    return {"promoted": [s["target"] for s in steps if s["state"] == "done"],
+            "skipped": {s["target"]: s["detail"].get("skipped") for s in steps if s["state"] == "skipped"},
+            "failed": {s["target"]: s["error"] for s in steps if s["state"] == "failed"},
+            "replicas_removed": sorted({r for s in steps for r in s["detail"].get("replicas_removed", [])})}
+
+
+async def execute(args: argparse.Namespace, engine: Engine, kind: str, params: dict[str, Any],
+                  steps: Sequence[PlannedStep], *, summary: Callable[[dict[str, Any]], dict[str, Any]]) -> int:
+    """Print the plan (`--dry-run`), or start (or resume) the operation and run it to its end."""
+    pool = args.pool
+    if args.dry_run:
+        current = engine.ledger.operations.open(pool)
+        if current is not None and current.kind == kind:
+            steps = [PlannedStep(s.batch, s.action, s.target, s.detail)
+                     for s in engine.ledger.operations.steps(current.id) if not s.finished]
+        _print_plan(args, pool, kind, steps, resumed=current is not None and current.kind == kind)
+        return 0
+    op, resumed = start_or_resume(engine.ledger, pool, kind, params, steps, created_by=f"cli:{kind}")
+    if args.output == "text":
+        print(f"{kind} #{op.id} of {pool}: {'resuming' if resumed else 'started'} "
+              f"({len(engine.ledger.operations.steps(op.id))} step(s))", file=sys.stderr)
+    final = await _run(engine, op, args.output == "text")
+    doc = operation_doc(engine.ledger, final)
+    result = summary(doc)
+    if args.output == "json":
+        print(json.dumps({"operation": doc, "summary": result}, indent=2))
+    else:
+        print(progress_line(doc))
+        for key, value in result.items():
+            if value:
+                print(f"  {key}: {_shown(value)}")
+    return 0 if final.state == "done" else 1
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, dict):
+        return ", ".join(f"{k} ({v})" if v is not None else str(k) for k, v in value.items())
+    if isinstance(value, list):
+        return ", ".join(map(str, value))
+    return str(value)
+
+
+def _print_plan(args: argparse.Namespace, pool: str, kind: str, steps: Sequence[PlannedStep], *, resumed: bool) -> None:
+    if args.output == "json":
+        print(json.dumps({"dry_run": True, "pool": pool, "kind": kind, "resumes": resumed,
+                          "plan": [{"batch": s.batch, "action": s.action, "target": s.target, "detail": dict(s.detail)}
+                                   for s in steps]}, indent=2))
+        return
+    what = "the open operation would resume with" if resumed else "plan"
+    print(f"{kind} of {pool} (dry run): {what} {len(steps)} step(s)")
+    for line in describe_plan(steps):
+        print(line)
+
+
+async def _run(engine: Engine, op: Operation, show: bool) -> Operation:
+    runner = OperationRunner(engine.ledger, kinds(engine))
+    printer = asyncio.create_task(_progress(engine, op)) if show else None
+    try:
+        return await runner.run(op.id)
+    finally:
+        if printer is not None:
+            printer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await printer
+
+
+async def _progress(engine: Engine, op: Operation, every_s: float = 2.0) -> None:
+    last = ""
+    while True:
+        await asyncio.sleep(every_s)
+        current = engine.ledger.operations.get(op.id)
+        if current is None:
+            return
+        line = progress_line(operation_doc(engine.ledger, current, steps=False))
+        if line != last:
+            print(line, file=sys.stderr)
+            last = line
