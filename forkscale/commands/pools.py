@@ -35,12 +35,16 @@ async def _converge(args: argparse.Namespace, spec: Any) -> int:
         _require_pool(spec, args.pool)
         if args.count < 0:
             raise SpecError("count", "must be >= 0")
+        capacity = spec.pool(args.pool).capacity()
+        if args.count > capacity:
+            raise SpecError("count", f"{args.count} clones need {args.count} addresses but pool {args.pool!r} "
+                                     f"holds {capacity}")
         targets = [(args.pool, args.count)]
     else:
         targets = [(p.name, None) for p in spec.pools]
     results = []
     failed = False
-    async with open_engine(spec, state=args.state) as engine:
+    async with open_engine(spec, state=args.state, check_pools=True) as engine:
         for name, count in targets:
             pool = spec.pool(name)
             want = count if count is not None else (pool.count or 0)

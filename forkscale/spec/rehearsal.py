@@ -28,8 +28,9 @@ from forkscale.spec.fields import (
     required,
     sub,
 )
-from forkscale.spec.model import MAX_VM_NAME, SshConfig
+from forkscale.spec.model import MAX_TIMEOUT_S, MAX_VM_NAME, SshConfig
 from forkscale.spec.names import check_vm_name
+from forkscale.spec.paths import check_writable_file
 from forkscale.spec.sections import parse_ssh
 from forkscale.spec.vcenter import VCenter, parse_vcenter
 from forkscale.spec.yamlfile import read_yaml_file
@@ -116,8 +117,16 @@ def parse_rehearsal(raw: object, *, base_dir: Path) -> RehearsalSpec:
     return RehearsalSpec(
         vcenter=vcenter, source=source, network=network, ssh=ssh, steps=steps, checks=checks,
         clone_name=clone_name, folder=folder, wait_timeout_s=wait,
-        report=opt_path(top.get("report"), "report", base_dir), base_dir=base_dir,
+        report=_report(top.get("report"), base_dir), base_dir=base_dir,
     )
+
+
+def _report(raw: object, base_dir: Path) -> Path | None:
+    """Where the report is written: checked now, like every path, before anything connects."""
+    report = opt_path(raw, "report", base_dir)
+    if report is not None:
+        check_writable_file(report, "report", "the report")
+    return report
 
 
 def parse_rehearsal_network(raw: object, path: str) -> RehearsalNetwork:
@@ -139,7 +148,7 @@ def _wait(raw: object, path: str) -> float:
         return DEFAULT_WAIT_S
     data = as_mapping(raw, path, "wait")
     check_keys(data, path, ("timeout_s",))
-    return as_positive(data.get("timeout_s", DEFAULT_WAIT_S), sub(path, "timeout_s"))
+    return as_positive(data.get("timeout_s", DEFAULT_WAIT_S), sub(path, "timeout_s"), maximum=MAX_TIMEOUT_S)
 
 
 def _steps(raw: object, path: str, default_timeout: float) -> tuple[Step, ...]:
@@ -160,6 +169,7 @@ def _steps(raw: object, path: str, default_timeout: float) -> tuple[Step, ...]:
         out.append(Step(
             name=name,
             run=as_str(required(data, "run", where), sub(where, "run")),
-            timeout_s=as_positive(data.get("timeout_s", default_timeout), sub(where, "timeout_s")),
+            timeout_s=as_positive(data.get("timeout_s", default_timeout), sub(where, "timeout_s"),
+                                  maximum=MAX_TIMEOUT_S),
         ))
     return tuple(out)
