@@ -73,7 +73,18 @@ CREATE TABLE pools (
 """
 
 
-MIGRATIONS: tuple[str, ...] = (_V1, _V2)
+#: v3: indexed lookups only. `by_name` (a release, a scale-down) searched every row ever written;
+#: retention (prune) finds
+#: old history by time instead of scanning `clones` and `events`.
+_V3 = """
+CREATE INDEX clones_name ON clones (name);
+CREATE INDEX clones_gone_at ON clones (updated_at) WHERE state = 'gone';
+CREATE INDEX events_at ON events (at);
+CREATE INDEX sources_gone_at ON sources (updated_at) WHERE state IN ('gone', 'failed');
+"""
+
+
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3)
 
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -44,6 +44,9 @@ Shape (one engine, one event loop):
   (installed as `engine.drainer`); a failed drain keeps the clone (back to `ready`), shows in the
   status, and the round ends without a cooldown, so the next one tries again while the policy
   still wants fewer clones.
+* **Retention.** Once an hour (by the ledger's clock) history older than `ledger.retention_days`
+  -- gone clones and their events, old events, gone sources -- moves to the archive file
+  (`Ledger.prune`), so the ledger stays the size of its window however long `serve` runs.
 * **Status** (`status()`): counts, the policy's state and cooldown, the last decision and its
   reason, the metric, the last converge, the last errors, and `actions`: the recent decisions
   that changed something, with when they were made and finished.
@@ -62,6 +65,7 @@ import contextlib
 import dataclasses
 import logging
 import re
+import sqlite3
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -86,6 +90,8 @@ from forkscale.workloads.runtime import ControllerError, PoolRuntime, iso, obser
 
 log = logging.getLogger("forkscale.controller")
 _DIGITS = re.compile(r"\d+(?:\.\d+)?")
+#: How often (by the ledger's clock) history past `ledger.retention_days` is moved to the archive.
+PRUNE_EVERY_S = 3600.0
 
 
 
@@ -110,6 +116,8 @@ class Controller:
         engine.progress = self._on_progress
         engine.drainer = Drainer(self.ledger)
         self.started_at = time.time()
+        self._next_prune = 0.0  # on the ledger's clock; 0: prune at the first round
+        self._pruning = False
 
     # lifecycle -----------------------------------------------------------------------------------
     @property
@@ -161,12 +169,35 @@ class Controller:
                 self._error(pr, f"round failed: {type(exc).__name__}: {exc}")
             if self._stopping:
                 break
+            await self._prune_if_due()
             interval = pr.runner.config.evaluate_every_s
             left = pr.runner.status().cooldown_left_s
             if left is not None:
                 interval = min(interval, left + 0.01)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(pr.wake.wait(), interval)
+
+    async def _prune_if_due(self) -> None:
+        """Once an hour by the ledger's clock (and at start): history older than
+        `ledger.retention_days` moves to the archive file, so months of uptime keep the ledger
+        the size of its window. Runs on a worker thread (the ledger is thread-safe)."""
+        now = self.ledger.now()
+        if now < self._next_prune or self._pruning:
+            return
+        self._pruning, self._next_prune = True, now + PRUNE_EVERY_S
+        settings = self.spec.ledger
+        archive = settings.archive_for(self.ledger.path)
+        try:
+            result = await asyncio.to_thread(self.ledger.prune, settings.retention_days * 86_400.0, archive)
+        except (OSError, ForkscaleError, sqlite3.Error) as exc:
+            log.warning("ledger: pruning history older than %g days failed (next try in an hour): %s",
+                        settings.retention_days, exc)
+            return
+        finally:
+            self._pruning = False
+        if result.moved:
+            log.info("ledger: moved %d clone(s), %d event(s) and %d source(s) older than %g days to %s",
+                     result.clones, result.events, result.sources, settings.retention_days, archive)
 
     # one round -----------------------------------------------------------------------------------
     async def evaluate(self, pool_name: str) -> Decision:
