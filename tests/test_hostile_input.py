@@ -149,7 +149,7 @@ def state_parent_is_a_file(tmp: Path, twin) -> Case:
 
 def state_not_sqlite(tmp: Path, twin) -> Case:
     notes = _write(tmp, "notes.txt", "my notes, not a ledger\n")
-    return Case(apply(_spec(tmp, twin, state=str(notes))), "not a forkscale ledger")
+    return Case(apply(_spec(tmp, twin, state=str(notes))), "is not a ledger (not an SQLite file)")
 
 
 def state_flag_directory(tmp: Path, twin) -> Case:

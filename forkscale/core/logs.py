@@ -3,9 +3,9 @@
 Every secret forkscale reads (vCenter and guest-operations passwords, the API token) is
 registered with `register_secret` as it is read. The handler's filter then replaces it with
 `***` in the message *and* in an attached traceback (`exc_info`, `stack_info`), which it formats
-once, redacted, into `record.exc_text`, so no handler formats the raw exception again; the
-handler's formatter redacts the final line too, as a last net. `redact` does the same for text
-printed outside logging (the CLI's `error:` line).
+once, redacted, into `record.exc_text`, so no handler formats the raw exception again (the
+logger's name and the level are left alone: a short password that is also a word must not mangle
+them). `redact` does the same for text printed outside logging (the CLI's `error:` line).
 """
 
 from __future__ import annotations
@@ -52,17 +52,10 @@ class _Redact(logging.Filter):
         return True
 
 
-class RedactingFormatter(logging.Formatter):
-    """A Formatter whose output never holds a registered secret (whatever the record carried)."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        return redact(super().format(record))
-
-
 def make_handler(stream: TextIO | None = None) -> logging.Handler:
     """The handler forkscale logs through: one line per record (plus any traceback), redacted."""
     handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
-    handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
     handler.addFilter(_Redact())
     return handler
 

@@ -72,7 +72,7 @@ def check_state_path(file: Path, where: str = "state") -> Path:
         except OSError as exc:
             raise SpecError(where, f"{file}: cannot read: {exc.strerror or exc}") from None
         if head != SQLITE_MAGIC:
-            raise SpecError(where, f"{file} is not a forkscale ledger (not an SQLite file); "
+            raise SpecError(where, f"{file} is not a ledger (not an SQLite file); "
                                    "point state at a new file or at an existing ledger")
     return real
 
