@@ -19,7 +19,13 @@ def repair_pool() -> dict:
 
 
 def _ready(doc: dict) -> bool:
-    return doc["spares"] == 4 and doc["current"] == 4 and doc["building"] == 0
+    """4 ready clones, the round that made them over (its cooldown running)."""
+    return (doc["spares"] == 4 and doc["current"] == 4 and doc["building"] == 0 and not doc["converging"]
+            and doc["policy"]["state"] == "cooldown")
+
+
+def _repaired(doc: dict) -> int:
+    return sum(a.get("repaired", 0) for a in doc["actions"])
 
 
 def test_clones_destroyed_behind_serves_back_are_restored_within_a_round(twin, si, tmp_path):
@@ -37,17 +43,18 @@ def test_clones_destroyed_behind_serves_back_are_restored_within_a_round(twin, s
             WaitForTask(vm.PowerOffVM_Task())
             WaitForTask(vm.Destroy_Task())
         started = time.monotonic()
-        st = s.wait_status("rep", lambda d: _ready(d) and any(a.get("repaired") for a in d["actions"]),
-                           timeout=60, what="the pool repaired to 4")
+        st = s.wait_status("rep", lambda d: _ready(d) and _repaired(d) == 2, timeout=60,
+                           what="the pool repaired to 4")
         repaired_in = time.monotonic() - started
 
         assert repaired_in < 30, f"repair took {repaired_in:.1f}s"  # rounds every 0.5 s; the cooldown is 600 s
-        assert st["policy"]["state"] == "cooldown" and st["policy"]["cooldown_left_s"] > COOLDOWN_S - 120
-        repair = next(a for a in st["actions"] if a.get("repaired"))
-        assert repair["repaired"] == 2 and repair["target"] == 4 and repair["ok"] is True
+        assert st["policy"]["cooldown_left_s"] > COOLDOWN_S - 120  # the cooldown was neither waited for nor reset
+        # one repair, or two if a round ran between the two deletions
+        repairs = [a for a in st["actions"] if a.get("repaired")]
+        assert all(a["target"] == 4 and a["ok"] is True and a["direction"] == "none" for a in repairs)
         vms = pool_vms(si, "rep")
         assert len(vms) == 4 and all(v["guestinfo.forkscale.status"] == "ready" for v in vms)
-        assert "repairing toward desired 4: 2 clone(s) missing" in s.log.read_text()
+        assert "repairing toward desired 4" in s.log.read_text()
     finally:
         assert s.stop() == 0
 
@@ -63,10 +70,12 @@ def test_a_manual_forkscale_destroy_is_repaired_within_a_round(twin, si, tmp_pat
         out, err = proc.communicate(timeout=120)
         assert proc.returncode == 0, err
         started = time.monotonic()
-        st = s.wait_status("rep", lambda d: _ready(d) and any(a.get("repaired") for a in d["actions"]),
-                           timeout=60, what="the pool repaired to 4")
+        # serve may repair while the destroy is still going (both act on one ledger until the lease of
+        # issue 13 lands), so it may repair more than the 4 clones the destroy found
+        st = s.wait_status("rep", lambda d: _ready(d) and _repaired(d) >= 4, timeout=60,
+                           what="the pool repaired to 4")
         assert time.monotonic() - started < 30
-        assert st["policy"]["state"] == "cooldown"
+        assert st["policy"]["cooldown_left_s"] > COOLDOWN_S - 120
         assert len(pool_vms(si, "rep")) == 4
     finally:
         assert s.stop() == 0
