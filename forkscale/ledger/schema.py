@@ -73,10 +73,19 @@ CREATE TABLE pools (
 """
 
 
-#: v3: indexed lookups only. `by_name` (a release, a scale-down) searched every row ever written;
-#: retention (prune) finds
-#: old history by time instead of scanning `clones` and `events`.
+#: v3: a clone's vCenter identity beyond its moref (`config.instanceUuid`, so a VM is still found
+#: after its moref changed, e.g. re-registered), and the task of a clone whose identity is
+#: quarantined (`pending_task`: it timed out and may still land; the row keeps its name, IP and MAC
+#: until vCenter says the task ended and no VM holds them).
 _V3 = """
+ALTER TABLE clones ADD COLUMN instance_uuid TEXT;
+ALTER TABLE clones ADD COLUMN pending_task TEXT;
+"""
+
+
+#: v4: indexed lookups only. `by_name` (a release, a scale-down) searched every row ever written;
+#: retention (`Ledger.prune`) finds old history by time instead of scanning `clones` and `events`.
+_V4 = """
 CREATE INDEX clones_name ON clones (name);
 CREATE INDEX clones_gone_at ON clones (updated_at) WHERE state = 'gone';
 CREATE INDEX events_at ON events (at);
@@ -84,7 +93,7 @@ CREATE INDEX sources_gone_at ON sources (updated_at) WHERE state IN ('gone', 'fa
 """
 
 
-MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3)
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4)
 
 
 SCHEMA_VERSION = len(MIGRATIONS)
