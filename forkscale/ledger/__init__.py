@@ -34,6 +34,7 @@ from forkscale.ledger.records import (
     allowed_transition,
 )
 from forkscale.ledger.reservations import Reservation
+from forkscale.ledger.retention import PruneResult
 from forkscale.ledger.schema import MIGRATIONS, SCHEMA_VERSION, migrate, schema_version
 from forkscale.ledger.store import Ledger, ReservationTaken
 from forkscale.ledger.userdisks import UserDisk
@@ -41,7 +42,7 @@ from forkscale.ledger.userdisks import UserDisk
 __all__ = [
     "HOLDING_STATES", "KINDS", "LIVE_STATES", "MIGRATIONS", "MUTABLE_FIELDS", "REPLICA_STATES", "SCHEMA_VERSION", "STATES",
     "USABLE_REPLICA_STATES",
-    "CloneRecord", "Event", "IllegalTransition", "Ledger", "LedgerError", "ReplicaRecord", "SourceRecord", "UnknownClone",
+    "CloneRecord", "Event", "IllegalTransition", "Ledger", "LedgerError", "PruneResult", "ReplicaRecord", "SourceRecord", "UnknownClone",
     "allowed_transition", "migrate", "schema_version",
     "IMAGE_STATES", "OP_STATES", "OPEN_STATES", "STEP_STATES", "ImageRecord", "Operation", "OperationBusy",
     "PlannedStep", "Reservation", "ReservationTaken", "Step", "UserDisk",

@@ -83,12 +83,22 @@ ALTER TABLE clones ADD COLUMN pending_task TEXT;
 """
 
 
-#: v4: day-2 operations (forkscale/ledger/images.py, operations.py, reservations.py, userdisks.py):
+#: v4: indexed lookups only. `by_name` (a release, a scale-down) searched every row ever written;
+#: retention (`Ledger.prune`) finds old history by time instead of scanning `clones` and `events`.
+_V4 = """
+CREATE INDEX clones_name ON clones (name);
+CREATE INDEX clones_gone_at ON clones (updated_at) WHERE state = 'gone';
+CREATE INDEX events_at ON events (at);
+CREATE INDEX sources_gone_at ON sources (updated_at) WHERE state IN ('gone', 'failed');
+"""
+
+
+#: v5: day-2 operations (forkscale/ledger/images.py, operations.py, reservations.py, userdisks.py):
 #: a pool's image history (golden VM + snapshot per generation) and the generation every clone and
 #: per-host source was made from; long operations as persisted plans (one row per operation, one
 #: per step, executed idempotently); identities held for a clone being replaced (its name, IP and
 #: MAC are given back to its replacement, never to another clone); users' persistent disks.
-_V4 = """
+_V5 = """
 ALTER TABLE clones ADD COLUMN image_generation INTEGER;
 ALTER TABLE sources ADD COLUMN image_generation INTEGER;
 CREATE TABLE images (
@@ -164,12 +174,12 @@ CREATE UNIQUE INDEX user_disks_identity ON user_disks (pool, identity) WHERE sta
 """
 
 
-#: v5: replicas for linked clones (one full clone of a pool's image per datastore, which that
+#: v6: replicas for linked clones (one full clone of a pool's image per datastore, which that
 #: datastore's linked clones fork from), and each clone's replica (`replica_id`: what keeps a
 #: replica alive; a replica's reference count is the number of clones not `gone` that name it).
 #: A replica's row is written `preparing` before its clone task is sent, `removing` before its
 #: destroy task; at most one replica per pool, image and datastore is usable at a time.
-_V5 = """
+_V6 = """
 CREATE TABLE replicas (
     id INTEGER PRIMARY KEY,
     pool TEXT NOT NULL,
@@ -187,7 +197,7 @@ CREATE INDEX clones_replica ON clones (replica_id);
 """
 
 
-MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4, _V5)
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4, _V5, _V6)
 
 
 SCHEMA_VERSION = len(MIGRATIONS)
