@@ -27,6 +27,8 @@ examples:
   forkscale prepare -f examples/quickstart.yaml  # one frozen source per host
   forkscale rehearse -f examples/rehearsal.yaml  # upgrade rehearsal in a live clone
   forkscale promote quickstart --all -f examples/quickstart.yaml  # linked clones become full ones
+  forkscale rebalance quickstart -f examples/quickstart.yaml      # spread over datastores and hosts
+  forkscale evacuate esx-02 -f examples/quickstart.yaml --enter   # empty a host, then maintenance
 
 Connection and secrets come from the spec's `vcenter:` block; passwords only by reference
 (password_env / password_file). See README.md for the spec reference.
@@ -60,6 +62,8 @@ COMMANDS = {
     "claim": "forkscale.commands.claims",
     "release": "forkscale.commands.claims",
     "promote": "forkscale.commands.moves",
+    "rebalance": "forkscale.commands.moves",
+    "evacuate": "forkscale.commands.evacuate",
 }
 
 

@@ -172,5 +172,37 @@ def promote(sub: Subparsers) -> None:
     add_output(p)
 
 
+def rebalance(sub: Subparsers) -> None:
+    p = sub.add_parser("rebalance", help="spread a pool's clones over its datastores and hosts (vacate removed ones)",
+                       description="Move a pool's clones so they spread over placement.datastores in proportion "
+                                   "to free space (none past rebalance.max_used_pct) and over hosts by clone count "
+                                   "and memory; a datastore left out of placement.datastores is vacated, clones "
+                                   "and replica. Unclaimed instant/linked clones are re-created with the same "
+                                   "identity, full clones relocated; claimed ones wait for release unless --force. "
+                                   "A persisted operation: kill it and run the same command again to resume.")
+    p.add_argument("pool")
+    add_spec(p)
+    p.add_argument("--force", action="store_true",
+                   help="move claimed clones now (linked: relocated with their data; instant: re-created and "
+                        "handed back) instead of waiting for their release")
+    p.add_argument("--dry-run", action="store_true", help="print the plan and change nothing")
+    add_output(p)
+
+
+def evacuate(sub: Subparsers) -> None:
+    p = sub.add_parser("evacuate", help="move every clone off a host (for maintenance), then remove its source",
+                       description="Stop placing clones on HOST, move its clones to other hosts (instant clones "
+                                   "re-created from those hosts' sources, linked and full ones migrated; claimed "
+                                   "ones per the pool's evacuate.claimed) and remove its per-host sources; say when "
+                                   "the host is empty. --enter then calls EnterMaintenanceMode_Task.")
+    p.add_argument("host")
+    add_spec(p)
+    p.add_argument("--enter", action="store_true", help="put the host into maintenance mode once it is empty")
+    p.add_argument("--timeout", type=float, default=600.0, metavar="SECONDS",
+                   help="how long EnterMaintenanceMode_Task may wait for the host to empty (default 600)")
+    p.add_argument("--dry-run", action="store_true", help="print the plan and change nothing")
+    add_output(p)
+
+
 COMMAND_ARGS: tuple[Callable[[Subparsers], None], ...] = (sim, demo, apply, scale, status, destroy, prepare, metrics,
-                                                          rehearse, serve, claims, promote)
+                                                          rehearse, serve, claims, promote, rebalance, evacuate)

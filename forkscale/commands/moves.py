@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import json
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from forkscale.commands.session import ConnectionFailed, open_engine
@@ -22,6 +22,8 @@ from forkscale.fleet.engine import Engine
 from forkscale.ledger import Operation, PlannedStep
 from forkscale.spec import Spec, load_spec
 from forkscale.workloads.moves import kinds, start_or_resume
+from forkscale.workloads.moves.gather import gather
+from forkscale.workloads.moves.plan import plan_rebalance
 from forkscale.workloads.moves.promote import plan_promote
 from forkscale.workloads.operations import OperationRunner, describe_plan, operation_doc, progress_line
 
@@ -31,6 +33,8 @@ async def run(args: argparse.Namespace) -> int:
     try:
         if args.command == "promote":
             return await _promote(args, spec)
+        if args.command == "rebalance":
+            return await _rebalance(args, spec)
     except ConnectionFailed as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -60,7 +64,7 @@ async def _promote(args: argparse.Namespace, spec: Spec) -> int:
         return await execute(args, engine, "promote", params, steps, summary=_promote_summary)
 
 
-def _promote_summary(doc: dict[str, Any]) -> dict[str, Any]:
+async def _promote_summary(doc: dict[str, Any]) -> dict[str, Any]:
     steps = doc.get("steps", [])
     return {"promoted": [s["target"] for s in steps if s["state"] == "done"],
             "skipped": {s["target"]: s["detail"].get("skipped") for s in steps if s["state"] == "skipped"},
@@ -68,12 +72,22 @@ def _promote_summary(doc: dict[str, Any]) -> dict[str, Any]:
             "replicas_removed": sorted({r for s in steps for r in s["detail"].get("replicas_removed", [])})}
 
 
+Summary = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
+
+
 async def execute(args: argparse.Namespace, engine: Engine, kind: str, params: dict[str, Any],
-                  steps: Sequence[PlannedStep], *, summary: Callable[[dict[str, Any]], dict[str, Any]]) -> int:
+                  steps: Sequence[PlannedStep], *, summary: Summary) -> int:
     """Print the plan (`--dry-run`), or start (or resume) the operation and run it to its end."""
     pool = args.pool
+    current = engine.ledger.operations.open(pool)
+    if not steps and (current is None or current.kind != kind):
+        if args.output == "json":
+            print(json.dumps({"dry_run": bool(args.dry_run), "pool": pool, "kind": kind, "plan": [],
+                              "operation": None, "summary": {}}, indent=2))
+        else:
+            print(f"{kind} of {pool}: nothing to do")
+        return 0
     if args.dry_run:
-        current = engine.ledger.operations.open(pool)
         if current is not None and current.kind == kind:
             steps = [PlannedStep(s.batch, s.action, s.target, s.detail)
                      for s in engine.ledger.operations.steps(current.id) if not s.finished]
@@ -85,7 +99,7 @@ async def execute(args: argparse.Namespace, engine: Engine, kind: str, params: d
               f"({len(engine.ledger.operations.steps(op.id))} step(s))", file=sys.stderr)
     final = await _run(engine, op, args.output == "text")
     doc = operation_doc(engine.ledger, final)
-    result = summary(doc)
+    result = await summary(doc)
     if args.output == "json":
         print(json.dumps({"operation": doc, "summary": result}, indent=2))
     else:
@@ -139,3 +153,38 @@ async def _progress(engine: Engine, op: Operation, every_s: float = 2.0) -> None
         if line != last:
             print(line, file=sys.stderr)
             last = line
+
+
+async def _rebalance(args: argparse.Namespace, spec: Spec) -> int:
+    _pool(spec, args.pool)
+    async with open_engine(spec, state=args.state) as engine:
+        pool = spec.pool(args.pool)
+        inv = await engine.driver.inventory()
+        engine.avoid_evacuated(inv)
+        found = await gather(engine, pool, inv)
+        steps = plan_rebalance(pool, inv, found.clones, found.hosts, force=args.force, replicas=found.replicas,
+                               replica_bytes=found.replica_bytes)
+        stores = sorted({*pool.placement.datastores, *(c.datastore for c in found.clones)} & set(inv.datastores))
+        params = {"max_concurrent": pool.rebalance.max_concurrent, "force": bool(args.force),
+                  "free_before": {d: inv.datastores[d][1] for d in stores}}
+
+        async def summary(doc: dict[str, Any]) -> dict[str, Any]:
+            after = await engine.driver.inventory()
+            return move_summary(doc, after)
+
+        return await execute(args, engine, "rebalance", params, steps, summary=summary)
+
+
+def move_summary(doc: dict[str, Any], inv: Any) -> dict[str, Any]:
+    """Moved (per kind of move), waited, failed, and bytes freed per datastore (negative: now used)."""
+    steps = doc.get("steps", [])
+    moved: dict[str, int] = {}
+    for s in steps:
+        if s["state"] == "done" and s["action"] != "retire-source":
+            moved[s["action"]] = moved.get(s["action"], 0) + 1
+    before = doc.get("params", {}).get("free_before", {})
+    return {"moved": moved, "waited": sorted(s["target"] for s in steps if "waiting_for" in s["detail"]),
+            "waiting": sorted(s["target"] for s in steps if s["state"] == "waiting"),
+            "failed": {s["target"]: s["error"] for s in steps if s["state"] == "failed"},
+            "skipped": {s["target"]: s["detail"].get("skipped") for s in steps if s["state"] == "skipped"},
+            "bytes_freed": {d: inv.datastores[d][1] - int(v) for d, v in sorted(before.items()) if d in inv.datastores}}

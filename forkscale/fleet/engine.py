@@ -111,6 +111,7 @@ class Engine:
         if want > pool.capacity():
             raise SpecError("count", f"{want} clones need {want} addresses but the pool's range holds {pool.capacity()}")
         inv = await self.driver.inventory()
+        self.avoid_evacuated(inv)
         source = self.check_pool(pool, inv, index)
         rungs, skipped = self.rungs(pool, index)
         result = Result(pool=pool.name, desired=want, skipped=dict(skipped))
@@ -170,6 +171,17 @@ class Engine:
         """The pool's replicas for linked clones (forkscale/fleet/replicas.py), for one converge or operation."""
         return ReplicaManager(self.driver, self.ledger, pool, inv, folder, rng=self.rng)
 
+    def sources_of(self, pool: Pool) -> SourceManager:
+        """The pool's per-host sources (forkscale/fleet/sources.py)."""
+        return self._sources(pool, [p.name for p in self.spec.pools].index(pool.name))
+
+    def avoid_evacuated(self, inv: Inventory) -> None:
+        """Place nothing on a host being evacuated (an open `evacuate` operation of any pool)."""
+        for p in self.spec.pools:
+            op = self.ledger.operations.open(p.name)
+            if op is not None and op.kind == "evacuate" and op.params.get("host"):
+                inv.avoid.add(str(op.params["host"]))
+
     def _sources(self, pool: Pool, index: int) -> SourceManager:
         return SourceManager(self.driver, self.ledger, pool, index, rng=self.rng)
 
@@ -199,8 +211,31 @@ class Engine:
         log.warning("pool %s: instant clone pre-flight failed (%s); falling back", pool.name, problems[0])
         return [f"!instant:{reason}" if r == "instant" else r for r in rungs]
 
+    async def make_one(self, pool_name: str, inv: Inventory, host: str, ds: str, *, reservation: str | None = None,
+                       replicas: ReplicaManager | None = None) -> tuple[CloneRecord | None, Result]:
+        """One clone of the pool on `host` and `ds` (with the identity `reservation` holds, when given),
+        down the pool's ladder, waited for until ready: (its row, what happened). The day-2 moves'
+        re-create; no sources are prepared or frozen here (a host without a usable source gets a
+        linked or full clone)."""
+        index, pool = self._pool(pool_name)
+        golden = self.check_pool(pool, inv, index)
+        rungs, skipped = self.rungs(pool, index)
+        result = Result(pool=pool.name, desired=1, skipped=dict(skipped))
+        mgr = self._sources(pool, index)
+        sources = mgr.current(inv, inv.vms[golden.moref]) if mgr.per_host(inv) else [golden]
+        on_host = [s for s in sources if inv.host_names.get(s.host) == host]
+        if "instant" in rungs and not on_host:
+            rungs = ["!instant:NoSourceOnHost" if r == "instant" else r for r in rungs]
+        folder = await self._folder(pool, inv)
+        ladder = Ladder(self.driver, self.ledger, pool, inv, folder, rungs, result,
+                        Spread.over([h for h in fallback_hosts(pool, inv, golden)], []),
+                        lambda h: self.budgets.of(pool, f"host:{h}"), self.rng, self.telemetry,
+                        replicas=replicas or self.replicas(pool, inv, folder))
+        made = await self._create(pool, inv, on_host or sources or [golden], host, ds, ladder, reservation=reservation)
+        return made, result
+
     async def _create(self, pool: Pool, inv: Inventory, sources: list[Source], host: str, ds: str,
-                      ladder: Ladder) -> None:
+                      ladder: Ladder, *, reservation: str | None = None) -> CloneRecord | None:
         src = next((s for s in sources if inv.host_names.get(s.host) == host), sources[0])
         first = next(r for r in ladder.rungs if not r.startswith("!"))
         started = time.monotonic()
@@ -212,7 +247,8 @@ class Engine:
             rec = self.ledger.plan_clone(
                 pool.name, name_pattern=pool.name_pattern, hostname_pattern=pool.hostname_pattern,
                 network=pool.network, kind=first, source=src.name, source_generation=src.generation, host=host,
-                datastore=ds, port_group=pool.network.port_group, taken_macs=inv.macs, rng=self.rng)
+                datastore=ds, port_group=pool.network.port_group, taken_macs=inv.macs, rng=self.rng,
+                reservation=reservation)
             extra = guestinfo(rec, pool.network, pool.guestinfo)
             extra[TAG_POOL] = pool.name
             extra[TAG_ID] = str(rec.id)
@@ -227,13 +263,14 @@ class Engine:
         if moref is None:
             ladder.result.failed += 1
             self._report(pool)
-            return
+            return None
         rec = self.ledger.transition(rec.id, "customizing", vm_moref=moref, kind=kind)
         self._report(pool)
         if await self._finish(pool, rec, ladder.result):
             ladder.result.created += 1
             if self.telemetry is not None:
                 self.telemetry.observe_clone_ready(pool.name, kind, time.monotonic() - started)
+        return self.ledger.get(rec.id)
 
     async def _finish(self, pool: Pool, rec: CloneRecord, result: Result) -> bool:
         """A clone vCenter made (or one adopted while customizing): powered on, then its guest ready when
@@ -254,7 +291,7 @@ class Engine:
             result.failed += 1
             self._report(pool)
             return False
-        self.ledger.transition(rec.id, "ready")
+        self.ledger.make_ready(rec.id)  # (a replacement: its identity's reservation settled, handed back if held)
         self._report(pool)
         return True
 

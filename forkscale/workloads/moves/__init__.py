@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from forkscale.fleet.engine import Engine
 from forkscale.workloads.moves.common import Moves, start_or_resume
+from forkscale.workloads.moves.kinds import MoveKind
 from forkscale.workloads.moves.promote import Promote
 from forkscale.workloads.operations import Kind
 
@@ -14,7 +15,7 @@ from forkscale.workloads.operations import Kind
 def kinds(engine: Engine) -> dict[str, Kind]:
     """Every move kind, sharing one view of vCenter per operation run."""
     moves = Moves(engine)
-    found: list[Kind] = [Promote(moves)]
+    found: list[Kind] = [Promote(moves), MoveKind("rebalance", moves), MoveKind("evacuate", moves)]
     return {k.name: k for k in found}
 
 
