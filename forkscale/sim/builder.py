@@ -55,7 +55,7 @@ DEFAULT_WORLD: dict[str, Any] = {
                 "freeze": 1.0, "jitter": 0.2},
     "limits": {"vcenter": 640, "per_host": 16},
     "memory": {"write_rate_mb_s": 2.0, "divergence_cap": 0.3, "touched_fraction": 0.6},
-    "guest": {"user": "root", "password": "forkscale"},
+    "guest": {"user": "root", "password": "vmfork-guest"},
     "session_idle_s": 1800,
     "faults": {"failure_rate": {}},
 }

@@ -41,7 +41,7 @@ class Settings:
 
     latencies: dict[str, float] = field(default_factory=dict)  # simulated seconds per operation, and "jitter"
     memory: MemoryModel = field(default_factory=MemoryModel)
-    guest_credentials: tuple[str, str] = ("root", "forkscale")
+    guest_credentials: tuple[str, str] = ("root", "vmfork-guest")
     vcenter_limit: int = 640
     host_limit: int = 16
     failure_rates: dict[str, Any] = field(default_factory=dict)
