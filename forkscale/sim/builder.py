@@ -52,7 +52,9 @@ DEFAULT_WORLD: dict[str, Any] = {
     # simulated seconds, multiplied by --time-scale
     "latency": {"instant": 1.0, "linked": 5.0, "full": 60.0, "power_on": 2.0, "power_off": 1.0, "destroy": 1.0,
                 "reconfigure": 0.5, "snapshot": 2.0, "check": 0.2, "guest_boot": 30.0, "guest_resume": 2.0,
-                "freeze": 1.0, "jitter": 0.2},
+                "freeze": 1.0, "suspend": 3.0, "guest_shutdown": 5.0, "vmotion": 8.0, "disk_copy_gib_s": 1.0,
+                "promote": 2.0, "maintenance": 2.0, "register": 1.0, "create": 2.0, "search": 0.2,
+                "jitter": 0.2},
     "limits": {"vcenter": 640, "per_host": 16},
     "memory": {"write_rate_mb_s": 2.0, "divergence_cap": 0.3, "touched_fraction": 0.6},
     "guest": {"user": "root", "password": "forkscale"},

@@ -4,7 +4,12 @@
 morefs) after the entities are gone, as vCenter's do, and remember the inventory ancestors they
 had, so an entity filter with recursion `all` on a folder still finds a destroyed VM's removal.
 `QueryEvents` answers newest first; an `EventHistoryCollector` pages through the same list.
-vSphere has no instant-clone event type: an instant clone is recorded as `VmClonedEvent`.
+
+What vCenter posts, the twin posts: a `TaskEvent` when a task is created (its `info` a snapshot
+taken then, state `queued`), `VmBeingClonedEvent` on the source when a linked or full clone
+starts and `VmClonedEvent` on the clone when it ends, and for an instant clone the extended
+event `com.vmware.vc.VmInstantClonedEvent` (an `EventEx` about the clone whose first argument
+names the source) - vSphere has no instant-clone event class.
 """
 
 from __future__ import annotations
@@ -17,11 +22,12 @@ from typing import TYPE_CHECKING, Any
 from pyVmomi import VmomiSupport, vim, vmodl
 
 from .dispatch import Ctx, method
+from .inventory import Host
 from .mo import MO, Manager
+from .vm import VM
 
 if TYPE_CHECKING:
     from .tasks import Task
-    from .vm import VM
     from .world import World
 
 KEEP = 20_000  # events kept, oldest dropped first
@@ -39,8 +45,15 @@ class Recorded:
     ancestors: frozenset[str]  # moids of everything above them
 
 
-_DESCRIBED = ("VmClonedEvent", "VmBeingClonedEvent", "VmRemovedEvent", "VmPoweredOnEvent", "VmPoweredOffEvent",
-              "VmResettingEvent", "VmReconfiguredEvent", "VmFailedToPowerOnEvent", "VmCloneFailedEvent")
+_DESCRIBED = ("TaskEvent", "VmClonedEvent", "VmBeingClonedEvent", "VmCloneFailedEvent", "VmRemovedEvent",
+              "VmRegisteredEvent", "VmCreatedEvent", "VmBeingCreatedEvent", "VmStartingEvent", "VmPoweredOnEvent",
+              "VmStoppingEvent", "VmPoweredOffEvent", "VmSuspendingEvent", "VmSuspendedEvent", "VmResumingEvent",
+              "VmResettingEvent", "VmGuestShutdownEvent", "VmGuestRebootEvent", "VmGuestStandbyEvent",
+              "VmReconfiguredEvent", "VmFailedToPowerOnEvent", "VmRenamedEvent", "VmBeingRelocatedEvent",
+              "VmRelocatedEvent", "VmBeingHotMigratedEvent", "VmMigratedEvent", "EnteringMaintenanceModeEvent",
+              "EnteredMaintenanceModeEvent", "ExitMaintenanceModeEvent", "CustomFieldDefAddedEvent",
+              "CustomFieldValueChangedEvent")
+INSTANT_CLONED = "com.vmware.vc.VmInstantClonedEvent"
 
 
 class EventLog:
@@ -58,8 +71,19 @@ class EventLog:
     def latest(self) -> Any:
         return self.items[-1].event if self.items else None
 
+    def task_created(self, task: Task) -> None:
+        """The `TaskEvent` vCenter posts when a task is created (its info as it was then: queued)."""
+        info = task.info
+        entity = self.world.objects.get(info.entity._moId) if info.entity is not None else None
+        vm = entity if isinstance(entity, VM) else None
+        host = entity if isinstance(entity, Host) else None
+        user = info.reason.userName if isinstance(info.reason, vim.TaskReasonUser) else ""
+        self.post(vim.event.TaskEvent, user=user, chain=info.eventChainId, vm=vm, host=host,
+                  entity=None if vm or host else entity, message=f"Task: {info.descriptionId}", info=info)
+
     def post(self, kind: type, *, user: str = "", chain: int | None = None, message: str = "",
-             vm: VM | None = None, host: Any = None, category: str = "info", **fields: Any) -> Any:
+             vm: VM | None = None, host: Any = None, entity: Any = None, category: str = "info",
+             **fields: Any) -> Any:
         key = self.next_key
         self.next_key += 1
         event = kind(key=key, chainId=chain if chain is not None else key, createdTime=datetime.now(tz=UTC),
@@ -67,6 +91,12 @@ class EventLog:
         direct: set[str] = set()
         parents: set[str] = set()
         ancestors: set[str] = set()
+        if entity is not None:
+            direct.add(entity.moid)
+            start = getattr(entity, "parent", None)
+            if start is not None:
+                parents.add(start.moid)
+                ancestors |= _up(start)
         if vm is not None:
             host = host or vm.host
             event.vm = vim.event.VmEventArgument(name=vm.name, vm=vm.ref)
@@ -185,13 +215,43 @@ def _description() -> Any:
 def record(ctx: Ctx, kind: str, vm: VM, message: str, *, task: Task | None = None, **fields: Any) -> None:
     """Post a `kind` event (a vim.event wsdl name) about `vm`; never fails the operation."""
     typ = VmomiSupport.GetWsdlType("urn:vim25", kind)
-    chain = task.info.eventChainId if task is not None and task.info is not None else None
-    ctx.twin.events.post(typ, user=ctx.user, chain=chain, message=message, vm=vm,
+    ctx.twin.events.post(typ, user=ctx.user, chain=_chain(task), message=message, vm=vm,
                          category="error" if kind in _ERROR_TYPES else "info", **fields)
+
+
+def record_host(ctx: Ctx, kind: str, host: Any, message: str, *, task: Task | None = None, **fields: Any) -> None:
+    """Post a `kind` event about a host (maintenance mode and the like)."""
+    typ = VmomiSupport.GetWsdlType("urn:vim25", kind)
+    ctx.twin.events.post(typ, user=ctx.user, chain=_chain(task), message=message, host=host, **fields)
+
+
+def record_ex(ctx: Ctx, type_id: str, vm: VM, message: str, *, task: Task | None = None,
+              arguments: dict[str, str] | None = None, severity: str = "info") -> None:
+    """Post an extended event (`EventEx`, identified by `type_id`) about `vm`."""
+    args = [vmodl.KeyAnyValue(key=k, value=v) for k, v in (arguments or {}).items()]
+    ctx.twin.events.post(vim.event.EventEx, user=ctx.user, chain=_chain(task), message=message, vm=vm,
+                         category=severity, eventTypeId=type_id, severity=severity, arguments=args,
+                         objectId=vm.moid, objectType=vim.VirtualMachine, objectName=vm.name)
+
+
+def _chain(task: Task | None) -> int | None:
+    return task.info.eventChainId if task is not None and task.info is not None else None
 
 
 def vm_arg(vm: VM) -> Any:
     return vim.event.VmEventArgument(name=vm.name, vm=vm.ref)
+
+
+def host_arg(host: Any) -> Any:
+    return vim.event.HostEventArgument(name=host.name, host=host.ref)
+
+
+def folder_arg(folder: Any) -> Any:
+    return vim.event.FolderEventArgument(name=folder.name, folder=folder.ref)
+
+
+def ds_arg(ds: Any) -> Any:
+    return vim.event.DatastoreEventArgument(name=ds.name, datastore=ds.ref)
 
 
 # methods ------------------------------------------------------------------------------------------

@@ -165,6 +165,7 @@ class Host(Entity):
         self.cpu_cores = cpu_cores
         self.cpu_mhz = cpu_mhz
         self.connected = True
+        self.in_maintenance = False
         self.vms: set[VM] = set()
         self.datastores: list[Datastore] = []
         self.networks: list[Entity] = []
@@ -172,7 +173,7 @@ class Host(Entity):
     def p_runtime(self) -> Any:
         return vim.host.RuntimeInfo(
             connectionState="connected" if self.connected else "notResponding",
-            powerState="poweredOn" if self.connected else "unknown", inMaintenanceMode=False)
+            powerState="poweredOn" if self.connected else "unknown", inMaintenanceMode=self.in_maintenance)
 
     def p_hardware(self) -> Any:
         return vim.host.HardwareInfo(

@@ -7,7 +7,7 @@ from typing import Any
 from pyVmomi import vim, vmodl
 
 from ..dispatch import Ctx, method
-from ..events import record, vm_arg
+from ..events import folder_arg, host_arg, record, vm_arg
 from ..inventory import Datastore, Folder, Host, ResourcePool
 from ..memory import admit
 from ..tasks import Task
@@ -107,8 +107,16 @@ def clone_vm(ctx: Ctx, this: Any, folder: Any, name: str, spec: Any) -> Any:
     linked = spec.location is not None and spec.location.diskMoveType == "createNewChildDiskBacking"
 
     async def body(task: Task) -> Any:
+        dest = {"destFolder": folder_arg(target), "destName": name, "destHost": host_arg(host)}
+        record(ctx, "VmBeingClonedEvent", src, f"Cloning {src.name} on host {src.host.name} to {name} on host "
+               f"{host.name}", task=task, **dest)
         await elapse(src.world, "linked" if linked else "full")
-        clone = do_clone(ctx, src, target, name, spec, ds, host, pool)
+        try:
+            clone = do_clone(ctx, src, target, name, spec, ds, host, pool)
+        except vmodl.MethodFault as fault:
+            record(ctx, "VmCloneFailedEvent", src, f"Failed to clone {src.name} to {name}", task=task,
+                   reason=fault, **dest)
+            raise
         record(ctx, "VmClonedEvent", clone, f"Clone of {src.name} to {clone.name} completed", task=task,
                sourceVm=vm_arg(src))
         if clone.power_state == "poweredOn":

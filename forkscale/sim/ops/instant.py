@@ -13,7 +13,7 @@ from pyVmomi import vim, vmodl
 
 from ..disks import MAX_CHAIN, DiskFile, MiB
 from ..dispatch import Ctx, method
-from ..events import record, vm_arg
+from ..events import INSTANT_CLONED, record_ex
 from ..inventory import Datastore
 from ..memory import admit
 from ..tasks import Task
@@ -141,8 +141,8 @@ def instant_clone(ctx: Ctx, this: Any, spec: Any) -> Any:
     async def body(task: Task) -> Any:
         await elapse(src.world, "instant", task)
         clone = do_instant_clone(ctx, src, spec, placement)
-        record(ctx, "VmClonedEvent", clone, f"Instant clone of {src.name} to {clone.name} completed", task=task,
-               sourceVm=vm_arg(src))
+        record_ex(ctx, INSTANT_CLONED, clone, f"{clone.name} was instantly cloned from {src.name}", task=task,
+                  arguments={"sourceVm": src.name})
         return clone.ref
 
     return submit(ctx, src, body, host=src.host, op="VirtualMachine.instantClone")
