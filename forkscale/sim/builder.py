@@ -11,7 +11,7 @@ from typing import Any
 import yaml
 from pyVmomi import vim, vmodl
 
-from . import methods  # noqa: F401  (registers the service managers' handlers)
+from . import fields, methods  # noqa: F401  (register the service managers' handlers)
 from .inventory import (
     Cluster,
     Datacenter,
@@ -210,7 +210,7 @@ def _managers(twin: Twin) -> None:
     process_mgr = add("ProcessManager", vim.vm.guest.ProcessManager)
     guest_ops = add("guestOperationsManager", vim.vm.guest.GuestOperationsManager, processManager=process_mgr.ref)
     checker = add("ProvChecker", vim.vm.check.ProvisioningChecker)
-    fields = add("CustomFieldsManager", vim.CustomFieldsManager, field=[])
+    custom = add("CustomFieldsManager", vim.CustomFieldsManager, computed={"field": world.custom_fields.sorted_defs})
     setting = add("VpxSettings", vim.option.OptionManager, setting=[], supportedOption=[])
     users = add("UserDirectory", vim.UserDirectory, domainList=["vsphere.local"])
     auth = add("AuthorizationManager", vim.AuthorizationManager, roleList=[], privilegeList=[])
@@ -223,7 +223,7 @@ def _managers(twin: Twin) -> None:
         rootFolder=twin.root.ref, propertyCollector=vmodl.query.PropertyCollector("propertyCollector"),
         viewManager=view_mgr.ref, about=about, setting=setting.ref, userDirectory=users.ref,
         sessionManager=session_mgr.ref, authorizationManager=auth.ref, perfManager=perf.ref, searchIndex=search.ref,
-        taskManager=task_mgr.ref, eventManager=twin.events.manager.ref, customFieldsManager=fields.ref,
+        taskManager=task_mgr.ref, eventManager=twin.events.manager.ref, customFieldsManager=custom.ref,
         fileManager=files.ref, virtualDiskManager=disks.ref, guestOperationsManager=guest_ops.ref,
         licenseManager=license_mgr.ref, extensionManager=ext.ref, ovfManager=ovf.ref,
         vmProvisioningChecker=checker.ref)

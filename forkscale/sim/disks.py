@@ -117,10 +117,10 @@ def datastore_used(world: World, ds: Datastore) -> int:
     return sum(f.size(now) for f in store.files.values() if f.datastore is ds)
 
 
-def backing_for(f: DiskFile, *, with_parent: bool = True) -> Any:
+def backing_for(f: DiskFile, *, with_parent: bool = True, mode: str = "persistent") -> Any:
     """Device backing as vSphere shows it: FlatVer2 with `parent` linking the chain."""
     b = vim.vm.device.VirtualDisk.FlatVer2BackingInfo(
-        fileName=f.name, diskMode="persistent", thinProvisioned=True, datastore=f.datastore.ref,
+        fileName=f.name, diskMode=mode, thinProvisioned=True, datastore=f.datastore.ref,
         uuid=f"6000C29{f.uid:025x}"[:32], contentId=f"{f.uid:032x}",
         deltaDiskFormat="redoLogFormat" if f.is_delta else None)
     if with_parent and f.parent is not None:

@@ -79,10 +79,10 @@ class EventLog:
         host = entity if isinstance(entity, Host) else None
         user = info.reason.userName if isinstance(info.reason, vim.TaskReasonUser) else ""
         self.post(vim.event.TaskEvent, user=user, chain=info.eventChainId, vm=vm, host=host,
-                  entity=None if vm or host else entity, message=f"Task: {info.descriptionId}", info=info)
+                  about=None if vm or host else entity, message=f"Task: {info.descriptionId}", info=info)
 
     def post(self, kind: type, *, user: str = "", chain: int | None = None, message: str = "",
-             vm: VM | None = None, host: Any = None, entity: Any = None, category: str = "info",
+             vm: VM | None = None, host: Any = None, about: Any = None, category: str = "info",
              **fields: Any) -> Any:
         key = self.next_key
         self.next_key += 1
@@ -91,9 +91,9 @@ class EventLog:
         direct: set[str] = set()
         parents: set[str] = set()
         ancestors: set[str] = set()
-        if entity is not None:
-            direct.add(entity.moid)
-            start = getattr(entity, "parent", None)
+        if about is not None:  # any other entity the event is about
+            direct.add(about.moid)
+            start = getattr(about, "parent", None)
             if start is not None:
                 parents.add(start.moid)
                 ancestors |= _up(start)
@@ -223,6 +223,15 @@ def record_host(ctx: Ctx, kind: str, host: Any, message: str, *, task: Task | No
     """Post a `kind` event about a host (maintenance mode and the like)."""
     typ = VmomiSupport.GetWsdlType("urn:vim25", kind)
     ctx.twin.events.post(typ, user=ctx.user, chain=_chain(task), message=message, host=host, **fields)
+
+
+def record_entity(ctx: Ctx, kind: type, target: Any, message: str, *, task: Task | None = None,
+                  **fields: Any) -> None:
+    """Post a `kind` event about any managed entity (its VM, host or own arguments as they apply)."""
+    vm = target if isinstance(target, VM) else None
+    host = target if isinstance(target, Host) else None
+    ctx.twin.events.post(kind, user=ctx.user, chain=_chain(task), message=message, vm=vm, host=host,
+                         about=None if vm or host else target, **fields)
 
 
 def record_ex(ctx: Ctx, type_id: str, vm: VM, message: str, *, task: Task | None = None,

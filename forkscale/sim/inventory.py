@@ -45,7 +45,13 @@ class Entity(MO):
         return []
 
     def p_customValue(self) -> list[Any]:  # noqa: N802
-        return []
+        return self.world.custom_fields.of(self)
+
+    def p_value(self) -> list[Any]:
+        return self.world.custom_fields.of(self)
+
+    def p_availableField(self) -> list[Any]:  # noqa: N802
+        return self.world.custom_fields.available(self)
 
     def p_recentTask(self) -> list[Any]:  # noqa: N802
         return [t.ref for t in self.world.of_kind(vim.Task)
@@ -196,7 +202,8 @@ class Host(Entity):
             host=self.ref, hardware=hw, runtime=self.get("runtime"),
             config=vim.host.Summary.ConfigSummary(name=self.name, port=443, vmotionEnabled=True,
                                                   faultToleranceEnabled=False),
-            quickStats=host_quick_stats(self), overallStatus="green", rebootRequired=False)
+            quickStats=host_quick_stats(self), overallStatus="green", rebootRequired=False,
+            customValue=self.world.custom_fields.of(self))
 
     def p_summary_quickStats(self) -> Any:  # noqa: N802 - `summary.quickStats...` without the whole summary
         from .memory import host_quick_stats

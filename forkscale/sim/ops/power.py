@@ -9,7 +9,7 @@ from pyVmomi import vim, vmodl
 
 from ..disks import MiB
 from ..dispatch import Ctx, method
-from ..events import record
+from ..events import record, record_ex
 from ..memory import admit
 from ..tasks import Task
 from ..vm import VM
@@ -102,9 +102,6 @@ def power_on(ctx: Ctx, this: Any, host: Any = None) -> Any:
     vm = as_vm(this)
 
     async def body(task: Task) -> None:
-        resuming = vm.power_state == "suspended"
-        record(ctx, "VmResumingEvent" if resuming else "VmStartingEvent", vm,
-               f"{on_message(vm)} is {'resuming' if resuming else 'starting'}", task=task)
         await elapse(vm.world, "power_on")
         require_placeable(vm.host)
         if vm.template:
@@ -114,7 +111,10 @@ def power_on(ctx: Ctx, this: Any, host: Any = None) -> Any:
         if not admit(vm.host, vm.mem.touched_mb):
             raise vim.fault.InsufficientMemoryResourcesFault(
                 msg=f"Insufficient memory resources on host {vm.host.name}", unreserved=0, requested=vm.mem.touched_mb)
-        if vm.power_state == "suspended":
+        resuming = vm.power_state == "suspended"
+        record(ctx, "VmResumingEvent" if resuming else "VmStartingEvent", vm,
+               f"{on_message(vm)} is {'resuming' if resuming else 'starting'}", task=task)
+        if resuming:
             resume_now(vm)
         else:
             power_on_now(vm)
@@ -128,10 +128,10 @@ def power_off(ctx: Ctx, this: Any) -> Any:
     vm = as_vm(this)
 
     async def body(task: Task) -> None:
-        record(ctx, "VmStoppingEvent", vm, f"{on_message(vm)} is stopping", task=task)
         await elapse(vm.world, "power_off")
         if vm.power_state == "poweredOff":
             raise invalid_power(vm, "poweredOn")
+        record(ctx, "VmStoppingEvent", vm, f"{on_message(vm)} is stopping", task=task)
         power_off_now(vm)
         record(ctx, "VmPoweredOffEvent", vm, f"{on_message(vm)} is powered off", task=task)
 
@@ -143,12 +143,12 @@ def suspend(ctx: Ctx, this: Any) -> Any:
     vm = as_vm(this)
 
     async def body(task: Task) -> None:
-        record(ctx, "VmSuspendingEvent", vm, f"{on_message(vm)} is being suspended", task=task)
         await elapse(vm.world, "suspend")
         if vm.power_state != "poweredOn":
             raise invalid_power(vm, "poweredOn")
         if vm.frozen:
             raise vim.fault.InvalidState(msg=f"{vm.name} is a frozen instant-clone source: it cannot be suspended")
+        record(ctx, "VmSuspendingEvent", vm, f"{on_message(vm)} is being suspended", task=task)
         suspend_now(vm)
         record(ctx, "VmSuspendedEvent", vm, f"{on_message(vm)} is suspended", task=task)
 
@@ -177,6 +177,7 @@ def mark_as_template(ctx: Ctx, this: Any) -> None:
         raise invalid_power(vm, "poweredOff")
     vm.template = True
     vm.changed()
+    record_ex(ctx, "com.vmware.vc.vm.VmConvertedToTemplateEvent", vm, f"{vm.name} converted to template")
 
 
 @method("MarkAsVirtualMachine")
@@ -186,3 +187,4 @@ def mark_as_vm(ctx: Ctx, this: Any, pool: Any, host: Any = None) -> None:
         raise vmodl.fault.NotSupported(msg="The VM is not a template")
     vm.template = False
     vm.changed()
+    record_ex(ctx, "com.vmware.vc.vm.TemplateConvertedToVmEvent", vm, f"Template {vm.name} converted to VM")
