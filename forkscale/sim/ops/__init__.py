@@ -6,6 +6,21 @@ checked when the task runs, so a source powered off while a clone waits in the q
 clone with `InvalidState`, like the real thing.
 """
 
-from . import checks, clone, destroy, entities, guest, guestpower, instant, power, reconfigure, snapshots
+from . import (
+    checks,
+    clone,
+    destroy,
+    entities,
+    guest,
+    guestpower,
+    instant,
+    maintenance,
+    power,
+    promote,
+    reconfigure,
+    relocate,
+    snapshots,
+)
 
-__all__ = ["checks", "clone", "destroy", "entities", "guest", "guestpower", "instant", "power", "reconfigure", "snapshots"]
+__all__ = ["checks", "clone", "destroy", "entities", "guest", "guestpower", "instant", "maintenance", "power",
+           "promote", "reconfigure", "relocate", "snapshots"]

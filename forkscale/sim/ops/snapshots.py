@@ -10,6 +10,7 @@ from pyVmomi import vim, vmodl
 from ..disks import MAX_CHAIN, DiskFile, MiB
 from ..dispatch import Ctx, method
 from ..events import record_ex
+from ..inventory import Datastore
 from ..tasks import Task
 from ..vm import VM, Disk, Snapshot, SnapshotNode
 from .common import as_vm, elapse, submit
@@ -26,15 +27,16 @@ def walk(nodes: list[SnapshotNode]) -> list[SnapshotNode]:
     return out
 
 
-def push_delta(vm: VM, d: Disk, suffix: str | None = None) -> DiskFile:
-    """Freeze `d.top` and give the VM a fresh child delta on top of it."""
+def push_delta(vm: VM, d: Disk, suffix: str | None = None, on: Datastore | None = None) -> DiskFile:
+    """Freeze `d.top` and give the VM a fresh child delta on top of it (on `on`, else beside it)."""
     world = vm.world
     now = world.sim_seconds()
     old = d.top
     old.freeze(now)
     n = sum(1 for _ in old.chain())
-    name = f"[{old.datastore.name}] {vm.stem}/{vm.stem}-{n:06d}{suffix or ''}.vmdk"
-    new = world.disks.create(name, old.datastore, old.capacity, parent=old)
+    ds = on or old.datastore
+    name = f"[{ds.name}] {vm.stem}/{vm.stem}-{n:06d}{suffix or ''}.vmdk"
+    new = world.disks.create(name, ds, old.capacity, parent=old)
     world.disks.retain(new)
     world.disks.release(old)  # the VM's own ref moves to the new top
     d.top = new
@@ -48,6 +50,8 @@ def take_snapshot(vm: VM, name: str, description: str, *, memory: bool) -> Snaps
     snap = Snapshot(world, world.new_id("snapshot"), vm)
     tops = {}
     for d in vm.disks:
+        if d.independent:
+            continue  # an independent disk is not part of a snapshot: it keeps its one file
         tops[d.key] = d.top
         world.disks.retain(d.top)  # the snapshot keeps its point in the chain
         push_delta(vm, d)
