@@ -210,27 +210,13 @@ GAPS: dict[str, str] = {
                     "for cpu.usagemhz.average/mem.consumed.average)",
     "perf.datastore": "a datastore has no metrics (disk.used/capacity/provisioned.latest at 300 s)",
     "vm.full_clone_progress": "TaskInfo.progress jumps 0 -> 100; no intermediate progress while a clone runs",
-    "vm.power_cycle": "power on/off post no VmStartingEvent / VmStoppingEvent",
-    "vm.suspend": "SuspendVM_Task not implemented",
-    "vm.shutdown_guest": "ShutdownGuest posts no VmGuestShutdownEvent",
-    "vm.reboot_guest": "RebootGuest not implemented",
-    "vm.snapshot_rename": "RenameSnapshot not implemented",
-    "vm.relocate_host": "RelocateVM_Task not implemented (host change, vMotion)",
-    "vm.relocate_datastore": "RelocateVM_Task not implemented (datastore change, Storage vMotion)",
-    "vm.rename": "Rename_Task not implemented",
-    "vm.move_into_folder": "MoveIntoFolder_Task not implemented",
-    "vm.unregister_register": "UnregisterVM and Folder.RegisterVM_Task not implemented",
+    "vm.unregister_register": "UnregisterVM and RegisterVM_Task work, but RetrievePropertiesEx on the unregistered "
+                              "VM returns no object instead of ManagedObjectNotFound (the vm.destroy gap)",
     "vm.destroy": "RetrievePropertiesEx on a destroyed VM returns no object instead of ManagedObjectNotFound",
-    "vm.create": "Folder.CreateVM_Task not implemented",
-    "vm.custom_fields": "CustomFieldsManager.AddCustomFieldDef / SetField not implemented",
     "guest.file_transfer": "GuestOperationsManager.fileManager unset (govmomi panics on it); "
                            "InitiateFileTransferToGuest/FromGuest and their HTTP PUT/GET URLs missing",
     "guest.directory": "GuestOperationsManager.fileManager unset; MakeDirectoryInGuest, ListFilesInGuest, "
                        "DeleteDirectoryInGuest missing",
-    "datastore.search": "Datastore.browser unset; HostDatastoreBrowser SearchDatastore_Task / "
-                        "SearchDatastoreSubFolders_Task missing",
-    "datastore.file_http": "no /folder/<path>?dcPath=&dsName= HTTP endpoint (GET and PUT answer 404)",
-    "host.maintenance": "EnterMaintenanceMode_Task / ExitMaintenanceMode_Task not implemented",
     "events.collector_paging": "after ResetCollector, ReadPreviousEvents also returns the latest page (must return "
                                "only the events older than it)",
     "tasks.collector_paging": "TaskManager.CreateCollectorForTasks (TaskHistoryCollector) not implemented",

@@ -11,7 +11,8 @@ from typing import Any
 import yaml
 from pyVmomi import vim, vmodl
 
-from . import fields, methods  # noqa: F401  (register the service managers' handlers)
+from . import fields, filemgr, methods  # noqa: F401  (register the service managers' handlers)
+from .browser import DatastoreBrowser
 from .inventory import (
     Cluster,
     Datacenter,
@@ -125,6 +126,7 @@ def _datastores(world: World, dc: Datacenter, spec: dict[str, Any]) -> dict[str,
                                  capacity=int(d["capacity_gib"] * GiB)))
         dc.datastore_folder.entries.append(ds)
         datastores[ds.name] = ds
+        ds.browser = world.add(DatastoreBrowser(world, f"datastoreBrowser-{ds.moid}", [ds]))
     return datastores
 
 

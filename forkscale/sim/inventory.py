@@ -270,6 +270,10 @@ class Datastore(Entity):
         self.ds_type = ds_type
         self.url = f"ds:///vmfs/volumes/{moid}/"
         self.hosts: list[Host] = []
+        self.browser: MO | None = None
+
+    def p_browser(self) -> Any:
+        return self.browser.ref if self.browser is not None else None
 
     def used(self) -> int:
         from .disks import datastore_used

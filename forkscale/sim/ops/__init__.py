@@ -18,9 +18,10 @@ from . import (
     power,
     promote,
     reconfigure,
+    register,
     relocate,
     snapshots,
 )
 
 __all__ = ["checks", "clone", "destroy", "entities", "guest", "guestpower", "instant", "maintenance", "power",
-           "promote", "reconfigure", "relocate", "snapshots"]
+           "promote", "reconfigure", "register", "relocate", "snapshots"]
