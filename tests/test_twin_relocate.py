@@ -20,6 +20,7 @@ from tests.twin_helpers import (
     host,
     instant_clone,
     linked_clone,
+    quiet_sources,
     run,
     wait_for,
 )
@@ -35,18 +36,12 @@ def refs(twin, name: str) -> int:
     return twin.call(lambda t: t.world.disks.by_name(name).refs)
 
 
-def quiet_source(si):
-    """Stop the sources so their running deltas stop growing and datastore space holds still."""
-    for name in ("src-linux", "src-win"):
-        run(si, find_vm(si, name).PowerOffVM_Task())
-
-
 def relocate(si, vm, **spec):
     return run(si, vm.RelocateVM_Task(vim.vm.RelocateSpec(**spec)))
 
 
 def test_a_linked_clone_moved_to_another_datastore_is_consolidated(twin, si):
-    quiet_source(si)
+    quiet_sources(si)
     vm = linked_clone(si, "rl-1")
     assert chain(vm) == ["[ds-ssd] rl-1/rl-1-000001.vmdk", BASE]
     hdd, ssd, users = free(si, "ds-hdd"), free(si, "ds-ssd"), refs(twin, BASE)
@@ -60,7 +55,7 @@ def test_a_linked_clone_moved_to_another_datastore_is_consolidated(twin, si):
 
 
 def test_allow_sharing_keeps_the_link_when_the_target_holds_the_parent(twin, si):
-    quiet_source(si)
+    quiet_sources(si)
     vm = linked_clone(si, "rl-2", datastore=ds(si, "ds-hdd"))
     assert chain(vm) == ["[ds-hdd] rl-2/rl-2-000001.vmdk", BASE]
     ssd, users = free(si, "ds-ssd"), refs(twin, BASE)
@@ -72,7 +67,7 @@ def test_allow_sharing_keeps_the_link_when_the_target_holds_the_parent(twin, si)
 
 
 def test_a_full_clone_moves_its_files_and_frees_the_source_datastore(si):
-    quiet_source(si)
+    quiet_sources(si)
     vm = full_clone(si, "fc-1")
     size = sum(f.size for f in vm.layoutEx.file if f.type == "diskExtent")
     hdd, ssd = free(si, "ds-hdd"), free(si, "ds-ssd")
@@ -82,7 +77,7 @@ def test_a_full_clone_moves_its_files_and_frees_the_source_datastore(si):
 
 
 def test_a_linked_clone_with_snapshots_keeps_its_tree_and_gets_a_private_base(twin, si):
-    quiet_source(si)
+    quiet_sources(si)
     vm = linked_clone(si, "rl-3")
     snap = run(si, vm.CreateSnapshot_Task("s1", "", False, False))
     users = refs(twin, BASE)
@@ -140,7 +135,7 @@ def test_relocation_faults(tmp_path):
 
 
 def test_promote_with_unlink_consolidates_in_place_and_keeps_the_data(twin, si):
-    quiet_source(si)
+    quiet_sources(si)
     vm = linked_clone(si, "pr-1")
     twin.admin("disk_write", vm="pr-1", path="/etc/hostname", data="pr-1\n")
     ssd, users = free(si, "ds-ssd"), refs(twin, BASE)
@@ -155,7 +150,7 @@ def test_promote_with_unlink_consolidates_in_place_and_keeps_the_data(twin, si):
 
 
 def test_promote_without_unlink_merges_own_deltas(si):
-    quiet_source(si)
+    quiet_sources(si)
     vm = full_clone(si, "pr-2")
     snap = run(si, vm.CreateSnapshot_Task("s", "", False, False))
     run(si, snap.RemoveSnapshot_Task(removeChildren=False))

@@ -98,3 +98,9 @@ def chain(vm: Any, label: str | None = None) -> list[str]:
 
 def free(si: Any, name: str) -> int:
     return int(ds(si, name).summary.freeSpace)
+
+
+def quiet_sources(si: Any) -> None:
+    """Stop the default world's sources so their running deltas stop growing and space holds still."""
+    for name in ("src-linux", "src-win"):
+        run(si, find_vm(si, name).PowerOffVM_Task())

@@ -168,33 +168,31 @@ def search(ds: Datastore, folder: str, spec: Any, recurse: bool) -> list[Any]:
     return out
 
 
-def _browse(ctx: Ctx, this: MO, path: str) -> tuple[Datastore, str]:
-    if not isinstance(this, DatastoreBrowser) and not hasattr(this, "datastores"):
+def _browse(ctx: Ctx, this: MO, path: str, spec: Any, recurse: bool) -> Any:
+    """The search task: the path is checked at once, the datastore and folder when the task runs."""
+    browsed: list[Datastore] = list(getattr(this, "datastores", []))
+    if not browsed:
         raise vmodl.fault.InvalidArgument(msg="not a datastore browser", invalidProperty="_this")
     ds_name, folder = split_ds_path(path)
-    ds = next((d for d in getattr(this, "datastores", []) if d.name == ds_name), None)
-    if ds is None:
-        raise vim.fault.InvalidDatastore(msg=f"Datastore '{ds_name}' is not browsed here", name=ds_name)
-    return ds, folder
+    ds = next((d for d in browsed if d.name == ds_name), None)
+
+    async def body(task: Task) -> Any:
+        await elapse(ctx.twin.world, "search")
+        if ds is None:
+            raise vim.fault.InvalidDatastore(msg=f"Datastore '{ds_name}' is not browsed here", name=ds_name)
+        found = search(ds, folder, spec, recurse=recurse)
+        return RESULTS_ARRAY(found) if recurse else found[0]
+
+    entity = ds or browsed[0]  # a task's entity is a managed entity
+    return submit(ctx, entity, body, op="HostDatastoreBrowser.searchSubFolders" if recurse
+                  else "HostDatastoreBrowser.search")
 
 
 @method("SearchDatastore_Task")
 def search_datastore(ctx: Ctx, this: MO, datastorePath: str, searchSpec: Any = None) -> Any:  # noqa: N803
-    ds, folder = _browse(ctx, this, datastorePath)
-
-    async def body(task: Task) -> Any:
-        await elapse(ds.world, "search")
-        return search(ds, folder, searchSpec, recurse=False)[0]
-
-    return submit(ctx, ds, body, op="HostDatastoreBrowser.search")
+    return _browse(ctx, this, datastorePath, searchSpec, False)
 
 
 @method("SearchDatastoreSubFolders_Task")
 def search_sub_folders(ctx: Ctx, this: MO, datastorePath: str, searchSpec: Any = None) -> Any:  # noqa: N803
-    ds, folder = _browse(ctx, this, datastorePath)
-
-    async def body(task: Task) -> Any:
-        await elapse(ds.world, "search")
-        return RESULTS_ARRAY(search(ds, folder, searchSpec, recurse=True))
-
-    return submit(ctx, ds, body, op="HostDatastoreBrowser.searchSubFolders")
+    return _browse(ctx, this, datastorePath, searchSpec, True)
