@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from .world import World
 
 KEEP = 20_000  # events kept, oldest dropped first
+ARG_CACHE = 50_000  # entity arguments kept for reuse
 DEFAULT_MAX = 1000  # QueryEvents answers at most this many when filter.maxCount is unset
 PAGE_DEFAULT, PAGE_MAX = 10, 1000
 _ERROR_TYPES = ("VmFailedToPowerOnEvent", "VmCloneFailedEvent")
@@ -67,6 +68,7 @@ class EventLog:
         self.items: deque[Recorded] = deque(maxlen=KEEP)
         self.next_key = 1
         self.collectors: set[MO] = set()  # EventHistoryCollectors, touched when an event arrives
+        self._args: dict[tuple[type, str, str], Any] = {}
 
     def latest(self) -> Any:
         return self.items[-1].event if self.items else None
@@ -99,8 +101,8 @@ class EventLog:
                 ancestors |= _up(start)
         if vm is not None:
             host = host or vm.host
-            event.vm = vim.event.VmEventArgument(name=vm.name, vm=vm.ref)
-            event.ds = vim.event.DatastoreEventArgument(name=vm.home.name, datastore=vm.home.ref)
+            event.vm = self._arg(vim.event.VmEventArgument, "vm", vm)
+            event.ds = self._arg(vim.event.DatastoreEventArgument, "datastore", vm.home)
             if isinstance(event, vim.event.VmEvent):
                 event.template = bool(vm.template)
             direct |= {vm.moid, vm.home.moid}
@@ -109,18 +111,18 @@ class EventLog:
                     parents.add(start.moid)
                     ancestors |= _up(start)
         if host is not None:
-            event.host = vim.event.HostEventArgument(name=host.name, host=host.ref)
+            event.host = self._arg(vim.event.HostEventArgument, "host", host)
             direct.add(host.moid)
             if host.parent is not None:
                 parents.add(host.parent.moid)
                 ancestors |= _up(host.parent)
                 cr = host.parent
                 if isinstance(cr.ref, vim.ComputeResource):
-                    event.computeResource = vim.event.ComputeResourceEventArgument(name=cr.name, computeResource=cr.ref)
+                    event.computeResource = self._arg(vim.event.ComputeResourceEventArgument, "computeResource", cr)
                     direct.add(cr.moid)
             dc = _datacenter(host)
             if dc is not None:
-                event.datacenter = vim.event.DatacenterEventArgument(name=dc.name, datacenter=dc.ref)
+                event.datacenter = self._arg(vim.event.DatacenterEventArgument, "datacenter", dc)
                 direct.add(dc.moid)
         self.items.append(Recorded(event, category, frozenset(direct), frozenset(parents),
                                    frozenset(ancestors | direct)))
@@ -131,6 +133,16 @@ class EventLog:
             else:
                 self.collectors.discard(c)
         return event
+
+    def _arg(self, kind: type, field: str, mo: Any) -> Any:
+        """An entity argument (name and moref, as they are now), shared by the events that name it."""
+        key = (kind, mo.moid, mo.name)
+        arg = self._args.get(key)
+        if arg is None:
+            if len(self._args) > ARG_CACHE:
+                self._args.clear()
+            arg = self._args[key] = kind(name=mo.name, **{field: mo.ref})
+        return arg
 
     def matching(self, spec: Any, root: MO | None) -> list[Recorded]:
         """Events matching an EventFilterSpec, oldest first."""
