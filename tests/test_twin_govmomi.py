@@ -213,10 +213,6 @@ GAPS: dict[str, str] = {
     "vm.unregister_register": "UnregisterVM and RegisterVM_Task work, but RetrievePropertiesEx on the unregistered "
                               "VM returns no object instead of ManagedObjectNotFound (the vm.destroy gap)",
     "vm.destroy": "RetrievePropertiesEx on a destroyed VM returns no object instead of ManagedObjectNotFound",
-    "guest.file_transfer": "GuestOperationsManager.fileManager unset (govmomi panics on it); "
-                           "InitiateFileTransferToGuest/FromGuest and their HTTP PUT/GET URLs missing",
-    "guest.directory": "GuestOperationsManager.fileManager unset; MakeDirectoryInGuest, ListFilesInGuest, "
-                       "DeleteDirectoryInGuest missing",
     "events.collector_paging": "after ResetCollector, ReadPreviousEvents also returns the latest page (must return "
                                "only the events older than it)",
     "tasks.collector_paging": "TaskManager.CreateCollectorForTasks (TaskHistoryCollector) not implemented",

@@ -1,4 +1,5 @@
-"""The twin's VM operations: power, reconfigure, snapshots, clones, provisioning checks, destroy, guests.
+"""The twin's VM operations: power, reconfigure, snapshots, clones, provisioning checks, destroy, guests
+(processes, real programs, files).
 
 Importing this package registers their handlers. Argument shape errors are raised as method
 faults straight away (as vCenter does); anything that depends on the state of the world is
@@ -12,6 +13,8 @@ from . import (
     destroy,
     entities,
     guest,
+    guestexec,
+    guestfiles,
     guestpower,
     instant,
     maintenance,
@@ -23,5 +26,5 @@ from . import (
     snapshots,
 )
 
-__all__ = ["checks", "clone", "destroy", "entities", "guest", "guestpower", "instant", "maintenance", "power",
-           "promote", "reconfigure", "register", "relocate", "snapshots"]
+__all__ = ["checks", "clone", "destroy", "entities", "guest", "guestexec", "guestfiles", "guestpower", "instant",
+           "maintenance", "power", "promote", "reconfigure", "register", "relocate", "snapshots"]
