@@ -157,3 +157,18 @@ def test_promote_without_unlink_merges_own_deltas(si):
     assert len(chain(vm)) == 2
     run(si, vm.PromoteDisks_Task(unlink=False))
     assert chain(vm) == ["[ds-ssd] pr-2/pr-2-000001.vmdk"]
+
+
+def test_the_provisioning_checker_answers_what_the_move_would_meet(twin, si):
+    checker = si.content.vmProvisioningChecker
+    vm = linked_clone(si, "ck-1")
+    [ok] = run(si, checker.CheckRelocate_Task(vm=vm, spec=vim.vm.RelocateSpec(datastore=ds(si, "ds-hdd"))))
+    assert ok.error == [] and ok.host == host(si, "esx-01")
+    run(si, host(si, "esx-04").EnterMaintenanceMode_Task(timeout=0))
+    [busy] = run(si, checker.CheckMigrate_Task(vm=vm, host=host(si, "esx-04"), state="poweredOn"))
+    assert sorted(type(f).__name__ for f in busy.error) == ["vim.fault.InvalidHostState", "vim.fault.InvalidPowerState"]
+    twin.admin("freeze", vm="src-linux")
+    [frozen] = run(si, checker.CheckRelocate_Task(vm=find_vm(si, "src-linux"), spec=vim.vm.RelocateSpec(
+        host=host(si, "esx-02"))))
+    assert [type(f).__name__ for f in frozen.error] == ["vim.fault.InvalidState"]
+    assert vm.datastore == [ds(si, "ds-ssd")]  # a check changes nothing

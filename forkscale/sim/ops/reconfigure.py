@@ -110,7 +110,7 @@ def apply_nic_edits(vm: VM, changes: list[Any], *, instant: bool) -> None:
 @method("ReconfigVM_Task")
 def reconfigure(ctx: Ctx, this: Any, spec: Any) -> Any:
     vm = as_vm(this)
-    nic_changes, disk_changes, controllers = split_changes(spec)
+    nic_changes, disk_changes, controllers = split_changes(spec, "ReconfigVM_Task")
     if controllers:
         raise vmodl.fault.NotSupported(msg="ReconfigVM_Task: the twin's VMs have one SCSI controller; "
                                            "adding another is not supported")

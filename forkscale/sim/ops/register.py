@@ -155,7 +155,7 @@ def create_vm(ctx: Ctx, this: Any, config: Any, pool: Any, host: Any = None) -> 
         raise vmodl.fault.InvalidArgument(msg="config.name is required", invalidProperty="config.name")
     home, stem = _home(ctx, config)
     target_pool = _pool(ctx, pool)
-    nics, disks, controllers = split_changes(config)
+    nics, disks, controllers = split_changes(config, "CreateVM_Task")
     if len(controllers) > 1:
         raise vmodl.fault.NotSupported(msg="CreateVM_Task: the twin's VMs have one SCSI controller")
     keys = {CONTROLLER_KEY} | {c.device.key for _, c in controllers}

@@ -185,7 +185,7 @@ def faults_for_vm(vm: VM) -> None:
         raise vim.fault.InvalidState(msg=f"{vm.name} is a frozen instant-clone source: its devices cannot change")
 
 
-def split_changes(spec: Any) -> tuple[list[Any], list[tuple[int, Any]], list[tuple[int, Any]]]:
+def split_changes(spec: Any, method: str) -> tuple[list[Any], list[tuple[int, Any]], list[tuple[int, Any]]]:
     """(NIC changes, disk changes, SCSI controller adds) of a ConfigSpec; anything else is NotSupported."""
     nics: list[Any] = []
     disks: list[tuple[int, Any]] = []
@@ -200,6 +200,6 @@ def split_changes(spec: Any) -> tuple[list[Any], list[tuple[int, Any]], list[tup
             controllers.append((i, ch))
         else:
             kind = type(dev).__name__.rsplit(".", 1)[-1]
-            raise vmodl.fault.NotSupported(msg=f"spec.deviceChange[{i}]: the twin adds, removes and edits network "
-                                               f"adapters and virtual disks only, not a {kind}")
+            raise vmodl.fault.NotSupported(msg=f"{method}: spec.deviceChange[{i}]: the twin adds, removes and edits "
+                                               f"network adapters and virtual disks only, not a {kind}")
     return nics, disks, controllers
