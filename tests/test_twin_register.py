@@ -117,3 +117,26 @@ def test_create_vm_builds_disks_and_nics_from_the_spec(si):
                                                       deviceChange=[Dev.VirtualDeviceSpec(
                                                           operation="add", device=Dev.VirtualCdrom(key=-1))]),
                              pool=pool(si))
+
+
+def test_a_registered_vm_keeps_its_guest_files(si):
+    from tests.test_twin_guest import auth
+    from tests.twin_helpers import wait_for
+
+    vm = linked_clone(si, "ur-3", power_on=True)
+    wait_for(lambda: vm.guest.toolsRunningStatus, lambda s: s == "guestToolsRunning")
+    guest_files = si.content.guestOperationsManager.fileManager
+    guest_files.MakeDirectoryInGuest(vm, auth(), "/root/kept", True)
+    run(si, vm.PowerOffVM_Task())
+    folder = vm.parent
+    vm.UnregisterVM()
+    linked_clone(si, "ur-other")  # another VM's files are made meanwhile: the unregistered one's stay
+    other = find_vm(si, "ur-other")
+    run(si, other.PowerOnVM_Task())
+    wait_for(lambda: other.guest.toolsRunningStatus, lambda s: s == "guestToolsRunning")
+    guest_files.ListFilesInGuest(other, auth(), "/root")
+    back = run(si, folder.RegisterVM_Task(path="[ds-ssd] ur-3/ur-3.vmx", asTemplate=False, pool=pool(si)))
+    run(si, back.PowerOnVM_Task())
+    wait_for(lambda: back.guest.toolsRunningStatus, lambda s: s == "guestToolsRunning")
+    listed = guest_files.ListFilesInGuest(back, auth(), "/root")
+    assert "kept" in [f.path for f in listed.files]

@@ -116,6 +116,7 @@ def _revive(vm: VM, folder: Folder, name: str, pool: ResourcePool, host: Host, t
     """An unregistered VM joins the inventory again, as a new managed object."""
     world = vm.world
     moid = world.new_id("vm")
+    world.sandboxes.moved(vm.moid, moid)
     vm.moid, vm.ref, vm.alive = moid, vim.VirtualMachine(moid), True
     vm.name, vm.pool, vm.template = name, pool, template
     vm._cache.clear()
