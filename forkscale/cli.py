@@ -26,6 +26,9 @@ examples:
   forkscale destroy quickstart -f examples/quickstart.yaml --yes [--sources]
   forkscale prepare -f examples/quickstart.yaml  # one frozen source per host
   forkscale rehearse -f examples/rehearsal.yaml  # upgrade rehearsal in a live clone
+  forkscale push-image vdi --snapshot patch-06 -f pool.yaml [--dry-run]  # roll a new image onto a pool
+  forkscale rollout status vdi -f pool.yaml      # ... and pause | resume | cancel; rollback vdi
+  forkscale refresh vdi vdi-007 -f pool.yaml     # a fresh clone, same identity and user disk
 
 Connection and secrets come from the spec's `vcenter:` block; passwords only by reference
 (password_env / password_file). See README.md for the spec reference.
@@ -58,6 +61,10 @@ COMMANDS = {
     "serve": "forkscale.commands.serve",
     "claim": "forkscale.commands.claims",
     "release": "forkscale.commands.claims",
+    "push-image": "forkscale.commands.day2",
+    "rollout": "forkscale.commands.day2",
+    "rollback": "forkscale.commands.day2",
+    "refresh": "forkscale.commands.day2",
 }
 
 

@@ -132,8 +132,9 @@ class Ladder:
             try:
                 if rung == "instant":
                     return await self.driver.instant_clone(src.moref, req)
+                # a full clone too is made from the image's snapshot, not from whatever the golden is now
                 return await self.driver.clone(src.golden or src.moref, req, linked=rung == "linked",
-                                               snapshot=src.snapshot if rung == "linked" else None)
+                                               snapshot=src.snapshot)
             except TaskTimeout:
                 raise
             except TemporaryError as exc:
