@@ -52,7 +52,7 @@ class Journal:
     def concurrency(self, op: Operation) -> int:
         return int(op.params.get("concurrency", 2))
 
-    def max_failures(self, op: Operation, ran: int) -> int:
+    def max_failures(self, op: Operation, ran: list[Step]) -> int:
         return self.gate
 
     async def begin(self, op: Operation) -> None:
@@ -73,8 +73,9 @@ class Journal:
     async def stragglers(self, op: Operation) -> list[PlannedStep]:
         return []
 
-    async def finish(self, op: Operation) -> None:
+    async def finish(self, op: Operation) -> str | None:
         self.finished = True
+        return None
 
     async def stopped(self, op: Operation) -> None:
         (self.root / "stopped").write_text(op.state)

@@ -204,5 +204,59 @@ def evacuate(sub: Subparsers) -> None:
     add_output(p)
 
 
+def push_image(sub: Subparsers) -> None:
+    p = sub.add_parser("push-image", help="push a new image (golden VM snapshot) to a live pool, rolling",
+                       description="Record a new image generation (the golden VM at SNAPSHOT) and roll the pool onto "
+                                   "it: prime a frozen source of it on every host, then replace clones in batches "
+                                   "under rollout.max_unavailable / rollout.batch (spares first; claimed clones when "
+                                   "released, or by force with rollout.claimed: force), with the same identity and "
+                                   "user disk. A batch whose clones fail above rollout.max_failure pauses it. Killed, "
+                                   "the same command (or serve) resumes it. Exit 0 done, 1 paused/cancelled, 2 bad "
+                                   "input.")
+    p.add_argument("pool")
+    p.add_argument("--snapshot", required=True, metavar="NAME", help="the golden VM's snapshot holding the new image")
+    p.add_argument("--source", metavar="VM", help="another golden VM (default: the pool's current one)")
+    add_spec(p)
+    p.add_argument("--at", metavar="TIME", help="start at TIME (ISO 8601, or +SECONDS); serve runs it then")
+    p.add_argument("--allow-partial", action="store_true",
+                   help="a host that cannot be primed keeps the old image (reported) instead of stopping the push")
+    p.add_argument("--dry-run", action="store_true", help="print the batches (which clones, in what order, which "
+                                                          "wait for their user) and change nothing")
+    add_output(p)
+
+
+def rollout(sub: Subparsers) -> None:
+    p = sub.add_parser("rollout", help="status, pause, resume or cancel a pool's running operation",
+                       description="status: the pool's image (current and target), clones per image and its open "
+                                   "(else last) operation's progress. pause: no new step starts (from any process). "
+                                   "resume: run it again here (failed steps retried). cancel: stop it, leaving the "
+                                   "pool mixed and consistent.")
+    p.add_argument("action", choices=["status", "pause", "resume", "cancel"])
+    p.add_argument("pool")
+    add_spec(p)
+    add_output(p)
+
+
+def rollback(sub: Subparsers) -> None:
+    p = sub.add_parser("rollback", help="push the pool's previous image back (cancels a push in progress)")
+    p.add_argument("pool")
+    add_spec(p)
+    p.add_argument("--dry-run", action="store_true", help="print the batches and change nothing")
+    add_output(p)
+
+
+def refresh(sub: Subparsers) -> None:
+    p = sub.add_parser("refresh", help="replace clones with fresh ones from the current image (same identity)",
+                       description="Destroy and re-clone the named clones (default: all) from the pool's current "
+                                   "image with the same name, IP, MAC and hostname (refresh.identity: new for fresh "
+                                   "ones) and the same user disk, in batches under the pool's rollout settings.")
+    p.add_argument("pool")
+    p.add_argument("vms", nargs="*", metavar="VM", help="clones to refresh (default: every clone of the pool)")
+    add_spec(p)
+    p.add_argument("--dry-run", action="store_true", help="print the batches and change nothing")
+    add_output(p)
+
+
 COMMAND_ARGS: tuple[Callable[[Subparsers], None], ...] = (sim, demo, apply, scale, status, destroy, prepare, metrics,
-                                                          rehearse, serve, claims, promote, rebalance, evacuate)
+                                                          rehearse, serve, claims, push_image, rollout, rollback,
+                                                          refresh, promote, rebalance, evacuate)

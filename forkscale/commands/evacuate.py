@@ -23,10 +23,12 @@ from forkscale.core.errors import PermanentError, SpecError, TemporaryError
 from forkscale.fleet.engine import Engine
 from forkscale.ledger import Operation, PlannedStep
 from forkscale.spec import Spec, load_spec
-from forkscale.workloads.moves import kinds, start_or_resume
+from forkscale.workloads.moves.common import start_or_resume
 from forkscale.workloads.moves.gather import gather
 from forkscale.workloads.moves.plan import plan_evacuate
 from forkscale.workloads.operations import OperationRunner, describe_plan, operation_doc, progress_line
+from forkscale.workloads.operations.registry import kinds
+from forkscale.workloads.operations.rollout import pool_count
 
 
 async def run(args: argparse.Namespace) -> int:
@@ -69,7 +71,10 @@ async def _evacuate(args: argparse.Namespace, spec: Spec, engine: Engine) -> int
         steps = planned.get(pool.name, [])
         if not steps and pool.name not in resumable:
             continue
-        params = {"host": host, "max_concurrent": pool.evacuate.max_unavailable, "match": ["host"]}
+        count = pool_count(engine.ledger, pool)
+        unavailable = pool.rollout.max_unavailable.of(count, minimum=1)
+        params = {"host": host, "max_concurrent": unavailable, "max_unavailable": unavailable, "count": count,
+                  "match": ["host"]}
         op, _ = start_or_resume(engine.ledger, pool.name, "evacuate", params, steps, created_by="cli:evacuate")
         started.append(op)
     runner = OperationRunner(engine.ledger, kinds(engine))

@@ -21,11 +21,12 @@ from forkscale.core.errors import SpecError
 from forkscale.fleet.engine import Engine
 from forkscale.ledger import Operation, PlannedStep
 from forkscale.spec import Spec, load_spec
-from forkscale.workloads.moves import kinds, start_or_resume
+from forkscale.workloads.moves.common import start_or_resume
 from forkscale.workloads.moves.gather import gather
 from forkscale.workloads.moves.plan import plan_rebalance
 from forkscale.workloads.moves.promote import plan_promote
 from forkscale.workloads.operations import OperationRunner, describe_plan, operation_doc, progress_line
+from forkscale.workloads.operations.registry import kinds
 
 
 async def run(args: argparse.Namespace) -> int:
@@ -165,8 +166,8 @@ async def _rebalance(args: argparse.Namespace, spec: Spec) -> int:
         steps = plan_rebalance(pool, inv, found.clones, found.hosts, force=args.force, replicas=found.replicas,
                                replica_bytes=found.replica_bytes)
         stores = sorted({*pool.placement.datastores, *(c.datastore for c in found.clones)} & set(inv.datastores))
-        params = {"max_concurrent": pool.rebalance.max_concurrent, "force": bool(args.force),
-                  "free_before": {d: inv.datastores[d][1] for d in stores}}
+        params = {"max_concurrent": pool.rebalance.max_concurrent, "max_unavailable": pool.rebalance.max_concurrent,
+                  "force": bool(args.force), "free_before": {d: inv.datastores[d][1] for d in stores}}
 
         async def summary(doc: dict[str, Any]) -> dict[str, Any]:
             after = await engine.driver.inventory()

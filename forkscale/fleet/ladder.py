@@ -139,8 +139,9 @@ class Ladder:
                     return await self._linked(src, req, rec)
                 if rung == "full" and self.replicas is not None:
                     self.ledger.bind_replica(clone_id, None)  # a linked attempt that failed made nothing to depend on
+                # a full clone too is made from the image's snapshot, not from whatever the golden is now
                 return await self.driver.clone(src.golden or src.moref, req, linked=rung == "linked",
-                                               snapshot=src.snapshot if rung == "linked" else None)
+                                               snapshot=src.snapshot)
             except TaskTimeout:
                 raise
             except TemporaryError as exc:

@@ -14,6 +14,7 @@ IP and MAC until vCenter says the task ended and no VM holds them.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 
 from forkscale.core.errors import PermanentError, TemporaryError
 from forkscale.fleet.plan import LIVE
@@ -60,15 +61,23 @@ def record_identity(ledger: Ledger, rec: CloneRecord, vm: VmInfo) -> None:
         ledger.update(rec.id, **changes)
 
 
+#: Called before a clone VM is destroyed, with (pool, its row if known, its moref): users' disks are
+#: detached there (forkscale/fleet/userdisks.py). Raising stops the destroy.
+BeforeDestroy = Callable[[str, CloneRecord | None, str], Awaitable[None]]
+
+
 class Reconciler:
-    def __init__(self, ledger: Ledger, driver: VSphere, *, settle_timeout_s: float = 600.0) -> None:
+    def __init__(self, ledger: Ledger, driver: VSphere, *, settle_timeout_s: float = 600.0,
+                 before_destroy: BeforeDestroy | None = None, busy: set[int] | None = None) -> None:
         self.ledger = ledger
         self.driver = driver
         self.settle_timeout_s = settle_timeout_s
+        self.before_destroy = before_destroy
+        self.busy = busy if busy is not None else set()  # ids of clones this process is making right now
 
     async def __call__(self, pool: Pool, inv: Inventory, result: Result) -> None:
         """Make the ledger agree with vCenter: adopt finished work, roll back the rest, clean orphans."""
-        rows = self.ledger.clones(pool.name, states=[*LIVE, "destroying", "failed"])
+        rows = [r for r in self.ledger.clones(pool.name, states=[*LIVE, "destroying", "failed"]) if r.id not in self.busy]
         ended, settled = await self._tasks_ended(rows, inv)
         index = VmIndex(inv)
         matched: set[str] = set()
@@ -83,7 +92,7 @@ class Reconciler:
                 self._judge_live(rec, vm)
             elif rec.pending_task is not None and not ended.get(rec.id, False):
                 log.info("clone %s stays quarantined: its task %s may still land", rec.name, rec.pending_task or "?")
-            elif vm is None or await self.destroy_vm(vm.moref):
+            elif vm is None or await self.destroy_vm(vm.moref, rec):
                 self.ledger.transition(rec.id, "gone")
         await self._orphans(pool, inv, {str(r.id) for r in rows}, matched, result)
 
@@ -116,7 +125,7 @@ class Reconciler:
                 self.ledger.transition(rec.id, "cloning", vm_moref=vm.moref)
             self.ledger.transition(rec.id, "customizing", vm_moref=vm.moref)
             if vm.status == "ready":
-                self.ledger.transition(rec.id, "ready")
+                self.ledger.make_ready(rec.id)  # (a replacement: its reservation settled, handed back)
             result.adopted += 1
         elif rec.state == "planned":
             self.ledger.transition(rec.id, "gone")  # never sent to vCenter
@@ -135,7 +144,7 @@ class Reconciler:
             self.ledger.transition(rec.id, "failed", error="VM disappeared from vCenter")
             self.ledger.transition(rec.id, "gone")
         elif rec.state == "customizing" and vm.status == "ready":
-            self.ledger.transition(rec.id, "ready")
+            self.ledger.make_ready(rec.id)
 
     async def _orphans(self, pool: Pool, inv: Inventory, known_ids: set[str], matched: set[str],
                        result: Result) -> None:
@@ -147,12 +156,14 @@ class Reconciler:
             if live is not None and live.state in LIVE and live.name == vm.name:
                 continue
             log.warning("removing orphan clone %s (tagged %s=%s, unknown to the ledger)", vm.name, TAG_POOL, vm.pool)
-            if await self.destroy_vm(vm.moref):
+            if await self.destroy_vm(vm.moref, pool=pool.name):
                 result.destroyed += 1
 
-    async def destroy_vm(self, moref: str) -> bool:
-        """Destroy one VM; True once vCenter no longer has it."""
+    async def destroy_vm(self, moref: str, rec: CloneRecord | None = None, *, pool: str | None = None) -> bool:
+        """Destroy one clone VM (its users' disks detached first); True once vCenter no longer has it."""
         try:
+            if self.before_destroy is not None and (rec is not None or pool is not None):
+                await self.before_destroy(rec.pool if rec is not None else str(pool), rec, moref)
             await self.driver.destroy(moref)
         except (PermanentError, TemporaryError) as exc:
             log.warning("could not destroy %s: %s", moref, exc)

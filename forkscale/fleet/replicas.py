@@ -69,14 +69,14 @@ class ReplicaManager:
     """One pool's replicas during one converge (or day-2 operation): find, make, adopt, remove."""
 
     def __init__(self, driver: VSphere, ledger: Ledger, pool: Pool, inv: Inventory, folder: str, *,
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None, locks: dict[str, asyncio.Lock] | None = None) -> None:
         self.driver = driver
         self.ledger = ledger
         self.pool = pool
         self.inv = inv
         self.folder = folder
         self.rng = rng or random.Random()
-        self._locks: dict[str, asyncio.Lock] = {}
+        self._locks: dict[str, asyncio.Lock] = {} if locks is None else locks  # datastore -> making its replica
         self._failed: dict[str, PermanentError] = {}  # datastore -> why no replica could be made there
         self._ready: dict[tuple[str, str], Replica] = {}  # (datastore, image) -> replica, once complete
 
@@ -101,6 +101,8 @@ class ReplicaManager:
                 await self._destroy(stray.moref)
         for row in rows:
             vm = tagged.get(tag(pool, row.id))
+            if vm is None and await self._busy_or_there(row):
+                continue
             if vm is None:
                 log.info("pool %s: replica %s is not in vCenter; closing its row", pool, row.vm_name)
                 self.ledger.update_replica(row.id, state="gone")
@@ -109,6 +111,14 @@ class ReplicaManager:
                 row = self.ledger.update_replica(row.id, vm_moref=vm.moref)
             if row.state == "removing":
                 await self._remove(row)
+
+    async def _busy_or_there(self, row: ReplicaRecord) -> bool:
+        """A row `inv` shows no VM for, that is being made by this process now, or whose VM vCenter does
+        have (made since `inv` was read): not to be closed."""
+        lock = self._locks.get(row.datastore)
+        if lock is not None and lock.locked():
+            return True
+        return bool(row.vm_moref and await self.driver.vm_props([row.vm_moref], ["name"]))
 
     def _tagged(self) -> dict[str, VmInfo]:
         prefix = f"{self.pool.name}:"

@@ -1,10 +1,11 @@
-"""The sections of a pool that govern day-2 moves: `rebalance`, `evacuate`, `kind_policy`."""
+"""The sections of a pool that govern day-2 moves: `rebalance` and `kind_policy` (evacuation follows
+the pool's `rollout:`: claimed clones, max_unavailable)."""
 
 from __future__ import annotations
 
 from forkscale.core.errors import SpecError
-from forkscale.spec.fields import as_bool, as_choice, as_int, as_mapping, as_positive, check_keys, sub
-from forkscale.spec.model import CLAIMED_POLICIES, Evacuate, KindPolicy, Rebalance
+from forkscale.spec.fields import as_bool, as_int, as_mapping, as_positive, check_keys, sub
+from forkscale.spec.model import KindPolicy, Rebalance
 
 
 def parse_rebalance(raw: object, path: str) -> Rebalance:
@@ -23,18 +24,6 @@ def parse_rebalance(raw: object, path: str) -> Rebalance:
                      max_used_pct=used,
                      max_concurrent=as_int(data.get("max_concurrent", d.max_concurrent), sub(path, "max_concurrent"),
                                            minimum=1))
-
-
-def parse_evacuate(raw: object, path: str) -> Evacuate:
-    if raw is None:
-        return Evacuate()
-    data = as_mapping(raw, path, "evacuate")
-    check_keys(data, path, ("claimed", "force_after_s", "max_unavailable"))
-    d = Evacuate()
-    return Evacuate(claimed=as_choice(data.get("claimed", d.claimed), sub(path, "claimed"), CLAIMED_POLICIES),
-                    force_after_s=as_positive(data.get("force_after_s", d.force_after_s), sub(path, "force_after_s")),
-                    max_unavailable=as_int(data.get("max_unavailable", d.max_unavailable),
-                                           sub(path, "max_unavailable"), minimum=1))
 
 
 def parse_kind_policy(raw: object, path: str) -> KindPolicy:

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 from pyVmomi import vim, vmodl
 
 from forkscale.core.errors import PermanentError, TemporaryError
+from forkscale.vsphere.disks import UserDiskOps
 from forkscale.vsphere.faults import LoginRefused, TaskFailed, describe, fault_name, map_fault
 from forkscale.vsphere.fleetread import HOST_COUNTERS, host_memory, perf_counter_ids, read_fleet
 from forkscale.vsphere.guest import GuestOps
@@ -49,7 +50,7 @@ PC = vmodl.query.PropertyCollector
 T = TypeVar("T")
 
 
-class Driver(GuestOps):
+class Driver(GuestOps, UserDiskOps):
     """Connect, read inventory in one batched pass, clone, power, destroy, freeze, run programs and move
     files in guests — asynchronously."""
 

@@ -101,6 +101,20 @@ class Mover(Protocol):
     async def exit_maintenance(self, host: str) -> None: ...
 
 
+class UserDisks(Protocol):
+    """Users' independent-persistent disks: created with a clone, detached before it is destroyed for a
+    replacement and attached to the replacement (forkscale/vsphere/disks.py)."""
+
+    async def vm_disk_files(self, vm: str) -> list[str]: ...
+
+    async def add_disk(self, vm: str, path: str, *, size_gb: int | None, mode: str = "independent_persistent") -> None:
+        ...
+
+    async def remove_disk(self, vm: str, path: str, *, delete: bool) -> bool: ...
+
+    async def delete_disk(self, path: str) -> None: ...
+
+
 class GuestAccess(Protocol):
     """What the guest reports, and the freeze started inside it."""
 
@@ -145,5 +159,5 @@ class FleetReader(Protocol):
     async def read_fleet(self, *, page_size: int = 1000) -> FleetRead: ...
 
 
-class VSphere(InventoryReader, Provisioner, Mover, GuestAccess, GuestOperations, FleetReader, Protocol):
+class VSphere(InventoryReader, Provisioner, Mover, UserDisks, GuestAccess, GuestOperations, FleetReader, Protocol):
     """Every role at once: what the engine is given."""

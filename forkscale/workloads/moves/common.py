@@ -19,6 +19,7 @@ from forkscale.fleet.replicas import ReplicaManager
 from forkscale.ledger import CloneRecord, Ledger, Operation, OperationBusy, PlannedStep
 from forkscale.spec import Pool
 from forkscale.vsphere.model import Inventory
+from forkscale.workloads.operations.rollout import RolloutStep
 
 log = logging.getLogger("forkscale.moves")
 
@@ -46,8 +47,9 @@ class PoolView:
 class Moves:
     """The engine as the move kinds use it, with a `PoolView` per pool read once per operation run."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, rollout: RolloutStep) -> None:
         self.engine = engine
+        self.rollout = rollout  # replacements under the pool's rollout settings (forkscale/fleet/replace.py)
         self.ledger: Ledger = engine.ledger
         self.driver = engine.driver
         self._views: dict[int, PoolView] = {}

@@ -30,8 +30,8 @@ class MoveKind:
     def concurrency(self, op: Operation) -> int:
         return max(1, int(op.params.get("max_concurrent", 1)))
 
-    def max_failures(self, op: Operation, ran: int) -> int:
-        return max(1, ran // 2)
+    def max_failures(self, op: Operation, ran: list[Step]) -> int:
+        return max(1, len(ran) // 2)
 
     async def begin(self, op: Operation) -> None:
         view = await self.moves.view(op, fresh=True)
@@ -42,7 +42,7 @@ class MoveKind:
     async def run_step(self, op: Operation, step: Step, control: Control) -> Outcome:
         if step.action == RETIRE_SOURCE:
             return await self._retire_source(op, step)
-        return await run_move(self.moves, op, step)
+        return await run_move(self.moves, op, step, control)
 
     async def _retire_source(self, op: Operation, step: Step) -> Outcome:
         """The evacuated host's source: retiring, then removed once no live instant clone names it."""
@@ -60,12 +60,16 @@ class MoveKind:
     async def stragglers(self, op: Operation) -> list[PlannedStep]:
         return []
 
-    async def finish(self, op: Operation) -> None:
+    async def finish(self, op: Operation) -> str | None:
         view = await self.moves.view(op)
         removed = await view.replicas.retire()
         if removed:
             log.info("pool %s: %s removed replica(s) %s", op.pool, self.name, ", ".join(removed))
         self.moves.forget(op)
+        failed = self.moves.ledger.operations.steps(op.id, ["failed"])
+        if failed:
+            return f"{len(failed)} move(s) failed (first: {failed[0].target}: {failed[0].error})"
+        return None
 
     async def stopped(self, op: Operation) -> None:
         self.moves.forget(op)

@@ -22,8 +22,9 @@ the largest shortfall.
 * a linked clone that only changes host: `migrate` (vMotion; its disks stay).
 
 **Evacuate.** Every clone of the pool on the host leaves it: instant clones are re-created on other
-hosts (from those hosts' sources), claimed ones per `evacuate.claimed` (wait for release, or
-`force` after `force_after_s`); linked and full clones `migrate`; then the host's source is removed.
+hosts (from those hosts' sources), claimed ones as the pool's `rollout:` says (wait for release,
+or `force`: notified, then re-created `force_after_s` later and handed back); linked and full
+clones `migrate`; then the host's source is removed.
 """
 
 from __future__ import annotations
@@ -158,7 +159,7 @@ def _host_surplus(clones: Sequence[Placed], moving: Mapping[int, str], hosts: Ho
     return out
 
 
-def _step(c: Placed, ds: str, host: str, *, force: bool, why: str, claimed_after_s: float | None = None) -> PlannedStep:
+def _step(c: Placed, ds: str, host: str, *, force: bool, why: str, policy: str | None = None) -> PlannedStep:
     """One clone's move, its kind decided by the clone's kind and claim (see the module docstring)."""
     rec = c.rec
     detail: dict[str, Any] = {"clone": rec.id, "kind": rec.kind, "from_datastore": c.datastore, "to_datastore": ds,
@@ -175,9 +176,9 @@ def _step(c: Placed, ds: str, host: str, *, force: bool, why: str, claimed_after
     if action == RECREATE and c.claimed:
         detail["claimed_by"] = rec.claimed_by
         if force:
-            detail.update(force_after_s=0.0, when="re-created now and handed back to its user")
-        elif claimed_after_s is not None:
-            detail.update(force_after_s=claimed_after_s, when=f"waits for release, forced after {claimed_after_s:g}s")
+            detail["when"] = "re-created now and handed back to its user"
+        elif policy is not None:
+            detail["when"] = policy
         else:
             detail["when"] = "waits for release"
     return PlannedStep(batch=1, action=action, target=rec.name, detail=detail)
@@ -190,14 +191,14 @@ def plan_evacuate(pool: Pool, clones: Sequence[Placed], host: str, hosts: Hosts,
     have = Counter(c.host for c in clones if c.host != host)
     memory = dict.fromkeys({*others.instant, *others.other}, 1)
     want = host_shares(memory, len(clones))
-    policy = pool.evacuate
-    after = policy.force_after_s if policy.claimed == "force" else None
+    r = pool.rollout
+    policy = "waits for release" if r.claimed == "on-release" else f"forced {r.force_after_s:g}s after notify"
     steps = []
     for c in sorted((c for c in clones if c.host == host), key=_order):
         allowed = list(others.allowed(c.rec.kind))
         dest = max(allowed, key=lambda h: (want.get(h, 0) - have[h], h)) if allowed else ""
         have[dest] += 1
-        step = _step(c, c.datastore, dest, force=False, why=f"evacuate {host}", claimed_after_s=after)
+        step = _step(c, c.datastore, dest, force=False, why=f"evacuate {host}", policy=policy)
         if not dest:
             step = PlannedStep(step.batch, step.action, step.target,
                                {**step.detail, "error": f"no other host may run a {c.rec.kind} clone of the pool"})

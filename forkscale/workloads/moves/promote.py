@@ -65,8 +65,8 @@ class Promote:
     def concurrency(self, op: Operation) -> int:
         return int(op.params.get("max_concurrent", 4))
 
-    def max_failures(self, op: Operation, ran: int) -> int:
-        return max(1, ran // 2)
+    def max_failures(self, op: Operation, ran: list[Step]) -> int:
+        return max(1, len(ran) // 2)
 
     async def begin(self, op: Operation) -> None:
         await self.moves.view(op, fresh=True)
@@ -94,10 +94,12 @@ class Promote:
     async def stragglers(self, op: Operation) -> list[PlannedStep]:
         return []
 
-    async def finish(self, op: Operation) -> None:
+    async def finish(self, op: Operation) -> str | None:
         view = await self.moves.view(op)
         await view.replicas.retire()
         self.moves.forget(op)
+        failed = self.moves.ledger.operations.steps(op.id, ["failed"])
+        return f"{len(failed)} clone(s) could not be promoted" if failed else None
 
     async def stopped(self, op: Operation) -> None:
         self.moves.forget(op)

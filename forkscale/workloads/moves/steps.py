@@ -4,41 +4,39 @@
   step sends it, `RelocateVM_Task` moves it (its disks, consolidated, with a datastore change;
   vMotion with a host change); then the ledger records the clone's new place (and, for a linked
   clone consolidated, its new kind, which ends its dependency on its replica).
-* `recreate`: the clone is replaced by one with the same identity on the target, in three
-  recorded stages: `Ledger.replace` (the clone `destroying`, its name, IP and MAC reserved for the
-  replacement, in one transaction), its VM destroyed and the row `gone`, then the replacement made
-  from the reservation (`Engine.make_one`) and made ready (a clone forced off a user is handed
-  back to them). A re-run finds the stage it stopped at from the rows: the old clone still live,
-  `destroying`, or gone with the reservation still open (the replacement not made, or rolled back
-  by the reconcile that starts every run) or held by the replacement.
-* A claimed clone's `recreate` waits for its user's release, unless the step may force it (at
-  once, or once it has waited `force_after_s`). A clone released meanwhile under
-  `on_release: refresh` is the pool's to replace (`draining`): the step is skipped.
+* `recreate`: the replace primitive (`forkscale.fleet.replace`, under the pool's `rollout:`
+  capacity floor): the clone `destroying` and its name, IP and MAC reserved in one transaction,
+  its VM destroyed, a clone made for the reservation on the step's host and datastore (a linked
+  clone from the replica there), ready or handed back to its user. Each stage is found from the
+  rows on a re-run, so nothing is replaced twice and no identity is lost. A claimed clone waits
+  for its release (a rebalance without `--force`; an evacuation with `rollout.claimed:
+  on-release`), or is taken (`--force` at once; `rollout.claimed: force` after its user was
+  notified and `force_after_s` passed).
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any
 
 from forkscale.core.errors import PermanentError, TemporaryError
+from forkscale.fleet.images import ImageRef, image_for_new
 from forkscale.ledger import CloneRecord, Operation, Step
 from forkscale.workloads.moves.common import Moves, PoolView, fault_text
 from forkscale.workloads.moves.plan import CONSOLIDATE, MIGRATE, RECREATE, RELOCATE
-from forkscale.workloads.operations import Outcome, done, failed, skipped, waiting
+from forkscale.workloads.operations import Control, Outcome, done, failed, skipped
 
 log = logging.getLogger("forkscale.moves")
 
 
-async def run_move(moves: Moves, op: Operation, step: Step) -> Outcome:
+async def run_move(moves: Moves, op: Operation, step: Step, control: Control) -> Outcome:
     """Run one clone's move step (see the module docstring)."""
     detail = step.detail
     if detail.get("error"):
         return failed(str(detail["error"]))
     view = await moves.view(op)
     if step.action == RECREATE:
-        return await _recreate(moves, view, step)
+        return await _recreate(moves, op, view, step, control)
     rec = moves.clone(detail)
     if rec is None:
         return skipped("the clone is gone")
@@ -77,68 +75,17 @@ async def _relocate(moves: Moves, view: PoolView, step: Step, rec: CloneRecord) 
     return done(**out)
 
 
-async def _recreate(moves: Moves, view: PoolView, step: Step) -> Outcome:
-    ledger = moves.ledger
-    name = step.target
-    old = ledger.get(int(step.detail["clone"]))
-    if old is not None and old.state != "gone":
-        if old.state == "claimed":
-            hold = _claimed(step)
-            if hold is not None:
-                return hold
-        elif old.state not in ("ready", "destroying"):
-            return skipped("released: the pool replaces it" if old.state == "draining" else f"the clone is {old.state}")
-        if old.state in ("ready", "claimed"):
-            old = ledger.replace(old.id, str(step.detail.get("why", "move")),
-                                 claimed_by=old.claimed_by if old.state == "claimed" else None)
-        if old.vm_moref and not await moves.engine.reconcile.destroy_vm(old.vm_moref):
-            return failed(f"{name}: could not remove the old VM {old.vm_moref}")
-        ledger.transition(old.id, "gone")
-    holder = ledger.by_name(name)
-    if holder is not None and holder.state != "gone" and (old is None or holder.id != old.id):
-        return await _ready(moves, view, step, holder)  # made by an earlier run of this step
-    if ledger.reservations.get(name) is None:
-        return skipped("the clone is gone and its identity was given up")
-    to_ds, to_host = str(step.detail["to_datastore"]), str(step.detail["to_host"])
-    made, result = await moves.engine.make_one(view.pool.name, view.inv, to_host, to_ds, reservation=name,
-                                               replicas=view.replicas)
-    if made is None or made.state not in ("ready", "claimed"):
-        return failed(f"{name}: the replacement did not become ready: {'; '.join(result.errors[-2:]) or 'no reason'}")
-    return _moved(step, made)
+async def _recreate(moves: Moves, op: Operation, view: PoolView, step: Step, control: Control) -> Outcome:
+    """The replace primitive (forkscale/fleet/replace.py) under the pool's rollout settings, to the
+    step's host and datastore; a rebalance waits for a claimed clone's release unless forced, an
+    evacuation follows the pool's `rollout.claimed`."""
+    image = image_for_new(moves.ledger, view.pool.name)
+    if image is None:
+        return failed(f"pool {view.pool.name} has no image yet; converge it first")
+    old = int(step.detail["clone"])
+    claimed = None if op.kind == "evacuate" else ("now" if op.params.get("force") else "on-release")
+    where = (str(step.detail["to_host"]), str(step.detail["to_datastore"]))
+    return await moves.rollout.run(op, step, control, view.pool, ImageRef.of(image), lambda r: r.id != old,
+                                   where=where, claimed=claimed)
 
 
-async def _ready(moves: Moves, view: PoolView, step: Step, new: CloneRecord) -> Outcome:
-    """The replacement exists (found on a re-run): see it through to ready."""
-    if new.state == "customizing":
-        if not await moves.engine._finish(view.pool, new, _result(view)):  # noqa: SLF001 - the engine's own path
-            return failed(f"{new.name}: the replacement did not become ready")
-        new = moves.ledger.get(new.id) or new
-    if new.state not in ("ready", "claimed"):
-        return failed(f"{new.name}: the replacement is {new.state}")
-    held = moves.ledger.reservations.get(new.name)
-    if held is not None:
-        if held.claimed_by and new.state == "ready":
-            new = moves.ledger.transition(new.id, "claimed", claimed_by=held.claimed_by)
-        moves.ledger.reservations.settle(new.name)
-    return _moved(step, new)
-
-
-def _moved(step: Step, new: CloneRecord) -> Outcome:
-    return done(replacement=new.id, at=f"{new.datastore}/{new.host}", kind=new.kind)
-
-
-def _claimed(step: Step) -> Outcome | None:
-    """None when the claimed clone may be taken from its user now; else why the step waits."""
-    after = step.detail.get("force_after_s")
-    if after is None:
-        return waiting("release", claimed_by=step.detail.get("claimed_by"))
-    since = float(step.detail.get("waiting_since") or time.time())
-    if time.time() - since >= float(after):
-        return None
-    return waiting(f"release, or {float(after):g}s", claimed_by=step.detail.get("claimed_by"), waiting_since=since)
-
-
-def _result(view: PoolView) -> Any:
-    from forkscale.fleet.result import Result
-
-    return Result(pool=view.pool.name, desired=0)

@@ -71,8 +71,8 @@ class Kind(Protocol):
         """How many of a batch's steps run at once."""
         ...
 
-    def max_failures(self, op: Operation, ran: int) -> int:
-        """The health gate: more failed steps than this among `ran` steps of one round pauses
+    def max_failures(self, op: Operation, ran: list[Step]) -> int:
+        """The health gate: more failed steps than this among the steps `ran` in one round pauses
         the operation with the reason."""
         ...
 
@@ -89,8 +89,9 @@ class Kind(Protocol):
         image meanwhile), added to the plan and run; [] when the goal is reached."""
         ...
 
-    async def finish(self, op: Operation) -> None:
-        """The goal is reached (every step done or skipped, no stragglers): record the outcome."""
+    async def finish(self, op: Operation) -> str | None:
+        """Every step finished and no stragglers: record the outcome; None when the goal is reached
+        (the operation is done), else why not (it is paused with that reason)."""
         ...
 
     async def stopped(self, op: Operation) -> None:

@@ -17,7 +17,8 @@ One loop for every kind of long operation (push image, refresh, rebalance, evacu
    no new step starts once the operation is not `running`; steps in flight finish, and a step
    that is only waiting (for capacity, for a release) is interrupted and put back to `pending`.
 6. When no step is left, `kind.stragglers(op)` may add more (work that appeared meanwhile);
-   else `kind.finish(op)` and the operation is `done`.
+   else `kind.finish(op)` and the operation is `done` (or paused, with the reason `finish` gives
+   why the goal is not reached).
 """
 
 from __future__ import annotations
@@ -178,7 +179,7 @@ class OperationRunner:
             if todo:
                 ran = await self._round(kind, op, todo)
                 failed = [s for s in ran if s.state == FAILED]
-                gate = kind.max_failures(op, len([s for s in ran if s.state != "waiting"]))
+                gate = kind.max_failures(op, [s for s in ran if s.state != "waiting"])
                 if len(failed) > gate:
                     reason = (f"health gate: {len(failed)} of {len(ran)} step(s) failed (max_failure {gate}): "
                               f"{failed[0].target}: {failed[0].error}")
@@ -193,7 +194,10 @@ class OperationRunner:
                 ops.add_steps(op_id, [type(s)(batch=top + 1 + s.batch, action=s.action, target=s.target,
                                               detail=s.detail) for s in more])
                 continue
-            await kind.finish(op)
+            unmet = await kind.finish(op)
+            if unmet is not None:
+                log.warning("operation %d (%s of pool %s) paused: %s", op.id, op.kind, op.pool, unmet)
+                return ops.set_state(op_id, "paused", unmet, expect=("running",))
             log.info("operation %d (%s of pool %s) done", op.id, op.kind, op.pool)
             return ops.set_state(op_id, "done", expect=("running",))
 
