@@ -31,13 +31,14 @@ from forkscale.ledger.records import (
     allowed_transition,
 )
 from forkscale.ledger.reservations import Reservation
+from forkscale.ledger.retention import PruneResult
 from forkscale.ledger.schema import MIGRATIONS, SCHEMA_VERSION, migrate, schema_version
 from forkscale.ledger.store import Ledger, ReservationTaken
 from forkscale.ledger.userdisks import UserDisk
 
 __all__ = [
     "HOLDING_STATES", "KINDS", "LIVE_STATES", "MIGRATIONS", "MUTABLE_FIELDS", "SCHEMA_VERSION", "STATES",
-    "CloneRecord", "Event", "IllegalTransition", "Ledger", "LedgerError", "SourceRecord", "UnknownClone",
+    "CloneRecord", "Event", "IllegalTransition", "Ledger", "LedgerError", "PruneResult", "SourceRecord", "UnknownClone",
     "allowed_transition", "migrate", "schema_version",
     "IMAGE_STATES", "OP_STATES", "OPEN_STATES", "STEP_STATES", "ImageRecord", "Operation", "OperationBusy",
     "PlannedStep", "Reservation", "ReservationTaken", "Step", "UserDisk",

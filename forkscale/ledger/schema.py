@@ -83,12 +83,22 @@ ALTER TABLE clones ADD COLUMN pending_task TEXT;
 """
 
 
-#: v4: day-2 operations (forkscale/ledger/images.py, operations.py, reservations.py, userdisks.py):
+#: v4: indexed lookups only. `by_name` (a release, a scale-down) searched every row ever written;
+#: retention (`Ledger.prune`) finds old history by time instead of scanning `clones` and `events`.
+_V4 = """
+CREATE INDEX clones_name ON clones (name);
+CREATE INDEX clones_gone_at ON clones (updated_at) WHERE state = 'gone';
+CREATE INDEX events_at ON events (at);
+CREATE INDEX sources_gone_at ON sources (updated_at) WHERE state IN ('gone', 'failed');
+"""
+
+
+#: v5: day-2 operations (forkscale/ledger/images.py, operations.py, reservations.py, userdisks.py):
 #: a pool's image history (golden VM + snapshot per generation) and the generation every clone and
 #: per-host source was made from; long operations as persisted plans (one row per operation, one
 #: per step, executed idempotently); identities held for a clone being replaced (its name, IP and
 #: MAC are given back to its replacement, never to another clone); users' persistent disks.
-_V4 = """
+_V5 = """
 ALTER TABLE clones ADD COLUMN image_generation INTEGER;
 ALTER TABLE sources ADD COLUMN image_generation INTEGER;
 CREATE TABLE images (
@@ -164,7 +174,7 @@ CREATE UNIQUE INDEX user_disks_identity ON user_disks (pool, identity) WHERE sta
 """
 
 
-MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4)
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4, _V5)
 
 
 SCHEMA_VERSION = len(MIGRATIONS)
