@@ -88,8 +88,8 @@ def check_pool_consistent(si, state, *, count: int, pool: str = "quickstart") ->
     from forkscale.ledger import Ledger
 
     vms = disks_of(si)
-    clones = {n: v for n, v in vms.items() if v["extra"].get("forkscale.pool") == pool}
-    tagged = pool_vms(si, pool)
+    clones = {n: v for n, v in vms.items() if v["extra"].get("forkscale.pool") == pool and "forkscale.id" in v["extra"]}
+    tagged = [v for v in pool_vms(si, pool) if "forkscale.id" in v]
     assert len(clones) == count
     for key in ("name", "nic_mac", "guestinfo.forkscale.ip", "forkscale.id"):
         assert len({v[key] for v in tagged}) == count, key
@@ -121,7 +121,7 @@ def test_kill_9_at_ten_moments_of_a_rebalance_then_rerun_loses_and_duplicates_no
     assert set(where.values()) == {"ds-hdd"}
 
 
-def kill_at_random_moments(argv: list[str], state, *, kills: int = 10, seed: int = 15) -> None:
+def kill_at_random_moments(argv: list[str], state, *, kills: int = 10, seed: int = 15, pool: str = "quickstart") -> None:
     """Run the command `kills` times, each killed with SIGKILL at a random moment: every other kill
     after a random delay, the others a random moment after the operation moved on by one step (so
     kills land mid-operation however slow the machine is)."""
@@ -133,18 +133,18 @@ def kill_at_random_moments(argv: list[str], state, *, kills: int = 10, seed: int
     rng = random.Random(seed)
     landed = []
     for i in range(kills):
-        before = _progress(state)[0]
+        before = _progress(state, pool)[0]
         proc = cli_process(*argv)
         if i % 2:
             deadline = time.monotonic() + 60
-            while _progress(state)[0] == before and proc.poll() is None and time.monotonic() < deadline:
+            while _progress(state, pool)[0] == before and proc.poll() is None and time.monotonic() < deadline:
                 time.sleep(0.05)
             time.sleep(rng.uniform(0.0, 0.4))
         else:
             time.sleep(rng.uniform(0.3, 3.0))
         proc.kill()
         proc.communicate()
-        landed.append(_progress(state))
+        landed.append(_progress(state, pool))
     assert any(0 < done < total for done, total in landed), f"no kill landed mid-operation: {landed}"
 
 
