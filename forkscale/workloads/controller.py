@@ -86,6 +86,7 @@ from forkscale.policy import (
     read_metric,
 )
 from forkscale.workloads.drain import Drainer
+from forkscale.workloads.moves.auto import AutoMoves
 from forkscale.workloads.runtime import ControllerError, PoolRuntime, iso, observed_of, status_doc
 
 log = logging.getLogger("forkscale.controller")
@@ -116,6 +117,8 @@ class Controller:
         engine.progress = self._on_progress
         engine.drainer = Drainer(self.ledger)
         self.started_at = time.time()
+        #: resumes operations, starts evacuate / promote / rebalance when due (forkscale/workloads/moves/auto.py)
+        self.moves = AutoMoves(engine, stopping=lambda: self._stopping, dry_run=dry_run)
         self._next_prune = 0.0  # on the ledger's clock; 0: prune at the first round
         self._pruning = False
 
@@ -141,6 +144,7 @@ class Controller:
         async with aiohttp.ClientSession() as session:
             self._session = session
             tasks = [asyncio.create_task(self._loop(pr), name=f"pool:{name}") for name, pr in self.pools.items()]
+            tasks.append(asyncio.create_task(self.moves.run(), name="day2-moves"))
             try:
                 await self._stop_event.wait()
                 done, pending = await asyncio.wait(tasks, timeout=self.grace_s)

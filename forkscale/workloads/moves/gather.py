@@ -26,6 +26,7 @@ class Gathered:
     replicas: set[str]  # datastores with a usable replica of the pool's current image
     replica_bytes: int  # what a new replica would take
     golden: Source
+    source_hosts: set[str]  # hosts whose source (or golden VM) instant clones fork from now
 
 
 async def gather(engine: Engine, pool: Pool, inv: Inventory) -> Gathered:
@@ -48,4 +49,5 @@ async def gather(engine: Engine, pool: Pool, inv: Inventory) -> Gathered:
     hosts = Hosts(instant=placement_hosts(pool, inv, sources or [golden]), other=fallback_hosts(pool, inv, golden))
     image = image_of(golden)
     replicas = {r.datastore for r in engine.ledger.replicas(pool.name, USABLE_REPLICA_STATES) if r.image == image}
-    return Gathered(clones, hosts, replicas, sizes.get(golden.moref, CLONE_SPACE_GUESS), golden)
+    return Gathered(clones, hosts, replicas, sizes.get(golden.moref, CLONE_SPACE_GUESS), golden,
+                    {inv.host_names.get(s.host, "") for s in sources or [golden]})
