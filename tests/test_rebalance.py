@@ -160,3 +160,59 @@ def _progress(state, pool: str = "quickstart") -> tuple[int, int]:
             return (0, 0)
         steps = ledger.operations.steps(op.id)
         return (len([s for s in steps if s.state == "done"]), len(steps))
+
+
+def test_each_kind_moves_its_own_way_claimed_ones_wait_for_release_or_are_forced(twin, si, tmp_path, capsys):
+    import time
+
+    from forkscale.ledger import Ledger
+    from tests.spine_helpers import cli_process
+
+    state = tmp_path / "state.sqlite"
+    spec = write_spec(tmp_path, twin, count=3, fallback=("full",))
+    assert cli("apply", "-f", str(spec)) == 0
+    spec = spec_on(tmp_path, twin, ["ds-ssd"], count=6)
+    assert cli("apply", "-f", str(spec)) == 0  # 3 full + 3 linked clones, all on ds-ssd
+    with Ledger(state) as ledger:
+        live = {r.name: r for r in ledger.live("quickstart")}
+        full = sorted(n for n, r in live.items() if r.kind == "full")
+        linked = sorted(n for n, r in live.items() if r.kind == "linked")
+        for name in (full[0], linked[0], linked[1]):
+            ledger.transition(live[name].id, "claimed", claimed_by="ann")
+    morefs = {n: r.vm_moref for n, r in live.items()}
+    spec = spec_on(tmp_path, twin, ["ds-hdd"], count=6)
+    capsys.readouterr()
+    assert cli("rebalance", "quickstart", "-f", str(spec), "--dry-run", "-o", "json") == 0
+    actions = {s["target"]: (s["action"], s["detail"].get("when")) for s in json.loads(capsys.readouterr().out)["plan"]}
+    assert actions == {full[0]: ("relocate", None), full[1]: ("relocate", None), full[2]: ("relocate", None),
+                       linked[0]: ("recreate", "waits for release"), linked[1]: ("recreate", "waits for release"),
+                       linked[2]: ("recreate", None)}
+    proc = cli_process("rebalance", "quickstart", "-f", str(spec), "-o", "json")
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and _progress(state) != (4, 6):
+            time.sleep(0.05)
+        assert _progress(state) == (4, 6), "everything but the two claimed linked clones moved"
+        with Ledger(state) as ledger:  # ann gives one back (on_release: keep)
+            ledger.transition(ledger.by_name(linked[0]).id, "ready")
+        while time.monotonic() < deadline and _progress(state) != (5, 6):
+            time.sleep(0.05)
+        assert _progress(state) == (5, 6)
+    finally:
+        proc.kill()
+        proc.communicate()
+    # --force: the claimed linked clone is relocated with its data (consolidated) and stays ann's
+    capsys.readouterr()
+    assert cli("rebalance", "quickstart", "-f", str(spec), "--force", "-o", "json") == 0
+    doc = status(spec, capsys)
+    clones = {c["name"]: c for c in doc["clones"]}
+    assert {c["vcenter_datastore"] for c in clones.values()} == {"ds-hdd"}
+    for name in full:  # relocated: the same VMs, their data moved whole
+        assert clones[name]["vm"] == morefs[name] and clones[name]["kind"] == "full"
+    assert clones[full[0]]["state"] == "claimed"
+    assert clones[linked[1]]["vm"] == morefs[linked[1]], "consolidated in place, not re-created"
+    assert (clones[linked[1]]["kind"], clones[linked[1]]["state"]) == ("full", "claimed")
+    assert clones[linked[0]]["vm"] != morefs[linked[0]] and clones[linked[0]]["kind"] == "linked"
+    vms = disks_of(si)
+    assert len(vms[linked[1]]["chain"]) == 1 and vms[linked[1]]["chain"][0].startswith("[ds-hdd] ")
+    assert [r["datastore"] for r in doc["replicas"]] == ["ds-hdd"]

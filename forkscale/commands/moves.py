@@ -81,7 +81,14 @@ async def execute(args: argparse.Namespace, engine: Engine, kind: str, params: d
     """Print the plan (`--dry-run`), or start (or resume) the operation and run it to its end."""
     pool = args.pool
     current = engine.ledger.operations.open(pool)
-    if not steps and (current is None or current.kind != kind):
+    superseded = current is not None and current.kind == kind and any(
+        current.params.get(k) != params.get(k) for k in params.get("supersede", ()))
+    if superseded and current is not None and not args.dry_run:
+        # e.g. `rebalance --force` while a rebalance waits for users: the old plan stops, the new one runs
+        runner = OperationRunner(engine.ledger, kinds(engine))
+        await runner.stop(current.id, "cancelled", f"superseded by a new {kind} ({', '.join(params['supersede'])} changed)")
+        current = None
+    if not steps and (current is None or current.kind != kind or superseded):
         if args.output == "json":
             print(json.dumps({"dry_run": bool(args.dry_run), "pool": pool, "kind": kind, "plan": [],
                               "operation": None, "summary": {}}, indent=2))
@@ -89,10 +96,11 @@ async def execute(args: argparse.Namespace, engine: Engine, kind: str, params: d
             print(f"{kind} of {pool}: nothing to do")
         return 0
     if args.dry_run:
-        if current is not None and current.kind == kind:
+        resumes = current is not None and current.kind == kind and not superseded
+        if resumes and current is not None:
             steps = [PlannedStep(s.batch, s.action, s.target, s.detail)
                      for s in engine.ledger.operations.steps(current.id) if not s.finished]
-        _print_plan(args, pool, kind, steps, resumed=current is not None and current.kind == kind)
+        _print_plan(args, pool, kind, steps, resumed=resumes)
         return 0
     op, resumed = start_or_resume(engine.ledger, pool, kind, params, steps, created_by=f"cli:{kind}")
     if args.output == "text":
@@ -167,7 +175,8 @@ async def _rebalance(args: argparse.Namespace, spec: Spec) -> int:
                                replica_bytes=found.replica_bytes)
         stores = sorted({*pool.placement.datastores, *(c.datastore for c in found.clones)} & set(inv.datastores))
         params = {"max_concurrent": pool.rebalance.max_concurrent, "max_unavailable": pool.rebalance.max_concurrent,
-                  "force": bool(args.force), "free_before": {d: inv.datastores[d][1] for d in stores}}
+                  "force": bool(args.force), "free_before": {d: inv.datastores[d][1] for d in stores},
+                  "supersede": ["force"]}
 
         async def summary(doc: dict[str, Any]) -> dict[str, Any]:
             after = await engine.driver.inventory()
