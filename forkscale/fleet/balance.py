@@ -58,7 +58,7 @@ def datastore_shares(dss: Sequence[Datastore], total: int, *, clone_bytes: Mappi
     replica = {d.name: d.needs_replica for d in dss}
     for _ in range(total):
         def fits(name: str) -> bool:
-            need = (out.counts[name] + 1) * size[name] + (replica[name] if out.counts[name] == 0 else 0)
+            need = (out.counts[name] + 1) * size[name] + replica[name]
             return need <= room[name]
 
         candidates = [d.name for d in dss if fits(d.name)]
