@@ -70,6 +70,7 @@ class Ladder:
     telemetry: Any = None
     replicas: ReplicaManager | None = None  # linked clones fork from the replica on their datastore
     disabled: dict[str, str] = field(default_factory=dict)  # rung -> why vCenter cannot do it
+    no_replica: dict[str, str] = field(default_factory=dict)  # datastore -> why its linked clones fork from the golden
 
     async def run(self, rec: CloneRecord, req: CloneRequest, src: Source) -> tuple[str | None, str]:
         """(moref, rung) of the clone made, or (None, "") with the row failed (or quarantined)."""
@@ -163,7 +164,17 @@ class Ladder:
         clone is recorded as its dependant before the task is sent."""
         assert self.replicas is not None
         ds = self.inv.datastore_name(req.datastore) or rec.datastore
-        replica = await self.replicas.for_clone(src, ds)
+        try:
+            replica = await self.replicas.for_clone(src, ds)
+        except PermanentError as exc:
+            # no replica there now (no room, vCenter refused it, its task's outcome unknown): the clone forks
+            # from the golden VM's snapshot itself, as it would without replicas (said once per datastore)
+            if ds not in self.no_replica:
+                self.no_replica[ds] = str(exc)
+                log.warning("pool %s: no replica on %s (%s); linked clones there fork from the golden snapshot",
+                            self.pool.name, ds, exc)
+            self.ledger.bind_replica(rec.id, None)
+            return await self.driver.clone(src.golden or src.moref, req, linked=True, snapshot=src.snapshot)
         self.ledger.bind_replica(rec.id, replica.id)
         return await self.driver.clone(replica.moref, req, linked=True, snapshot=replica.snapshot)
 

@@ -118,17 +118,27 @@ class Replacer:
         return _holder(self.engine, rec.name)
 
     async def _remove(self, pool: Pool, rec: CloneRecord) -> bool:
-        """Destroy the VM of a row in `destroying` (or `failed`): user disk detached first; True once gone."""
-        if rec.vm_moref:
-            ok = await self.engine.reconcile.destroy_vm(rec.vm_moref, rec)
-            if not ok:
-                if rec.state != "failed":
-                    self.engine.ledger.transition(rec.id, "failed", error="could not be destroyed for replacement")
-                return False
-        if rec.state == "destroying" or rec.pending_task is None:
-            self.engine.ledger.transition(rec.id, "gone")
-            return True
-        return False
+        """Destroy the VM of a row in `destroying` (or `failed`): user disk detached first; True once gone.
+        The row is this process's while it goes (a converge's reconcile next to it leaves it be)."""
+        ledger = self.engine.ledger
+        self.engine.in_flight.add(rec.id)
+        try:
+            if rec.vm_moref:
+                ok = await self.engine.reconcile.destroy_vm(rec.vm_moref, rec)
+                if not ok:
+                    now = ledger.get(rec.id)
+                    if now is not None and now.state not in ("failed", "gone"):
+                        ledger.transition(rec.id, "failed", error="could not be destroyed for replacement")
+                    return now is not None and now.state == "gone"
+            now = ledger.get(rec.id)
+            if now is None or now.state == "gone":  # removed meanwhile by a reconcile that saw it first
+                return True
+            if now.state == "destroying" or now.pending_task is None:
+                ledger.transition(rec.id, "gone")
+                return True
+            return False
+        finally:
+            self.engine.in_flight.discard(rec.id)
 
     async def _make(self, pool: Pool, name: str | None, image: ImageRef,
                     where: tuple[str, str] | None = None) -> Replaced:

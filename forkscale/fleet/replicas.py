@@ -35,11 +35,19 @@ from forkscale.fleet.sources import Source
 from forkscale.ledger import USABLE_REPLICA_STATES, Ledger, LedgerError, ReplicaRecord
 from forkscale.spec import Pool
 from forkscale.vsphere.model import TAG_REPLICA, CloneRequest, Inventory, VmInfo
-from forkscale.vsphere.ports import VSphere
+from forkscale.vsphere.ports import TaskTimeout, VSphere
 
 log = logging.getLogger("forkscale.replicas")
 SNAPSHOT = "forkscale-replica"
 ATTEMPTS = 3
+
+
+#: Faults after which a call may or may not have happened (its answer was lost).
+ANSWER_LOST = frozenset({"ConnectionError"})
+
+
+class ReplicaPending(PermanentError):
+    """A replica's clone call whose outcome is unknown: not this converge's to use (nor to send again)."""
 
 
 @dataclass(frozen=True)
@@ -134,7 +142,7 @@ class ReplicaManager:
     async def for_clone(self, src: Source, datastore: str) -> Replica:
         """The replica of `src`'s image on `datastore`, made now if there is none (one at a time per
         datastore; every clone waiting for it gets the same one). PermanentError when none can be
-        made (the clone steps down to a full clone)."""
+        made now (the clone then forks from the golden VM's snapshot itself)."""
         if src.snapshot is None:
             raise PermanentError(f"{src.name} has no snapshot to make linked clones from", "NoSnapshot")
         if datastore in self._failed:
@@ -192,9 +200,11 @@ class ReplicaManager:
         golden = src.golden or src.moref
         try:
             moref = await self._retrying(f"make replica {row.vm_name}", lambda: self.driver.clone(
-                golden, req, linked=False, snapshot=src.snapshot))
+                golden, req, linked=False, snapshot=src.snapshot), resend=False)
+        except ReplicaPending:
+            raise  # its task may still land: the row stays `preparing` for the next sync to judge
         except PermanentError:
-            self.ledger.update_replica(row.id, state="gone")  # nothing was made (a lost answer is adopted by sync)
+            self.ledger.update_replica(row.id, state="gone")  # vCenter refused it: nothing was made
             raise
         log.info("pool %s: made replica %s of %s on %s", pool.name, row.vm_name, row.image, row.datastore)
         return moref
@@ -210,12 +220,18 @@ class ReplicaManager:
                 return inv.hosts[name]
         return golden.host if golden is not None and golden.host else next(iter(inv.hosts.values()))
 
-    async def _retrying(self, what: str, call: Callable[[], Awaitable[str]]) -> str:
+    async def _retrying(self, what: str, call: Callable[[], Awaitable[str]], *, resend: bool = True) -> str:
+        """`call`, again after a temporary fault. Without `resend`, a call that may have happened all the
+        same (its answer was lost, or its task outlived the deadline) is never sent again: a server
+        without DuplicateName would make a second VM. ReplicaPending then."""
         delay = 1.0
         for attempt in range(1, ATTEMPTS + 1):
             try:
                 return await call()
             except TemporaryError as exc:
+                if not resend and (isinstance(exc, TaskTimeout) or exc.fault in ANSWER_LOST):
+                    raise ReplicaPending(f"{what}: {exc}; it may still be made, so it is not sent again "
+                                         "(the next run adopts or removes it)", "ReplicaPending") from None
                 if attempt == ATTEMPTS:
                     raise PermanentError(f"{what}: {exc}", exc.fault) from None
                 await asyncio.sleep(exc.delay * delay * (0.5 + self.rng.random()))
