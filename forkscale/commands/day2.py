@@ -61,6 +61,10 @@ async def _dispatch(args: argparse.Namespace, engine: Engine, runner: OperationR
         started = await ctl.rollback(engine, runner, args.pool, created_by=who, dry_run=args.dry_run)
     else:
         started = await ctl.refresh(engine, args.pool, args.vms, created_by=who, dry_run=args.dry_run)
+    if started.nothing is not None:
+        _say(args, started.nothing)
+        _print_doc(args, ctl.rollout_doc(engine.ledger, args.pool))
+        return 0
     if started.op is None:
         return _print_plan(args, started)
     if not args.dry_run and started.resumed:

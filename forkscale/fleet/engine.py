@@ -145,12 +145,15 @@ class Engine:
         folder = await self._folder(pool, inv)
         await self.reconcile(pool, inv, result)
         live = self.ledger.clones(pool.name, states=list(LIVE))
-        creating = want > len(live)
-        reserved = await self._reserved(pool, want - len(live))
+        # a clone being replaced right now (its identity reserved, its old row still destroying) comes back
+        # through its replacement: it counts as there, or both would make one
+        pending = self._replacing(pool, live)
+        creating = want - pending > len(live)
+        reserved = await self._reserved(pool, want - len(live) - pending)
         sources = await mgr.for_converge(inv, source, folder, creating and "instant" in rungs)
         if creating:
             rungs = await self._preflight(pool, rungs, inv, sources[0], folder, result)
-        plan = make_plan(pool, inv, sources, live, want, rungs=rungs)
+        plan = make_plan(pool, inv, sources, live, want - pending, rungs=rungs)
         busy = {r.name for r in live if r.id in self.in_flight}  # made by a rollout right now: not a victim
         ladder = self.ladder(pool, inv, folder, rungs, result, source, live)
         names = reserved + [None] * len(plan.create)
@@ -191,6 +194,13 @@ class Engine:
         return Ladder(self.driver, self.ledger, pool, inv, folder, rungs, result,
                       Spread.over(fallback_hosts(pool, inv, golden), live),
                       lambda host: self.budgets.of(pool, f"host:{host}"), self.rng, self.telemetry)
+
+    def _replacing(self, pool: Pool, live: list[CloneRecord]) -> int:
+        """Reserved identities still held by a row on its way out (destroying, or failed and quarantined)."""
+        held = {r.name for r in live}
+        out = {r.name for r in self.ledger.reservations.of(pool.name)} - held
+        open_ = {r.name for r in self.ledger.reservations.open(pool.name)}
+        return len(out - open_)
 
     async def _reserved(self, pool: Pool, room: int) -> list[str]:
         """The open reservations (identities of replaced clones) the next `room` new clones take; those
@@ -284,6 +294,16 @@ class Engine:
                            extra=extra, disconnect=pool.network.disconnect)
         self.ledger.transition(rec.id, "cloning")
         return req
+
+    async def finish(self, pool: Pool, rec: CloneRecord, result: Result) -> bool:
+        """Finish a clone found `customizing` that no call of this process is making (adopted after a crash)."""
+        if rec.id in self.in_flight or rec.state != "customizing":
+            return False
+        self.in_flight.add(rec.id)
+        try:
+            return await self._finish(pool, rec, result)
+        finally:
+            self.in_flight.discard(rec.id)
 
     async def _finish(self, pool: Pool, rec: CloneRecord, result: Result) -> bool:
         """A clone vCenter made (or one adopted while customizing): powered on, then its guest ready when

@@ -83,6 +83,12 @@ class Replacer:
         rec = _holder(self.engine, name)
         if rec is not None and rec.state in ("ready", "claimed") and done_if(rec):
             return Replaced(DONE, rec)
+        if rec is not None and rec.state == "customizing" and rec.id not in self.engine.in_flight:
+            # adopted after a crash (made, not yet ready): finish it, then judge it like any other
+            await self.engine.finish(pool, rec, Result(pool=pool.name, desired=0))
+            rec = _holder(self.engine, name)
+            if rec is not None and rec.state in ("ready", "claimed") and done_if(rec):
+                return Replaced(DONE, rec)
         if rec is not None:
             if rec.state in BUILDING or rec.state == "draining":
                 return Replaced(BUSY, rec)
@@ -94,9 +100,15 @@ class Replacer:
                 rec = ledger.replace(rec.id, reason, keep_identity=keep_identity,
                                      claimed_by=rec.claimed_by if rec.state == "claimed" else None)
                 log.info("pool %s: replacing %s (%s)", pool.name, name, reason)
-            if rec.state in ("destroying", "failed") and not await self._remove(pool, rec):
-                now = ledger.get(rec.id)
-                return Replaced(FAILED, now, f"{name} could not be removed: {now.error if now else 'gone'}")
+            if rec.state in ("destroying", "failed"):
+                self.engine.in_flight.add(rec.id)  # ours to remove: a concurrent reconcile leaves it be
+                try:
+                    removed = await self._remove(pool, rec)
+                finally:
+                    self.engine.in_flight.discard(rec.id)
+                if not removed:
+                    now = ledger.get(rec.id)
+                    return Replaced(FAILED, now, f"{name} could not be removed: {now.error if now else 'gone'}")
             if not keep_identity:  # `refresh.identity: new`: a fresh name, IP and MAC
                 return await self._make(pool, None, image)
         if name not in {r.name for r in ledger.reservations.open(pool.name)}:
@@ -105,13 +117,20 @@ class Replacer:
 
     async def _remove(self, pool: Pool, rec: CloneRecord) -> bool:
         """Destroy the VM of a row in `destroying` (or `failed`): user disk detached first; True once gone."""
+        now = self.engine.ledger.get(rec.id)
+        if now is None or now.state == "gone":
+            return True
+        rec = now
         if rec.vm_moref:
             ok = await self.engine.reconcile.destroy_vm(rec.vm_moref, rec)
             if not ok:
                 if rec.state != "failed":
                     self.engine.ledger.transition(rec.id, "failed", error="could not be destroyed for replacement")
                 return False
-        if rec.state == "destroying" or rec.pending_task is None:
+        now = self.engine.ledger.get(rec.id)
+        if now is None or now.state == "gone":
+            return True  # (closed meanwhile by a reconcile of the same pool)
+        if now.state == "destroying" or now.pending_task is None:
             self.engine.ledger.transition(rec.id, "gone")
             return True
         return False

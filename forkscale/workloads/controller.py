@@ -86,6 +86,11 @@ from forkscale.policy import (
     read_metric,
 )
 from forkscale.workloads.drain import Drainer
+from forkscale.workloads.operations import OperationRunner
+from forkscale.workloads.operations import control as ops
+from forkscale.workloads.operations.background import Background
+from forkscale.workloads.operations.registry import kinds
+from forkscale.workloads.refreshpolicy import aged, worn
 from forkscale.workloads.runtime import ControllerError, PoolRuntime, iso, observed_of, status_doc
 
 log = logging.getLogger("forkscale.controller")
@@ -116,6 +121,8 @@ class Controller:
         engine.progress = self._on_progress
         engine.drainer = Drainer(self.ledger)
         self.started_at = time.time()
+        self.runner = OperationRunner(self.ledger, kinds(engine), stopping=lambda: self._stopping)
+        self.operations = Background(self.runner, lambda pool, msg: self._error(self._runtime(pool), msg))
         self._next_prune = 0.0  # on the ledger's clock; 0: prune at the first round
         self._pruning = False
 
@@ -152,6 +159,7 @@ class Controller:
                 for t in tasks:
                     t.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
+                await self.operations.stop()
                 self._session = None
         log.info("controller: stopped")
 
@@ -169,6 +177,8 @@ class Controller:
                 self._error(pr, f"round failed: {type(exc).__name__}: {exc}")
             if self._stopping:
                 break
+            if not self.dry_run:
+                self.operations.poke(pr.pool.name)  # a push, refresh... recorded for this pool runs alongside
             await self._prune_if_due()
             interval = pr.runner.config.evaluate_every_s
             left = pr.runner.status().cooldown_left_s
@@ -214,6 +224,7 @@ class Controller:
         # clone released under on_release: refresh (or one a crash left mid-drain). They still
         # count as live for the engine's plan; the policy sees the pool without them, and each
         # one is replaced one for one on top of what the policy decides.
+        self._age_out(pr)
         leaving = self.ledger.clones(pool.name, ["draining"])
         refresh = len(leaving)
         observed = self.observe(pr)
@@ -310,8 +321,9 @@ class Controller:
         # No await since `leaving` was read: these rows are exactly the ones the target counted.
         # Releases from here on stay `draining` (live) until the next round, so the plan below
         # never replaces a clone twice.
-        for rec in leaving:
-            self.ledger.transition(rec.id, "destroying")
+        same = pool.refresh.identity == "same"
+        for rec in leaving:  # its name, IP and MAC held for the fresh clone the converge makes
+            self.ledger.replace(rec.id, "refresh", keep_identity=same)
         ok = False
         pr.converging = True
         try:
@@ -431,7 +443,8 @@ class Controller:
             raise ControllerError(f"pool {pool_name!r} has no clone named {vm!r}", 404)
         if rec.state != "claimed":
             raise ControllerError(f"{vm} is {rec.state}, not claimed; only a claimed clone can be released", 409)
-        if pr.pool.on_release == "keep":
+        why = worn(pr.pool, self.ledger, rec, time.time())
+        if why is None:
             self.ledger.transition(rec.id, "ready")
             self._notify_ready(pr)
             action = "kept"
@@ -439,9 +452,68 @@ class Controller:
             # `draining` (live, not claimable) until the pool's next round replaces it one for one.
             self.ledger.transition(rec.id, "draining")
             action = "refreshing"
-        log.info("pool %s: %s released by %s (%s)", pool_name, vm, rec.claimed_by, action)
+        log.info("pool %s: %s released by %s (%s%s)", pool_name, vm, rec.claimed_by, action,
+                 f": {why}" if why else "")
         pr.wake.set()
-        return {"pool": pool_name, "vm": vm, "action": action, "on_release": pr.pool.on_release}
+        return {"pool": pool_name, "vm": vm, "action": action, "on_release": pr.pool.on_release,
+                **({"why": why} if why else {})}
+
+    def _age_out(self, pr: PoolRuntime) -> None:
+        """Idle clones past refresh.max_age_s go `draining`, to be refreshed this round (a few at a time)."""
+        if pr.pool.refresh.max_age_s is None or self.dry_run:
+            return
+        counts = self.ledger.counts(pr.pool.name)
+        for rec in aged(pr.pool, self.ledger, time.time(), counts["draining"] + counts["destroying"]):
+            log.info("pool %s: refreshing %s: older than refresh.max_age_s %g", pr.pool.name, rec.name,
+                     pr.pool.refresh.max_age_s)
+            self.ledger.transition(rec.id, "draining")
+
+    # day-2 operations (forkscale/workloads/operations) ------------------------------------------
+    async def push_image(self, pool_name: str, body: dict[str, Any], by: str) -> dict[str, Any]:
+        """`PUT /v1/pools/{pool}/image`: record a push (or its plan, with dry_run); serve runs it."""
+        self._runtime(pool_name)
+        if not body.get("dry_run"):
+            self._refuse_when_read_only()
+        at = ops.parse_at(body.get("at"))
+        started = await ops.push(self.engine, pool_name, snapshot=body.get("snapshot"), source=body.get("source"),
+                                 created_by=by, allow_partial=bool(body.get("allow_partial")), at=at,
+                                 dry_run=bool(body.get("dry_run")))
+        return self._started(started)
+
+    async def refresh(self, pool_name: str, vms: list[str], by: str) -> dict[str, Any]:
+        self._runtime(pool_name)
+        self._refuse_when_read_only()
+        return self._started(await ops.refresh(self.engine, pool_name, vms, created_by=by))
+
+    async def rollout(self, pool_name: str, action: str, by: str) -> dict[str, Any]:
+        """pause | resume | cancel the pool's operation, or rollback its image."""
+        self._runtime(pool_name)
+        self._refuse_when_read_only()
+        if action == "rollback":
+            return self._started(await ops.rollback(self.engine, self.runner, pool_name, created_by=by))
+        if action == "pause":
+            ops.pause(self.ledger, pool_name, by)
+        elif action == "resume":
+            ops.resume(self.ledger, pool_name, by)
+        elif action == "cancel":
+            await ops.cancel(self.runner, pool_name, by)
+        else:
+            raise ControllerError(f"unknown rollout action {action!r} (pause, resume, cancel, rollback)", 400)
+        self.operations.poke(pool_name)
+        return ops.rollout_doc(self.ledger, pool_name)
+
+    def rollout_status(self, pool_name: str) -> dict[str, Any]:
+        self._runtime(pool_name)
+        return ops.rollout_doc(self.ledger, pool_name, steps=True)
+
+    def _started(self, started: ops.Started) -> dict[str, Any]:
+        if started.nothing is not None:
+            return {**ops.rollout_doc(self.ledger, started.pool), "dry_run": False, "nothing": started.nothing}
+        if started.op is None:
+            return {"pool": started.pool, "dry_run": True, "kind": started.kind, "params": started.params,
+                    "plan": started.plan_lines()}
+        self.operations.poke(started.pool)
+        return ops.rollout_doc(self.ledger, started.pool)
 
     def set_count(self, pool_name: str, count: int) -> dict[str, Any]:
         """`fixed`: the new count; headroom / target-value: the new floor (min). In memory only."""

@@ -41,6 +41,10 @@ log = logging.getLogger("forkscale.push")
 KIND = "push-image"
 
 
+class AlreadyThere(Exception):
+    """The pool already runs the image asked for (a push re-run after it completed): nothing to do."""
+
+
 @dataclass
 class PushPlan:
     pool: str
@@ -73,8 +77,8 @@ async def plan_push(engine: Engine, pool: Pool, *, snapshot: str | None, source:
         if snapshot is None:
             raise SpecError("--snapshot", "required: the golden VM's snapshot holding the new image")
         snap, snap_name = await snapshot_moref(engine.driver, golden, snapshot, "--snapshot"), snapshot
-        if golden.name == active.golden and snap == active.snapshot_moref:
-            raise SpecError("--snapshot", f"pool {pool.name} already runs {active.label()}")
+        if golden.name == active.golden and snap == active.snapshot_moref and engine.ledger.images.target(pool.name) is None:
+            raise AlreadyThere(f"pool {pool.name} already runs {active.label()}; nothing to push")
         generation = (max((i.generation for i in engine.ledger.images.history(pool.name)), default=0) + 1)
     hosts = SourceManager(engine.driver, engine.ledger, pool, index).target_hosts(inv, golden) if instant else []
     live = [r for r in engine.ledger.clones(pool.name, states=list(LIVE)) if r.image_generation != generation]

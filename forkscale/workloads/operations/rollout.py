@@ -70,15 +70,17 @@ def plan_batches(clones: Sequence[CloneRecord], limits: Limits, pool: Pool, acti
                  first_batch: int = 1) -> list[PlannedStep]:
     """One replace step per clone, idle ones first, claimed ones last, in batches of `limits.batch`."""
     ordered = sorted(clones, key=lambda r: (ORDER.get(r.state, 2), r.ready_at or r.created_at, r.id))
+    idle = [r for r in ordered if r.state != "claimed"]
+    claimed = [r for r in ordered if r.state == "claimed"]
     steps = []
-    for i, rec in enumerate(ordered):
-        detail: dict[str, Any] = {"clone_id": rec.id, "host": rec.host, "image": rec.image_generation}
-        if rec.state == "claimed":
-            detail["claimed_by"] = rec.claimed_by
-            detail["when"] = ("waits for release" if pool.rollout.claimed == "on-release"
-                              else f"forced {pool.rollout.force_after_s:g}s after notify")
-        steps.append(PlannedStep(batch=first_batch + i // limits.batch, action=action, target=rec.name,
-                                 detail=detail))
+    for group, first in ((idle, first_batch), (claimed, first_batch + -(-len(idle) // limits.batch))):
+        for i, rec in enumerate(group):  # claimed clones in batches of their own, after the idle ones
+            detail: dict[str, Any] = {"clone_id": rec.id, "host": rec.host, "image": rec.image_generation}
+            if rec.state == "claimed":
+                detail["claimed_by"] = rec.claimed_by
+                detail["when"] = ("waits for release" if pool.rollout.claimed == "on-release"
+                                  else f"forced {pool.rollout.force_after_s:g}s after notify")
+            steps.append(PlannedStep(batch=first + i // limits.batch, action=action, target=rec.name, detail=detail))
     return steps
 
 
