@@ -177,3 +177,47 @@ def test_kill_9_at_ten_moments_of_a_push_then_rerun_ends_with_every_clone_on_the
     assert all(clones[n]["mac"] == before[n]["mac"] for n in clones)
     assert not old_sources & set(after), "a source of the old image was left behind"
     assert set(notified.read_text().split()) == set(claimed)  # each user was told before the force
+
+
+def test_a_broken_image_pauses_the_push_after_its_first_batch_and_rollback_restores_the_old_one(
+        twin, si, tmp_path, capsys):
+    spec = write_vdi_spec(tmp_path, twin, count=12, guest_ready={"timeout_s": 20, "required": True})
+    state = tmp_path / "state.sqlite"
+    assert cli("prepare", "-f", str(spec)) == 0
+    assert cli("apply", "-f", str(spec)) == 0
+    before = {n: v for n, v in vms_of(si, "vdi").items() if not v["source"]}
+    # the patched golden's network never comes up: every clone of the new snapshot reports an error
+    twin.admin("disk_write", vm="src-win", path="/etc/forkscale/guest-error", data="network:no carrier on eth0")
+    take_snapshot(si, "src-win", "patch-bad")
+
+    capsys.readouterr()
+    assert cli("push-image", "vdi", "--snapshot", "patch-bad", "-f", str(spec), "-o", "json") == 1
+    doc = json.loads(capsys.readouterr().out)
+    op = doc["operation"]
+    assert op["state"] == "paused" and op["reason"].startswith("health gate: 4 of 4 step(s) failed (max_failure 0)")
+    assert "guest reported error:network:no carrier on eth0" in op["reason"]
+    assert op["progress"] == {"steps": 16, "finished": 4, "pending": 8, "running": 0, "waiting": 0, "done": 4,
+                              "failed": 4, "skipped": 0}  # 4 hosts primed, the first batch of 4 failed, 8 untouched
+    assert doc["image"]["generation"] == 1 and doc["target_image"]["generation"] == 2
+    with Ledger(state) as ledger:
+        assert len(ledger.live("vdi")) == 8 and {r.image_generation for r in ledger.live("vdi")} == {1}
+        assert len(ledger.reservations.open("vdi")) == 4  # their identities wait for a good image
+
+    capsys.readouterr()
+    assert cli("rollout", "status", "vdi", "-f", str(spec)) == 0
+    shown = capsys.readouterr().out
+    assert "image g1 (src-win @ base), target g2 (src-win @ patch-bad)" in shown
+    assert "push-image #1 of vdi: paused (roll), 4/16 steps done, batch 2 of 3, 4 failed; health gate" in shown
+    assert cli("rollback", "vdi", "-f", str(spec), "-o", "json") == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["operation"]["state"] == "done" and doc["image"]["generation"] == 1 and doc["target_image"] is None
+    assert doc["clones_per_image"] == {"1": 12}
+    with Ledger(state) as ledger:
+        assert [(i.generation, i.state) for i in ledger.images.history("vdi")] == [(1, "active"), (2, "failed")]
+        assert [o.state for o in ledger.operations.recent("vdi")] == ["done", "cancelled"]
+        assert not ledger.reservations.of("vdi")
+    after = {n: v for n, v in vms_of(si, "vdi").items() if not v["source"]}
+    assert set(after) == set(before) and all(after[n]["mac"] == before[n]["mac"] for n in after)
+    assert all(v["extra"]["guestinfo.forkscale.status"] == "ready" for v in after.values())
+    sources = [n for n, v in vms_of(si, "vdi").items() if v["source"]]
+    assert len(sources) == 4 and all(n.endswith("-g1") for n in sources)  # the broken image's sources are gone

@@ -108,7 +108,7 @@ class Replacer:
                     self.engine.in_flight.discard(rec.id)
                 if not removed:
                     now = ledger.get(rec.id)
-                    return Replaced(FAILED, now, f"{name} could not be removed: {now.error if now else 'gone'}")
+                    return Replaced(FAILED, now, f"could not be removed: {now.error if now else 'gone'}")
             if not keep_identity:  # `refresh.identity: new`: a fresh name, IP and MAC
                 return await self._make(pool, None, image)
         if name not in {r.name for r in ledger.reservations.open(pool.name)}:
@@ -146,7 +146,7 @@ class Replacer:
         if made.state in ("ready", "claimed"):
             return Replaced(DONE, made)
         why = made.error or f"ended {made.state}"
-        return Replaced(FAILED, made, f"{name}: the replacement from image g{image.generation} failed: {why}")
+        return Replaced(FAILED, made, f"the replacement from image g{image.generation} failed: {why}")
 
     async def _context(self, pool: Pool, image: ImageRef) -> _Context:
         key = (pool.name, image.generation)

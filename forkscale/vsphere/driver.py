@@ -372,6 +372,18 @@ class Driver(GuestOps, UserDiskOps):
         props = (await self.vm_props([vm._moId], [keyed(TAG_POOL), keyed(TAG_ID)])).get(vm._moId, {})
         return str(vm._moId), extra_value(props, TAG_POOL), extra_value(props, TAG_ID)
 
+    async def snapshot_names(self, vm: str) -> dict[str, str]:
+        """Every snapshot of `vm`: moref -> name, from one read of the tree."""
+        roots = await self._read(f"read the snapshots of {vm}", retrieve_one(
+            self.soap, vim.VirtualMachine(vm), vim.VirtualMachine, "snapshot.rootSnapshotList"))
+        found: dict[str, str] = {}
+        todo = list(roots or [])
+        while todo:
+            node = todo.pop()
+            found[str(node.snapshot._moId)] = str(node.name)
+            todo.extend(node.childSnapshotList or [])
+        return found
+
     async def snapshots_named(self, vm: str, name: str) -> list[str]:
         """The morefs of `vm`'s snapshots called `name` (vSphere allows several), from one read of the tree."""
         roots = await self._read(f"read the snapshots of {vm}", retrieve_one(

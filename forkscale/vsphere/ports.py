@@ -51,6 +51,8 @@ class InventoryReader(Protocol):
 
     async def snapshots_named(self, vm: str, name: str) -> list[str]: ...
 
+    async def snapshot_names(self, vm: str) -> dict[str, str]: ...
+
 
 class Provisioner(Protocol):
     """Make and remove VMs (each call waits for its vCenter task, with a deadline)."""
