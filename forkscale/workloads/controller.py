@@ -608,16 +608,19 @@ class Controller:
             return
         if self.telemetry is None or not self.publish_fleet:
             return
+        from forkscale.observe.images import image_states
         from forkscale.observe.telemetry import FleetSample, PoolCounts, count_clones
 
-        pools, triples = [], []
+        pools, rows = [], []
         desired = self.desired_counts()
         for name in self.pools:
             counts = self.ledger.counts(name)
             pools.append(PoolCounts(name, desired[name], counts["ready"] + counts["claimed"], counts["ready"]))
-            triples += [(r.pool, r.kind, r.state) for r in self.ledger.clones(name, states=[*LIVE, "destroying"])]
+            rows += self.ledger.clones(name, states=[*LIVE, "destroying"])
+        triples = [(r.pool, r.kind, r.state) for r in rows]
         try:
-            self.telemetry.set_fleet(FleetSample(pools=pools, clones=count_clones(triples)))
+            self.telemetry.set_fleet(FleetSample(pools=pools, clones=count_clones(triples),
+                                                 images=image_states(self.ledger, list(self.pools), rows)))
         except ValueError as exc:
             log.warning("metrics: %s", exc)
 
