@@ -61,7 +61,7 @@ async def push(engine: Engine, pool_name: str, *, snapshot: str | None, source: 
     except AlreadyThere as exc:
         return Started(pool.name, PUSH, {}, [], nothing=str(exc))
     if open_op is not None:
-        raise SpecError("pool", str(OperationBusy(pool.name, open_op)))
+        raise OperationBusy(pool.name, open_op)
     if dry_run:
         return Started(pool.name, PUSH, plan.params, plan.steps)
     op = start_push(engine, plan, back, created_by=created_by, not_before=at)
@@ -95,7 +95,7 @@ async def refresh(engine: Engine, pool_name: str, names: Sequence[str], *, creat
         return Started(pool.name, REFRESH, params, steps)
     open_op = engine.ledger.operations.open(pool.name)
     if open_op is not None:
-        raise SpecError("pool", str(OperationBusy(pool.name, open_op)))
+        raise OperationBusy(pool.name, open_op)
     op = engine.ledger.operations.start(pool.name, REFRESH, params, steps, created_by=created_by)
     return Started(pool.name, REFRESH, params, steps, op)
 
