@@ -12,7 +12,8 @@ from forkscale.core.errors import PermanentError, SpecError, TemporaryError
 from forkscale.core.logs import register_secret
 from forkscale.fleet.engine import Engine, Progress
 from forkscale.ledger import Ledger
-from forkscale.spec import Spec, VCenter
+from forkscale.spec import PostgresState, Spec, VCenter
+from forkscale.spec.state import parse_state
 from forkscale.vsphere.driver import Driver
 from forkscale.vsphere.faults import LoginRefused
 from forkscale.vsphere.transport import Soap
@@ -45,11 +46,23 @@ async def open_driver(vc: VCenter) -> AsyncIterator[Driver]:
         await driver.close()
 
 
+def open_ledger(spec: Spec, state: str | None = None) -> Ledger:
+    """The spec's ledger (`--state` overrides it: a path or a postgresql:// URL, checked like the spec's)."""
+    target = parse_state(state, "--state", Path.cwd()) if state else spec.state
+    if isinstance(target, PostgresState):
+        password = None
+        if target.secret is not None:
+            register_secret(target.password())
+            password = target.password
+        return Ledger(target.url, password=password)
+    return Ledger(target)
+
+
 @contextlib.asynccontextmanager
 async def open_engine(spec: Spec, *, state: str | None = None, progress: Progress | None = None,
                       telemetry: Any = None) -> AsyncIterator[Engine]:
-    async with open_driver(spec.vcenter) as driver:
-        with contextlib.closing(Ledger(Path(state) if state else spec.state)) as ledger:
+    with contextlib.closing(open_ledger(spec, state)) as ledger:
+        async with open_driver(spec.vcenter) as driver:
             yield Engine(spec, ledger, driver, progress=progress, telemetry=telemetry)
 
 

@@ -13,10 +13,11 @@ import os
 from pathlib import Path
 
 from forkscale.core.errors import SpecError
-from forkscale.spec.fields import as_mapping, as_path, check_keys, kind_of
+from forkscale.spec.fields import as_mapping, check_keys, kind_of
 from forkscale.spec.model import DEFAULT_STATE, Spec
 from forkscale.spec.names import check_across_pools
 from forkscale.spec.pool import parse_pool
+from forkscale.spec.state import HA, parse_ha, parse_state
 from forkscale.spec.vcenter import parse_vcenter
 from forkscale.spec.yamlfile import read_yaml_file
 
@@ -32,11 +33,12 @@ def parse_spec(raw: object, *, base_dir: Path) -> Spec:
     if raw is None:
         raise SpecError("", "the spec is empty; it needs vcenter and pools")
     top = as_mapping(raw, "", "the spec")
-    check_keys(top, "", ("vcenter", "state", "pools"))
+    check_keys(top, "", ("vcenter", "state", "ha", "pools"))
     if "vcenter" not in top:
         raise SpecError("vcenter", "required (url, user, password_env or password_file)")
     vcenter = parse_vcenter(top["vcenter"], "vcenter", base_dir)
-    state = as_path(top.get("state", DEFAULT_STATE), "state", base_dir)
+    state = parse_state(top.get("state", DEFAULT_STATE), "state", base_dir)
+    ha = parse_ha(top["ha"], "ha") if top.get("ha") is not None else HA()
     if "pools" not in top:
         raise SpecError("pools", "required: a list of pools")
     pools_raw = top["pools"]
@@ -46,4 +48,4 @@ def parse_spec(raw: object, *, base_dir: Path) -> Spec:
         raise SpecError("pools", "is empty; define at least one pool")
     pools = tuple(parse_pool(item, f"pools[{i}]", base_dir) for i, item in enumerate(pools_raw))
     check_across_pools(pools)
-    return Spec(vcenter=vcenter, state=state, pools=pools, base_dir=base_dir)
+    return Spec(vcenter=vcenter, state=state, pools=pools, base_dir=base_dir, ha=ha)

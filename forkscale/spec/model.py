@@ -9,6 +9,7 @@ from forkscale.core.errors import SpecError
 from forkscale.core.identity import NetworkAlloc, render_name
 from forkscale.policy.config import PolicyConfig
 from forkscale.spec.secrets import SecretRef
+from forkscale.spec.state import HA, PostgresState
 from forkscale.spec.vcenter import VCenter
 
 FREEZE_METHODS = ("none", "ssh", "guestops", "running")
@@ -174,9 +175,10 @@ class Pool:
 @dataclass(frozen=True)
 class Spec:
     vcenter: VCenter
-    state: Path
+    state: Path | PostgresState  # the ledger: a SQLite file or a PostgreSQL database
     pools: tuple[Pool, ...]
     base_dir: Path
+    ha: HA = field(default_factory=HA)
 
     def pool(self, name: str) -> Pool:
         for pool in self.pools:
