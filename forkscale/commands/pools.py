@@ -40,7 +40,8 @@ async def _converge(args: argparse.Namespace, spec: Any) -> int:
         targets = [(p.name, None) for p in spec.pools]
     results = []
     failed = False
-    async with open_engine(spec, state=args.state) as engine:
+    lease = None if args.dry_run else args.command
+    async with open_engine(spec, state=args.state, lease=lease, wait=args.wait) as engine:
         for name, count in targets:
             pool = spec.pool(name)
             want = count if count is not None else (pool.count or 0)
@@ -163,7 +164,7 @@ async def _destroy(args: argparse.Namespace, spec: Any) -> int:
         if answer.strip().lower() not in ("y", "yes"):
             print("nothing destroyed")
             return 0
-    async with open_engine(spec, state=args.state) as engine:
+    async with open_engine(spec, state=args.state, lease="destroy", wait=args.wait) as engine:
         result = await engine.destroy_pool(args.pool, sources=with_sources)
     sources = result.sources or {"removed": [], "remaining": []}
     failed = bool(result.failed or (with_sources and sources["remaining"]))

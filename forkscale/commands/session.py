@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from forkscale.core.errors import PermanentError, SpecError, TemporaryError
+from forkscale.core.errors import ForkscaleError, PermanentError, SpecError, TemporaryError
 from forkscale.core.logs import register_secret
 from forkscale.fleet.engine import Engine, Progress
-from forkscale.ledger import Ledger
+from forkscale.ledger import LEDGER_SCOPE, Holder, Lease, LeaseHeld, Leases, Ledger, LedgerError
+from forkscale.ledger.keeper import LeaseKeeper, LeaseTimings
 from forkscale.spec import PostgresState, Spec, VCenter
 from forkscale.spec.state import parse_state
 from forkscale.vsphere.driver import Driver
@@ -60,10 +63,58 @@ def open_ledger(spec: Spec, state: str | None = None) -> Ledger:
 
 @contextlib.asynccontextmanager
 async def open_engine(spec: Spec, *, state: str | None = None, progress: Progress | None = None,
-                      telemetry: Any = None) -> AsyncIterator[Engine]:
+                      telemetry: Any = None, lease: str | None = None, wait: bool = False) -> AsyncIterator[Engine]:
+    """Ledger, then (for a command that changes things: `lease` names it) the ledger's lease, then
+    vCenter. The lease comes before any connection to vCenter and is released on the way out."""
     with contextlib.closing(open_ledger(spec, state)) as ledger:
-        async with open_driver(spec.vcenter) as driver:
-            yield Engine(spec, ledger, driver, progress=progress, telemetry=telemetry)
+        async with contextlib.AsyncExitStack() as stack:
+            if lease is not None:
+                await stack.enter_async_context(hold_ledger(ledger, spec, lease, wait=wait))
+            async with open_driver(spec.vcenter) as driver:
+                yield Engine(spec, ledger, driver, progress=progress, telemetry=telemetry)
+
+
+@contextlib.asynccontextmanager
+async def hold_ledger(ledger: Ledger, spec: Spec, command: str, *, wait: bool) -> AsyncIterator[Lease]:
+    """The `ledger` lease for a one-shot command: one acting controller per ledger.
+
+    Taken (or waited for, with --wait) before anything changes, renewed on a thread while the
+    command runs, fenced into every ledger write, released at the end. A holder that died blocks
+    the ledger until its lease expires (0.6 x ha.failover_s).
+    """
+    timings = LeaseTimings.for_failover(spec.ha.failover_s)
+    leases = Leases(ledger.backend, Holder.this_process(command), timings.ttl_s)
+    lease = await acquire(leases, LEDGER_SCOPE, wait=wait, poll_s=min(1.0, timings.renew_s))
+    ledger.fence(lease)
+    keeper = LeaseKeeper(leases, timings.renew_s)
+    keeper.hold(lease)
+    keeper.start()
+    try:
+        yield lease
+    finally:
+        keeper.stop()
+        ledger.unfence()
+        with contextlib.suppress(LedgerError):
+            leases.release(keeper.held().get(LEDGER_SCOPE, lease))
+
+
+async def acquire(leases: Leases, scope: str, *, wait: bool, poll_s: float) -> Lease:
+    """Take `scope`; without `wait`, LedgerBusy names the holder at once; with it, poll until free."""
+    said = ""
+    while True:
+        try:
+            return leases.acquire(scope)
+        except LeaseHeld as exc:
+            if not wait:
+                raise LedgerBusy(f"{exc}; try again later, or pass --wait to wait for it") from None
+            if str(exc.lease.holder) != said:
+                said = str(exc.lease.holder)
+                print(f"waiting: {exc}", file=sys.stderr, flush=True)
+        await asyncio.sleep(poll_s)
+
+
+class LedgerBusy(ForkscaleError):
+    """Another controller holds the ledger (exit 1, naming it)."""
 
 
 class ConnectionFailed(Exception):

@@ -47,6 +47,8 @@ class Backend(Protocol):
     for_update: str
     #: the same for a claim, which must skip rows another transaction is claiming
     for_claim: str
+    #: a shared row lock: the row cannot change until this transaction ends (fencing checks)
+    for_share: str
 
     def write(self) -> AbstractContextManager[Tx]:
         """One short write transaction, committed on exit, rolled back on an exception.

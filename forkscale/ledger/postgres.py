@@ -115,6 +115,7 @@ class PostgresBackend:
     dialect = "postgresql"
     for_update = " FOR UPDATE"
     for_claim = " FOR UPDATE SKIP LOCKED"
+    for_share = " FOR SHARE"
 
     def __init__(self, url: str, *, password: Callable[[], str] | None = None, display: str | None = None,
                  statement_timeout_s: float = 30.0, migrations: Sequence[str] = MIGRATIONS) -> None:

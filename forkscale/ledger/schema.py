@@ -86,7 +86,25 @@ CREATE TABLE pools (
 """
 
 
-MIGRATIONS: tuple[str, ...] = (_V1, _V2)
+#: v3: leases with fencing tokens (forkscale/ledger/lease.py): one row per scope -- `ledger`,
+#: `pool:<name>`, `replica:<id>` -- naming its holder; `token` only ever goes up.
+_V3 = """
+CREATE TABLE leases (
+    scope TEXT PRIMARY KEY,
+    holder TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    host TEXT NOT NULL,
+    command TEXT NOT NULL,
+    acquired_at REAL NOT NULL,
+    renewed_at REAL NOT NULL,
+    expires_at REAL NOT NULL,
+    token INTEGER NOT NULL CHECK (token >= 1),
+    detail TEXT NOT NULL DEFAULT '{}'
+);
+"""
+
+
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3)
 
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -46,6 +46,7 @@ class SqliteBackend:
     dialect = "sqlite"
     for_update = ""
     for_claim = ""
+    for_share = ""
 
     def __init__(self, path: Path, *, busy_timeout_s: float = 30.0, clock: Callable[[], float] = time.time) -> None:
         self.path = path

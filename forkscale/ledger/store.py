@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import random
+import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -25,6 +26,7 @@ from pathlib import Path
 from forkscale.core import identity
 from forkscale.core.identity import NetworkAlloc
 from forkscale.ledger.backend import Backend, Row, Tx
+from forkscale.ledger.lease import Lease, LeaseLost, check_fence
 from forkscale.ledger.postgres import PostgresBackend, is_postgres_url
 from forkscale.ledger.records import (
     KINDS,
@@ -52,6 +54,9 @@ def open_backend(location: str | Path, *, password: Callable[[], str] | None = N
     return SqliteBackend(Path(location).expanduser(), busy_timeout_s=busy_timeout_s, clock=clock)
 
 
+ANY_POOL = "*"
+
+
 class Ledger:
     """Thread-safe access to one ledger (one connection behind a lock)."""
 
@@ -72,6 +77,11 @@ class Ledger:
         self.path: Path | None = self.backend.path if isinstance(self.backend, SqliteBackend) else None
         self.location = self.backend.location
         self._clock = clock
+        self._fences: dict[str, Lease] = {}
+        self._fences_lock = threading.Lock()
+        self._owners_only = False
+        #: writes refused because this controller's lease was taken over (or never held)
+        self.fenced_writes = 0
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -92,6 +102,36 @@ class Ledger:
 
     def _read(self, sql: str, params: Sequence[object] = ()) -> list[Row]:
         return self._db.read(sql, params)
+
+    # -- fencing (forkscale/ledger/lease.py) ------------------------------------------------
+
+    def fence(self, lease: Lease, pool: str | None = None) -> None:
+        """From now on every write for `pool` (for every pool when None: the `ledger` scope)
+        checks, inside its own transaction, that `lease` is still current; else LeaseLost."""
+        with self._fences_lock:
+            self._fences[pool if pool is not None else ANY_POOL] = lease
+
+    def unfence(self, pool: str | None = None) -> None:
+        with self._fences_lock:
+            self._fences.pop(pool if pool is not None else ANY_POOL, None)
+
+    def owners_only(self, on: bool = True) -> None:
+        """Refuse every write for a pool this process holds no lease for (a `serve` replica)."""
+        self._owners_only = on
+
+    def _fenced(self, tx: Tx, pool: str) -> None:
+        with self._fences_lock:
+            lease = self._fences.get(pool) or self._fences.get(ANY_POOL)
+        if lease is None:
+            if self._owners_only:
+                self.fenced_writes += 1
+                raise LeaseLost(f"write refused: this controller does not own pool {pool!r}")
+            return
+        try:
+            check_fence(self._db, tx, lease)
+        except LeaseLost:
+            self.fenced_writes += 1
+            raise
 
     # -- clones -----------------------------------------------------------------------------
 
@@ -121,6 +161,7 @@ class Ledger:
         _check_kind(kind)
         now = self._clock()
         with self._write() as tx:
+            self._fenced(tx, pool)
             self._db.serialize(tx, "identity")  # allocators one at a time, across every replica
             # one pass over the live rows (this runs once per clone, so it is the planning cost)
             rows = tx.rows("SELECT name, mac, ip, port_group = ? FROM clones WHERE state <> 'gone'", (port_group,))
@@ -149,24 +190,42 @@ class Ledger:
         if new_state not in STATES:
             raise LedgerError(f"unknown state {new_state!r} (states: {', '.join(STATES)})")
         _check_fields(fields)
-        now = self._clock()
         with self._write() as tx:
-            old = _get(tx, clone_id, self._db.for_update).state
-            if not allowed_transition(old, new_state):
-                raise IllegalTransition(clone_id, old, new_state)
-            values: dict[str, object] = dict(fields)
-            values.update(state=new_state, updated_at=now)
-            if new_state == "ready":
-                if fields.get("claimed_by") is not None:
-                    raise LedgerError("claimed_by cannot be set when entering ready")
-                values.update(ready_at=now, claimed_by=None, claimed_at=None)
-            elif new_state == "claimed":
-                if not fields.get("claimed_by"):
-                    raise LedgerError("entering claimed needs claimed_by")
-                values["claimed_at"] = now
-            _set(tx, clone_id, values)
-            _event(tx, clone_id, now, new_state, {"from": old, **fields})
-            return _get(tx, clone_id)
+            rec = _get(tx, clone_id, self._db.for_update)
+            self._fenced(tx, rec.pool)
+            return self._transition(tx, rec, new_state, fields)
+
+    def release(self, clone_id: int, new_state: str) -> CloneRecord:
+        """A user gives a claimed clone back: `ready` (keep) or `draining` (refresh).
+
+        Like `claim`, not fenced: any `serve` replica answers claims and releases for any pool
+        (the row lock keeps it atomic against the owner's writes); the owner acts on it later.
+        """
+        if new_state not in ("ready", "draining"):
+            raise LedgerError(f"a release goes to ready or draining, not {new_state!r}")
+        with self._write() as tx:
+            rec = _get(tx, clone_id, self._db.for_update)
+            if rec.state != "claimed":
+                raise IllegalTransition(clone_id, rec.state, new_state)
+            return self._transition(tx, rec, new_state, {})
+
+    def _transition(self, tx: Tx, rec: CloneRecord, new_state: str, fields: Mapping[str, str | None]) -> CloneRecord:
+        old, clone_id, now = rec.state, rec.id, self._clock()
+        if not allowed_transition(old, new_state):
+            raise IllegalTransition(clone_id, old, new_state)
+        values: dict[str, object] = dict(fields)
+        values.update(state=new_state, updated_at=now)
+        if new_state == "ready":
+            if fields.get("claimed_by") is not None:
+                raise LedgerError("claimed_by cannot be set when entering ready")
+            values.update(ready_at=now, claimed_by=None, claimed_at=None)
+        elif new_state == "claimed":
+            if not fields.get("claimed_by"):
+                raise LedgerError("entering claimed needs claimed_by")
+            values["claimed_at"] = now
+        _set(tx, clone_id, values)
+        _event(tx, clone_id, now, new_state, {"from": old, **fields})
+        return _get(tx, clone_id)
 
     def update(self, clone_id: int, **fields: str | None) -> CloneRecord:
         """Change fields without a state change (e.g. vm_moref once the task returns)."""
@@ -176,6 +235,7 @@ class Ledger:
         now = self._clock()
         with self._write() as tx:
             current = _get(tx, clone_id, self._db.for_update)
+            self._fenced(tx, current.pool)
             if current.state == "gone":
                 raise LedgerError(f"clone {clone_id} is gone; its row is history")
             _set(tx, clone_id, {**fields, "updated_at": now})
@@ -186,11 +246,14 @@ class Ledger:
         """Add a history event without changing the clone (e.g. a rung that was tried and failed)."""
         now = self._clock()
         with self._write() as tx:
-            _get(tx, clone_id)
+            self._fenced(tx, _get(tx, clone_id).pool)
             _event(tx, clone_id, now, what, dict(detail or {}))
 
     def claim(self, pool: str, user: str) -> CloneRecord | None:
-        """Atomically hand the longest-ready clone of `pool` to `user`; None when none is ready."""
+        """Atomically hand the longest-ready clone of `pool` to `user`; None when none is ready.
+
+        Not fenced: any `serve` replica answers claims for any pool; the owner refills behind.
+        """
         if not user:
             raise LedgerError("claim needs a user")
         now = self._clock()
@@ -247,6 +310,7 @@ class Ledger:
     def set_desired(self, pool: str, desired: int, set_by: str) -> None:
         """Remember the count a pool is being converged to, and who asked for it."""
         with self._write() as tx:
+            self._fenced(tx, pool)
             tx.run("INSERT INTO pools (name, desired, set_by, updated_at) VALUES (?, ?, ?, ?) "
                          "ON CONFLICT(name) DO UPDATE SET desired = excluded.desired, set_by = excluded.set_by, "
                          "updated_at = excluded.updated_at", (pool, int(desired), set_by, self._clock()))
@@ -275,6 +339,7 @@ class Ledger:
     ) -> SourceRecord:
         now = self._clock()
         with self._write() as tx:
+            self._fenced(tx, pool)
             row = tx.one(
                 """INSERT INTO sources (pool, vm_name, vm_moref, host, generation, state, frozen, created_at, updated_at)
                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING *""",
@@ -299,9 +364,12 @@ class Ledger:
         values["updated_at"] = self._clock()
         columns = ", ".join(f"{key} = ?" for key in values)
         with self._write() as tx:
-            row = tx.one(f"UPDATE sources SET {columns} WHERE id = ? RETURNING *", (*values.values(), source_id))
-            if row is None:
+            found = tx.one("SELECT pool FROM sources WHERE id = ?" + self._db.for_update, (source_id,))
+            if found is None:
                 raise LedgerError(f"no source with id {source_id}")
+            self._fenced(tx, str(found[0]))
+            row = tx.one(f"UPDATE sources SET {columns} WHERE id = ? RETURNING *", (*values.values(), source_id))
+            assert row is not None
             return _source(row)
 
     def next_generation(self, pool: str) -> int:
