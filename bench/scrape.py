@@ -61,8 +61,9 @@ POOL = "bench"
 
 def build_clones(twin: Any, start: int, count: int) -> int:
     """Instant-clone the frozen src-linux `count` times with the twin's internals (on its loop)."""
-    from forkscale.sim import ops
     from forkscale.sim.dispatch import Ctx
+    from forkscale.sim.ops.instant import do_instant_clone
+    from forkscale.sim.ops.placement import resolve_placement
 
     src = next(mo for mo in twin.world.of_kind(vim.VirtualMachine) if getattr(mo, "name", "") == "src-linux")
     src.frozen = True
@@ -71,7 +72,7 @@ def build_clones(twin: Any, start: int, count: int) -> int:
         spec = vim.vm.InstantCloneSpec(name=f"{POOL}-{i:05d}", location=vim.vm.RelocateSpec(), config=[
             vim.option.OptionValue(key="forkscale.pool", value=POOL),
             vim.option.OptionValue(key="forkscale.id", value=str(i))])
-        ops.do_instant_clone(ctx, src, spec, ops._placement(ctx, src, spec.location, instant=True))
+        do_instant_clone(ctx, src, spec, resolve_placement(ctx, src, spec.location, instant=True))
     return start + count
 
 
