@@ -5,10 +5,16 @@ then vCenter (`open_engine`), the listening socket (`listening on http://HOST:PO
 it is bound -- `--listen 127.0.0.1:0` picks a free port), the fleet exporter
 (`forkscale.observe.exporter.Exporter`, when it is installed) and the controller's loops.
 
+Replicas: `serve` takes a lease per pool (forkscale/workloads/ownership.py) and acts only on the
+pools it owns; several `serve`s on one ledger (PostgreSQL, or one SQLite file on one machine)
+spread the pools between them, take over a dead one's within `ha.failover_s`, and all answer
+the API (claims and releases go through the ledger; status reads what each pool's owner published).
+
 SIGTERM / SIGINT: a graceful stop. No new rounds start, waiting claims are answered (503),
 rounds in flight get `--grace` seconds to finish and are abandoned after that (the ledger keeps
 what they were doing for the next start to reconcile), the API keeps answering status meanwhile,
-then the session is logged out and the ledger closed. Exit 0.
+then the pools' leases are handed back (another replica takes them at once), the session is
+logged out and the ledger closed. Exit 0.
 
 The HTTP API runs on its own thread with its own event loop (`ApiThread`): the controller's loop
 is busy with CPU-bound work while it refills (SOAP serialization and parsing, ledger writes), and
@@ -38,6 +44,7 @@ from forkscale.observe.telemetry import Telemetry
 from forkscale.spec import load_spec
 from forkscale.workloads.api import load_token, make_app
 from forkscale.workloads.controller import Controller
+from forkscale.workloads.ownership import Ownership
 
 log = logging.getLogger("forkscale.serve")
 DEFAULT_LISTEN = "127.0.0.1:8080"
@@ -121,7 +128,12 @@ async def run(args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     try:
         async with open_engine(spec, state=args.state, telemetry=telemetry) as engine:
-            controller = Controller(engine, telemetry=telemetry, dry_run=args.dry_run, grace_s=args.grace)
+            # Every replica (one, or several on one ledger) owns pools through leases; a dry run
+            # changes nothing, so it takes none and shadows every pool.
+            ownership = None if args.dry_run else Ownership(
+                engine.ledger, [p.name for p in spec.pools], failover_s=spec.ha.failover_s, telemetry=telemetry)
+            controller = Controller(engine, telemetry=telemetry, dry_run=args.dry_run, grace_s=args.grace,
+                                    ownership=ownership)
             for sig in (signal.SIGTERM, signal.SIGINT):
                 with contextlib.suppress(NotImplementedError, RuntimeError):
                     loop.add_signal_handler(sig, controller.stop)
@@ -134,6 +146,8 @@ async def run(args: argparse.Namespace) -> int:
                     print(f"error: cannot listen on {args.listen}: {exc.strerror or exc}", file=sys.stderr)
                     return 1
                 shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
+                if ownership is not None:
+                    ownership.url = f"http://{shown}:{bound[1]}"
                 exporter = Exporter(engine.driver, spec, engine.ledger, telemetry, interval_s=args.metrics_interval)
                 controller.exporter = exporter
                 exporter_task = asyncio.create_task(exporter.run(), name="forkscale-exporter")

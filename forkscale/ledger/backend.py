@@ -63,6 +63,10 @@ class Backend(Protocol):
         allocation, lease changes). A no-op on SQLite, whose writers are serialised anyway."""
         ...
 
+    def bounded_wait(self, tx: Tx, seconds: float) -> None:
+        """Statements of `tx` give up (an error) after waiting `seconds` for another's row lock."""
+        ...
+
     def read(self, sql: str, params: Params = ()) -> list[Row]: ...
 
     def now(self, tx: Tx) -> float:

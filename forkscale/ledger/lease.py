@@ -20,8 +20,9 @@ both win):
   with a live `pool:P` or `ledger` lease of another holder: a one-shot `scale` never runs while a
   `serve` owns the pool, and two `scale`s never run at once.
 * A lease whose `expires_at` has passed (its holder died, or stopped renewing) is taken over, and
-  the token goes up. So is a live one whose holder ran on this machine and whose pid is gone
-  (`Holder.machine`): a controller killed here does not block the next run for a whole lease.
+  the token goes up. For a one-shot command, so is a live one whose holder ran on this machine
+  and whose pid is gone (`Holder.machine`): a command killed here does not block the next run for
+  a whole lease. `serve` replicas take pools over by expiry only.
 * **Fencing**: every write the holder makes runs `check_fence` in its own transaction: the row
   must still name this holder and this token (on PostgreSQL the row is read `FOR SHARE`, so a
   takeover waits for the write to commit and then sees it). A holder that was paused or cut off
@@ -47,6 +48,7 @@ from forkscale.ledger.records import LedgerError
 LEDGER_SCOPE = "ledger"
 POOL_PREFIX = "pool:"
 REPLICA_PREFIX = "replica:"
+ACQUIRE_LOCK_WAIT_S = 1.0
 
 
 def pool_scope(pool: str) -> str:
@@ -168,9 +170,16 @@ class Leases:
         self.holder = holder
         self.ttl_s = ttl_s
 
-    def acquire(self, scope: str, detail: dict[str, Any] | None = None) -> Lease:
-        """Take `scope` (or take it over once expired); LeaseHeld names the live holder otherwise."""
+    def acquire(self, scope: str, detail: dict[str, Any] | None = None, *, reclaim_local: bool = True) -> Lease:
+        """Take `scope` (or take it over once expired); LeaseHeld names the live holder otherwise.
+
+        `reclaim_local`: also take over a live lease whose holder died on this machine (one-shot
+        commands). `serve` replicas pass False: a pool changes hands by expiry only, the same way
+        whether its owner ran here or elsewhere (and the failover time is the one measured)."""
         with self.backend.write() as tx:
+            # a takeover waits at most this long for a stalled ex-holder's write (its row lock on
+            # the lease); meanwhile every lease change waits on us, renewals included
+            self.backend.bounded_wait(tx, ACQUIRE_LOCK_WAIT_S)
             self.backend.serialize(tx, "leases")
             now = self.backend.now(tx)
             where, params = _conflicts(scope)
@@ -179,7 +188,8 @@ class Leases:
                 lease = _lease(row)
                 if lease.scope == scope:
                     current = lease
-                if lease.holder != self.holder.id and lease.live(now) and not lease.died_here(self.holder.machine):
+                if lease.holder != self.holder.id and lease.live(now) and \
+                        not (reclaim_local and lease.died_here(self.holder.machine)):
                     raise LeaseHeld(scope, lease, now)
             h = self.holder
             values = (h.id, h.pid, h.host, h.command, now, now, now + self.ttl_s, self._detail(detail))

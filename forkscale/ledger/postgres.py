@@ -40,6 +40,9 @@ if TYPE_CHECKING:
 
 INSTALL_HINT = "the PostgreSQL ledger needs psycopg 3: pip install 'forkscale[postgres]'"
 SCHEMES = ("postgresql://", "postgres://")
+#: a transaction of ours never idles (each is a few statements in a row); one idle this long belongs
+#: to a stopped or hung process, and the server ends it so its locks do not stall the other replicas
+IDLE_IN_TRANSACTION_S = 5.0
 # libpq settings that turn a dead peer into an error within seconds (each overridable in the URL)
 CONNECT_DEFAULTS: dict[str, str | int] = {
     "connect_timeout": 10, "keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 3,
@@ -148,6 +151,9 @@ class PostgresBackend:
         try:
             conn = self._psycopg.connect(self._url, autocommit=True, row_factory=_row_factory, **kwargs)
             conn.execute(f"SET statement_timeout = {self._timeout_ms}")
+            # A process stopped (SIGSTOP, a hung VM) in the middle of a transaction would hold its
+            # row and advisory locks for ever; the server ends such a session instead.
+            conn.execute(f"SET idle_in_transaction_session_timeout = {int(IDLE_IN_TRANSACTION_S * 1000)}")
         except self._psycopg.OperationalError as exc:
             raise LedgerUnavailable(f"cannot connect to the ledger database {self.location}: {first_line(exc)}") \
                 from None
@@ -172,6 +178,9 @@ class PostgresBackend:
 
     def serialize(self, tx: Any, what: str) -> None:
         tx.run("SELECT pg_advisory_xact_lock(?::int4, ?::int4)", (_NAMESPACE, lock_key(what)))
+
+    def bounded_wait(self, tx: Any, seconds: float) -> None:
+        tx.run(f"SET LOCAL lock_timeout = {int(seconds * 1000)}")
 
     def read(self, sql: str, params: Params = ()) -> list[Row]:
         with self._lock, self._guard():

@@ -104,7 +104,28 @@ CREATE TABLE leases (
 """
 
 
-MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3)
+#: v4: what several `serve` replicas share besides clones: who wrote each event (`holder#token`,
+#: the audit trail of fencing), count overrides set over any replica's API, and each pool's
+#: status as its owner last published it (any replica answers GET /v1/pools/{pool}).
+_V4 = """
+ALTER TABLE events ADD COLUMN writer TEXT;
+CREATE TABLE pool_overrides (
+    pool TEXT PRIMARY KEY,
+    field TEXT NOT NULL CHECK (field IN ('count', 'min')),
+    value INTEGER NOT NULL CHECK (value >= 0),
+    spec_value INTEGER,
+    set_at REAL NOT NULL
+);
+CREATE TABLE pool_status (
+    pool TEXT PRIMARY KEY,
+    doc TEXT NOT NULL,
+    writer TEXT NOT NULL,
+    at REAL NOT NULL
+);
+"""
+
+
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4)
 
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -89,6 +89,9 @@ class SqliteBackend:
     def serialize(self, tx: object, what: str) -> None:
         """Nothing to do: BEGIN IMMEDIATE already made this the only writer."""
 
+    def bounded_wait(self, tx: object, seconds: float) -> None:
+        """Nothing to bound: a writer holds the whole file, nobody else's row locks."""
+
     def read(self, sql: str, params: Params = ()) -> list[Row]:
         with self._lock:
             return list(self._conn.execute(sql, params).fetchall())

@@ -82,6 +82,7 @@ class Ledger:
         self._owners_only = False
         #: writes refused because this controller's lease was taken over (or never held)
         self.fenced_writes = 0
+        self.writer: str | None = None
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -119,19 +120,26 @@ class Ledger:
         """Refuse every write for a pool this process holds no lease for (a `serve` replica)."""
         self._owners_only = on
 
-    def _fenced(self, tx: Tx, pool: str) -> None:
+    def identify(self, writer: str | None) -> None:
+        """Who writes through this ledger (a lease holder's id): recorded with every event, with
+        the fencing token the write was made under (`writer#token`)."""
+        self.writer = writer
+
+    def _fenced(self, tx: Tx, pool: str) -> str | None:
+        """Check this writer's lease for `pool` in `tx`; return what the events record as writer."""
         with self._fences_lock:
             lease = self._fences.get(pool) or self._fences.get(ANY_POOL)
         if lease is None:
             if self._owners_only:
                 self.fenced_writes += 1
                 raise LeaseLost(f"write refused: this controller does not own pool {pool!r}")
-            return
+            return self.writer
         try:
             check_fence(self._db, tx, lease)
         except LeaseLost:
             self.fenced_writes += 1
             raise
+        return f"{lease.holder}#{lease.token}"
 
     # -- clones -----------------------------------------------------------------------------
 
@@ -161,7 +169,7 @@ class Ledger:
         _check_kind(kind)
         now = self._clock()
         with self._write() as tx:
-            self._fenced(tx, pool)
+            writer = self._fenced(tx, pool)
             self._db.serialize(tx, "identity")  # allocators one at a time, across every replica
             # one pass over the live rows (this runs once per clone, so it is the planning cost)
             rows = tx.rows("SELECT name, mac, ip, port_group = ? FROM clones WHERE state <> 'gone'", (port_group,))
@@ -179,7 +187,8 @@ class Ledger:
             )
             assert inserted is not None
             clone_id = int(inserted[0])
-            _event(tx, clone_id, now, "planned", {"name": name, "ip": ip, "mac": mac, "kind": kind, "host": host})
+            _event(tx, clone_id, now, "planned", {"name": name, "ip": ip, "mac": mac, "kind": kind, "host": host},
+                   writer)
             return _get(tx, clone_id)
 
     def transition(self, clone_id: int, new_state: str, **fields: str | None) -> CloneRecord:
@@ -192,8 +201,7 @@ class Ledger:
         _check_fields(fields)
         with self._write() as tx:
             rec = _get(tx, clone_id, self._db.for_update)
-            self._fenced(tx, rec.pool)
-            return self._transition(tx, rec, new_state, fields)
+            return self._transition(tx, rec, new_state, fields, self._fenced(tx, rec.pool))
 
     def release(self, clone_id: int, new_state: str) -> CloneRecord:
         """A user gives a claimed clone back: `ready` (keep) or `draining` (refresh).
@@ -207,9 +215,10 @@ class Ledger:
             rec = _get(tx, clone_id, self._db.for_update)
             if rec.state != "claimed":
                 raise IllegalTransition(clone_id, rec.state, new_state)
-            return self._transition(tx, rec, new_state, {})
+            return self._transition(tx, rec, new_state, {}, self.writer)
 
-    def _transition(self, tx: Tx, rec: CloneRecord, new_state: str, fields: Mapping[str, str | None]) -> CloneRecord:
+    def _transition(self, tx: Tx, rec: CloneRecord, new_state: str, fields: Mapping[str, str | None],
+                    writer: str | None) -> CloneRecord:
         old, clone_id, now = rec.state, rec.id, self._clock()
         if not allowed_transition(old, new_state):
             raise IllegalTransition(clone_id, old, new_state)
@@ -224,7 +233,7 @@ class Ledger:
                 raise LedgerError("entering claimed needs claimed_by")
             values["claimed_at"] = now
         _set(tx, clone_id, values)
-        _event(tx, clone_id, now, new_state, {"from": old, **fields})
+        _event(tx, clone_id, now, new_state, {"from": old, **fields}, writer)
         return _get(tx, clone_id)
 
     def update(self, clone_id: int, **fields: str | None) -> CloneRecord:
@@ -235,19 +244,19 @@ class Ledger:
         now = self._clock()
         with self._write() as tx:
             current = _get(tx, clone_id, self._db.for_update)
-            self._fenced(tx, current.pool)
+            writer = self._fenced(tx, current.pool)
             if current.state == "gone":
                 raise LedgerError(f"clone {clone_id} is gone; its row is history")
             _set(tx, clone_id, {**fields, "updated_at": now})
-            _event(tx, clone_id, now, "update", dict(fields))
+            _event(tx, clone_id, now, "update", dict(fields), writer)
             return _get(tx, clone_id)
 
     def note(self, clone_id: int, what: str, detail: Mapping[str, object] | None = None) -> None:
         """Add a history event without changing the clone (e.g. a rung that was tried and failed)."""
         now = self._clock()
         with self._write() as tx:
-            self._fenced(tx, _get(tx, clone_id).pool)
-            _event(tx, clone_id, now, what, dict(detail or {}))
+            writer = self._fenced(tx, _get(tx, clone_id).pool)
+            _event(tx, clone_id, now, what, dict(detail or {}), writer)
 
     def claim(self, pool: str, user: str) -> CloneRecord | None:
         """Atomically hand the longest-ready clone of `pool` to `user`; None when none is ready.
@@ -265,7 +274,7 @@ class Ledger:
                 return None
             clone_id = int(row[0])
             _set(tx, clone_id, {"state": "claimed", "claimed_by": user, "claimed_at": now, "updated_at": now})
-            _event(tx, clone_id, now, "claimed", {"from": "ready", "claimed_by": user})
+            _event(tx, clone_id, now, "claimed", {"from": "ready", "claimed_by": user}, self.writer)
             return _get(tx, clone_id)
 
     def get(self, clone_id: int) -> CloneRecord | None:
@@ -322,7 +331,44 @@ class Ledger:
 
     def events(self, clone_id: int) -> list[Event]:
         rows = self._read("SELECT * FROM events WHERE clone_id = ? ORDER BY id", (clone_id,))
-        return [Event(r["id"], r["clone_id"], r["at"], r["what"], json.loads(r["detail"])) for r in rows]
+        return [Event(r["id"], r["clone_id"], r["at"], r["what"], json.loads(r["detail"]), r["writer"]) for r in rows]
+
+    # -- what several controllers share: count overrides, published status ----------------------
+
+    def set_override(self, pool: str, field: str, value: int, spec_value: int | None) -> None:
+        """A count set over the API (`count` of a fixed pool, `min` of a policy pool), for whichever
+        replica owns the pool now or later. `spec_value`: what the spec said then (a spec edited
+        since wins over the override). Not fenced: any replica takes the request."""
+        if field not in ("count", "min"):
+            raise LedgerError(f"an override sets count or min, not {field!r}")
+        with self._write() as tx:
+            tx.run("INSERT INTO pool_overrides (pool, field, value, spec_value, set_at) VALUES (?, ?, ?, ?, ?) "
+                   "ON CONFLICT(pool) DO UPDATE SET field = excluded.field, value = excluded.value, "
+                   "spec_value = excluded.spec_value, set_at = excluded.set_at",
+                   (pool, field, int(value), spec_value, self._clock()))
+
+    def override(self, pool: str) -> tuple[str, int, int | None] | None:
+        """(field, value, spec value then) of the pool's override, or None."""
+        rows = self._read("SELECT field, value, spec_value FROM pool_overrides WHERE pool = ?", (pool,))
+        if not rows:
+            return None
+        spec_value = rows[0][2]
+        return str(rows[0][0]), int(rows[0][1]), None if spec_value is None else int(spec_value)
+
+    def publish_status(self, pool: str, doc: Mapping[str, object]) -> None:
+        """The owner's view of a pool (decision, policy, errors) for every replica's status. Fenced."""
+        with self._write() as tx:
+            writer = self._fenced(tx, pool)
+            tx.run("INSERT INTO pool_status (pool, doc, writer, at) VALUES (?, ?, ?, ?) ON CONFLICT(pool) DO UPDATE "
+                   "SET doc = excluded.doc, writer = excluded.writer, at = excluded.at",
+                   (pool, json.dumps(doc, sort_keys=True, default=str), writer or "", self._clock()))
+
+    def published_status(self, pool: str) -> tuple[dict[str, object], str, float] | None:
+        """(doc, writer, at) last published for the pool, or None."""
+        rows = self._read("SELECT doc, writer, at FROM pool_status WHERE pool = ?", (pool,))
+        if not rows:
+            return None
+        return json.loads(rows[0][0]), str(rows[0][1]), float(rows[0][2])
 
     # -- sources ----------------------------------------------------------------------------
 
@@ -419,10 +465,10 @@ def _set(tx: Tx, clone_id: int, values: Mapping[str, object]) -> None:
     tx.run(f"UPDATE clones SET {columns} WHERE id = ?", (*values.values(), clone_id))
 
 
-def _event(tx: Tx, clone_id: int, at: float, what: str, detail: Mapping[str, object]) -> None:
+def _event(tx: Tx, clone_id: int, at: float, what: str, detail: Mapping[str, object], writer: str | None) -> None:
     tx.run(
-        "INSERT INTO events (clone_id, at, what, detail) VALUES (?, ?, ?, ?)",
-        (clone_id, at, what, json.dumps(detail, sort_keys=True, default=str)),
+        "INSERT INTO events (clone_id, at, what, detail, writer) VALUES (?, ?, ?, ?, ?)",
+        (clone_id, at, what, json.dumps(detail, sort_keys=True, default=str), writer),
     )
 
 

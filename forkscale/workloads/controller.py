@@ -66,7 +66,7 @@ import aiohttp
 from forkscale.core.errors import ForkscaleError, TemporaryError
 from forkscale.fleet.engine import Engine
 from forkscale.fleet.plan import LIVE
-from forkscale.ledger import CloneRecord
+from forkscale.ledger import CloneRecord, LedgerError
 from forkscale.policy import (
     Decision,
     Observed,
@@ -77,16 +77,19 @@ from forkscale.policy import (
     read_metric,
 )
 from forkscale.workloads.drain import Drainer
+from forkscale.workloads.ownership import Ownership
+from forkscale.workloads.replica import apply_override, owner_doc, remote_status
 from forkscale.workloads.runtime import ControllerError, PoolRuntime, iso, observed_of, status_doc
 
 log = logging.getLogger("forkscale.controller")
 _DIGITS = re.compile(r"\d+(?:\.\d+)?")
+REMOTE_CLAIM_POLL_S = 0.25
 
 
 
 class Controller:
     def __init__(self, engine: Engine, *, telemetry: Any = None, dry_run: bool = False, grace_s: float = 30.0,
-                 publish_fleet: bool = True) -> None:
+                 publish_fleet: bool = True, ownership: Ownership | None = None) -> None:
         self.engine = engine
         self.spec = engine.spec
         self.ledger = engine.ledger
@@ -105,6 +108,15 @@ class Controller:
         engine.progress = self._on_progress
         engine.drainer = Drainer(self.ledger)
         self.started_at = time.time()
+        # Several replicas on one ledger (forkscale/workloads/ownership.py): rounds run only for
+        # the pools this one owns; claims, releases, counts and status answer for every pool.
+        self.ownership = ownership
+        self._ownership_stop = asyncio.Event()
+        if ownership is not None:
+            ownership.on_gained = self._gained
+            ownership.on_lost = self._lost
+            ownership.busy = lambda pool: self.pools[pool].lock.locked()
+            self.ledger.identify(ownership.holder.id)
 
     # lifecycle -----------------------------------------------------------------------------------
     @property
@@ -128,6 +140,8 @@ class Controller:
         async with aiohttp.ClientSession() as session:
             self._session = session
             tasks = [asyncio.create_task(self._loop(pr), name=f"pool:{name}") for name, pr in self.pools.items()]
+            owning = None if self.ownership is None else \
+                asyncio.create_task(self.ownership.run(self._ownership_stop), name="ownership")
             try:
                 await self._stop_event.wait()
                 done, pending = await asyncio.wait(tasks, timeout=self.grace_s)
@@ -139,21 +153,34 @@ class Controller:
                 for t in tasks:
                     t.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
+                if owning is not None:  # only now: hand the pools back once no round of ours runs
+                    self._ownership_stop.set()
+                    await asyncio.gather(owning, return_exceptions=True)
                 self._session = None
         log.info("controller: stopped")
 
     async def _loop(self, pr: PoolRuntime) -> None:
         while not self._stopping:
             pr.wake.clear()
+            if not self.owns(pr.pool.name):  # another replica acts on it; we are woken if it comes to us
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(pr.wake.wait(), pr.runner.config.evaluate_every_s)
+                continue
+            pr.round = asyncio.create_task(self.evaluate(pr.pool.name), name=f"round:{pr.pool.name}")
             try:
-                await self.evaluate(pr.pool.name)
+                await pr.round
             except asyncio.CancelledError:
-                raise
+                task = asyncio.current_task()
+                if task is None or task.cancelling():
+                    raise
+                continue  # the round alone was cancelled: the pool's lease was lost (see _lost)
             except ForkscaleError as exc:
                 self._error(pr, f"round failed: {exc}")
             except Exception as exc:  # keep the controller up; the next round retries
                 log.exception("pool %s: round failed", pr.pool.name)
                 self._error(pr, f"round failed: {type(exc).__name__}: {exc}")
+            finally:
+                pr.round = None
             if self._stopping:
                 break
             interval = pr.runner.config.evaluate_every_s
@@ -168,11 +195,16 @@ class Controller:
         """One policy round for a pool, under its lock: observe, decide, act."""
         pr = self._runtime(pool_name)
         async with pr.lock:
-            return await self._round(pr)
+            try:
+                return await self._round(pr)
+            finally:
+                self._publish_status(pr)
 
     async def _round(self, pr: PoolRuntime) -> Decision:
         pool, runner = pr.pool, pr.runner
         pr.rounds += 1
+        if self.ownership is not None:
+            apply_override(pr, self.ledger)  # a count set over any replica's API
         metric = await self._read_metric(pr, runner.config) if runner.config.metric is not None else None
         # Outside a converge (we hold the pool's lock) no drain runs, so every `draining` row is a
         # clone released under on_release: refresh (or one a crash left mid-drain). They still
@@ -317,6 +349,7 @@ class Controller:
             while True:
                 event = pr.ready_event  # taken before the attempt: a clone ready after it still wakes us
                 rec = self._take(pr, user)
+                owned = self.owns(pool_name)
                 if rec is not None:
                     return rec
                 left = deadline - loop.time()
@@ -326,8 +359,9 @@ class Controller:
                     waiting = True
                     pr.waiting += 1
                     pr.wake.set()
+                # Clones of a pool another replica owns become ready there: look again now and then.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(event.wait(), left)
+                    await asyncio.wait_for(event.wait(), left if owned else min(left, REMOTE_CLAIM_POLL_S))
         finally:
             if waiting:
                 pr.waiting -= 1
@@ -368,13 +402,14 @@ class Controller:
             raise ControllerError(f"pool {pool_name!r} has no clone named {vm!r}", 404)
         if rec.state != "claimed":
             raise ControllerError(f"{vm} is {rec.state}, not claimed; only a claimed clone can be released", 409)
+        # Not fenced (any replica takes releases): a row-locked claimed -> ready | draining.
         if pr.pool.on_release == "keep":
-            self.ledger.transition(rec.id, "ready")
+            self.ledger.release(rec.id, "ready")
             self._notify_ready(pr)
             action = "kept"
         else:
             # `draining` (live, not claimable) until the pool's next round replaces it one for one.
-            self.ledger.transition(rec.id, "draining")
+            self.ledger.release(rec.id, "draining")
             action = "refreshing"
         log.info("pool %s: %s released by %s (%s)", pool_name, vm, rec.claimed_by, action)
         pr.wake.set()
@@ -402,18 +437,36 @@ class Controller:
             pr.runner.update_config(dataclasses.replace(cfg, min=count))
             pr.override = {"min": count}
             applied = "min"
+        if self.ownership is not None:  # for whichever replica owns the pool, now or after a failover
+            spec_value = pr.pool.policy.count if applied == "count" else pr.pool.policy.min
+            self.ledger.set_override(pool_name, applied, count, spec_value)
         log.info("pool %s: %s set to %d over the API (until restart)", pool_name, applied, count)
         pr.wake.set()
         return {"pool": pool_name, "strategy": cfg.strategy, "applied": applied, applied: count}
 
     # status --------------------------------------------------------------------------------------
     def status(self, pool_name: str) -> dict[str, Any]:
-        return status_doc(self._runtime(pool_name), self.ledger, dry_run=self.dry_run)
+        pr = self._runtime(pool_name)
+        if self.ownership is None:
+            return status_doc(pr, self.ledger, dry_run=self.dry_run)
+        lease = self.ownership.owner(pool_name)
+        owner = owner_doc(lease, self.ownership.holder.id, time.time())
+        if not self.owns(pool_name):
+            return remote_status(pr, self.ledger, owner, dry_run=self.dry_run)
+        return {**status_doc(pr, self.ledger, dry_run=self.dry_run), "owner": owner}
+
+    def owns(self, pool_name: str) -> bool:
+        """Whether this controller acts on the pool (always, without replicas)."""
+        return self.ownership is None or self.ownership.owns(pool_name)
 
     def desired_counts(self) -> dict[str, int]:
         """What each pool's policy wants now (for forkscale_pool_desired)."""
         out = {}
         for name, pr in self.pools.items():
+            if not self.owns(name):  # the owner's last converge target, from the ledger
+                last = self.ledger.desired(name)
+                out[name] = last[0] if last is not None else self.observe(pr).current
+                continue
             out[name] = pr.desired if pr.desired is not None else self.observe(pr).current
         return out
 
@@ -427,6 +480,33 @@ class Controller:
         return int(min(300, max(1, round(left + per_clone))))
 
     # internals -----------------------------------------------------------------------------------
+    # ownership (several replicas) -----------------------------------------------------------------
+    def _gained(self, pool_name: str) -> None:
+        """This replica now owns the pool: reconcile first (adopt or roll back what the previous
+        owner left), with the policy's override from the ledger."""
+        pr = self._runtime(pool_name)
+        pr.needs_converge = True
+        pr.desired = None
+        pr.wake.set()
+
+    def _lost(self, pool_name: str, why: str) -> None:
+        """The pool's lease was taken over: stop acting at once (the writes were refused anyway)."""
+        pr = self._runtime(pool_name)
+        self._error(pr, f"lost the pool to another replica: {why}")
+        if pr.round is not None and not pr.round.done():
+            pr.round.cancel()
+        pr.needs_converge = True
+        pr.wake.set()
+
+    def _publish_status(self, pr: PoolRuntime) -> None:
+        """What only the owner knows, for the other replicas' status (after each round)."""
+        if self.ownership is None or not self.owns(pr.pool.name):
+            return
+        try:
+            self.ledger.publish_status(pr.pool.name, status_doc(pr, self.ledger, dry_run=self.dry_run))
+        except LedgerError as exc:
+            log.warning("pool %s: status not published: %s", pr.pool.name, exc)
+
     def _runtime(self, pool_name: str) -> PoolRuntime:
         pr = self.pools.get(pool_name)
         if pr is None:
