@@ -6,7 +6,8 @@ import asyncio
 import contextlib
 import logging
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,8 @@ async def open_driver(vc: VCenter) -> AsyncIterator[Driver]:
         await driver.open()
     except LoginRefused:
         await soap.close()
-        raise SpecError("vcenter.password", f"vCenter refused the login for {vc.user!r}") from None
+        raise SpecError(f"{vc.secret.path or 'vcenter'}.password", f"vCenter refused the login for {vc.user!r}") \
+            from None
     except (PermanentError, TemporaryError) as exc:
         await soap.close()
         raise ConnectionFailed(f"cannot connect to {vc.url}: {exc}") from exc
@@ -61,17 +63,62 @@ def open_ledger(spec: Spec, state: str | None = None) -> Ledger:
     return Ledger(target)
 
 
+@dataclass
+class Engines:
+    """The ledger, an engine per vCenter (None for one that did not answer, with `tolerate_down`),
+    and `connect(name)` to open one later (closed with the others)."""
+
+    ledger: Ledger
+    engines: dict[str, Engine | None]
+    connect: Callable[[str], Awaitable[Engine]]
+
+    def of(self, spec: Spec, pool: str) -> Engine:
+        engine = self.engines.get(spec.vcenter_name(spec.pool(pool)))
+        if engine is None:
+            raise ConnectionFailed(f"vCenter {spec.vcenter_name(spec.pool(pool))!r} is not connected")
+        return engine
+
+
 @contextlib.asynccontextmanager
-async def open_engine(spec: Spec, *, state: str | None = None, progress: Progress | None = None,
-                      telemetry: Any = None, lease: str | None = None, wait: bool = False) -> AsyncIterator[Engine]:
+async def open_engines(spec: Spec, vcenters: Iterable[str], *, state: str | None = None,
+                       progress: Progress | None = None, telemetry: Any = None, lease: str | None = None,
+                       wait: bool = False, tolerate_down: bool = False) -> AsyncIterator[Engines]:
     """Ledger, then (for a command that changes things: `lease` names it) the ledger's lease, then
-    vCenter. The lease comes before any connection to vCenter and is released on the way out."""
+    each of `vcenters` (names in `spec.vcenters`): its own session and engine (budgets, informer).
+    The lease comes before any connection to vCenter and is released on the way out."""
     with contextlib.closing(open_ledger(spec, state)) as ledger:
         async with contextlib.AsyncExitStack() as stack:
             if lease is not None:
                 await stack.enter_async_context(hold_ledger(ledger, spec, lease, wait=wait))
-            async with open_driver(spec.vcenter) as driver:
-                yield Engine(spec, ledger, driver, progress=progress, telemetry=telemetry)
+
+            async def connect(name: str) -> Engine:
+                # one vCenter: `spec.vcenter` (a caller may have replaced it, e.g. to point at a twin)
+                vc = spec.vcenter if len(spec.vcenters) == 1 else spec.vcenters[name]
+                driver = await stack.enter_async_context(open_driver(vc))
+                return Engine(spec, ledger, driver, progress=progress, telemetry=telemetry, vcenter=name)
+
+            engines: dict[str, Engine | None] = {}
+            for name in dict.fromkeys(vcenters):
+                try:
+                    engines[name] = await connect(name)
+                except ConnectionFailed as exc:
+                    if not tolerate_down:
+                        raise
+                    log.warning("vCenter %s: %s; its pools wait until it answers", name, exc)
+                    engines[name] = None
+            yield Engines(ledger, engines, connect)
+
+
+@contextlib.asynccontextmanager
+async def open_engine(spec: Spec, *, state: str | None = None, progress: Progress | None = None,
+                      telemetry: Any = None, lease: str | None = None, wait: bool = False) -> AsyncIterator[Engine]:
+    """One engine, on the spec's default vCenter (it refuses pools on another one)."""
+    name = next((n for n, vc in spec.vcenters.items() if vc is spec.vcenter), next(iter(spec.vcenters)))
+    async with open_engines(spec, [name], state=state, progress=progress, telemetry=telemetry, lease=lease,
+                            wait=wait) as opened:
+        engine = opened.engines[name]
+        assert engine is not None
+        yield engine
 
 
 @contextlib.asynccontextmanager

@@ -40,7 +40,8 @@ DrainHook = Callable[[Pool, Any, Result], Awaitable[bool]]
 
 class Engine:
     def __init__(self, spec: Spec, ledger: Ledger, driver: VSphere, *, telemetry: Any = None,
-                 progress: Progress | None = None, rng: random.Random | None = None) -> None:
+                 progress: Progress | None = None, rng: random.Random | None = None,
+                 vcenter: str | None = None) -> None:
         self.spec = spec
         self.ledger = ledger
         self.driver = driver
@@ -51,6 +52,14 @@ class Engine:
         self.rates: dict[str, Rate] = {}
         self.reconcile = Reconciler(ledger, driver)
         self.drainer: DrainHook | None = None
+        #: the spec's vCenter this engine's driver speaks to (None: the only one); with several,
+        #: one engine per vCenter, each with its own session and budgets, acts on its pools only
+        self.vcenter = vcenter
+
+    def _check_vcenter(self, pool: Pool) -> None:
+        where = self.spec.vcenter_name(pool)
+        if self.vcenter is not None and where != self.vcenter:
+            raise SpecError("pool", f"pool {pool.name!r} is on vCenter {where!r}, not {self.vcenter!r}")
 
     # validation against vCenter ------------------------------------------------------------
     def check_pool(self, pool: Pool, inv: Inventory, index: int) -> Source:
@@ -96,6 +105,7 @@ class Engine:
         if pool is None:
             raise SpecError("pool", f"no pool named {pool_name!r} in the spec "
                             f"(pools: {', '.join(p.name for p in self.spec.pools)})")
+        self._check_vcenter(pool)
         want = desired if desired is not None else (pool.count or 0)
         if want < 0:
             raise SpecError("count", "must be >= 0")
@@ -316,6 +326,7 @@ class Engine:
         is never touched. `result.sources` names what was removed and what remains.
         """
         pool = self.spec.pool(pool_name)
+        self._check_vcenter(pool)
         result = Result(pool=pool.name, desired=0)
         inv = await self.driver.inventory()
         await self.reconcile(pool, inv, result)

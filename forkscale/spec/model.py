@@ -155,6 +155,7 @@ class Pool:
     on_release: str = "refresh"
     drain: Drain | None = None
     sources: SourceSettings = field(default_factory=SourceSettings)
+    vcenter: str = ""  # the name of its vCenter in the spec's `vcenters:` (resolved by load_spec)
 
     def __post_init__(self) -> None:
         if not self.name_pattern:
@@ -172,13 +173,28 @@ class Pool:
         return self.network.capacity()
 
 
+DEFAULT_VCENTER = "default"
+
+
 @dataclass(frozen=True)
 class Spec:
-    vcenter: VCenter
+    vcenter: VCenter  # the default vCenter (`vcenter:`, else the first of `vcenters:`)
     state: Path | PostgresState  # the ledger: a SQLite file or a PostgreSQL database
     pools: tuple[Pool, ...]
     base_dir: Path
     ha: HA = field(default_factory=HA)
+    #: every vCenter by name (`vcenter:` is "default"); each pool names one (`Pool.vcenter`)
+    vcenters: dict[str, VCenter] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.vcenters:
+            object.__setattr__(self, "vcenters", {DEFAULT_VCENTER: self.vcenter})
+
+    def vcenter_of(self, pool: Pool) -> VCenter:
+        return self.vcenters[pool.vcenter] if pool.vcenter in self.vcenters else self.vcenter
+
+    def vcenter_name(self, pool: Pool) -> str:
+        return pool.vcenter if pool.vcenter in self.vcenters else next(iter(self.vcenters))
 
     def pool(self, name: str) -> Pool:
         for pool in self.pools:

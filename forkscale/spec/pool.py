@@ -40,7 +40,7 @@ _POOL_NAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 POOL_KEYS = (
     "name", "source", "snapshot", "freeze", "ssh", "guestops", "count", "name_pattern",
     "hostname_pattern", "network", "placement", "fallback", "budgets", "guest_ready",
-    "guestinfo", "policy", "on_release", "drain", "sources",
+    "guestinfo", "policy", "on_release", "drain", "sources", "vcenter",
 )
 
 
@@ -83,6 +83,7 @@ def parse_pool(raw: object, path: str, base_dir: Path) -> Pool:
         on_release=as_choice(data.get("on_release", "refresh"), sub(path, "on_release"), ON_RELEASE),
         drain=parse_drain(data["drain"], sub(path, "drain"), base_dir) if data.get("drain") is not None else None,
         sources=parse_sources(data.get("sources"), sub(path, "sources")),
+        vcenter=as_str(data["vcenter"], sub(path, "vcenter")) if data.get("vcenter") is not None else "",
     )
     check_rendered(pool, path)
     return pool

@@ -80,6 +80,7 @@ from forkscale.workloads.drain import Drainer
 from forkscale.workloads.ownership import Ownership
 from forkscale.workloads.replica import apply_override, owner_doc, remote_status
 from forkscale.workloads.runtime import ControllerError, PoolRuntime, iso, observed_of, status_doc
+from forkscale.workloads.vcenters import VCenters
 
 log = logging.getLogger("forkscale.controller")
 _DIGITS = re.compile(r"\d+(?:\.\d+)?")
@@ -89,7 +90,8 @@ REMOTE_CLAIM_POLL_S = 0.25
 
 class Controller:
     def __init__(self, engine: Engine, *, telemetry: Any = None, dry_run: bool = False, grace_s: float = 30.0,
-                 publish_fleet: bool = True, ownership: Ownership | None = None) -> None:
+                 publish_fleet: bool = True, ownership: Ownership | None = None,
+                 vcenters: VCenters | None = None) -> None:
         self.engine = engine
         self.spec = engine.spec
         self.ledger = engine.ledger
@@ -105,8 +107,14 @@ class Controller:
         self._event_loop: asyncio.AbstractEventLoop | None = None  # the loop `run` runs on (try_claim's wake-ups)
         self._session: aiohttp.ClientSession | None = None
         self._previous_progress = engine.progress
-        engine.progress = self._on_progress
-        engine.drainer = Drainer(self.ledger)
+        # Several vCenters (workloads/vcenters.py): an engine each; a pool's rounds use its own.
+        self.vcenters = vcenters or VCenters.single(engine, self.spec.vcenter_name(self.spec.pools[0]),
+                                                    self.spec.vcenter.url)
+        self.vcenters.on_attached.append(lambda name, attached: self._hook(attached))
+        for link in self.vcenters.links.values():
+            if link.engine is not None:
+                self._hook(link.engine)
+        self._hook(engine)
         self.started_at = time.time()
         # Several replicas on one ledger (forkscale/workloads/ownership.py): rounds run only for
         # the pools this one owns; claims, releases, counts and status answer for every pool.
@@ -142,6 +150,7 @@ class Controller:
             tasks = [asyncio.create_task(self._loop(pr), name=f"pool:{name}") for name, pr in self.pools.items()]
             owning = None if self.ownership is None else \
                 asyncio.create_task(self.ownership.run(self._ownership_stop), name="ownership")
+            probing = asyncio.create_task(self.vcenters.probe_forever(self._stop_event), name="vcenters")
             try:
                 await self._stop_event.wait()
                 done, pending = await asyncio.wait(tasks, timeout=self.grace_s)
@@ -153,6 +162,8 @@ class Controller:
                 for t in tasks:
                     t.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
+                probing.cancel()
+                await asyncio.gather(probing, return_exceptions=True)
                 if owning is not None:  # only now: hand the pools back once no round of ours runs
                     self._ownership_stop.set()
                     await asyncio.gather(owning, return_exceptions=True)
@@ -162,7 +173,9 @@ class Controller:
     async def _loop(self, pr: PoolRuntime) -> None:
         while not self._stopping:
             pr.wake.clear()
-            if not self.owns(pr.pool.name):  # another replica acts on it; we are woken if it comes to us
+            if not self.owns(pr.pool.name) or self._engine_of(pr) is None:
+                # another replica acts on it (we are woken if it comes to us), or its vCenter
+                # has not answered since we started (the probe keeps trying)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(pr.wake.wait(), pr.runner.config.evaluate_every_s)
                 continue
@@ -175,6 +188,7 @@ class Controller:
                     raise
                 continue  # the round alone was cancelled: the pool's lease was lost (see _lost)
             except ForkscaleError as exc:
+                self.vcenters.observe(self.spec.vcenter_name(pr.pool), exc)
                 self._error(pr, f"round failed: {exc}")
             except Exception as exc:  # keep the controller up; the next round retries
                 log.exception("pool %s: round failed", pr.pool.name)
@@ -264,7 +278,8 @@ class Controller:
             self.telemetry.record_policy_decision(pr.pool.name, decision.direction, decision.code)
 
     async def _dry_run(self, pr: PoolRuntime, decision: Decision, target: int) -> None:
-        result = await self.engine.converge(pr.pool.name, target, dry_run=True)
+        result = await self._engine(pr).converge(pr.pool.name, target, dry_run=True)
+        self.vcenters.observe(self.spec.vcenter_name(pr.pool), None)
         for line in result.errors:
             log.info("pool %s: (dry run) %s", pr.pool.name, line)
         if not decision.is_noop:
@@ -285,7 +300,8 @@ class Controller:
         ok = False
         pr.converging = True
         try:
-            result = await self.engine.converge(pool.name, target, set_by="policy")
+            result = await self._engine(pr).converge(pool.name, target, set_by="policy")
+            self.vcenters.observe(self.spec.vcenter_name(pool), None)
             pr.last_result = {**result.as_dict(), "at": iso(time.time())}
             for err in result.errors:
                 self._error(pr, err)
@@ -447,13 +463,14 @@ class Controller:
     # status --------------------------------------------------------------------------------------
     def status(self, pool_name: str) -> dict[str, Any]:
         pr = self._runtime(pool_name)
+        vcenter = self.vcenters.doc(self.spec.vcenter_name(pr.pool))
         if self.ownership is None:
-            return status_doc(pr, self.ledger, dry_run=self.dry_run)
+            return {**status_doc(pr, self.ledger, dry_run=self.dry_run), "vcenter": vcenter}
         lease = self.ownership.owner(pool_name)
         owner = owner_doc(lease, self.ownership.holder.id, time.time())
         if not self.owns(pool_name):
-            return remote_status(pr, self.ledger, owner, dry_run=self.dry_run)
-        return {**status_doc(pr, self.ledger, dry_run=self.dry_run), "owner": owner}
+            return {**remote_status(pr, self.ledger, owner, dry_run=self.dry_run), "vcenter": vcenter}
+        return {**status_doc(pr, self.ledger, dry_run=self.dry_run), "owner": owner, "vcenter": vcenter}
 
     def owns(self, pool_name: str) -> bool:
         """Whether this controller acts on the pool (always, without replicas)."""
@@ -480,6 +497,23 @@ class Controller:
         return int(min(300, max(1, round(left + per_clone))))
 
     # internals -----------------------------------------------------------------------------------
+    # engines (one per vCenter) ------------------------------------------------------------------
+    def _hook(self, engine: Engine) -> None:
+        """Our progress callback and drain hook on an engine (once)."""
+        if engine.progress != self._on_progress:
+            engine.progress = self._on_progress
+        engine.drainer = Drainer(self.ledger)
+
+    def _engine_of(self, pr: PoolRuntime) -> Engine | None:
+        return self.vcenters.engine(self.spec.vcenter_name(pr.pool))
+
+    def _engine(self, pr: PoolRuntime) -> Engine:
+        engine = self._engine_of(pr)
+        if engine is None:
+            name = self.spec.vcenter_name(pr.pool)
+            raise ControllerError(f"vCenter {name!r} has not answered since the controller started", 503)
+        return engine
+
     # ownership (several replicas) -----------------------------------------------------------------
     def _gained(self, pool_name: str) -> None:
         """This replica now owns the pool: reconcile first (adopt or roll back what the previous
