@@ -216,14 +216,19 @@ def test_kill_9_of_the_vdi_owner_mid_scale_up_fails_over_within_15_s(cluster, tw
     assert failover_s < DEFAULT_FAILOVER_S, failover_s
     assert len(new) == 1
     st = other.status("vdi")
-    assert st["owner"]["replica"] != health(other)["replica"] or st["owner"]["here"]
+    assert st["owner"]["replica"] == health(survivors[new[0]])["replica"] and st["owner"]["live"]
     twin.admin("time_scale", value=0.001)
     other.wait_status("vdi", lambda d: d["current"] == 80 and d["building"] == 0 and d["spares"] == 80
                       and set(d["counts"]) == {"ready"}, timeout=120, what="80 ready after the failover")
     assert check_consistent(si, state, "vdi") == 80
     assert sum(health(r)["failovers"]["vdi"] for r in survivors) == 1
-    metrics = survivors[new[0] if new[0] < 2 else 1]
-    assert metrics is not None
+    new_owner = survivors[new[0]]
+    code, text, _ = new_owner.call("GET", "/metrics", token=None)
+    assert code == 200
+    assert 'forkscale_pool_owned{pool="vdi"} 1.0' in text
+    assert 'forkscale_pool_failovers_total{pool="vdi"} 1.0' in text
+    wait_for("two live replicas", lambda: "forkscale_replicas 2.0" in new_owner.call("GET", "/metrics", token=None)[1],
+             30, survivors)
 
 
 def test_a_stopped_owner_past_its_lease_is_fenced_off_when_it_resumes(twin, si, tmp_path, postgres_db):

@@ -12,7 +12,8 @@
     PUT  /v1/pools/{pool}/count    {"count": N}
          202 for a `fixed` pool: its count; for a headroom / target-value pool: its floor (`min`)
          -- the policy keeps deciding above it. 409 when N is above the policy's max or the
-         pool's address range. Runtime only: a restart returns to the spec.
+         pool's address range. Kept in the ledger (every replica, restarts and failovers see
+         it) until the spec's own value for it is edited.
     GET  /healthz                  open: {"ok": true, "owns_pools": ..., "owns": [...], "replica": ..., ...}
     GET  /metrics                  open: Prometheus exposition
 

@@ -34,7 +34,9 @@ Shape (one engine, one event loop):
 * **`PUT count`.** A `fixed` pool gets the new count. A policy pool (headroom, target-value) gets
   the number as its *floor* (`min`): "keep at least N" is what an operator means before a login
   storm, and the policy keeps working above it; a floor above the policy's `max` is refused
-  (HTTP 409). Overrides live in memory only: a restart goes back to the spec.
+  (HTTP 409). Overrides are kept in the ledger (`serve` always runs with ownership), so
+  whichever replica owns the pool -- after a restart or a failover too -- applies them; an edit of
+  the spec's own value wins over an older override.
 * **Drain.** Scale-down of a pool with a `drain:` hook goes through `forkscale.workloads.drain.Drainer`
   (installed as `engine.drainer`); a failed drain keeps the clone (back to `ready`), shows in the
   status, and the round ends without a cooldown, so the next one tries again while the policy
@@ -456,7 +458,7 @@ class Controller:
         if self.ownership is not None:  # for whichever replica owns the pool, now or after a failover
             spec_value = pr.pool.policy.count if applied == "count" else pr.pool.policy.min
             self.ledger.set_override(pool_name, applied, count, spec_value)
-        log.info("pool %s: %s set to %d over the API (until restart)", pool_name, applied, count)
+        log.info("pool %s: %s set to %d over the API", pool_name, applied, count)
         pr.wake.set()
         return {"pool": pool_name, "strategy": cfg.strategy, "applied": applied, applied: count}
 
