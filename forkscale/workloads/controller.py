@@ -125,7 +125,7 @@ class Controller:
         if ownership is not None:
             ownership.on_gained = self._gained
             ownership.on_lost = self._lost
-            ownership.busy = lambda pool: self.pools[pool].lock.locked()
+            ownership.busy = lambda pool: self.pools[pool].round is not None or self.pools[pool].lock.locked()
             self.ledger.identify(ownership.holder.id)
 
     # lifecycle -----------------------------------------------------------------------------------

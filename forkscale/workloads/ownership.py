@@ -82,6 +82,8 @@ class Ownership:
                     self.tick()
                 except LedgerError as exc:
                     log.warning("ownership: %s", exc)
+                except Exception:  # a bug must not stop takeovers (the keeper would renew on regardless)
+                    log.exception("ownership: tick failed")
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), self.timings.poll_s)
         finally:
