@@ -183,17 +183,16 @@ def test_step_timeout_is_reported_as_a_timeout_and_the_command_is_killed(twin, s
     work.mkdir()
     spec = write_rehearsal(
         tmp_path, twin, sshd,
-        steps=[{"name": "slow-upgrade", "run": f"sleep 2; touch {work}/finished", "timeout_s": 0.7}])
+        steps=[{"name": "slow-upgrade", "run": f"sleep 4; touch {work}/finished", "timeout_s": 0.7}])
     started = time.monotonic()
     assert cli("rehearse", "-f", str(spec), "-o", "json") == 1
-    assert time.monotonic() - started < 10
     report = json.loads(capsys.readouterr().out)
     step = report["steps"][0]
     assert step["status"] == "timeout" and step["exit_code"] is None
-    assert 0.6 < step["duration_s"] < 5
+    assert 0.6 < step["duration_s"] < 4  # given up on at its timeout, not when the command ended
     assert report["failures"][0]["reason"].startswith("timed out after 0.7s")
     assert set(vms(si)) == BASELINE_VMS
-    time.sleep(2.0)
+    time.sleep(max(0.0, started + 5.0 - time.monotonic()))  # past when the command would have finished
     assert not (work / "finished").exists()  # killed on the guest, not just abandoned
 
 
@@ -324,7 +323,7 @@ def test_example_spec_is_valid_against_the_default_world(twin, si, tmp_path, mon
     raw = yaml.safe_load((REPO / "examples" / "rehearsal.yaml").read_text())
     monkeypatch.setenv("FORKSCALE_PASSWORD", twin.password)
     monkeypatch.setenv("FORKSCALE_CA_FILE", twin.ca_file)
-    monkeypatch.setenv("FORKSCALE_GUEST_PASSWORD", "forkscale")
+    monkeypatch.setenv("FORKSCALE_GUEST_PASSWORD", "vmfork-guest")
     raw["vcenter"]["url"] = twin.url  # the twin's port is picked per test; everything else as shipped
     spec = parse_rehearsal(raw, base_dir=REPO / "examples")
     assert spec.source == "src-linux" and spec.network.disconnect is True and spec.steps and spec.checks

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+import sqlite3
 import sys
 from collections import Counter
 from typing import Any
@@ -12,7 +14,11 @@ from forkscale.commands.progress import ProgressLine
 from forkscale.commands.session import ConnectionFailed, open_engines
 from forkscale.core.errors import SpecError
 from forkscale.fleet.plan import LIVE
-from forkscale.spec import load_spec
+from forkscale.fleet.reconcile import VmIndex
+from forkscale.ledger import Ledger, LedgerError
+from forkscale.spec import Spec, load_spec
+
+log = logging.getLogger("forkscale")
 
 
 async def run(args: argparse.Namespace) -> int:
@@ -35,6 +41,10 @@ async def _converge(args: argparse.Namespace, spec: Any) -> int:
         _require_pool(spec, args.pool)
         if args.count < 0:
             raise SpecError("count", "must be >= 0")
+        capacity = spec.pool(args.pool).capacity()
+        if args.count > capacity:
+            raise SpecError("count", f"{args.count} clones need {args.count} addresses but pool {args.pool!r} "
+                                     f"holds {capacity}")
         targets = [(args.pool, args.count)]
     else:
         targets = [(p.name, None) for p in spec.pools]
@@ -42,7 +52,8 @@ async def _converge(args: argparse.Namespace, spec: Any) -> int:
     failed = False
     lease = None if args.dry_run else args.command
     vcenters = [spec.vcenter_name(spec.pool(name)) for name, _ in targets]
-    async with open_engines(spec, vcenters, state=args.state, lease=lease, wait=args.wait) as opened:
+    async with open_engines(spec, vcenters, state=args.state, lease=lease, wait=args.wait,
+                            check_pools=True) as opened:
         for name, count in targets:
             engine = opened.of(spec, name)
             pool = spec.pool(name)
@@ -54,6 +65,8 @@ async def _converge(args: argparse.Namespace, spec: Any) -> int:
                 progress.done()
             results.append(result)
             failed = failed or (not args.dry_run and not result.ok())
+        if not args.dry_run:
+            _prune(opened.ledger, spec)
     if args.output == "json":
         print(json.dumps({"dry_run": bool(args.dry_run), "pools": [r.as_dict() for r in results]}, indent=2))
     else:
@@ -65,9 +78,21 @@ async def _converge(args: argparse.Namespace, spec: Any) -> int:
             print(f"{r.pool}: {r.ready}/{r.desired} ready (created {r.created}, destroyed {r.destroyed}, "
                   f"failed {r.failed}, adopted {r.adopted}, rolled back {r.rolled_back}) in {r.seconds:.1f}s; "
                   f"fallbacks: {fb}")
+            for rung, why in r.skipped.items():
+                print(f"  rung {rung} skipped: {why}")
             for e in r.errors[:10]:
                 print(f"  ! {e}", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _prune(ledger: Ledger, spec: Spec) -> None:
+    """History past `ledger.retention_days` moves to the archive (as `serve` does hourly), so a
+    cron of `apply` keeps the ledger bounded too. A failure is a warning: the clones are made."""
+    archive = spec.archive(ledger.path)
+    try:
+        ledger.prune(spec.ledger.retention_days * 86_400.0, archive)
+    except (OSError, LedgerError, sqlite3.Error) as exc:
+        log.warning("ledger: could not move old history to %s: %s", archive, exc)
 
 
 def _require_pool(spec: Any, name: str) -> None:
@@ -104,8 +129,9 @@ async def _status(args: argparse.Namespace, spec: Any) -> int:
             print(f"    {src['name']:<32} {src['host']:<10} g{src['generation']:<3} {src['state']:<9} {frozen:<10} "
                   f"depth {depth:<3} clones {src['clones']}{mark}")
         for c in p["clones"]:
-            mark = "" if c["in_vcenter"] else "  (not in vCenter)"
-            print(f"  {c['name']:<24} {c['state']:<12} {c['kind']:<8} {c['host']:<10} {c['ip']:<15} {c['mac']}{mark}")
+            mark = f"  {c['power']}" if c["in_vcenter"] else "  (not in vCenter)"
+            host = c["vcenter_host"] or c["host"]
+            print(f"  {c['name']:<24} {c['state']:<12} {c['kind']:<8} {host:<10} {c['ip']:<15} {c['mac']}{mark}")
     return 0
 
 
@@ -115,12 +141,11 @@ async def _status_of(engine: Any, pools: list[Any]) -> list[dict[str, Any]]:
     # every listed pool's sources: one batched layoutEx read for their delta-chain depths
     tagged = [v.moref for v in inv.vms.values() if v.is_source and v.pool in {p.name for p in pools}]
     depths = await engine.driver.chain_depths(tagged) if tagged else {}
+    index = VmIndex(inv)  # a clone is found by the moref / instance UUID the ledger recorded, not by tags alone
     for pool in pools:
         rows = engine.ledger.clones(pool.name, states=list(LIVE) + ["destroying", "failed"])
         counts = {k: v for k, v in engine.ledger.counts(pool.name).items() if v and k != "gone"}
-        present = {v.name for v in inv.vms.values() if v.pool == pool.name}
-        clones = [{"name": r.name, "state": r.state, "kind": r.kind, "host": r.host, "ip": r.ip, "mac": r.mac,
-                   "in_vcenter": r.name in present, "fallback": r.fallback_reason} for r in rows]
+        clones = [_clone(r, index.find(r), inv) for r in rows]
         fallbacks: dict[str, int] = {}
         for r in engine.ledger.clones(pool.name):
             if r.fallback_reason:
@@ -131,6 +156,14 @@ async def _status_of(engine: Any, pools: list[Any]) -> list[dict[str, Any]]:
                     "counts": counts, "fallbacks": fallbacks, "rotate_depth": pool.sources.rotate_depth,
                     "sources": _sources(engine.ledger, pool.name, inv, depths), "clones": clones})
     return out
+
+
+def _clone(r: Any, vm: Any, inv: Any) -> dict[str, Any]:
+    """One clone as the ledger and vCenter see it (`power`, `vcenter_host`, `vm`: vCenter's, None when not found)."""
+    return {"name": r.name, "state": r.state, "kind": r.kind, "host": r.host, "ip": r.ip, "mac": r.mac,
+            "in_vcenter": vm is not None, "power": vm.power if vm else None, "vm": vm.moref if vm else None,
+            "vcenter_host": inv.host_names.get(vm.host or "") if vm else None, "fallback": r.fallback_reason,
+            "error": r.error if r.state == "failed" else None}
 
 
 def _sources(ledger: Any, pool: str, inv: Any, depths: dict[str, int]) -> list[dict[str, Any]]:

@@ -24,11 +24,16 @@ async def run(args: argparse.Namespace) -> int:
     out: list[dict[str, Any]] = []
     try:
         vcenters = [spec.vcenter_name(pool) for _, pool in pools]
-        async with open_engines(spec, vcenters, state=args.state, lease="prepare", wait=args.wait) as opened:
+        async with open_engines(spec, vcenters, state=args.state, lease="prepare", wait=args.wait,
+                                check_pools=True) as opened:
             for index, pool in pools:
                 engine = opened.of(spec, pool.name)
                 inv = await engine.driver.inventory()  # fresh per pool: an earlier pool may have added VMs
                 golden = engine.check_pool(pool, inv, index)
+                rungs, skipped = engine.rungs(pool, index)
+                if "instant" not in rungs:  # per-host sources only serve instant clones
+                    raise SpecError(f"pools[{index}].fallback", "prepare makes per-host sources for instant clones, "
+                                    f"but {skipped.get('instant') or 'the pool has no instant rung'}")
                 folder = inv.folders.get(pool.placement.folder)
                 if folder is None:
                     folder = await engine.driver.create_folder(await engine.driver.vm_folder(), pool.placement.folder)

@@ -1,4 +1,12 @@
-"""Open the pieces a command needs from a spec: driver (connected), ledger, engine."""
+"""Open the pieces a command needs from a spec: driver (connected), ledger, engine.
+
+The order is the promise "bad input: exit 2, nothing created": every path was checked when the
+spec was read (and `--state` is checked here, before the login); then each vCenter needed is
+logged in to, the pools are checked against its inventory (`check_pools`: source VM, port group,
+datastores, hosts), and only then is the ledger opened -- a file created when it is new -- and,
+for a command that changes things, the ledger's lease taken (one acting controller per ledger):
+before the first change, and before anything is written.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +25,7 @@ from forkscale.fleet.engine import Engine, Progress
 from forkscale.ledger import LEDGER_SCOPE, Holder, Lease, LeaseHeld, Leases, Ledger, LedgerError
 from forkscale.ledger.keeper import LeaseKeeper, LeaseTimings
 from forkscale.spec import PostgresState, Spec, VCenter
+from forkscale.spec.paths import check_state_path
 from forkscale.spec.state import parse_state
 from forkscale.vsphere.driver import Driver
 from forkscale.vsphere.faults import LoginRefused
@@ -30,6 +39,9 @@ async def open_driver(vc: VCenter) -> AsyncIterator[Driver]:
     """A logged-in driver for `vc`; connection problems become ConnectionFailed, a refused login a SpecError."""
     password = vc.password()
     register_secret(password)
+    if vc.url.startswith("http://"):
+        log.warning("vCenter URL %s is plain HTTP (insecure: true): the password and the session cross the network "
+                    "in clear", vc.url)
     soap = Soap(vc.url, user=vc.user, password=vc.password, ca_file=str(vc.ca_file) if vc.ca_file else None,
                 insecure=vc.insecure)
     driver = Driver(soap)
@@ -51,9 +63,21 @@ async def open_driver(vc: VCenter) -> AsyncIterator[Driver]:
         await driver.close()
 
 
-def open_ledger(spec: Spec, state: str | None = None) -> Ledger:
-    """The spec's ledger (`--state` overrides it: a path or a postgresql:// URL, checked like the spec's)."""
-    target = parse_state(state, "--state", Path.cwd()) if state else spec.state
+def state_target(spec: Spec, state: str | None) -> Path | PostgresState:
+    """The ledger: `--state` (a path or a postgresql:// URL, checked now like the spec's `state:`
+    was, before any login) or the spec's."""
+    if not state:
+        return spec.state
+    target = parse_state(state, "--state", Path.cwd())
+    return check_state_path(target, "--state") if isinstance(target, Path) else target
+
+
+def state_path(spec: Spec, state: str | None) -> Path | PostgresState:
+    """Kept for callers of the single-file days: the same as `state_target`."""
+    return state_target(spec, state)
+
+
+def open_ledger(target: Path | PostgresState) -> Ledger:
     if isinstance(target, PostgresState):
         password = None
         if target.secret is not None:
@@ -82,40 +106,55 @@ class Engines:
 @contextlib.asynccontextmanager
 async def open_engines(spec: Spec, vcenters: Iterable[str], *, state: str | None = None,
                        progress: Progress | None = None, telemetry: Any = None, lease: str | None = None,
-                       wait: bool = False, tolerate_down: bool = False) -> AsyncIterator[Engines]:
-    """Ledger, then (for a command that changes things: `lease` names it) the ledger's lease, then
-    each of `vcenters` (names in `spec.vcenters`): its own session and engine (budgets, informer).
-    The lease comes before any connection to vCenter and is released on the way out."""
-    with contextlib.closing(open_ledger(spec, state)) as ledger:
-        async with contextlib.AsyncExitStack() as stack:
-            if lease is not None:
-                await stack.enter_async_context(hold_ledger(ledger, spec, lease, wait=wait))
+                       wait: bool = False, tolerate_down: bool = False,
+                       check_pools: bool = False) -> AsyncIterator[Engines]:
+    """Each of `vcenters` (names in `spec.vcenters`: its own session and engine, budgets,
+    informer), its pools checked (`check_pools`), then the ledger, then (for a command that changes
+    things: `lease` names it) the ledger's lease, released on the way out."""
+    target = state_target(spec, state)
+    async with contextlib.AsyncExitStack() as stack:
 
-            async def connect(name: str) -> Engine:
-                # one vCenter: `spec.vcenter` (a caller may have replaced it, e.g. to point at a twin)
-                vc = spec.vcenter if len(spec.vcenters) == 1 else spec.vcenters[name]
-                driver = await stack.enter_async_context(open_driver(vc))
-                return Engine(spec, ledger, driver, progress=progress, telemetry=telemetry, vcenter=name)
+        async def login(name: str) -> Any:
+            # one vCenter: `spec.vcenter` (a caller may have replaced it, e.g. to point at a twin)
+            vc = spec.vcenter if len(spec.vcenters) == 1 else spec.vcenters[name]
+            return await stack.enter_async_context(open_driver(vc))
 
-            engines: dict[str, Engine | None] = {}
-            for name in dict.fromkeys(vcenters):
-                try:
-                    engines[name] = await connect(name)
-                except ConnectionFailed as exc:
-                    if not tolerate_down:
-                        raise
-                    log.warning("vCenter %s: %s; its pools wait until it answers", name, exc)
-                    engines[name] = None
-            yield Engines(ledger, engines, connect)
+        drivers: dict[str, Any] = {}
+        for name in dict.fromkeys(vcenters):
+            try:
+                drivers[name] = await login(name)
+            except ConnectionFailed as exc:
+                if not tolerate_down:
+                    raise
+                log.warning("vCenter %s: %s; its pools wait until it answers", name, exc)
+                drivers[name] = None
+            if check_pools and drivers[name] is not None:
+                inv = await drivers[name].inventory()
+                for index, pool in enumerate(spec.pools):
+                    if spec.vcenter_name(pool) == name:
+                        Engine.check_pool(pool, inv, index)
+        ledger = stack.enter_context(contextlib.closing(open_ledger(target)))
+        if lease is not None:
+            await stack.enter_async_context(hold_ledger(ledger, spec, lease, wait=wait))
+
+        def engine(name: str, driver: Any) -> Engine:
+            return Engine(spec, ledger, driver, progress=progress, telemetry=telemetry, vcenter=name)
+
+        async def connect(name: str) -> Engine:
+            return engine(name, await login(name))
+
+        yield Engines(ledger, {name: engine(name, d) if d is not None else None for name, d in drivers.items()},
+                      connect)
 
 
 @contextlib.asynccontextmanager
 async def open_engine(spec: Spec, *, state: str | None = None, progress: Progress | None = None,
-                      telemetry: Any = None, lease: str | None = None, wait: bool = False) -> AsyncIterator[Engine]:
+                      telemetry: Any = None, lease: str | None = None, wait: bool = False,
+                      check_pools: bool = False) -> AsyncIterator[Engine]:
     """One engine, on the spec's default vCenter (it refuses pools on another one)."""
     name = next((n for n, vc in spec.vcenters.items() if vc is spec.vcenter), next(iter(spec.vcenters)))
     async with open_engines(spec, [name], state=state, progress=progress, telemetry=telemetry, lease=lease,
-                            wait=wait) as opened:
+                            wait=wait, check_pools=check_pools) as opened:
         engine = opened.engines[name]
         assert engine is not None
         yield engine

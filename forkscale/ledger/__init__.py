@@ -30,6 +30,7 @@ from forkscale.ledger.records import (
     UnknownClone,
     allowed_transition,
 )
+from forkscale.ledger.retention import PruneResult
 from forkscale.ledger.schema import MIGRATIONS, SCHEMA_VERSION
 from forkscale.ledger.sqlite import migrate, schema_version
 from forkscale.ledger.store import Ledger
@@ -37,6 +38,6 @@ from forkscale.ledger.store import Ledger
 __all__ = [
     "LEDGER_SCOPE", "Holder", "Lease", "LeaseHeld", "LeaseLost", "Leases", "pool_scope",
     "HOLDING_STATES", "KINDS", "LIVE_STATES", "MIGRATIONS", "MUTABLE_FIELDS", "SCHEMA_VERSION", "STATES",
-    "CloneRecord", "Event", "IllegalTransition", "Ledger", "LedgerError", "LedgerUnavailable", "SourceRecord",
-    "UnknownClone", "allowed_transition", "is_postgres_url", "migrate", "schema_version",
+    "CloneRecord", "Event", "IllegalTransition", "Ledger", "LedgerError", "LedgerUnavailable", "PruneResult",
+    "SourceRecord", "UnknownClone", "allowed_transition", "is_postgres_url", "migrate", "schema_version",
 ]

@@ -86,9 +86,29 @@ CREATE TABLE pools (
 """
 
 
-#: v3: leases with fencing tokens (forkscale/ledger/lease.py): one row per scope -- `ledger`,
-#: `pool:<name>`, `replica:<id>` -- naming its holder; `token` only ever goes up.
+#: v3: a clone's vCenter identity beyond its moref (`config.instanceUuid`, so a VM is still found
+#: after its moref changed, e.g. re-registered), and the task of a clone whose identity is
+#: quarantined (`pending_task`: it timed out and may still land; the row keeps its name, IP and MAC
+#: until vCenter says the task ended and no VM holds them).
 _V3 = """
+ALTER TABLE clones ADD COLUMN instance_uuid TEXT;
+ALTER TABLE clones ADD COLUMN pending_task TEXT;
+"""
+
+
+#: v4: indexed lookups only. `by_name` (a release, a scale-down) searched every row ever written;
+#: retention (`Ledger.prune`) finds old history by time instead of scanning `clones` and `events`.
+_V4 = """
+CREATE INDEX clones_name ON clones (name);
+CREATE INDEX clones_gone_at ON clones (updated_at) WHERE state = 'gone';
+CREATE INDEX events_at ON events (at);
+CREATE INDEX sources_gone_at ON sources (updated_at) WHERE state IN ('gone', 'failed');
+"""
+
+
+#: v5: leases with fencing tokens (forkscale/ledger/lease.py): one row per scope -- `ledger`,
+#: `pool:<name>`, `replica:<id>` -- naming its holder; `token` only ever goes up.
+_V5 = """
 CREATE TABLE leases (
     scope TEXT PRIMARY KEY,
     holder TEXT NOT NULL,
@@ -104,10 +124,10 @@ CREATE TABLE leases (
 """
 
 
-#: v4: what several `serve` replicas share besides clones: who wrote each event (`holder#token`,
+#: v6: what several `serve` replicas share besides clones: who wrote each event (`holder#token`,
 #: the audit trail of fencing), count overrides set over any replica's API, and each pool's
 #: status as its owner last published it (any replica answers GET /v1/pools/{pool}).
-_V4 = """
+_V6 = """
 ALTER TABLE events ADD COLUMN writer TEXT;
 CREATE TABLE pool_overrides (
     pool TEXT PRIMARY KEY,
@@ -125,7 +145,7 @@ CREATE TABLE pool_status (
 """
 
 
-MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4)
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4, _V5, _V6)
 
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -43,6 +43,7 @@ from forkscale.ledger.records import (
     UnknownClone,
     allowed_transition,
 )
+from forkscale.ledger.retention import PruneResult, prune_batch
 from forkscale.ledger.sqlite import SqliteBackend
 
 
@@ -369,6 +370,23 @@ class Ledger:
         if not rows:
             return None
         return json.loads(rows[0][0]), str(rows[0][1]), float(rows[0][2])
+
+    # -- history ----------------------------------------------------------------------------
+
+    def now(self) -> float:
+        """The ledger's clock (what every row's timestamps are taken from)."""
+        return self._clock()
+
+    def prune(self, older_than_s: float, archive: str | Path) -> PruneResult:
+        """Move history older than `older_than_s` (by the ledger's clock) to `archive`, a JSON-lines
+        file: gone clones with their events, old events of live clones, gone sources
+        (forkscale.ledger.retention). One short write transaction per batch of 500."""
+        result = PruneResult(archive=Path(archive), cutoff=self._clock() - older_than_s)
+        more = True
+        while more:
+            with self._write() as tx:
+                more = prune_batch(tx, result.cutoff, Path(archive), result)
+        return result
 
     # -- sources ----------------------------------------------------------------------------
 
