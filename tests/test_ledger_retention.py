@@ -30,7 +30,15 @@ class Clock:
 
 
 @pytest.fixture
-def clocked(tmp_path: Path):
+def clocked(ledger_state: str):
+    """On both backends (tests/fixtures/ledgers.py)."""
+    clock = Clock()
+    with Ledger(ledger_state, clock=clock) as led:
+        yield led, clock
+
+
+@pytest.fixture
+def clocked_file(tmp_path: Path):
     clock = Clock()
     with Ledger(tmp_path / "state.sqlite", clock=clock) as led:
         yield led, clock
@@ -83,8 +91,8 @@ def test_prune_never_lets_an_id_or_a_generation_be_handed_out_again(clocked, tmp
     assert led.next_generation("web") == 3
 
 
-def test_prune_in_batches_keeps_the_ledger_bounded(clocked, tmp_path: Path):
-    led, clock = clocked
+def test_prune_in_batches_keeps_the_ledger_bounded(clocked_file, tmp_path: Path):
+    led, clock = clocked_file
     archive = tmp_path / "archive.jsonl"
     for _day in range(60):  # two months of 30 clones a day, each made and destroyed
         for _ in range(30):
