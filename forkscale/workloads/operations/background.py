@@ -30,7 +30,7 @@ class Background:
         op = self.runner.ledger.operations.open(pool)
         if op is None or op.state != "running" or op.id in self.tasks:
             return
-        self.tasks[op.id] = asyncio.create_task(self._run(op.id, pool), name=f"operation:{op.id}")
+        self.tasks[op.id] = asyncio.create_task(self._run(op.id, pool), name=f"operation:{op.id}:{pool}")
 
     def running(self, pool: str) -> bool:
         op = self.runner.ledger.operations.open(pool)
@@ -52,6 +52,13 @@ class Background:
             self.on_error(pool, f"operation {op_id} stopped: {type(exc).__name__}: {exc}")
         finally:
             self.tasks.pop(op_id, None)
+
+    def drop(self, pool: str) -> None:
+        """Stop executing the pool's operation here (another replica owns the pool now)."""
+        for op_id, task in list(self.tasks.items()):
+            if task.get_name().endswith(f":{pool}"):
+                task.cancel()
+                self.tasks.pop(op_id, None)
 
     async def stop(self) -> None:
         for task in self.tasks.values():

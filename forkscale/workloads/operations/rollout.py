@@ -84,6 +84,26 @@ def plan_batches(clones: Sequence[CloneRecord], limits: Limits, pool: Pool, acti
     return steps
 
 
+class Tools:
+    """What the operation kinds act with, per pool: the engine of its vCenter, and (once per engine)
+    its replacer and rollout step. `engine_of(pool)` names the engine; one engine serves them all
+    in a command, one per vCenter in `serve`."""
+
+    def __init__(self, engine_of: Callable[[str], Engine] | Engine) -> None:
+        self.engine_of = engine_of
+        self._steps: dict[int, RolloutStep] = {}
+
+    def engine(self, pool: str) -> Engine:
+        return self.engine_of if isinstance(self.engine_of, Engine) else self.engine_of(pool)
+
+    def rollout(self, pool: str) -> RolloutStep:
+        engine = self.engine(pool)
+        step = self._steps.get(id(engine))
+        if step is None or step.engine is not engine:
+            step = self._steps[id(engine)] = RolloutStep(engine, Replacer(engine))
+        return step
+
+
 class RolloutStep:
     """Runs one replace step of an operation under the pool's rollout settings."""
 
