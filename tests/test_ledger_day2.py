@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from forkscale.ledger import Ledger, LedgerError, LeaseLost, OperationBusy, PlannedStep, ReservationTaken
+from forkscale.ledger import LeaseLost, Ledger, LedgerError, OperationBusy, PlannedStep, ReservationTaken
 from tests.test_ledger import plan, walk
 
 

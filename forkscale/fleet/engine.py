@@ -387,8 +387,12 @@ class Engine:
         if scale_down and rec.state == "claimed" and pool.drain is None:
             return True
         if scale_down and pool.drain is not None and self.drainer is not None and rec.state in ("ready", "claimed"):
-            if not await self.drainer(pool, rec, result):
-                return True
+            self.in_flight.add(rec.id)  # `draining` while its hook runs: a rollout leaves it be
+            try:
+                if not await self.drainer(pool, rec, result):
+                    return True
+            finally:
+                self.in_flight.discard(rec.id)
         if rec.state != "destroying":
             self.ledger.transition(rec.id, "destroying")
         if rec.vm_moref:

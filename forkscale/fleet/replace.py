@@ -73,12 +73,15 @@ class Replacer:
 
     async def replace(self, pool: Pool, name: str, image: ImageRef, *, reason: str,
                       done_if: Callable[[CloneRecord], bool], room: Callable[[], bool],
-                      keep_identity: bool = True, take_claimed: bool = False) -> Replaced:
+                      keep_identity: bool = True, take_claimed: bool = False,
+                      host: str | None = None, datastore: str | None = None) -> Replaced:
         """Replace the clone holding `name` by one from `image` (see the module docstring).
 
         `done_if(rec)`: the clone holding the name now needs no replacement (e.g. it is on `image`).
         `room()`: whether one more clone may go out of service now. `take_claimed`: replace it even
-        though its user has it (a forced rollout); the replacement goes back to that user."""
+        though its user has it (a forced rollout); the replacement goes back to that user.
+        `host` / `datastore`: where the replacement goes (a rebalance, an evacuation); by default
+        the least-loaded host with a source of the image and the datastore with most free space."""
         ledger = self.engine.ledger
         rec = _holder(self.engine, name)
         if rec is not None and rec.state in ("ready", "claimed") and done_if(rec):
@@ -90,11 +93,13 @@ class Replacer:
             if rec is not None and rec.state in ("ready", "claimed") and done_if(rec):
                 return Replaced(DONE, rec)
         if rec is not None:
-            if rec.state in BUILDING or rec.state == "draining":
-                return Replaced(BUSY, rec)
+            if rec.state in BUILDING or (rec.state == "draining" and rec.id in self.engine.in_flight):
+                return Replaced(BUSY, rec)  # being made, or drained by a scale-down of this process
             if rec.state == "claimed" and not take_claimed:
                 return Replaced(CLAIMED, rec)
-            if rec.state in ("ready", "claimed"):
+            if rec.state == "draining":  # released for a refresh: out of service already, replaced now
+                rec = ledger.replace(rec.id, reason, keep_identity=keep_identity)
+            elif rec.state in ("ready", "claimed"):
                 if not room():
                     return Replaced(NO_ROOM, rec)
                 rec = ledger.replace(rec.id, reason, keep_identity=keep_identity,
@@ -110,10 +115,10 @@ class Replacer:
                     now = ledger.get(rec.id)
                     return Replaced(FAILED, now, f"could not be removed: {now.error if now else 'gone'}")
             if not keep_identity:  # `refresh.identity: new`: a fresh name, IP and MAC
-                return await self._make(pool, None, image)
+                return await self._make(pool, None, image, host, datastore)
         if name not in {r.name for r in ledger.reservations.open(pool.name)}:
             return Replaced(GONE)
-        return await self._make(pool, name, image)
+        return await self._make(pool, name, image, host, datastore)
 
     async def _remove(self, pool: Pool, rec: CloneRecord) -> bool:
         """Destroy the VM of a row in `destroying` (or `failed`): user disk detached first; True once gone."""
@@ -135,11 +140,12 @@ class Replacer:
             return True
         return False
 
-    async def _make(self, pool: Pool, name: str | None, image: ImageRef) -> Replaced:
+    async def _make(self, pool: Pool, name: str | None, image: ImageRef, host: str | None = None,
+                    datastore: str | None = None) -> Replaced:
         ctx = await self._context(pool, image)
         live = self.engine.ledger.clones(pool.name, states=list(LIVE))
         plan = make_plan(pool, ctx.inv, ctx.sources, live, len(live) + 1, rungs=ctx.ladder.rungs)
-        host, ds = plan.create[0]
+        host, ds = host or plan.create[0][0], datastore or plan.create[0][1]
         made = await self.engine.create(pool, ctx.inv, ctx.sources, host, ds, ctx.ladder, reservation=name)
         if made is None:
             return Replaced(BUSY, _holder(self.engine, name) if name else None)

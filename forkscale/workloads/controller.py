@@ -77,7 +77,7 @@ import aiohttp
 from forkscale.core.errors import ForkscaleError, PermanentError, TemporaryError
 from forkscale.fleet.engine import Engine
 from forkscale.fleet.plan import LIVE
-from forkscale.ledger import CloneRecord, LedgerError
+from forkscale.ledger import CloneRecord, IllegalTransition, LedgerError
 from forkscale.policy import (
     Decision,
     Observed,
@@ -372,7 +372,10 @@ class Controller:
         # never replaces a clone twice.
         same = pool.refresh.identity == "same"
         for rec in leaving:  # its name, IP and MAC held for the fresh clone the converge makes
-            self.ledger.replace(rec.id, "refresh", keep_identity=same)
+            try:
+                self.ledger.replace(rec.id, "refresh", keep_identity=same)
+            except IllegalTransition:  # a rollout of this pool took it first (it replaces it itself)
+                continue
         ok = False
         pr.converging = True
         try:
