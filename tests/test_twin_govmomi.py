@@ -196,11 +196,6 @@ GAPS: dict[str, str] = {
                         "securityPolicy, uplinkTeamingPolicy) and portKeys unset",
     "read.dvswitch": "VmwareDistributedVirtualSwitch summary (name, uuid, portgroupName, productInfo) and config "
                      "(VMwareDVSConfigInfo: host members, maxMtu, defaultPortConfig, uplinkPortPolicy) unset",
-    "view.cluster": "a recursive VirtualMachine view of a cluster is empty: a ResourcePool's contents omit its VMs",
-    "view.resource_pool": "a ContainerView on a ResourcePool omits the pool's VMs",
-    "view.host": "a ContainerView on a HostSystem is empty (must list the host's VMs)",
-    "view.list": "ModifyListView, ResetListView, ResetListViewFromView not implemented; reading a destroyed "
-                 "view returns nothing instead of ManagedObjectNotFound",
     "perf.counters": "catalog lacks cpu.ready.summation, net.usage.average, disk.usage.average, "
                      "mem.active.average, sys.uptime.latest, disk.used.latest, disk.capacity.latest",
     "perf.vm_realtime": "VMs lack cpu.ready.summation, mem.active.average, net.usage.average, "

@@ -211,6 +211,7 @@ class EventCollector(MO):
     """An EventHistoryCollector: a scrollable view over the matching events, oldest to newest."""
 
     kind = vim.event.EventHistoryCollector
+    session_scoped = True
 
     def __init__(self, world: World, moid: str, log: EventLog, spec: Any, root: MO) -> None:
         super().__init__(world, moid)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from pyVmomi import VmomiSupport, vim, vmodl
 
 from . import soap
-from .collector import Collector, Filter
+from .collector import Collector
 from .dispatch import ANONYMOUS, HANDLERS, Ctx
 from .events import EventLog
 from .guestrpc import GuestRPC
@@ -23,7 +23,6 @@ from .guests import GuestProcesses
 from .inventory import Folder
 from .mo import MO, Manager
 from .properties import read_path
-from .views import ContainerView, ListView
 
 if TYPE_CHECKING:
     from .world import World
@@ -121,7 +120,7 @@ class Twin:
         if session is not None and moid in session.objects:
             return session.objects[moid]
         mo = self.world.objects.get(moid)
-        if mo is None or isinstance(mo, (Collector, Filter, ContainerView, ListView)):
+        if mo is None or mo.session_scoped:
             raise vmodl.fault.ManagedObjectNotFound(msg=f"The object '{moid}' has already been deleted or "
                                                     "has not been completely created", obj=ref)
         return mo

@@ -62,6 +62,7 @@ class Slots:
 
 class Task(MO):
     kind = vim.Task
+    transient = True  # a restarted vCenter forgets its tasks
 
     def __init__(self, world: World, moid: str, info: Any) -> None:
         super().__init__(world, moid)
