@@ -204,7 +204,6 @@ GAPS: dict[str, str] = {
     "perf.cluster": "a cluster has no metrics (QueryAvailablePerfMetric empty, QueryPerf 300 s returns nothing "
                     "for cpu.usagemhz.average/mem.consumed.average)",
     "perf.datastore": "a datastore has no metrics (disk.used/capacity/provisioned.latest at 300 s)",
-    "vm.full_clone_progress": "TaskInfo.progress jumps 0 -> 100; no intermediate progress while a clone runs",
     "vm.power_cycle": "power on/off post no VmStartingEvent / VmStoppingEvent",
     "vm.suspend": "SuspendVM_Task not implemented",
     "vm.shutdown_guest": "ShutdownGuest posts no VmGuestShutdownEvent",
@@ -215,7 +214,6 @@ GAPS: dict[str, str] = {
     "vm.rename": "Rename_Task not implemented",
     "vm.move_into_folder": "MoveIntoFolder_Task not implemented",
     "vm.unregister_register": "UnregisterVM and Folder.RegisterVM_Task not implemented",
-    "vm.destroy": "RetrievePropertiesEx on a destroyed VM returns no object instead of ManagedObjectNotFound",
     "vm.create": "Folder.CreateVM_Task not implemented",
     "vm.custom_fields": "CustomFieldsManager.AddCustomFieldDef / SetField not implemented",
     "guest.file_transfer": "GuestOperationsManager.fileManager unset (govmomi panics on it); "
@@ -226,9 +224,6 @@ GAPS: dict[str, str] = {
                         "SearchDatastoreSubFolders_Task missing",
     "datastore.file_http": "no /folder/<path>?dcPath=&dsName= HTTP endpoint (GET and PUT answer 404)",
     "host.maintenance": "EnterMaintenanceMode_Task / ExitMaintenanceMode_Task not implemented",
-    "events.collector_paging": "after ResetCollector, ReadPreviousEvents also returns the latest page (must return "
-                               "only the events older than it)",
-    "tasks.collector_paging": "TaskManager.CreateCollectorForTasks (TaskHistoryCollector) not implemented",
     "fault.not_authenticated": "RetrievePropertiesEx without a session answers ManagedObjectNotFound, not "
                                "NotAuthenticated",
     "session.logout": "after Logout, RetrievePropertiesEx answers ManagedObjectNotFound, not NotAuthenticated",
