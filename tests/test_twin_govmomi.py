@@ -196,14 +196,6 @@ GAPS: dict[str, str] = {
                         "securityPolicy, uplinkTeamingPolicy) and portKeys unset",
     "read.dvswitch": "VmwareDistributedVirtualSwitch summary (name, uuid, portgroupName, productInfo) and config "
                      "(VMwareDVSConfigInfo: host members, maxMtu, defaultPortConfig, uplinkPortPolicy) unset",
-    "perf.counters": "catalog lacks cpu.ready.summation, net.usage.average, disk.usage.average, "
-                     "mem.active.average, sys.uptime.latest, disk.used.latest, disk.capacity.latest",
-    "perf.vm_realtime": "VMs lack cpu.ready.summation, mem.active.average, net.usage.average, "
-                        "disk.usage.average, sys.uptime.latest",
-    "perf.host_historical": "hosts lack net.usage.average, disk.usage.average, sys.uptime.latest",
-    "perf.cluster": "a cluster has no metrics (QueryAvailablePerfMetric empty, QueryPerf 300 s returns nothing "
-                    "for cpu.usagemhz.average/mem.consumed.average)",
-    "perf.datastore": "a datastore has no metrics (disk.used/capacity/provisioned.latest at 300 s)",
     "vm.power_cycle": "power on/off post no VmStartingEvent / VmStoppingEvent",
     "vm.suspend": "SuspendVM_Task not implemented",
     "vm.shutdown_guest": "ShutdownGuest posts no VmGuestShutdownEvent",

@@ -130,7 +130,8 @@ def _datacenter(mo: Any) -> Any:
     return node
 
 
-def _type_id(event: Any) -> str:
+def type_id(event: Any) -> str:
+    """An event's type as eventTypeId filters name it (an EventEx's own id)."""
     if isinstance(event, vim.event.EventEx) and event.eventTypeId:
         return str(event.eventTypeId)
     if isinstance(event, vim.event.ExtendedEvent) and event.eventTypeId:
@@ -170,7 +171,7 @@ def _matches(r: Recorded, spec: Any, root: MO | None) -> bool:
         return False
     if spec.type and not any(isinstance(e, t) for t in spec.type):
         return False
-    return not (spec.eventTypeId and _type_id(e) not in spec.eventTypeId)
+    return not (spec.eventTypeId and type_id(e) not in spec.eventTypeId)
 
 
 def _aware(when: datetime) -> datetime:

@@ -69,7 +69,7 @@ class World:
         self.latencies = settings.latencies
         self.memory = settings.memory
         self.guest_credentials = settings.guest_credentials
-        self.disks = DiskStore()
+        self.disks = DiskStore(clock=self.sim_seconds)
         self.macs: dict[str, str | None] = {}  # every MAC in use -> owning VM moid (or None)
         self.clone_hooks: list[CloneHook] = []
         self.tasks = TaskRunner(self, vcenter_limit=settings.vcenter_limit, host_limit=settings.host_limit)
