@@ -23,6 +23,7 @@ from .guests import GuestProcesses
 from .inventory import Folder
 from .mo import MO, Manager
 from .properties import read_path
+from .transfers import Transfers
 
 if TYPE_CHECKING:
     from .world import World
@@ -75,6 +76,7 @@ class Twin:
         self.events = EventLog(world)
         self.guests = GuestProcesses(world)
         self.guest_rpc = GuestRPC(world)
+        self.guest_transfers = Transfers()  # the guest file manager's /guestFile URLs
 
     # sessions -------------------------------------------------------------------------------
     def session_for(self, key: str | None) -> Session | None:
