@@ -26,6 +26,7 @@ from .properties import read_path
 from .transfers import Transfers
 
 if TYPE_CHECKING:
+    from .keeper import Keeper
     from .world import World
 
 COOKIE = "vmware_soap_session"
@@ -72,6 +73,7 @@ class Twin:
         self.instance_uuid = str(uuid.UUID(int=world.rng.getrandbits(128)))
         self.request_count = 0
         self.method_counts: dict[str, int] = {}
+        self.keeper: Keeper | None = None  # keeps the world in a state directory (forkscale sim --state-dir)
         self.si = world.add(Manager(world, "ServiceInstance", vim.ServiceInstance))
         self.events = EventLog(world)
         self.guests = GuestProcesses(world)
