@@ -98,6 +98,9 @@ def _reduce_vmodl(obj: Any) -> Any:
     return NotImplemented
 
 
+_PLAIN = {str, int, float, bool, type(None), bytes, tuple, list, dict, set, frozenset}
+
+
 class _Pickler(pickle.Pickler):
     def __init__(self, file: io.BytesIO, twin: Twin, saved: set[int]) -> None:
         super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
@@ -105,6 +108,8 @@ class _Pickler(pickle.Pickler):
         self.saved = saved  # ids of the MOs saved in full
 
     def persistent_id(self, obj: Any) -> Any:
+        if type(obj) in _PLAIN:  # most of what a world holds: decided at once
+            return None
         if obj is self.twin.world:
             return "world"
         if obj is self.twin:
