@@ -18,6 +18,7 @@ runs code, keep the state directory private (it is made 0700).
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import io
 import itertools
@@ -48,6 +49,7 @@ class StateError(Exception):
     """A saved state that cannot be loaded (one line: the path and why)."""
 
 
+@functools.cache
 def fingerprint() -> str:
     """What a state's classes must match: this twin's sources and pyVmomi's version."""
     digest = hashlib.sha256(f"{FORMAT}:{getattr(VmomiSupport, 'version', '')}".encode())
