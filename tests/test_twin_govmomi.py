@@ -196,22 +196,6 @@ GAPS: dict[str, str] = {
                         "securityPolicy, uplinkTeamingPolicy) and portKeys unset",
     "read.dvswitch": "VmwareDistributedVirtualSwitch summary (name, uuid, portgroupName, productInfo) and config "
                      "(VMwareDVSConfigInfo: host members, maxMtu, defaultPortConfig, uplinkPortPolicy) unset",
-    "vm.power_cycle": "power on/off post no VmStartingEvent / VmStoppingEvent",
-    "vm.suspend": "SuspendVM_Task not implemented",
-    "vm.shutdown_guest": "ShutdownGuest posts no VmGuestShutdownEvent",
-    "vm.reboot_guest": "RebootGuest not implemented",
-    "vm.snapshot_rename": "RenameSnapshot not implemented",
-    "vm.relocate_host": "RelocateVM_Task not implemented (host change, vMotion)",
-    "vm.relocate_datastore": "RelocateVM_Task not implemented (datastore change, Storage vMotion)",
-    "vm.rename": "Rename_Task not implemented",
-    "vm.move_into_folder": "MoveIntoFolder_Task not implemented",
-    "vm.unregister_register": "UnregisterVM and Folder.RegisterVM_Task not implemented",
-    "vm.create": "Folder.CreateVM_Task not implemented",
-    "vm.custom_fields": "CustomFieldsManager.AddCustomFieldDef / SetField not implemented",
-    "datastore.search": "Datastore.browser unset; HostDatastoreBrowser SearchDatastore_Task / "
-                        "SearchDatastoreSubFolders_Task missing",
-    "datastore.file_http": "no /folder/<path>?dcPath=&dsName= HTTP endpoint (GET and PUT answer 404)",
-    "host.maintenance": "EnterMaintenanceMode_Task / ExitMaintenanceMode_Task not implemented",
     "fault.not_authenticated": "RetrievePropertiesEx without a session answers ManagedObjectNotFound, not "
                                "NotAuthenticated",
     "session.logout": "after Logout, RetrievePropertiesEx answers ManagedObjectNotFound, not NotAuthenticated",

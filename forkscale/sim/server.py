@@ -24,6 +24,7 @@ from aiohttp import web
 from . import builder
 from .admin import ADMIN, admin_action
 from .certs import certificates, make_certificates  # noqa: F401  (make_certificates: tests make their own CAs)
+from .folderhttp import FolderRoutes
 from .guestrpc import GuestRoutes
 from .keeper import Keeper
 from .service import COOKIE, Twin
@@ -134,6 +135,7 @@ def make_app(twin: Twin, password: str) -> web.Application:
     app.router.add_get(ADMIN, admin)
     app.router.add_post(ADMIN, admin)
     GuestRoutes(twin).add_to(app)
+    FolderRoutes(twin, _session_cookie).add_to(app)
     add_transfer_routes(app, twin.guest_transfers)
     return app
 

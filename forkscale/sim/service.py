@@ -76,6 +76,7 @@ class Twin:
         self.keeper: Keeper | None = None  # keeps the world in a state directory (forkscale sim --state-dir)
         self.si = world.add(Manager(world, "ServiceInstance", vim.ServiceInstance))
         self.events = EventLog(world)
+        world.tasks.on_created = self.events.task_created
         self.guests = GuestProcesses(world)
         self.guest_rpc = GuestRPC(world)
         self.guest_transfers = Transfers()  # the guest file manager's /guestFile URLs
