@@ -42,6 +42,7 @@ def inventory(si) -> dict:
             "macs": sorted(d.macAddress for d in vm.config.hardware.device
                            if isinstance(d, vim.vm.device.VirtualEthernetCard)),
             "shared": vm.summary.quickStats.sharedMemory > 0,
+            "custom": sorted((c.key, c.value) for c in vm.customValue),
         }
     view.DestroyView()
     return out
@@ -79,6 +80,12 @@ def workload(si) -> list:
     WaitForTask(tasks[-1], si=si)
     tasks.append(linked.PowerOffVM_Task())
     WaitForTask(tasks[-1], si=si)
+    full = tasks[2].info.result
+    esx2 = next(h for h in linked.runtime.host.parent.host if h.name == "esx-02")
+    tasks.append(full.RelocateVM_Task(vim.vm.RelocateSpec(host=esx2)))
+    WaitForTask(tasks[-1], si=si)
+    si.content.customFieldsManager.AddCustomFieldDef(name="owner", moType=vim.VirtualMachine)
+    full.setCustomValue("owner", "team-a")
     return tasks
 
 
@@ -98,6 +105,8 @@ def test_a_killed_twin_restarts_with_its_world_ca_and_credentials(restartable_tw
     again = connect(twin)  # a stock client, the CA file it already had, the same password
     assert twin.ca_file == ca_file
     assert inventory(again) == before
+    assert before["kept-full"]["host"] == "esx-02" and before["kept-full"]["custom"]  # moved and labelled
+    assert [f.name for f in again.content.customFieldsManager.field] == ["owner"]
     tm = again.content.taskManager
     assert tm.recentTask == []
     with pytest.raises(vmodl.fault.ManagedObjectNotFound):

@@ -24,6 +24,7 @@ import io
 import itertools
 import os
 import pickle
+import random
 import secrets
 import time
 import types
@@ -95,7 +96,8 @@ def _reduce_vmodl(obj: Any) -> Any:
         return _array, (VmomiSupport.GetVmodlName(type(obj)), list(obj))
     if isinstance(obj, VmomiSupport.Enum):
         return _enum, (VmomiSupport.GetVmodlName(type(obj)), str(obj))
-    if isinstance(obj, type) and issubclass(obj, (VmomiSupport.DataObject, VmomiSupport.ManagedObject)):
+    if isinstance(obj, type) and issubclass(obj, (VmomiSupport.DataObject, VmomiSupport.ManagedObject,
+                                                  VmomiSupport.Enum, VmomiSupport.Array)):
         return _vmodl, (VmomiSupport.GetVmodlName(obj),)
     return NotImplemented
 
@@ -218,7 +220,7 @@ def restore(twin: Twin, state: dict[str, Any]) -> None:
         del world.objects[mo.moid]
         world.index.get(type(mo.ref), {}).pop(mo.moid, None)
     for key, value in state["world"].items():
-        setattr(world, key, value)
+        _assign(world, key, value)
     world._ids = {prefix: itertools.count(n) for prefix, n in state["ids"].items()}
     disks._file_ids = itertools.count(max(state["file_ids"], int(repr(disks._file_ids)[6:-1])))
     for mo in state["objects"]:
@@ -245,6 +247,29 @@ def restore(twin: Twin, state: dict[str, Any]) -> None:
     _continue_clock(twin, state)
     world.seq += 1
     world.structure += 1
+
+
+def _assign(world: Any, key: str, value: Any) -> None:
+    """Put a saved world attribute in place: containers and objects are filled in place, since what
+    the build made may already hold them (a manager's callback bound to the world's custom fields)."""
+    current = getattr(world, key, None)
+    if current is None or type(current) is not type(value):
+        setattr(world, key, value)
+    elif isinstance(value, dict):
+        current.clear()
+        current.update(value)
+    elif isinstance(value, list):
+        current[:] = value
+    elif isinstance(value, set):
+        current.clear()
+        current.update(value)
+    elif isinstance(value, random.Random):
+        current.setstate(value.getstate())
+    elif hasattr(current, "__dict__") and not isinstance(value, (int, float, str, bytes, tuple, frozenset)):
+        vars(current).clear()
+        vars(current).update(vars(value))
+    else:
+        setattr(world, key, value)
 
 
 def _continue_clock(twin: Twin, state: dict[str, Any]) -> None:
