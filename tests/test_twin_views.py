@@ -152,3 +152,17 @@ def test_views_belong_to_their_session(twin, si):
 
         Disconnect(other)
     assert sorted(h.name for h in retrieve_view(si, view)) == HOSTS
+
+
+def test_a_missing_object_faults_unless_the_spec_asks_to_leave_it_out(si):
+    lv = si.content.viewManager.CreateListView([find_vm(si, "src-linux")])
+    lv.DestroyView()
+    gone = PC.FilterSpec(objectSet=[PC.ObjectSpec(obj=lv)],
+                         propSet=[PC.PropertySpec(type=vim.view.ListView, pathSet=["view"])])
+    with pytest.raises(vmodl.fault.ManagedObjectNotFound):
+        si.content.propertyCollector.RetrievePropertiesEx([gone], PC.RetrieveOptions())
+    gone.reportMissingObjectsInResults = True
+    gone.objectSet.append(PC.ObjectSpec(obj=si.content.rootFolder))
+    gone.propSet.append(PC.PropertySpec(type=vim.Folder, pathSet=["name"]))
+    result = si.content.propertyCollector.RetrievePropertiesEx([gone], PC.RetrieveOptions())
+    assert [oc.obj for oc in result.objects] == [si.content.rootFolder]

@@ -42,7 +42,8 @@ def select(world: World, spec: Any, strict: bool = False) -> list[MO]:
     """The objects a FilterSpec selects, in traversal order, each once.
 
     `strict` (RetrieveProperties): an ObjectSpec naming an object that is gone faults with
-    ManagedObjectNotFound, as on vCenter; a filter instead just stops reporting it.
+    ManagedObjectNotFound, as on vCenter, unless the spec says `reportMissingObjectsInResults`
+    (then it is left out); a filter instead just stops reporting it.
     """
     named: dict[str, Any] = {}
     for ospec in spec.objectSet:
@@ -52,7 +53,7 @@ def select(world: World, spec: Any, strict: bool = False) -> list[MO]:
         try:
             start = world.lookup(ospec.obj)
         except vmodl.fault.ManagedObjectNotFound:
-            if strict:
+            if strict and not spec.reportMissingObjectsInResults:
                 raise
             continue
         if not ospec.skip:
