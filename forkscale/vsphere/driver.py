@@ -81,6 +81,10 @@ class Driver(GuestOps):
         return self.soap.content
 
     @property
+    def epoch(self) -> int:
+        return self.soap.epoch
+
+    @property
     def api_version(self) -> str:
         about = getattr(self.content, "about", None)
         return str(getattr(about, "apiVersion", "") or "")

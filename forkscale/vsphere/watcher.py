@@ -369,7 +369,7 @@ class Watcher:
             if state in ("success", "error"):
                 self._finish(moid, state, props.get("info.result") if state == "success"
                              else props.get("info.error"), None)
-        if res is not None and not res.token:  # a complete answer: what it left out does not exist
+        if res is None or not res.token:  # a complete answer: what it left out does not exist
             for moid in pending.keys() - answered:
                 self._lose(moid, "is unknown to vCenter (lost with a restart)")
 
