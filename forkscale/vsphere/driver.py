@@ -70,7 +70,9 @@ class Driver(GuestOps):
             await self.soap.open()
         except vim.fault.InvalidLogin:
             raise LoginRefused(self.soap.user) from None
-        await self.watcher.start()
+        except vmodl.MethodFault as exc:
+            raise map_fault(exc, "log in to vCenter") from None
+        await self._read("start the task watcher", self.watcher.start())
 
     async def close(self) -> None:
         await self.watcher.stop()
@@ -236,7 +238,7 @@ class Driver(GuestOps):
         """The clone's moref. `SourceThawed` when the source is thawed, or thawed before the clone was
         made (then `clone` names the VM made: a copy of a running machine, for the caller to remove)."""
         what = f"instant clone {req.name} of {source}"
-        await self.watcher.follow(source)
+        await self._read(f"follow the source {source}", self.watcher.follow(source))
         self._refuse_thawed(source, what)
         changes = await self._nic_changes(source, req, instant=True)
         loc = vim.vm.RelocateSpec(folder=vim.Folder(req.folder), datastore=vim.Datastore(req.datastore),
@@ -396,7 +398,8 @@ class Driver(GuestOps):
         mgr = self.content.guestOperationsManager
         if mgr is None:
             raise PermanentError("this vCenter has no guest operations manager", "NotSupported")
-        pm = await retrieve_one(self.soap, mgr, vim.vm.guest.GuestOperationsManager, "processManager")
+        pm = await self._read("read the guest process manager", retrieve_one(
+            self.soap, mgr, vim.vm.guest.GuestOperationsManager, "processManager"))
         auth = vim.vm.guest.NamePasswordAuthentication(username=user, password=password, interactiveSession=False)
         spec = vim.vm.guest.ProcessManager.ProgramSpec(programPath=program, arguments=args)
         try:

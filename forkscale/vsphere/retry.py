@@ -27,7 +27,7 @@ from forkscale.core.errors import TemporaryError
 #: Methods that change nothing vCenter keeps (or whose repetition is harmless: a second view or
 #: collector dies with the session): retried on a transient fault or a lost answer.
 READS = frozenset({
-    "RetrieveServiceContent", "RetrievePropertiesEx", "ContinueRetrievePropertiesEx", "RetrieveProperties",
+    "RetrieveServiceContent", "Login", "Logout", "RetrievePropertiesEx", "ContinueRetrievePropertiesEx", "RetrieveProperties",
     "CancelRetrievePropertiesEx", "CreateContainerView", "CreateListView", "DestroyView",
     "CreatePropertyCollector", "DestroyPropertyCollector", "CreateFilter", "QueryPerf", "QueryPerfCounter",
     "QueryAvailablePerfMetric", "FindChild", "FindByInventoryPath", "FindByUuid", "FindAllByUuid", "CurrentTime",
