@@ -109,8 +109,12 @@ def test_a_vcenter_restart_during_a_100_clone_scale(tmp_path, http):
         twin.stop()
 
 
-def test_a_vcenter_that_stays_down_ends_the_run_with_one_line_after_outage_s(tmp_path):
+@pytest.mark.parametrize("trouble", ["down", "untrusted certificate", "login refused"])
+def test_a_vcenter_that_does_not_come_back_ends_the_run_with_one_line_after_outage_s(tmp_path, trouble):
+    """Down for good, back with a certificate the spec does not trust (another vCenter at that
+    address), or refusing the spec's password: exit 1 and one line once outage_s (4 s) has passed."""
     twin = RestartableTwin(tmp_path / "sim")
+    password = twin.password
     try:
         twin.admin("freeze", vm="src-linux")
         spec = restart_spec(tmp_path, twin, outage_s=4)
@@ -118,38 +122,27 @@ def test_a_vcenter_that_stays_down_ends_the_run_with_one_line_after_outage_s(tmp
         wait_until("20 clones", lambda: len(clones(twin)) >= 20, 120)
         twin.kill()
         down = time.monotonic()
-        out, err = proc.communicate(timeout=120)
-        ended_after = time.monotonic() - down
-        assert proc.returncode == 1, err[-3000:]
-        assert "Traceback" not in err, err[-5000:]
-        assert error_lines(err) == [line for line in err.splitlines() if "unreachable for" in line
-                                    and line.startswith("error: ")]
-        assert len(error_lines(err)) == 1, err[-3000:]
-        assert ended_after < 4 + 30, f"the run ended {ended_after:.0f}s after vCenter went down (outage_s 4)"
-        twin.start()
-        assert_exactly_count_and_no_orphan(twin, spec, tmp_path / "state.sqlite")
-    finally:
-        twin.stop()
-
-
-def test_a_vcenter_back_with_an_untrusted_certificate_ends_the_run_with_one_line(tmp_path):
-    twin = RestartableTwin(tmp_path / "sim")
-    try:
-        twin.admin("freeze", vm="src-linux")
-        spec = restart_spec(tmp_path, twin, outage_s=4)
-        proc = cli_process("scale", POOL, str(COUNT), "-f", str(spec))
-        wait_until("20 clones", lambda: len(clones(twin)) >= 20, 120)
-        twin.kill()
-        # another vCenter answers at that address, with a CA of its own
-        impostor = start_in_thread(time_scale=0.001, port=twin.port, state_dir=str(tmp_path / "other"))
+        impostor = None
+        if trouble == "untrusted certificate":  # another vCenter answers there, with a CA of its own
+            impostor = start_in_thread(time_scale=0.001, port=twin.port, state_dir=str(tmp_path / "other"))
+        elif trouble == "login refused":  # back, with its password changed
+            twin.options["password"] = "changed-" + password
+            twin.start()
         try:
             out, err = proc.communicate(timeout=120)
         finally:
-            impostor.stop()
+            if impostor is not None:
+                impostor.stop()
+        ended_after = time.monotonic() - down
         assert proc.returncode == 1, err[-3000:]
         assert "Traceback" not in err, err[-5000:]
         lines = error_lines(err)
-        assert len(lines) == 1 and "TLS verification" in lines[0] and "unreachable for" in lines[0], err[-3000:]
+        assert len(lines) == 1 and "unreachable for" in lines[0], err[-3000:]
+        assert {"down": "cannot connect", "untrusted certificate": "TLS verification",
+                "login refused": "refused the login"}[trouble] in lines[0]
+        assert ended_after < 4 + 30, f"the run ended {ended_after:.0f}s after vCenter went down (outage_s 4)"
+        twin.stop()
+        twin.options["password"] = password
         twin.start()
         assert_exactly_count_and_no_orphan(twin, spec, tmp_path / "state.sqlite")
     finally:
