@@ -74,6 +74,10 @@ class Driver(GuestOps):
             raise map_fault(exc, "log in to vCenter") from None
         await self._read("start the task watcher", self.watcher.start())
 
+    def stop_waiting(self) -> None:
+        """Stopping: calls waiting through a vCenter outage give up now (`VCenterUnavailable`)."""
+        self.soap.stop_waiting()
+
     async def close(self) -> None:
         await self.watcher.stop()
         await self.soap.close()

@@ -164,3 +164,7 @@ class FleetReader(Protocol):
 
 class VSphere(InventoryReader, Provisioner, GuestAccess, GuestOperations, FleetReader, Protocol):
     """Every role at once: what the engine is given."""
+
+    def stop_waiting(self) -> None:
+        """The program is stopping: calls waiting through a vCenter outage give up now (`VCenterUnavailable`)."""
+        ...

@@ -12,6 +12,7 @@ Calls are retried as `forkscale.vsphere.retry` says, and never wait past its bud
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import ssl
@@ -75,6 +76,7 @@ class Soap:
         self._opened = False  # before the first login, trouble is reported at once (ConnectionFailed)
         self.down_since: float | None = None
         """`time.monotonic()` when vCenter stopped answering (None while it answers)."""
+        self._give_up = asyncio.Event()
         self.user = user
         self._password = password
         self._ssl = ssl_context(ca_file, insecure)
@@ -189,7 +191,12 @@ class Soap:
             attempt += 1
             gen = self._login_gen
             try:
-                result = await self._post(mo, info, args, timeout)
+                try:
+                    result = await self._post(mo, info, args, timeout)
+                except vmodl.fault.ManagedObjectNotFound as exc:
+                    if self._session_gone(mo, exc):
+                        raise vim.fault.NotAuthenticated(msg=str(getattr(exc, "msg", ""))) from exc
+                    raise
             except vim.fault.NotAuthenticated:
                 if anonymous or relogged:
                     raise
@@ -220,6 +227,14 @@ class Soap:
             self._answered()
             return result
 
+    def _session_gone(self, mo: Any, exc: Any) -> bool:
+        """The session's default property collector is not found: the session is gone (vcsim and the
+        twin answer an anonymous RetrievePropertiesEx so, where vCenter says NotAuthenticated)."""
+        pc = getattr(self.content, "propertyCollector", None)
+        obj = getattr(exc, "obj", None)
+        return (pc is not None and getattr(mo, "_moId", None) == pc._moId
+                and getattr(obj, "_moId", None) in (None, pc._moId))
+
     async def _outage(self, exc: Unreachable, attempt: int) -> None:
         """vCenter did not answer: wait a little (and return, to try again), or raise once it has
         been unreachable for longer than the outage budget (at once before the first login)."""
@@ -231,10 +246,16 @@ class Soap:
             log.warning("vCenter %s does not answer (%s); retrying for up to %gs", self.url, exc,
                         self.retry.outage_s)
         left = self.down_since + self.retry.outage_s - now
-        if left <= 0:
+        if left <= 0 or self._give_up.is_set():
+            why = "stopping" if left > 0 else f"outage_s {self.retry.outage_s:g}"
             raise VCenterUnavailable(f"vCenter {self.url} unreachable for {now - self.down_since:.0f}s "
-                                     f"(outage_s {self.retry.outage_s:g}): {exc}") from None
-        await asyncio.sleep(min(left, max(0.2, self.retry.backoff(attempt, self._rng))))
+                                     f"({why}): {exc}") from None
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._give_up.wait(), min(left, max(0.2, self.retry.backoff(attempt, self._rng))))
+
+    def stop_waiting(self) -> None:
+        """The program is stopping: calls waiting for vCenter to come back give up now (VCenterUnavailable)."""
+        self._give_up.set()
 
     def _answered(self) -> None:
         if self.down_since is not None:
