@@ -16,7 +16,7 @@ from pyVmomi import VmomiSupport, vim, vmodl
 
 from . import soap
 from .dispatch import Ctx, method
-from .inventory import Entity, Host, ResourcePool
+from .inventory import Datacenter, Entity, Host, ResourcePool
 from .mo import MO
 
 if TYPE_CHECKING:
@@ -31,19 +31,50 @@ def _moid_order(node: Entity) -> tuple[str, int]:
     return (prefix, int(num)) if num.isdigit() else (node.moid, 0)
 
 
-class _Contents:
-    """The immediate contents of containers, as a view counts them (one walk's worth of lookups)."""
+_CLASSES: list[tuple[type, str]] = [(Datacenter, "datacenter"), (ResourcePool, "pool"), (Host, "host")]
+_KINDS: dict[type, str] = {}  # twin class -> how a view expands it (decided once per class)
+_PLAIN: set[type] = set()  # the classes whose contents are their children()
 
-    def __init__(self, world: World) -> None:
+
+class _Contents:
+    """The immediate contents of containers, as a view counts them (one walk's worth of lookups).
+
+    Every VM sits in a folder of its datacenter, and a datacenter lists its VM folder first: once
+    a recursive walk has gone through a datacenter, its hosts and pools add no VM it has not seen,
+    and are not asked for them (so a view of the root costs what it did before hosts and pools
+    contained VMs). Nor are they when the view takes no VMs.
+    """
+
+    def __init__(self, world: World, wants_vms: bool) -> None:
         self.world = world
+        self.wants_vms = wants_vms
+        self.walked: set[str] = set()  # datacenters whose VM folders this walk has gone through
         self._pool_vms: dict[str, list[Entity]] | None = None
 
     def of(self, node: Entity) -> list[Entity]:
-        if isinstance(node, ResourcePool):
-            return [*node.pools, *self.pool_vms().get(node.moid, [])]
-        if isinstance(node, Host):
-            return sorted(node.vms, key=_moid_order)
-        return node.children()
+        kind = _KINDS.get(type(node))
+        if kind is None:
+            kind = _KINDS[type(node)] = next((k for cls, k in _CLASSES if isinstance(node, cls)), "other")
+            if kind == "other":
+                _PLAIN.add(type(node))
+        if kind == "other":
+            return node.children()
+        if kind == "datacenter":
+            self.walked.add(node.moid)
+            return node.children()
+        if kind == "pool":
+            assert isinstance(node, ResourcePool)
+            return [*node.pools, *self.pool_vms().get(node.moid, [])] if self._vms_of(node) else list(node.pools)
+        assert isinstance(node, Host)
+        return sorted(node.vms, key=_moid_order) if self._vms_of(node) else []
+
+    def _vms_of(self, node: Entity) -> bool:
+        if not self.wants_vms:
+            return False
+        up: Entity | None = node
+        while up is not None and not isinstance(up, Datacenter):
+            up = up.parent
+        return up is None or up.moid not in self.walked
 
     def pool_vms(self) -> dict[str, list[Entity]]:
         """VMs by resource pool (templates belong to no pool), built once per walk."""
@@ -87,7 +118,8 @@ class ContainerView(MO):
         return out
 
     def _walk(self) -> list[Any]:
-        contents = _Contents(self.world)
+        wants_vms = not self.types or any(issubclass(vim.VirtualMachine, t) for t in self.types)
+        contents = _Contents(self.world, wants_vms)
         out: list[Any] = []
         seen: set[str] = {self.container.moid}
         stack = list(reversed(contents.of(self.container)))
@@ -99,7 +131,10 @@ class ContainerView(MO):
             if not self.types or isinstance(node.ref, self.types):
                 out.append(node.ref)
             if self.recursive:
-                stack.extend(reversed(contents.of(node)))
+                if type(node) in _PLAIN:  # most nodes (VMs, folders): their children, no lookups
+                    stack.extend(reversed(node.children()))
+                else:
+                    stack.extend(reversed(contents.of(node)))
         return out
 
 
