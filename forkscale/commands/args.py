@@ -17,6 +17,11 @@ def add_spec(p: argparse.ArgumentParser, required: bool = True) -> None:
                    "else .forkscale/state.sqlite next to the spec)")
 
 
+def add_wait(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--wait", action="store_true",
+                   help="when another forkscale holds the ledger, wait for it (default: exit 1 naming it)")
+
+
 def add_output(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", choices=["text", "json"], default="text",
                    help="text (default; live progress on a terminal) or one JSON document")
@@ -35,7 +40,10 @@ def sim(sub: Subparsers) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed for latencies, MACs and UUIDs")
     p.add_argument("--http", action="store_true", help="plain HTTP instead of HTTPS")
     p.add_argument("--password", help="login password (default: $FORKSCALE_SIM_PASSWORD or a random one)")
-    p.add_argument("--state-dir", help="where the CA and certificate are written (default ~/.forkscale/sim)")
+    p.add_argument("--state-dir", help="keep the world (inventory, VMs, disks, snapshots, events) and the CA in "
+                                       "DIR across restarts (default: only the CA, in ~/.forkscale/sim)")
+    p.add_argument("--fresh", action="store_true",
+                   help="with --state-dir: start from the world file, replacing the saved world")
 
 
 def demo(sub: Subparsers) -> None:
@@ -51,6 +59,7 @@ def apply(sub: Subparsers) -> None:
     p = sub.add_parser("apply", help="converge every pool in SPEC, then exit")
     add_spec(p)
     p.add_argument("--dry-run", action="store_true", help="print the plan (clones, rung, host) and change nothing")
+    add_wait(p)
     add_output(p)
 
 
@@ -60,6 +69,7 @@ def scale(sub: Subparsers) -> None:
     p.add_argument("count", type=int)
     add_spec(p)
     p.add_argument("--dry-run", action="store_true", help="print the plan and change nothing")
+    add_wait(p)
     add_output(p)
 
 
@@ -80,6 +90,7 @@ def destroy(sub: Subparsers) -> None:
     p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     p.add_argument("--sources", action="store_true",
                    help="also remove the pool's per-host sources (after its clones; never the golden VM)")
+    add_wait(p)
     add_output(p)
 
 
@@ -92,6 +103,7 @@ def prepare(sub: Subparsers) -> None:
                                    "and ones with a delta chain at sources.rotate_depth rotated.")
     p.add_argument("pool", nargs="?", help="only this pool (default: every pool in SPEC)")
     add_spec(p)
+    add_wait(p)
     add_output(p)
 
 
@@ -169,6 +181,7 @@ def promote(sub: Subparsers) -> None:
     p.add_argument("--all", action="store_true", help="every linked clone of the pool")
     add_spec(p)
     p.add_argument("--dry-run", action="store_true", help="print the plan and change nothing")
+    add_wait(p)
     add_output(p)
 
 
@@ -186,6 +199,7 @@ def rebalance(sub: Subparsers) -> None:
                    help="move claimed clones now (linked: relocated with their data; instant: re-created and "
                         "handed back) instead of waiting for their release")
     p.add_argument("--dry-run", action="store_true", help="print the plan and change nothing")
+    add_wait(p)
     add_output(p)
 
 
@@ -193,7 +207,7 @@ def evacuate(sub: Subparsers) -> None:
     p = sub.add_parser("evacuate", help="move every clone off a host (for maintenance), then remove its source",
                        description="Stop placing clones on HOST, move its clones to other hosts (instant clones "
                                    "re-created from those hosts' sources, linked and full ones migrated; claimed "
-                                   "ones per the pool's evacuate.claimed) and remove its per-host sources; say when "
+                                   "ones per the pool's rollout.claimed) and remove its per-host sources; say when "
                                    "the host is empty. --enter then calls EnterMaintenanceMode_Task.")
     p.add_argument("host")
     add_spec(p)
@@ -201,6 +215,7 @@ def evacuate(sub: Subparsers) -> None:
     p.add_argument("--timeout", type=float, default=600.0, metavar="SECONDS",
                    help="how long EnterMaintenanceMode_Task may wait for the host to empty (default 600)")
     p.add_argument("--dry-run", action="store_true", help="print the plan and change nothing")
+    add_wait(p)
     add_output(p)
 
 
@@ -222,6 +237,7 @@ def push_image(sub: Subparsers) -> None:
                    help="a host that cannot be primed keeps the old image (reported) instead of stopping the push")
     p.add_argument("--dry-run", action="store_true", help="print the batches (which clones, in what order, which "
                                                           "wait for their user) and change nothing")
+    add_wait(p)
     add_output(p)
 
 
@@ -234,6 +250,7 @@ def rollout(sub: Subparsers) -> None:
     p.add_argument("action", choices=["status", "pause", "resume", "cancel"])
     p.add_argument("pool")
     add_spec(p)
+    add_wait(p)
     add_output(p)
 
 
@@ -242,6 +259,7 @@ def rollback(sub: Subparsers) -> None:
     p.add_argument("pool")
     add_spec(p)
     p.add_argument("--dry-run", action="store_true", help="print the batches and change nothing")
+    add_wait(p)
     add_output(p)
 
 
@@ -254,6 +272,7 @@ def refresh(sub: Subparsers) -> None:
     p.add_argument("vms", nargs="*", metavar="VM", help="clones to refresh (default: every clone of the pool)")
     add_spec(p)
     p.add_argument("--dry-run", action="store_true", help="print the batches and change nothing")
+    add_wait(p)
     add_output(p)
 
 

@@ -19,7 +19,7 @@ import sys
 import time
 from typing import Any
 
-from forkscale.commands.session import ConnectionFailed, open_engine
+from forkscale.commands.session import ConnectionFailed, open_engines
 from forkscale.core.errors import SpecError
 from forkscale.fleet.engine import Engine
 from forkscale.ledger import LedgerError, Operation
@@ -32,13 +32,21 @@ from forkscale.workloads.operations.registry import kinds
 PROGRESS_EVERY_S = 2.0
 
 
+#: what only reads or records a request (any process may, like a release; serve acts on it)
+REQUESTS = ("status", "pause", "cancel")
+
+
 async def run(args: argparse.Namespace) -> int:
     spec = load_spec(args.spec)
-    spec.pool(args.pool)  # bad input: exit 2 before anything connects
+    pool = spec.pool(args.pool)  # bad input: exit 2 before anything connects
     at = ctl.parse_at(getattr(args, "at", None))
     who = _who()
+    acting = not getattr(args, "dry_run", False) and getattr(args, "action", None) not in REQUESTS
+    lease = args.command if acting else None  # one acting controller per ledger, as for scale and apply
     try:
-        async with open_engine(spec, state=args.state) as engine:
+        async with open_engines(spec, [spec.vcenter_name(pool)], state=args.state, lease=lease,
+                                wait=getattr(args, "wait", False), check_pools=True) as opened:
+            engine = opened.of(spec, pool.name)
             runner = OperationRunner(engine.ledger, kinds(engine))
             try:
                 return await _dispatch(args, engine, runner, who, at)
@@ -61,6 +69,10 @@ async def _dispatch(args: argparse.Namespace, engine: Engine, runner: OperationR
         started = await ctl.rollback(engine, runner, args.pool, created_by=who, dry_run=args.dry_run)
     else:
         started = await ctl.refresh(engine, args.pool, args.vms, created_by=who, dry_run=args.dry_run)
+    if started.nothing is not None:
+        _say(args, started.nothing)
+        _print_doc(args, ctl.rollout_doc(engine.ledger, args.pool))
+        return 0
     if started.op is None:
         return _print_plan(args, started)
     if not args.dry_run and started.resumed:

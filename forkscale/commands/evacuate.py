@@ -34,7 +34,8 @@ from forkscale.workloads.operations.rollout import pool_count
 async def run(args: argparse.Namespace) -> int:
     spec = load_spec(args.spec)
     try:
-        async with open_engine(spec, state=args.state) as engine:
+        async with open_engine(spec, state=args.state, lease=None if args.dry_run else "evacuate",
+                               wait=args.wait) as engine:
             return await _evacuate(args, spec, engine)
     except ConnectionFailed as exc:
         print(f"error: {exc}", file=sys.stderr)

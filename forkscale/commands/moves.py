@@ -13,10 +13,10 @@ import asyncio
 import contextlib
 import json
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
-from forkscale.commands.session import ConnectionFailed, open_engine
+from forkscale.commands.session import ConnectionFailed, open_engines
 from forkscale.core.errors import SpecError
 from forkscale.fleet.engine import Engine
 from forkscale.ledger import Operation, PlannedStep
@@ -42,6 +42,17 @@ async def run(args: argparse.Namespace) -> int:
     raise AssertionError(args.command)
 
 
+@contextlib.asynccontextmanager
+async def _engine(args: argparse.Namespace, spec: Spec) -> AsyncIterator[Engine]:
+    """The engine of the pool's vCenter; unless --dry-run, with the ledger's lease (one acting
+    controller per ledger, as for scale and push-image)."""
+    pool = spec.pool(args.pool)
+    async with open_engines(spec, [spec.vcenter_name(pool)], state=args.state,
+                            lease=None if args.dry_run else args.command, wait=args.wait,
+                            check_pools=True) as opened:
+        yield opened.of(spec, pool.name)
+
+
 def _pool(spec: Spec, name: str) -> None:
     if name not in [p.name for p in spec.pools]:
         raise SpecError("pool", f"no pool named {name!r} in the spec (pools: {', '.join(p.name for p in spec.pools)})")
@@ -53,7 +64,7 @@ async def _promote(args: argparse.Namespace, spec: Spec) -> int:
         raise SpecError("promote", "name the linked clones to promote, or pass --all")
     if args.vm and args.all:
         raise SpecError("promote", "name clones or pass --all, not both")
-    async with open_engine(spec, state=args.state) as engine:
+    async with _engine(args, spec) as engine:
         pool = spec.pool(args.pool)
         live = engine.ledger.live(pool.name)
         names = {r.name for r in live}
@@ -166,7 +177,7 @@ async def _progress(engine: Engine, op: Operation, every_s: float = 2.0) -> None
 
 async def _rebalance(args: argparse.Namespace, spec: Spec) -> int:
     _pool(spec, args.pool)
-    async with open_engine(spec, state=args.state) as engine:
+    async with _engine(args, spec) as engine:
         pool = spec.pool(args.pool)
         inv = await engine.driver.inventory()
         engine.avoid_evacuated(inv)

@@ -35,12 +35,30 @@ from forkscale.vsphere.ports import VSphere
 log = logging.getLogger("forkscale.engine")
 #: The first vCenter API with InstantClone_Task and CheckInstantClone_Task.
 INSTANT_API = (6, 7)
+#: Passes of one converge at most: another follows a pass during which vCenter restarted.
+PASSES = 3
 
 
 Progress = Callable[[str, dict[str, int]], None]
 #: Runs a pool's drain hook on a clone picked for scale-down; True when it may be destroyed now
 #: (forkscale.workloads.drain.Drainer; the clone is left `draining` then, or put back as it was on False).
 DrainHook = Callable[[Pool, Any, Result], Awaitable[bool]]
+
+
+async def gather_or_cancel(*aws: Awaitable[Any]) -> None:
+    """Run `aws` together; the first error (vCenter gone for good, a bug) cancels the rest, which
+    the ledger leaves for the next run to reconcile, and is raised once they have stopped."""
+    tasks = [asyncio.ensure_future(a) for a in aws]
+    try:
+        if tasks:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    for t in tasks:
+        if not t.cancelled() and (exc := t.exception()) is not None:
+            raise exc
 
 
 def api_tuple(version: str) -> tuple[int, ...]:
@@ -55,15 +73,18 @@ def api_tuple(version: str) -> tuple[int, ...]:
 
 class Engine:
     def __init__(self, spec: Spec, ledger: Ledger, driver: VSphere, *, telemetry: Any = None,
-                 progress: Progress | None = None, rng: random.Random | None = None) -> None:
+                 progress: Progress | None = None, rng: random.Random | None = None,
+                 vcenter: str | None = None) -> None:
         self.spec = spec
         self.ledger = ledger
         self.driver = driver
         self.telemetry = telemetry
         self.progress = progress or (lambda pool, counts: None)
         self.rng = rng or random.Random()
-        # the vCenter-wide budget is one number for the whole controller (see forkscale/fleet/budgets.py)
-        self.budgets = Budgets(max((p.budgets.vcenter for p in spec.pools), default=1), telemetry=telemetry)
+        # the vCenter-wide budget is one number per vCenter (see forkscale/fleet/budgets.py): with several,
+        # each engine's is the largest of its own pools'
+        mine = [p for p in spec.pools if vcenter is None or spec.vcenter_name(p) == vcenter]
+        self.budgets = Budgets(max((p.budgets.vcenter for p in mine), default=1), telemetry=telemetry)
         self.disks = UserDiskKeeper(driver, ledger)
         #: clones a `create` of this process is making now (ids): a concurrent reconcile or converge
         #: of the same pool (a rollout next to the policy loop) leaves them to it
@@ -72,6 +93,14 @@ class Engine:
         self.drainer: DrainHook | None = None
         #: one lock per pool and datastore: a replica is made once however many clones want it at once
         self.replica_locks: dict[str, dict[str, asyncio.Lock]] = {}
+        #: the spec's vCenter this engine's driver speaks to (None: the only one); with several,
+        #: one engine per vCenter, each with its own session and budgets, acts on its pools only
+        self.vcenter = vcenter
+
+    def _check_vcenter(self, pool: Pool) -> None:
+        where = self.spec.vcenter_name(pool)
+        if self.vcenter is not None and where != self.vcenter:
+            raise SpecError("pool", f"pool {pool.name!r} is on vCenter {where!r}, not {self.vcenter!r}")
 
     # validation against vCenter ------------------------------------------------------------
     @staticmethod
@@ -125,6 +154,7 @@ class Engine:
                        set_by: str | None = None) -> Result:
         started = time.monotonic()
         index, pool = self._pool(pool_name)
+        self._check_vcenter(pool)
         want = desired if desired is not None else (pool.count or 0)
         if want < 0:
             raise SpecError("count", "must be >= 0")
@@ -147,20 +177,44 @@ class Engine:
             log.warning("pool %s: rung %s skipped: %s", pool.name, rung, why)
         self.ledger.set_desired(pool.name, want, set_by or ("spec" if desired is None else "scale"))
         folder = await self._folder(pool, inv)
+        for attempt in range(1, PASSES + 1):
+            epoch = self.driver.epoch
+            await self._pass(pool, inv, source, mgr, folder, rungs, want, result)
+            if self.driver.epoch == epoch or attempt == PASSES:
+                break
+            # vCenter restarted (or the session was renewed) under this pass: what it held may be gone,
+            # answers were lost. Reconcile against what it holds now and carry the work on.
+            log.warning("pool %s: a new vCenter session began during the run; reconciling with what vCenter "
+                        "holds now and carrying on (pass %d of at most %d)", pool.name, attempt + 1, PASSES)
+            inv = await self.driver.inventory()
+            source, _ = await self.image_source(pool, inv, index, image)
+            result.failed = 0  # what failed is judged again by the next pass's reconcile
+        counts = self.ledger.counts(pool.name)
+        result.ready = counts.get("ready", 0) + counts.get("claimed", 0)
+        result.seconds = time.monotonic() - started
+        self.progress(pool.name, counts)
+        return result
+
+    async def _pass(self, pool: Pool, inv: Inventory, source: Source, mgr: SourceManager, folder: str,
+                    rungs: list[str], want: int, result: Result) -> None:
+        """Reconcile, plan and carry out one pass of a converge."""
         await self.reconcile(pool, inv, result)
         live = self.ledger.clones(pool.name, states=list(LIVE))
-        creating = want > len(live)
-        reserved = await self._reserved(pool, want - len(live))
+        # a clone being replaced right now (its identity reserved, its old row still destroying) comes back
+        # through its replacement: it counts as there, or both would make one
+        pending = self._replacing(pool, live)
+        creating = want - pending > len(live)
+        reserved = await self._reserved(pool, want - len(live) - pending)
         sources = await mgr.for_converge(inv, source, folder, creating and "instant" in rungs)
         if creating:
             rungs = await self._preflight(pool, rungs, inv, sources[0], folder, result)
-        plan = make_plan(pool, inv, sources, live, want, rungs=rungs)
+        plan = make_plan(pool, inv, sources, live, want - pending, rungs=rungs)
         busy = {r.name for r in live if r.id in self.in_flight}  # made by a rollout right now: not a victim
         ladder = self.ladder(pool, inv, folder, rungs, result, source, live)
         if ladder.replicas is not None:
             await ladder.replicas.sync()
         names = reserved + [None] * len(plan.create)
-        await asyncio.gather(
+        await gather_or_cancel(
             *(self.create(pool, inv, sources, host, ds, ladder, reservation=name)
               for (host, ds), name in zip(plan.create, names, strict=False)),
             *(self._destroy(pool, name, result, scale_down=True) for name in plan.destroy if name not in busy),
@@ -169,11 +223,6 @@ class Engine:
         await mgr.retire()
         if ladder.replicas is not None:
             await ladder.replicas.retire()
-        counts = self.ledger.counts(pool.name)
-        result.ready = counts.get("ready", 0) + counts.get("claimed", 0)
-        result.seconds = time.monotonic() - started
-        self.progress(pool.name, counts)
-        return result
 
     def _pool(self, name: str) -> tuple[int, Pool]:
         for i, p in enumerate(self.spec.pools):
@@ -216,6 +265,13 @@ class Engine:
             op = self.ledger.operations.open(p.name)
             if op is not None and op.kind == "evacuate" and op.params.get("host"):
                 inv.avoid.add(str(op.params["host"]))
+
+    def _replacing(self, pool: Pool, live: list[CloneRecord]) -> int:
+        """Reserved identities still held by a row on its way out (destroying, or failed and quarantined)."""
+        held = {r.name for r in live}
+        out = {r.name for r in self.ledger.reservations.of(pool.name)} - held
+        open_ = {r.name for r in self.ledger.reservations.open(pool.name)}
+        return len(out - open_)
 
     async def _reserved(self, pool: Pool, room: int) -> list[str]:
         """The open reservations (identities of replaced clones) the next `room` new clones take; those
@@ -312,8 +368,14 @@ class Engine:
         return req
 
     async def finish(self, pool: Pool, rec: CloneRecord, result: Result) -> bool:
-        """See a clone vCenter made through to `ready` (see `_finish`)."""
-        return await self._finish(pool, rec, result)
+        """Finish a clone found `customizing` that no call of this process is making (adopted after a crash)."""
+        if rec.id in self.in_flight or rec.state != "customizing":
+            return False
+        self.in_flight.add(rec.id)
+        try:
+            return await self._finish(pool, rec, result)
+        finally:
+            self.in_flight.discard(rec.id)
 
     async def _finish(self, pool: Pool, rec: CloneRecord, result: Result) -> bool:
         """A clone vCenter made (or one adopted while customizing): powered on, then its guest ready when
@@ -321,7 +383,7 @@ class Engine:
         if not rec.vm_moref:
             return False
         waits = pool.guest_ready.required and not (pool.freeze == "running" and rec.kind == "instant")
-        why = None if (waits and rec.kind == "instant") else await self._powered_on(rec.name, rec.vm_moref)
+        why = None if (waits and rec.kind == "instant") else await self._powered_on(rec.id, rec.name, rec.vm_moref)
         if why is None:
             why = await self._user_disk(pool, rec)
         if why is None and waits:
@@ -354,14 +416,14 @@ class Engine:
         keep = bool(pool is not None and pool.user_disk is not None and pool.user_disk.keep)
         await self.disks.release(pool_name, keep, rec, vm_moref)
 
-    async def _powered_on(self, name: str, moref: str) -> str | None:
+    async def _powered_on(self, rec_id: int, name: str, moref: str) -> str | None:
         """None once the clone runs; a clone that came up powered off (vCenter may not honour `powerOn`)
         is powered on here. Else why it does not run."""
         props = (await self.driver.vm_props([moref], ["runtime.powerState", "config.instanceUuid"])).get(moref, {})
         power = props.get("runtime.powerState")
         if power is None:
             return "the VM vanished from vCenter"
-        rec = self.ledger.by_moref(moref)
+        rec = self.ledger.get(rec_id)
         if rec is not None and props.get("config.instanceUuid") and rec.state != "gone":
             self.ledger.update(rec.id, instance_uuid=str(props["config.instanceUuid"]))
         if power == "poweredOn":
@@ -385,8 +447,12 @@ class Engine:
         if scale_down and rec.state == "claimed" and pool.drain is None:
             return True
         if scale_down and pool.drain is not None and self.drainer is not None and rec.state in ("ready", "claimed"):
-            if not await self.drainer(pool, rec, result):
-                return True
+            self.in_flight.add(rec.id)  # `draining` while its hook runs: a rollout leaves it be
+            try:
+                if not await self.drainer(pool, rec, result):
+                    return True
+            finally:
+                self.in_flight.discard(rec.id)
         if rec.state != "destroying":
             self.ledger.transition(rec.id, "destroying")
         if rec.vm_moref:
@@ -417,6 +483,7 @@ class Engine:
         is never touched. `result.sources` names what was removed and what remains.
         """
         pool = self.spec.pool(pool_name)
+        self._check_vcenter(pool)
         result = Result(pool=pool.name, desired=0)
         inv = await self.driver.inventory()
         await self.reconcile(pool, inv, result)

@@ -65,7 +65,10 @@ async def first_image(ledger: Ledger, driver: InventoryReader, pool: Pool, inv: 
         return found
     golden = golden_vm(inv, pool.source, f"pools[{index}].source")
     moref = await snapshot_moref(driver, golden, pool.snapshot, f"pools[{index}].snapshot")
-    return ledger.images.ensure_first(pool.name, golden.name, pool.snapshot, moref)
+    name = pool.snapshot
+    if name is None and moref is not None:  # the golden's current snapshot: recorded by its name too
+        name = (await driver.snapshot_names(golden.moref)).get(moref)
+    return ledger.images.ensure_first(pool.name, golden.name, name, moref)
 
 
 def golden_vm(inv: Inventory, name: str, path: str) -> VmInfo:

@@ -36,13 +36,15 @@ class VmIndex:
         self.by_tag = {(v.pool, v.clone_id, v.name): v for v in inv.vms.values() if v.pool and v.clone_id}
 
     def find(self, rec: CloneRecord) -> VmInfo | None:
-        """The VM `rec` stands for: recorded moref (and instance UUID), else instance UUID and name, else
-        name and tags. (An instance UUID alone is not trusted: vcsim derives it from the VM's path, and
-        tools that copy VMs can keep it.)"""
+        """The VM `rec` stands for: recorded moref (and instance UUID, and its name or its tags), else
+        instance UUID and name, else name and tags. (An instance UUID alone is not trusted: vcsim
+        derives it from the VM's path, and tools that copy VMs can keep it. A moref alone is not
+        either: a vCenter restored from a backup hands out again the morefs of VMs it lost.)"""
         if rec.vm_moref:
             vm = self.inv.vms.get(rec.vm_moref)
             if vm is not None and (not rec.instance_uuid or not vm.instance_uuid
-                                   or vm.instance_uuid == rec.instance_uuid):
+                                   or vm.instance_uuid == rec.instance_uuid) and (
+                    vm.name == rec.name or (vm.pool, vm.clone_id) == (rec.pool, str(rec.id))):
                 return vm
         same = self.by_uuid.get(rec.instance_uuid or "")
         if same is not None and same.name == rec.name:  # re-registered: a new moref, the same VM
@@ -82,18 +84,24 @@ class Reconciler:
         index = VmIndex(inv)
         matched: set[str] = set()
         for rec in rows:
+            fresh = self.ledger.get(rec.id)
+            if rec.id in self.busy or fresh is None or fresh.state != rec.state:
+                continue  # a replacement (or another round) of this process took it meanwhile
             vm = index.find(rec)
+            if vm is None and rec.vm_moref and rec.state in ("customizing", "ready", "claimed", "draining") \
+                    and await self.driver.vm_props([rec.vm_moref], ["name"]):
+                continue  # made after `inv` was read (by a replacement running alongside): not vanished
             if vm is not None:
                 matched.add(vm.moref)
                 record_identity(self.ledger, rec, vm)
             if rec.state in ("planned", "cloning"):
-                self._judge_unfinished(rec, vm, settled, result)
+                self._judge_unfinished(rec, vm, settled, result, with_disk=pool.user_disk is not None)
             elif rec.state in ("customizing", "ready", "claimed", "draining"):
-                self._judge_live(rec, vm)
+                self._judge_live(rec, vm, with_disk=pool.user_disk is not None)
             elif rec.pending_task is not None and not ended.get(rec.id, False):
                 log.info("clone %s stays quarantined: its task %s may still land", rec.name, rec.pending_task or "?")
             elif vm is None or await self.destroy_vm(vm.moref, rec):
-                self.ledger.transition(rec.id, "gone")
+                self._close(rec)
         await self._orphans(pool, inv, {str(r.id) for r in rows}, matched, result)
 
     async def _tasks_ended(self, rows: list[CloneRecord], inv: Inventory) -> tuple[dict[int, bool], bool]:
@@ -116,15 +124,24 @@ class Reconciler:
             ended.update({r.id: settled for r in pending if not r.pending_task})
         if unsure or any(ended.values()):
             fresh = await self.driver.inventory()
-            inv.vms, inv.macs = fresh.vms, fresh.macs
+            inv.vms, inv.macs, inv.taken_at = fresh.vms, fresh.macs, fresh.taken_at
         return ended, settled
 
-    def _judge_unfinished(self, rec: CloneRecord, vm: VmInfo | None, settled: bool, result: Result) -> None:
+    def _close(self, rec: CloneRecord) -> None:
+        """`gone`, unless something else closed it while its VM was being destroyed."""
+        now = self.ledger.get(rec.id)
+        if now is not None and now.state != "gone":
+            self.ledger.transition(rec.id, "gone")
+
+    def _judge_unfinished(self, rec: CloneRecord, vm: VmInfo | None, settled: bool, result: Result, *,
+                          with_disk: bool) -> None:
+        """(`with_disk`: the pool gives clones a user disk; an adopted clone stays `customizing` until the
+        engine's finish has attached it.)"""
         if vm is not None:
             if rec.state == "planned":
                 self.ledger.transition(rec.id, "cloning", vm_moref=vm.moref)
             self.ledger.transition(rec.id, "customizing", vm_moref=vm.moref)
-            if vm.status == "ready":
+            if vm.status == "ready" and not with_disk:
                 self.ledger.make_ready(rec.id)  # (a replacement: its reservation settled, handed back)
             result.adopted += 1
         elif rec.state == "planned":
@@ -139,11 +156,11 @@ class Reconciler:
                                    error="quarantined: no VM found after restart, and clone tasks are still running")
             result.rolled_back += 1
 
-    def _judge_live(self, rec: CloneRecord, vm: VmInfo | None) -> None:
+    def _judge_live(self, rec: CloneRecord, vm: VmInfo | None, *, with_disk: bool) -> None:
         if vm is None:
             self.ledger.transition(rec.id, "failed", error="VM disappeared from vCenter")
             self.ledger.transition(rec.id, "gone")
-        elif rec.state == "customizing" and vm.status == "ready":
+        elif rec.state == "customizing" and vm.status == "ready" and not with_disk:
             self.ledger.make_ready(rec.id)
 
     async def _orphans(self, pool: Pool, inv: Inventory, known_ids: set[str], matched: set[str],
@@ -152,6 +169,8 @@ class Reconciler:
         for vm in list(inv.vms.values()):
             if vm.pool != pool.name or vm.is_source or vm.moref in matched or vm.clone_id in known_ids:
                 continue  # sources: forkscale/fleet/sources.py
+            if vm.clone_id and vm.clone_id.isdigit() and int(vm.clone_id) in self.busy:
+                continue  # being made or removed by this process right now
             live = self.ledger.get(int(vm.clone_id)) if vm.clone_id and vm.clone_id.isdigit() else None
             if live is not None and live.state in LIVE and live.name == vm.name:
                 continue

@@ -74,88 +74,85 @@ class Replacer:
     async def replace(self, pool: Pool, name: str, image: ImageRef, *, reason: str,
                       done_if: Callable[[CloneRecord], bool], room: Callable[[], bool],
                       keep_identity: bool = True, take_claimed: bool = False,
-                      where: tuple[str, str] | None = None) -> Replaced:
+                      host: str | None = None, datastore: str | None = None) -> Replaced:
         """Replace the clone holding `name` by one from `image` (see the module docstring).
 
         `done_if(rec)`: the clone holding the name now needs no replacement (e.g. it is on `image`).
         `room()`: whether one more clone may go out of service now. `take_claimed`: replace it even
-        though its user has it (a forced rollout); the replacement goes back to that user. `where`:
-        the (host, datastore) the replacement goes to (a rebalance or an evacuation), else where the
-        pool's plan would put one more clone."""
+        though its user has it (a forced rollout); the replacement goes back to that user.
+        `host` / `datastore`: where the replacement goes (a rebalance, an evacuation); by default
+        the least-loaded host with a source of the image and the datastore with most free space."""
         ledger = self.engine.ledger
         rec = _holder(self.engine, name)
-        if rec is not None and rec.state == "customizing" and rec.id not in self.engine.in_flight:
-            rec = await self._finish(pool, rec)  # made by a run that died (and adopted since): see it through
         if rec is not None and rec.state in ("ready", "claimed") and done_if(rec):
             return Replaced(DONE, rec)
+        if rec is not None and rec.state == "customizing" and rec.id not in self.engine.in_flight:
+            # adopted after a crash (made, not yet ready): finish it, then judge it like any other
+            await self.engine.finish(pool, rec, Result(pool=pool.name, desired=0))
+            rec = _holder(self.engine, name)
+            if rec is not None and rec.state in ("ready", "claimed") and done_if(rec):
+                return Replaced(DONE, rec)
         if rec is not None:
-            if rec.state in BUILDING or rec.state == "draining":
-                return Replaced(BUSY, rec)
+            if rec.state in BUILDING or (rec.state == "draining" and rec.id in self.engine.in_flight):
+                return Replaced(BUSY, rec)  # being made, or drained by a scale-down of this process
             if rec.state == "claimed" and not take_claimed:
                 return Replaced(CLAIMED, rec)
-            if rec.state in ("ready", "claimed"):
+            if rec.state == "draining":  # released for a refresh: out of service already, replaced now
+                rec = ledger.replace(rec.id, reason, keep_identity=keep_identity)
+            elif rec.state in ("ready", "claimed"):
                 if not room():
                     return Replaced(NO_ROOM, rec)
                 rec = ledger.replace(rec.id, reason, keep_identity=keep_identity,
                                      claimed_by=rec.claimed_by if rec.state == "claimed" else None)
                 log.info("pool %s: replacing %s (%s)", pool.name, name, reason)
-            if rec.state in ("destroying", "failed") and not await self._remove(pool, rec):
-                now = ledger.get(rec.id)
-                return Replaced(FAILED, now, f"{name} could not be removed: {now.error if now else 'gone'}")
+            if rec.state in ("destroying", "failed"):
+                self.engine.in_flight.add(rec.id)  # ours to remove: a concurrent reconcile leaves it be
+                try:
+                    removed = await self._remove(pool, rec)
+                finally:
+                    self.engine.in_flight.discard(rec.id)
+                if not removed:
+                    now = ledger.get(rec.id)
+                    return Replaced(FAILED, now, f"could not be removed: {now.error if now else 'gone'}")
             if not keep_identity:  # `refresh.identity: new`: a fresh name, IP and MAC
-                return await self._make(pool, None, image, where)
+                return await self._make(pool, None, image, host, datastore)
         if name not in {r.name for r in ledger.reservations.open(pool.name)}:
             return Replaced(GONE)
-        return await self._make(pool, name, image, where)
-
-    async def _finish(self, pool: Pool, rec: CloneRecord) -> CloneRecord | None:
-        """A clone whose VM exists but nobody is waiting for (its maker died): ready it, or remove it."""
-        self.engine.in_flight.add(rec.id)
-        try:
-            await self.engine.finish(pool, rec, Result(pool=pool.name, desired=0))
-        finally:
-            self.engine.in_flight.discard(rec.id)
-        return _holder(self.engine, rec.name)
+        return await self._make(pool, name, image, host, datastore)
 
     async def _remove(self, pool: Pool, rec: CloneRecord) -> bool:
-        """Destroy the VM of a row in `destroying` (or `failed`): user disk detached first; True once gone.
-        The row is this process's while it goes (a converge's reconcile next to it leaves it be)."""
-        ledger = self.engine.ledger
-        self.engine.in_flight.add(rec.id)
-        try:
-            if rec.vm_moref:
-                ok = await self.engine.reconcile.destroy_vm(rec.vm_moref, rec)
-                if not ok:
-                    now = ledger.get(rec.id)
-                    if now is not None and now.state not in ("failed", "gone"):
-                        ledger.transition(rec.id, "failed", error="could not be destroyed for replacement")
-                    return now is not None and now.state == "gone"
-            now = ledger.get(rec.id)
-            if now is None or now.state == "gone":  # removed meanwhile by a reconcile that saw it first
-                return True
-            if now.state == "destroying" or now.pending_task is None:
-                ledger.transition(rec.id, "gone")
-                return True
-            return False
-        finally:
-            self.engine.in_flight.discard(rec.id)
+        """Destroy the VM of a row in `destroying` (or `failed`): user disk detached first; True once gone."""
+        now = self.engine.ledger.get(rec.id)
+        if now is None or now.state == "gone":
+            return True
+        rec = now
+        if rec.vm_moref:
+            ok = await self.engine.reconcile.destroy_vm(rec.vm_moref, rec)
+            if not ok:
+                if rec.state != "failed":
+                    self.engine.ledger.transition(rec.id, "failed", error="could not be destroyed for replacement")
+                return False
+        now = self.engine.ledger.get(rec.id)
+        if now is None or now.state == "gone":
+            return True  # (closed meanwhile by a reconcile of the same pool)
+        if now.state == "destroying" or now.pending_task is None:
+            self.engine.ledger.transition(rec.id, "gone")
+            return True
+        return False
 
-    async def _make(self, pool: Pool, name: str | None, image: ImageRef,
-                    where: tuple[str, str] | None = None) -> Replaced:
+    async def _make(self, pool: Pool, name: str | None, image: ImageRef, host: str | None = None,
+                    datastore: str | None = None) -> Replaced:
         ctx = await self._context(pool, image)
-        if where is not None:
-            host, ds = where
-        else:
-            live = self.engine.ledger.clones(pool.name, states=list(LIVE))
-            plan = make_plan(pool, ctx.inv, ctx.sources, live, len(live) + 1, rungs=ctx.ladder.rungs)
-            host, ds = plan.create[0]
+        live = self.engine.ledger.clones(pool.name, states=list(LIVE))
+        plan = make_plan(pool, ctx.inv, ctx.sources, live, len(live) + 1, rungs=ctx.ladder.rungs)
+        host, ds = host or plan.create[0][0], datastore or plan.create[0][1]
         made = await self.engine.create(pool, ctx.inv, ctx.sources, host, ds, ctx.ladder, reservation=name)
         if made is None:
             return Replaced(BUSY, _holder(self.engine, name) if name else None)
         if made.state in ("ready", "claimed"):
             return Replaced(DONE, made)
         why = made.error or f"ended {made.state}"
-        return Replaced(FAILED, made, f"{name}: the replacement from image g{image.generation} failed: {why}")
+        return Replaced(FAILED, made, f"the replacement from image g{image.generation} failed: {why}")
 
     async def _context(self, pool: Pool, image: ImageRef) -> _Context:
         key = (pool.name, image.generation)

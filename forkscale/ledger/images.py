@@ -131,6 +131,7 @@ class Images:
         """The push is complete: `generation` is active, the image active before it retired (now)."""
         now = self.ledger._clock()
         with self.ledger._write() as tx:
+            self.ledger._fenced(tx, pool)
             txn.run(tx, "UPDATE images SET state = 'retired', retired_at = ? WHERE pool = ? AND state = 'active' "
                         "AND generation <> ?", (now, pool, generation))
             changed = txn.run(tx, "UPDATE images SET state = 'active', activated_at = ?, retired_at = NULL "

@@ -12,6 +12,10 @@ Operation states: running -> paused -> running (pause / resume, or a health gate
 paused -> cancelled / done / failed (terminal). At most one operation per pool is open (running
 or paused) at a time: a unique index says so, so two controllers cannot start two at once.
 
+Who may write: recording an operation and steering it (`start`, `set_state`: pause, resume,
+cancel) are requests any process may make, like a release; what only its executor does (`claim`,
+`mark`, `add_steps`, `set_phase`) is fenced by the pool's lease, as every engine write is.
+
 `executor` / `heartbeat`: which process is executing an operation now. A process claims it
 (`claim`) and renews the claim while it works; another process takes it over only once the
 heartbeat is older than the claim's time-to-live (or at once when the caller knows the holder is
@@ -183,6 +187,7 @@ class Operations:
     def set_phase(self, op_id: int, phase: str) -> Operation:
         now = self.ledger._clock()
         with self.ledger._write() as tx:
+            self.ledger._fenced(tx, _get(tx, op_id).pool)
             txn.run(tx, "UPDATE operations SET phase = ?, updated_at = ? WHERE id = ?", (phase, now, op_id))
             return _get(tx, op_id)
 
@@ -192,6 +197,7 @@ class Operations:
         heartbeat. False when another live executor holds it (or it is no longer open)."""
         now = self.ledger._clock()
         with self.ledger._write() as tx:
+            self.ledger._fenced(tx, _get(tx, op_id).pool)
             changed = txn.run(tx, """UPDATE operations SET executor = ?, heartbeat = ?
                                      WHERE id = ? AND state IN ('running', 'paused')
                                        AND (executor IS NULL OR executor = ? OR executor = ? OR heartbeat < ?)""",
@@ -222,6 +228,7 @@ class Operations:
         """Append steps to an open operation's plan (e.g. clones made meanwhile on the old image)."""
         now = self.ledger._clock()
         with self.ledger._write() as tx:
+            self.ledger._fenced(tx, _get(tx, op_id).pool)
             top = txn.one(tx, "SELECT MAX(seq) FROM operation_steps WHERE operation_id = ?", (op_id,))
             first = 0 if top is None or top[0] is None else int(top[0]) + 1
             ids = _insert_steps(tx, op_id, first, steps, now)
@@ -237,6 +244,7 @@ class Operations:
             row = txn.one(tx, "SELECT * FROM operation_steps WHERE id = ?", (step_id,))
             if row is None:
                 raise LedgerError(f"no operation step with id {step_id}")
+            self.ledger._fenced(tx, _get(tx, int(row["operation_id"])).pool)
             merged = {**json.loads(row["detail"]), **(detail or {})}
             started = row["started_at"] if row["started_at"] is not None or state != "running" else now
             txn.run(tx, "UPDATE operation_steps SET state = ?, error = ?, detail = ?, started_at = ?, updated_at = ? "

@@ -86,13 +86,21 @@ class Reservations:
     def settle(self, name: str) -> bool:
         """The replacement holding `name` is ready: the reservation has done its job."""
         with self.ledger._write() as tx:
+            _fence(self.ledger, tx, name)
             return txn.run(tx, "DELETE FROM reservations WHERE name = ? AND EXISTS (SELECT 1 FROM clones c WHERE "
                                "c.name = reservations.name AND c.state IN ('ready', 'claimed'))", (name,)) == 1
 
     def drop(self, name: str) -> bool:
         """Give the identity up (the pool shrank, or the replacement is not wanted any more)."""
         with self.ledger._write() as tx:
+            _fence(self.ledger, tx, name)
             return txn.run(tx, "DELETE FROM reservations WHERE name = ?", (name,)) == 1
+
+
+def _fence(ledger: Ledger, tx: txn.Tx, name: str) -> None:
+    row = txn.one(tx, "SELECT pool FROM reservations WHERE name = ?", (name,))
+    if row is not None:
+        ledger._fenced(tx, str(row[0]))
 
 
 def _reservation(row: txn.Row) -> Reservation:

@@ -1,19 +1,14 @@
-"""The ledger: one SQLite file that a restarted controller trusts about every clone it made.
+"""The ledger: what a restarted controller trusts about every clone it made (SQLite or PostgreSQL).
 
 Why write-ahead of vCenter: a clone's row (name, IP, MAC, kind, placement) is committed in state
 `planned` before its clone task is submitted, so a crash between the two leaves a row the next
 controller can reconcile against vCenter (by name or by the clone's `forkscale.id` extraConfig)
 instead of an anonymous VM.
 
-Why SQLite this way: identity allocation reads what is taken and inserts the new row inside one
-`BEGIN IMMEDIATE` transaction, which takes the database's write lock up front; that serialises
-allocators across threads (one connection behind a lock) and across processes (the file lock),
-and partial unique indexes over live rows make SQLite itself refuse a duplicate name, MAC, or
-IP-on-a-port-group even if a future code path forgets the allocator. WAL mode lets readers
-(status, metrics) run while a writer holds the lock. synchronous=NORMAL: in WAL mode a commit
-survives any crash of the process (kill -9 included) without an fsync per commit; only an OS
-crash or power loss can drop the last commits, and then the clones they described are still
-found in vCenter by their `forkscale.pool`/`forkscale.id` tags and adopted or removed.
+Where it lives: a SQLite file (`sqlite.SqliteBackend`, the embedded default) or a PostgreSQL
+database (`postgres.PostgresBackend`, for several controllers); the SQL below is written once for
+both (`?` placeholders, the common dialect), and each backend says how it serialises identity
+allocation and locks rows (`backend.Backend`).
 
 Every method is synchronous and short; the asyncio engine may call them directly.
 """
@@ -22,7 +17,6 @@ from __future__ import annotations
 
 import json
 import random
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
@@ -32,8 +26,11 @@ from pathlib import Path
 from forkscale.core import identity
 from forkscale.core.identity import NetworkAlloc
 from forkscale.ledger import reservations
+from forkscale.ledger.backend import Backend, Row, Tx
 from forkscale.ledger.images import Images
+from forkscale.ledger.lease import Lease, LeaseLost, check_fence
 from forkscale.ledger.operations import Operations
+from forkscale.ledger.postgres import PostgresBackend, is_postgres_url
 from forkscale.ledger.records import (
     KINDS,
     LIVE_STATES,
@@ -54,7 +51,7 @@ from forkscale.ledger.records import (
 )
 from forkscale.ledger.reservations import Reservations
 from forkscale.ledger.retention import PruneResult, prune_batch
-from forkscale.ledger.schema import migrate
+from forkscale.ledger.sqlite import SqliteBackend
 from forkscale.ledger.userdisks import UserDisks
 
 
@@ -62,43 +59,48 @@ class ReservationTaken(LedgerError):
     """The reserved identity asked for is held by a clone already (another caller planned it)."""
 
 
+def open_backend(location: str | Path, *, password: Callable[[], str] | None = None,
+                 clock: Callable[[], float] = time.time, busy_timeout_s: float = 30.0) -> Backend:
+    """`postgresql://...` (or `postgres://`) opens a PostgreSQL ledger; anything else is a SQLite file."""
+    if is_postgres_url(location):
+        return PostgresBackend(str(location), password=password, statement_timeout_s=busy_timeout_s)
+    return SqliteBackend(Path(location).expanduser(), busy_timeout_s=busy_timeout_s, clock=clock)
+
+
+ANY_POOL = "*"
+
+
 class Ledger:
-    """Thread-safe access to one ledger file (one connection behind a lock)."""
+    """Thread-safe access to one ledger (one connection behind a lock)."""
 
     def __init__(
         self,
-        path: str | Path,
+        location: str | Path | Backend,
         *,
+        password: Callable[[], str] | None = None,
         clock: Callable[[], float] = time.time,
         busy_timeout_s: float = 30.0,
     ) -> None:
-        self.path = Path(path).expanduser()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(location, str | Path):
+            self.backend = open_backend(location, password=password, clock=clock, busy_timeout_s=busy_timeout_s)
+        else:
+            self.backend = location
+        self._db = self.backend
+        #: the SQLite file (None on PostgreSQL)
+        self.path: Path | None = self.backend.path if isinstance(self.backend, SqliteBackend) else None
+        self.location = self.backend.location
         self._clock = clock
-        self._lock = threading.RLock()
-        self._conn = sqlite3.connect(
-            str(self.path), timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
-        )
-        try:
-            self._conn.row_factory = sqlite3.Row
-            mode = self._conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-            if str(mode).lower() != "wal":
-                raise LedgerError(f"{self.path}: cannot switch to WAL journal mode (got {mode})")
-            self._conn.execute("PRAGMA synchronous = NORMAL")
-            self._conn.execute("PRAGMA foreign_keys = ON")
-            migrate(self._conn)
-        except sqlite3.DatabaseError as exc:
-            self._conn.close()
-            raise LedgerError(f"{self.path}: not a usable ledger: {exc}") from exc
-        except BaseException:
-            self._conn.close()
-            raise
+        self._fences: dict[str, Lease] = {}
+        self._fences_lock = threading.Lock()
+        self._owners_only = False
+        #: writes refused because this controller's lease was taken over (or never held)
+        self.fenced_writes = 0
+        self.writer: str | None = None
 
     # -- lifecycle --------------------------------------------------------------------------
 
     def close(self) -> None:
-        with self._lock:
-            self._conn.close()
+        self._db.close()
 
     def __enter__(self) -> Ledger:
         return self
@@ -107,20 +109,50 @@ class Ledger:
         self.close()
 
     @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        """One short write transaction holding the file's write lock from its first statement."""
-        with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._conn
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            self._conn.execute("COMMIT")
+    def _write(self) -> Iterator[Tx]:
+        """One short write transaction (see the backends for how writers are serialised)."""
+        with self._db.write() as tx:
+            yield tx
 
-    def _read(self, sql: str, params: Sequence[object] = ()) -> list[sqlite3.Row]:
-        with self._lock:
-            return self._conn.execute(sql, params).fetchall()
+    def _read(self, sql: str, params: Sequence[object] = ()) -> list[Row]:
+        return self._db.read(sql, params)
+
+    # -- fencing (forkscale/ledger/lease.py) ------------------------------------------------
+
+    def fence(self, lease: Lease, pool: str | None = None) -> None:
+        """From now on every write for `pool` (for every pool when None: the `ledger` scope)
+        checks, inside its own transaction, that `lease` is still current; else LeaseLost."""
+        with self._fences_lock:
+            self._fences[pool if pool is not None else ANY_POOL] = lease
+
+    def unfence(self, pool: str | None = None) -> None:
+        with self._fences_lock:
+            self._fences.pop(pool if pool is not None else ANY_POOL, None)
+
+    def owners_only(self, on: bool = True) -> None:
+        """Refuse every write for a pool this process holds no lease for (a `serve` replica)."""
+        self._owners_only = on
+
+    def identify(self, writer: str | None) -> None:
+        """Who writes through this ledger (a lease holder's id): recorded with every event, with
+        the fencing token the write was made under (`writer#token`)."""
+        self.writer = writer
+
+    def _fenced(self, tx: Tx, pool: str) -> str | None:
+        """Check this writer's lease for `pool` in `tx`; return what the events record as writer."""
+        with self._fences_lock:
+            lease = self._fences.get(pool) or self._fences.get(ANY_POOL)
+        if lease is None:
+            if self._owners_only:
+                self.fenced_writes += 1
+                raise LeaseLost(f"write refused: this controller does not own pool {pool!r}")
+            return self.writer
+        try:
+            check_fence(self._db, tx, lease)
+        except LeaseLost:
+            self.fenced_writes += 1
+            raise
+        return f"{lease.holder}#{lease.token}"
 
     # -- clones -----------------------------------------------------------------------------
 
@@ -153,62 +185,68 @@ class Ledger:
         """
         _check_kind(kind)
         now = self._clock()
-        with self._write() as conn:
+        with self._write() as tx:
+            writer = self._fenced(tx, pool)
+            self._db.serialize(tx, "identity")  # allocators one at a time, across every replica
             if reservation is not None:
-                held = reservations.open_one(conn, pool, reservation)
+                held = reservations.open_one(tx, pool, reservation)
                 if held is None:
                     raise ReservationTaken(f"{reservation}: no open reservation in pool {pool}")
                 name, hostname, ip, mac = held.name, held.hostname, held.ip, held.mac
             else:
-                name, hostname, ip, mac = _allocate(conn, pool, name_pattern, hostname_pattern, network, port_group,
+                name, hostname, ip, mac = _allocate(tx, pool, name_pattern, hostname_pattern, network, port_group,
                                                     taken_macs, rng)
-            cursor = conn.execute(
+            inserted = tx.one(
                 """INSERT INTO clones (pool, name, hostname, ip, mac, kind, source, source_generation, host,
                        datastore, port_group, state, created_at, updated_at, image_generation)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'planned', ?, ?, ?)""",
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'planned', ?, ?, ?) RETURNING id""",
                 (pool, name, hostname, ip, mac, kind, source, source_generation, host, datastore, port_group, now, now,
                  image_generation),
             )
-            clone_id = int(cursor.lastrowid or 0)
-            _event(conn, clone_id, now, "planned", {"name": name, "ip": ip, "mac": mac, "kind": kind, "host": host,
-                                                    "image": image_generation, "reserved": reservation is not None})
-            return self._get(conn, clone_id)
+            assert inserted is not None
+            clone_id = int(inserted[0])
+            _event(tx, clone_id, now, "planned", {"name": name, "ip": ip, "mac": mac, "kind": kind, "host": host,
+                                                  "image": image_generation, "reserved": reservation is not None},
+                   writer)
+            return _get(tx, clone_id)
 
     def replace(self, clone_id: int, reason: str, *, keep_identity: bool = True,
                 claimed_by: str | None = None) -> CloneRecord:
         """Send a clone to `destroying` to be replaced; with `keep_identity`, hold its name, IP and MAC
         for the replacement (handed straight to `claimed_by` when set), in the same transaction."""
         now = self._clock()
-        with self._write() as conn:
-            rec = self._get(conn, clone_id)
+        with self._write() as tx:
+            rec = _get(tx, clone_id, self._db.for_update)
+            writer = self._fenced(tx, rec.pool)
             if not allowed_transition(rec.state, "destroying"):
                 raise IllegalTransition(clone_id, rec.state, "destroying")
             if keep_identity:
-                reservations.hold(conn, rec.pool, rec.name, rec.hostname, rec.ip, rec.mac, rec.port_group, reason,
+                reservations.hold(tx, rec.pool, rec.name, rec.hostname, rec.ip, rec.mac, rec.port_group, reason,
                                   claimed_by, now)
-            _set(conn, clone_id, {"state": "destroying", "updated_at": now})
-            _event(conn, clone_id, now, "destroying", {"from": rec.state, "replace": reason,
-                                                       "identity": "kept" if keep_identity else "new"})
-            return self._get(conn, clone_id)
+            _set(tx, clone_id, {"state": "destroying", "updated_at": now})
+            _event(tx, clone_id, now, "destroying", {"from": rec.state, "replace": reason,
+                                                     "identity": "kept" if keep_identity else "new"}, writer)
+            return _get(tx, clone_id)
 
     def make_ready(self, clone_id: int) -> CloneRecord:
         """`ready`, and the reservation it was made for settled; a replacement reserved for a user
         goes straight to `claimed` by them (in the same transaction: no one else can claim it)."""
         now = self._clock()
-        with self._write() as conn:
-            rec = self._get(conn, clone_id)
+        with self._write() as tx:
+            rec = _get(tx, clone_id, self._db.for_update)
+            writer = self._fenced(tx, rec.pool)
             if not allowed_transition(rec.state, "ready"):
                 raise IllegalTransition(clone_id, rec.state, "ready")
-            row = conn.execute("SELECT claimed_by FROM reservations WHERE name = ? AND pool = ?",
-                               (rec.name, rec.pool)).fetchone()
-            _set(conn, clone_id, {"state": "ready", "updated_at": now, "ready_at": now, "claimed_by": None,
-                                  "claimed_at": None})
-            _event(conn, clone_id, now, "ready", {"from": rec.state})
+            row = tx.one("SELECT claimed_by FROM reservations WHERE name = ? AND pool = ?", (rec.name, rec.pool))
+            _set(tx, clone_id, {"state": "ready", "updated_at": now, "ready_at": now, "claimed_by": None,
+                                "claimed_at": None})
+            _event(tx, clone_id, now, "ready", {"from": rec.state}, writer)
             if row is not None and row[0]:
-                _set(conn, clone_id, {"state": "claimed", "claimed_by": row[0], "claimed_at": now})
-                _event(conn, clone_id, now, "claimed", {"from": "ready", "claimed_by": row[0], "handed_back": True})
-            conn.execute("DELETE FROM reservations WHERE name = ?", (rec.name,))
-            return self._get(conn, clone_id)
+                _set(tx, clone_id, {"state": "claimed", "claimed_by": row[0], "claimed_at": now})
+                _event(tx, clone_id, now, "claimed", {"from": "ready", "claimed_by": row[0], "handed_back": True},
+                       writer)
+            tx.run("DELETE FROM reservations WHERE name = ?", (rec.name,))
+            return _get(tx, clone_id)
 
     def transition(self, clone_id: int, new_state: str, **fields: str | None) -> CloneRecord:
         """Move a clone to `new_state` (raising IllegalTransition if not allowed), with an event.
@@ -218,24 +256,42 @@ class Ledger:
         if new_state not in STATES:
             raise LedgerError(f"unknown state {new_state!r} (states: {', '.join(STATES)})")
         _check_fields(fields)
-        now = self._clock()
-        with self._write() as conn:
-            old = self._get(conn, clone_id).state
-            if not allowed_transition(old, new_state):
-                raise IllegalTransition(clone_id, old, new_state)
-            values: dict[str, object] = dict(fields)
-            values.update(state=new_state, updated_at=now)
-            if new_state == "ready":
-                if fields.get("claimed_by") is not None:
-                    raise LedgerError("claimed_by cannot be set when entering ready")
-                values.update(ready_at=now, claimed_by=None, claimed_at=None)
-            elif new_state == "claimed":
-                if not fields.get("claimed_by"):
-                    raise LedgerError("entering claimed needs claimed_by")
-                values["claimed_at"] = now
-            _set(conn, clone_id, values)
-            _event(conn, clone_id, now, new_state, {"from": old, **fields})
-            return self._get(conn, clone_id)
+        with self._write() as tx:
+            rec = _get(tx, clone_id, self._db.for_update)
+            return self._transition(tx, rec, new_state, fields, self._fenced(tx, rec.pool))
+
+    def release(self, clone_id: int, new_state: str) -> CloneRecord:
+        """A user gives a claimed clone back: `ready` (keep) or `draining` (refresh).
+
+        Like `claim`, not fenced: any `serve` replica answers claims and releases for any pool
+        (the row lock keeps it atomic against the owner's writes); the owner acts on it later.
+        """
+        if new_state not in ("ready", "draining"):
+            raise LedgerError(f"a release goes to ready or draining, not {new_state!r}")
+        with self._write() as tx:
+            rec = _get(tx, clone_id, self._db.for_update)
+            if rec.state != "claimed":
+                raise IllegalTransition(clone_id, rec.state, new_state)
+            return self._transition(tx, rec, new_state, {}, self.writer)
+
+    def _transition(self, tx: Tx, rec: CloneRecord, new_state: str, fields: Mapping[str, str | None],
+                    writer: str | None) -> CloneRecord:
+        old, clone_id, now = rec.state, rec.id, self._clock()
+        if not allowed_transition(old, new_state):
+            raise IllegalTransition(clone_id, old, new_state)
+        values: dict[str, object] = dict(fields)
+        values.update(state=new_state, updated_at=now)
+        if new_state == "ready":
+            if fields.get("claimed_by") is not None:
+                raise LedgerError("claimed_by cannot be set when entering ready")
+            values.update(ready_at=now, claimed_by=None, claimed_at=None)
+        elif new_state == "claimed":
+            if not fields.get("claimed_by"):
+                raise LedgerError("entering claimed needs claimed_by")
+            values["claimed_at"] = now
+        _set(tx, clone_id, values)
+        _event(tx, clone_id, now, new_state, {"from": old, **fields}, writer)
+        return _get(tx, clone_id)
 
     def update(self, clone_id: int, **fields: str | None) -> CloneRecord:
         """Change fields without a state change (e.g. vm_moref once the task returns)."""
@@ -243,36 +299,40 @@ class Ledger:
         if not fields:
             raise LedgerError("update needs at least one field")
         now = self._clock()
-        with self._write() as conn:
-            current = self._get(conn, clone_id)
+        with self._write() as tx:
+            current = _get(tx, clone_id, self._db.for_update)
+            writer = self._fenced(tx, current.pool)
             if current.state == "gone":
                 raise LedgerError(f"clone {clone_id} is gone; its row is history")
-            _set(conn, clone_id, {**fields, "updated_at": now})
-            _event(conn, clone_id, now, "update", dict(fields))
-            return self._get(conn, clone_id)
+            _set(tx, clone_id, {**fields, "updated_at": now})
+            _event(tx, clone_id, now, "update", dict(fields), writer)
+            return _get(tx, clone_id)
 
     def note(self, clone_id: int, what: str, detail: Mapping[str, object] | None = None) -> None:
         """Add a history event without changing the clone (e.g. a rung that was tried and failed)."""
         now = self._clock()
-        with self._write() as conn:
-            self._get(conn, clone_id)
-            _event(conn, clone_id, now, what, dict(detail or {}))
+        with self._write() as tx:
+            writer = self._fenced(tx, _get(tx, clone_id).pool)
+            _event(tx, clone_id, now, what, dict(detail or {}), writer)
 
     def claim(self, pool: str, user: str) -> CloneRecord | None:
-        """Atomically hand the longest-ready clone of `pool` to `user`; None when none is ready."""
+        """Atomically hand the longest-ready clone of `pool` to `user`; None when none is ready.
+
+        Not fenced: any `serve` replica answers claims for any pool; the owner refills behind.
+        """
         if not user:
             raise LedgerError("claim needs a user")
         now = self._clock()
-        with self._write() as conn:
-            row = conn.execute(
-                "SELECT id FROM clones WHERE pool = ? AND state = 'ready' ORDER BY ready_at, id LIMIT 1", (pool,)
-            ).fetchone()
+        with self._write() as tx:
+            # PostgreSQL: the oldest ready clone no concurrent claim holds (FOR UPDATE SKIP LOCKED)
+            row = tx.one("SELECT id FROM clones WHERE pool = ? AND state = 'ready' ORDER BY ready_at, id LIMIT 1"
+                         + self._db.for_claim, (pool,))
             if row is None:
                 return None
             clone_id = int(row[0])
-            _set(conn, clone_id, {"state": "claimed", "claimed_by": user, "claimed_at": now, "updated_at": now})
-            _event(conn, clone_id, now, "claimed", {"from": "ready", "claimed_by": user})
-            return self._get(conn, clone_id)
+            _set(tx, clone_id, {"state": "claimed", "claimed_by": user, "claimed_at": now, "updated_at": now})
+            _event(tx, clone_id, now, "claimed", {"from": "ready", "claimed_by": user}, self.writer)
+            return _get(tx, clone_id)
 
     def get(self, clone_id: int) -> CloneRecord | None:
         rows = self._read("SELECT * FROM clones WHERE id = ?", (clone_id,))
@@ -292,7 +352,7 @@ class Ledger:
         return _clone(rows[0]) if rows else None
 
     def clones(self, pool: str | None = None, states: Iterable[str] | None = None) -> list[CloneRecord]:
-        sql, params = "SELECT * FROM clones WHERE 1", []
+        sql, params = "SELECT * FROM clones WHERE 1 = 1", []
         if pool is not None:
             sql += " AND pool = ?"
             params.append(pool)
@@ -315,8 +375,9 @@ class Ledger:
 
     def set_desired(self, pool: str, desired: int, set_by: str) -> None:
         """Remember the count a pool is being converged to, and who asked for it."""
-        with self._write() as conn:
-            conn.execute("INSERT INTO pools (name, desired, set_by, updated_at) VALUES (?, ?, ?, ?) "
+        with self._write() as tx:
+            self._fenced(tx, pool)
+            tx.run("INSERT INTO pools (name, desired, set_by, updated_at) VALUES (?, ?, ?, ?) "
                          "ON CONFLICT(name) DO UPDATE SET desired = excluded.desired, set_by = excluded.set_by, "
                          "updated_at = excluded.updated_at", (pool, int(desired), set_by, self._clock()))
 
@@ -327,7 +388,44 @@ class Ledger:
 
     def events(self, clone_id: int) -> list[Event]:
         rows = self._read("SELECT * FROM events WHERE clone_id = ? ORDER BY id", (clone_id,))
-        return [Event(r["id"], r["clone_id"], r["at"], r["what"], json.loads(r["detail"])) for r in rows]
+        return [Event(r["id"], r["clone_id"], r["at"], r["what"], json.loads(r["detail"]), r["writer"]) for r in rows]
+
+    # -- what several controllers share: count overrides, published status ----------------------
+
+    def set_override(self, pool: str, field: str, value: int, spec_value: int | None) -> None:
+        """A count set over the API (`count` of a fixed pool, `min` of a policy pool), for whichever
+        replica owns the pool now or later. `spec_value`: what the spec said then (a spec edited
+        since wins over the override). Not fenced: any replica takes the request."""
+        if field not in ("count", "min"):
+            raise LedgerError(f"an override sets count or min, not {field!r}")
+        with self._write() as tx:
+            tx.run("INSERT INTO pool_overrides (pool, field, value, spec_value, set_at) VALUES (?, ?, ?, ?, ?) "
+                   "ON CONFLICT(pool) DO UPDATE SET field = excluded.field, value = excluded.value, "
+                   "spec_value = excluded.spec_value, set_at = excluded.set_at",
+                   (pool, field, int(value), spec_value, self._clock()))
+
+    def override(self, pool: str) -> tuple[str, int, int | None] | None:
+        """(field, value, spec value then) of the pool's override, or None."""
+        rows = self._read("SELECT field, value, spec_value FROM pool_overrides WHERE pool = ?", (pool,))
+        if not rows:
+            return None
+        spec_value = rows[0][2]
+        return str(rows[0][0]), int(rows[0][1]), None if spec_value is None else int(spec_value)
+
+    def publish_status(self, pool: str, doc: Mapping[str, object]) -> None:
+        """The owner's view of a pool (decision, policy, errors) for every replica's status. Fenced."""
+        with self._write() as tx:
+            writer = self._fenced(tx, pool)
+            tx.run("INSERT INTO pool_status (pool, doc, writer, at) VALUES (?, ?, ?, ?) ON CONFLICT(pool) DO UPDATE "
+                   "SET doc = excluded.doc, writer = excluded.writer, at = excluded.at",
+                   (pool, json.dumps(doc, sort_keys=True, default=str), writer or "", self._clock()))
+
+    def published_status(self, pool: str) -> tuple[dict[str, object], str, float] | None:
+        """(doc, writer, at) last published for the pool, or None."""
+        rows = self._read("SELECT doc, writer, at FROM pool_status WHERE pool = ?", (pool,))
+        if not rows:
+            return None
+        return json.loads(rows[0][0]), str(rows[0][1]), float(rows[0][2])
 
     # -- history ----------------------------------------------------------------------------
 
@@ -342,8 +440,8 @@ class Ledger:
         result = PruneResult(archive=Path(archive), cutoff=self._clock() - older_than_s)
         more = True
         while more:
-            with self._write() as conn:
-                more = prune_batch(conn, result.cutoff, Path(archive), result)
+            with self._write() as tx:
+                more = prune_batch(tx, result.cutoff, Path(archive), result)
         return result
 
     # -- sources ----------------------------------------------------------------------------
@@ -361,13 +459,15 @@ class Ledger:
         image_generation: int | None = None,
     ) -> SourceRecord:
         now = self._clock()
-        with self._write() as conn:
-            cursor = conn.execute(
+        with self._write() as tx:
+            self._fenced(tx, pool)
+            row = tx.one(
                 """INSERT INTO sources (pool, vm_name, vm_moref, host, generation, state, frozen, created_at, updated_at,
-                       image_generation) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                       image_generation) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING *""",
                 (pool, vm_name, vm_moref, host, generation, state, int(frozen), now, now, image_generation),
             )
-            return _source(conn.execute("SELECT * FROM sources WHERE id = ?", (cursor.lastrowid,)).fetchone())
+            assert row is not None
+            return _source(row)
 
     def sources(self, pool: str | None = None) -> list[SourceRecord]:
         if pool is None:
@@ -384,11 +484,14 @@ class Ledger:
             values["frozen"] = int(bool(values["frozen"]))
         values["updated_at"] = self._clock()
         columns = ", ".join(f"{key} = ?" for key in values)
-        with self._write() as conn:
-            cursor = conn.execute(f"UPDATE sources SET {columns} WHERE id = ?", (*values.values(), source_id))
-            if cursor.rowcount == 0:
+        with self._write() as tx:
+            found = tx.one("SELECT pool FROM sources WHERE id = ?" + self._db.for_update, (source_id,))
+            if found is None:
                 raise LedgerError(f"no source with id {source_id}")
-            return _source(conn.execute("SELECT * FROM sources WHERE id = ?", (source_id,)).fetchone())
+            self._fenced(tx, str(found[0]))
+            row = tx.one(f"UPDATE sources SET {columns} WHERE id = ? RETURNING *", (*values.values(), source_id))
+            assert row is not None
+            return _source(row)
 
     def next_generation(self, pool: str) -> int:
         """1 for a pool's first source, then one more than the highest generation recorded."""
@@ -402,20 +505,24 @@ class Ledger:
         """Record a replica about to be made (`preparing`), named `vm_name(its id)`; LedgerError if the
         pool has a usable replica of `image` on `datastore` already."""
         now = self._clock()
-        with self._write() as conn:
-            try:
-                cursor = conn.execute(
-                    """INSERT INTO replicas (pool, image, datastore, vm_name, state, created_at, updated_at)
-                       VALUES (?, ?, ?, '', 'preparing', ?, ?)""", (pool, image, datastore, now, now))
-            except sqlite3.IntegrityError:
-                raise LedgerError(f"pool {pool} already has a replica of {image} on {datastore}") from None
-            replica_id = int(cursor.lastrowid or 0)
-            conn.execute("UPDATE replicas SET vm_name = ? WHERE id = ?", (vm_name(replica_id), replica_id))
-            return _replica_of(conn, replica_id)
+        with self._write() as tx:
+            self._fenced(tx, pool)
+            self._db.serialize(tx, f"replicas:{pool}")  # (the unique index replicas_usable is the backstop)
+            usable = tx.one("SELECT id FROM replicas WHERE pool = ? AND image = ? AND datastore = ? AND state IN "
+                            f"({', '.join('?' * len(USABLE_REPLICA_STATES))})",
+                            (pool, image, datastore, *USABLE_REPLICA_STATES))
+            if usable is not None:
+                raise LedgerError(f"pool {pool} already has a replica of {image} on {datastore}")
+            row = tx.one("""INSERT INTO replicas (pool, image, datastore, vm_name, state, created_at, updated_at)
+                            VALUES (?, ?, ?, '', 'preparing', ?, ?) RETURNING id""", (pool, image, datastore, now, now))
+            assert row is not None
+            replica_id = int(row[0])
+            tx.run("UPDATE replicas SET vm_name = ? WHERE id = ?", (vm_name(replica_id), replica_id))
+            return _replica_of(tx, replica_id)
 
     def replicas(self, pool: str | None = None, states: Iterable[str] | None = None) -> list[ReplicaRecord]:
         """Replicas (with their reference counts), oldest first."""
-        sql, params = f"SELECT {_REPLICA_COLUMNS} FROM replicas r WHERE 1", []
+        sql, params = f"SELECT {_REPLICA_COLUMNS} FROM replicas r WHERE 1 = 1", []
         if pool is not None:
             sql += " AND r.pool = ?"
             params.append(pool)
@@ -445,10 +552,13 @@ class Ledger:
             raise LedgerError("update_replica needs vm_moref or state")
         values["updated_at"] = self._clock()
         columns = ", ".join(f"{key} = ?" for key in values)
-        with self._write() as conn:
-            if conn.execute(f"UPDATE replicas SET {columns} WHERE id = ?", (*values.values(), replica_id)).rowcount == 0:
+        with self._write() as tx:
+            row = tx.one("SELECT pool FROM replicas WHERE id = ?" + self._db.for_update, (replica_id,))
+            if row is None:
                 raise LedgerError(f"no replica with id {replica_id}")
-            return _replica_of(conn, replica_id)
+            self._fenced(tx, str(row[0]))
+            tx.run(f"UPDATE replicas SET {columns} WHERE id = ?", (*values.values(), replica_id))
+            return _replica_of(tx, replica_id)
 
     def bind_replica(self, clone_id: int, replica_id: int | None) -> CloneRecord:
         """Make `replica_id` one of the clone's dependencies (None: the clone no longer depends on one).
@@ -458,46 +568,50 @@ class Ledger:
         usable (being removed) is refused.
         """
         now = self._clock()
-        with self._write() as conn:
-            rec = self._get(conn, clone_id)
+        with self._write() as tx:
+            rec = _get(tx, clone_id, self._db.for_update)
+            writer = self._fenced(tx, rec.pool)
             if replica_id is not None:
-                row = conn.execute("SELECT state FROM replicas WHERE id = ?", (replica_id,)).fetchone()
+                row = tx.one("SELECT state FROM replicas WHERE id = ?" + self._db.for_share, (replica_id,))
                 if row is None or row[0] not in USABLE_REPLICA_STATES:
                     raise LedgerError(f"replica {replica_id} is {row[0] if row else 'unknown'}; "
                                       f"clone {rec.name} cannot depend on it")
             if rec.replica_id != replica_id:
-                _set(conn, clone_id, {"replica_id": replica_id, "updated_at": now})
-                _event(conn, clone_id, now, "replica", {"replica_id": replica_id, "was": rec.replica_id})
-            return self._get(conn, clone_id)
+                _set(tx, clone_id, {"replica_id": replica_id, "updated_at": now})
+                _event(tx, clone_id, now, "replica", {"replica_id": replica_id, "was": rec.replica_id}, writer)
+            return _get(tx, clone_id)
 
     def change_kind(self, clone_id: int, kind: str, why: str, **detail: object) -> CloneRecord:
         """A clone became another kind in place (a linked clone promoted or consolidated: `full`),
         which ends its dependency on a replica."""
         _check_kind(kind)
         now = self._clock()
-        with self._write() as conn:
-            rec = self._get(conn, clone_id)
+        with self._write() as tx:
+            rec = _get(tx, clone_id, self._db.for_update)
+            writer = self._fenced(tx, rec.pool)
             if rec.state == "gone":
                 raise LedgerError(f"clone {clone_id} is gone; its row is history")
             replica = None if kind != "linked" else rec.replica_id
-            _set(conn, clone_id, {"kind": kind, "replica_id": replica, "updated_at": now})
-            _event(conn, clone_id, now, why, {"from": rec.kind, "to": kind, "replica_id": rec.replica_id, **detail})
-            return self._get(conn, clone_id)
+            _set(tx, clone_id, {"kind": kind, "replica_id": replica, "updated_at": now})
+            _event(tx, clone_id, now, why, {"from": rec.kind, "to": kind, "replica_id": rec.replica_id, **detail},
+                   writer)
+            return _get(tx, clone_id)
 
     def retire_replica(self, replica_id: int) -> bool:
         """Mark a replica `removing` when no clone depends on it (checked in the same transaction, so a
         clone cannot be bound to it meanwhile); True when it now is `removing`."""
         now = self._clock()
-        with self._write() as conn:
-            row = conn.execute(f"SELECT {_REPLICA_COLUMNS} FROM replicas r WHERE r.id = ?", (replica_id,)).fetchone()
-            if row is None:
+        with self._write() as tx:
+            locked = tx.one("SELECT pool FROM replicas WHERE id = ?" + self._db.for_update, (replica_id,))
+            if locked is None:
                 raise LedgerError(f"no replica with id {replica_id}")
-            rec = _replica(row)
+            self._fenced(tx, str(locked[0]))
+            rec = _replica_of(tx, replica_id)
             if rec.state == "removing":
                 return True
             if rec.refs or rec.state == "gone":
                 return False
-            conn.execute("UPDATE replicas SET state = 'removing', updated_at = ? WHERE id = ?", (now, replica_id))
+            tx.run("UPDATE replicas SET state = 'removing', updated_at = ? WHERE id = ?", (now, replica_id))
             return True
 
     # -- day-2 tables (forkscale/ledger/images.py, operations.py, reservations.py, userdisks.py) --
@@ -518,23 +632,22 @@ class Ledger:
     def user_disks(self) -> UserDisks:
         return UserDisks(self)
 
-    # -- helpers ----------------------------------------------------------------------------
 
-    def _get(self, conn: sqlite3.Connection, clone_id: int) -> CloneRecord:
-        row = conn.execute("SELECT * FROM clones WHERE id = ?", (clone_id,)).fetchone()
-        if row is None:
-            raise UnknownClone(f"no clone with id {clone_id}")
-        return _clone(row)
+def _get(tx: Tx, clone_id: int, lock: str = "") -> CloneRecord:
+    """The clone's row; `lock` (the backend's FOR UPDATE) holds it until the transaction ends."""
+    row = tx.one("SELECT * FROM clones WHERE id = ?" + lock, (clone_id,))
+    if row is None:
+        raise UnknownClone(f"no clone with id {clone_id}")
+    return _clone(row)
 
 
-def _allocate(conn: sqlite3.Connection, pool: str, name_pattern: str, hostname_pattern: str | None,
+def _allocate(tx: Tx, pool: str, name_pattern: str, hostname_pattern: str | None,
               network: NetworkAlloc, port_group: str, taken_macs: Collection[str],
               rng: random.Random | None) -> tuple[str, str, str, str]:
     """A fresh (name, hostname, IP, MAC): none held by a live clone or a reservation."""
     # one pass over the live rows (this runs once per clone, so it is the planning cost)
-    rows = conn.execute("SELECT name, mac, ip, port_group = ? FROM clones WHERE state <> 'gone'",
-                        (port_group,)).fetchall()
-    held_names, held_ips, held_macs = reservations.taken(conn, port_group)
+    rows = tx.rows("SELECT name, mac, ip, port_group = ? FROM clones WHERE state <> 'gone'", (port_group,))
+    held_names, held_ips, held_macs = reservations.taken(tx, port_group)
     names = {r[0] for r in rows} | held_names
     index, name = identity.next_name(name_pattern, names, pool=pool)
     hostname = name if hostname_pattern is None else identity.render_name(hostname_pattern, index, pool=pool)
@@ -570,16 +683,16 @@ def _check_states(states: Iterable[str]) -> list[str]:
     return wanted
 
 
-def _set(conn: sqlite3.Connection, clone_id: int, values: Mapping[str, object]) -> None:
+def _set(tx: Tx, clone_id: int, values: Mapping[str, object]) -> None:
     # Column names come from MUTABLE_FIELDS or this module, never from callers' strings.
     columns = ", ".join(f"{key} = ?" for key in values)
-    conn.execute(f"UPDATE clones SET {columns} WHERE id = ?", (*values.values(), clone_id))
+    tx.run(f"UPDATE clones SET {columns} WHERE id = ?", (*values.values(), clone_id))
 
 
-def _event(conn: sqlite3.Connection, clone_id: int, at: float, what: str, detail: Mapping[str, object]) -> None:
-    conn.execute(
-        "INSERT INTO events (clone_id, at, what, detail) VALUES (?, ?, ?, ?)",
-        (clone_id, at, what, json.dumps(detail, sort_keys=True, default=str)),
+def _event(tx: Tx, clone_id: int, at: float, what: str, detail: Mapping[str, object], writer: str | None) -> None:
+    tx.run(
+        "INSERT INTO events (clone_id, at, what, detail, writer) VALUES (?, ?, ?, ?, ?)",
+        (clone_id, at, what, json.dumps(detail, sort_keys=True, default=str), writer),
     )
 
 
@@ -587,19 +700,24 @@ _REPLICA_COLUMNS = ("r.*, (SELECT COUNT(*) FROM clones c WHERE c.replica_id = r.
                     "AS refs")
 
 
-def _replica(row: sqlite3.Row) -> ReplicaRecord:
-    return ReplicaRecord(**{key: row[key] for key in row.keys()})
+def _replica(row: Row) -> ReplicaRecord:
+    values = {key: row[key] for key in row.keys()}
+    values["refs"] = int(values["refs"])
+    return ReplicaRecord(**values)
 
 
-def _replica_of(conn: sqlite3.Connection, replica_id: int) -> ReplicaRecord:
-    return _replica(conn.execute(f"SELECT {_REPLICA_COLUMNS} FROM replicas r WHERE r.id = ?", (replica_id,)).fetchone())
+def _replica_of(tx: Tx, replica_id: int) -> ReplicaRecord:
+    row = tx.one(f"SELECT {_REPLICA_COLUMNS} FROM replicas r WHERE r.id = ?", (replica_id,))
+    if row is None:
+        raise LedgerError(f"no replica with id {replica_id}")
+    return _replica(row)
 
 
-def _clone(row: sqlite3.Row) -> CloneRecord:
+def _clone(row: Row) -> CloneRecord:
     return CloneRecord(**{key: row[key] for key in row.keys()})
 
 
-def _source(row: sqlite3.Row) -> SourceRecord:
+def _source(row: Row) -> SourceRecord:
     values = {key: row[key] for key in row.keys()}
     values["frozen"] = bool(values["frozen"])
     return SourceRecord(**values)

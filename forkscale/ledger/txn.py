@@ -1,32 +1,31 @@
 """Statements of one open ledger transaction, for the modules that keep the day-2 tables.
 
-`Ledger._write()` hands out the transaction; these three calls are all the SQL the images,
-operations, reservations and user-disk modules run inside it, written once in the dialect
-every ledger backend understands (`?` placeholders, `INSERT ... RETURNING id`).
+`Ledger._write()` hands out the transaction (`backend.Tx`, SQLite or PostgreSQL); these are all the
+SQL calls the images, operations, reservations and user-disk modules make inside it, written once
+in the dialect every backend understands (`?` placeholders, `INSERT ... RETURNING`).
 """
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
-Tx = sqlite3.Connection
-Row = Any  # sqlite3.Row: by position or by column name
+from forkscale.ledger.backend import Row, Tx
+
+__all__ = ["Row", "Tx", "as_dict", "one", "rows", "run"]
 
 
 def rows(tx: Tx, sql: str, params: Sequence[object] = ()) -> list[Row]:
-    return tx.execute(sql, params).fetchall()
+    return tx.rows(sql, params)
 
 
 def one(tx: Tx, sql: str, params: Sequence[object] = ()) -> Row | None:
-    found: Row | None = tx.execute(sql, params).fetchone()
-    return found
+    return tx.one(sql, params)
 
 
 def run(tx: Tx, sql: str, params: Sequence[object] = ()) -> int:
     """Execute; the number of rows changed."""
-    return tx.execute(sql, params).rowcount
+    return tx.run(sql, params)
 
 
 def as_dict(row: Row) -> dict[str, Any]:

@@ -56,6 +56,7 @@ class UserDisks:
         """A disk about to be created for `identity` (before the task is sent)."""
         now = self.ledger._clock()
         with self.ledger._write() as tx:
+            self.ledger._fenced(tx, pool)
             row = txn.one(tx, """INSERT INTO user_disks (pool, identity, clone_id, path, size_gb, state, created_at,
                                      updated_at) VALUES (?, ?, ?, ?, ?, 'creating', ?, ?) RETURNING *""",
                           (pool, identity, clone_id, path, size_gb, now, now))
@@ -67,6 +68,9 @@ class UserDisks:
             raise LedgerError(f"unknown user disk state {state!r} (states: {', '.join(DISK_STATES)})")
         now = self.ledger._clock()
         with self.ledger._write() as tx:
+            found = txn.one(tx, "SELECT pool FROM user_disks WHERE id = ?", (disk_id,))
+            if found is not None:
+                self.ledger._fenced(tx, str(found[0]))
             if not txn.run(tx, "UPDATE user_disks SET state = ?, clone_id = ?, updated_at = ? WHERE id = ?",
                            (state, clone_id, now, disk_id)):
                 raise LedgerError(f"no user disk with id {disk_id}")

@@ -15,6 +15,7 @@ MetricType = Literal["gauge", "counter", "histogram"]
 CLONE_KINDS: Final[tuple[str, ...]] = ("instant", "linked", "full")
 CHAIN_ROLES: Final[tuple[str, ...]] = ("source", "clone")
 BUDGET_SCOPE_CLASSES: Final[tuple[str, ...]] = ("vcenter", "host", "datastore")
+IMAGE_ROLES: Final[tuple[str, ...]] = ("active", "target")
 DELTA_CHAIN_LIMIT: Final[int] = 255
 """vSphere refuses to add a delta disk beyond this chain length."""
 
@@ -83,6 +84,13 @@ METRICS: Final[tuple[MetricSpec, ...]] = (
     _spec("forkscale_source_frozen", "gauge", ("pool", "source", "host"),
           "1 when the pool's source VM on that host is frozen (runtime.instantCloneFrozen).",
           fleet=True),
+    _spec("forkscale_pool_image_clones", "gauge", ("pool", "generation"),
+          "Live clones of the pool by the image generation they were made from.", fleet=True),
+    _spec("forkscale_pool_image_generation", "gauge", ("pool", "role"),
+          "The pool's image generation: the active one (role=active) and one being pushed (role=target).",
+          fleet=True),
+    _spec("forkscale_operation_steps", "gauge", ("pool", "kind", "state"),
+          "Steps of the pool's open day-2 operation (push-image, refresh...) by step state.", fleet=True),
     _spec("forkscale_inventory_age_seconds", "gauge", (),
           "Seconds since the inventory sample behind the fleet metrics was taken.", fleet=True),
     # --- events ----------------------------------------------------------------------------------
@@ -104,6 +112,17 @@ METRICS: Final[tuple[MetricSpec, ...]] = (
           "Scaling decisions by pool, direction (up, down, none) and the policy's reason."),
     _spec("forkscale_up", "gauge", (),
           "1 while the controller has a working vCenter session, 0 otherwise."),
+    _spec("forkscale_vcenter_up", "gauge", ("vcenter",),
+          "1 while the controller reaches the named vCenter (spec `vcenters:`), 0 while it is down."),
+    # --- several controllers on one ledger (serve replicas) ----------------------------------------
+    _spec("forkscale_pool_owned", "gauge", ("pool",),
+          "1 when this controller owns the pool (holds its lease) and acts on it, 0 otherwise."),
+    _spec("forkscale_pool_failovers_total", "counter", ("pool",),
+          "Pools this controller took over from an owner that died or stopped renewing its lease."),
+    _spec("forkscale_replicas", "gauge", (),
+          "Live `serve` replicas on this controller's ledger (itself included)."),
+    _spec("forkscale_ledger_fenced_writes_total", "counter", (),
+          "Ledger writes refused because this controller's lease had been taken over (stale token)."),
 )  # fmt: skip
 
 SPECS: Final[dict[str, MetricSpec]] = {m.name: m for m in METRICS}

@@ -38,8 +38,13 @@ def _matches(mo: MO, typ: Any) -> bool:
     return isinstance(mo.ref, typ)
 
 
-def select(world: World, spec: Any) -> list[MO]:
-    """The objects a FilterSpec selects, in traversal order, each once."""
+def select(world: World, spec: Any, strict: bool = False) -> list[MO]:
+    """The objects a FilterSpec selects, in traversal order, each once.
+
+    `strict` (RetrieveProperties): an ObjectSpec naming an object that is gone faults with
+    ManagedObjectNotFound, as on vCenter, unless the spec says `reportMissingObjectsInResults`
+    (then it is left out); a filter instead just stops reporting it.
+    """
     named: dict[str, Any] = {}
     for ospec in spec.objectSet:
         _collect_names(ospec.selectSet, named)
@@ -48,6 +53,8 @@ def select(world: World, spec: Any) -> list[MO]:
         try:
             start = world.lookup(ospec.obj)
         except vmodl.fault.ManagedObjectNotFound:
+            if strict and not spec.reportMissingObjectsInResults:
+                raise
             continue
         if not ospec.skip:
             result.setdefault(start.moid, start)
@@ -112,7 +119,7 @@ def retrieve(world: World, specs: list[Any]) -> list[Any]:
     out: list[Any] = []
     seen: set[str] = set()
     for spec in specs:
-        for mo in select(world, spec):
+        for mo in select(world, spec, strict=True):
             paths = paths_for(mo, spec.propSet)
             if paths is None or mo.moid in seen:
                 continue
@@ -123,6 +130,7 @@ def retrieve(world: World, specs: list[Any]) -> list[Any]:
 
 class Filter(MO):
     kind = PC.Filter
+    session_scoped = True
 
     def __init__(self, world: World, moid: str, collector: Collector, spec: Any, partial: bool) -> None:
         super().__init__(world, moid)
@@ -158,7 +166,8 @@ class Filter(MO):
     def updates(self, limit: int | None) -> tuple[list[Any], bool]:
         """Object updates since the last report; (updates, truncated)."""
         world = self.world
-        if self.structure != world.structure:
+        restructured = self.structure != world.structure
+        if restructured:
             self.objects = {m.moid: m for m in select(world, self.spec)}
             self.structure = world.structure
             candidates = set(self.objects) | set(self.reported)
@@ -180,7 +189,8 @@ class Filter(MO):
                     self.seen_version.pop(moid, None)
                     out.append(PC.ObjectUpdate(kind="leave", obj=self.refs.pop(moid)))
                 continue
-            if before is not None and self.seen_version.get(moid) == mo.version:
+            if (before is not None and self.seen_version.get(moid) == mo.version
+                    and not (restructured and mo.follows_structure)):
                 continue
             paths = paths_for(mo, self.spec.propSet)
             if paths is None:
@@ -225,6 +235,7 @@ def _moid_order(moid: str) -> tuple[str, int]:
 
 class Collector(MO):
     kind = PC
+    session_scoped = True
 
     def __init__(self, world: World, moid: str, session: Any) -> None:
         super().__init__(world, moid)

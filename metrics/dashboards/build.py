@@ -192,6 +192,23 @@ ROWS: list[Row] = [
                 ],
                 stack=True,
             ),
+            ts(
+                "Clones by image generation",
+                12,
+                [Q(f"sum by (pool, generation) (forkscale_pool_image_clones{{{P}}})", "{{pool}} g{{generation}}")],
+                description="A push image moves every clone from the active generation to the target one.",
+                stack=True,
+            ),
+            ts(
+                "Push image / refresh steps",
+                12,
+                [
+                    Q(f"sum by (pool, kind, state) (forkscale_operation_steps{{{P}}})", "{{pool}} {{kind}} {{state}}"),
+                    Q(f"max by (pool, role) (forkscale_pool_image_generation{{{P}}})", "{{pool}} {{role}} generation"),
+                ],
+                description="Steps of each pool's open operation by state (waiting: claimed clones; failed: the "
+                "health gate paused it), and the active and target image generations.",
+            ),
         ],
     ),
     Row(
@@ -346,6 +363,38 @@ ROWS: list[Row] = [
                 12,
                 [Q("scope:forkscale_budget_wait_seconds:p95_rate5m", "{{scope}}")],
                 unit="s",
+            ),
+            stat(
+                "Replicas",
+                4,
+                Q("max(forkscale_replicas)"),
+                description="Live `serve` replicas on the ledger.",
+            ),
+            stat(
+                "Failovers (1h)",
+                4,
+                Q("sum(increase(forkscale_pool_failovers_total[1h]))"),
+                description="Pools taken over from a replica that died or stopped renewing its lease.",
+                thresholds=[(None, "green"), (1, "yellow")],
+            ),
+            stat(
+                "Fenced writes (1h)",
+                4,
+                Q("sum(increase(forkscale_ledger_fenced_writes_total[1h]))"),
+                description="Writes refused because the writer's lease had been taken over.",
+                thresholds=[(None, "green"), (1, "yellow")],
+            ),
+            stat(
+                "vCenters down",
+                4,
+                Q("sum(1 - forkscale_vcenter_up)"),
+                thresholds=[(None, "green"), (1, "red")],
+            ),
+            ts(
+                "Owners per pool",
+                8,
+                [Q("sum by (pool) (forkscale_pool_owned)", "{{pool}}")],
+                description="1 is healthy: exactly one replica acts on the pool; 0: nobody does.",
             ),
         ],
     ),

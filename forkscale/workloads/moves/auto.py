@@ -2,10 +2,12 @@
 
 Every `interval_s`: the most eager pool's `policy.evaluate_every_s`, within 1 and 30 s.
 
-1. **Resume** every running operation of the ledger (any kind the registry knows) that no live
-   process is executing -- one a killed `forkscale rebalance` left, or this controller's own after
-   a restart. One executor at a time is the runner's claim, so two controllers never run one twice.
-2. **Start** one operation per pool that has none open, the first that is due:
+Only for the pools this controller owns (with several `serve` replicas), on the engine of each
+pool's vCenter. Running operations -- one a killed `forkscale rebalance` left, or this
+controller's own after a restart -- are resumed by `serve`'s background executor
+(forkscale/workloads/operations/background.py), poked each round of the pool's loop and here.
+
+**Start** one operation per pool that has none open, the first that is due:
    * `evacuate` of a host someone asked into maintenance (an EnterMaintenanceMode_Task queued or
      running on it: the twin and a cluster without DRS wait for the host to empty), or of a host
      the pool's clones are on that `placement.hosts` no longer lists;
@@ -21,71 +23,69 @@ restart resumes it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from typing import Any
 
 from forkscale.core.errors import ForkscaleError
 from forkscale.fleet.engine import Engine
-from forkscale.ledger import LedgerError, OperationBusy, PlannedStep
-from forkscale.spec import Pool
+from forkscale.ledger import Ledger, LedgerError, OperationBusy, PlannedStep
+from forkscale.spec import Pool, Spec
 from forkscale.vsphere.model import Inventory
 from forkscale.workloads.moves.gather import gather
 from forkscale.workloads.moves.plan import MOVABLE, plan_evacuate, plan_rebalance
 from forkscale.workloads.moves.promote import due, plan_promote
-from forkscale.workloads.operations import Busy, OperationRunner
-from forkscale.workloads.operations.registry import kinds
 from forkscale.workloads.operations.rollout import pool_count
 
 log = logging.getLogger("forkscale.moves")
 
 
 class AutoMoves:
-    """Resumes operations and starts the day-2 moves a pool's spec asks for (see the module docstring)."""
+    """Starts the day-2 moves a pool's spec asks for (see the module docstring).
 
-    def __init__(self, engine: Engine, *, interval_s: float | None = None, stopping: Callable[[], bool] = lambda: False,
+    `engine_of(pool)`: the engine of the pool's vCenter (None while it has not answered); `owns(pool)`:
+    whether this controller acts on the pool; `poke(pool)`: have the pool's running operation executed."""
+
+    def __init__(self, spec: Spec, ledger: Ledger, engine_of: Callable[[str], Engine | None], *,
+                 owns: Callable[[str], bool] = lambda pool: True, poke: Callable[[str], None] = lambda pool: None,
+                 interval_s: float | None = None, stopping: Callable[[], bool] = lambda: False,
                  dry_run: bool = False) -> None:
-        self.engine = engine
-        self.ledger = engine.ledger
+        self.spec = spec
+        self.ledger = ledger
+        self.engine_of = engine_of
+        self.owns = owns
+        self.poke = poke
         # as often as the most eager pool's policy looks, within 1 and 30 s
-        every = min((p.policy.evaluate_every_s for p in engine.spec.pools), default=10.0)
+        every = min((p.policy.evaluate_every_s for p in spec.pools), default=10.0)
         self.interval_s = interval_s if interval_s is not None else min(30.0, max(1.0, every))
         self.stopping = stopping
         self.dry_run = dry_run
-        self.runner = OperationRunner(engine.ledger, kinds(engine), stopping=stopping)
-        self.tasks: dict[int, asyncio.Task[Any]] = {}
 
     async def run(self) -> None:
-        try:
-            while not self.stopping():
-                try:
-                    await self.tick()
-                except (ForkscaleError, OSError) as exc:
-                    log.warning("day-2 moves: %s", exc)
-                await asyncio.sleep(self.interval_s)
-        finally:
-            await self.close()
-
-    async def close(self) -> None:
-        for task in self.tasks.values():
-            task.cancel()
-        await asyncio.gather(*self.tasks.values(), return_exceptions=True)
-        self.tasks.clear()
+        while not self.stopping():
+            try:
+                await self.tick()
+            except (ForkscaleError, LedgerError, OSError) as exc:
+                log.warning("day-2 moves: %s", exc)
+            await asyncio.sleep(self.interval_s)
 
     async def tick(self) -> list[str]:
-        """One look: resume what is running, start what is due; the operations started (kind pool)."""
-        self.tasks = {i: t for i, t in self.tasks.items() if not t.done()}
-        for op in self.ledger.operations.runnable():
-            if op.kind in self.runner.kinds and op.id not in self.tasks and not self.dry_run:
-                self._spawn(op.id)
-        inv = await self.engine.driver.inventory()
-        entering = {inv.host_names.get(m, "") for m in await self.engine.driver.hosts_entering_maintenance()}
+        """One look: start what is due on the pools this controller owns; the operations started (kind pool)."""
+        seen: dict[int, tuple[Inventory, set[str]]] = {}  # per engine (vCenter): one inventory read
         started = []
-        for pool in self.engine.spec.pools:
-            if self.ledger.operations.open(pool.name) is not None:
+        for pool in self.spec.pools:
+            engine = self.engine_of(pool.name)
+            if engine is None or not self.owns(pool.name):
                 continue
-            kind, params, steps = await self.due(pool, inv, entering)
+            if self.ledger.operations.open(pool.name) is not None:
+                if not self.dry_run:
+                    self.poke(pool.name)
+                continue
+            if id(engine) not in seen:
+                inv = await engine.driver.inventory()
+                seen[id(engine)] = inv, {inv.host_names.get(m, "") for m in await engine.driver.hosts_entering_maintenance()}
+            inv, entering = seen[id(engine)]
+            kind, params, steps = await self.due(engine, pool, inv, entering)
             if not steps:
                 continue
             if self.dry_run:
@@ -97,25 +97,14 @@ class AutoMoves:
                 continue
             log.info("pool %s: started %s #%d (%d step(s)): %s", pool.name, kind, op.id, len(steps),
                      params.get("why", ""))
-            self._spawn(op.id)
+            self.poke(pool.name)
             started.append(f"{kind} {pool.name}")
         return started
 
-    def _spawn(self, op_id: int) -> None:
-        self.tasks[op_id] = asyncio.create_task(self._execute(op_id), name=f"operation:{op_id}")
-
-    async def _execute(self, op_id: int) -> None:
-        with contextlib.suppress(Busy):  # another live process executes it
-            try:
-                op = await self.runner.run(op_id)
-                log.info("operation %d (%s of pool %s): %s%s", op.id, op.kind, op.pool, op.state,
-                         f" ({op.reason})" if op.reason else "")
-            except (ForkscaleError, LedgerError) as exc:
-                log.warning("operation %d: %s", op_id, exc)
-
-    async def due(self, pool: Pool, inv: Inventory, entering: set[str]) -> tuple[str, dict[str, Any], list[PlannedStep]]:
+    async def due(self, engine: Engine, pool: Pool, inv: Inventory,
+                  entering: set[str]) -> tuple[str, dict[str, Any], list[PlannedStep]]:
         """The operation the pool needs now (kind, params, steps); ("", {}, []) when none."""
-        found = await gather(self.engine, pool, inv)
+        found = await gather(engine, pool, inv)
         allowed = set(pool.placement.hosts)
         on = {c.host for c in found.clones if c.rec.state in MOVABLE}
         # (a host the pool's only source runs on is not left because placement.hosts omits it: nowhere to go)
@@ -123,7 +112,7 @@ class AutoMoves:
                          or (allowed and h not in allowed and h not in found.source_hosts))
         if leaving:
             host = leaving[0]
-            source = next((r.vm_name for r in self.engine.sources_of(pool).rows(("preparing", "ready", "retiring"))
+            source = next((r.vm_name for r in engine.sources_of(pool).rows(("preparing", "ready", "retiring"))
                            if r.host == host), None)
             count = pool_count(self.ledger, pool)
             unavailable = pool.rollout.max_unavailable.of(count, minimum=1)

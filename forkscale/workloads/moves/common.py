@@ -19,7 +19,7 @@ from forkscale.fleet.replicas import ReplicaManager
 from forkscale.ledger import CloneRecord, Ledger, Operation, OperationBusy, PlannedStep
 from forkscale.spec import Pool
 from forkscale.vsphere.model import Inventory
-from forkscale.workloads.operations.rollout import RolloutStep
+from forkscale.workloads.operations.rollout import RolloutStep, Tools
 
 log = logging.getLogger("forkscale.moves")
 
@@ -45,24 +45,32 @@ class PoolView:
 
 
 class Moves:
-    """The engine as the move kinds use it, with a `PoolView` per pool read once per operation run."""
+    """The engines as the move kinds use them (the one of each pool's vCenter), with a `PoolView` per
+    pool read once per operation run."""
 
-    def __init__(self, engine: Engine, rollout: RolloutStep) -> None:
-        self.engine = engine
-        self.rollout = rollout  # replacements under the pool's rollout settings (forkscale/fleet/replace.py)
-        self.ledger: Ledger = engine.ledger
-        self.driver = engine.driver
+    def __init__(self, tools: Tools) -> None:
+        self.tools = tools  # each pool's engine, and its replacements under the pool's rollout settings
         self._views: dict[int, PoolView] = {}
+
+    def engine(self, pool: str) -> Engine:
+        return self.tools.engine(pool)
+
+    def rollout(self, pool: str) -> RolloutStep:
+        return self.tools.rollout(pool)
+
+    def ledger(self, pool: str) -> Ledger:
+        return self.tools.engine(pool).ledger
 
     async def view(self, op: Operation, *, fresh: bool = False) -> PoolView:
         """The pool's view for this run of `op` (read again with `fresh`, e.g. in `begin`)."""
         current = self._views.get(op.id)
         if current is not None and not fresh:
             return current
-        pool = self.engine.spec.pool(op.pool)
-        inv = await self.driver.inventory()
+        engine = self.engine(op.pool)
+        pool = engine.spec.pool(op.pool)
+        inv = await engine.driver.inventory()
         folder = inv.folders.get(pool.placement.folder, "")
-        replicas = self.engine.replicas(pool, inv, folder)
+        replicas = engine.replicas(pool, inv, folder)
         view = self._views[op.id] = PoolView(pool, inv, folder, replicas)
         return view
 
@@ -73,7 +81,7 @@ class Moves:
         """Where the clone's VM is now (one fresh read), or None when vCenter has no such VM."""
         if not rec.vm_moref:
             return None
-        props = (await self.driver.vm_props([rec.vm_moref], ["runtime.host", "datastore", "runtime.powerState"])
+        props = (await self.engine(rec.pool).driver.vm_props([rec.vm_moref], ["runtime.host", "datastore", "runtime.powerState"])
                  ).get(rec.vm_moref)
         if not props:
             return None
@@ -83,8 +91,8 @@ class Moves:
                      inv.datastore_name(str(getattr(stores[0], "_moId", ""))) or "" if stores else "",
                      str(props.get("runtime.powerState", "")))
 
-    def clone(self, step_detail: Mapping[str, Any]) -> CloneRecord | None:
-        rec = self.ledger.get(int(step_detail["clone"]))
+    def clone(self, op: Operation, step_detail: Mapping[str, Any]) -> CloneRecord | None:
+        rec = self.ledger(op.pool).get(int(step_detail["clone"]))
         return rec if rec is not None and rec.state != "gone" else None
 
 

@@ -35,8 +35,9 @@ class MoveKind:
 
     async def begin(self, op: Operation) -> None:
         view = await self.moves.view(op, fresh=True)
-        self.moves.engine.avoid_evacuated(view.inv)
-        await self.moves.engine.reconcile(view.pool, view.inv, Result(pool=op.pool, desired=0))
+        engine = self.moves.engine(op.pool)
+        engine.avoid_evacuated(view.inv)
+        await engine.reconcile(view.pool, view.inv, Result(pool=op.pool, desired=0))
         await view.replicas.sync()
 
     async def run_step(self, op: Operation, step: Step, control: Control) -> Outcome:
@@ -47,10 +48,10 @@ class MoveKind:
     async def _retire_source(self, op: Operation, step: Step) -> Outcome:
         """The evacuated host's source: retiring, then removed once no live instant clone names it."""
         view = await self.moves.view(op)
-        mgr = self.moves.engine.sources_of(view.pool)
+        mgr = self.moves.engine(op.pool).sources_of(view.pool)
         for row in mgr.rows(("preparing", "ready")):
             if row.vm_name == step.target:
-                self.moves.ledger.update_source(row.id, state="retiring")
+                self.moves.ledger(op.pool).update_source(row.id, state="retiring")
         await mgr.retire()
         left = [r for r in mgr.rows(("retiring",)) if r.vm_name == step.target]
         if left:
@@ -66,7 +67,7 @@ class MoveKind:
         if removed:
             log.info("pool %s: %s removed replica(s) %s", op.pool, self.name, ", ".join(removed))
         self.moves.forget(op)
-        failed = self.moves.ledger.operations.steps(op.id, ["failed"])
+        failed = self.moves.ledger(op.pool).operations.steps(op.id, ["failed"])
         if failed:
             return f"{len(failed)} move(s) failed (first: {failed[0].target}: {failed[0].error})"
         return None

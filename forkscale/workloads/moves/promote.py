@@ -73,7 +73,7 @@ class Promote:
 
     async def run_step(self, op: Operation, step: Step, control: Control) -> Outcome:
         moves = self.moves
-        rec = moves.clone(step.detail)
+        rec = moves.clone(op, step.detail)
         if rec is None:
             return skipped("the clone is gone")
         if rec.kind != "linked":
@@ -82,11 +82,12 @@ class Promote:
             return failed(f"{rec.name} has no VM recorded")
         view = await moves.view(op)
         try:
-            async with moves.engine.budgets.task(view.pool, f"datastore:{rec.datastore}"):
-                await moves.driver.promote_disks(rec.vm_moref)
+            engine = moves.engine(op.pool)
+            async with engine.budgets.task(view.pool, f"datastore:{rec.datastore}"):
+                await engine.driver.promote_disks(rec.vm_moref)
         except (PermanentError, TemporaryError) as exc:
             return failed(fault_text(exc))
-        moves.ledger.change_kind(rec.id, "full", "promoted", operation=op.id)
+        moves.ledger(op.pool).change_kind(rec.id, "full", "promoted", operation=op.id)
         log.info("pool %s: %s promoted to a full clone", op.pool, rec.name)
         removed = await view.replicas.retire() if rec.replica_id is not None else []
         return done(kind="full", **({"replicas_removed": removed} if removed else {}))
@@ -98,7 +99,7 @@ class Promote:
         view = await self.moves.view(op)
         await view.replicas.retire()
         self.moves.forget(op)
-        failed = self.moves.ledger.operations.steps(op.id, ["failed"])
+        failed = self.moves.ledger(op.pool).operations.steps(op.id, ["failed"])
         return f"{len(failed)} clone(s) could not be promoted" if failed else None
 
     async def stopped(self, op: Operation) -> None:

@@ -37,7 +37,7 @@ async def run_move(moves: Moves, op: Operation, step: Step, control: Control) ->
     view = await moves.view(op)
     if step.action == RECREATE:
         return await _recreate(moves, op, view, step, control)
-    rec = moves.clone(detail)
+    rec = moves.clone(op, detail)
     if rec is None:
         return skipped("the clone is gone")
     if rec.state not in ("ready", "claimed"):
@@ -55,19 +55,20 @@ async def _relocate(moves: Moves, view: PoolView, step: Step, rec: CloneRecord) 
         if to_host and to_host != where.host and not inv.placeable(to_host):
             return failed(f"host {to_host} cannot take a VM now (maintenance, disconnected or evacuated)")
         try:
-            async with moves.engine.budgets.task(pool, f"datastore:{to_ds}", f"host:{to_host}"):
-                await moves.driver.relocate(rec.vm_moref or where.moref,
+            engine = moves.engine(pool.name)
+            async with engine.budgets.task(pool, f"datastore:{to_ds}", f"host:{to_host}"):
+                await engine.driver.relocate(rec.vm_moref or where.moref,
                                             host=inv.hosts[to_host] if to_host != where.host else None,
                                             datastore=inv.datastores[to_ds][0] if to_ds != where.datastore else None)
         except (PermanentError, TemporaryError) as exc:
             return failed(fault_text(exc))
     changes = {k: v for k, v in (("datastore", to_ds), ("host", to_host)) if getattr(rec, k) != v}
     if changes:
-        rec = moves.ledger.update(rec.id, **changes)
+        rec = moves.ledger(pool.name).update(rec.id, **changes)
     out: dict[str, Any] = {"at": f"{to_ds}/{to_host}"}
     if step.action == CONSOLIDATE or (rec.kind == "linked" and to_ds != step.detail.get("from_datastore")):
         # a Storage vMotion consolidates a linked clone: it is a full clone now, its replica no longer needed
-        moves.ledger.change_kind(rec.id, "full", "consolidated", datastore=to_ds)
+        moves.ledger(pool.name).change_kind(rec.id, "full", "consolidated", datastore=to_ds)
         out["kind"] = "full"
     if rec.replica_id is not None and out.get("kind") == "full":
         out["replicas_removed"] = await view.replicas.retire()
@@ -79,13 +80,13 @@ async def _recreate(moves: Moves, op: Operation, view: PoolView, step: Step, con
     """The replace primitive (forkscale/fleet/replace.py) under the pool's rollout settings, to the
     step's host and datastore; a rebalance waits for a claimed clone's release unless forced, an
     evacuation follows the pool's `rollout.claimed`."""
-    image = image_for_new(moves.ledger, view.pool.name)
+    image = image_for_new(moves.ledger(view.pool.name), view.pool.name)
     if image is None:
         return failed(f"pool {view.pool.name} has no image yet; converge it first")
     old = int(step.detail["clone"])
     claimed = None if op.kind == "evacuate" else ("now" if op.params.get("force") else "on-release")
     where = (str(step.detail["to_host"]), str(step.detail["to_datastore"]))
-    return await moves.rollout.run(op, step, control, view.pool, ImageRef.of(image), lambda r: r.id != old,
-                                   where=where, claimed=claimed)
+    return await moves.rollout(op.pool).run(op, step, control, view.pool, ImageRef.of(image), lambda r: r.id != old,
+                                            where=where, claimed=claimed)
 
 

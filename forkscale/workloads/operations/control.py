@@ -14,7 +14,7 @@ from forkscale.fleet.engine import Engine
 from forkscale.fleet.plan import LIVE
 from forkscale.ledger import Ledger, LedgerError, Operation, OperationBusy, PlannedStep
 from forkscale.workloads.operations.pushimage import KIND as PUSH
-from forkscale.workloads.operations.pushimage import plan_push, start_push
+from forkscale.workloads.operations.pushimage import AlreadyThere, plan_push, start_push
 from forkscale.workloads.operations.refresh import KIND as REFRESH
 from forkscale.workloads.operations.refresh import plan_refresh
 from forkscale.workloads.operations.runner import OperationRunner
@@ -29,8 +29,9 @@ class Started:
     kind: str
     params: dict[str, Any]
     steps: list[PlannedStep]
-    op: Operation | None = None  # None: dry run
+    op: Operation | None = None  # None: dry run, or nothing to do
     resumed: bool = False  # the same push was already open: it is resumed, not started again
+    nothing: str | None = None  # why there is nothing to do (the pool runs that image already)
 
     def plan_lines(self) -> list[str]:
         what = self.kind
@@ -48,15 +49,19 @@ async def push(engine: Engine, pool_name: str, *, snapshot: str | None, source: 
     already open is resumed instead (a re-run after a crash)."""
     pool = engine.spec.pool(pool_name)
     ledger = engine.ledger
-    plan, back = await plan_push(engine, pool, snapshot=snapshot, source=source, allow_partial=allow_partial)
     open_op = ledger.operations.open(pool.name)
-    if open_op is not None and open_op.kind == PUSH and _same_image(open_op, plan.params):
+    if open_op is not None and open_op.kind == PUSH and open_op.params.get("snapshot") == snapshot \
+            and open_op.params.get("golden") == (source or open_op.params.get("golden")):
         if open_op.state == "paused" and not dry_run:
             open_op = ledger.operations.set_state(open_op.id, "running", f"resumed by {created_by}")
         return Started(pool.name, PUSH, open_op.params, [_planned(s) for s in ledger.operations.steps(open_op.id)],
                        open_op, resumed=True)
+    try:
+        plan, back = await plan_push(engine, pool, snapshot=snapshot, source=source, allow_partial=allow_partial)
+    except AlreadyThere as exc:
+        return Started(pool.name, PUSH, {}, [], nothing=str(exc))
     if open_op is not None:
-        raise SpecError("pool", str(OperationBusy(pool.name, open_op)))
+        raise OperationBusy(pool.name, open_op)
     if dry_run:
         return Started(pool.name, PUSH, plan.params, plan.steps)
     op = start_push(engine, plan, back, created_by=created_by, not_before=at)
@@ -90,7 +95,7 @@ async def refresh(engine: Engine, pool_name: str, names: Sequence[str], *, creat
         return Started(pool.name, REFRESH, params, steps)
     open_op = engine.ledger.operations.open(pool.name)
     if open_op is not None:
-        raise SpecError("pool", str(OperationBusy(pool.name, open_op)))
+        raise OperationBusy(pool.name, open_op)
     op = engine.ledger.operations.start(pool.name, REFRESH, params, steps, created_by=created_by)
     return Started(pool.name, REFRESH, params, steps, op)
 
@@ -156,11 +161,6 @@ def _open(ledger: Ledger, pool: str) -> Operation:
         tail = f" (the last one, {last.kind} #{last.id}, is {last.state})" if last is not None else ""
         raise LedgerError(f"pool {pool} has no running or paused operation{tail}")
     return op
-
-
-def _same_image(op: Operation, params: dict[str, Any]) -> bool:
-    return (op.params.get("golden") == params.get("golden")
-            and op.params.get("snapshot_moref") == params.get("snapshot_moref"))
 
 
 def _planned(step: Any) -> PlannedStep:

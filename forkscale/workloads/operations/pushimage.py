@@ -26,19 +26,23 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from forkscale.core.errors import SpecError
+from forkscale.core.errors import PermanentError, SpecError, TemporaryError
 from forkscale.fleet.engine import Engine
 from forkscale.fleet.images import ROLL_PHASE, ImageRef, golden_vm, snapshot_moref
 from forkscale.fleet.plan import LIVE
-from forkscale.fleet.replace import Replacer
+from forkscale.fleet.result import Result
 from forkscale.fleet.sources import SourceManager
-from forkscale.ledger import ImageRecord, Operation, PlannedStep, Step
+from forkscale.ledger import ImageRecord, LedgerError, Operation, PlannedStep, Step
 from forkscale.spec import Pool
 from forkscale.workloads.operations.kind import Control, Outcome, done, failed, skipped
-from forkscale.workloads.operations.rollout import Limits, RolloutStep, plan_batches, pool_count
+from forkscale.workloads.operations.rollout import Limits, Tools, plan_batches, pool_count
 
 log = logging.getLogger("forkscale.push")
 KIND = "push-image"
+
+
+class AlreadyThere(Exception):
+    """The pool already runs the image asked for (a push re-run after it completed): nothing to do."""
 
 
 @dataclass
@@ -73,8 +77,8 @@ async def plan_push(engine: Engine, pool: Pool, *, snapshot: str | None, source:
         if snapshot is None:
             raise SpecError("--snapshot", "required: the golden VM's snapshot holding the new image")
         snap, snap_name = await snapshot_moref(engine.driver, golden, snapshot, "--snapshot"), snapshot
-        if golden.name == active.golden and snap == active.snapshot_moref:
-            raise SpecError("--snapshot", f"pool {pool.name} already runs {active.label()}")
+        if golden.name == active.golden and snap == active.snapshot_moref and engine.ledger.images.target(pool.name) is None:
+            raise AlreadyThere(f"pool {pool.name} already runs {active.label()}; nothing to push")
         generation = (max((i.generation for i in engine.ledger.images.history(pool.name)), default=0) + 1)
     hosts = SourceManager(engine.driver, engine.ledger, pool, index).target_hosts(inv, golden) if instant else []
     live = [r for r in engine.ledger.clones(pool.name, states=list(LIVE)) if r.image_generation != generation]
@@ -106,14 +110,14 @@ class PushImage:
 
     name = KIND
 
-    def __init__(self, engine: Engine, replacer: Replacer, rollout: RolloutStep) -> None:
-        self.engine = engine
-        self.ledger = engine.ledger
-        self.replacer = replacer
-        self.rollout = rollout
+    def __init__(self, tools: Tools) -> None:
+        self.tools = tools
+
+    def _engine(self, op: Operation) -> Engine:
+        return self.tools.engine(op.pool)
 
     def _pool(self, op: Operation) -> Pool:
-        return self.engine.spec.pool(op.pool)
+        return self._engine(op).spec.pool(op.pool)
 
     def _image(self, op: Operation) -> ImageRef:
         return ImageRef(int(op.params["image_generation"]), str(op.params["golden"]), op.params.get("snapshot_moref"))
@@ -128,31 +132,27 @@ class PushImage:
 
     async def begin(self, op: Operation) -> None:
         """After a crash: the ledger made to agree with vCenter before any step runs again."""
-        pool = self._pool(op)
-        inv = await self.engine.driver.inventory()
-        from forkscale.fleet.result import Result
-
-        await self.engine.reconcile(pool, inv, Result(pool=pool.name, desired=0))
+        pool, engine = self._pool(op), self._engine(op)
+        await engine.reconcile(pool, await engine.driver.inventory(), Result(pool=pool.name, desired=0))
 
     async def run_step(self, op: Operation, step: Step, control: Control) -> Outcome:
         if step.action == "prime":
             return await self._prime(op, step)
         if op.phase != ROLL_PHASE:
-            self.ledger.operations.set_phase(op.id, ROLL_PHASE)
+            self._engine(op).ledger.operations.set_phase(op.id, ROLL_PHASE)
             log.info("pool %s: image g%s primed; rolling clones onto it", op.pool, op.params["image_generation"])
         gen = int(op.params["image_generation"])
-        return await self.rollout.run(op, step, control, self._pool(op), self._image(op),
-                                      lambda r: r.image_generation == gen)
+        return await self.tools.rollout(op.pool).run(op, step, control, self._pool(op), self._image(op),
+                                                     lambda r: r.image_generation == gen)
 
     async def _prime(self, op: Operation, step: Step) -> Outcome:
-        pool = self._pool(op)
-        index = [p.name for p in self.engine.spec.pools].index(pool.name)
-        inv = await self.engine.driver.inventory()
-        image = self._image(op)
-        golden, image = await self.engine.image_source(pool, inv, index, image)
-        mgr = self.engine.sources(pool, index, image)
+        pool, engine = self._pool(op), self._engine(op)
+        index = [p.name for p in engine.spec.pools].index(pool.name)
+        inv = await engine.driver.inventory()
+        golden, image = await engine.image_source(pool, inv, index, self._image(op))
+        mgr = engine.sources(pool, index, image)
         mgr.sync(inv)
-        folder = await self.engine.folder(pool, inv)
+        folder = await engine.folder(pool, inv)
         reports = await mgr.ensure(inv, inv.vms[golden.moref], folder, [step.target])
         report = next((r for r in reports if r.host == step.target), None)
         if report is not None and report.action not in ("failed", "unavailable"):
@@ -166,8 +166,9 @@ class PushImage:
     async def stragglers(self, op: Operation) -> list[PlannedStep]:
         """Clones still not on the image (made on the old one meanwhile), and identities to make again."""
         gen = int(op.params["image_generation"])
-        had = {s.target for s in self.ledger.operations.steps(op.id, ["failed", "pending", "running", "waiting"])}
-        live = [r for r in self.ledger.clones(op.pool, states=list(LIVE))
+        ledger = self._engine(op).ledger
+        had = {s.target for s in ledger.operations.steps(op.id, ["failed", "pending", "running", "waiting"])}
+        live = [r for r in ledger.clones(op.pool, states=list(LIVE))
                 if r.image_generation != gen and r.name not in had]
         pool = self._pool(op)
         limits = Limits(int(op.params["count"]), int(op.params["max_unavailable"]), int(op.params["batch"]),
@@ -175,20 +176,21 @@ class PushImage:
         steps = plan_batches(live, limits, pool, "replace", first_batch=0)
         taken = {s.target for s in steps} | had
         steps += [PlannedStep(batch=0, action="replace", target=r.name, detail={"reserved": True})
-                  for r in self.ledger.reservations.open(op.pool) if r.name not in taken]
+                  for r in ledger.reservations.open(op.pool) if r.name not in taken]
         return steps
 
     async def finish(self, op: Operation) -> str | None:
-        failed_steps = self.ledger.operations.steps(op.id, ["failed"])
+        ledger = self._engine(op).ledger
+        failed_steps = ledger.operations.steps(op.id, ["failed"])
         if failed_steps:
             return (f"{len(failed_steps)} clone(s) could not be moved to image g{op.params['image_generation']} "
                     f"(first: {failed_steps[0].target}: {failed_steps[0].error}); resume to retry, or rollback")
         gen = int(op.params["image_generation"])
-        images = self.ledger.images
+        images = ledger.images
         images.activate(op.pool, gen)
         if op.params.get("rollback") and int(op.params["from_generation"]) != gen:
             images.fail(op.pool, int(op.params["from_generation"]), f"rolled back by operation {op.id}")
-        self.ledger.operations.set_phase(op.id, "done")
+        ledger.operations.set_phase(op.id, "done")
         await self._retire(op)
         log.info("pool %s: image g%d is active", op.pool, gen)
         return None
@@ -196,16 +198,20 @@ class PushImage:
     async def stopped(self, op: Operation) -> None:
         """Cancelled or failed: the image being pushed is given up (unless it is the active one)."""
         gen = int(op.params["image_generation"])
-        img = self.ledger.images.get(op.pool, gen)
+        ledger = self._engine(op).ledger
+        img = ledger.images.get(op.pool, gen)
         if img is not None and img.state == "priming":
-            self.ledger.images.fail(op.pool, gen, f"operation {op.id} {op.state}: {op.reason or ''}".strip())
-        await self._retire(op)
+            ledger.images.fail(op.pool, gen, f"operation {op.id} {op.state}: {op.reason or ''}".strip())
+        try:
+            await self._retire(op)
+        except (LedgerError, PermanentError, TemporaryError) as exc:  # (the next converge retires them)
+            log.warning("pool %s: sources of image g%d stay for now: %s", op.pool, gen, exc)
 
     async def _retire(self, op: Operation) -> None:
         """Sources no image needs any more, and no clone uses, go now (the rest after keep_previous_s)."""
-        pool = self._pool(op)
-        index = [p.name for p in self.engine.spec.pools].index(pool.name)
-        removed = await self.engine.sources(pool, index, None).retire()
+        pool, engine = self._pool(op), self._engine(op)
+        index = [p.name for p in engine.spec.pools].index(pool.name)
+        removed = await engine.sources(pool, index, None).retire()
         if removed:
             log.info("pool %s: removed source(s) %s", pool.name, ", ".join(removed))
 

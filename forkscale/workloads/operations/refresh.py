@@ -17,10 +17,11 @@ from forkscale.core.errors import SpecError
 from forkscale.fleet.engine import Engine
 from forkscale.fleet.images import ImageRef, image_for_new
 from forkscale.fleet.plan import LIVE
+from forkscale.fleet.result import Result
 from forkscale.ledger import Operation, PlannedStep, Step
 from forkscale.spec import Pool
 from forkscale.workloads.operations.kind import Control, Outcome
-from forkscale.workloads.operations.rollout import Limits, RolloutStep, plan_batches, pool_count
+from forkscale.workloads.operations.rollout import Limits, Tools, plan_batches, pool_count
 
 KIND = "refresh"
 
@@ -43,42 +44,43 @@ class Refresh:
 
     name = KIND
 
-    def __init__(self, engine: Engine, rollout: RolloutStep) -> None:
-        self.engine = engine
-        self.rollout = rollout
+    def __init__(self, tools: Tools) -> None:
+        self.tools = tools
 
     def concurrency(self, op: Operation) -> int:
         return max(int(op.params.get("batch", 1)), 1)
 
     def max_failures(self, op: Operation, ran: list[Step]) -> int:
-        return self.engine.spec.pool(op.pool).rollout.max_failure.of(len(ran))
+        return self.tools.engine(op.pool).spec.pool(op.pool).rollout.max_failure.of(len(ran))
 
     async def begin(self, op: Operation) -> None:
-        from forkscale.fleet.result import Result
-
-        pool = self.engine.spec.pool(op.pool)
-        await self.engine.reconcile(pool, await self.engine.driver.inventory(), Result(pool=pool.name, desired=0))
+        engine = self.tools.engine(op.pool)
+        pool = engine.spec.pool(op.pool)
+        await engine.reconcile(pool, await engine.driver.inventory(), Result(pool=pool.name, desired=0))
 
     async def run_step(self, op: Operation, step: Step, control: Control) -> Outcome:
-        pool = self.engine.spec.pool(op.pool)
-        image = image_for_new(self.engine.ledger, pool.name)
+        engine = self.tools.engine(op.pool)
+        pool = engine.spec.pool(op.pool)
+        image = image_for_new(engine.ledger, pool.name)
         if image is None:
             raise SpecError("pool", f"pool {pool.name} has no image yet; converge it first")
         old = step.detail.get("clone_id")
-        return await self.rollout.run(op, step, control, pool, ImageRef.of(image), lambda r: r.id != old,
-                                      keep_identity=op.params.get("identity", "same") == "same")
+        return await self.tools.rollout(op.pool).run(op, step, control, pool, ImageRef.of(image),
+                                                     lambda r: r.id != old,
+                                                     keep_identity=op.params.get("identity", "same") == "same")
 
     async def stragglers(self, op: Operation) -> list[PlannedStep]:
         return []
 
     async def finish(self, op: Operation) -> str | None:
-        failed = self.engine.ledger.operations.steps(op.id, ["failed"])
+        engine = self.tools.engine(op.pool)
+        failed = engine.ledger.operations.steps(op.id, ["failed"])
         if failed:
             return f"{len(failed)} clone(s) could not be refreshed (first: {failed[0].target}: {failed[0].error})"
-        desired = self.engine.ledger.desired(op.pool)
-        live = len(self.engine.ledger.live(op.pool))
+        desired = engine.ledger.desired(op.pool)
+        live = len(engine.ledger.live(op.pool))
         if desired is not None and live < desired[0]:  # (a crash between a destroy and a new identity's clone)
-            await self.engine.converge(op.pool, desired[0], set_by=desired[1])
+            await engine.converge(op.pool, desired[0], set_by=desired[1])
         return None
 
     async def stopped(self, op: Operation) -> None:

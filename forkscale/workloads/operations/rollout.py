@@ -70,16 +70,38 @@ def plan_batches(clones: Sequence[CloneRecord], limits: Limits, pool: Pool, acti
                  first_batch: int = 1) -> list[PlannedStep]:
     """One replace step per clone, idle ones first, claimed ones last, in batches of `limits.batch`."""
     ordered = sorted(clones, key=lambda r: (ORDER.get(r.state, 2), r.ready_at or r.created_at, r.id))
+    idle = [r for r in ordered if r.state != "claimed"]
+    claimed = [r for r in ordered if r.state == "claimed"]
     steps = []
-    for i, rec in enumerate(ordered):
-        detail: dict[str, Any] = {"clone_id": rec.id, "host": rec.host, "image": rec.image_generation}
-        if rec.state == "claimed":
-            detail["claimed_by"] = rec.claimed_by
-            detail["when"] = ("waits for release" if pool.rollout.claimed == "on-release"
-                              else f"forced {pool.rollout.force_after_s:g}s after notify")
-        steps.append(PlannedStep(batch=first_batch + i // limits.batch, action=action, target=rec.name,
-                                 detail=detail))
+    for group, first in ((idle, first_batch), (claimed, first_batch + -(-len(idle) // limits.batch))):
+        for i, rec in enumerate(group):  # claimed clones in batches of their own, after the idle ones
+            detail: dict[str, Any] = {"clone_id": rec.id, "host": rec.host, "image": rec.image_generation}
+            if rec.state == "claimed":
+                detail["claimed_by"] = rec.claimed_by
+                detail["when"] = ("waits for release" if pool.rollout.claimed == "on-release"
+                                  else f"forced {pool.rollout.force_after_s:g}s after notify")
+            steps.append(PlannedStep(batch=first + i // limits.batch, action=action, target=rec.name, detail=detail))
     return steps
+
+
+class Tools:
+    """What the operation kinds act with, per pool: the engine of its vCenter, and (once per engine)
+    its replacer and rollout step. `engine_of(pool)` names the engine; one engine serves them all
+    in a command, one per vCenter in `serve`."""
+
+    def __init__(self, engine_of: Callable[[str], Engine] | Engine) -> None:
+        self.engine_of = engine_of
+        self._steps: dict[int, RolloutStep] = {}
+
+    def engine(self, pool: str) -> Engine:
+        return self.engine_of if isinstance(self.engine_of, Engine) else self.engine_of(pool)
+
+    def rollout(self, pool: str) -> RolloutStep:
+        engine = self.engine(pool)
+        step = self._steps.get(id(engine))
+        if step is None or step.engine is not engine:
+            step = self._steps[id(engine)] = RolloutStep(engine, Replacer(engine))
+        return step
 
 
 class RolloutStep:
@@ -114,7 +136,8 @@ class RolloutStep:
             take = claimed == "now" or await self._claimed_due(op, step, pool, claimed)
             got = await self.replacer.replace(pool, step.target, image, reason=f"{op.kind} #{op.id}",
                                               done_if=done_if, room=room, keep_identity=keep_identity,
-                                              take_claimed=take, where=where)
+                                              take_claimed=take, host=where[0] if where else None,
+                                              datastore=where[1] if where else None)
             if got.state == DONE:
                 rec = got.record
                 return done(image=image.generation, **({"clone_id_now": rec.id} if rec is not None else {}))

@@ -74,7 +74,7 @@ def operation_doc(ledger: Ledger, op: Operation, *, steps: bool = True) -> dict[
         "executor": op.executor if op.open else None,
         "progress": {"steps": len(all_steps), "finished": finished, **counts},
         "batch": min((s.batch for s in unfinished), default=None),
-        "batches": len({s.batch for s in all_steps}),
+        "batches": max((s.batch for s in all_steps), default=0),  # (batch 0: what comes first, e.g. priming)
         "waiting": [step_doc(s) for s in all_steps if s.state == "waiting"][:MAX_LISTED],
         "failed": [step_doc(s) for s in all_steps if s.state == "failed"][:MAX_LISTED],
     }
