@@ -57,7 +57,7 @@ def test_serve_promotes_a_claimed_linked_clone_with_promote_on_claim(twin, si, t
         code, got, _ = served.call("POST", "/v1/pools/vdi/claim", {"user": "ann"})
         assert code == 200, got
         name = got["vm"] if isinstance(got, dict) and "vm" in got else got["name"]
-        served.wait_status("vdi", lambda d: d["operation"] and d["operation"]["kind"] == "promote"
+        served.wait_status("vdi", lambda d: d.get("operation") and d["operation"]["kind"] == "promote"
                            and d["operation"]["state"] == "done", what="promote done")
         kinds = {c["name"]: c["kind"] for c in _status(spec)["clones"]}
         assert kinds[name] == "full" and Counter(kinds.values()) == {"full": 1, "linked": 2}
@@ -74,7 +74,7 @@ def test_serve_rebalances_by_itself_with_rebalance_auto(twin, si, tmp_path):
     spec = write_pool_spec(tmp_path, twin, pool)
     served = start_serve(tmp_path, spec)
     try:
-        served.wait_status("web", lambda d: d["operation"] and d["operation"]["kind"] == "rebalance"
+        served.wait_status("web", lambda d: d.get("operation") and d["operation"]["kind"] == "rebalance"
                            and d["operation"]["state"] == "done" and d["ready"] == 12, timeout=60,
                            what="rebalance done")
         on = Counter(v["datastore"] for v in disks_of(si).values() if v["extra"].get("forkscale.pool") == "web")
