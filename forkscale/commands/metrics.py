@@ -64,7 +64,7 @@ async def run(args: argparse.Namespace) -> int:
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
     try:
-        async with open_engine(spec, state=args.state, telemetry=telemetry) as engine:
+        async with open_engine(spec, state=args.state, telemetry=telemetry, fleet=True) as engine:
             exporter = Exporter(engine.driver, spec, engine.ledger, telemetry, interval_s=args.interval)
             runner = web.AppRunner(make_app(telemetry, exporter), access_log=None)
             await runner.setup()

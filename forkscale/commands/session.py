@@ -15,19 +15,25 @@ from forkscale.ledger import Ledger
 from forkscale.spec import Spec, VCenter
 from forkscale.vsphere.driver import Driver
 from forkscale.vsphere.faults import LoginRefused
+from forkscale.vsphere.informer import Informer
 from forkscale.vsphere.transport import Soap
 
 log = logging.getLogger("forkscale")
 
 
 @contextlib.asynccontextmanager
-async def open_driver(vc: VCenter) -> AsyncIterator[Driver]:
-    """A logged-in driver for `vc`; connection problems become ConnectionFailed, a refused login a SpecError."""
+async def open_driver(vc: VCenter, *, informer: bool = False, fleet: bool = False) -> AsyncIterator[Driver]:
+    """A logged-in driver for `vc`; connection problems become ConnectionFailed, a refused login a SpecError.
+
+    `informer`: inventory reads come from a model kept current by the property collector
+    (`forkscale.vsphere.informer`), for commands that run more than one round; `fleet` too: the
+    exporter's reads as well. One-shot commands read the inventory directly, once.
+    """
     password = vc.password()
     register_secret(password)
     soap = Soap(vc.url, user=vc.user, password=vc.password, ca_file=str(vc.ca_file) if vc.ca_file else None,
                 insecure=vc.insecure)
-    driver = Driver(soap)
+    driver = Driver(soap, informer=Informer(soap, fleet=fleet) if informer or fleet else None)
     try:
         await driver.open()
     except LoginRefused:
@@ -47,8 +53,8 @@ async def open_driver(vc: VCenter) -> AsyncIterator[Driver]:
 
 @contextlib.asynccontextmanager
 async def open_engine(spec: Spec, *, state: str | None = None, progress: Progress | None = None,
-                      telemetry: Any = None) -> AsyncIterator[Engine]:
-    async with open_driver(spec.vcenter) as driver:
+                      telemetry: Any = None, informer: bool = False, fleet: bool = False) -> AsyncIterator[Engine]:
+    async with open_driver(spec.vcenter, informer=informer, fleet=fleet) as driver:
         with contextlib.closing(Ledger(Path(state) if state else spec.state)) as ledger:
             yield Engine(spec, ledger, driver, progress=progress, telemetry=telemetry)
 

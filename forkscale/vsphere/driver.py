@@ -19,6 +19,7 @@ from pyVmomi import vim, vmodl
 from forkscale.core.errors import PermanentError, TemporaryError
 from forkscale.vsphere.faults import LoginRefused, TaskFailed, fault_name, map_fault
 from forkscale.vsphere.fleetread import HOST_COUNTERS, host_memory, perf_counter_ids, read_fleet
+from forkscale.vsphere.informer import Informer
 from forkscale.vsphere.model import TAG_ID, TAG_POOL, CloneRequest, FleetRead, Inventory, VmDetail
 from forkscale.vsphere.reads import (
     clone_tasks_in_flight,
@@ -40,9 +41,10 @@ T = TypeVar("T")
 class Driver:
     """Connect, read inventory in one batched pass, clone, power, destroy, freeze — asynchronously."""
 
-    def __init__(self, soap: Soap, *, task_timeout_s: float = 900.0) -> None:
+    def __init__(self, soap: Soap, *, task_timeout_s: float = 900.0, informer: Informer | None = None) -> None:
         self.soap = soap
         self.watcher = Watcher(soap)
+        self.informer = informer  # inventory() and read_fleet() from a model kept current (serve, metrics)
         self.task_timeout_s = task_timeout_s
         self._counter_ids: dict[str, int] | None = None
         self._perf_warned = False
@@ -56,8 +58,12 @@ class Driver:
         except vim.fault.InvalidLogin:
             raise LoginRefused(self.soap.user) from None
         await self.watcher.start()
+        if self.informer is not None:
+            await self.informer.start()
 
     async def close(self) -> None:
+        if self.informer is not None:
+            await self.informer.stop()
         await self.watcher.stop()
         await self.soap.close()
 
@@ -67,7 +73,9 @@ class Driver:
 
     # reads --------------------------------------------------------------------------------
     async def inventory(self) -> Inventory:
-        """Everything a plan needs, in a few batched reads (never one call per VM)."""
+        """Everything a plan needs, in a few batched reads (never one call per VM), or from the informer."""
+        if self.informer is not None:
+            return await self.informer.inventory()
         return await self._read("read the inventory", read_inventory(self.soap))
 
     async def vm_detail(self, vm: str, *, tags: tuple[str, ...] = ()) -> VmDetail:
@@ -90,7 +98,10 @@ class Driver:
             if missing:
                 log.warning("vCenter has no performance counter %s; host P-Share metrics stay empty",
                             ", ".join(missing))
-        read = await self._read("read the fleet", read_fleet(self.soap, page_size=page_size, counter_ids={}))
+        if self.informer is not None and self.informer.fleet_paths:
+            read = await self.informer.fleet()
+        else:
+            read = await self._read("read the fleet", read_fleet(self.soap, page_size=page_size, counter_ids={}))
         try:
             read.host_memory = await host_memory(self.soap, read.hosts, self._counter_ids)
         except vmodl.MethodFault as exc:  # e.g. a vCenter without statistics: keep the rest

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+import time
 import xml.etree.ElementTree as ET
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -75,6 +76,10 @@ class Soap:
         self._login_gen = 0
         self.on_relogin: list[Callable[[], Awaitable[None]]] = []
         self.content: Any = None
+        self.observed_at = 0.0
+        """`time.monotonic()` when the latest answer that told the controller something arrived (any
+        response but an empty `WaitForUpdatesEx` and requests made with `observe=False`). The
+        inventory informer (`forkscale.vsphere.informer`) is never older than this when it answers."""
 
     async def open(self) -> None:
         connector = aiohttp.TCPConnector(limit=self._limit, ssl=self._ssl, keepalive_timeout=60)
@@ -135,13 +140,16 @@ class Soap:
             await hook()
 
     async def invoke(self, mo: Any, method: str, *args: Any, anonymous: bool = False,
-                     timeout: float | None = None) -> Any:
-        """Call `method` (pyVmomi's Python name, e.g. "InstantClone") on `mo`; raise its fault."""
+                     timeout: float | None = None, observe: bool = True) -> Any:
+        """Call `method` (pyVmomi's Python name, e.g. "InstantClone") on `mo`; raise its fault.
+
+        `observe=False`: the answer moves `observed_at` on (the informer's own reads, perf queries).
+        """
         info = method_info(type(mo), method)
         for attempt in (1, 2):
             gen = self._login_gen
             try:
-                return await self._post(mo, info, args, timeout)
+                return await self._post(mo, info, args, timeout, observe)
             except vim.fault.NotAuthenticated:
                 if anonymous or attempt == 2:
                     raise
@@ -150,7 +158,8 @@ class Soap:
                     await self.login()
         raise AssertionError("unreachable")
 
-    async def _post(self, mo: Any, info: Any, args: tuple[Any, ...], timeout: float | None) -> Any:
+    async def _post(self, mo: Any, info: Any, args: tuple[Any, ...], timeout: float | None,
+                    observe: bool = True) -> Any:
         assert self.http is not None, "Soap.open() first"
         body = self.stub.SerializeRequest(mo, info, args)
         headers = {"Content-Type": "text/xml; charset=utf-8", "SOAPAction": self.stub.versionId}
@@ -165,6 +174,7 @@ class Soap:
                 if cookie is not None:
                     self.cookie = cookie.value.strip('"')
                 status = resp.status
+            received = time.monotonic()
         except aiohttp.ClientConnectorCertificateError as exc:
             raise PermanentError(f"TLS verification of {self.url} failed: {exc.certificate_error}",
                                  "SSLError") from exc
@@ -178,6 +188,8 @@ class Soap:
             result = await asyncio.to_thread(parse, data, info.result)
         else:
             result = parse(data, info.result)
+        if observe and not (result is None and info.wsdlName == "WaitForUpdatesEx"):
+            self.observed_at = max(self.observed_at, received)
         if status == 500:
             if isinstance(result, BaseException):
                 raise result

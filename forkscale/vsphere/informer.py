@@ -1,0 +1,303 @@
+"""The inventory as a cache kept current by the property collector (the informer pattern).
+
+One full read at start (the first `WaitForUpdatesEx` of a new filter reports every object), then
+only deltas, on a collector of its own owned by one coroutine, applied to an `InventoryModel`.
+`inventory()` and `fleet()` answer from the model, without a vCenter round trip.
+
+Why a collector of its own, not the task watcher's: the watcher is on the fan-out's critical path
+(a clone is ready when the watcher sees its task end and its guest report, 20 ms of coalescing),
+while the informer moves bulk: a first read or a resync is 10,000 objects over several pages,
+seconds of parsing that would sit in front of every task completion on a shared collector. Two
+collectors, one waiter each, keep vCenter's rule (never two waits on one collector) and let each
+coalesce at its own pace.
+
+Consistency. The model is *as fresh as* the issue time of the latest wait that completed
+(`fresh_as_of`): every change made before a wait was sent is in what that wait returned.
+`inventory()` returns a model at least as fresh as the latest answer the controller received
+from vCenter on any other request (`Soap.observed_at`: a task that ended, a read); so a converge
+sees the clones it just made and never the ones it just destroyed (read-your-writes, as
+Kubernetes controllers get from their "expectations"). When nothing was observed since the last
+wait, that costs nothing; otherwise the loop skips its coalescing pause and sends a zero-second
+wait (one request), cancelling a long poll that was sent before the observation
+(`CancelWaitForUpdates`) when no change wakes it within `hurry_s`.
+
+Resync from scratch (a new collector, a fresh model swapped in once complete): on a collector
+error, on a session re-login (`Soap.on_relogin`), when vCenter refuses a version
+(`InvalidCollectorVersion`), and every `resync_s` as a safety net (then on the same filter, from
+the initial version). A truncated update set is resumed with its version, as the API requires
+(a truncated version is usable once); its pages are applied together, and the model counts as
+fresh only once the set is complete.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from typing import Any
+
+from pyVmomi import vmodl
+
+from forkscale.core.errors import TemporaryError
+from forkscale.vsphere import informspec
+from forkscale.vsphere.invmodel import Change, InventoryModel
+from forkscale.vsphere.model import FleetRead, Inventory
+from forkscale.vsphere.transport import Soap
+
+log = logging.getLogger("forkscale.vsphere.informer")
+PC = vmodl.query.PropertyCollector
+NEVER = float("-inf")
+
+
+class Informer:
+    """`inventory()` / `fleet()` from a model kept current by `WaitForUpdatesEx`."""
+
+    def __init__(self, soap: Soap, *, fleet: bool = False, max_wait_s: int = 30, coalesce_s: float = 0.1,
+                 hurry_s: float = 0.1, resync_s: float = 3600.0, page: int = 2000,
+                 sync_timeout_s: float = 600.0) -> None:
+        self.soap = soap
+        self.fleet_paths = fleet
+        """Also follow what `read_fleet` needs (quick stats, layoutEx): `forkscale serve` and `metrics`."""
+        self.max_wait_s = max_wait_s
+        self.coalesce_s = coalesce_s
+        self.hurry_s = hurry_s
+        self.resync_s = resync_s
+        self.page = page
+        self.sync_timeout_s = sync_timeout_s
+        self.model: InventoryModel | None = None
+        self.fresh_as_of = NEVER
+        self.synced_at = NEVER
+        self.syncs = 0
+        self.first_sync_s: float | None = None
+        """Seconds the first full read took (view, filter and every page applied)."""
+        self.updates = 0
+        self.errors = 0
+        self._collector: Any = None
+        self._view: Any = None
+        self._version = ""
+        self._recreate = True
+        self._resync = True
+        self._want = NEVER
+        self._polling_since: float | None = None
+        self._cancelled = False
+        self._tick: asyncio.Future[None] | None = None
+        self._hurry = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    async def start(self) -> None:
+        self.soap.on_relogin.append(self._relogin)
+        self._task = asyncio.create_task(self._run(), name="forkscale-informer")
+
+    async def stop(self) -> None:
+        if self._relogin in self.soap.on_relogin:
+            self.soap.on_relogin.remove(self._relogin)
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+        await self._destroy()
+
+    async def _relogin(self) -> None:
+        """The session (and every collector with it) is gone: start over once the loop runs again."""
+        self._recreate = self._resync = True
+        self._hurry.set()
+
+    # -- answers --------------------------------------------------------------------------------
+    async def inventory(self) -> Inventory:
+        """The model, at least as fresh as anything else the controller heard from vCenter."""
+        model = await self.barrier(self.soap.observed_at)
+        return model.inventory(taken_at=time.time())
+
+    async def fleet(self) -> FleetRead:
+        """VMs and hosts for the exporter, once the first sync is complete (no barrier after that:
+        metrics may lag a fraction of a second)."""
+        model = self.model or await self.barrier(NEVER)
+        return model.fleet(taken_at=time.time())
+
+    async def barrier(self, target: float, timeout: float | None = None) -> InventoryModel:
+        """The model once it is fresh as of `target` (a `time.monotonic()`); TemporaryError after `timeout`.
+
+        A model being resynced still answers for any `target` it was fresh for: it was exact then.
+        """
+        limit = self.sync_timeout_s if timeout is None else timeout
+        deadline = time.monotonic() + limit
+        while self.model is None or self.fresh_as_of < target:
+            if self._task is None or self._task.done():
+                raise TemporaryError("the inventory informer is not running", "InformerStopped")
+            if target > self._want:
+                self._want = target
+                self._hurry.set()
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TemporaryError(f"the inventory model did not catch up with vCenter within {limit:.0f}s",
+                                     "InventoryStale")
+            if self._tick is None or self._tick.done():
+                self._tick = asyncio.get_running_loop().create_future()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._tick), left)
+        return self.model
+
+    # -- the loop -----------------------------------------------------------------------------
+    async def _run(self) -> None:
+        backoff = 0.5
+        while True:
+            try:
+                if self._resync or time.monotonic() - self.synced_at > self.resync_s:
+                    await self._sync()
+                await self._step()
+                backoff = 0.5
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.errors += 1
+                self._recreate = self._resync = True
+                log.warning("inventory informer: %s; resyncing in %.1fs", _why(exc), backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 10.0)
+
+    async def _sync(self) -> None:
+        """Read everything into a fresh model and swap it in once complete."""
+        started = time.monotonic()
+        if self._recreate:
+            await self._destroy()
+            await self._create()
+        self._resync = True
+        staging = InventoryModel()
+        update = await self._wait("", 0)
+        version = ""
+        while update is not None:
+            version = update.version
+            await asyncio.to_thread(_apply, staging, update)
+            if not update.truncated:
+                break
+            update = await self._wait(version, 0)
+        self.model, self._version = staging, version
+        self.syncs += 1
+        self.synced_at = time.monotonic()
+        self._resync = False
+        if self.first_sync_s is None:
+            self.first_sync_s = self.synced_at - started
+        self._fresh(started)
+        log.info("inventory informer: %d VMs in %.2fs (sync %d)", len(staging.vms), self.synced_at - started,
+                 self.syncs)
+
+    async def _step(self) -> None:
+        """One wait (long, or zero seconds when someone waits on the barrier), its pages applied."""
+        hurry = self._want > self.fresh_as_of
+        resync_in = self.synced_at + self.resync_s - time.monotonic()  # a long poll ends in time for it
+        update, issued = await self._poll(self._version, 0 if hurry else max(1, min(self.max_wait_s,
+                                                                                    math.ceil(resync_in))))
+        if update is None:
+            self._fresh(issued)
+            return
+        found: list[Change] = []
+        while True:
+            self._version = update.version
+            found.extend(await _changes(update))
+            if not update.truncated:
+                break
+            update = await self._wait(self._version, 0)
+            if update is None:
+                break
+        assert self.model is not None
+        self.model.apply(found)
+        self.updates += 1
+        self._fresh(issued)
+        if self.coalesce_s > 0 and self._want <= self.fresh_as_of:
+            self._hurry.clear()
+            with contextlib.suppress(TimeoutError):  # let changes that come together arrive together
+                await asyncio.wait_for(self._hurry.wait(), self.coalesce_s)
+
+    async def _poll(self, version: str, max_wait: int) -> tuple[Any, float]:
+        """A wait that a barrier can cut short, and when it was sent. Cut short: when a barrier
+        wants the model fresher than it is and no change ends the wait within `hurry_s`, it is
+        cancelled and a zero-second wait sent instead (an outstanding wait proves nothing until it
+        returns)."""
+        self._hurry.clear()
+        issued = time.monotonic()
+        wait = asyncio.ensure_future(self._wait(version, max_wait))
+        try:
+            while not wait.done():
+                hurry = asyncio.ensure_future(self._hurry.wait())
+                try:
+                    await asyncio.wait({wait, hurry}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    hurry.cancel()
+                if wait.done() or self._want <= self.fresh_as_of:
+                    self._hurry.clear()
+                    continue
+                await asyncio.wait({wait}, timeout=self.hurry_s)
+                if not wait.done():
+                    await self._cancel()
+            return await wait, issued
+        except vmodl.fault.RequestCanceled:
+            if not self._cancelled:
+                raise
+            issued = time.monotonic()
+            return await self._wait(version, 0), issued
+        finally:
+            self._cancelled = False
+            if not wait.done():
+                wait.cancel()
+
+    async def _cancel(self) -> None:
+        self._cancelled = True
+        try:
+            await self.soap.invoke(self._collector, "CancelWaitForUpdates", observe=False)
+        except vmodl.MethodFault as exc:
+            log.debug("CancelWaitForUpdates: %s", _why(exc))
+
+    async def _wait(self, version: str, max_wait: int) -> Any:
+        opts = PC.WaitOptions(maxWaitSeconds=max_wait, maxObjectUpdates=self.page)
+        try:
+            return await self.soap.invoke(self._collector, "WaitForUpdatesEx", version, opts,
+                                          timeout=max_wait + 120, observe=False)
+        except vmodl.query.InvalidCollectorVersion:
+            self._resync = True
+            raise
+
+    def _fresh(self, issued: float) -> None:
+        self.fresh_as_of = max(self.fresh_as_of, issued)
+        if self._tick is not None and not self._tick.done():
+            self._tick.set_result(None)
+
+    # -- the collector ---------------------------------------------------------------------------
+    async def _create(self) -> None:
+        c = self.soap.content
+        self._collector = await self.soap.invoke(c.propertyCollector, "CreatePropertyCollector", observe=False)
+        self._view = await self.soap.invoke(c.viewManager, "CreateContainerView", c.rootFolder,
+                                            informspec.VIEW_TYPES, True, observe=False)
+        await self.soap.invoke(self._collector, "CreateFilter",
+                               informspec.filter_spec(self._view, fleet=self.fleet_paths), True, observe=False)
+        self._recreate = False
+
+    async def _destroy(self) -> None:
+        """Best effort: both die with the session anyway."""
+        for mo, method in ((self._collector, "DestroyPropertyCollector"), (self._view, "DestroyView")):
+            if mo is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(self.soap.invoke(mo, method, observe=False), 5)
+        self._collector = self._view = None
+
+
+#: Update sets with more objects than this are converted on a worker thread (the loop keeps serving).
+THREAD_OBJECTS = 200
+
+
+async def _changes(update: Any) -> list[Change]:
+    if sum(len(fs.objectSet or []) for fs in update.filterSet or []) > THREAD_OBJECTS:
+        return await asyncio.to_thread(informspec.changes, update)
+    return informspec.changes(update)
+
+
+def _apply(model: InventoryModel, update: Any) -> None:
+    model.apply(informspec.changes(update))
+
+
+def _why(exc: BaseException) -> str:
+    msg = getattr(exc, "msg", None) or str(exc)
+    return f"{type(exc).__name__}: {msg}" if msg else type(exc).__name__
+
