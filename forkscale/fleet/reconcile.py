@@ -60,6 +60,11 @@ class Reconciler:
                 if not ours:
                     self.ledger.transition(rec.id, "failed", error="VM disappeared from vCenter")
                     self.ledger.transition(rec.id, "gone")
+                elif rec.state == "ready" and vm is not None and vm.power != "poweredOn":
+                    # a spare switched off behind our back serves nobody: replace it
+                    self.ledger.transition(rec.id, "failed", error=f"VM found {vm.power} (switched off outside forkscale)")
+                    await self._destroy_vm(vm.moref)
+                    self.ledger.transition(rec.id, "gone")
                 elif rec.state == "customizing" and vm is not None and vm.status == "ready":
                     self.ledger.transition(rec.id, "ready")
             elif rec.state in ("destroying", "failed"):
