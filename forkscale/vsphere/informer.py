@@ -36,15 +36,16 @@ import contextlib
 import logging
 import math
 import time
+from collections.abc import Callable
 from typing import Any
 
-from pyVmomi import vmodl
+from pyVmomi import SoapAdapter, vmodl
 
 from forkscale.core.errors import TemporaryError
-from forkscale.vsphere import informspec
+from forkscale.vsphere import informspec, updatexml
 from forkscale.vsphere.invmodel import Change, InventoryModel
 from forkscale.vsphere.model import FleetRead, Inventory
-from forkscale.vsphere.transport import Soap
+from forkscale.vsphere.transport import Soap, method_info
 
 log = logging.getLogger("forkscale.vsphere.informer")
 PC = vmodl.query.PropertyCollector
@@ -80,7 +81,6 @@ class Informer:
         self._recreate = True
         self._resync = True
         self._want = NEVER
-        self._polling_since: float | None = None
         self._cancelled = False
         self._tick: asyncio.Future[None] | None = None
         self._hurry = asyncio.Event()
@@ -166,15 +166,8 @@ class Informer:
             await self._create()
         self._resync = True
         staging = InventoryModel()
-        update = await self._wait("", 0)
-        version = ""
-        while update is not None:
-            version = update.version
-            await asyncio.to_thread(_apply, staging, update)
-            if not update.truncated:
-                break
-            update = await self._wait(version, 0)
-        self.model, self._version = staging, version
+        version = await self._pages(await self._wait("", 0), staging.apply, in_thread=True)
+        self.model, self._version = staging, version or ""
         self.syncs += 1
         self.synced_at = time.monotonic()
         self._resync = False
@@ -184,24 +177,60 @@ class Informer:
         log.info("inventory informer: %d VMs in %.2fs (sync %d)", len(staging.vms), self.synced_at - started,
                  self.syncs)
 
+    async def _pages(self, data: bytes, apply: Callable[[list[Change]], None], *, in_thread: bool = False) -> str | None:
+        """Decode and apply an answer and, while it is truncated, the next pages; the last version.
+
+        The next page is asked for (its version read from the text, `updatexml.scan`) before this
+        one is decoded, so vCenter's work on page k+1 overlaps ours on page k.
+        """
+        version: str | None = None
+        while True:
+            version, truncated = updatexml.scan(data)
+            following = asyncio.ensure_future(self._wait(version, 0)) if version is not None and truncated else None
+            try:
+                page = await self._decode(data)
+                if (page.version, page.truncated) != (version, truncated):
+                    raise ValueError(f"an update set reads as version {page.version!r} (truncated "
+                                     f"{page.truncated}) but scans as {version!r} ({truncated})")
+                if in_thread and len(page.changes) > THREAD_OBJECTS:
+                    await asyncio.to_thread(apply, page.changes)
+                else:
+                    apply(page.changes)
+            except BaseException:
+                if following is not None:
+                    following.cancel()
+                raise
+            if following is None:
+                return version
+            data = await following
+
+    async def _decode(self, data: bytes) -> updatexml.Page:
+        if len(data) > THREAD_BYTES:  # a page of thousands of objects: off the loop
+            return await asyncio.to_thread(self._decode_now, data)
+        return self._decode_now(data)
+
+    def _decode_now(self, data: bytes) -> updatexml.Page:
+        try:
+            return updatexml.decode(data)
+        except updatexml.Unsupported as exc:  # a value only pyVmomi knows: decode this answer the slow way
+            log.debug("update set decoded by pyVmomi: %s", exc)
+        update = SoapAdapter.SoapResponseDeserializer(self.soap.stub).Deserialize(data, _WAIT_RESULT)
+        if update is None:
+            return updatexml.Page(None, False)
+        return updatexml.Page(str(update.version), bool(update.truncated), informspec.changes(update))
+
     async def _step(self) -> None:
         """One wait (long, or zero seconds when someone waits on the barrier), its pages applied."""
         hurry = self._want > self.fresh_as_of
         resync_in = self.synced_at + self.resync_s - time.monotonic()  # a long poll ends in time for it
-        update, issued = await self._poll(self._version, 0 if hurry else max(1, min(self.max_wait_s,
-                                                                                    math.ceil(resync_in))))
-        if update is None:
+        data, issued = await self._poll(self._version, 0 if hurry else max(1, min(self.max_wait_s,
+                                                                                  math.ceil(resync_in))))
+        found: list[Change] = []
+        version = await self._pages(data, found.extend)
+        if version is None:
             self._fresh(issued)
             return
-        found: list[Change] = []
-        while True:
-            self._version = update.version
-            found.extend(await _changes(update))
-            if not update.truncated:
-                break
-            update = await self._wait(self._version, 0)
-            if update is None:
-                break
+        self._version = version
         assert self.model is not None
         self.model.apply(found)
         self.updates += 1
@@ -211,7 +240,7 @@ class Informer:
             with contextlib.suppress(TimeoutError):  # let changes that come together arrive together
                 await asyncio.wait_for(self._hurry.wait(), self.coalesce_s)
 
-    async def _poll(self, version: str, max_wait: int) -> tuple[Any, float]:
+    async def _poll(self, version: str, max_wait: int) -> tuple[bytes, float]:
         """A wait that a barrier can cut short, and when it was sent. Cut short: when a barrier
         wants the model fresher than it is and no change ends the wait within `hurry_s`, it is
         cancelled and a zero-second wait sent instead (an outstanding wait proves nothing until it
@@ -250,11 +279,13 @@ class Informer:
         except vmodl.MethodFault as exc:
             log.debug("CancelWaitForUpdates: %s", _why(exc))
 
-    async def _wait(self, version: str, max_wait: int) -> Any:
+    async def _wait(self, version: str, max_wait: int) -> bytes:
+        """One `WaitForUpdatesEx`, its answer undecoded (`_pages` decodes it)."""
         opts = PC.WaitOptions(maxWaitSeconds=max_wait, maxObjectUpdates=self.page)
         try:
-            return await self.soap.invoke(self._collector, "WaitForUpdatesEx", version, opts,
-                                          timeout=max_wait + 120, observe=False)
+            data: bytes = await self.soap.invoke(self._collector, "WaitForUpdatesEx", version, opts,
+                                                 timeout=max_wait + 120, observe=False, raw=True)
+            return data
         except vmodl.query.InvalidCollectorVersion:
             self._resync = True
             raise
@@ -283,18 +314,11 @@ class Informer:
         self._collector = self._view = None
 
 
-#: Update sets with more objects than this are converted on a worker thread (the loop keeps serving).
+#: Pages with more object updates than this are applied on a worker thread during a sync, and
+#: answers larger than THREAD_BYTES are decoded on one (the loop keeps serving meanwhile).
 THREAD_OBJECTS = 200
-
-
-async def _changes(update: Any) -> list[Change]:
-    if sum(len(fs.objectSet or []) for fs in update.filterSet or []) > THREAD_OBJECTS:
-        return await asyncio.to_thread(informspec.changes, update)
-    return informspec.changes(update)
-
-
-def _apply(model: InventoryModel, update: Any) -> None:
-    model.apply(informspec.changes(update))
+THREAD_BYTES = 128 * 1024
+_WAIT_RESULT = method_info(PC, "WaitForUpdatesEx").result
 
 
 def _why(exc: BaseException) -> str:

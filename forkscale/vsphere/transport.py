@@ -140,16 +140,18 @@ class Soap:
             await hook()
 
     async def invoke(self, mo: Any, method: str, *args: Any, anonymous: bool = False,
-                     timeout: float | None = None, observe: bool = True) -> Any:
+                     timeout: float | None = None, observe: bool = True, raw: bool = False) -> Any:
         """Call `method` (pyVmomi's Python name, e.g. "InstantClone") on `mo`; raise its fault.
 
-        `observe=False`: the answer moves `observed_at` on (the informer's own reads, perf queries).
+        `observe=False`: the answer does not move `observed_at` on (the informer's own reads, perf
+        queries). `raw`: a successful answer is returned as its XML bytes, undecoded (faults are
+        still raised as pyVmomi faults).
         """
         info = method_info(type(mo), method)
         for attempt in (1, 2):
             gen = self._login_gen
             try:
-                return await self._post(mo, info, args, timeout, observe)
+                return await self._post(mo, info, args, timeout, observe, raw)
             except vim.fault.NotAuthenticated:
                 if anonymous or attempt == 2:
                     raise
@@ -159,7 +161,7 @@ class Soap:
         raise AssertionError("unreachable")
 
     async def _post(self, mo: Any, info: Any, args: tuple[Any, ...], timeout: float | None,
-                    observe: bool = True) -> Any:
+                    observe: bool = True, raw: bool = False) -> Any:
         assert self.http is not None, "Soap.open() first"
         body = self.stub.SerializeRequest(mo, info, args)
         headers = {"Content-Type": "text/xml; charset=utf-8", "SOAPAction": self.stub.versionId}
@@ -184,7 +186,9 @@ class Soap:
         if status not in (200, 500):
             raise TemporaryError(f"{info.wsdlName}: HTTP {status} from vCenter", f"HTTP{status}", delay=2.0)
         parse = SoapAdapter.SoapResponseDeserializer(self.stub).Deserialize
-        if len(data) > OFFLOAD_BYTES:  # e.g. a page of 1,000 VMs: ~1 s of parsing that must not stall the loop
+        if raw and status == 200:
+            result: Any = data
+        elif len(data) > OFFLOAD_BYTES:  # e.g. a page of 1,000 VMs: ~1 s of parsing that must not stall the loop
             result = await asyncio.to_thread(parse, data, info.result)
         else:
             result = parse(data, info.result)
