@@ -115,13 +115,13 @@ def test_running_source_clones_grow_both_chains(si):
 
 
 def test_chain_limit_255_fails_with_system_error_wrapping_msg_migrate_prepare_failed(twin, si):
-    from forkscale.sim.ops import _push_delta
+    from forkscale.sim.ops.snapshots import push_delta
 
     def deepen(tw, name, depth):
         vm = next(v for v in tw.world.objects.values() if getattr(v, "name", None) == name)
         disk = vm.disks[0]
         while disk.top.depth() < depth:
-            _push_delta(vm, disk)
+            push_delta(vm, disk)
         vm.changed()
         return disk.top.depth()
 

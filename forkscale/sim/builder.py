@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pyVmomi import vim
+from pyVmomi import vim, vmodl
 
-from .disks import DiskStore
+from . import methods  # noqa: F401  (registers the service managers' handlers)
 from .inventory import (
     Cluster,
     Datacenter,
@@ -24,10 +25,13 @@ from .inventory import (
     ResourcePool,
 )
 from .memory import MemoryModel
-from .service import CURRENT_SESSION, Manager, Twin
-from .tasks import TaskRunner
+from .mo import Manager
+from .ops.power import power_on_now
+from .ops.snapshots import take_snapshot
+from .perf import manager as perf_manager
+from .service import CURRENT_SESSION, Twin
 from .vm import VM, Disk, Nic
-from .world import World
+from .world import Settings, World
 
 DEFAULT_WORLD: dict[str, Any] = {
     "datacenter": "dc1",
@@ -77,60 +81,70 @@ def load_world(path: str | Path | None) -> dict[str, Any]:
     return world
 
 
-def build(spec: dict[str, Any], *, user: str, password: str, time_scale: float = 1.0, seed: int = 0) -> Twin:
-    world = World(time_scale=time_scale, seed=seed)
-    world.memory = MemoryModel(**spec["memory"])  # type: ignore[attr-defined]
-    world.disks = DiskStore()  # type: ignore[attr-defined]
-    world.latencies = dict(spec["latency"])  # type: ignore[attr-defined]
-    world.guest_credentials = (spec["guest"]["user"], spec["guest"]["password"])  # type: ignore[attr-defined]
-    world.macs = {}  # type: ignore[attr-defined]  # every MAC in use -> owning VM moid (or None)
-    world.clone_hooks = []  # type: ignore[attr-defined]  # callables(source, clone) run when a clone resumes
-    twin = Twin(world, user=user, password=password, session_idle_s=float(spec["session_idle_s"]))
-    runner = TaskRunner(world, vcenter_limit=int(spec["limits"]["vcenter"]),
-                        host_limit=int(spec["limits"]["per_host"]))
-    world.tasks = runner  # type: ignore[attr-defined]
-    world.twin = twin  # type: ignore[attr-defined]
+def settings(spec: dict[str, Any]) -> Settings:
+    """The world's settings from a world description."""
+    return Settings(latencies=dict(spec["latency"]), memory=MemoryModel(**spec["memory"]),
+                    guest_credentials=(spec["guest"]["user"], spec["guest"]["password"]),
+                    vcenter_limit=int(spec["limits"]["vcenter"]), host_limit=int(spec["limits"]["per_host"]),
+                    failure_rates=dict(spec["faults"].get("failure_rate") or {}))
 
-    root = Folder(world, "group-d1", "Datacenters", None, ["Folder", "Datacenter"])
-    world.add(root)
-    twin.root = root
-    dc = Datacenter(world, "datacenter-1", spec["datacenter"], root)
-    world.add(dc)
+
+def build(spec: dict[str, Any], *, user: str, password: str, time_scale: float = 1.0, seed: int = 0) -> Twin:
+    world = World(time_scale=time_scale, seed=seed, settings=settings(spec))
+    root = world.add(Folder(world, "group-d1", "Datacenters", None, ["Folder", "Datacenter"]))
+    twin = Twin(world, root, user=user, password=password, session_idle_s=float(spec["session_idle_s"]))
+    dc = world.add(Datacenter(world, "datacenter-1", spec["datacenter"], root))
     root.entries.append(dc)
     dc.vm_folder = _folder(world, "group-v1", "vm", dc, ["Folder", "VirtualMachine", "VirtualApp"])
     dc.host_folder = _folder(world, "group-h1", "host", dc, ["Folder", "ComputeResource"])
     dc.datastore_folder = _folder(world, "group-s1", "datastore", dc, ["Folder", "Datastore"])
     dc.network_folder = _folder(world, "group-n1", "network", dc, ["Folder", "Network", "DistributedVirtualSwitch"])
 
-    cluster = Cluster(world, "domain-c1", spec["cluster"], dc.host_folder)
-    world.add(cluster)
+    cluster = world.add(Cluster(world, "domain-c1", spec["cluster"], dc.host_folder))
     dc.host_folder.entries.append(cluster)
-    cluster.root_pool = ResourcePool(world, "resgroup-1", "Resources", cluster, cluster)
-    world.add(cluster.root_pool)
+    cluster.root_pool = world.add(ResourcePool(world, "resgroup-1", "Resources", cluster, cluster))
+    datastores = _datastores(world, dc, spec)
+    networks = _networks(world, dc, spec)
+    hosts = _hosts(world, cluster, spec, datastores, networks)
+    for name in spec["folders"]:
+        dc.vm_folder.entries.append(_folder(world, world.new_id("group-v"), name, dc.vm_folder,
+                                            ["Folder", "VirtualMachine"]))
+    for v in spec["vms"]:
+        make_vm(world, v, folder=dc.vm_folder, host=hosts[v["host"]], pool=cluster.root_pool,
+                datastore=datastores[v["datastore"]], network=networks[v["network"]])
+    _managers(twin)
+    return twin
 
+
+def _datastores(world: World, dc: Datacenter, spec: dict[str, Any]) -> dict[str, Datastore]:
     datastores = {}
     for d in spec["datastores"]:
-        ds = Datastore(world, world.new_id("datastore"), d["name"], dc.datastore_folder,
-                       capacity=int(d["capacity_gib"] * GiB))
-        world.add(ds)
+        ds = world.add(Datastore(world, world.new_id("datastore"), d["name"], dc.datastore_folder,
+                                 capacity=int(d["capacity_gib"] * GiB)))
         dc.datastore_folder.entries.append(ds)
         datastores[ds.name] = ds
+    return datastores
+
+
+def _networks(world: World, dc: Datacenter, spec: dict[str, Any]) -> dict[str, Network]:
     networks: dict[str, Network] = {}
     for name in spec["networks"]:
-        net = Network(world, world.new_id("network"), name, dc.network_folder)
-        world.add(net)
+        net = world.add(Network(world, world.new_id("network"), name, dc.network_folder))
         dc.network_folder.entries.append(net)
         networks[name] = net
     if spec.get("dvs"):
-        switch = DVSwitch(world, world.new_id("dvs"), spec["dvs"]["name"], dc.network_folder)
-        world.add(switch)
+        switch = world.add(DVSwitch(world, world.new_id("dvs"), spec["dvs"]["name"], dc.network_folder))
         dc.network_folder.entries.append(switch)
         for name in spec["dvs"].get("portgroups", []):
-            pg = DVPortgroup(world, world.new_id("dvportgroup"), name, dc.network_folder, switch)
-            world.add(pg)
+            pg = world.add(DVPortgroup(world, world.new_id("dvportgroup"), name, dc.network_folder, switch))
             switch.portgroups.append(pg)
             dc.network_folder.entries.append(pg)
             networks[name] = pg
+    return networks
+
+
+def _hosts(world: World, cluster: Cluster, spec: dict[str, Any], datastores: dict[str, Datastore],
+           networks: dict[str, Network]) -> dict[str, Host]:
     hosts = {}
     for h in spec["hosts"]:
         host = Host(world, world.new_id("host"), h["name"], cluster, memory_bytes=int(h["memory_gib"] * GiB),
@@ -142,26 +156,7 @@ def build(spec: dict[str, Any], *, user: str, password: str, time_scale: float =
         hosts[host.name] = host
         for ds in datastores.values():
             ds.hosts.append(host)
-    folders = {}
-    for name in spec["folders"]:
-        folders[name] = _folder(world, world.new_id("group-v"), name, dc.vm_folder, ["Folder", "VirtualMachine"])
-        dc.vm_folder.entries.append(folders[name])
-    for v in spec["vms"]:
-        make_vm(world, v, folder=dc.vm_folder, host=hosts[v["host"]], pool=cluster.root_pool,
-                datastore=datastores[v["datastore"]], network=networks[v["network"]])
-
-    _managers(twin, root, runner)
-    from . import guestops, ops  # noqa: F401  (register the VM/host/provisioning and guest-operations handlers)
-
-    guestops.install(world)
-    from . import events, perf
-
-    events.install(twin)
-    perf.install(twin)
-    from .faults import FaultPlan
-
-    twin.faults = FaultPlan(world, spec["faults"])
-    return twin
+    return hosts
 
 
 def _folder(world: World, moid: str, name: str, parent: Any, child_type: list[str]) -> Folder:
@@ -176,42 +171,26 @@ def make_vm(world: World, v: dict[str, Any], *, folder: Folder, host: Host, pool
             memory_mb=int(v["memory_mb"]), num_cpu=int(v["cpus"]), guest_id=v["guest_id"],
             guest_full_name=v["guest_full_name"])
     capacity = int(v["disk_gib"] * GiB)
-    base = world.disks.create(f"[{datastore.name}] {vm.name}/{vm.name}.vmdk", datastore, capacity,  # type: ignore[attr-defined]
+    base = world.disks.create(f"[{datastore.name}] {vm.name}/{vm.name}.vmdk", datastore, capacity,
                               size=int(capacity * 0.25))
-    world.disks.retain(base)  # type: ignore[attr-defined]
+    world.disks.retain(base)
     vm.disks.append(Disk(key=2000, capacity_kb=capacity // 1024, top=base))
-    vm.nics.append(Nic(key=4000, mac=_mac(world), network=network))
+    vm.nics.append(Nic(key=4000, mac=world.new_mac(), network=network))
     world.add(vm)
     folder.entries.append(vm)
     for snap in v.get("snapshots", []):
-        from .ops import take_snapshot
-
         take_snapshot(vm, snap, "created with the world", memory=False)
     if v.get("power", "on") == "on":
-        from .ops import power_on_now
-
         power_on_now(vm, boot=False)
     return vm
 
 
-def _mac(world: World) -> str:
-    """A vCenter-assigned MAC (00:50:56:80-BF range), unique in the world."""
-    used = world.macs  # type: ignore[attr-defined]
-    while True:
-        a, b, c = 0x80 + world.rng.randrange(0x40), world.rng.randrange(256), world.rng.randrange(256)
-        mac = f"00:50:56:{a:02x}:{b:02x}:{c:02x}"
-        if mac not in used:
-            used[mac] = None
-            return mac
-
-
-def _managers(twin: Twin, root: Folder, runner: TaskRunner) -> None:
+def _managers(twin: Twin) -> None:
+    """The ServiceInstance's content: the managers, each a singleton object."""
     world = twin.world
 
-    def add(moid: str, kind: type, **props: Any) -> Manager:
-        m = Manager(world, moid, kind, **props)
-        world.add(m)
-        return m
+    def add(moid: str, kind: type, *, computed: dict[str, Callable[[], Any]] | None = None, **props: Any) -> Manager:
+        return world.add(Manager(world, moid, kind, computed=computed, **props))
 
     about = vim.AboutInfo(name="VMware vCenter Server", fullName="VMware vCenter Server 8.0.3 build-24022515 (forkscale twin)",
                           vendor="VMware, Inc.", version="8.0.3", build="24022515", localeVersion="INTL",
@@ -219,17 +198,15 @@ def _managers(twin: Twin, root: Folder, runner: TaskRunner) -> None:
                           apiVersion="8.0.3.0", instanceUuid=twin.instance_uuid, licenseProductName="VMware VirtualCenter Server",
                           licenseProductVersion="8.0")
     view_mgr = add("ViewManager", vim.view.ViewManager)
-    session_mgr = add("SessionManager", vim.SessionManager)
-    session_mgr.p_sessionList = lambda: [s.user_session() for s in twin.sessions.values()]  # type: ignore[attr-defined]
-    task_mgr = add("TaskManager", vim.TaskManager, maxCollector=32)
-    task_mgr.p_recentTask = runner.recent_refs  # type: ignore[attr-defined]
-    runner.manager = task_mgr
+    session_mgr = add("SessionManager", vim.SessionManager, computed={
+        "sessionList": lambda: [s.user_session() for s in twin.sessions.values()],
+        "currentSession": _current_session})
+    task_mgr = add("TaskManager", vim.TaskManager, computed={"recentTask": world.tasks.recent_refs}, maxCollector=32)
+    world.tasks.manager = task_mgr
     search = add("SearchIndex", vim.SearchIndex)
-    perf = add("PerfMgr", vim.PerformanceManager)
-    events = add("EventManager", vim.event.EventManager)
-    guest_ops = add("guestOperationsManager", vim.vm.guest.GuestOperationsManager)
+    perf = perf_manager(world)
     process_mgr = add("ProcessManager", vim.vm.guest.ProcessManager)
-    guest_ops.props["processManager"] = process_mgr.ref
+    guest_ops = add("guestOperationsManager", vim.vm.guest.GuestOperationsManager, processManager=process_mgr.ref)
     checker = add("ProvChecker", vim.vm.check.ProvisioningChecker)
     fields = add("CustomFieldsManager", vim.CustomFieldsManager, field=[])
     setting = add("VpxSettings", vim.option.OptionManager, setting=[], supportedOption=[])
@@ -240,16 +217,19 @@ def _managers(twin: Twin, root: Folder, runner: TaskRunner) -> None:
     files = add("FileManager", vim.FileManager)
     disks = add("virtualDiskManager", vim.VirtualDiskManager)
     ovf = add("OvfManager", vim.OvfManager)
-    content = vim.ServiceInstanceContent(
-        rootFolder=root.ref, propertyCollector=vim.PropertyCollector("propertyCollector"), viewManager=view_mgr.ref,
-        about=about, setting=setting.ref, userDirectory=users.ref, sessionManager=session_mgr.ref,
-        authorizationManager=auth.ref, perfManager=perf.ref, searchIndex=search.ref, taskManager=task_mgr.ref,
-        eventManager=events.ref, customFieldsManager=fields.ref, fileManager=files.ref,
-        virtualDiskManager=disks.ref, guestOperationsManager=guest_ops.ref, licenseManager=license_mgr.ref,
-        extensionManager=ext.ref, ovfManager=ovf.ref, vmProvisioningChecker=checker.ref)
-    twin.si.props["content"] = content
-    twin.si.p_serverClock = lambda: datetime.now(tz=UTC)  # type: ignore[attr-defined]
+    twin.si.props["content"] = vim.ServiceInstanceContent(
+        rootFolder=twin.root.ref, propertyCollector=vmodl.query.PropertyCollector("propertyCollector"),
+        viewManager=view_mgr.ref, about=about, setting=setting.ref, userDirectory=users.ref,
+        sessionManager=session_mgr.ref, authorizationManager=auth.ref, perfManager=perf.ref, searchIndex=search.ref,
+        taskManager=task_mgr.ref, eventManager=twin.events.manager.ref, customFieldsManager=fields.ref,
+        fileManager=files.ref, virtualDiskManager=disks.ref, guestOperationsManager=guest_ops.ref,
+        licenseManager=license_mgr.ref, extensionManager=ext.ref, ovfManager=ovf.ref,
+        vmProvisioningChecker=checker.ref)
+    twin.si.computed["serverClock"] = lambda: datetime.now(tz=UTC)
     twin.si.props["capability"] = vim.Capability(provisioningSupported=True, multiHostSupported=True,
                                                  userShellAccessSupported=False)
-    session_mgr.p_currentSession = lambda: (  # type: ignore[attr-defined]
-        CURRENT_SESSION.get().user_session() if CURRENT_SESSION.get() is not None else None)
+
+
+def _current_session() -> Any:
+    session = CURRENT_SESSION.get()
+    return session.user_session() if session is not None else None

@@ -1,120 +1,26 @@
-"""PropertyCollector, PropertyFilter and ContainerView for the twin.
+"""PropertyCollector and PropertyFilter for the twin.
 
 Selection follows the vSphere rules (ObjectSpec.skip, TraversalSpec by type and path, named
-SelectionSpecs, cycles cut), property paths are checked against the real type (an unknown
-first segment is `InvalidProperty`), unset values are left out, and lists are typed so they
-serialize like vCenter's. Updates are diffs against what each filter last reported, driven by
-the world's change log so a wait costs what changed, not the size of the inventory.
+SelectionSpecs, cycles cut); properties are read as forkscale.sim.properties says. Updates are
+diffs against what each filter last reported, driven by the world's change log so a wait costs
+what changed, not the size of the inventory.
 """
 
 from __future__ import annotations
 
 import asyncio
-import re
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pyVmomi import VmomiSupport, vim, vmodl
+from pyVmomi import VmomiSupport, vmodl
 from pyVmomi.Differ import Differ
 
-from .world import MO, World
+from .mo import MO
+from .properties import PC, content, prop_type, read_path, read_props, split_path
 
-PC = vmodl.query.PropertyCollector
-_SEGMENT = re.compile(r'([A-Za-z_][A-Za-z0-9_]*)(?:\["((?:[^"\\]|\\.)*)"\])?')
+if TYPE_CHECKING:
+    from .world import World
 _differ = Differ(looseMatch=False, ignoreArrayOrder=False)
-
-
-def split_path(path: str) -> list[tuple[str, str | None]]:
-    """`config.extraConfig["guestinfo.x"]` → [('config', None), ('extraConfig', 'guestinfo.x')]."""
-    out: list[tuple[str, str | None]] = []
-    pos = 0
-    while pos < len(path):
-        m = _SEGMENT.match(path, pos)
-        if not m:
-            raise vmodl.query.InvalidProperty(name=path, msg=f"invalid property path '{path}'")
-        out.append((m.group(1), m.group(2)))
-        pos = m.end()
-        if pos < len(path):
-            if path[pos] != ".":
-                raise vmodl.query.InvalidProperty(name=path, msg=f"invalid property path '{path}'")
-            pos += 1
-    return out
-
-
-def _prop_type(typ: Any, name: str) -> Any:
-    try:
-        return typ._GetPropertyInfo(name).type
-    except (AttributeError, KeyError):
-        return None
-
-
-def read_path(mo: MO, path: str) -> tuple[Any, Any]:
-    """(value, declared type) of a property path; InvalidProperty if the path is not in the schema."""
-    segments = split_path(path)
-    first, key = segments[0]
-    typ = _prop_type(type(mo.ref), first)
-    if typ is None:
-        raise vmodl.query.InvalidProperty(name=path, msg=f"'{first}' is not a property of {type(mo.ref).__name__}")
-    if first == "config" and len(segments) == 2 and isinstance(getattr(mo, "extra", None), dict):
-        # A VM's config.extraConfig["key"] or config.template: read directly instead of rendering
-        # its whole ConfigInfo (the task watcher reads guestinfo.forkscale.status of every changed
-        # VM; inventory reads both for every VM).
-        name, key = segments[1]
-        if name == "extraConfig" and key is not None:
-            value = mo.extra.get(key)  # type: ignore[attr-defined]
-            item = vim.option.OptionValue
-            return (item(key=key, value=value) if value is not None else None), item
-        if name == "template" and key is None:
-            return bool(mo.template), bool  # type: ignore[attr-defined]
-    start = 0
-    if len(segments) > 1 and key is None:
-        # An object may render one sub-property cheaply (`p_summary_quickStats`) instead of the
-        # whole property (a VM's summary is rebuilt on every read: its quickStats move with time).
-        fast = getattr(mo, f"p_{first}_{segments[1][0]}", None)
-        sub_typ = _prop_type(typ, segments[1][0]) if fast is not None else None
-        if sub_typ is not None:
-            typ, start = sub_typ, 1
-            val = fast()  # type: ignore[misc]
-    if start == 0:
-        val = mo.get(first)
-    for i, (name, idx) in enumerate(segments):
-        if i > start:
-            if val is None:
-                return None, typ
-            ntyp = _prop_type(type(val), name)
-            if ntyp is None:
-                raise vmodl.query.InvalidProperty(name=path, msg=f"invalid property path '{path}'")
-            typ = ntyp
-            val = getattr(val, name, None)
-        if idx is not None:
-            if not isinstance(val, list):
-                raise vmodl.query.InvalidProperty(name=path, msg=f"'{name}' is not a keyed list")
-            typ = typ.Item
-            val = next((v for v in val if str(getattr(v, "key", None)) == idx), None)
-    return val, typ
-
-
-_SCALARS = (VmomiSupport.long, VmomiSupport.short, VmomiSupport.byte, VmomiSupport.double, VmomiSupport.URI,
-            VmomiSupport.PropertyPath, VmomiSupport.Enum)
-
-
-def typed(val: Any, typ: Any) -> Any:
-    """Give values in an anyType slot their declared type: bare lists their vmodl array type, and
-    enums, longs, doubles... theirs, so the wire says `xsi:type="VirtualMachinePowerState"` (or
-    `xsd:long`) as vCenter does, not `xsd:string`/`xsd:int` (govmomi decodes by that type)."""
-    if typ is None:
-        return val
-    if isinstance(val, list):
-        if not isinstance(val, VmomiSupport.Array):
-            return typ(val) if issubclass(typ, list) else val
-        return val
-    if (isinstance(typ, type) and issubclass(typ, _SCALARS) and not isinstance(val, (typ, bool))
-            and isinstance(val, (str, int, float))):
-        try:
-            return typ(val)
-        except (TypeError, ValueError):
-            return val
-    return val
 
 
 def equal(a: Any, b: Any) -> bool:
@@ -128,62 +34,13 @@ def equal(a: Any, b: Any) -> bool:
     return bool(a == b)
 
 
-class ContainerView(MO):
-    kind = vim.view.ContainerView
-
-    def __init__(self, world: World, moid: str, container: MO, types: list[Any], recursive: bool) -> None:
-        super().__init__(world, moid)
-        self.container = container
-        self.types = tuple(types)
-        self.recursive = recursive
-        self._cache: tuple[int, list[Any]] | None = None
-
-    def p_container(self) -> Any:
-        return self.container.ref
-
-    def p_type(self) -> list[str]:
-        return [VmomiSupport.GetWsdlName(t) for t in self.types]
-
-    def p_recursive(self) -> bool:
-        return self.recursive
-
-    def p_view(self) -> list[Any]:
-        if self._cache and self._cache[0] == self.world.structure:
-            return self._cache[1]
-        out: list[Any] = []
-        seen: set[str] = set()
-        stack = list(reversed(self.container.children()))  # type: ignore[attr-defined]
-        while stack:
-            node = stack.pop()
-            if node.moid in seen or not node.alive:
-                continue
-            seen.add(node.moid)
-            if not self.types or isinstance(node.ref, self.types):
-                out.append(node.ref)
-            if self.recursive:
-                stack.extend(reversed(node.children()))
-        self._cache = (self.world.structure, out)
-        return out
-
-
-class ListView(MO):
-    kind = vim.view.ListView
-
-    def __init__(self, world: World, moid: str, refs: list[Any]) -> None:
-        super().__init__(world, moid)
-        self.refs = list(refs)
-
-    def p_view(self) -> list[Any]:
-        return [r for r in self.refs if r._moId in self.world.objects]
-
-
 def _matches(mo: MO, typ: Any) -> bool:
     return isinstance(mo.ref, typ)
 
 
 def select(world: World, spec: Any) -> list[MO]:
     """The objects a FilterSpec selects, in traversal order, each once."""
-    named = {}
+    named: dict[str, Any] = {}
     for ospec in spec.objectSet:
         _collect_names(ospec.selectSet, named)
     result: dict[str, MO] = {}
@@ -207,7 +64,7 @@ def _collect_names(specs: list[Any], named: dict[str, Any]) -> None:
 
 
 def _traverse(world: World, mo: MO, specs: list[Any], named: dict[str, Any], result: dict[str, MO],
-              visited: set[tuple[str, str]]) -> None:
+              visited: set[tuple[str, str | int]]) -> None:
     for s in specs or []:
         if not isinstance(s, PC.TraversalSpec):
             s = named.get(s.name)
@@ -251,32 +108,6 @@ def paths_for(mo: MO, prop_specs: list[Any]) -> list[str] | None:
     return list(dict.fromkeys(paths))
 
 
-def read_props(mo: MO, paths: list[str], strict: bool = True) -> tuple[dict[str, Any], list[Any]]:
-    values: dict[str, Any] = {}
-    missing: list[Any] = []
-    for path in paths:
-        try:
-            val, typ = read_path(mo, path)
-        except vmodl.query.InvalidProperty:
-            if strict:
-                raise
-            continue
-        except vmodl.MethodFault as fault:
-            missing.append(PC.MissingProperty(path=path, fault=fault))
-            continue
-        if val is None or (isinstance(val, list) and not val and not isinstance(val, VmomiSupport.Array)
-                           and typ is None):
-            continue
-        values[path] = typed(val, typ)
-    return values, missing
-
-
-def content(mo: MO, paths: list[str]) -> Any:
-    values, missing = read_props(mo, paths)
-    return PC.ObjectContent(obj=mo.ref, propSet=[vmodl.DynamicProperty(name=k, val=v) for k, v in values.items()],
-                            missingSet=missing)
-
-
 def retrieve(world: World, specs: list[Any]) -> list[Any]:
     out: list[Any] = []
     seen: set[str] = set()
@@ -315,7 +146,7 @@ class Filter(MO):
         for ps in self.spec.propSet:
             for path in ps.pathSet or []:
                 first = split_path(path)[0][0]
-                if _prop_type(ps.type, first) is None:
+                if prop_type(ps.type, first) is None:
                     raise vmodl.query.InvalidProperty(name=path, msg=f"'{first}' is not a property of {ps.type.__name__}")
 
     def reset(self) -> None:

@@ -113,7 +113,7 @@ class DiskStore:
 
 def datastore_used(world: World, ds: Datastore) -> int:
     now = world.sim_seconds()
-    store: DiskStore = world.disks  # type: ignore[attr-defined]
+    store: DiskStore = world.disks
     return sum(f.size(now) for f in store.files.values() if f.datastore is ds)
 
 

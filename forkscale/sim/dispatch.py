@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from .mo import MO
     from .service import Session, Twin
-    from .world import MO
 
 Handler = Callable[..., Any]
 HANDLERS: dict[str, Handler] = {}

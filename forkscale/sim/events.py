@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING, Any
 from pyVmomi import VmomiSupport, vim, vmodl
 
 from .dispatch import Ctx, method
-from .world import MO
+from .mo import MO, Manager
 
 if TYPE_CHECKING:
-    from .service import Twin
+    from .tasks import Task
     from .vm import VM
     from .world import World
 
@@ -39,10 +39,18 @@ class Recorded:
     ancestors: frozenset[str]  # moids of everything above them
 
 
+_DESCRIBED = ("VmClonedEvent", "VmBeingClonedEvent", "VmRemovedEvent", "VmPoweredOnEvent", "VmPoweredOffEvent",
+              "VmResettingEvent", "VmReconfiguredEvent", "VmFailedToPowerOnEvent", "VmCloneFailedEvent")
+
+
 class EventLog:
-    def __init__(self, world: World, manager: MO) -> None:
+    """The twin's events, and the EventManager object that serves them (`latestEvent`)."""
+
+    def __init__(self, world: World) -> None:
         self.world = world
-        self.manager = manager
+        self.manager = world.add(Manager(world, "EventManager", vim.event.EventManager,
+                                         computed={"latestEvent": self.latest}, maxCollector=32,
+                                         description=_description()))
         self.items: deque[Recorded] = deque(maxlen=KEEP)
         self.next_key = 1
         self.collectors: set[MO] = set()  # EventHistoryCollectors, touched when an event arrives
@@ -162,40 +170,24 @@ def _aware(when: datetime) -> datetime:
     return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
 
 
-def log_of(twin: Twin) -> EventLog:
-    return twin.world.events  # type: ignore[attr-defined, no-any-return]
-
-
-def install(twin: Twin) -> None:
-    mgr = twin.world.objects["EventManager"]
-    log = EventLog(twin.world, mgr)
-    twin.world.events = log  # type: ignore[attr-defined]
-    mgr.props["maxCollector"] = 32
-    mgr.props["description"] = vim.event.EventDescription(
+def _description() -> Any:
+    return vim.event.EventDescription(
         category=[vim.ElementDescription(key=k, label=k.capitalize(), summary=k.capitalize())
                   for k in ("info", "warning", "error", "user")],
-        eventInfo=[vim.event.EventDescription.EventDetail(key=VmomiSupport.GetWsdlType("urn:vim25", k), category="error" if k in _ERROR_TYPES else "info",
+        eventInfo=[vim.event.EventDescription.EventDetail(key=VmomiSupport.GetWsdlType("urn:vim25", k),
+                                                          category="error" if k in _ERROR_TYPES else "info",
                                                           description=k, formatOnVm="", formatOnHost="",
                                                           formatOnComputeResource="", formatOnDatacenter="",
                                                           fullFormat="")
-                   for k in ("VmClonedEvent", "VmBeingClonedEvent", "VmRemovedEvent", "VmPoweredOnEvent",
-                             "VmPoweredOffEvent", "VmResettingEvent", "VmReconfiguredEvent",
-                             "VmFailedToPowerOnEvent", "VmCloneFailedEvent")])
-    mgr.p_latestEvent = log.latest  # type: ignore[attr-defined]
+                   for k in _DESCRIBED])
 
 
-def record(ctx: Ctx | None, kind: str, vm: VM, message: str, *, task: Any = None, **fields: Any) -> None:
+def record(ctx: Ctx, kind: str, vm: VM, message: str, *, task: Task | None = None, **fields: Any) -> None:
     """Post a `kind` event (a vim.event wsdl name) about `vm`; never fails the operation."""
-    world = vm.world
-    log: EventLog | None = getattr(world, "events", None)
-    if log is None:
-        return
     typ = VmomiSupport.GetWsdlType("urn:vim25", kind)
-    chain = None
-    if task is not None and getattr(task, "info", None) is not None:
-        chain = task.info.eventChainId
-    log.post(typ, user=ctx.user if ctx is not None else "", chain=chain, message=message, vm=vm,
-             category="error" if kind in _ERROR_TYPES else "info", **fields)
+    chain = task.info.eventChainId if task is not None and task.info is not None else None
+    ctx.twin.events.post(typ, user=ctx.user, chain=chain, message=message, vm=vm,
+                         category="error" if kind in _ERROR_TYPES else "info", **fields)
 
 
 def vm_arg(vm: VM) -> Any:
@@ -205,7 +197,7 @@ def vm_arg(vm: VM) -> Any:
 # methods ------------------------------------------------------------------------------------------
 @method("QueryEvents")
 def query_events(ctx: Ctx, this: MO, filter: Any, eventViewSpec: Any = None) -> list[Any]:  # noqa: A002, N803
-    log = log_of(ctx.twin)
+    log = ctx.twin.events
     if filter is not None and filter.entity is not None:
         ctx.twin.resolve(filter.entity.entity, ctx.session)
     found = log.matching(filter, ctx.twin.root)
@@ -250,7 +242,7 @@ def create_collector(ctx: Ctx, this: MO, filter: Any) -> Any:  # noqa: A002
     count = sum(isinstance(o, EventCollector) for o in ctx.session.objects.values())
     if count >= 32:
         raise vim.fault.InvalidState(msg="too many event history collectors in this session")
-    c = EventCollector(world, f"session[{ctx.session.key}]{world.new_id('EventHistoryCollector')}", log_of(ctx.twin),
+    c = EventCollector(world, f"session[{ctx.session.key}]{world.new_id('EventHistoryCollector')}", ctx.twin.events,
                        filter, ctx.twin.root)
     ctx.session.objects[c.moid] = c
     world.add(c)

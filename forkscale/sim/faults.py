@@ -1,13 +1,14 @@
-"""Faults on demand: failure rates per method, one-shot failures, slow operations, broken hosts,
-expired sessions and sources that lose their frozen state — what production does to a controller."""
+"""Faults on demand: failure rates per method, one-shot failures and slow operations — what production
+does to a controller (broken hosts, expired sessions and lost frozen states are admin actions)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pyVmomi import VmomiSupport, vim, vmodl
+from pyVmomi import VmomiSupport, vmodl
 
-from .world import World
+if TYPE_CHECKING:
+    from .world import World
 
 
 def make_fault(name: str, message: str, refs: tuple[Any, ...] = ()) -> vmodl.MethodFault:
@@ -24,7 +25,7 @@ def make_fault(name: str, message: str, refs: tuple[Any, ...] = ()) -> vmodl.Met
             continue
     else:
         raise ValueError(f"unknown fault type {name!r}")
-    fault = typ(msg=message)
+    fault: vmodl.MethodFault = typ(msg=message)
     if isinstance(fault, vmodl.fault.SystemError):
         fault.reason = message
     for prop in typ._GetPropertyList():
@@ -44,10 +45,11 @@ def make_fault(name: str, message: str, refs: tuple[Any, ...] = ()) -> vmodl.Met
 
 
 class FaultPlan:
-    def __init__(self, world: World, spec: dict[str, Any]) -> None:
+    def __init__(self, world: World, failure_rates: dict[str, Any]) -> None:
+        """`failure_rates`: method -> rate, or -> {"rate": r, "fault": wsdl name} (a world file's `faults.failure_rate`)."""
         self.world = world
         self.rates: dict[str, tuple[float, str]] = {}
-        for meth, val in (spec.get("failure_rate") or {}).items():
+        for meth, val in (failure_rates or {}).items():
             self.set_rate(meth, val if isinstance(val, (int, float)) else val["rate"],
                           "SystemError" if isinstance(val, (int, float)) else val.get("fault", "SystemError"))
         self.next: dict[str, list[str]] = {}  # method -> faults for the next calls (task or method)
@@ -88,27 +90,3 @@ class FaultPlan:
 
     def slowdown(self, op: str) -> float:
         return self.slow.get(op, 1.0)
-
-    # world-level faults -------------------------------------------------------------------------
-    def host_down(self, name: str, down: bool = True) -> None:
-        host = _by_name(self.world, vim.HostSystem, name)
-        host.connected = not down  # type: ignore[attr-defined]
-        self.world.touch(host)
-        for vm in list(host.vms):  # type: ignore[attr-defined]
-            vm.changed()
-
-    def lose_frozen(self, name: str) -> None:
-        """The source was power-cycled: running again, no longer frozen."""
-        from .ops import power_on_now
-
-        vm = _by_name(self.world, vim.VirtualMachine, name)
-        vm.frozen = False  # type: ignore[attr-defined]
-        vm.source_delta_done = False  # type: ignore[attr-defined]
-        power_on_now(vm, boot=False)  # type: ignore[arg-type]
-
-
-def _by_name(world: World, kind: type, name: str) -> Any:
-    for mo in world.of_kind(kind):
-        if getattr(mo, "name", None) == name or mo.moid == name:
-            return mo
-    raise KeyError(f"no {kind.__name__} named {name!r}")

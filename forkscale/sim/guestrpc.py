@@ -30,12 +30,15 @@ import hmac
 import secrets
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from .service import Twin
 from .vm import VM
+
+if TYPE_CHECKING:
+    from .service import Twin
+    from .world import World
 
 PREFIX = "/forkscale-sim/guest"
 MAX_WAIT_S = 60.0
@@ -45,14 +48,13 @@ KEEP_CLONES = 10_000
 class GuestRPC:
     """Tokens and the record of clones made from frozen sources, for the stand-in's long polls."""
 
-    def __init__(self, twin: Twin) -> None:
-        self.twin = twin
-        self.world = twin.world
+    def __init__(self, world: World) -> None:
+        self.world = world
         self._secret = secrets.token_bytes(32)
         self.seq = 0
         self.clones: dict[str, list[tuple[int, str]]] = {}  # source moid -> [(seq, clone moid)]
         self.closing: asyncio.Event | None = None  # set when the server shuts down: long polls end
-        self.world.clone_hooks.append(self.on_clone)  # type: ignore[attr-defined]
+        world.clone_hooks.append(self.on_clone)
 
     def token(self, vm: VM) -> str:
         return f"{vm.moid}.{self._mac(vm.moid)}"
@@ -82,34 +84,12 @@ class GuestRPC:
         return out
 
 
-def find_vm(twin: Twin, name_or_moid: str) -> VM | None:
+def find_vm(world: World, name_or_moid: str) -> VM | None:
     """A VM by moid, else the first VM with that name."""
-    mo = twin.world.objects.get(name_or_moid)
+    mo = world.objects.get(name_or_moid)
     if isinstance(mo, VM):
         return mo
-    from pyVmomi import vim
-
-    for vm in twin.world.of_kind(vim.VirtualMachine):
-        if isinstance(vm, VM) and vm.name == name_or_moid:
-            return vm
-    return None
-
-
-def rpc_for(twin: Twin) -> GuestRPC:
-    """The twin's guest RPC state (created on first use)."""
-    state = getattr(twin, "guest_rpc", None)
-    if state is None:
-        state = GuestRPC(twin)
-        twin.guest_rpc = state  # type: ignore[attr-defined]
-    return state
-
-
-def token_for(twin: Twin, vm: str) -> str:
-    """The stand-in token of a VM (by name or moid), for in-process callers such as tests."""
-    target = find_vm(twin, vm)
-    if target is None:
-        raise KeyError(f"no VM {vm!r}")
-    return rpc_for(twin).token(target)
+    return next((vm for vm in world.instances(VM) if vm.name == name_or_moid), None)
 
 
 def _error(status: int, message: str) -> web.Response:
@@ -135,38 +115,56 @@ def _guestinfo_key(key: Any) -> str | None:
     return key
 
 
-Route = Callable[[web.Request], Awaitable[web.Response]]
-GuestHandler = Callable[[web.Request, VM], Awaitable[web.Response]]
+Route = Callable[["GuestRoutes", web.Request], Awaitable[web.Response]]
+GuestHandler = Callable[["GuestRoutes", web.Request, VM], Awaitable[web.Response]]
 
 
-def add_routes(app: web.Application, twin: Twin) -> None:
-    """Serve the stand-in's routes under /forkscale-sim/guest/."""
-    rpc = rpc_for(twin)
+def guest_route(*, running: bool = True) -> Callable[[GuestHandler], Route]:
+    """A route called by a guest, handed the VM its bearer token names (401 without a valid one),
+    and, when `running`, only while that guest is executing (409 otherwise)."""
 
-    def guest_route(*, running: bool = True) -> Callable[[GuestHandler], Route]:
-        """A route called by a guest, handed the VM its bearer token names (401 without a valid one),
-        and, when `running`, only while that guest is executing (409 otherwise)."""
+    def wrap(handler: GuestHandler) -> Route:
+        @functools.wraps(handler)
+        async def route(self: GuestRoutes, request: web.Request) -> web.Response:
+            auth = request.headers.get("Authorization", "")
+            if not auth.startswith("Bearer "):
+                return _error(401, "a guest token is required (Authorization: Bearer <token>)")
+            vm = self.rpc.vm_for(auth[len("Bearer "):].strip())
+            if vm is None:
+                return _error(401, "invalid guest token, or the VM no longer exists")
+            if running:
+                why = _guest_running(vm)
+                if why:
+                    return _error(409, why)
+            return await handler(self, request, vm)
 
-        def wrap(handler: GuestHandler) -> Route:
-            @functools.wraps(handler)
-            async def route(request: web.Request) -> web.Response:
-                auth = request.headers.get("Authorization", "")
-                if not auth.startswith("Bearer "):
-                    return _error(401, "a guest token is required (Authorization: Bearer <token>)")
-                vm = rpc.vm_for(auth[len("Bearer "):].strip())
-                if vm is None:
-                    return _error(401, "invalid guest token, or the VM no longer exists")
-                if running:
-                    why = _guest_running(vm)
-                    if why:
-                        return _error(409, why)
-                return await handler(request, vm)
+        return route
 
-            return route
+    return wrap
 
-        return wrap
 
-    async def token(request: web.Request) -> web.Response:
+class GuestRoutes:
+    """The stand-in's routes, served under /forkscale-sim/guest/."""
+
+    def __init__(self, twin: Twin) -> None:
+        self.twin = twin
+        self.rpc = twin.guest_rpc
+
+    def add_to(self, app: web.Application) -> None:
+        app.on_shutdown.append(self.shutdown)
+        app.router.add_post(f"{PREFIX}/token", self.token)
+        app.router.add_get(f"{PREFIX}/info", self.info_get)
+        app.router.add_post(f"{PREFIX}/info", self.info_set)
+        app.router.add_post(f"{PREFIX}/freeze", self.freeze)
+        app.router.add_get(f"{PREFIX}/clones", self.clones)
+        app.router.add_post(f"{PREFIX}/resumed", self.resumed)
+
+    async def shutdown(self, app: web.Application) -> None:
+        self.rpc.closing = self.rpc.closing or asyncio.Event()
+        self.rpc.closing.set()
+
+    async def token(self, request: web.Request) -> web.Response:
+        twin = self.twin
         expected = "Basic " + base64.b64encode(f"{twin.user}:{twin.password}".encode()).decode()
         if not secrets.compare_digest(request.headers.get("Authorization", ""), expected):
             return _error(401, "unauthorized")
@@ -175,13 +173,13 @@ def add_routes(app: web.Application, twin: Twin) -> None:
             name = str(data["vm"])
         except (ValueError, KeyError, TypeError):
             return _error(400, 'expected {"vm": "<name or moid>"}')
-        vm = find_vm(twin, name)
+        vm = find_vm(twin.world, name)
         if vm is None:
             return _error(404, f"no VM {name!r}")
-        return web.json_response({"vm": vm.moid, "name": vm.name, "token": rpc.token(vm)})
+        return web.json_response({"vm": vm.moid, "name": vm.name, "token": self.rpc.token(vm)})
 
     @guest_route()
-    async def info_get(request: web.Request, vm: VM) -> web.Response:
+    async def info_get(self, request: web.Request, vm: VM) -> web.Response:
         key = _guestinfo_key(request.query.get("key"))
         if key is None:
             return _error(400, "only guestinfo.* keys are readable from the guest")
@@ -191,7 +189,7 @@ def add_routes(app: web.Application, twin: Twin) -> None:
         return web.json_response({"value": value})
 
     @guest_route()
-    async def info_set(request: web.Request, vm: VM) -> web.Response:
+    async def info_set(self, request: web.Request, vm: VM) -> web.Response:
         try:
             data = await request.json()
             key, value = _guestinfo_key(data.get("key")), data.get("value")
@@ -204,56 +202,53 @@ def add_routes(app: web.Application, twin: Twin) -> None:
         return web.json_response({"ok": True})
 
     @guest_route()
-    async def freeze(request: web.Request, vm: VM) -> web.Response:
-        from .guestops import freeze_later
+    async def freeze(self, request: web.Request, vm: VM) -> web.Response:
+        from .ops.guest import freeze_later
 
         vm.guest.agent = "external"
         vm.changed()
         delay = freeze_later(vm)
-        return web.json_response({"vm": vm.moid, "since": rpc.seq, "boot": vm.boot_time, "freeze_s": delay})
+        return web.json_response({"vm": vm.moid, "since": self.rpc.seq, "boot": vm.boot_time, "freeze_s": delay})
 
     @guest_route(running=False)  # the source's blocked freeze call itself
-    async def clones(request: web.Request, vm: VM) -> web.Response:
+    async def clones(self, request: web.Request, vm: VM) -> web.Response:
         try:
             since = int(request.query.get("since", "0"))
             wait = min(max(float(request.query.get("wait", "0")), 0.0), MAX_WAIT_S)
             boot = float(request.query["boot"]) if request.query.get("boot") else None
         except ValueError:
             return _error(400, "since, wait and boot are numbers")
-        deadline = time.monotonic() + wait
-        closing = rpc.closing = rpc.closing or asyncio.Event()
-        while True:
-            if closing.is_set():
-                return _error(503, "the twin is shutting down")
-            found = rpc.clones_since(vm, since)
-            cycled = not vm.alive or vm.power_state != "poweredOn" or (boot is not None and vm.boot_time != boot)
-            left = deadline - time.monotonic()
-            if found or cycled or left <= 0:
-                break
-            waits = {asyncio.ensure_future(twin.world.changed().wait()), asyncio.ensure_future(closing.wait())}
-            _, pending = await asyncio.wait(waits, timeout=left, return_when=asyncio.FIRST_COMPLETED)
-            for job in pending:
-                job.cancel()
+        found = await self._clones_or_cycle(vm, since, boot, time.monotonic() + wait)
+        if found is None:
+            return _error(503, "the twin is shutting down")
         return web.json_response({
             "clones": found, "next": max([c["seq"] for c in found], default=since),
             "source": {"vm": vm.moid, "alive": vm.alive, "power": vm.power_state, "frozen": vm.frozen,
                        "boot": vm.boot_time}})
 
+    async def _clones_or_cycle(self, vm: VM, since: int, boot: float | None,
+                               deadline: float) -> list[dict[str, Any]] | None:
+        """Clones of `vm` since `since`, once there are some, the source is power-cycled (or gone) or the
+        deadline passes; None if the twin shuts down meanwhile."""
+        closing = self.rpc.closing = self.rpc.closing or asyncio.Event()
+        while True:
+            if closing.is_set():
+                return None
+            found = self.rpc.clones_since(vm, since)
+            cycled = not vm.alive or vm.power_state != "poweredOn" or (boot is not None and vm.boot_time != boot)
+            left = deadline - time.monotonic()
+            if found or cycled or left <= 0:
+                return found
+            waits = {asyncio.ensure_future(self.twin.world.changed().wait()), asyncio.ensure_future(closing.wait())}
+            try:
+                await asyncio.wait(waits, timeout=left, return_when=asyncio.FIRST_COMPLETED)
+            finally:  # also when the request is cancelled (shutdown): no waiter left pending
+                for job in waits:
+                    job.cancel()
+
     @guest_route()
-    async def resumed(request: web.Request, vm: VM) -> web.Response:
+    async def resumed(self, request: web.Request, vm: VM) -> web.Response:
         if not vm.guest.tools_running:
             vm.guest.tools_running = True
             vm.changed()
         return web.json_response({"ok": True})
-
-    async def shutdown(app: web.Application) -> None:
-        rpc.closing = rpc.closing or asyncio.Event()
-        rpc.closing.set()
-
-    app.on_shutdown.append(shutdown)
-    app.router.add_post(f"{PREFIX}/token", token)
-    app.router.add_get(f"{PREFIX}/info", info_get)
-    app.router.add_post(f"{PREFIX}/info", info_set)
-    app.router.add_post(f"{PREFIX}/freeze", freeze)
-    app.router.add_get(f"{PREFIX}/clones", clones)
-    app.router.add_post(f"{PREFIX}/resumed", resumed)

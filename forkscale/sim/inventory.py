@@ -6,10 +6,11 @@ from typing import TYPE_CHECKING, Any
 
 from pyVmomi import vim
 
-from .world import MO, World
+from .mo import MO
 
 if TYPE_CHECKING:
     from .vm import VM
+    from .world import World
 
 GiB = 1024**3
 MiB = 1024**2
@@ -291,7 +292,7 @@ class Network(Entity):
         return vim.Network.Summary(network=self.ref, name=self.name, accessible=True, ipPoolName="")
 
     def p_host(self) -> list[Any]:
-        return [h.ref for h in self.world.of_kind(vim.HostSystem) if self in h.networks]  # type: ignore[attr-defined]
+        return [h.ref for h in self.world.instances(Host) if self in h.networks]
 
     def p_vm(self) -> list[Any]:
         return [v.ref for v in vms(self.world) if self in v.networks()]
@@ -332,4 +333,6 @@ class DVPortgroup(Network):
 
 
 def vms(world: World) -> list[VM]:
-    return world.of_kind(vim.VirtualMachine)  # type: ignore[return-value]
+    from .vm import VM
+
+    return world.instances(VM)

@@ -10,6 +10,7 @@ VMs only share zero pages. Host counters follow from the same numbers:
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -42,7 +43,7 @@ def vm_shared_private(vm: VM, now: float) -> tuple[int, int]:
     """(sharedMemory, privateMemory) in MB for a powered-on VM; zeros when off."""
     if vm.power_state != "poweredOn":
         return 0, 0
-    model: MemoryModel = vm.world.memory  # type: ignore[attr-defined]
+    model: MemoryModel = vm.world.memory
     touched = vm.mem.touched_mb
     if vm.mem.forked_at is not None:
         diverged = min(touched * model.divergence_cap, model.write_rate_mb_s * max(0.0, now - vm.mem.forked_at))
@@ -57,11 +58,11 @@ def vm_shared_private(vm: VM, now: float) -> tuple[int, int]:
     return zero, touched - zero
 
 
-def host_memory(host: Host, now: float) -> dict[str, int]:
-    """Host counters in KB, all derived from the VMs on the host."""
+def host_memory(host: Host, now: float, vms: Iterable[VM] | None = None) -> dict[str, int]:
+    """Host counters in KB, all derived from the VMs on the host (or those of them in `vms`)."""
     shared = private = granted = zero = running = 0
     groups: dict[str, int] = {}
-    for vm in host.vms:
+    for vm in host.vms if vms is None else vms:
         if vm.power_state != "poweredOn":
             continue
         running += 1
@@ -75,7 +76,7 @@ def host_memory(host: Host, now: float) -> dict[str, int]:
         else:
             zero += s
     common = sum(groups.values()) + (1 if zero else 0)
-    model: MemoryModel = host.world.memory  # type: ignore[attr-defined]
+    model: MemoryModel = host.world.memory
     overhead = model.overhead_mb * running
     kb = 1024
     return {

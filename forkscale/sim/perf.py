@@ -18,19 +18,18 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from types import SimpleNamespace
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from pyVmomi import vim, vmodl
 
 from .dispatch import Ctx, method
+from .inventory import Host
 from .memory import host_memory, vm_shared_private
+from .mo import MO, Manager
+from .vm import VM
 
 if TYPE_CHECKING:
-    from .inventory import Host
-    from .service import Twin
-    from .vm import VM
-    from .world import MO, World
+    from .world import World
 
 PM = vim.PerformanceManager
 REALTIME = 20  # seconds between realtime samples (the providers' refreshRate)
@@ -105,18 +104,19 @@ def _entity_kind(mo: MO) -> str | None:
     return None
 
 
-def install(twin: Twin) -> None:
-    """Give the PerfMgr object its catalog properties."""
-    perf = twin.world.objects["PerfMgr"]
-    perf.props["perfCounter"] = [c.info() for c in COUNTERS]
-    perf.props["historicalInterval"] = [
-        vim.HistoricalInterval(key=k, samplingPeriod=p, name=n, length=length, level=1, enabled=True)
-        for k, p, n, length in HISTORICAL]
-    perf.props["description"] = vim.PerformanceDescription(
-        counterType=[vim.ElementDescription(key=r, label=r.capitalize(), summary=r.capitalize())
-                     for r in PM.CounterInfo.RollupType.values],  # type: ignore[attr-defined]
-        statsType=[vim.ElementDescription(key=s, label=s.capitalize(), summary=s.capitalize())
-                   for s in PM.CounterInfo.StatsType.values])  # type: ignore[attr-defined]
+def manager(world: World) -> Manager:
+    """The PerfMgr object, with its catalog properties."""
+    # pyVmomi's stubs leave out an enum type's `values` (set at run time): [attr-defined] below
+    rollups: list[str] = PM.CounterInfo.RollupType.values  # type: ignore[attr-defined]
+    stats: list[str] = PM.CounterInfo.StatsType.values  # type: ignore[attr-defined]
+    return world.add(Manager(
+        world, "PerfMgr", vim.PerformanceManager,
+        perfCounter=[c.info() for c in COUNTERS],
+        historicalInterval=[vim.HistoricalInterval(key=k, samplingPeriod=p, name=n, length=length, level=1,
+                                                   enabled=True) for k, p, n, length in HISTORICAL],
+        description=vim.PerformanceDescription(
+            counterType=[vim.ElementDescription(key=r, label=r.capitalize(), summary=r.capitalize()) for r in rollups],
+            statsType=[vim.ElementDescription(key=s, label=s.capitalize(), summary=s.capitalize()) for s in stats])))
 
 
 # clocks ---------------------------------------------------------------------------------------
@@ -162,16 +162,14 @@ def vm_values(vm: VM, t: float) -> dict[int, int]:
         37: shared * kb,
         41: 0 if _fork_grouped(vm) else shared * kb,
         65: 0, 70: 0,
-        90: (vm.world.memory.overhead_mb if on else 0) * kb,  # type: ignore[attr-defined]
+        90: (vm.world.memory.overhead_mb if on else 0) * kb,
         98: private * kb,
     }
 
 
 def host_values(host: Host, t: float) -> dict[int, int]:
     """Counter values of a host at simulated time `t`: `memory.host_memory` over the VMs alive then."""
-    alive = {vm for vm in host.vms if birth(vm) <= t}
-    view = cast("Host", SimpleNamespace(vms=alive, world=host.world))
-    m = host_memory(view, t)
+    m = host_memory(host, t, vms=[vm for vm in host.vms if birth(vm) <= t])
     total_kb = host.memory_bytes // 1024
     return {
         2: 0, 6: 0,
@@ -186,10 +184,9 @@ def available(mo: MO) -> list[Counter]:
     return [c for c in COUNTERS if kind in c.entities] if kind else []
 
 
-def sample_times(world: World, interval: int, start: float | None, end: float | None,
+def sample_times(now: float, interval: int, start: float | None, end: float | None,
                  max_sample: int | None, first: float) -> list[float]:
-    """Sample instants (simulated seconds, oldest first) on the interval's grid."""
-    now = world.sim_seconds()
+    """Sample instants (simulated seconds, oldest first) on the interval's grid, up to `now`."""
     last = math.floor(min(now, end if end is not None else now) / interval) * interval
     keep = REALTIME_SAMPLES if interval == REALTIME else MAX_HISTORICAL_SAMPLES
     lowest = max(first, 0.0, now - keep * interval)
@@ -216,7 +213,20 @@ def _entity(ctx: Ctx, ref: Any) -> MO:
     return ctx.twin.resolve(ref, ctx.session)
 
 
-def query_one(ctx: Ctx, spec: Any) -> Any:
+def _wanted(metric_ids: list[Any] | None, counters: list[Counter]) -> list[Counter]:
+    """The counters asked for (all of the entity's when none are named), each once."""
+    if not metric_ids:
+        return counters
+    wanted: list[Counter] = []
+    for mid in metric_ids:
+        c = BY_KEY.get(mid.counterId)
+        if c is not None and c in counters and (mid.instance or "") in ("", "*") and c not in wanted:
+            wanted.append(c)
+    return wanted
+
+
+def query_one(ctx: Ctx, spec: Any, now: float) -> Any:
+    """The samples one QuerySpec asks for, as of `now` (simulated seconds)."""
     world = ctx.twin.world
     mo = _entity(ctx, spec.entity)
     counters = available(mo)
@@ -227,28 +237,23 @@ def query_one(ctx: Ctx, spec: Any) -> Any:
         raise vmodl.fault.InvalidArgument(msg=f"intervalId {interval} is not a sampling period of this server",
                                           invalidProperty="querySpec.intervalId")
     fmt = spec.format or "normal"
-    if fmt not in PM.Format.values:  # type: ignore[attr-defined]
+    if fmt not in PM.Format.values:  # type: ignore[attr-defined]  # (an enum's `values`, as above)
         raise vmodl.fault.InvalidArgument(msg=f"unknown format {fmt!r}", invalidProperty="querySpec.format")
-    wanted: list[Counter] = []
-    if spec.metricId:
-        for mid in spec.metricId:
-            c = BY_KEY.get(mid.counterId)
-            if c is not None and c in counters and (mid.instance or "") in ("", "*") and c not in wanted:
-                wanted.append(c)
-    else:
-        wanted = counters
+    wanted = _wanted(spec.metricId, counters)
     if not wanted:
         return None
     start = to_sim(world, spec.startTime) if spec.startTime else None
     end = to_sim(world, spec.endTime) if spec.endTime else None
-    first = birth(mo) if _entity_kind(mo) == "vm" else 0.0  # type: ignore[arg-type]
-    times = sample_times(world, interval, start, end, spec.maxSample, first)
+    first = birth(mo) if isinstance(mo, VM) else 0.0
+    times = sample_times(now, interval, start, end, spec.maxSample, first)
     if not times:
         return None
-    if _entity_kind(mo) == "vm":
-        rows = [vm_values(mo, t) for t in times]  # type: ignore[arg-type]
+    if isinstance(mo, VM):
+        rows = [vm_values(mo, t) for t in times]
+    elif isinstance(mo, Host):
+        rows = [host_values(mo, t) for t in times]
     else:
-        rows = [host_values(mo, t) for t in times]  # type: ignore[arg-type]
+        return None
     stamps = [to_wall(world, t) for t in times]
     if fmt == "csv":
         info = ",".join(f"{interval},{s.isoformat().replace('+00:00', 'Z')}" for s in stamps)
@@ -263,9 +268,10 @@ def query_one(ctx: Ctx, spec: Any) -> Any:
 
 @method("QueryPerf")
 def query_perf(ctx: Ctx, this: MO, querySpec: list[Any]) -> list[Any]:  # noqa: N803
+    now = ctx.twin.world.sim_seconds()  # every spec is answered as of the same instant
     out = []
     for spec in querySpec or []:
-        metric = query_one(ctx, spec)
+        metric = query_one(ctx, spec, now)
         if metric is not None:
             out.append(metric)
     return out

@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import ipaddress
 import json
 import os
 import secrets
 import ssl
 import threading
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from http.cookies import SimpleCookie
 from pathlib import Path
 from typing import Any
@@ -23,6 +21,9 @@ from typing import Any
 from aiohttp import web
 
 from . import builder
+from .admin import ADMIN, admin_action
+from .certs import make_certificates
+from .guestrpc import GuestRoutes
 from .service import COOKIE, Twin
 from .soap import API_VERSION
 
@@ -39,48 +40,7 @@ VERSIONS_XML = f"""<?xml version="1.0" encoding="UTF-8" ?>
  </namespace>
 </namespaces>
 """
-ADMIN = "/forkscale-sim/admin"
 DEFAULT_USER = "administrator@vsphere.local"
-
-
-def make_certificates(directory: Path) -> tuple[Path, Path, Path]:
-    """A private CA and a server certificate for 127.0.0.1/localhost signed by it: (ca, cert, key)."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
-    directory.mkdir(parents=True, exist_ok=True)
-    now = datetime.now(tz=UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "forkscale twin CA")])
-    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
-          .serial_number(x509.random_serial_number()).not_valid_before(now - timedelta(minutes=5))
-          .not_valid_after(now + timedelta(days=825))
-          .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-          .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
-                                       content_commitment=False, key_encipherment=False, data_encipherment=False,
-                                       key_agreement=False, encipher_only=False, decipher_only=False), critical=True)
-          .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
-          .sign(ca_key, hashes.SHA256()))
-    key = ec.generate_private_key(ec.SECP256R1())
-    san = x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-                                       x509.IPAddress(ipaddress.ip_address("::1"))])
-    cert = (x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
-            .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - timedelta(minutes=5)).not_valid_after(now + timedelta(days=397))
-            .add_extension(san, critical=False)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
-            .sign(ca_key, hashes.SHA256()))
-    pem = serialization.Encoding.PEM
-    ca_file, cert_file, key_file = directory / "ca.pem", directory / "server.pem", directory / "server.key"
-    ca_file.write_bytes(ca.public_bytes(pem))
-    cert_file.write_bytes(cert.public_bytes(pem))
-    key_file.write_bytes(key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
-    os.chmod(key_file, 0o600)
-    return ca_file, cert_file, key_file
 
 
 @dataclass
@@ -116,47 +76,6 @@ class SimHandle:
         if self._stop is not None:
             self._stop()
             self._stop = None
-
-
-def admin_action(twin: Twin, action: str, args: dict[str, Any]) -> Any:
-    """Fault injection and inspection, for tests and demos (also served at /forkscale-sim/admin)."""
-    faults = twin.faults
-    if action == "stats":
-        return {"requests": twin.request_count, "methods": dict(twin.method_counts),
-                "sessions": len(twin.sessions), "tasks_completed": twin.world.tasks.completed,  # type: ignore[attr-defined]
-                "faults_injected": faults.injected}
-    if action == "failure_rate":
-        faults.set_rate(args["method"], float(args["rate"]), args.get("fault", "SystemError"))
-    elif action == "fail_next":
-        faults.fail_next(args["method"], args.get("fault", "SystemError"), int(args.get("count", 1)))
-    elif action == "slow":
-        faults.slow[args["op"]] = float(args["factor"])
-    elif action == "host_down":
-        faults.host_down(args["host"], bool(args.get("down", True)))
-    elif action == "expire_sessions":
-        for s in list(twin.sessions.values()):
-            twin.end_session(s)
-    elif action == "lose_frozen":
-        faults.lose_frozen(args["vm"])
-    elif action == "freeze":
-        # as if the guest had run `vmware-rpctool "instantclone.freeze"` (simulated guest agent)
-        from .faults import _by_name
-
-        vm = _by_name(twin.world, __import__("pyVmomi").vim.VirtualMachine, args["vm"])
-        if vm.power_state != "poweredOn":
-            raise ValueError(f"{vm.name} is not powered on")
-        vm.frozen = True
-        vm.changed()
-    elif action == "power_off":
-        from .faults import _by_name
-        from .ops import power_off_now
-
-        power_off_now(_by_name(twin.world, __import__("pyVmomi").vim.VirtualMachine, args["vm"]))
-    elif action == "time_scale":
-        twin.world.time_scale = float(args["value"])
-    else:
-        raise ValueError(f"unknown admin action {action!r}")
-    return {"ok": True}
 
 
 def make_app(twin: Twin, password: str) -> web.Application:
@@ -195,9 +114,7 @@ def make_app(twin: Twin, password: str) -> web.Application:
     app.router.add_get("/sdk/vimServiceVersions.xml", versions)
     app.router.add_get(ADMIN, admin)
     app.router.add_post(ADMIN, admin)
-    from .guestrpc import add_routes
-
-    add_routes(app, twin)
+    GuestRoutes(twin).add_to(app)
     return app
 
 
@@ -249,9 +166,7 @@ async def serve(opts: SimOptions, ready: Any = None) -> None:
         ca_file = str(ca)
     site = web.TCPSite(runner, opts.host, opts.port, ssl_context=ssl_ctx, backlog=1024, reuse_address=True)
     await site.start()
-    port = opts.port
-    if port == 0:
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    port = int(runner.addresses[0][1])  # the bound one, when opts.port is 0
     scheme = "http" if opts.http else "https"
     host = f"[{opts.host}]" if ":" in opts.host else opts.host
     url = f"{scheme}://{host}:{port}/sdk"
@@ -260,7 +175,7 @@ async def serve(opts: SimOptions, ready: Any = None) -> None:
             ready(url, opts.user, password, ca_file, twin)
         await asyncio.Event().wait()
     finally:
-        for job in list(twin.world.tasks.background):  # type: ignore[attr-defined]
+        for job in list(twin.world.tasks.background):
             job.cancel()
         await runner.cleanup()
 

@@ -53,20 +53,25 @@ class Request:
 class _Serializer(SoapSerializer):
     """pyVmomi's serializer, with govmomi-compatible typing of morefs in anyType slots."""
 
+    xsiPrefix: str  # noqa: N815 - set by SoapSerializer.__init__
+
+    def __init__(self, out: StringIO) -> None:
+        nsmap = SOAP_NSMAP.copy()
+        nsmap[NAMESPACE] = ""
+        SoapSerializer.__init__(self, out, VERSION, nsmap)
+
     def _Serialize(self, val: Any, info: Any, defNS: str) -> None:  # noqa: N802, N803
         if isinstance(val, ManagedObject) and info.type is object:
             self.writer.write(
                 f'<{info.name} {self.xsiPrefix}type="ManagedObjectReference" type="{VmomiSupport.GetWsdlName(type(val))}">{val._moId}</{info.name}>'
             )
             return
-        super()._Serialize(val, info, defNS)
+        SoapSerializer._Serialize(self, val, info, defNS)
 
 
-def _serialize(val: Any, info: Any, version: str = VERSION) -> str:
-    nsmap = SOAP_NSMAP.copy()
-    nsmap[NAMESPACE] = ""
+def _serialize(val: Any, info: Any) -> str:
     out = StringIO()
-    _Serializer(out, version, nsmap).Serialize(val, info)
+    SoapSerializer.Serialize(_Serializer(out), val, info)
     return out.getvalue()
 
 
@@ -77,7 +82,7 @@ class _RequestParser:
         self.parser = ParserCreate(namespace_separator=NS_SEP)
         self.parser.buffer_text = True
         self.depth = 0
-        self.method: VmomiSupport.ManagedMethod | None = None
+        self.method: VmomiSupport.ManagedMethod | _UnknownMethod | None = None
         self.params: dict[str, Any] = {}
         self.args: dict[str, Any] = {}
         self._current: tuple[str, Any, bool] | None = None
@@ -132,11 +137,12 @@ class _RequestParser:
             return
         elif self.depth == 3 and self.method is None:
             try:
-                self.method = VmomiSupport.GetWsdlMethod(ns or NAMESPACE, name)
+                method = VmomiSupport.GetWsdlMethod(ns or NAMESPACE, name)
             except KeyError:
                 self.method = _UnknownMethod(name)
                 return
-            self.params = {p.name: p for p in self.method.info.params}
+            self.method = method
+            self.params = {p.name: p for p in method.info.params}
             self.params["_this"] = Object(name="_this", type=ManagedObject, version=VERSION, flags=0)
         elif self.depth == 4 and isinstance(self.method, VmomiSupport.ManagedMethod):
             info = self.params.get(name)
@@ -213,6 +219,14 @@ def serialize_response(method: VmomiSupport.ManagedMethod, result: Any) -> bytes
     return "".join(parts).encode("utf-8")
 
 
+def serialize_fetch(val: Any, typ: Any) -> bytes:
+    """The answer to pyVmomi's `Fetch(prop)` (not in the WSDL): the value, as its declared type."""
+    info = Object(name="returnval", type=typ or object, version=VERSION, flags=F_OPTIONAL)
+    inner = "" if val is None else _serialize(val, info)
+    return (f'{XML_HEADER}\n{SOAP_ENVELOPE_START}{SOAP_BODY_START}<FetchResponse xmlns="{NAMESPACE}">{inner}'
+            f'</FetchResponse>{SOAP_BODY_END}{SOAP_ENVELOPE_END}').encode()
+
+
 def serialize_fault(fault: vmodl.MethodFault, message: str | None = None) -> bytes:
     """A SOAP fault with the vim25 detail, as vCenter sends it; a fault that cannot be serialized
     (a required field unset) becomes a SystemError naming it, never a broken response."""
@@ -225,15 +239,14 @@ def serialize_fault(fault: vmodl.MethodFault, message: str | None = None) -> byt
 
 
 def _fault_xml(fault: vmodl.MethodFault, message: str | None) -> bytes:
-    msg = message or fault.msg or type(fault).__name__
+    # pyVmomi's stubs leave out MethodFault.msg (a real property): [attr-defined] here and below
+    msg = message or fault.msg or type(fault).__name__  # type: ignore[attr-defined]
     fault.msg = None
     detail = StringIO()
-    nsmap = SOAP_NSMAP.copy()
-    nsmap[NAMESPACE] = ""
     wsdl = VmomiSupport.GetWsdlName(type(fault))
     info = Object(name=f"{wsdl}Fault", type=type(fault), version=VERSION, flags=0)
-    ser = _Serializer(detail, VERSION, nsmap)
-    ser._SerializeDataObject(fault, info, f' xmlns="{NAMESPACE}" xsi:type="{wsdl}"', NAMESPACE)
+    SoapSerializer._SerializeDataObject(_Serializer(detail), fault, info, f' xmlns="{NAMESPACE}" xsi:type="{wsdl}"',
+                                        NAMESPACE)
     fault.msg = msg
     code = "ServerFaultCode"
     return (

@@ -11,11 +11,14 @@ import asyncio
 import copy
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pyVmomi import VmomiSupport, vim, vmodl
 
-from .world import MO, World, wsdl_name
+from .mo import MO, wsdl_name
+
+if TYPE_CHECKING:
+    from .world import World
 
 
 def _method(name: str) -> Any:
@@ -63,6 +66,7 @@ class Task(MO):
     def __init__(self, world: World, moid: str, info: Any) -> None:
         super().__init__(world, moid)
         self.info = info
+        self.drawn_s = 0.0  # the latency this task drew (bench/fanout.py computes the ideal from it)
 
     def p_info(self) -> Any:
         return self.info
@@ -130,7 +134,7 @@ class TaskRunner:
             result = await body(task)
             task.update(state="success", result=result, progress=100, completeTime=_to_dt(self.world.now()))
         except vmodl.MethodFault as fault:
-            fault.msg = fault.msg or type(fault).__name__
+            fault.msg = fault.msg or type(fault).__name__  # type: ignore[attr-defined]  # stubs omit MethodFault.msg
             task.update(state="error", error=fault, completeTime=_to_dt(self.world.now()))
         except asyncio.CancelledError:
             raise

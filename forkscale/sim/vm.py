@@ -16,7 +16,7 @@ from pyVmomi import vim
 from .disks import DiskFile, backing_for, layout_files
 from .inventory import Entity, Folder, Host, Network, ResourcePool
 from .memory import MemState, vm_shared_private
-from .world import MO
+from .mo import MO
 
 if TYPE_CHECKING:
     from .inventory import Datastore
@@ -95,6 +95,8 @@ def _to_dt(epoch: float) -> datetime:
 
 class VM(Entity):
     kind = vim.VirtualMachine
+    parent: Folder  # a VM always lives in a folder
+
 
     def __init__(self, world: World, moid: str, name: str, folder: Folder, *, host: Host,
                  pool: ResourcePool, datastore: Datastore, memory_mb: int, num_cpu: int, guest_id: str,
@@ -119,7 +121,7 @@ class VM(Entity):
         self.snapshots: list[SnapshotNode] = []
         self.current_snapshot: SnapshotNode | None = None
         self.guest = GuestState(tools_running=False)
-        self.mem = MemState(touched_mb=int(memory_mb * world.memory.touched_fraction))  # type: ignore[attr-defined]
+        self.mem = MemState(touched_mb=int(memory_mb * world.memory.touched_fraction))
         self.last_fork_at: float | None = None
         self.fork_kids: set[VM] = set()
         self.boot_time: float | None = None
@@ -128,6 +130,7 @@ class VM(Entity):
         self.change = 0
         self.annotation = ""
         self.source_delta_done = False  # frozen source: its one extra delta exists
+        self.guest_drawn_s = 0.0  # the guest boot/resume latency last drawn (bench/fanout.py computes the ideal)
         self._cache: dict[str, tuple[int, Any]] = {}
 
     # relations ----------------------------------------------------------------------------
@@ -314,7 +317,7 @@ class VM(Entity):
         now = self.world.sim_seconds()
         home = [(f"{self.dir()}/{self.name}.vmx", "config", 4096), (f"{self.dir()}/{self.name}.nvram", "nvram", 8684),
                 (f"{self.dir()}/{self.name}.vmsd", "snapshotList", 0), (f"{self.dir()}/vmware.log", "log", 65536)]
-        files, disks = layout_files([(d.key, d.top) for d in self.disks], home, now, self.world.disks)  # type: ignore[attr-defined]
+        files, disks = layout_files([(d.key, d.top) for d in self.disks], home, now, self.world.disks)
         return vim.vm.FileLayoutEx(file=files, disk=disks, timestamp=_to_dt(self.world.now()))
 
     def _tree(self, n: SnapshotNode) -> Any:

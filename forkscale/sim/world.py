@@ -1,63 +1,59 @@
-"""The twin's object registry, clock and change log.
+"""The twin's world: its object registry, clock and change log, and the parts its physics shares.
 
-Every managed object is an `MO` holding its properties as real pyVmomi data objects. Any change
-goes through `World.touch`, which bumps the object's version and appends to a change log; the
-property collector reads that log to answer `WaitForUpdatesEx` with exactly what changed.
+Every managed object is an `MO` (forkscale.sim.mo) holding its properties as real pyVmomi data
+objects. Any change goes through `World.touch`, which bumps the object's version and appends to a
+change log; the property collector reads that log to answer `WaitForUpdatesEx` with exactly what
+changed. The world also owns what any operation reaches from a bare VM: the latencies and memory
+model, the disk files, the MACs in use, the task queue, the injected faults and the clone hooks.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import random
 import time
 from collections import deque
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from pyVmomi import VmomiSupport, vim, vmodl
+from pyVmomi import VmomiSupport, vmodl
+
+from .disks import DiskStore
+from .faults import FaultPlan
+from .memory import MemoryModel
+from .mo import MO
+from .tasks import TaskRunner
+
+if TYPE_CHECKING:
+    from .vm import VM
 
 MAX_LOG = 200_000
+M = TypeVar("M", bound=MO)
+CloneHook = Callable[["VM", "VM"], None]  # (source, clone), run when a clone of a frozen source resumes
 
 
-class MO:
-    """A managed object: a pyVmomi moref plus properties, stored or computed.
+@dataclass
+class Settings:
+    """What a world file sets besides the inventory (see forkscale.sim.builder.DEFAULT_WORLD)."""
 
-    Subclasses compute a property by defining `p_<name>(self)`; stored ones live in `props`.
-    """
-
-    kind: type = VmomiSupport.ManagedObject
-
-    def __init__(self, world: World, moid: str, **props: Any) -> None:
-        self.world = world
-        self.moid = moid
-        self.ref = self.kind(moid)
-        self.props: dict[str, Any] = props
-        self.version = 0
-        self.alive = True
-
-    def get(self, name: str) -> Any:
-        getter = getattr(self, "p_" + name, None)
-        if getter is not None:
-            return getter()
-        return self.props.get(name)
-
-    def set(self, **props: Any) -> None:
-        self.props.update(props)
-        self.world.touch(self)
-
-    def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.moid}>"
+    latencies: dict[str, float] = field(default_factory=dict)  # simulated seconds per operation, and "jitter"
+    memory: MemoryModel = field(default_factory=MemoryModel)
+    guest_credentials: tuple[str, str] = ("root", "forkscale")
+    vcenter_limit: int = 640
+    host_limit: int = 16
+    failure_rates: dict[str, Any] = field(default_factory=dict)
 
 
 class World:
-    """Registry of managed objects with a change log and a sim clock.
+    """Registry of managed objects with a change log, a sim clock, and the physics' shared parts.
 
     Single-threaded: only the twin's event loop touches it.
     """
 
-    def __init__(self, time_scale: float = 1.0, seed: int = 0) -> None:
-        import random
-
+    def __init__(self, time_scale: float = 1.0, seed: int = 0, settings: Settings | None = None) -> None:
+        settings = settings or Settings()
         self.objects: dict[str, MO] = {}
         self.index: dict[type, dict[str, MO]] = {}
         self.time_scale = time_scale
@@ -69,13 +65,31 @@ class World:
         self._changed: asyncio.Event | None = None
         self.started_mono = time.monotonic()
         self.started_wall = time.time()
+        # the parts operations share
+        self.latencies = settings.latencies
+        self.memory = settings.memory
+        self.guest_credentials = settings.guest_credentials
+        self.disks = DiskStore()
+        self.macs: dict[str, str | None] = {}  # every MAC in use -> owning VM moid (or None)
+        self.clone_hooks: list[CloneHook] = []
+        self.tasks = TaskRunner(self, vcenter_limit=settings.vcenter_limit, host_limit=settings.host_limit)
+        self.faults = FaultPlan(self, settings.failure_rates)
 
     # identity -----------------------------------------------------------------------------
     def new_id(self, prefix: str) -> str:
         counter = self._ids.setdefault(prefix, itertools.count(1))
         return f"{prefix}-{next(counter)}"
 
-    def add(self, mo: MO) -> MO:
+    def new_mac(self) -> str:
+        """A vCenter-assigned MAC (00:50:56:80-BF range), unique in the world (its owner is set by the caller)."""
+        while True:
+            a, b, c = 0x80 + self.rng.randrange(0x40), self.rng.randrange(256), self.rng.randrange(256)
+            mac = f"00:50:56:{a:02x}:{b:02x}:{c:02x}"
+            if mac not in self.macs:
+                self.macs[mac] = None
+                return mac
+
+    def add(self, mo: M) -> M:
         self.objects[mo.moid] = mo
         self.index.setdefault(type(mo.ref), {})[mo.moid] = mo
         self.structure += 1
@@ -105,6 +119,10 @@ class World:
             if issubclass(t, kind):
                 out.extend(members.values())
         return out
+
+    def instances(self, cls: type[M]) -> list[M]:
+        """The live objects of one twin class (`VM`, `Host`...), found by its vSphere kind."""
+        return [mo for mo in self.of_kind(cls.kind) if isinstance(mo, cls)]
 
     # change tracking ----------------------------------------------------------------------
     def touch(self, mo: MO, structural: bool = False) -> None:
@@ -141,14 +159,10 @@ class World:
             return 0.0
         return max(0.0, mean * (1 + self.rng.uniform(-jitter, jitter))) * self.time_scale
 
+    def draw(self, op: str, default: float = 1.0) -> float:
+        """Real seconds `op` takes this time: its latency from the world file (`default` if unset)."""
+        return self.latency(float(self.latencies.get(op, default)), float(self.latencies.get("jitter", 0.2)))
 
-def wsdl_name(ref: Any) -> str:
-    return str(VmomiSupport.GetWsdlName(type(ref)))
-
-
-def moref(kind: type, moid: str) -> Any:
-    return kind(moid)
-
-
-ENTITY_KINDS = (vim.Folder, vim.Datacenter, vim.ComputeResource, vim.HostSystem, vim.ResourcePool,
-                vim.Datastore, vim.Network, vim.VirtualMachine, vim.DistributedVirtualSwitch)
+    def delay(self, op: str, default: float = 1.0) -> float:
+        """`draw`, slowed down as injected faults say (`slow` admin action)."""
+        return self.draw(op, default) * self.faults.slowdown(op)

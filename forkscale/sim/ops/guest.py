@@ -25,132 +25,20 @@ only know passwords); an unknown pid for `TerminateProcessInGuest` → `GuestPro
 
 from __future__ import annotations
 
-import asyncio
 import posixpath
 import secrets
 import shlex
-from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
 from typing import Any
 
 from pyVmomi import vim, vmodl
 
-from .dispatch import Ctx, method
-from .vm import VM
-from .world import World
+from ..dispatch import Ctx, method
+from ..vm import VM
+from .common import guest_later, invalid_power
 
 RPCTOOL_NAMES = ("vmware-rpctool", "vmware-rpctool-twin", "vmware-rpctool.exe")
 GUEST_SCRIPT = "forkscale-guest"
 FREEZE_COMMAND = "instantclone.freeze"
-FIRST_PID = 1000
-_BASE_LINUX = [(1, "systemd", "/sbin/init"), (612, "vmtoolsd", "/usr/bin/vmtoolsd")]
-_BASE_WINDOWS = [(4, "System", "System"), (2212, "vmtoolsd.exe",
-                                           '"C:\\Program Files\\VMware\\VMware Tools\\vmtoolsd.exe"')]
-
-
-@dataclass
-class GuestProcess:
-    pid: int
-    name: str
-    owner: str
-    cmd_line: str
-    start: float
-    end: float | None = None
-    exit_code: int | None = None
-    freeze: bool = False
-
-    def info(self) -> Any:
-        dt = datetime.fromtimestamp
-        return vim.vm.guest.ProcessManager.ProcessInfo(
-            name=self.name, pid=self.pid, owner=self.owner, cmdLine=self.cmd_line, startTime=dt(self.start, tz=UTC),
-            endTime=dt(self.end, tz=UTC) if self.end is not None else None, exitCode=self.exit_code)
-
-
-@dataclass
-class ProcessTable:
-    """The processes of one boot of one guest."""
-
-    boot: float | None
-    next_pid: int = FIRST_PID
-    procs: dict[int, GuestProcess] = field(default_factory=dict)
-
-    def start(self, name: str, owner: str, cmd_line: str, now: float, *, freeze: bool = False) -> GuestProcess:
-        proc = GuestProcess(pid=self.next_pid, name=name, owner=owner, cmd_line=cmd_line, start=now, freeze=freeze)
-        self.procs[proc.pid] = proc
-        self.next_pid += 1
-        return proc
-
-
-class GuestOps:
-    """Per-world state of the simulated guests' processes."""
-
-    def __init__(self, world: World) -> None:
-        self.world = world
-        self.tables: dict[str, ProcessTable] = {}
-
-    def table(self, vm: VM) -> ProcessTable:
-        """The process table of the VM's current boot (a new boot starts empty)."""
-        t = self.tables.get(vm.moid)
-        if t is None or t.boot != vm.boot_time:
-            if len(self.tables) > 1024:
-                for moid in [m for m in self.tables if m not in self.world.objects]:
-                    del self.tables[moid]
-            t = self.tables[vm.moid] = ProcessTable(boot=vm.boot_time)
-            base = _BASE_WINDOWS if vm.guest_id.startswith("win") else _BASE_LINUX
-            owner = "NT AUTHORITY\\SYSTEM" if vm.guest_id.startswith("win") else "root"
-            for pid, name, cmd in base:
-                t.procs[pid] = GuestProcess(pid=pid, name=name, owner=owner, cmd_line=cmd, start=vm.boot_time or 0.0)
-        return t
-
-    def on_clone(self, source: VM, clone: VM) -> None:
-        """A clone of a frozen source resumes with the source's processes; its freeze call returns 0."""
-        src = self.tables.get(source.moid)
-        if src is None or src.boot != source.boot_time:
-            return
-        now = self.world.now()
-        procs = {}
-        for pid, p in src.procs.items():
-            q = replace(p)
-            if q.freeze and q.end is None:
-                q.end, q.exit_code = now, 0
-            procs[pid] = q
-        self.tables[clone.moid] = ProcessTable(boot=clone.boot_time, next_pid=src.next_pid, procs=procs)
-
-
-def install(world: World) -> GuestOps:
-    """Attach the guest-operations state to a world and hook it into instant clones (idempotent)."""
-    state = getattr(world, "guestops", None)
-    if state is None:
-        state = GuestOps(world)
-        world.guestops = state  # type: ignore[attr-defined]
-        world.clone_hooks.append(state.on_clone)  # type: ignore[attr-defined]
-    return state
-
-
-def _state(world: World) -> GuestOps:
-    return install(world)
-
-
-def _lat(world: World, op: str, default: float) -> float:
-    lat = world.latencies  # type: ignore[attr-defined]
-    delay = world.latency(float(lat.get(op, default)), float(lat.get("jitter", 0.2)))
-    faults = getattr(world.twin, "faults", None)  # type: ignore[attr-defined]
-    return delay * (faults.slowdown(op) if faults is not None else 1.0)
-
-
-def guest_later(vm: VM, delay: float, fn: Any) -> None:
-    """Run `fn(vm)` after `delay` real seconds if the VM is still in the same boot, powered on."""
-    world = vm.world
-    boot = vm.boot_time
-
-    async def later() -> None:
-        await asyncio.sleep(delay)
-        if vm.alive and vm.power_state == "poweredOn" and vm.boot_time == boot:
-            fn(vm)
-
-    job = asyncio.get_running_loop().create_task(later())
-    world.tasks.background.add(job)  # type: ignore[attr-defined]
-    job.add_done_callback(world.tasks.background.discard)  # type: ignore[attr-defined]
 
 
 def freeze_later(vm: VM) -> float:
@@ -161,7 +49,7 @@ def freeze_later(vm: VM) -> float:
             v.frozen = True
             v.changed()
 
-    delay = _lat(vm.world, "freeze", 1.0)
+    delay = vm.world.delay("freeze")
     guest_later(vm, delay, freeze)
     return delay
 
@@ -190,9 +78,7 @@ def guest_vm(ctx: Ctx, ref: Any) -> VM:
     if not isinstance(vm, VM):
         raise vmodl.fault.InvalidArgument(msg="vm is not a virtual machine", invalidProperty="vm")
     if vm.power_state != "poweredOn":
-        word = {"poweredOff": "Powered off", "suspended": "Suspended"}.get(vm.power_state, vm.power_state)
-        raise vim.fault.InvalidPowerState(msg=f"The attempted operation cannot be performed in the current state "
-                                              f"({word}).", requestedState="poweredOn", existingState=vm.power_state)
+        raise invalid_power(vm, "poweredOn")
     if not vm.host.connected or vm.frozen or not vm.guest.tools_running:
         raise vim.fault.GuestOperationsUnavailable(msg="The guest operations agent could not be contacted.")
     return vm
@@ -203,7 +89,7 @@ def check_auth(vm: VM, auth: Any) -> str:
     if not isinstance(auth, vim.vm.guest.NamePasswordAuthentication):
         raise vmodl.fault.InvalidArgument(msg="the twin's guests accept NamePasswordAuthentication only",
                                           invalidProperty="auth")
-    user, password = vm.world.guest_credentials  # type: ignore[attr-defined]
+    user, password = vm.world.guest_credentials
     if not (secrets.compare_digest(auth.username or "", user)
             and secrets.compare_digest(auth.password or "", password)):
         raise vim.fault.InvalidGuestLogin(
@@ -220,7 +106,7 @@ def start_program(ctx: Ctx, this: Any, vm: Any, auth: Any, spec: Any) -> int:
         raise vmodl.fault.InvalidArgument(msg="spec.programPath is required", invalidProperty="spec.programPath")
     path, args = str(spec.programPath), str(spec.arguments or "")
     world = target.world
-    table = _state(world).table(target)
+    table = ctx.twin.guests.table(target)
     cmd_line = f'"{path}" {args}'.rstrip()
     name = posixpath.basename(path.replace("\\", "/"))
     if is_freeze(path, args):
@@ -233,7 +119,7 @@ def start_program(ctx: Ctx, this: Any, vm: Any, auth: Any, spec: Any) -> int:
         return proc.pid
     proc = table.start(name, owner, cmd_line, world.now())
     code = 1 if name in ("false", "false.exe") else 0
-    delay = _lat(world, "guest_program", 0.5)
+    delay = world.delay("guest_program", 0.5)
     if name == "sleep":
         try:
             delay = max(0.0, float(shlex.split(args)[0])) * world.time_scale
@@ -241,7 +127,7 @@ def start_program(ctx: Ctx, this: Any, vm: Any, auth: Any, spec: Any) -> int:
             code = 1
 
     def finish(v: VM) -> None:
-        if proc.end is None and table is _state(world).tables.get(v.moid):
+        if proc.end is None and table is ctx.twin.guests.tables.get(v.moid):
             proc.end, proc.exit_code = world.now(), code
 
     guest_later(target, delay, finish)
@@ -252,7 +138,7 @@ def start_program(ctx: Ctx, this: Any, vm: Any, auth: Any, spec: Any) -> int:
 def list_processes(ctx: Ctx, this: Any, vm: Any, auth: Any, pids: list[int] | None = None) -> list[Any]:
     target = guest_vm(ctx, vm)
     check_auth(target, auth)
-    table = _state(target.world).table(target)
+    table = ctx.twin.guests.table(target)
     wanted = {int(p) for p in pids or []}
     return [p.info() for pid, p in sorted(table.procs.items()) if not wanted or pid in wanted]
 
@@ -261,7 +147,7 @@ def list_processes(ctx: Ctx, this: Any, vm: Any, auth: Any, pids: list[int] | No
 def terminate_process(ctx: Ctx, this: Any, vm: Any, auth: Any, pid: int) -> None:
     target = guest_vm(ctx, vm)
     check_auth(target, auth)
-    proc = _state(target.world).table(target).procs.get(int(pid))
+    proc = ctx.twin.guests.table(target).procs.get(int(pid))
     if proc is None or proc.end is not None:
         raise vim.fault.GuestProcessNotFound(msg=f"The process {pid} was not found in the guest", pid=int(pid))
     proc.end, proc.exit_code = target.world.now(), 143  # SIGTERM

@@ -1,0 +1,11 @@
+"""The twin's VM operations: power, reconfigure, snapshots, clones, provisioning checks, destroy, guests.
+
+Importing this package registers their handlers. Argument shape errors are raised as method
+faults straight away (as vCenter does); anything that depends on the state of the world is
+checked when the task runs, so a source powered off while a clone waits in the queue fails that
+clone with `InvalidState`, like the real thing.
+"""
+
+from . import checks, clone, destroy, guest, instant, power, reconfigure, snapshots
+
+__all__ = ["checks", "clone", "destroy", "guest", "instant", "power", "reconfigure", "snapshots"]

@@ -1,0 +1,58 @@
+"""The provisioning checker: would this clone work right now? (the same checks the clone task makes)"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pyVmomi import VmomiSupport, vim, vmodl
+
+from ..dispatch import Ctx, method
+from ..inventory import Folder
+from ..tasks import Task
+from ..vm import VM
+from .clone import clone_faults
+from .common import elapse, submit
+from .instant import instant_clone_faults
+from .placement import folder_of, resolve_placement
+from .reconfigure import check_nic_edits
+
+CHECK_RESULTS = VmomiSupport.GetVmodlType("vim.vm.check.Result[]")
+
+
+def _name_taken(folder: Folder, name: str) -> list[vmodl.MethodFault]:
+    dup = next((e for e in folder.entries if e.name == name), None)
+    return [] if dup is None else [vim.fault.DuplicateName(msg=f"The name '{name}' already exists.", name=name,
+                                                            object=dup.ref)]
+
+
+@method("CheckInstantClone_Task")
+def check_instant_clone(ctx: Ctx, this: Any, vm: Any, spec: Any, testType: list[str] | None = None) -> Any:  # noqa: N803
+    src = ctx.twin.resolve(vm, ctx.session)
+    if not isinstance(src, VM):
+        raise vmodl.fault.InvalidArgument(invalidProperty="vm")
+    check_nic_edits(src, spec.location.deviceChange if spec.location else [], instant=True)
+    placement = resolve_placement(ctx, src, spec.location, instant=True)
+
+    async def body(task: Task) -> Any:
+        await elapse(src.world, "check")
+        faults = instant_clone_faults(ctx, src, spec) + _name_taken(placement.folder, spec.name)
+        return CHECK_RESULTS([vim.vm.check.Result(vm=src.ref, host=src.host.ref, error=faults, warning=[])])
+
+    return submit(ctx, src, body, op="ProvisioningChecker.checkInstantClone")
+
+
+@method("CheckClone_Task")
+def check_clone(ctx: Ctx, this: Any, vm: Any, folder: Any, name: str, spec: Any,
+                testType: list[str] | None = None) -> Any:  # noqa: N803
+    src = ctx.twin.resolve(vm, ctx.session)
+    if not isinstance(src, VM):
+        raise vmodl.fault.InvalidArgument(invalidProperty="vm")
+    target = folder_of(ctx, folder, src.parent)
+    _, pool, ds, host = resolve_placement(ctx, src, spec.location, instant=False)
+
+    async def body(task: Task) -> Any:
+        await elapse(src.world, "check")
+        faults = clone_faults(ctx, src, spec, ds, host) + _name_taken(target, name)
+        return CHECK_RESULTS([vim.vm.check.Result(vm=src.ref, host=host.ref, error=faults, warning=[])])
+
+    return submit(ctx, src, body, op="ProvisioningChecker.checkClone")

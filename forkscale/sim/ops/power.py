@@ -1,0 +1,144 @@
+"""Power operations of the twin's VMs, and what the simulated guest does when it comes up."""
+
+from __future__ import annotations
+
+import uuid as uuidlib
+from typing import Any
+
+from pyVmomi import vim, vmodl
+
+from ..disks import MiB
+from ..dispatch import Ctx, method
+from ..events import record
+from ..memory import admit
+from ..tasks import Task
+from ..vm import VM
+from .common import as_vm, elapse, guest_later, invalid_power, require_host, submit
+
+
+def power_on_now(vm: VM, *, boot: bool = True) -> None:
+    """Power on immediately. With `boot`, the simulated guest comes up after guest_boot latency."""
+    world = vm.world
+    vm.power_state = "poweredOn"
+    vm.boot_time = world.now()
+    for d in vm.disks:
+        d.top.thaw(world.sim_seconds(), rate=0.05 * MiB)
+    if not boot:
+        vm.guest.tools_running = True
+        vm.changed()
+        return
+    vm.guest.tools_running = False
+    vm.changed()
+    guest_up_later(vm, "guest_boot")
+
+
+def guest_up_later(vm: VM, op: str) -> None:
+    """The simulated guest comes up (boots, or resumes in a clone) after `op`'s latency."""
+    vm.guest_drawn_s = delay = vm.world.draw(op)
+    guest_later(vm, delay, guest_up)
+
+
+def guest_up(vm: VM) -> None:
+    vm.guest.tools_running = True
+    if vm.guest.agent == "simulated":
+        apply_identity(vm)
+    vm.changed()
+
+
+def apply_identity(vm: VM) -> None:
+    """What the guest script does after boot or resume, played by the twin for simulated guests."""
+    ident = vm.extra.get("guestinfo.forkscale.id")
+    if ident is None:
+        return
+    vm.guest.hostname = vm.extra.get("guestinfo.forkscale.hostname") or vm.name
+    vm.guest.ip = vm.extra.get("guestinfo.forkscale.ip") or None
+    vm.extra["guestinfo.forkscale.status"] = "ready"
+    vm.extra["guestinfo.forkscale.machine_id"] = uuidlib.UUID(int=vm.world.rng.getrandbits(128)).hex
+
+
+def power_off_now(vm: VM) -> None:
+    world = vm.world
+    vm.power_state = "poweredOff"
+    vm.frozen = False
+    vm.guest.tools_running = False
+    vm.boot_time = None
+    for d in vm.disks:
+        d.top.freeze(world.sim_seconds())
+    vm.changed()
+
+
+@method("PowerOnVM_Task")
+def power_on(ctx: Ctx, this: Any, host: Any = None) -> Any:
+    vm = as_vm(this)
+
+    async def body(task: Task) -> None:
+        await elapse(vm.world, "power_on")
+        require_host(vm)
+        if vm.template:
+            raise vim.fault.InvalidState(msg="A template cannot be powered on")
+        if vm.power_state == "poweredOn":
+            raise invalid_power(vm, "poweredOff")
+        if not admit(vm.host, vm.mem.touched_mb):
+            raise vim.fault.InsufficientMemoryResourcesFault(
+                msg=f"Insufficient memory resources on host {vm.host.name}", unreserved=0, requested=vm.mem.touched_mb)
+        power_on_now(vm)
+        record(ctx, "VmPoweredOnEvent", vm, f"{vm.name} on {vm.host.name} is powered on", task=task)
+
+    return submit(ctx, vm, body, op="VirtualMachine.powerOn")
+
+
+@method("PowerOffVM_Task")
+def power_off(ctx: Ctx, this: Any) -> Any:
+    vm = as_vm(this)
+
+    async def body(task: Task) -> None:
+        await elapse(vm.world, "power_off")
+        if vm.power_state == "poweredOff":
+            raise invalid_power(vm, "poweredOn")
+        power_off_now(vm)
+        record(ctx, "VmPoweredOffEvent", vm, f"{vm.name} on {vm.host.name} is powered off", task=task)
+
+    return submit(ctx, vm, body, op="VirtualMachine.powerOff")
+
+
+@method("ResetVM_Task")
+def reset(ctx: Ctx, this: Any) -> Any:
+    vm = as_vm(this)
+
+    async def body(task: Task) -> None:
+        await elapse(vm.world, "power_on")
+        if vm.power_state != "poweredOn":
+            raise invalid_power(vm, "poweredOn")
+        vm.frozen = False
+        record(ctx, "VmResettingEvent", vm, f"{vm.name} on {vm.host.name} is reset", task=task)
+        power_on_now(vm)
+
+    return submit(ctx, vm, body, op="VirtualMachine.reset")
+
+
+@method("ShutdownGuest")
+def shutdown_guest(ctx: Ctx, this: Any) -> None:
+    vm = as_vm(this)
+    if vm.power_state != "poweredOn":
+        raise invalid_power(vm, "poweredOn")
+    if not vm.guest.tools_running or vm.frozen:
+        raise vim.fault.ToolsUnavailable(msg="VMware Tools is not running in the guest")
+    power_off_now(vm)
+
+
+@method("MarkAsTemplate")
+def mark_as_template(ctx: Ctx, this: Any) -> None:
+    vm = as_vm(this)
+    if vm.power_state != "poweredOff":
+        raise invalid_power(vm, "poweredOff")
+    vm.template = True
+    vm.changed()
+
+
+@method("MarkAsVirtualMachine")
+def mark_as_vm(ctx: Ctx, this: Any, pool: Any, host: Any = None) -> None:
+    vm = as_vm(this)
+    if not vm.template:
+        raise vmodl.fault.NotSupported(msg="The VM is not a template")
+    vm.template = False
+    vm.changed()
