@@ -52,7 +52,7 @@ def instant_jobs(twin: Any, names: set[str]) -> list[dict[str, Any]]:
 
     def read(t: Any) -> list[dict[str, Any]]:
         out = []
-        for task in list(t.world.tasks.recent):
+        for task in list(t.world.tasks.recent.values()):
             info = task.info
             if info.descriptionId != "VirtualMachine.instantClone" or info.state != "success":
                 continue

@@ -170,7 +170,7 @@ def power_on(twin: Any, pool: str) -> None:
     def run(t: Any) -> int:
         from pyVmomi import vim
 
-        from forkscale.sim.ops import power_on_now
+        from forkscale.sim.ops.power import power_on_now
 
         n = 0
         for vm in list(t.world.of_kind(vim.VirtualMachine)):

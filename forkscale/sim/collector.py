@@ -12,11 +12,12 @@ import asyncio
 import time
 from typing import TYPE_CHECKING, Any
 
-from pyVmomi import VmomiSupport, vmodl
+from pyVmomi import VmomiSupport, vim, vmodl
 from pyVmomi.Differ import Differ
 
 from .mo import MO
 from .properties import PC, content, prop_type, read_path, read_props, split_path
+from .views import ContainerView
 
 if TYPE_CHECKING:
     from .world import World
@@ -122,6 +123,11 @@ def retrieve(world: World, specs: list[Any]) -> list[Any]:
 
 
 class Filter(MO):
+    """What one filter reported, and how to find what changed since: its selection is followed
+    incrementally (a ContainerView's arrivals and departures, or recentTask when the task list
+    changed), its objects' changes through the world's change log, and objects left over by a
+    truncated answer are kept for the next one."""
+
     kind = PC.Filter
 
     def __init__(self, world: World, moid: str, collector: Collector, spec: Any, partial: bool) -> None:
@@ -132,9 +138,12 @@ class Filter(MO):
         self.reported: dict[str, dict[str, Any]] = {}
         self.refs: dict[str, Any] = {}
         self.seen_version: dict[str, int] = {}
-        self.structure = -1
         self.objects: dict[str, MO] = {}
+        self.pending: set[str] = set()  # selected or changed, not reported yet (a truncated answer)
         self.log_pos = 0
+        self.view, self.tasks_only = _shape(world, spec)
+        self.selected_at = -1  # world.structure (or .tasklist) the selection reflects
+        self.view_at = (-1, 0)  # (epoch, change) of the view the selection reflects
 
     def p_spec(self) -> Any:
         return self.spec
@@ -153,57 +162,81 @@ class Filter(MO):
         self.reported.clear()
         self.refs.clear()
         self.seen_version.clear()
-        self.structure = -1
+        self.objects = {}
+        self.pending.clear()
+        self.selected_at = -1
+        self.view_at = (-1, 0)
+
+    def _membership(self) -> set[str]:
+        """Bring the selection up to date; the moids that joined or left it."""
+        world = self.world
+        view = self.view
+        if view is not None and view.alive:
+            view.sync()
+            changes = view.changes_since(*self.view_at) if self.view_at[0] >= 0 else None
+            self.view_at = (view.epoch, view.seq)
+            if changes is not None:
+                for moid, joined in changes:
+                    mo = world.objects.get(moid)
+                    if joined and mo is not None:
+                        self.objects[moid] = mo
+                    else:
+                        self.objects.pop(moid, None)
+                return {moid for moid, _ in changes}
+            fresh = {moid: world.objects[moid] for moid in view.members if moid in world.objects}
+        else:
+            key = world.tasklist if self.tasks_only else world.structure
+            if key == self.selected_at and view is None:
+                return set()
+            self.selected_at = key
+            fresh = {} if view is not None else {m.moid: m for m in select(world, self.spec)}
+        changed = set(fresh).symmetric_difference(self.objects)
+        self.objects = fresh
+        return changed
 
     def updates(self, limit: int | None) -> tuple[list[Any], bool]:
         """Object updates since the last report; (updates, truncated)."""
-        world = self.world
-        if self.structure != world.structure:
-            self.objects = {m.moid: m for m in select(world, self.spec)}
-            self.structure = world.structure
-            candidates = set(self.objects) | set(self.reported)
-        else:
-            candidates = self._dirty()
-        self.log_pos = world.seq
+        candidates = self.pending | self._membership() | self._dirty()
+        self.log_pos = self.world.seq
+        self.pending = set()
         out: list[Any] = []
-        truncated = False
-        for moid in sorted(candidates, key=_moid_order):
+        ordered = sorted(candidates, key=_moid_order)
+        for i, moid in enumerate(ordered):
             if limit is not None and len(out) >= limit:
-                truncated = True
-                self.structure = -1  # recompute next time
-                break
-            mo = self.objects.get(moid)
-            before = self.reported.get(moid)
-            if mo is None or not mo.alive:
-                if before is not None:
-                    del self.reported[moid]
-                    self.seen_version.pop(moid, None)
-                    out.append(PC.ObjectUpdate(kind="leave", obj=self.refs.pop(moid)))
-                continue
-            if before is not None and self.seen_version.get(moid) == mo.version:
-                continue
-            paths = paths_for(mo, self.spec.propSet)
-            if paths is None:
-                continue
-            values, missing = read_props(mo, paths, strict=False)
-            self.seen_version[moid] = mo.version
+                self.pending = set(ordered[i:])
+                return out, True
+            update = self._update(moid)
+            if update is not None:
+                out.append(update)
+        return out, False
+
+    def _update(self, moid: str) -> Any:
+        mo = self.objects.get(moid)
+        before = self.reported.get(moid)
+        if mo is None or not mo.alive:
             if before is None:
-                self.reported[moid] = values
-                self.refs[moid] = mo.ref
-                out.append(PC.ObjectUpdate(kind="enter", obj=mo.ref, missingSet=missing, changeSet=[
-                    PC.Change(name=k, op="assign", val=v) for k, v in values.items()]))
-                continue
-            changes = []
-            for k, v in values.items():
-                if k not in before or not equal(before[k], v):
-                    changes.append(PC.Change(name=k, op="assign", val=v))
-            for k in before:
-                if k not in values:
-                    changes.append(PC.Change(name=k, op="assign"))
-            self.reported[moid] = values
-            if changes:
-                out.append(PC.ObjectUpdate(kind="modify", obj=mo.ref, changeSet=changes, missingSet=missing))
-        return out, truncated
+                return None
+            del self.reported[moid]
+            self.seen_version.pop(moid, None)
+            return PC.ObjectUpdate(kind="leave", obj=self.refs.pop(moid))
+        if before is not None and self.seen_version.get(moid) == mo.version:
+            return None
+        paths = paths_for(mo, self.spec.propSet)
+        if paths is None:
+            return None
+        values, missing = read_props(mo, paths, strict=False)
+        self.seen_version[moid] = mo.version
+        self.reported[moid] = values
+        if before is None:
+            self.refs[moid] = mo.ref
+            return PC.ObjectUpdate(kind="enter", obj=mo.ref, missingSet=missing, changeSet=[
+                PC.Change(name=k, op="assign", val=v) for k, v in values.items()])
+        changes = [PC.Change(name=k, op="assign", val=v) for k, v in values.items()
+                   if k not in before or not equal(before[k], v)]
+        changes += [PC.Change(name=k, op="assign") for k in before if k not in values]
+        if not changes:
+            return None
+        return PC.ObjectUpdate(kind="modify", obj=mo.ref, changeSet=changes, missingSet=missing)
 
     def _dirty(self) -> set[str]:
         log = self.world.log
@@ -216,6 +249,23 @@ class Filter(MO):
             if moid in self.objects:
                 dirty.add(moid)
         return dirty
+
+
+def _shape(world: World, spec: Any) -> tuple[ContainerView | None, bool]:
+    """(the ContainerView a filter lists, whether it lists recentTask): the two selections followed
+    incrementally. Any other spec is selected again whenever the world's structure changes."""
+    sets = spec.objectSet or []
+    if len(sets) != 1 or not sets[0].skip or len(sets[0].selectSet or []) != 1:
+        return None, False
+    step = sets[0].selectSet[0]
+    if not isinstance(step, PC.TraversalSpec) or step.selectSet or step.skip:
+        return None, False
+    start = world.objects.get(sets[0].obj._moId)
+    if isinstance(start, ContainerView) and step.path == "view" and issubclass(vim.view.ContainerView, step.type):
+        return start, False
+    if start is not None and start is world.tasks.manager and step.path == "recentTask":
+        return None, True
+    return None, False
 
 
 def _moid_order(moid: str) -> tuple[str, int]:

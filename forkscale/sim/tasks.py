@@ -89,7 +89,8 @@ class TaskRunner:
         self.vcenter = Slots(vcenter_limit)
         self.host_limit = host_limit
         self.hosts: dict[str, Slots] = {}
-        self.recent: deque[Task] = deque()
+        self.recent: dict[str, Task] = {}  # TaskManager.recentTask, in submission order
+        self.finished: deque[Task] = deque()  # the finished ones among them, in the order they finished
         self.keep_completed = keep_completed
         self.manager: MO | None = None  # TaskManager MO, touched when recentTask changes
         self.background: set[asyncio.Task[Any]] = set()
@@ -114,7 +115,8 @@ class TaskRunner:
             eventChainId=int(moid.split("-")[1]), changeTag=None)
         task = Task(self.world, moid, info)
         self.world.add(task)
-        self.recent.append(task)
+        self.recent[moid] = task
+        self.world.tasklist += 1
         self._trim()
         job = asyncio.get_running_loop().create_task(self._run(task, body, host))
         self.background.add(job)
@@ -145,19 +147,24 @@ class TaskRunner:
             for s in held:
                 s.release()
             self.completed += 1
+            if task.moid in self.recent:
+                self.finished.append(task)
             if self.manager is not None:
                 self.world.touch(self.manager)
 
     def _trim(self) -> None:
-        done = [t for t in self.recent if t.info.state in ("success", "error")]
-        excess = len(done) - self.keep_completed
-        if excess > 0:
-            drop = set(id(t) for t in done[:excess])
-            self.recent = deque(t for t in self.recent if id(t) not in drop)
-            for t in done[:excess]:
+        """Keep at most `keep_completed` finished tasks in recentTask, dropping those that finished
+        first: O(1) per task, never a pass over the list."""
+        dropped = False
+        while len(self.finished) > self.keep_completed:
+            t = self.finished.popleft()
+            if self.recent.pop(t.moid, None) is not None:
                 self.world.remove(t)
+                dropped = True
+        if dropped:
+            self.world.tasklist += 1
         if self.manager is not None:
-            self.world.touch(self.manager, structural=True)
+            self.world.touch(self.manager)
 
     def recent_refs(self) -> list[Any]:
-        return [t.ref for t in self.recent]
+        return [t.ref for t in self.recent.values()]

@@ -133,6 +133,15 @@ class VM(Entity):
         self.guest_drawn_s = 0.0  # the guest boot/resume latency last drawn (bench/fanout.py computes the ideal)
         self._cache: dict[str, tuple[int, Any]] = {}
 
+    @property
+    def power_state(self) -> str:
+        return self._power_state
+
+    @power_state.setter
+    def power_state(self, value: str) -> None:
+        self._power_state = value
+        self.host.mem_epoch += 1  # memory.admit counts powered-on VMs only
+
     # relations ----------------------------------------------------------------------------
     def move_host(self, host: Host) -> None:
         self.host.vms.discard(self)
