@@ -19,6 +19,7 @@ from pyVmomi import vim, vmodl
 from forkscale.core.errors import PermanentError, TemporaryError
 from forkscale.vsphere.faults import LoginRefused, TaskFailed, fault_name, map_fault
 from forkscale.vsphere.fleetread import HOST_COUNTERS, host_memory, perf_counter_ids, read_fleet
+from forkscale.vsphere.guest import GuestOps
 from forkscale.vsphere.informer import Informer
 from forkscale.vsphere.model import TAG_ID, TAG_POOL, CloneRequest, FleetRead, Inventory, VmDetail
 from forkscale.vsphere.reads import (
@@ -38,8 +39,9 @@ PC = vmodl.query.PropertyCollector
 T = TypeVar("T")
 
 
-class Driver:
-    """Connect, read inventory in one batched pass, clone, power, destroy, freeze — asynchronously."""
+class Driver(GuestOps):
+    """Connect, read inventory in one batched pass, clone, power, destroy, freeze, run programs and move
+    files in guests — asynchronously."""
 
     def __init__(self, soap: Soap, *, task_timeout_s: float = 900.0, informer: Informer | None = None) -> None:
         self.soap = soap
@@ -48,6 +50,7 @@ class Driver:
         self.task_timeout_s = task_timeout_s
         self._counter_ids: dict[str, int] | None = None
         self._perf_warned = False
+        self._guest_managers: dict[str, Any] = {}
         # Called as hook(method, seconds, fault name or None) when a task ends (e.g. Telemetry.observe_task).
         self.task_hooks: list[Callable[[str, float, str | None], None]] = []
 
@@ -190,7 +193,10 @@ class Driver:
                                   else "moveAllDiskBackingsAndDisallowSharing")
         if req.resource_pool:
             loc.pool = vim.ResourcePool(req.resource_pool)
-        cfg = vim.vm.ConfigSpec(extraConfig=self._extra(req), deviceChange=[self._relocate(req, instant=False)])
+        more = [self._relocate(dataclasses.replace(req, nic_key=k, mac=m, network=n), instant=False)
+                for k, m, n in req.more_nics]
+        cfg = vim.vm.ConfigSpec(extraConfig=self._extra(req),
+                                deviceChange=[self._relocate(req, instant=False), *more])
         spec = vim.vm.CloneSpec(location=loc, powerOn=True, template=False, config=cfg,
                                 snapshot=vim.vm.Snapshot(snapshot) if snapshot else None)
         what = f"{'linked' if linked else 'full'} clone {req.name}"
@@ -266,6 +272,19 @@ class Driver:
         props = (await self.vm_props([vm._moId], [f'config.extraConfig["{TAG_POOL}"]',
                                                    f'config.extraConfig["{TAG_ID}"]'])).get(vm._moId, {})
         return str(vm._moId), extra_value(props, TAG_POOL), extra_value(props, TAG_ID)
+
+    async def snapshots_named(self, vm: str, name: str) -> list[str]:
+        """The morefs of `vm`'s snapshots called `name` (vSphere allows several), from one read of the tree."""
+        roots = await self._read(f"read the snapshots of {vm}", retrieve_one(
+            self.soap, vim.VirtualMachine(vm), vim.VirtualMachine, "snapshot.rootSnapshotList"))
+        found: list[str] = []
+        todo = list(roots or [])
+        while todo:
+            node = todo.pop()
+            if node.name == name:
+                found.append(str(node.snapshot._moId))
+            todo.extend(node.childSnapshotList or [])
+        return found
 
     async def chain_depths(self, vms: list[str]) -> dict[str, int]:
         """Deepest delta chain of each VM's disks, from `layoutEx.disk[].chain` (one batched read).

@@ -10,9 +10,10 @@ vSphere fault's name, never pyVmomi exceptions.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Protocol
 
-from forkscale.vsphere.model import CloneRequest, FleetRead, Inventory, VmDetail
+from forkscale.vsphere.model import CloneRequest, FleetRead, GuestLogin, GuestProcess, Inventory, VmDetail
 
 #: hook(method, seconds, fault name or None), called when a vCenter task ends.
 TaskHook = Callable[[str, float, str | None], None]
@@ -30,6 +31,8 @@ class InventoryReader(Protocol):
     async def chain_depths(self, vms: list[str]) -> dict[str, int]: ...
 
     async def tagged_child(self, folder: str, name: str) -> tuple[str, str | None, str | None] | None: ...
+
+    async def snapshots_named(self, vm: str, name: str) -> list[str]: ...
 
 
 class Provisioner(Protocol):
@@ -64,6 +67,30 @@ class GuestAccess(Protocol):
     async def wait_frozen(self, vm: str, timeout: float) -> None: ...
 
 
+class GuestOperations(Protocol):
+    """Programs and files inside a guest through VMware Tools, with no network to the guest
+    (StartProgramInGuest, ListProcessesInGuest, TerminateProcessInGuest, the guest file manager and
+    its one-shot transfer URLs). A guest that cannot take the call yet is a TemporaryError
+    (`GuestOperationsUnavailable`); a refused login a PermanentError (`InvalidGuestLogin`)."""
+
+    async def guest_start(self, vm: str, login: GuestLogin, program: str, args: str, *,
+                          cwd: str | None = None) -> int: ...
+
+    async def guest_processes(self, vm: str, login: GuestLogin, pids: list[int]) -> list[GuestProcess]: ...
+
+    async def guest_terminate(self, vm: str, login: GuestLogin, pid: int) -> bool: ...
+
+    async def guest_temp_dir(self, vm: str, login: GuestLogin, prefix: str) -> str: ...
+
+    async def guest_make_dir(self, vm: str, login: GuestLogin, path: str) -> None: ...
+
+    async def guest_remove_dir(self, vm: str, login: GuestLogin, path: str) -> None: ...
+
+    async def guest_upload(self, vm: str, login: GuestLogin, path: str, data: bytes | Path, mode: int) -> None: ...
+
+    async def guest_download(self, vm: str, login: GuestLogin, path: str, sink: Callable[[bytes], None]) -> int: ...
+
+
 class FleetReader(Protocol):
     """The exporter's view: one fleet read per refresh, and task timings as tasks end."""
 
@@ -72,5 +99,5 @@ class FleetReader(Protocol):
     async def read_fleet(self, *, page_size: int = 1000) -> FleetRead: ...
 
 
-class VSphere(InventoryReader, Provisioner, GuestAccess, FleetReader, Protocol):
+class VSphere(InventoryReader, Provisioner, GuestAccess, GuestOperations, FleetReader, Protocol):
     """Every role at once: what the engine is given."""
