@@ -28,9 +28,11 @@ import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from forkscale.core import identity
 from forkscale.core.identity import NetworkAlloc
+from forkscale.ledger import alloc
 from forkscale.ledger.records import (
     KINDS,
     LIVE_STATES,
@@ -137,15 +139,12 @@ class Ledger:
         _check_kind(kind)
         now = self._clock()
         with self._write() as conn:
-            # one pass over the live rows (this runs once per clone, so it is the planning cost)
-            rows = conn.execute("SELECT name, mac, ip, port_group = ? FROM clones WHERE state <> 'gone'",
-                                (port_group,)).fetchall()
-            names = {r[0] for r in rows}
-            index, name = identity.next_name(name_pattern, names, pool=pool)
+            # O(1) per clone: counters, free lists and index lookups (forkscale/ledger/alloc.py)
+            tx = _Tx(conn)
+            index, name, name_scope = alloc.allocate_name(tx, pool, name_pattern)
             hostname = name if hostname_pattern is None else identity.render_name(hostname_pattern, index, pool=pool)
-            ip = str(identity.next_ip(network, [r[2] for r in rows if r[3]]))
-            macs = {r[1] for r in rows}
-            mac = identity.random_mac(identity.TakenMacs(macs, taken_macs), rng)
+            ip, ip_value, ip_scope = alloc.allocate_ip(tx, network, port_group)
+            mac = alloc.random_mac(tx, taken_macs, rng)
             cursor = conn.execute(
                 """INSERT INTO clones (pool, name, hostname, ip, mac, kind, source, source_generation, host,
                        datastore, port_group, state, created_at, updated_at)
@@ -153,6 +152,8 @@ class Ledger:
                 (pool, name, hostname, ip, mac, kind, source, source_generation, host, datastore, port_group, now, now),
             )
             clone_id = int(cursor.lastrowid or 0)
+            alloc.hold(tx, clone_id, [(name_scope, index), (ip_scope, ip_value)])
+            _count(conn, pool, None, "planned")
             _event(conn, clone_id, now, "planned", {"name": name, "ip": ip, "mac": mac, "kind": kind, "host": host})
             return self._get(conn, clone_id)
 
@@ -166,9 +167,13 @@ class Ledger:
         _check_fields(fields)
         now = self._clock()
         with self._write() as conn:
-            old = self._get(conn, clone_id).state
+            current = self._get(conn, clone_id)
+            old = current.state
             if not allowed_transition(old, new_state):
                 raise IllegalTransition(clone_id, old, new_state)
+            _count(conn, current.pool, old, new_state)
+            if new_state == "gone":
+                alloc.release(_Tx(conn), clone_id)
             values: dict[str, object] = dict(fields)
             values.update(state=new_state, updated_at=now)
             if new_state == "ready":
@@ -217,6 +222,7 @@ class Ledger:
                 return None
             clone_id = int(row[0])
             _set(conn, clone_id, {"state": "claimed", "claimed_by": user, "claimed_at": now, "updated_at": now})
+            _count(conn, pool, "ready", "claimed")
             _event(conn, clone_id, now, "claimed", {"from": "ready", "claimed_by": user})
             return self._get(conn, clone_id)
 
@@ -253,9 +259,9 @@ class Ledger:
         return self.clones(pool, LIVE_STATES)
 
     def counts(self, pool: str) -> dict[str, int]:
-        """Clones per state (every state present, zero included)."""
+        """Clones per state (every state present, zero included): kept by every write, not counted."""
         out = dict.fromkeys(STATES, 0)
-        for row in self._read("SELECT state, COUNT(*) FROM clones WHERE pool = ? GROUP BY state", (pool,)):
+        for row in self._read("SELECT state, n FROM pool_counts WHERE pool = ?", (pool,)):
             out[row[0]] = int(row[1])
         return out
 
@@ -357,6 +363,32 @@ def _check_states(states: Iterable[str]) -> list[str]:
         if state not in STATES:
             raise LedgerError(f"unknown state {state!r} (states: {', '.join(STATES)})")
     return wanted
+
+
+class _Tx:
+    """The connection inside a write transaction, as `alloc` asks for it."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def one(self, sql: str, params: Sequence[object] = ()) -> Any:
+        return self.conn.execute(sql, params).fetchone()
+
+    def rows(self, sql: str, params: Sequence[object] = ()) -> list[Any]:
+        return self.conn.execute(sql, params).fetchall()
+
+    def run(self, sql: str, params: Sequence[object] = ()) -> int:
+        return self.conn.execute(sql, params).rowcount
+
+
+def _count(conn: sqlite3.Connection, pool: str, old: str | None, new: str) -> None:
+    """One clone of `pool` left state `old` (None: a new row) for `new`, in `pool_counts`."""
+    if old == new:
+        return
+    if old is not None:
+        conn.execute("UPDATE pool_counts SET n = n - 1 WHERE pool = ? AND state = ?", (pool, old))
+    conn.execute("INSERT INTO pool_counts (pool, state, n) VALUES (?, ?, 1) "
+                 "ON CONFLICT (pool, state) DO UPDATE SET n = n + 1", (pool, new))
 
 
 def _set(conn: sqlite3.Connection, clone_id: int, values: Mapping[str, object]) -> None:
