@@ -55,7 +55,7 @@ def test_a_full_range_is_exhausted_and_rolls_back_cleanly(tmp_path: Path):
 def test_a_ledger_from_before_the_counters_continues_where_its_rows_are(tmp_path: Path):
     path = tmp_path / "old.sqlite"
     conn = sqlite3.connect(path, isolation_level=None)
-    migrate(conn, MIGRATIONS[:2])  # as an older forkscale left it
+    migrate(conn, MIGRATIONS[:3])  # as an older forkscale left it
     now = time.time()
     for i in (1, 2, 4):
         conn.execute("""INSERT INTO clones (pool, name, hostname, ip, mac, kind, source, source_generation, host,

@@ -183,17 +183,16 @@ def test_step_timeout_is_reported_as_a_timeout_and_the_command_is_killed(twin, s
     work.mkdir()
     spec = write_rehearsal(
         tmp_path, twin, sshd,
-        steps=[{"name": "slow-upgrade", "run": f"sleep 2; touch {work}/finished", "timeout_s": 0.7}])
+        steps=[{"name": "slow-upgrade", "run": f"sleep 4; touch {work}/finished", "timeout_s": 0.7}])
     started = time.monotonic()
     assert cli("rehearse", "-f", str(spec), "-o", "json") == 1
-    assert time.monotonic() - started < 10
     report = json.loads(capsys.readouterr().out)
     step = report["steps"][0]
     assert step["status"] == "timeout" and step["exit_code"] is None
-    assert 0.6 < step["duration_s"] < 5
+    assert 0.6 < step["duration_s"] < 4  # given up on at its timeout, not when the command ended
     assert report["failures"][0]["reason"].startswith("timed out after 0.7s")
     assert set(vms(si)) == BASELINE_VMS
-    time.sleep(2.0)
+    time.sleep(max(0.0, started + 5.0 - time.monotonic()))  # past when the command would have finished
     assert not (work / "finished").exists()  # killed on the guest, not just abandoned
 
 

@@ -73,12 +73,22 @@ CREATE TABLE pools (
 """
 
 
-#: v3: identity allocation and counts in O(1) per clone (forkscale/ledger/alloc.py): per scope (a
+#: v3: a clone's vCenter identity beyond its moref (`config.instanceUuid`, so a VM is still found
+#: after its moref changed, e.g. re-registered), and the task of a clone whose identity is
+#: quarantined (`pending_task`: it timed out and may still land; the row keeps its name, IP and MAC
+#: until vCenter says the task ended and no VM holds them).
+_V3 = """
+ALTER TABLE clones ADD COLUMN instance_uuid TEXT;
+ALTER TABLE clones ADD COLUMN pending_task TEXT;
+"""
+
+
+#: v4: identity allocation and counts in O(1) per clone (forkscale/ledger/alloc.py): per scope (a
 #: pool's name pattern, a port group's address range) the next value never handed out and the
 #: values given back since; the values each clone holds, given back when it is gone; clones per
 #: pool and state, kept by every write instead of counted over the rows; `by_name` (a scale-down,
 #: a release) through an index on every row's name (IF NOT EXISTS: another migration may add it).
-_V3 = """
+_V4 = """
 CREATE TABLE identity_next (
     scope TEXT PRIMARY KEY,
     next_value INTEGER NOT NULL
@@ -105,7 +115,7 @@ CREATE INDEX IF NOT EXISTS clones_name ON clones (name);
 """
 
 
-MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3)
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4)
 
 
 SCHEMA_VERSION = len(MIGRATIONS)

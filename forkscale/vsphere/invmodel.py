@@ -64,7 +64,7 @@ def vm_info(moref: str, f: Mapping[str, Any]) -> VmInfo:
                   power=f.get("runtime.powerState") or "poweredOff", frozen=bool(f.get("runtime.instantCloneFrozen")),
                   snapshot=f.get("snapshot.currentSnapshot"), datastores=list(f.get("datastore") or ()),
                   template=bool(f.get("config.template")), pool=f.get(POOL_PATH), clone_id=f.get(ID_PATH),
-                  status=f.get(STATUS_PATH), source_tag=f.get(SOURCE_PATH))
+                  status=f.get(STATUS_PATH), source_tag=f.get(SOURCE_PATH), instance_uuid=f.get("config.instanceUuid"))
 
 
 def vm_row(moref: str, f: Mapping[str, Any]) -> VmRow:

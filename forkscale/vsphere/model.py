@@ -32,6 +32,7 @@ class VmInfo:
     clone_id: str | None = None
     status: str | None = None
     source_tag: str | None = None  # forkscale.source: set on per-host sources (and only there with no clone_id)
+    instance_uuid: str | None = None  # config.instanceUuid: vCenter's own identity of the VM
 
     @property
     def is_source(self) -> bool:
@@ -66,7 +67,7 @@ class CloneRequest:
     resource_pool: str | None
     network: NetworkRef  # from Inventory.networks
     mac: str
-    nic_key: int
+    nic_key: int | None  # the source NIC to edit (None: its first); the edit keeps that NIC's class
     extra: dict[str, str]
     disconnect: bool = False
     # further NICs to edit alike, as (nic key, manual MAC, network); a live clone of a multi-NIC

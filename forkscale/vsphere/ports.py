@@ -13,14 +13,31 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
+from forkscale.core.errors import TemporaryError
 from forkscale.vsphere.model import CloneRequest, FleetRead, GuestLogin, GuestProcess, Inventory, VmDetail
 
 #: hook(method, seconds, fault name or None), called when a vCenter task ends.
 TaskHook = Callable[[str, float, str | None], None]
 
 
+class TaskTimeout(TemporaryError):
+    """A task outlived its deadline: it is still queued or running in vCenter, and may yet succeed.
+
+    `task` is its moref, so the caller can ask later whether it ended (`Provisioner.task_ended`).
+    """
+
+    def __init__(self, message: str, task: str) -> None:
+        super().__init__(message, "Timeout", delay=2.0)
+        self.task = task
+
+
 class InventoryReader(Protocol):
     """Batched reads: the whole inventory, or a few VMs."""
+
+    @property
+    def api_version(self) -> str:
+        """vCenter's `about.apiVersion` (e.g. "8.0.3.0"), read at login."""
+        ...
 
     async def inventory(self) -> Inventory: ...
 
@@ -46,13 +63,17 @@ class Provisioner(Protocol):
 
     async def power_off(self, vm: str) -> None: ...
 
+    async def power_on(self, vm: str) -> None: ...
+
+    async def task_ended(self, task: str) -> bool: ...
+
     async def destroy(self, vm: str) -> None: ...
 
     async def create_folder(self, parent: str, name: str) -> str: ...
 
     async def vm_folder(self) -> str: ...
 
-    async def wait_clone_tasks_settled(self, timeout: float) -> None: ...
+    async def wait_clone_tasks_settled(self, timeout: float) -> bool: ...
 
 
 class GuestAccess(Protocol):

@@ -80,6 +80,8 @@ class Soap:
         """`time.monotonic()` when the latest answer that told the controller something arrived (any
         response but an empty `WaitForUpdatesEx` and requests made with `observe=False`). The
         inventory informer (`forkscale.vsphere.informer`) is never older than this when it answers."""
+        #: This server answered a keyed extraConfig property path with InvalidProperty (forkscale.vsphere.keyed).
+        self.keyed_paths_refused = False
 
     async def open(self) -> None:
         connector = aiohttp.TCPConnector(limit=self._limit, ssl=self._ssl, keepalive_timeout=60)
