@@ -1,7 +1,8 @@
 """The inventory informer against the twin over real SOAP: one full read, then deltas only.
 
 Each test compares the model with what a direct, batched read of vCenter returns at the same
-moment, and counts the twin's RetrievePropertiesEx calls to show the model was not re-read.
+moment, and counts the twin's CreateContainerView calls (every inventory read makes a view) to
+show the model was not re-read.
 """
 
 from __future__ import annotations
@@ -33,8 +34,9 @@ async def informed(twin: Any, **options: Any) -> AsyncIterator[tuple[Driver, Inf
         await driver.close()
 
 
-def retrieves(twin: Any) -> int:
-    return int(twin.admin("stats")["methods"].get("RetrievePropertiesEx", 0))
+def full_reads(twin: Any) -> int:
+    """Inventory reads: each goes through a ContainerView (the driver's one-VM reads do not)."""
+    return int(twin.admin("stats")["methods"].get("CreateContainerView", 0))
 
 
 def comparable(inv: Inventory) -> dict[str, Any]:
@@ -81,14 +83,14 @@ def test_a_clone_just_made_or_destroyed_is_in_the_next_answer_without_a_read(twi
             inv = await driver.inventory()
             src = inv.vm_by_name("src-linux")
             assert src is not None
-            before = retrieves(twin)
+            before = full_reads(twin)
             moref = await driver.instant_clone(src.moref, request(inv, "ryw-1", "00:50:56:00:01:01"))
             after = await driver.inventory()  # read-your-writes: no wait, no poll
             assert after.vms[moref].name == "ryw-1" and after.vms[moref].pool == "p"
             assert "00:50:56:00:01:01" in after.macs
             await driver.destroy(moref)
             assert moref not in (await driver.inventory()).vms
-            assert retrieves(twin) == before
+            assert full_reads(twin) == before
             assert comparable(await driver.inventory()) == comparable(await direct(driver))
 
     asyncio.run(go())
@@ -100,11 +102,11 @@ def test_a_change_behind_the_controllers_back_reaches_the_model_without_a_read(t
             inv = await driver.inventory()
             win = inv.vm_by_name("src-win")
             assert win is not None and win.power == "poweredOn"
-            before = retrieves(twin)
+            before = full_reads(twin)
             await asyncio.to_thread(twin.admin, "power_off", vm="src-win")
             assert informer.model is not None
             await until(lambda: informer.model is not None and informer.model.vms[win.moref].power == "poweredOff")
-            assert retrieves(twin) == before
+            assert full_reads(twin) == before
             assert informer.syncs == 1
 
     asyncio.run(go())
@@ -173,5 +175,37 @@ def test_a_refused_collector_version_starts_over(twin):
             win = (await driver.inventory()).vm_by_name("src-win")
             assert win is not None and win.power == "poweredOff"
             assert not armed[0]
+
+    asyncio.run(go())
+
+
+def test_against_vcsim_which_refuses_keyed_paths_the_model_still_has_the_tags(vcsim):
+    """govmomi's simulator answers keyed extraConfig paths with InvalidProperty: the informer then
+    asks for extraConfig whole, and a tagged VM is never taken for an untagged one."""
+    import ssl
+    from urllib.parse import urlsplit
+
+    from pyVim.connect import Disconnect, SmartConnect
+    from pyVim.task import WaitForTask
+    from pyVmomi import vim
+
+    parts = urlsplit(vcsim.url)
+    si = SmartConnect(host=parts.hostname, port=parts.port, user=vcsim.user, pwd=vcsim.password,
+                      sslContext=ssl.create_default_context(cafile=vcsim.ca_file))
+    try:
+        view = si.content.viewManager.CreateContainerView(si.content.rootFolder, [vim.VirtualMachine], True)
+        golden = next(vm for vm in view.view if vm.name == "golden")
+        spec = vim.vm.ConfigSpec(extraConfig=[vim.option.OptionValue(key="forkscale.pool", value="p"),
+                                              vim.option.OptionValue(key="forkscale.id", value="7")])
+        WaitForTask(golden.ReconfigVM_Task(spec), si=si)
+        moref = golden._moId
+    finally:
+        Disconnect(si)
+
+    async def go() -> None:
+        async with informed(vcsim) as (driver, informer):
+            vm = (await driver.inventory()).vms[moref]
+            assert (vm.pool, vm.clone_id) == ("p", "7")
+            assert driver.soap.keyed_paths_refused
 
     asyncio.run(go())

@@ -39,12 +39,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from pyVmomi import SoapAdapter, vmodl
+from pyVmomi import SoapAdapter, vim, vmodl
 
 from forkscale.core.errors import TemporaryError
 from forkscale.vsphere import informspec, updatexml
+from forkscale.vsphere.faults import fault_name
 from forkscale.vsphere.invmodel import Change, InventoryModel
-from forkscale.vsphere.model import FleetRead, Inventory
+from forkscale.vsphere.keyed import key_of, keyed
+from forkscale.vsphere.model import TAG_POOL, FleetRead, Inventory
 from forkscale.vsphere.transport import Soap, method_info
 
 log = logging.getLogger("forkscale.vsphere.informer")
@@ -77,6 +79,7 @@ class Informer:
         self.errors = 0
         self._collector: Any = None
         self._view: Any = None
+        self._whole_extra = False
         self._version = ""
         self._recreate = True
         self._resync = True
@@ -145,12 +148,18 @@ class Informer:
         backoff = 0.5
         while True:
             try:
+                if self.soap.keyed_paths_refused != self._whole_extra:  # found out since the filter was made
+                    self._recreate = self._resync = True
                 if self._resync or time.monotonic() - self.synced_at > self.resync_s:
                     await self._sync()
                 await self._step()
                 backoff = 0.5
             except asyncio.CancelledError:
                 raise
+            except informspec.KeyedRefused as exc:  # ask for extraConfig whole from now on (keyed.py)
+                log.warning("inventory informer: %s; reading extraConfig whole", exc)
+                self.soap.keyed_paths_refused = True
+                self._recreate = self._resync = True
             except Exception as exc:
                 self.errors += 1
                 self._recreate = self._resync = True
@@ -301,9 +310,30 @@ class Informer:
         self._collector = await self.soap.invoke(c.propertyCollector, "CreatePropertyCollector", observe=False)
         self._view = await self.soap.invoke(c.viewManager, "CreateContainerView", c.rootFolder,
                                             informspec.VIEW_TYPES, True, observe=False)
-        await self.soap.invoke(self._collector, "CreateFilter",
-                               informspec.filter_spec(self._view, fleet=self.fleet_paths), True, observe=False)
+        if not self.soap.keyed_paths_refused:
+            await self._probe_keyed()
+        self._whole_extra = self.soap.keyed_paths_refused
+        spec = informspec.filter_spec(self._view, fleet=self.fleet_paths, whole_extra=self._whole_extra)
+        await self.soap.invoke(self._collector, "CreateFilter", spec, True, observe=False)
         self._recreate = False
+
+    async def _probe_keyed(self) -> None:
+        """One VM's keyed extraConfig path, read once: a server that refuses it (InvalidProperty) may
+        also leave it out of updates without a word (govmomi's simulator does), and a tagged VM
+        must never look untagged; extraConfig is then read whole (`forkscale.vsphere.keyed`)."""
+        spec = PC.FilterSpec(objectSet=[PC.ObjectSpec(obj=self._view, skip=True, selectSet=[
+            PC.TraversalSpec(type=vim.view.ContainerView, path="view", skip=False)])],
+            propSet=[PC.PropertySpec(type=vim.VirtualMachine, pathSet=[keyed(TAG_POOL)])])
+        pc = self.soap.content.propertyCollector
+        res = await self.soap.invoke(pc, "RetrievePropertiesEx", [spec], PC.RetrieveOptions(maxObjects=1),
+                                     observe=False)
+        if res is not None and res.token:
+            with contextlib.suppress(vmodl.MethodFault):
+                await self.soap.invoke(pc, "CancelRetrievePropertiesEx", res.token, observe=False)
+        for oc in (res.objects if res is not None else None) or []:
+            if any(key_of(m.path) and fault_name(m.fault) == "InvalidProperty" for m in oc.missingSet or []):
+                log.warning("vCenter refuses keyed extraConfig paths; the informer reads extraConfig whole")
+                self.soap.keyed_paths_refused = True
 
     async def _destroy(self) -> None:
         """Best effort: both die with the session anyway."""

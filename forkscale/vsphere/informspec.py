@@ -12,6 +12,7 @@ from typing import Any
 
 from pyVmomi import VmomiSupport, vim, vmodl
 
+from forkscale.vsphere.faults import fault_name
 from forkscale.vsphere.fleetread import _chains
 from forkscale.vsphere.invmodel import (
     DATASTORE,
@@ -27,6 +28,7 @@ from forkscale.vsphere.invmodel import (
     VM,
     Change,
 )
+from forkscale.vsphere.keyed import EXTRA, key_of, option_values
 from forkscale.vsphere.reads import VM_PATHS
 
 PC = vmodl.query.PropertyCollector
@@ -46,12 +48,19 @@ VIEW_TYPES = [vim.VirtualMachine, vim.HostSystem, vim.Datastore, vim.Network, vi
               vim.Folder, vim.ResourcePool]
 
 
-def filter_spec(view: Any, *, fleet: bool) -> Any:
-    """One filter over `view` (a ContainerView of VIEW_TYPES) for every kind's paths."""
+class KeyedRefused(ValueError):
+    """The server refused a keyed extraConfig path (forkscale.vsphere.keyed): ask for it whole."""
+
+
+def filter_spec(view: Any, *, fleet: bool, whole_extra: bool = False) -> Any:
+    """One filter over `view` (a ContainerView of VIEW_TYPES) for every kind's paths; with
+    `whole_extra`, a VM's `config.extraConfig` whole instead of its keyed paths."""
     props = []
     for kind, _what, paths in KINDS:
-        if kind is vim.VirtualMachine and fleet:
-            paths = (*paths, *FLEET_VM_PATHS)
+        if kind is vim.VirtualMachine:
+            paths = (*paths, *FLEET_VM_PATHS) if fleet else paths
+            if whole_extra:
+                paths = (*(p for p in paths if not key_of(p)), EXTRA)
         props.append(PC.PropertySpec(type=kind, pathSet=list(paths)))
     return PC.FilterSpec(objectSet=[PC.ObjectSpec(obj=view, skip=True, selectSet=[
         PC.TraversalSpec(name="informer-view", type=vim.view.ContainerView, path="view", skip=False)])],
@@ -97,7 +106,9 @@ def changes(update: Any) -> list[Change]:
             what = what_of(ou.obj)
             if what is None:
                 continue
-            values = {c.name: None if c.op in ("remove", "indirectRemove") else plain(c.val)
-                      for c in ou.changeSet or []}
+            if any(key_of(m.path) and fault_name(m.fault) == "InvalidProperty" for m in ou.missingSet or []):
+                raise KeyedRefused(f"{ou.obj._moId}: keyed extraConfig paths refused")
+            values = {c.name: None if c.op in ("remove", "indirectRemove") else
+                      option_values(c.val) if c.name == EXTRA else plain(c.val) for c in ou.changeSet or []}
             out.append(Change(str(ou.kind), what, str(ou.obj._moId), values))
     return out

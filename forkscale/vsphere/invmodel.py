@@ -44,6 +44,8 @@ def extra_path(key: str) -> str:
 
 POOL_PATH, ID_PATH, STATUS_PATH, MAC_PATH, SOURCE_PATH = (extra_path(k) for k in (TAG_POOL, TAG_ID, STATUS_KEY,
                                                                                   MAC_KEY, TAG_SOURCE))
+WHOLE_EXTRA = "config.extraConfig"
+EXTRA_PATHS = {extra_path(k): k for k in (TAG_POOL, TAG_ID, STATUS_KEY, MAC_KEY, TAG_SOURCE)}
 LAYOUT_PATH = "layoutEx"
 SHARED_PATH, PRIVATE_PATH = "summary.quickStats.sharedMemory", "summary.quickStats.privateMemory"
 
@@ -102,6 +104,9 @@ class InventoryModel:
                 if values is None:
                     values = table[ch.moref] = {}
                 values.update(ch.values)
+                if WHOLE_EXTRA in values:  # a server refusing keyed paths sent extraConfig whole: keep our keys
+                    whole = values.pop(WHOLE_EXTRA) or {}
+                    values.update({path: whole.get(key) for path, key in EXTRA_PATHS.items()})
             if ch.what == VM:
                 self._vm(ch.moref, table.get(ch.moref))
             else:

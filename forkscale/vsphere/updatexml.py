@@ -22,8 +22,9 @@ from typing import Any
 
 from pyVmomi import VmomiSupport
 
-from forkscale.vsphere.informspec import what_of
+from forkscale.vsphere.informspec import KeyedRefused, what_of
 from forkscale.vsphere.invmodel import Change
+from forkscale.vsphere.keyed import EXTRA, key_of
 
 VIM = "{urn:vim25}"
 XSI_TYPE = "{http://www.w3.org/2001/XMLSchema-instance}type"
@@ -68,11 +69,17 @@ def decode(data: bytes) -> Page:
             what = _what(obj.get("type") or "")
             if what is None:
                 continue
+            for missing in ou.iterfind(f"{VIM}missingSet"):
+                fault = missing.find(f"{VIM}fault/{VIM}fault")
+                kind = "" if fault is None else (fault.get(XSI_TYPE) or "").rpartition(":")[2]
+                if key_of(missing.findtext(f"{VIM}path") or "") and kind == "InvalidProperty":
+                    raise KeyedRefused(f"{(obj.text or '').strip()}: keyed extraConfig paths refused")
             values: dict[str, Any] = {}
             for ch in ou.iterfind(f"{VIM}changeSet"):
                 val = ch.find(f"{VIM}val")
+                name = ch.findtext(f"{VIM}name") or ""
                 gone = ch.findtext(f"{VIM}op") in ("remove", "indirectRemove")
-                values[ch.findtext(f"{VIM}name") or ""] = None if gone or val is None else value(val)
+                values[name] = None if gone or val is None else options(val) if name == EXTRA else value(val)
             page.changes.append(Change(ou.findtext(f"{VIM}kind") or "", what, (obj.text or "").strip(), values))
     return page
 
@@ -125,6 +132,19 @@ def _is_enum(wsdl: str) -> bool:
         except KeyError:
             _ENUMS[wsdl] = False
     return _ENUMS[wsdl]
+
+
+def options(el: ET.Element) -> dict[str, str]:
+    """A whole `config.extraConfig` (ArrayOfOptionValue), as `keyed.option_values` reads it."""
+    out: dict[str, str] = {}
+    for opt in el:
+        inner = opt.find(f"{VIM}value")
+        text = "" if inner is None else str(value(inner))
+        if text:
+            out[opt.findtext(f"{VIM}key") or ""] = text
+        else:
+            out.pop(opt.findtext(f"{VIM}key") or "", None)
+    return out
 
 
 def layout(el: ET.Element) -> tuple[dict[int, int], int]:
