@@ -157,3 +157,19 @@ def test_the_plan_check_sees_a_full_scan(tmp_path: Path):
         plan(led)
     with sqlite3.connect(tmp_path / "l.sqlite") as conn:
         assert _scans_of_clones(conn, ["SELECT * FROM clones WHERE hostname = 'x'"])
+
+
+def test_live_rows_are_read_once_until_a_write_or_another_process_changes_them(tmp_path: Path):
+    path = tmp_path / "l.sqlite"
+    with Ledger(path) as led, Ledger(path) as other:  # `other`: as another process would
+        ids = [plan(led).id for _ in range(3)]
+        live = ["planned", "cloning", "ready"]
+        reads = led._live.reads
+        assert [r.id for r in led.clones("web", live)] == ids
+        led.set_desired("web", 3, "spec")  # not a clone write: the rows stay
+        assert len(led.clones("web", ["planned"])) == 3 and led._live.reads == reads + 1
+        walk(led, ids[0], "cloning")  # our own write
+        assert [r.state for r in led.clones("web", live)] == ["cloning", "planned", "planned"]
+        walk(other, ids[1], "gone")  # someone else's
+        assert [r.id for r in led.clones("web", live)] == [ids[0], ids[2]]
+        assert led._live.reads == reads + 3

@@ -27,12 +27,14 @@ import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 from forkscale.core import identity
 from forkscale.core.identity import NetworkAlloc
 from forkscale.ledger import alloc
+from forkscale.ledger.livecache import LiveRows
 from forkscale.ledger.records import (
     KINDS,
     LIVE_STATES,
@@ -76,6 +78,8 @@ class Ledger:
             self._conn.execute("PRAGMA synchronous = NORMAL")
             self._conn.execute("PRAGMA foreign_keys = ON")
             migrate(self._conn)
+            self._live = LiveRows(self._read_live, lambda: int(self._conn.execute("PRAGMA data_version").fetchone()[0]),
+                                  self._lock)
         except sqlite3.DatabaseError as exc:
             self._conn.close()
             raise LedgerError(f"{self.path}: not a usable ledger: {exc}") from exc
@@ -96,16 +100,27 @@ class Ledger:
         self.close()
 
     @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        """One short write transaction holding the file's write lock from its first statement."""
+    def _write(self, *, clones: bool = True) -> Iterator[sqlite3.Connection]:
+        """One short write transaction holding the file's write lock from its first statement.
+
+        `clones`: it may change clone rows, so the cached live rows are dropped (inside the lock,
+        before the commit, so no reader sees them after it).
+        """
         with self._lock:
             self._conn.execute("BEGIN IMMEDIATE")
+            if clones:
+                self._live.drop()
             try:
                 yield self._conn
             except BaseException:
                 self._conn.execute("ROLLBACK")
                 raise
             self._conn.execute("COMMIT")
+
+    def _read_live(self, pool: str) -> list[CloneRecord]:
+        rows = self._read(f"SELECT {_CLONE_COLUMNS} FROM clones WHERE pool = ? AND state <> 'gone' ORDER BY id",
+                          (pool,))
+        return [_clone_row(r) for r in rows]
 
     def _read(self, sql: str, params: Sequence[object] = ()) -> list[sqlite3.Row]:
         with self._lock:
@@ -244,7 +259,13 @@ class Ledger:
         return _clone(rows[0]) if rows else None
 
     def clones(self, pool: str | None = None, states: Iterable[str] | None = None) -> list[CloneRecord]:
-        sql, params = "SELECT * FROM clones WHERE 1", []
+        """Clones (of `pool`, in `states`) by id. A pool's rows that are not gone are read once and
+        kept until something changes them (forkscale.ledger.livecache)."""
+        if pool is not None and states is not None:
+            wanted = _check_states(states)
+            if "gone" not in wanted:
+                return self._live.rows(pool, frozenset(wanted))
+        sql, params = f"SELECT {_CLONE_COLUMNS} FROM clones WHERE 1", []
         if pool is not None:
             sql += " AND pool = ?"
             params.append(pool)
@@ -252,7 +273,7 @@ class Ledger:
             wanted = _check_states(states)
             sql += f" AND state IN ({', '.join('?' * len(wanted))})"
             params.extend(wanted)
-        return [_clone(r) for r in self._read(sql + " ORDER BY id", params)]
+        return [_clone_row(r) for r in self._read(sql + " ORDER BY id", params)]
 
     def live(self, pool: str) -> list[CloneRecord]:
         """Clones that count toward the pool's size (neither gone nor failed)."""
@@ -267,7 +288,7 @@ class Ledger:
 
     def set_desired(self, pool: str, desired: int, set_by: str) -> None:
         """Remember the count a pool is being converged to, and who asked for it."""
-        with self._write() as conn:
+        with self._write(clones=False) as conn:
             conn.execute("INSERT INTO pools (name, desired, set_by, updated_at) VALUES (?, ?, ?, ?) "
                          "ON CONFLICT(name) DO UPDATE SET desired = excluded.desired, set_by = excluded.set_by, "
                          "updated_at = excluded.updated_at", (pool, int(desired), set_by, self._clock()))
@@ -295,7 +316,7 @@ class Ledger:
         frozen: bool = False,
     ) -> SourceRecord:
         now = self._clock()
-        with self._write() as conn:
+        with self._write(clones=False) as conn:
             cursor = conn.execute(
                 """INSERT INTO sources (pool, vm_name, vm_moref, host, generation, state, frozen, created_at, updated_at)
                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)""",
@@ -318,7 +339,7 @@ class Ledger:
             values["frozen"] = int(bool(values["frozen"]))
         values["updated_at"] = self._clock()
         columns = ", ".join(f"{key} = ?" for key in values)
-        with self._write() as conn:
+        with self._write(clones=False) as conn:
             cursor = conn.execute(f"UPDATE sources SET {columns} WHERE id = ?", (*values.values(), source_id))
             if cursor.rowcount == 0:
                 raise LedgerError(f"no source with id {source_id}")
@@ -404,8 +425,16 @@ def _event(conn: sqlite3.Connection, clone_id: int, at: float, what: str, detail
     )
 
 
+_CLONE_COLUMNS = ", ".join(f.name for f in fields(CloneRecord))
+
+
 def _clone(row: sqlite3.Row) -> CloneRecord:
     return CloneRecord(**{key: row[key] for key in row.keys()})
+
+
+def _clone_row(row: Sequence[Any]) -> CloneRecord:
+    """A row of `SELECT {_CLONE_COLUMNS}`: by position, several times faster than by name."""
+    return CloneRecord(*row)
 
 
 def _source(row: sqlite3.Row) -> SourceRecord:
