@@ -71,6 +71,8 @@ def test_a_session_killed_mid_fanout_resyncs_the_model_and_the_next_converge_is_
             victim = sorted(await asyncio.to_thread(tagged, twin))[0]
             victim_moref = tagged(twin)[victim][0]
             await asyncio.to_thread(twin.admin, "power_off", vm=victim)
+            # behind its back: the controller learns it from the model, within change-to-model latency
+            await until(lambda: informer.model is not None and informer.model.vms[victim_moref].power == "poweredOff")
             twin.admin("time_scale", value=0.01)
             result = await engine.converge(POOL)
             assert result.ready == 40, result.errors

@@ -178,3 +178,35 @@ def test_memory_admission_adds_each_fork_to_its_count_and_never_counts_less_than
                     si=si)
         counted, exact, _ = twin.call(account)
         assert exact <= counted <= exact + 4096, (i, counted, exact)  # full side: the source's re-shared pages
+
+
+def test_an_update_set_is_written_exactly_as_pyvmomis_serializer_writes_it():
+    """The twin writes each property change itself (thousands per first report); byte for byte
+    what pyVmomi's own serializer writes, for every kind of value an update carries."""
+    from io import StringIO
+
+    from pyVmomi import VmomiSupport
+    from pyVmomi.SoapAdapter import SoapSerializer
+    from pyVmomi.VmomiSupport import Object
+
+    from forkscale.sim import soap
+
+    values = ["a <b> & 'c'", "", True, False, VmomiSupport.long(2**40), 7,
+              vim.VirtualMachine.PowerState("poweredOn"), vim.Folder("group-v1"),
+              vim.option.OptionValue(key="k", value="v"), VmomiSupport.GetVmodlType("vim.Datastore[]")(
+                  [vim.Datastore("ds-1")])]
+    update = PC.UpdateSet(version="1", truncated=False, filterSet=[PC.FilterUpdate(
+        filter=PC.Filter("f-1"), objectSet=[PC.ObjectUpdate(kind="enter", obj=vim.VirtualMachine("vm-1"), changeSet=[
+            PC.Change(name=f"p{i}", op="assign", val=v) for i, v in enumerate(values)] + [
+            PC.Change(name="gone", op="assign")])])])
+    info = Object(name="returnval", type=PC.UpdateSet, version=soap.VERSION, flags=0)
+    class Walked(soap._Serializer):  # the twin's serializer, but pyVmomi walks each Change
+        def _Serialize(self, val: Any, info: Any, defNS: str) -> None:  # noqa: N802, N803
+            if type(val) is PC.Change:
+                SoapSerializer._Serialize(self, val, info, defNS)
+            else:
+                super()._Serialize(val, info, defNS)
+
+    walked = StringIO()
+    SoapSerializer.Serialize(Walked(walked), update, info)
+    assert soap._serialize(update, info) == walked.getvalue()

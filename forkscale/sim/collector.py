@@ -218,7 +218,7 @@ class Filter(MO):
                 return None
             del self.reported[moid]
             self.seen_version.pop(moid, None)
-            return PC.ObjectUpdate(kind="leave", obj=self.refs.pop(moid))
+            return _data(PC.ObjectUpdate, kind="leave", obj=self.refs.pop(moid))
         if before is not None and self.seen_version.get(moid) == mo.version:
             return None
         paths = paths_for(mo, self.spec.propSet)
@@ -229,14 +229,15 @@ class Filter(MO):
         self.reported[moid] = values
         if before is None:
             self.refs[moid] = mo.ref
-            return PC.ObjectUpdate(kind="enter", obj=mo.ref, missingSet=missing, changeSet=[
-                PC.Change(name=k, op="assign", val=v) for k, v in values.items()])
-        changes = [PC.Change(name=k, op="assign", val=v) for k, v in values.items()
+            return _data(PC.ObjectUpdate, kind="enter", obj=mo.ref, missingSet=_missing(missing), changeSet=_ARRAY_CHANGE(
+                [_data(PC.Change, name=k, op="assign", val=v) for k, v in values.items()]))
+        changes = [_data(PC.Change, name=k, op="assign", val=v) for k, v in values.items()
                    if k not in before or not equal(before[k], v)]
-        changes += [PC.Change(name=k, op="assign") for k in before if k not in values]
+        changes += [_data(PC.Change, name=k, op="assign") for k in before if k not in values]
         if not changes:
             return None
-        return PC.ObjectUpdate(kind="modify", obj=mo.ref, changeSet=changes, missingSet=missing)
+        return _data(PC.ObjectUpdate, kind="modify", obj=mo.ref, changeSet=_ARRAY_CHANGE(changes),
+                     missingSet=_missing(missing))
 
     def _dirty(self) -> set[str]:
         log = self.world.log
@@ -249,6 +250,31 @@ class Filter(MO):
             if moid in self.objects:
                 dirty.add(moid)
         return dirty
+
+
+_DEFAULTS: dict[type, dict[str, Any]] = {}
+_ARRAY_CHANGE = VmomiSupport.GetVmodlType("vmodl.query.PropertyCollector.Change[]")
+_ARRAY_MISSING = VmomiSupport.GetVmodlType("vmodl.query.PropertyCollector.MissingProperty[]")
+
+
+def _missing(missing: list[Any]) -> Any:
+    return _ARRAY_MISSING(missing)
+
+
+def _data(cls: Any, **values: Any) -> Any:
+    """`cls(**values)` without pyVmomi's per-field type check: an update is a dozen of these per
+    object and 10,000 objects to a first report. Only for values already typed (`read_props`)."""
+    defaults = _DEFAULTS.get(cls)
+    if defaults is None:
+        proto = cls()
+        defaults = _DEFAULTS[cls] = {p.name: getattr(proto, p.name) for p in cls._GetPropertyList()}
+    obj = cls.__new__(cls)
+    for name, default in defaults.items():
+        value = values.get(name, default)
+        if isinstance(value, list) and value is default:
+            value = type(default)()  # never share a default list between objects
+        object.__setattr__(obj, name, value)
+    return obj
 
 
 def _shape(world: World, spec: Any) -> tuple[ContainerView | None, bool]:

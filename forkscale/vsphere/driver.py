@@ -55,8 +55,10 @@ class Driver(GuestOps):
 
     def __init__(self, soap: Soap, *, task_timeout_s: float = 900.0, informer: Informer | None = None) -> None:
         self.soap = soap
-        self.watcher = Watcher(soap)
+        self.watcher = Watcher(soap, vms=informer is None)
         self.informer = informer  # inventory() and read_fleet() from a model kept current (serve, metrics)
+        if informer is not None:
+            informer.vm_hooks.append(self.watcher.vm_update)  # guest status from the model, not a 2nd filter
         self.task_timeout_s = task_timeout_s
         self._counter_ids: dict[str, int] | None = None
         self._perf_warned = False

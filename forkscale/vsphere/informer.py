@@ -37,14 +37,14 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from pyVmomi import SoapAdapter, vim, vmodl
 
 from forkscale.core.errors import TemporaryError
 from forkscale.vsphere import informspec, updatexml
 from forkscale.vsphere.faults import fault_name
-from forkscale.vsphere.invmodel import Change, InventoryModel
+from forkscale.vsphere.invmodel import STATUS_PATH, VM, Change, InventoryModel
 from forkscale.vsphere.keyed import key_of, keyed
 from forkscale.vsphere.model import TAG_POOL, FleetRead, Inventory
 from forkscale.vsphere.transport import Soap, method_info
@@ -52,6 +52,12 @@ from forkscale.vsphere.transport import Soap, method_info
 log = logging.getLogger("forkscale.vsphere.informer")
 PC = vmodl.query.PropertyCollector
 NEVER = float("-inf")
+POWER_PATH = "runtime.powerState"
+
+
+class VmHook(Protocol):
+    def __call__(self, moid: str, *, status: str | None = ..., power: str | None = ...,
+                 left: bool = ...) -> None: ...
 
 
 class Informer:
@@ -86,6 +92,9 @@ class Informer:
         self._want = NEVER
         self._cancelled = False
         self._tick: asyncio.Future[None] | None = None
+        self.vm_hooks: list[VmHook] = []
+        """Called as hook(moref, status=, power=, left=) for each VM whose guest status or power the
+        model learns (every VM at each sync): the task watcher's wait_ready rides on it."""
         self._hurry = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -152,6 +161,8 @@ class Informer:
                     self._recreate = self._resync = True
                 if self._resync or time.monotonic() - self.synced_at > self.resync_s:
                     await self._sync()
+                    if self._resync:  # the sync found it must start over (keyed paths refused)
+                        continue
                 await self._step()
                 backoff = 0.5
             except asyncio.CancelledError:
@@ -176,7 +187,14 @@ class Informer:
         self._resync = True
         staging = InventoryModel()
         version = await self._pages(await self._wait("", 0), staging.apply, in_thread=True)
+        if not self._whole_extra and staging.vms:
+            await self._probe_keyed(next(iter(staging.vms)))
+            if self.soap.keyed_paths_refused:  # this model may miss tags: start over with extraConfig whole
+                self._recreate = True
+                return
         self.model, self._version = staging, version or ""
+        for moref, vm in staging.vms.items():
+            self._tell(moref, status=vm.status or "", power=vm.power)
         self.syncs += 1
         self.synced_at = time.monotonic()
         self._resync = False
@@ -242,6 +260,14 @@ class Informer:
         self._version = version
         assert self.model is not None
         self.model.apply(found)
+        for ch in found:
+            if ch.what == VM and (ch.kind == "leave" or STATUS_PATH in ch.values or POWER_PATH in ch.values):
+                vm = self.model.vms.get(ch.moref)
+                if vm is None:
+                    self._tell(ch.moref, left=True)
+                else:
+                    self._tell(ch.moref, status=vm.status or "" if STATUS_PATH in ch.values else None,
+                               power=vm.power if POWER_PATH in ch.values else None)
         self.updates += 1
         self._fresh(issued)
         if self.coalesce_s > 0 and self._want <= self.fresh_as_of:
@@ -299,6 +325,13 @@ class Informer:
             self._resync = True
             raise
 
+    def _tell(self, moref: str, *, status: str | None = None, power: str | None = None, left: bool = False) -> None:
+        for hook in self.vm_hooks:
+            try:
+                hook(moref, status=status, power=power, left=left)
+            except Exception:  # a broken hook must not stop the model
+                log.exception("VM hook %r failed", hook)
+
     def _fresh(self, issued: float) -> None:
         self.fresh_as_of = max(self.fresh_as_of, issued)
         if self._tick is not None and not self._tick.done():
@@ -310,26 +343,20 @@ class Informer:
         self._collector = await self.soap.invoke(c.propertyCollector, "CreatePropertyCollector", observe=False)
         self._view = await self.soap.invoke(c.viewManager, "CreateContainerView", c.rootFolder,
                                             informspec.VIEW_TYPES, True, observe=False)
-        if not self.soap.keyed_paths_refused:
-            await self._probe_keyed()
         self._whole_extra = self.soap.keyed_paths_refused
         spec = informspec.filter_spec(self._view, fleet=self.fleet_paths, whole_extra=self._whole_extra)
         await self.soap.invoke(self._collector, "CreateFilter", spec, True, observe=False)
         self._recreate = False
 
-    async def _probe_keyed(self) -> None:
-        """One VM's keyed extraConfig path, read once: a server that refuses it (InvalidProperty) may
-        also leave it out of updates without a word (govmomi's simulator does), and a tagged VM
-        must never look untagged; extraConfig is then read whole (`forkscale.vsphere.keyed`)."""
-        spec = PC.FilterSpec(objectSet=[PC.ObjectSpec(obj=self._view, skip=True, selectSet=[
-            PC.TraversalSpec(type=vim.view.ContainerView, path="view", skip=False)])],
-            propSet=[PC.PropertySpec(type=vim.VirtualMachine, pathSet=[keyed(TAG_POOL)])])
-        pc = self.soap.content.propertyCollector
-        res = await self.soap.invoke(pc, "RetrievePropertiesEx", [spec], PC.RetrieveOptions(maxObjects=1),
-                                     observe=False)
-        if res is not None and res.token:
-            with contextlib.suppress(vmodl.MethodFault):
-                await self.soap.invoke(pc, "CancelRetrievePropertiesEx", res.token, observe=False)
+    async def _probe_keyed(self, vm: str) -> None:
+        """One VM's keyed extraConfig path, read once per sync: a server that refuses it
+        (InvalidProperty) may also leave it out of updates without a word (govmomi's simulator
+        does), and a tagged VM must never look untagged; extraConfig is then read whole
+        (`forkscale.vsphere.keyed`)."""
+        spec = PC.FilterSpec(objectSet=[PC.ObjectSpec(obj=vim.VirtualMachine(vm))],
+                             propSet=[PC.PropertySpec(type=vim.VirtualMachine, pathSet=[keyed(TAG_POOL)])])
+        res = await self.soap.invoke(self.soap.content.propertyCollector, "RetrievePropertiesEx", [spec],
+                                     PC.RetrieveOptions(), observe=False)
         for oc in (res.objects if res is not None else None) or []:
             if any(key_of(m.path) and fault_name(m.fault) == "InvalidProperty" for m in oc.missingSet or []):
                 log.warning("vCenter refuses keyed extraConfig paths; the informer reads extraConfig whole")

@@ -31,8 +31,12 @@ COALESCE_S = 0.02
 
 
 class Watcher:
-    def __init__(self, soap: Soap, *, max_wait_s: int = 10, coalesce_s: float = COALESCE_S) -> None:
+    def __init__(self, soap: Soap, *, max_wait_s: int = 10, coalesce_s: float = COALESCE_S,
+                 vms: bool = True) -> None:
         self.soap = soap
+        # False: guest status and power come from the inventory informer (`vm_update`), which
+        # already follows every VM: no second filter over all of them, no second first read.
+        self.follow_vms = vms
         self.max_wait_s = max_wait_s
         self.coalesce_s = coalesce_s
         self.collector: Any = None
@@ -58,6 +62,9 @@ class Watcher:
                 PC.TraversalSpec(name="recent", type=vim.TaskManager, path="recentTask", skip=False)])],
             propSet=[PC.PropertySpec(type=vim.Task, pathSet=TASK_PATHS)])
         await self.soap.invoke(self.collector, "CreateFilter", tasks, True)
+        self._version = ""
+        if not self.follow_vms:
+            return
         view = await self.soap.invoke(content.viewManager, "CreateContainerView", content.rootFolder,
                                       [vim.VirtualMachine], True)
         vms = PC.FilterSpec(
@@ -123,22 +130,31 @@ class Watcher:
                 self._finish(moid, state, props.get("info.result") if state == "success" else props.get("info.error"))
             return
         if obj.kind == "leave":
+            self.vm_update(moid, left=True)
+            return
+        for c in obj.changeSet or []:
+            if c.name == STATUS_PATH:
+                self.vm_update(moid, status=str(c.val.value) if c.val is not None and c.val.value is not None else "")
+            elif c.name == "runtime.powerState":
+                self.vm_update(moid, power=str(c.val))
+
+    def vm_update(self, moid: str, *, status: str | None = None, power: str | None = None, left: bool = False) -> None:
+        """A VM's guest status or power changed, or it is gone (from this watcher's filter, or the informer's)."""
+        if left:
             self.status.pop(moid, None)
             self.power.pop(moid, None)
             for fut in self.status_waiters.pop(moid, []):
                 if not fut.done():
                     fut.set_result("error:vm-removed")
             return
-        for c in obj.changeSet or []:
-            if c.name == STATUS_PATH:
-                value = str(c.val.value) if c.val is not None and c.val.value is not None else ""
-                self.status[moid] = value
-                if value == "ready" or value.startswith("error"):
-                    for fut in self.status_waiters.pop(moid, []):
-                        if not fut.done():
-                            fut.set_result(value)
-            elif c.name == "runtime.powerState":
-                self.power[moid] = str(c.val)
+        if power is not None:
+            self.power[moid] = power
+        if status is not None:
+            self.status[moid] = status
+            if status == "ready" or status.startswith("error"):
+                for fut in self.status_waiters.pop(moid, []):
+                    if not fut.done():
+                        fut.set_result(status)
 
     def _finish(self, moid: str, state: str, value: Any) -> None:
         fut = self.tasks.pop(moid, None)
