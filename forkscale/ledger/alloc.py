@@ -171,10 +171,16 @@ class _LiveMacs(Collection[str]):
 
     def __init__(self, tx: Tx) -> None:
         self.tx = tx
+        self._last: tuple[str, bool] = ("", False)
 
     def __contains__(self, mac: object) -> bool:
-        return isinstance(mac, str) and _live(
-            self.tx, "SELECT 1 FROM clones WHERE mac = ? AND state <> 'gone' LIMIT 1", (mac,))
+        """The ledger writes MACs in lower case: each candidate (asked in both cases) is one lookup."""
+        if not isinstance(mac, str):
+            return False
+        mac = mac.lower()
+        if self._last[0] != mac:
+            self._last = (mac, _live(self.tx, "SELECT 1 FROM clones WHERE mac = ? AND state <> 'gone' LIMIT 1", (mac,)))
+        return self._last[1]
 
     def __len__(self) -> int:
         return 0
