@@ -23,6 +23,7 @@ from forkscale.observe.telemetry import Telemetry, metrics_handler
 from forkscale.spec import load_spec
 
 DEFAULT_LISTEN = "127.0.0.1:9464"
+SWITCH_INTERVAL_S = 0.0005
 log = logging.getLogger("forkscale.metrics")
 
 
@@ -60,6 +61,10 @@ async def run(args: argparse.Namespace) -> int:
     telemetry = Telemetry()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    # A refresh builds and formats the fleet on a worker thread; a scrape on this loop waits for the
+    # GIL at each step, up to one switch interval each time (CPython's 5 ms: ~100 ms per scrape at
+    # 10,000 clones, bench/scrape.py). serve does the same for its API thread.
+    sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL_S))
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)

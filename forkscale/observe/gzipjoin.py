@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import struct
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 LEVEL = 1
@@ -68,7 +69,7 @@ def _zeros(length: int) -> list[int]:
     return out
 
 
-def _times(matrix: list[int], vec: int) -> int:
+def _times(matrix: Sequence[int], vec: int) -> int:
     out = 0
     i = 0
     while vec:
