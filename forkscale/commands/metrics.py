@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import sys
@@ -89,6 +90,9 @@ async def run(args: argparse.Namespace) -> int:
                 shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
                 print(f"forkscale metrics: serving http://{shown}:{bound[1]}/metrics (and /healthz), "
                       f"inventory every {args.interval:g}s", flush=True)
+                # The model, the session and pyVmomi's type tables live as long as the process: out of
+                # the cyclic collector's reach, whose full passes over them stop every thread (as serve).
+                gc.freeze()
                 refresher = asyncio.create_task(exporter.run(wait_first=True), name="forkscale-exporter")
                 try:
                     await stop.wait()
