@@ -10,8 +10,9 @@ one kept-alive connection, one scrape every 50 ms):
 
 * idle: `--interval 3600`, after the first refresh;
 * refreshing: `--interval 0.1`, the exporter rebuilding its sample back to back (--busy-seconds);
-* fan-out: `--interval 1` while `forkscale scale` (a fourth process) adds --fanout instant clones
-  to the pool, so the model takes thousands of updates while the scrapes run.
+* fan-out: while `forkscale scale` (a fourth process) adds --fanout instant clones to the pool,
+  so the model takes thousands of updates while the scrapes run (`--interval` 20, the default;
+  `--fanout-interval` sets it).
 
 For comparison, one exporter refresh with a direct read of vCenter (no informer) is timed
 in-process first (`direct_refresh_s`, its SOAP requests and the series it renders).
@@ -182,9 +183,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         with MetricsProcess(spec, "0.1", env) as mp:
             busy, _ = client_result(client(mp.port, "--seconds", str(args.busy_seconds)))
         result |= stats("busy_", busy)
-        with MetricsProcess(spec, "1", env) as mp:
+        with MetricsProcess(spec, str(args.fanout_interval), env) as mp:
             result |= fanout_phase(args, d, spec, env, mp.port)
         result["fanout_maxrss_mib"] = round(mp.maxrss_mib, 1)
+        result["fanout_interval_s"] = args.fanout_interval
     return result
 
 
@@ -232,6 +234,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--busy-seconds", type=float, default=15.0,
                     help="how long to scrape while the exporter refreshes back to back (default 15)")
     ap.add_argument("--fanout", type=int, default=1000, help="clones the fan-out phase adds (default 1,000; 0: none)")
+    ap.add_argument("--fanout-interval", type=float, default=20.0,
+                    help="`forkscale metrics --interval` during the fan-out (default 20, its default)")
     ap.add_argument("--time-scale", type=float, default=0.1,
                     help="twin latency multiplier for the fan-out (default 0.1: an instant clone ~0.1 s)")
     ap.add_argument("--no-direct", dest="direct", action="store_false",
