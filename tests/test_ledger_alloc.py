@@ -14,13 +14,14 @@ import pytest
 
 from forkscale.core.identity import ExhaustedError, NetworkAlloc
 from forkscale.ledger import STATES, Ledger, alloc
-from forkscale.ledger.schema import MIGRATIONS, migrate
+from forkscale.ledger.schema import MIGRATIONS
+from forkscale.ledger.sqlite import migrate
 from tests.spine_helpers import write_spec
 from tests.test_ledger import plan, walk
 
 
-def test_a_gone_clones_name_and_address_are_the_next_ones_handed_out(tmp_path: Path):
-    with Ledger(tmp_path / "l.sqlite") as led:
+def test_a_gone_clones_name_and_address_are_the_next_ones_handed_out(ledger_state: str):
+    with Ledger(ledger_state) as led:
         recs = [plan(led) for _ in range(5)]
         assert [r.name for r in recs] == [f"web-{i:03d}" for i in range(1, 6)]
         walk(led, recs[1].id, "cloning", "failed")  # failed still holds its identity (it may land)
@@ -34,16 +35,16 @@ def test_a_gone_clones_name_and_address_are_the_next_ones_handed_out(tmp_path: P
         assert len({r.mac for r in live}) == len({r.ip for r in live}) == len({r.name for r in live}) == len(live)
 
 
-def test_a_name_taken_by_another_pool_is_skipped(tmp_path: Path):
-    with Ledger(tmp_path / "l.sqlite") as led:
+def test_a_name_taken_by_another_pool_is_skipped(ledger_state: str):
+    with Ledger(ledger_state) as led:
         plan(led, pool="other", name_pattern="web-{index:03d}")  # a foreign row holds web-001
         assert plan(led).name == "web-002"
         assert plan(led).name == "web-003"
 
 
-def test_a_full_range_is_exhausted_and_rolls_back_cleanly(tmp_path: Path):
+def test_a_full_range_is_exhausted_and_rolls_back_cleanly(ledger_state: str):
     tiny = NetworkAlloc.parse("10.30.0.0/29", gateway="10.30.0.1")  # .2-.6: five addresses
-    with Ledger(tmp_path / "l.sqlite") as led:
+    with Ledger(ledger_state) as led:
         recs = [plan(led, network=tiny) for _ in range(5)]
         with pytest.raises(ExhaustedError):
             plan(led, network=tiny)
@@ -55,7 +56,7 @@ def test_a_full_range_is_exhausted_and_rolls_back_cleanly(tmp_path: Path):
 def test_a_ledger_from_before_the_counters_continues_where_its_rows_are(tmp_path: Path):
     path = tmp_path / "old.sqlite"
     conn = sqlite3.connect(path, isolation_level=None)
-    migrate(conn, MIGRATIONS[:3])  # as an older forkscale left it
+    migrate(conn, MIGRATIONS[:6])  # as an older forkscale left it (v6: before the counters)
     now = time.time()
     for i in (1, 2, 4):
         conn.execute("""INSERT INTO clones (pool, name, hostname, ip, mac, kind, source, source_generation, host,
@@ -74,9 +75,9 @@ def test_a_ledger_from_before_the_counters_continues_where_its_rows_are(tmp_path
         assert plan(led).name == "web-002"
 
 
-def test_counts_follow_every_write(tmp_path: Path):
+def test_counts_follow_every_write(ledger_state: str):
     rng = random.Random(7)
-    with Ledger(tmp_path / "l.sqlite") as led:
+    with Ledger(ledger_state) as led:
         ids = [plan(led, pool=rng.choice(["a", "b"])).id for _ in range(40)]
         paths = [("cloning", "customizing", "ready"), ("cloning", "failed", "gone"), ("gone",),
                  ("cloning", "customizing", "ready", "claimed"), ("cloning", "customizing", "ready", "draining")]
@@ -84,27 +85,25 @@ def test_counts_follow_every_write(tmp_path: Path):
             walk(led, clone_id, *rng.choice(paths))
         for _ in range(3):
             led.claim("a", "bob")
-        conn = sqlite3.connect(tmp_path / "l.sqlite")
         for pool in ("a", "b"):
             truth = dict.fromkeys(STATES, 0)
-            truth.update(dict(conn.execute("SELECT state, COUNT(*) FROM clones WHERE pool = ? GROUP BY state",
-                                           (pool,)).fetchall()))
+            truth.update({r[0]: int(r[1]) for r in led._read(
+                "SELECT state, COUNT(*) FROM clones WHERE pool = ? GROUP BY state", (pool,))})
             assert led.counts(pool) == truth
-        conn.close()
 
 
 def test_planning_costs_the_same_at_one_clone_and_at_five_thousand(tmp_path: Path):
     """Statements per plan, not seconds: the same count with 5,000 live rows as with none."""
     with Ledger(tmp_path / "l.sqlite") as led:
         trace: list[str] = []
-        led._conn.set_trace_callback(trace.append)
+        led.backend._conn.set_trace_callback(trace.append)
         plan(led)
         first = len(trace)
-        led._conn.set_trace_callback(None)
+        led.backend._conn.set_trace_callback(None)
         for _ in range(5000):
             plan(led, network=NetworkAlloc.parse("10.64.0.0/16"))
         trace.clear()
-        led._conn.set_trace_callback(trace.append)
+        led.backend._conn.set_trace_callback(trace.append)
         plan(led, network=NetworkAlloc.parse("10.64.0.0/16"))
         assert len(trace) <= first + 2  # (a new scope's first use may set up one more row)
 
@@ -130,7 +129,7 @@ def test_every_statement_of_converge_rounds_uses_an_index_on_clones(twin, tmp_pa
 
     async def rounds() -> None:
         async with open_engine(spec, informer=True) as engine:
-            engine.ledger._conn.set_trace_callback(trace.append)
+            engine.ledger.backend._conn.set_trace_callback(trace.append)
             for want in (6, 6, 3):
                 assert (await engine.converge("quickstart", want)).ready == want
 

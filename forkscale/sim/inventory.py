@@ -61,7 +61,13 @@ class Entity(MO):
         return []
 
     def p_customValue(self) -> list[Any]:  # noqa: N802
-        return []
+        return self.world.custom_fields.of(self)
+
+    def p_value(self) -> list[Any]:
+        return self.world.custom_fields.of(self)
+
+    def p_availableField(self) -> list[Any]:  # noqa: N802
+        return self.world.custom_fields.available(self)
 
     def p_recentTask(self) -> list[Any]:  # noqa: N802
         return [t.ref for t in self.world.of_kind(vim.Task)
@@ -244,6 +250,7 @@ class Host(Entity):
         self.cpu_cores = cpu_cores
         self.cpu_mhz = cpu_mhz
         self.connected = True
+        self.in_maintenance = False
         self.vms: set[VM] = HostVms(self)
         self.mem_epoch = 0  # bumped when a VM arrives, leaves, or powers on or off here (memory.admit)
         self.admission: Any = None  # memory.admit's account of this host
@@ -253,7 +260,7 @@ class Host(Entity):
     def p_runtime(self) -> Any:
         return vim.host.RuntimeInfo(
             connectionState="connected" if self.connected else "notResponding",
-            powerState="poweredOn" if self.connected else "unknown", inMaintenanceMode=False)
+            powerState="poweredOn" if self.connected else "unknown", inMaintenanceMode=self.in_maintenance)
 
     def p_hardware(self) -> Any:
         return vim.host.HardwareInfo(
@@ -276,7 +283,8 @@ class Host(Entity):
             host=self.ref, hardware=hw, runtime=self.get("runtime"),
             config=vim.host.Summary.ConfigSummary(name=self.name, port=443, vmotionEnabled=True,
                                                   faultToleranceEnabled=False),
-            quickStats=host_quick_stats(self), overallStatus="green", rebootRequired=False)
+            quickStats=host_quick_stats(self), overallStatus="green", rebootRequired=False,
+            customValue=self.world.custom_fields.of(self))
 
     def p_summary_quickStats(self) -> Any:  # noqa: N802 - `summary.quickStats...` without the whole summary
         from .memory import host_quick_stats
@@ -343,6 +351,10 @@ class Datastore(Entity):
         self.ds_type = ds_type
         self.url = f"ds:///vmfs/volumes/{moid}/"
         self.hosts: list[Host] = []
+        self.browser: MO | None = None
+
+    def p_browser(self) -> Any:
+        return self.browser.ref if self.browser is not None else None
 
     def used(self) -> int:
         from .disks import datastore_used

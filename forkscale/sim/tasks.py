@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import copy
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from pyVmomi import VmomiSupport, vim, vmodl
@@ -80,6 +80,28 @@ class Task(MO):
         self.world.touch(self)
 
 
+class RecentTasks:
+    """recentTask: tasks in submission order, iterated as tasks; added and dropped in O(1)."""
+
+    def __init__(self) -> None:
+        self._tasks: dict[str, Task] = {}
+
+    def add(self, task: Task) -> None:
+        self._tasks[task.moid] = task
+
+    def pop(self, moid: str) -> Task | None:
+        return self._tasks.pop(moid, None)
+
+    def __contains__(self, moid: object) -> bool:
+        return moid in self._tasks
+
+    def __iter__(self) -> Iterator[Task]:
+        return iter(list(self._tasks.values()))
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+
 class TaskRunner:
     """Creates tasks and runs their bodies under the concurrency limits."""
 
@@ -89,10 +111,11 @@ class TaskRunner:
         self.vcenter = Slots(vcenter_limit)
         self.host_limit = host_limit
         self.hosts: dict[str, Slots] = {}
-        self.recent: dict[str, Task] = {}  # TaskManager.recentTask, in submission order
+        self.recent = RecentTasks()  # TaskManager.recentTask, in submission order
         self.finished: deque[Task] = deque()  # the finished ones among them, in the order they finished
         self.keep_completed = keep_completed
         self.manager: MO | None = None  # TaskManager MO, touched when recentTask changes
+        self.on_created: Callable[[Task], None] | None = None  # the event log's TaskEvent
         self.background: set[asyncio.Task[Any]] = set()
         self.completed = 0
 
@@ -115,7 +138,9 @@ class TaskRunner:
             eventChainId=int(moid.split("-")[1]), changeTag=None)
         task = Task(self.world, moid, info)
         self.world.add(task)
-        self.recent[moid] = task
+        if self.on_created is not None:
+            self.on_created(task)
+        self.recent.add(task)
         self.world.tasklist += 1
         self._trim()
         job = asyncio.get_running_loop().create_task(self._run(task, body, host))
@@ -158,7 +183,7 @@ class TaskRunner:
         dropped = False
         while len(self.finished) > self.keep_completed:
             t = self.finished.popleft()
-            if self.recent.pop(t.moid, None) is not None:
+            if self.recent.pop(t.moid) is not None:
                 self.world.remove(t)
                 dropped = True
         if dropped:
@@ -167,4 +192,4 @@ class TaskRunner:
             self.world.touch(self.manager)
 
     def recent_refs(self) -> list[Any]:
-        return [t.ref for t in self.recent.values()]
+        return [t.ref for t in self.recent]

@@ -12,6 +12,7 @@ from forkscale.spec.fields import as_choice, as_int, as_mapping, as_str, check_k
 from forkscale.spec.model import (
     FREEZE_METHODS,
     KINDS,
+    MAX_CLONES,
     ON_RELEASE,
     GuestOps,
     Network,
@@ -41,7 +42,7 @@ _POOL_NAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 POOL_KEYS = (
     "name", "source", "snapshot", "freeze", "ssh", "guestops", "count", "name_pattern",
     "hostname_pattern", "network", "placement", "fallback", "budgets", "guest_ready",
-    "guestinfo", "policy", "on_release", "drain", "sources", "checks",
+    "guestinfo", "policy", "on_release", "drain", "sources", "checks", "vcenter",
 )
 #: a pool's `checks:` (run by `forkscale rehearse --pool`) time out after this by default
 DEFAULT_POOL_CHECK_TIMEOUT_S = 120.0
@@ -87,6 +88,7 @@ def parse_pool(raw: object, path: str, base_dir: Path) -> Pool:
         drain=parse_drain(data["drain"], sub(path, "drain"), base_dir) if data.get("drain") is not None else None,
         sources=parse_sources(data.get("sources"), sub(path, "sources")),
         checks=parse_steps(data.get("checks"), sub(path, "checks"), DEFAULT_POOL_CHECK_TIMEOUT_S, base_dir),
+        vcenter=as_str(data["vcenter"], sub(path, "vcenter")) if data.get("vcenter") is not None else "",
     )
     check_rendered(pool, path)
     return pool
@@ -124,7 +126,7 @@ def _count_and_policy(data: Mapping[str, object], path: str, network: Network) -
     """`count` and `policy`, each within what the address range can hold."""
     count: int | None = None
     if "count" in data:
-        count = as_int(data["count"], sub(path, "count"), minimum=0)
+        count = as_int(data["count"], sub(path, "count"), minimum=0, maximum=MAX_CLONES)
     elif data.get("policy") is None:
         raise SpecError(sub(path, "count"), "required (or give a policy)")
     capacity = network.capacity()

@@ -13,6 +13,7 @@ from ..tasks import Task
 from ..vm import VM
 from ..world import World
 from .common import as_vm, elapse, invalid_power, submit
+from .vdisks import CONTROLLER_KEY, apply_disk_changes, check_disk_changes, faults_for_vm, split_changes
 
 MANUAL_MAC_LOW, MANUAL_MAC_HIGH = 0x005056000000, 0x0050563FFFFF
 
@@ -109,15 +110,20 @@ def apply_nic_edits(vm: VM, changes: list[Any], *, instant: bool) -> None:
 @method("ReconfigVM_Task")
 def reconfigure(ctx: Ctx, this: Any, spec: Any) -> Any:
     vm = as_vm(this)
-    nic_changes = [c for c in spec.deviceChange or [] if isinstance(c.device, vim.vm.device.VirtualEthernetCard)]
-    if len(nic_changes) != len(spec.deviceChange or []):
-        raise vmodl.fault.NotSupported(msg="the twin reconfigures network adapters, extraConfig, memory, CPU and annotation only")
+    nic_changes, disk_changes, controllers = split_changes(spec, "ReconfigVM_Task")
+    if controllers:
+        raise vmodl.fault.NotSupported(msg="ReconfigVM_Task: the twin's VMs have one SCSI controller; "
+                                           "adding another is not supported")
     check_nic_edits(vm, nic_changes, instant=False)
+    check_disk_changes(vm, disk_changes, {CONTROLLER_KEY})
 
     async def body(task: Task) -> None:
         await elapse(vm.world, "reconfigure")
         if (spec.memoryMB or spec.numCPUs) and vm.power_state == "poweredOn":
             raise invalid_power(vm, "poweredOff")
+        if disk_changes:
+            faults_for_vm(vm)
+        apply_disk_changes(vm, disk_changes)
         apply_extra(vm, spec.extraConfig)
         apply_nic_edits(vm, nic_changes, instant=False)
         if spec.memoryMB:
