@@ -39,8 +39,13 @@ def _matches(mo: MO, typ: Any) -> bool:
     return isinstance(mo.ref, typ)
 
 
-def select(world: World, spec: Any) -> list[MO]:
-    """The objects a FilterSpec selects, in traversal order, each once."""
+def select(world: World, spec: Any, strict: bool = False) -> list[MO]:
+    """The objects a FilterSpec selects, in traversal order, each once.
+
+    `strict` (RetrieveProperties): an ObjectSpec naming an object that is gone faults with
+    ManagedObjectNotFound, as on vCenter, unless the spec says `reportMissingObjectsInResults`
+    (then it is left out); a filter instead just stops reporting it.
+    """
     named: dict[str, Any] = {}
     for ospec in spec.objectSet:
         _collect_names(ospec.selectSet, named)
@@ -49,6 +54,8 @@ def select(world: World, spec: Any) -> list[MO]:
         try:
             start = world.lookup(ospec.obj)
         except vmodl.fault.ManagedObjectNotFound:
+            if strict and not spec.reportMissingObjectsInResults:
+                raise
             continue
         if not ospec.skip:
             result.setdefault(start.moid, start)
@@ -113,7 +120,7 @@ def retrieve(world: World, specs: list[Any]) -> list[Any]:
     out: list[Any] = []
     seen: set[str] = set()
     for spec in specs:
-        for mo in select(world, spec):
+        for mo in select(world, spec, strict=True):
             paths = paths_for(mo, spec.propSet)
             if paths is None or mo.moid in seen:
                 continue
@@ -129,6 +136,7 @@ class Filter(MO):
     truncated answer are kept for the next one."""
 
     kind = PC.Filter
+    session_scoped = True
 
     def __init__(self, world: World, moid: str, collector: Collector, spec: Any, partial: bool) -> None:
         super().__init__(world, moid)
@@ -142,6 +150,8 @@ class Filter(MO):
         self.pending: set[str] = set()  # selected or changed, not reported yet (a truncated answer)
         self.log_pos = 0
         self.view, self.tasks_only = _shape(world, spec)
+        self.structure_seen = -1
+        self.followers: set[str] = set()  # selected objects whose properties follow the structure (views)
         self.selected_at = -1  # world.structure (or .tasklist) the selection reflects
         self.view_at = (-1, 0)  # (epoch, change) of the view the selection reflects
 
@@ -166,6 +176,7 @@ class Filter(MO):
         self.pending.clear()
         self.selected_at = -1
         self.view_at = (-1, 0)
+        self.followers = set()
 
     def _membership(self) -> set[str]:
         """Bring the selection up to date; the moids that joined or left it."""
@@ -180,8 +191,11 @@ class Filter(MO):
                     mo = world.objects.get(moid)
                     if joined and mo is not None:
                         self.objects[moid] = mo
+                        if mo.follows_structure:
+                            self.followers.add(moid)
                     else:
                         self.objects.pop(moid, None)
+                        self.followers.discard(moid)
                 return {moid for moid, _ in changes}
             fresh = {moid: world.objects[moid] for moid in view.members if moid in world.objects}
         else:
@@ -192,12 +206,18 @@ class Filter(MO):
             fresh = {} if view is not None else {m.moid: m for m in select(world, self.spec)}
         changed = set(fresh).symmetric_difference(self.objects)
         self.objects = fresh
+        self.followers = {moid for moid, mo in fresh.items() if mo.follows_structure}
         return changed
 
     def updates(self, limit: int | None) -> tuple[list[Any], bool]:
         """Object updates since the last report; (updates, truncated)."""
+        world = self.world
+        restructured = self.structure_seen != world.structure  # views' own properties follow it
+        self.structure_seen = world.structure
         candidates = self.pending | self._membership() | self._dirty()
-        self.log_pos = self.world.seq
+        if restructured:
+            candidates |= self.followers
+        self.log_pos = world.seq
         self.pending = set()
         out: list[Any] = []
         ordered = sorted(candidates, key=_moid_order)
@@ -205,12 +225,12 @@ class Filter(MO):
             if limit is not None and len(out) >= limit:
                 self.pending = set(ordered[i:])
                 return out, True
-            update = self._update(moid)
+            update = self._update(moid, restructured)
             if update is not None:
                 out.append(update)
         return out, False
 
-    def _update(self, moid: str) -> Any:
+    def _update(self, moid: str, restructured: bool = False) -> Any:
         mo = self.objects.get(moid)
         before = self.reported.get(moid)
         if mo is None or not mo.alive:
@@ -219,7 +239,8 @@ class Filter(MO):
             del self.reported[moid]
             self.seen_version.pop(moid, None)
             return _data(PC.ObjectUpdate, kind="leave", obj=self.refs.pop(moid))
-        if before is not None and self.seen_version.get(moid) == mo.version:
+        if (before is not None and self.seen_version.get(moid) == mo.version
+                and not (restructured and mo.follows_structure)):
             return None
         paths = paths_for(mo, self.spec.propSet)
         if paths is None:
@@ -301,6 +322,7 @@ def _moid_order(moid: str) -> tuple[str, int]:
 
 class Collector(MO):
     kind = PC
+    session_scoped = True
 
     def __init__(self, world: World, moid: str, session: Any) -> None:
         super().__init__(world, moid)

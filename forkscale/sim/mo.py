@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pyVmomi import VmomiSupport
 
@@ -22,6 +22,14 @@ class MO:
     """A ManagedEntity of the inventory tree (what a ContainerView lists): its arrival, departure
     and moves are logged apart (`World.tree`), so that tasks, sessions, views and filters coming
     and going never make a view or a filter look at the whole inventory again."""
+    # Belongs to one session (collectors, filters, views): other sessions cannot see it, and it
+    # ends with its session.
+    session_scoped: ClassVar[bool] = False
+    # Gone when the twin restarts, as on a restarted vCenter (tasks; every session-scoped object).
+    transient: ClassVar[bool] = False
+    # Its properties follow the inventory's structure (a view's list) without the object itself
+    # being touched: a filter re-reads it whenever the structure changes.
+    follows_structure: ClassVar[bool] = False
 
     def __init__(self, world: World, moid: str, **props: Any) -> None:
         self.world = world
