@@ -210,3 +210,24 @@ def test_an_update_set_is_written_exactly_as_pyvmomis_serializer_writes_it():
     walked = StringIO()
     SoapSerializer.Serialize(Walked(walked), update, info)
     assert soap._serialize(update, info) == walked.getvalue()
+
+
+def test_views_of_hosts_and_pools_follow_vms_that_arrive_move_and_become_templates(twin, si):
+    """Kept incrementally, a view of a host (or a pool) still lists exactly the VMs a walk finds."""
+    twin.admin("freeze", vm="src-linux")
+    hosts = {h.name: h for h in find(si, vim.ClusterComputeResource, "cluster1").host}
+    pool = find(si, vim.ClusterComputeResource, "cluster1").resourcePool
+    vm_view = si.content.viewManager.CreateContainerView
+    on1, on2, in_pool = (vm_view(hosts["esx-01"], [vim.VirtualMachine], False),
+                         vm_view(hosts["esx-02"], [vim.VirtualMachine], False),
+                         vm_view(pool, [vim.VirtualMachine], True))
+    before = {v.name for v in on1.view}
+    WaitForTask(find_vm(si, "src-linux").InstantClone_Task(vim.vm.InstantCloneSpec(
+        name="hv-1", location=vim.vm.RelocateSpec())), si=si)
+    assert {v.name for v in on1.view} == before | {"hv-1"}
+    win = find_vm(si, "src-win")
+    WaitForTask(win.PowerOffVM_Task(), si=si)
+    WaitForTask(win.RelocateVM_Task(vim.vm.RelocateSpec(host=hosts["esx-02"])), si=si)
+    assert "src-win" not in {v.name for v in on1.view} and "src-win" in {v.name for v in on2.view}
+    win.MarkAsTemplate()
+    assert "src-win" not in {v.name for v in in_pool.view} and "hv-1" in {v.name for v in in_pool.view}
