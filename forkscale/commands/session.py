@@ -30,6 +30,7 @@ from forkscale.spec.state import parse_state
 from forkscale.vsphere.driver import Driver
 from forkscale.vsphere.faults import LoginRefused
 from forkscale.vsphere.informer import Informer
+from forkscale.vsphere.retry import Retry
 from forkscale.vsphere.transport import Soap
 
 log = logging.getLogger("forkscale")
@@ -49,7 +50,7 @@ async def open_driver(vc: VCenter, *, informer: bool = False, fleet: bool = Fals
         log.warning("vCenter URL %s is plain HTTP (insecure: true): the password and the session cross the network "
                     "in clear", vc.url)
     soap = Soap(vc.url, user=vc.user, password=vc.password, ca_file=str(vc.ca_file) if vc.ca_file else None,
-                insecure=vc.insecure)
+                insecure=vc.insecure, retry=Retry(outage_s=vc.outage_s))
     driver = Driver(soap, informer=Informer(soap, fleet=fleet) if informer or fleet else None)
     try:
         await driver.open()
