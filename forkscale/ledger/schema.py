@@ -145,12 +145,42 @@ CREATE TABLE pool_status (
 """
 
 
-#: v7: day-2 operations (forkscale/ledger/images.py, operations.py, reservations.py, userdisks.py):
+#: v7: identity allocation and counts in O(1) per clone (forkscale/ledger/alloc.py): per scope (a
+#: pool's name pattern, a port group's address range) the next value never handed out and the
+#: values given back since; the values each clone holds, given back when it is gone; clones per
+#: pool and state, kept by every write instead of counted over the rows.
+_V7 = """
+CREATE TABLE identity_next (
+    scope TEXT PRIMARY KEY,
+    next_value INTEGER NOT NULL
+);
+CREATE TABLE identity_free (
+    scope TEXT NOT NULL,
+    value INTEGER NOT NULL,
+    PRIMARY KEY (scope, value)
+);
+CREATE TABLE identity_held (
+    clone_id INTEGER NOT NULL REFERENCES clones (id),
+    scope TEXT NOT NULL,
+    value INTEGER NOT NULL,
+    PRIMARY KEY (clone_id, scope)
+);
+CREATE TABLE pool_counts (
+    pool TEXT NOT NULL,
+    state TEXT NOT NULL,
+    n INTEGER NOT NULL CHECK (n >= 0),
+    PRIMARY KEY (pool, state)
+);
+INSERT INTO pool_counts (pool, state, n) SELECT pool, state, COUNT(*) FROM clones GROUP BY pool, state;
+"""
+
+
+#: v8: day-2 operations (forkscale/ledger/images.py, operations.py, reservations.py, userdisks.py):
 #: a pool's image history (golden VM + snapshot per generation) and the generation every clone and
 #: per-host source was made from; long operations as persisted plans (one row per operation, one
 #: per step, executed idempotently); identities held for a clone being replaced (its name, IP and
 #: MAC are given back to its replacement, never to another clone); users' persistent disks.
-_V7 = """
+_V8 = """
 ALTER TABLE clones ADD COLUMN image_generation INTEGER;
 ALTER TABLE sources ADD COLUMN image_generation INTEGER;
 CREATE TABLE images (
@@ -226,7 +256,7 @@ CREATE UNIQUE INDEX user_disks_identity ON user_disks (pool, identity) WHERE sta
 """
 
 
-MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7)
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8)
 
 
 SCHEMA_VERSION = len(MIGRATIONS)
