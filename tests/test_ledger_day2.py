@@ -65,6 +65,8 @@ def test_a_replaced_clone_gives_its_identity_to_its_replacement_only(ledger: Led
     assert (other.name, other.ip, other.mac) != (old.name, old.ip, old.mac)
     walk(ledger, old.id, "gone")
     assert [r.name for r in ledger.reservations.open("vdi")] == [old.name]
+    third = plan(ledger, "vdi")  # the old row is gone, its identity still reserved: not handed out either
+    assert old.name not in (other.name, third.name) and old.ip not in (other.ip, third.ip)
     new = plan(ledger, "vdi", reservation=old.name, image_generation=2)
     assert (new.name, new.hostname, new.ip, new.mac, new.image_generation) == (old.name, old.hostname, old.ip,
                                                                                old.mac, 2)
@@ -74,6 +76,21 @@ def test_a_replaced_clone_gives_its_identity_to_its_replacement_only(ledger: Led
     back = ledger.make_ready(new.id)
     assert (back.state, back.claimed_by) == ("claimed", "alice")  # handed straight back, nobody else could
     assert ledger.reservations.of("vdi") == []
+    assert ledger.counts("vdi")["claimed"] == 1 and ledger.counts("vdi")["planned"] == 2
+    walk(ledger, new.id, "destroying", "gone")  # scaled down for good: the identity is free again
+    again = plan(ledger, "vdi")
+    assert (again.name, again.ip) == (old.name, old.ip)
+
+
+def test_a_reservation_given_up_frees_its_identity(ledger: Ledger) -> None:
+    old = walk(ledger, plan(ledger, "vdi").id, "cloning", "customizing", "ready")
+    ledger.replace(old.id, "refresh")
+    walk(ledger, old.id, "gone")
+    assert plan(ledger, "vdi").name != old.name
+    assert ledger.reservations.drop(old.name)
+    again = plan(ledger, "vdi")
+    assert (again.name, again.ip) == (old.name, old.ip)
+    assert ledger.counts("vdi")["gone"] == 1 and ledger.counts("vdi")["planned"] == 2
 
 
 def test_user_disks(ledger: Ledger) -> None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from forkscale.ledger import txn
+from forkscale.ledger import alloc, txn
 
 if TYPE_CHECKING:
     from forkscale.ledger.store import Ledger
@@ -39,6 +39,12 @@ class Reservation:
     claimed_by: str | None
     reason: str
     created_at: float
+
+
+def macs(tx: txn.Tx) -> set[str]:
+    """The MACs reservations hold (a new clone gets none of them; names and addresses stay held in
+    forkscale/ledger/alloc.py while reserved)."""
+    return {str(row[0]).lower() for row in txn.rows(tx, "SELECT mac FROM reservations")}
 
 
 def taken(tx: txn.Tx, port_group: str) -> tuple[set[str], set[str], set[str]]:
@@ -94,7 +100,12 @@ class Reservations:
         """Give the identity up (the pool shrank, or the replacement is not wanted any more)."""
         with self.ledger._write() as tx:
             _fence(self.ledger, tx, name)
-            return txn.run(tx, "DELETE FROM reservations WHERE name = ?", (name,)) == 1
+            row = txn.one(tx, "SELECT pool FROM reservations WHERE name = ?", (name,))
+            if row is None:
+                return False
+            txn.run(tx, "DELETE FROM reservations WHERE name = ?", (name,))
+            alloc.release_reserved(tx, str(row[0]), name)
+            return True
 
 
 def _fence(ledger: Ledger, tx: txn.Tx, name: str) -> None:

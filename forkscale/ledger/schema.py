@@ -145,12 +145,42 @@ CREATE TABLE pool_status (
 """
 
 
-#: v7: day-2 operations (forkscale/ledger/images.py, operations.py, reservations.py, userdisks.py):
+#: v7: identity allocation and counts in O(1) per clone (forkscale/ledger/alloc.py): per scope (a
+#: pool's name pattern, a port group's address range) the next value never handed out and the
+#: values given back since; the values each clone holds, given back when it is gone; clones per
+#: pool and state, kept by every write instead of counted over the rows.
+_V7 = """
+CREATE TABLE identity_next (
+    scope TEXT PRIMARY KEY,
+    next_value INTEGER NOT NULL
+);
+CREATE TABLE identity_free (
+    scope TEXT NOT NULL,
+    value INTEGER NOT NULL,
+    PRIMARY KEY (scope, value)
+);
+CREATE TABLE identity_held (
+    clone_id INTEGER NOT NULL REFERENCES clones (id),
+    scope TEXT NOT NULL,
+    value INTEGER NOT NULL,
+    PRIMARY KEY (clone_id, scope)
+);
+CREATE TABLE pool_counts (
+    pool TEXT NOT NULL,
+    state TEXT NOT NULL,
+    n INTEGER NOT NULL CHECK (n >= 0),
+    PRIMARY KEY (pool, state)
+);
+INSERT INTO pool_counts (pool, state, n) SELECT pool, state, COUNT(*) FROM clones GROUP BY pool, state;
+"""
+
+
+#: v8: day-2 operations (forkscale/ledger/images.py, operations.py, reservations.py, userdisks.py):
 #: a pool's image history (golden VM + snapshot per generation) and the generation every clone and
 #: per-host source was made from; long operations as persisted plans (one row per operation, one
 #: per step, executed idempotently); identities held for a clone being replaced (its name, IP and
 #: MAC are given back to its replacement, never to another clone); users' persistent disks.
-_V7 = """
+_V8 = """
 ALTER TABLE clones ADD COLUMN image_generation INTEGER;
 ALTER TABLE sources ADD COLUMN image_generation INTEGER;
 CREATE TABLE images (
@@ -226,12 +256,12 @@ CREATE UNIQUE INDEX user_disks_identity ON user_disks (pool, identity) WHERE sta
 """
 
 
-#: v8: replicas for linked clones (one full clone of a pool's image per datastore, which that
+#: v9: replicas for linked clones (one full clone of a pool's image per datastore, which that
 #: datastore's linked clones fork from), and each clone's replica (`replica_id`: what keeps a
 #: replica alive; a replica's reference count is the number of clones not `gone` that name it).
 #: A replica's row is written `preparing` before its clone task is sent, `removing` before its
 #: destroy task; at most one replica per pool, image and datastore is usable at a time.
-_V8 = """
+_V9 = """
 CREATE TABLE replicas (
     id INTEGER PRIMARY KEY,
     pool TEXT NOT NULL,
@@ -249,7 +279,7 @@ CREATE INDEX clones_replica ON clones (replica_id);
 """
 
 
-MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8)
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8, _V9)
 
 
 SCHEMA_VERSION = len(MIGRATIONS)

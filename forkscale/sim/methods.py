@@ -165,7 +165,7 @@ def find_child(ctx: Ctx, this: MO, entity: Any, name: str) -> Any:
     parent = ctx.twin.resolve(entity, ctx.session)
     if not isinstance(parent, Entity):
         raise vmodl.fault.InvalidArgument(msg="entity is not a managed entity", invalidProperty="entity")
-    child = next((c for c in parent.children() if c.name == name), None)
+    child = parent.child_named(name)
     return child.ref if child else None
 
 
