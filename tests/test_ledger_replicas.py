@@ -1,9 +1,7 @@
-"""The ledger's replicas: one usable per pool, image and datastore; reference counts that are the
+"""The ledger's replicas, on both backends: one usable per pool, image and datastore; reference counts that are the
 clones naming them; never removed while a clone depends on one; kind changes drop the dependency."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import pytest
 
@@ -12,8 +10,8 @@ from tests.test_ledger import plan, walk
 
 
 @pytest.fixture
-def ledger(tmp_path: Path):
-    with Ledger(tmp_path / "state.sqlite") as led:
+def ledger(ledger_state: str):  # on SQLite and on PostgreSQL
+    with Ledger(ledger_state) as led:
         yield led
 
 
