@@ -89,7 +89,7 @@ class Reconciler:
                 continue  # a replacement (or another round) of this process took it meanwhile
             vm = index.find(rec)
             if vm is None and rec.vm_moref and rec.state in ("customizing", "ready", "claimed", "draining") \
-                    and await self.driver.vm_props([rec.vm_moref], ["name"]):
+                    and await self._there_now(rec):
                 continue  # made after `inv` was read (by a replacement running alongside): not vanished
             if vm is not None:
                 matched.add(vm.moref)
@@ -105,6 +105,12 @@ class Reconciler:
             elif vm is None or await self.destroy_vm(vm.moref, rec):
                 self._close(rec)
         await self._orphans(pool, inv, {str(r.id) for r in rows}, matched, result)
+
+    async def _there_now(self, rec: CloneRecord) -> bool:
+        """Whether vCenter holds the row's VM now, by its moref *and* name (a restarted vCenter hands a
+        lost VM's moref to another VM)."""
+        props = (await self.driver.vm_props([rec.vm_moref or ""], ["name"])).get(rec.vm_moref or "", {})
+        return props.get("name") == rec.name
 
     async def _tasks_ended(self, rows: list[CloneRecord], inv: Inventory) -> tuple[dict[int, bool], bool]:
         """Which quarantined rows' tasks have ended, and whether vCenter's clone tasks settled.
