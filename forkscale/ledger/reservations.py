@@ -47,17 +47,6 @@ def macs(tx: txn.Tx) -> set[str]:
     return {str(row[0]).lower() for row in txn.rows(tx, "SELECT mac FROM reservations")}
 
 
-def taken(tx: txn.Tx, port_group: str) -> tuple[set[str], set[str], set[str]]:
-    """(names, IPs on `port_group`, MACs) every reservation holds."""
-    names, ips, macs = set(), set(), set()
-    for row in txn.rows(tx, "SELECT name, ip, mac, port_group FROM reservations"):
-        names.add(row[0])
-        macs.add(row[2])
-        if row[3] == port_group:
-            ips.add(row[1])
-    return names, ips, macs
-
-
 def open_one(tx: txn.Tx, pool: str, name: str) -> Reservation | None:
     row = txn.one(tx, _OPEN + " AND r.name = ?", (pool, name))
     return None if row is None else _reservation(row)
