@@ -179,23 +179,6 @@ GAPS: dict[str, str] = {
     "search.find_by_ip": "SearchIndex.FindByIp / FindAllByIp not implemented (MethodNotFound)",
     "search.find_by_dns_name": "SearchIndex.FindByDnsName not implemented (MethodNotFound)",
     "search.find_by_datastore_path": "SearchIndex.FindByDatastorePath not implemented (MethodNotFound)",
-    "read.vm": "VirtualMachine.environmentBrowser and .storage (perDatastoreUsage) unset",
-    "read.vm_guest_net": "guest.net[].ipConfig (ipAddress, prefixLength, state) and guest.ipStack unset, so "
-                         "govmomi WaitForNetIP never returns",
-    "read.vm_devices": "VM devices lack the 2 IDE controllers, the video card and the keyboard every VM has",
-    "read.host": "HostSystem.config (product, network.vnic) and summary.config.product unset; "
-                 "summary.runtime.bootTime, datastoreBrowser, configManager.networkSystem/datastoreSystem "
-                 "unset (govmomi ManagementIPs panics on the nil config)",
-    "read.cluster": "ClusterComputeResource.configurationEx (ClusterConfigInfoEx drsConfig/dasConfig) and "
-                    "environmentBrowser unset; summary.effectiveCpu/effectiveMemory are 0",
-    "read.resource_pool": "ResourcePool.config (cpu/memoryAllocation shares, reservation, limit, "
-                          "expandableReservation), runtime (cpu/memory maxUsage, overallStatus) and summary unset",
-    "read.datastore": "Datastore.info (VmfsDatastoreInfo: name, url, freeSpace, maxFileSize, vmfs), browser and "
-                      "capability unset",
-    "read.dvportgroup": "DistributedVirtualPortgroup config.defaultPortConfig (VMwareDVSPortSetting: vlan, "
-                        "securityPolicy, uplinkTeamingPolicy) and portKeys unset",
-    "read.dvswitch": "VmwareDistributedVirtualSwitch summary (name, uuid, portgroupName, productInfo) and config "
-                     "(VMwareDVSConfigInfo: host members, maxMtu, defaultPortConfig, uplinkPortPolicy) unset",
     "view.cluster": "a recursive VirtualMachine view of a cluster is empty: a ResourcePool's contents omit its VMs",
     "view.resource_pool": "a ContainerView on a ResourcePool omits the pool's VMs",
     "view.host": "a ContainerView on a HostSystem is empty (must list the host's VMs)",
@@ -220,7 +203,6 @@ GAPS: dict[str, str] = {
     "vm.rename": "Rename_Task not implemented",
     "vm.move_into_folder": "MoveIntoFolder_Task not implemented",
     "vm.unregister_register": "UnregisterVM and Folder.RegisterVM_Task not implemented",
-    "vm.destroy": "RetrievePropertiesEx on a destroyed VM returns no object instead of ManagedObjectNotFound",
     "vm.create": "Folder.CreateVM_Task not implemented",
     "vm.custom_fields": "CustomFieldsManager.AddCustomFieldDef / SetField not implemented",
     "guest.file_transfer": "GuestOperationsManager.fileManager unset (govmomi panics on it); "
@@ -234,9 +216,6 @@ GAPS: dict[str, str] = {
     "events.collector_paging": "after ResetCollector, ReadPreviousEvents also returns the latest page (must return "
                                "only the events older than it)",
     "tasks.collector_paging": "TaskManager.CreateCollectorForTasks (TaskHistoryCollector) not implemented",
-    "fault.not_authenticated": "RetrievePropertiesEx without a session answers ManagedObjectNotFound, not "
-                               "NotAuthenticated",
-    "session.logout": "after Logout, RetrievePropertiesEx answers ManagedObjectNotFound, not NotAuthenticated",
 }
 
 

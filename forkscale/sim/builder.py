@@ -12,6 +12,7 @@ import yaml
 from pyVmomi import vim, vmodl
 
 from . import methods  # noqa: F401  (registers the service managers' handlers)
+from .compute import EnvironmentBrowser
 from .inventory import (
     Cluster,
     Datacenter,
@@ -24,12 +25,14 @@ from .inventory import (
     Network,
     ResourcePool,
 )
+from .managers import fill_content
 from .memory import MemoryModel
 from .mo import Manager
 from .ops.power import power_on_now
 from .ops.snapshots import take_snapshot
 from .perf import manager as perf_manager
 from .service import CURRENT_SESSION, Twin
+from .storage import DatastoreBrowser
 from .vm import VM, Disk, Nic
 from .world import Settings, World
 
@@ -103,6 +106,7 @@ def build(spec: dict[str, Any], *, user: str, password: str, time_scale: float =
     cluster = world.add(Cluster(world, "domain-c1", spec["cluster"], dc.host_folder))
     dc.host_folder.entries.append(cluster)
     cluster.root_pool = world.add(ResourcePool(world, "resgroup-1", "Resources", cluster, cluster))
+    cluster.env_browser = world.add(EnvironmentBrowser(world, f"envbrowser-{cluster.moid}", cluster))
     datastores = _datastores(world, dc, spec)
     networks = _networks(world, dc, spec)
     hosts = _hosts(world, cluster, spec, datastores, networks)
@@ -123,6 +127,7 @@ def _datastores(world: World, dc: Datacenter, spec: dict[str, Any]) -> dict[str,
                                  capacity=int(d["capacity_gib"] * GiB)))
         dc.datastore_folder.entries.append(ds)
         datastores[ds.name] = ds
+        ds.browser = world.add(DatastoreBrowser(world, f"datastoreBrowser-{ds.moid}", [ds]))
     return datastores
 
 
@@ -156,6 +161,7 @@ def _hosts(world: World, cluster: Cluster, spec: dict[str, Any], datastores: dic
         hosts[host.name] = host
         for ds in datastores.values():
             ds.hosts.append(host)
+        host.attach()
     return hosts
 
 
@@ -228,6 +234,7 @@ def _managers(twin: Twin) -> None:
     twin.si.computed["serverClock"] = lambda: datetime.now(tz=UTC)
     twin.si.props["capability"] = vim.Capability(provisioningSupported=True, multiHostSupported=True,
                                                  userShellAccessSupported=False)
+    fill_content(twin)
 
 
 def _current_session() -> Any:

@@ -63,7 +63,7 @@ def _collector(ctx: Ctx, this: MO) -> Collector:
 
 @method("RetrievePropertiesEx")
 def retrieve_properties_ex(ctx: Ctx, this: MO, specSet: list[Any], options: Any) -> Any:  # noqa: N803
-    objects = retrieve(ctx.twin.world, specSet)
+    objects = retrieve(ctx.twin.world, specSet, _resolver(ctx))
     return _collector(ctx, this).page(objects, options.maxObjects if options else None)
 
 
@@ -79,7 +79,12 @@ def cancel_retrieve(ctx: Ctx, this: MO, token: str) -> None:
 
 @method("RetrieveProperties")
 def retrieve_properties(ctx: Ctx, this: MO, specSet: list[Any]) -> Any:  # noqa: N803
-    return retrieve(ctx.twin.world, specSet)
+    return retrieve(ctx.twin.world, specSet, _resolver(ctx))
+
+
+def _resolver(ctx: Ctx) -> Any:
+    """Find a moref as the calling session sees it (its own collectors, filters and views too)."""
+    return lambda ref: ctx.twin.resolve(ref, ctx.session)
 
 
 @method("CreatePropertyCollector")
@@ -111,7 +116,7 @@ def create_filter(ctx: Ctx, this: MO, spec: Any, partialUpdates: bool) -> Any:  
     pc = _collector(ctx, this)
     assert ctx.session is not None
     f = Filter(ctx.twin.world, f"session[{ctx.session.key}]{ctx.twin.world.new_id('filter')}", pc, spec,
-               bool(partialUpdates))
+               bool(partialUpdates), _resolver(ctx))
     f.validate()
     pc.filters[f.moid] = f
     ctx.session.objects[f.moid] = f

@@ -121,7 +121,8 @@ class Twin:
         if session is not None and moid in session.objects:
             return session.objects[moid]
         mo = self.world.objects.get(moid)
-        if mo is None or isinstance(mo, (Collector, Filter, ContainerView, ListView)):
+        if (mo is None or isinstance(mo, (Collector, Filter, ContainerView, ListView))
+                or not (isinstance(mo.ref, type(ref)) or isinstance(ref, type(mo.ref)))):
             raise vmodl.fault.ManagedObjectNotFound(msg=f"The object '{moid}' has already been deleted or "
                                                     "has not been completely created", obj=ref)
         return mo
@@ -176,10 +177,11 @@ class Twin:
         kind, moid, prop = (g.decode() for g in m.groups())
         session = self.session_for(cookie)
         try:
-            if session is None:
-                raise vim.fault.NotAuthenticated(msg="The session is not authenticated.")
-            CURRENT_SESSION.set(session)
             ref = VmomiSupport.GetWsdlType(soap.NAMESPACE, kind)(moid)
+            if session is None:
+                raise vim.fault.NotAuthenticated(msg="The session is not authenticated.", object=ref,
+                                                 privilegeId="System.View")
+            CURRENT_SESSION.set(session)
             mo = self.resolve(ref, session)
             val, typ = read_path(mo, prop)
             return 200, soap.serialize_fetch(val, typ)

@@ -199,6 +199,25 @@ class VM(Entity):
     def p_rootSnapshot(self) -> list[Any]:  # noqa: N802
         return [n.mo.ref for n in self.snapshots]
 
+    def p_capability(self) -> Any:
+        from .vminfo import CAPABILITY
+
+        return CAPABILITY
+
+    def p_environmentBrowser(self) -> Any:  # noqa: N802
+        browser = getattr(self.host.parent, "env_browser", None)
+        return browser.ref if browser is not None else None
+
+    def p_storage(self) -> Any:
+        from .vminfo import storage
+
+        return storage(self)
+
+    def p_resourceConfig(self) -> Any:  # noqa: N802
+        from .compute import vm_resource_config
+
+        return vm_resource_config(self)
+
     def p_guestHeartbeatStatus(self) -> str:  # noqa: N802
         return "green" if self.guest.tools_running and self.power_state == "poweredOn" else "gray"
 
@@ -250,13 +269,18 @@ class VM(Entity):
             maxMemoryUsage=self.memory_mb, maxCpuUsage=self.num_cpu * 2600)
 
     def _guest(self) -> Any:
+        from .vminfo import ip_config, ip_stack
+
         on = self.power_state == "poweredOn"
         nets = []
         for n in self.nics:
             ips = [self.guest.ip] if (on and self.guest.ip and n is self.nics[0]) else []
             nets.append(vim.vm.GuestInfo.NicInfo(macAddress=n.mac, connected=n.connected, deviceConfigId=n.key,
-                                                 network=n.network.name, ipAddress=ips))
-        return vim.vm.GuestInfo(
+                                                 network=n.network.name, ipAddress=ips,
+                                                 ipConfig=ip_config(self, ips[0]) if ips else None))
+        stack = ip_stack(self, self.guest.ip, 0) if on and self.guest.ip and self.nics else []
+        return vim.vm.GuestInfo(ipStack=stack, toolsVersionStatus="guestToolsCurrent",
+                                toolsInstallType=self.get_tools_type(), hwVersion="vmx-21",
             toolsStatus=self._tools_status(), toolsRunningStatus=self._tools_running(),
             toolsVersionStatus2="guestToolsCurrent", toolsVersion="12352",
             guestId=self.guest_id, guestFullName=self.guest_full_name, guestFamily=self._family(),
@@ -267,9 +291,14 @@ class VM(Entity):
     def _family(self) -> str:
         return "windowsGuest" if self.guest_id.startswith("win") else "linuxGuest"
 
+    def get_tools_type(self) -> str:
+        return "guestToolsTypeMSI" if self.guest_id.startswith("win") else "guestToolsTypeOpenVMTools"
+
     def device_list(self) -> list[Any]:
+        from .vminfo import STATIC_DEVICES, pci_controller
+
         devices: list[Any] = [
-            vim.vm.device.VirtualPCIController(key=100, busNumber=0, deviceInfo=vim.Description(label="PCI controller 0", summary="PCI controller 0")),
+            pci_controller([1000, *(n.key for n in self.nics)]), *STATIC_DEVICES,
             vim.vm.device.ParaVirtualSCSIController(key=1000, busNumber=0, sharedBus="noSharing", controllerKey=100,
                                                     unitNumber=3, device=[d.key for d in self.disks],
                                                     deviceInfo=vim.Description(label="SCSI controller 0", summary="VMware paravirtual SCSI")),
@@ -300,6 +329,9 @@ class VM(Entity):
                                                                    network=n.network.ref)
 
     def _config(self) -> Any:
+        from .compute import vm_cpu_allocation, vm_memory_allocation
+        from .vminfo import BOOT_OPTIONS, tools_config
+
         return vim.vm.ConfigInfo(
             changeVersion=f"{self.change}", modified=_to_dt(self.modified), name=self.name,
             guestFullName=self.guest_full_name, version="vmx-21", uuid=self.uuid, instanceUuid=self.instance_uuid,
@@ -309,7 +341,17 @@ class VM(Entity):
                                   suspendDirectory=self.dir(), logDirectory=self.dir()),
             flags=vim.vm.FlagInfo(), defaultPowerOps=vim.vm.DefaultPowerOpInfo(),
             hardware=vim.vm.VirtualHardware(numCPU=self.num_cpu, numCoresPerSocket=1, memoryMB=self.memory_mb,
-                                            device=self.device_list()),
+                                            device=self.device_list(), virtualICH7MPresent=False,
+                                            virtualSMCPresent=False, motherboardLayout="i440bxHostBridge",
+                                            autoCoresPerSocket=True),
+            tools=tools_config(self), bootOptions=BOOT_OPTIONS, cpuAllocation=vm_cpu_allocation(self),
+            memoryAllocation=vm_memory_allocation(self), firmware="efi", swapPlacement="inherit",
+            cpuHotAddEnabled=False, cpuHotRemoveEnabled=False, memoryHotAddEnabled=False, changeTrackingEnabled=False,
+            nestedHVEnabled=False, vPMCEnabled=False, maxMksConnections=40, guestAutoLockEnabled=False,
+            memoryReservationLockedToMax=False, vFlashCacheReservation=0, messageBusTunnelEnabled=False,
+            initialOverhead=vim.vm.ConfigInfo.OverheadInfo(initialMemoryReservation=40 * 1024 * 1024,
+                                                           initialSwapReservation=120 * 1024 * 1024),
+            latencySensitivity=vim.LatencySensitivity(level="normal"), rebootPowerOff=False,
             extraConfig=[vim.option.OptionValue(key=k, value=v) for k, v in self.extra.items()],
             datastoreUrl=[vim.vm.ConfigInfo.DatastoreUrlPair(name=d.name, url=d.url) for d in self.datastores()])
 
