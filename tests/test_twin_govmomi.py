@@ -175,10 +175,6 @@ OPS: dict[str, Check] = {
 # What the twin cannot do yet (the govmomi run shows each): the twin helpers remove a mark when
 # they close its gap. /work/notes/gocli-gaps.md has the same list for hand-out.
 GAPS: dict[str, str] = {
-    "search.find_by_uuid": "FindByUuid(vmSearch=false) does not find a HostSystem by hardware.systemInfo.uuid",
-    "search.find_by_ip": "SearchIndex.FindByIp / FindAllByIp not implemented (MethodNotFound)",
-    "search.find_by_dns_name": "SearchIndex.FindByDnsName not implemented (MethodNotFound)",
-    "search.find_by_datastore_path": "SearchIndex.FindByDatastorePath not implemented (MethodNotFound)",
     "view.cluster": "a recursive VirtualMachine view of a cluster is empty: a ResourcePool's contents omit its VMs",
     "view.resource_pool": "a ContainerView on a ResourcePool omits the pool's VMs",
     "view.host": "a ContainerView on a HostSystem is empty (must list the host's VMs)",

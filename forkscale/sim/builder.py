@@ -11,7 +11,7 @@ from typing import Any
 import yaml
 from pyVmomi import vim, vmodl
 
-from . import methods  # noqa: F401  (registers the service managers' handlers)
+from . import methods, search  # noqa: F401  (registers the service managers' handlers)
 from .compute import EnvironmentBrowser
 from .inventory import (
     Cluster,
@@ -209,7 +209,7 @@ def _managers(twin: Twin) -> None:
         "currentSession": _current_session})
     task_mgr = add("TaskManager", vim.TaskManager, computed={"recentTask": world.tasks.recent_refs}, maxCollector=32)
     world.tasks.manager = task_mgr
-    search = add("SearchIndex", vim.SearchIndex)
+    search_index = add("SearchIndex", vim.SearchIndex)
     perf = perf_manager(world)
     process_mgr = add("ProcessManager", vim.vm.guest.ProcessManager)
     guest_ops = add("guestOperationsManager", vim.vm.guest.GuestOperationsManager, processManager=process_mgr.ref)
@@ -226,7 +226,7 @@ def _managers(twin: Twin) -> None:
     twin.si.props["content"] = vim.ServiceInstanceContent(
         rootFolder=twin.root.ref, propertyCollector=vmodl.query.PropertyCollector("propertyCollector"),
         viewManager=view_mgr.ref, about=about, setting=setting.ref, userDirectory=users.ref,
-        sessionManager=session_mgr.ref, authorizationManager=auth.ref, perfManager=perf.ref, searchIndex=search.ref,
+        sessionManager=session_mgr.ref, authorizationManager=auth.ref, perfManager=perf.ref, searchIndex=search_index.ref,
         taskManager=task_mgr.ref, eventManager=twin.events.manager.ref, customFieldsManager=fields.ref,
         fileManager=files.ref, virtualDiskManager=disks.ref, guestOperationsManager=guest_ops.ref,
         licenseManager=license_mgr.ref, extensionManager=ext.ref, ovfManager=ovf.ref,

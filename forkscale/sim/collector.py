@@ -293,7 +293,11 @@ class Collector(MO):
             deadline = None if max_wait is None else time.monotonic() + max_wait
             while True:
                 changed = self.world.changed()
-                update = self._collect(max_updates)
+                self.world.pin_time()
+                try:
+                    update = self._collect(max_updates)
+                finally:
+                    self.world.unpin_time()
                 if update is not None:
                     return update
                 remaining = None if deadline is None else deadline - time.monotonic()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid as uuidlib
 from typing import TYPE_CHECKING, Any
 
 from pyVmomi import vim
@@ -191,6 +192,7 @@ class Host(Entity):
         self.vms: set[VM] = set()
         self.datastores: list[Datastore] = []
         self.networks: list[Entity] = []
+        self.uuid = str(uuidlib.uuid5(uuidlib.NAMESPACE_DNS, f"{moid}.{name}.forkscale-twin"))  # hardware.systemInfo
         self.config_managers: dict[str, Any] = {}  # configManager property -> moref (hostinfo.attach_managers)
         self.browser: MO | None = None
         self._config: Any = None
@@ -243,7 +245,7 @@ class Host(Entity):
 
     def p_hardware(self) -> Any:
         return vim.host.HardwareInfo(
-            systemInfo=vim.host.SystemInfo(vendor="forkscale", model="twin", uuid=f"host-uuid-{self.moid}"),
+            systemInfo=vim.host.SystemInfo(vendor="forkscale", model="twin", uuid=self.uuid),
             cpuInfo=vim.host.CpuInfo(numCpuPackages=2, numCpuCores=self.cpu_cores,
                                      numCpuThreads=self.cpu_cores * 2, hz=self.cpu_mhz * 1_000_000),
             cpuPkg=[vim.host.CpuPackage(index=i, vendor="intel", hz=self.cpu_mhz * 1_000_000, busHz=100_000_000,
@@ -255,7 +257,7 @@ class Host(Entity):
         from .memory import host_quick_stats
 
         hw = vim.host.Summary.HardwareSummary(
-            vendor="forkscale", model="twin", uuid=f"host-uuid-{self.moid}", memorySize=self.memory_bytes,
+            vendor="forkscale", model="twin", uuid=self.uuid, memorySize=self.memory_bytes,
             cpuModel="Twin CPU", cpuMhz=self.cpu_mhz, numCpuPkgs=2, numCpuCores=self.cpu_cores,
             numCpuThreads=self.cpu_cores * 2, numNics=2, numHBAs=1)
         from .hostinfo import summary_config

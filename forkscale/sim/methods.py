@@ -1,6 +1,6 @@
 """Methods of the service's own managers: ServiceInstance, SessionManager, PropertyCollector,
-ViewManager, SearchIndex and Task (VM operations are in forkscale.sim.ops, events and
-performance in forkscale.sim.events and forkscale.sim.perf)."""
+ViewManager and Task (the SearchIndex is in forkscale.sim.search, VM operations in
+forkscale.sim.ops, events and performance in forkscale.sim.events and forkscale.sim.perf)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,6 @@ from .inventory import Entity
 from .mo import MO
 from .service import CURRENT_SESSION
 from .views import ContainerView, ListView
-from .vm import VM
 
 
 # ServiceInstance and sessions -------------------------------------------------------------------
@@ -184,42 +183,6 @@ def create_list_view(ctx: Ctx, this: MO, obj: list[Any] | None = None) -> Any:
 @method("DestroyView")
 def destroy_view(ctx: Ctx, this: MO) -> None:
     _drop(ctx, this)
-
-
-# Search index ----------------------------------------------------------------------------------
-@method("FindByInventoryPath")
-def find_by_inventory_path(ctx: Ctx, this: MO, inventoryPath: str) -> Any:  # noqa: N803
-    node: Any = ctx.twin.root
-    for part in [p for p in inventoryPath.strip("/").split("/") if p]:
-        node = next((c for c in node.children() if c.name == part), None)
-        if node is None:
-            return None
-    return node.ref
-
-
-@method("FindChild")
-def find_child(ctx: Ctx, this: MO, entity: Any, name: str) -> Any:
-    parent = ctx.twin.resolve(entity, ctx.session)
-    if not isinstance(parent, Entity):
-        raise vmodl.fault.InvalidArgument(msg="entity is not a managed entity", invalidProperty="entity")
-    child = next((c for c in parent.children() if c.name == name), None)
-    return child.ref if child else None
-
-
-@method("FindByUuid")
-def find_by_uuid(ctx: Ctx, this: MO, uuid: str, vmSearch: bool, datacenter: Any = None,  # noqa: N803
-                 instanceUuid: bool | None = None) -> Any:  # noqa: N803
-    for vm in ctx.twin.world.instances(VM):
-        if (vm.instance_uuid if instanceUuid else vm.uuid).lower() == uuid.lower():
-            return vm.ref
-    return None
-
-
-@method("FindAllByUuid")
-def find_all_by_uuid(ctx: Ctx, this: MO, uuid: str, vmSearch: bool, datacenter: Any = None,  # noqa: N803
-                     instanceUuid: bool | None = None) -> Any:  # noqa: N803
-    found = find_by_uuid(ctx, this, uuid, vmSearch, datacenter, instanceUuid)
-    return [found] if found is not None else []
 
 
 # Tasks ---------------------------------------------------------------------------------------

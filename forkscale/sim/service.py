@@ -151,7 +151,11 @@ class Twin:
             self.world.faults.before_call(name)
             CURRENT_SESSION.set(session)
             ctx = Ctx(self, session, this, name)
-            result = handler(ctx, this, **req.args)
+            self.world.pin_time()
+            try:
+                result = handler(ctx, this, **req.args)
+            finally:
+                self.world.unpin_time()
             if inspect.isawaitable(result):
                 result = await result
             new_cookie = None
@@ -183,7 +187,11 @@ class Twin:
                                                  privilegeId="System.View")
             CURRENT_SESSION.set(session)
             mo = self.resolve(ref, session)
-            val, typ = read_path(mo, prop)
+            self.world.pin_time()
+            try:
+                val, typ = read_path(mo, prop)
+            finally:
+                self.world.unpin_time()
             return 200, soap.serialize_fetch(val, typ)
         except vmodl.MethodFault as fault:
             return 500, soap.serialize_fault(fault)
