@@ -33,7 +33,7 @@ from .ops.snapshots import take_snapshot
 from .perf import manager as perf_manager
 from .service import CURRENT_SESSION, Twin
 from .storage import DatastoreBrowser
-from .vm import VM, Disk, Nic
+from .vm import NIC_CLASSES, VM, Disk, Nic
 from .world import Settings, World
 
 DEFAULT_WORLD: dict[str, Any] = {
@@ -181,7 +181,10 @@ def make_vm(world: World, v: dict[str, Any], *, folder: Folder, host: Host, pool
                               size=int(capacity * 0.25))
     world.disks.retain(base)
     vm.disks.append(Disk(key=2000, capacity_kb=capacity // 1024, top=base))
-    vm.nics.append(Nic(key=4000, mac=world.new_mac(), network=network))
+    kind = v.get("nic_type", "vmxnet3")
+    if kind not in NIC_CLASSES:
+        raise ValueError(f"vm {v['name']}: nic_type {kind!r} is not one of {sorted(NIC_CLASSES)}")
+    vm.nics.append(Nic(key=4000, mac=world.new_mac(), network=network, kind=kind))
     world.add(vm)
     folder.entries.append(vm)
     for snap in v.get("snapshots", []):

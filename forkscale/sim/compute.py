@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from pyVmomi import vim
 
 from .mo import MO
+from .vmsettings import allocation
 
 if TYPE_CHECKING:
     from .inventory import Cluster, Host, ResourcePool
@@ -138,13 +139,15 @@ def vm_resource_config(vm: VM) -> Any:
 
 
 def vm_cpu_allocation(vm: VM) -> Any:
-    return vim.ResourceAllocationInfo(reservation=0, expandableReservation=False, limit=-1,
-                                      shares=vim.SharesInfo(shares=1000 * vm.num_cpu, level="normal"))
+    default = vim.ResourceAllocationInfo(reservation=0, expandableReservation=False, limit=-1,
+                                         shares=vim.SharesInfo(shares=1000 * vm.num_cpu, level="normal"))
+    return allocation(vm, "cpuAllocation", default)
 
 
 def vm_memory_allocation(vm: VM) -> Any:
-    return vim.ResourceAllocationInfo(reservation=0, expandableReservation=False, limit=-1,
-                                      shares=vim.SharesInfo(shares=10 * vm.memory_mb, level="normal"))
+    default = vim.ResourceAllocationInfo(reservation=0, expandableReservation=False, limit=-1,
+                                         shares=vim.SharesInfo(shares=10 * vm.memory_mb, level="normal"))
+    return allocation(vm, "memoryAllocation", default)
 
 
 class EnvironmentBrowser(MO):

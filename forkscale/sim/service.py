@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from pyVmomi import VmomiSupport, vim, vmodl
 
-from . import soap
+from . import required, soap
 from .collector import Collector, Filter
 from .dispatch import ANONYMOUS, HANDLERS, Ctx
 from .events import EventLog
@@ -144,6 +144,7 @@ class Twin:
             if handler is None:
                 raise vmodl.fault.MethodNotFound(msg=f"Method {name} is not implemented by the forkscale twin",
                                                  receiver=req.this, method=name)
+            required.check_arguments(req.args)
             this = self.resolve(req.this, session)
             if not isinstance(this.ref, type(req.this)) and not isinstance(req.this, type(this.ref)):
                 raise vmodl.fault.ManagedObjectNotFound(msg=f"{req.this} is not a {type(req.this).__name__}",

@@ -23,6 +23,12 @@ if TYPE_CHECKING:
     from .world import World
 
 
+NIC_CLASSES: dict[str, type] = {
+    "vmxnet3": vim.vm.device.VirtualVmxnet3, "vmxnet2": vim.vm.device.VirtualVmxnet2,
+    "e1000": vim.vm.device.VirtualE1000, "e1000e": vim.vm.device.VirtualE1000e, "pcnet32": vim.vm.device.VirtualPCNet32,
+}
+
+
 @dataclass
 class Nic:
     key: int
@@ -32,6 +38,10 @@ class Nic:
     connected: bool = True
     start_connected: bool = True
     label: str = "Network adapter 1"
+    kind: str = "vmxnet3"  # a key of NIC_CLASSES: the adapter's device class, which no edit changes
+
+    def device_class(self) -> type:
+        return NIC_CLASSES[self.kind]
 
 
 @dataclass
@@ -129,6 +139,7 @@ class VM(Entity):
         self.modified = world.now()
         self.change = 0
         self.annotation = ""
+        self.settings: dict[str, Any] = {}  # kept ConfigSpec settings (forkscale.sim.vmsettings)
         self.source_delta_done = False  # frozen source: its one extra delta exists
         self.guest_drawn_s = 0.0  # the guest boot/resume latency last drawn (bench/fanout.py computes the ideal)
         self._cache: dict[str, tuple[int, Any]] = {}
@@ -309,7 +320,7 @@ class VM(Entity):
                 capacityInBytes=d.capacity_kb * 1024, backing=backing_for(d.top),
                 deviceInfo=vim.Description(label=d.label, summary=f"{d.capacity_kb:,} KB")))
         for i, n in enumerate(self.nics):
-            devices.append(vim.vm.device.VirtualVmxnet3(
+            devices.append(n.device_class()(
                 key=n.key, controllerKey=100, unitNumber=7 + i, macAddress=n.mac, addressType=n.address_type,
                 backing=self.nic_backing(n), wakeOnLanEnabled=True,
                 connectable=vim.vm.device.VirtualDevice.ConnectInfo(
@@ -329,6 +340,14 @@ class VM(Entity):
                                                                    network=n.network.ref)
 
     def _config(self) -> Any:
+        from .vmsettings import render
+
+        cfg = self._base_config()
+        if self.settings:
+            render(self, cfg)
+        return cfg
+
+    def _base_config(self) -> Any:
         from .compute import vm_cpu_allocation, vm_memory_allocation
         from .vminfo import BOOT_OPTIONS, tools_config
 
