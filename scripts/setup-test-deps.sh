@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the real servers and tools the test suite talks to: an OpenSSH server (SSH freeze,
 # drain hooks, rehearsals), Prometheus + promtool (metrics end to end, rule tests), shellcheck,
-# busybox and dash (the guest script must run under every POSIX sh), PostgreSQL's server
+# busybox and dash (the guest script must run under every POSIX sh), bubblewrap (the twin runs
+# guest programs in a sandbox per VM), PostgreSQL's server
 # binaries (the PostgreSQL ledger; tests run their own private cluster, never Debian's).
 # Idempotent; quiet when everything is already there.
 set -euo pipefail
@@ -12,6 +13,7 @@ command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
 command -v shellcheck >/dev/null 2>&1 || need+=(shellcheck)
 command -v busybox >/dev/null 2>&1 || need+=(busybox)
 command -v dash >/dev/null 2>&1 || need+=(dash)
+command -v bwrap >/dev/null 2>&1 || need+=(bubblewrap)
 command -v go >/dev/null 2>&1 || need+=(golang-go)
 [ -d /usr/share/gocode/src/github.com/vmware/govmomi ] || need+=(golang-github-vmware-govmomi-dev)
 # initdb/pg_ctl/postgres: on PATH, or Debian's versioned /usr/lib/postgresql/<v>/bin.

@@ -178,7 +178,7 @@ def play_dhcp(twin, vm_name: str, ip: str, guest: Guest, stop: threading.Event) 
 
 def test_per_host_sources_are_frozen_over_ssh_at_their_own_guest_address(
         twin, si, tmp_path, sshd, guest_factory, capsys):
-    replica = "src-linux-src-esx-02-g1"
+    replica = "src-linux-quickstart-src-esx-02-g1"
     guest = guest_factory("nobody-yet")
     spec = ssh_spec(tmp_path, twin, sshd, guest,
                     placement={"datastores": ["ds-ssd"], "folder": "forkscale", "hosts": ["esx-02"]})
@@ -211,6 +211,6 @@ def test_a_per_host_source_without_a_guest_address_fails_clearly_and_is_removed(
     err = capsys.readouterr().err
     assert "guest.ipAddress" in err and "freeze: guestops" in err
     assert guest.lines() == []
-    assert "src-linux-src-esx-03-g1" not in vm_state(si)  # the half-made source was removed
+    assert "src-linux-quickstart-src-esx-03-g1" not in vm_state(si)  # the half-made source was removed
     with Ledger(tmp_path / "state.sqlite") as ledger:
-        assert [(r.vm_name, r.state) for r in ledger.sources("quickstart")] == [("src-linux-src-esx-03-g1", "gone")]
+        assert [(r.vm_name, r.state) for r in ledger.sources("quickstart")] == [("src-linux-quickstart-src-esx-03-g1", "gone")]

@@ -78,7 +78,7 @@ def test_prepare_makes_one_frozen_source_per_host_and_40_clones_spread_10_per_ho
 
     vms = read_vms(si)
     sources = sources_of(vms)
-    assert sorted(sources) == [f"src-linux-src-{h}-g1" for h in HOSTS]
+    assert sorted(sources) == [f"src-linux-quickstart-src-{h}-g1" for h in HOSTS]
     for name, vm in sources.items():
         assert vm["host"] == name.split("-src-")[1].rsplit("-g", 1)[0]
         assert vm["frozen"] is True
@@ -117,21 +117,21 @@ def test_prepare_makes_one_frozen_source_per_host_and_40_clones_spread_10_per_ho
         assert len(recs) == 40 and {r.kind for r in recs} == {"instant"}
         assert all(r.fallback_reason is None for r in recs)
         # each clone came from the source on its own host, and vCenter agrees on the host
-        assert all(r.source == f"src-linux-src-{r.host}-g1" and r.source_generation == 1 for r in recs)
+        assert all(r.source == f"src-linux-quickstart-src-{r.host}-g1" and r.source_generation == 1 for r in recs)
         assert all(clones[r.name]["host"] == r.host for r in recs)
 
 
 def test_a_source_that_lost_its_frozen_state_is_frozen_again_before_cloning(twin, si, tmp_path, capsys):
     spec = guestops_spec(tmp_path, twin)
     prepare_json(spec, capsys)
-    before = read_vms(si)["src-linux-src-esx-02-g1"]
-    twin.admin("lose_frozen", vm="src-linux-src-esx-02-g1")  # a power cycle: running again, not frozen
-    assert read_vms(si)["src-linux-src-esx-02-g1"]["frozen"] is False
+    before = read_vms(si)["src-linux-quickstart-src-esx-02-g1"]
+    twin.admin("lose_frozen", vm="src-linux-quickstart-src-esx-02-g1")  # a power cycle: running again, not frozen
+    assert read_vms(si)["src-linux-quickstart-src-esx-02-g1"]["frozen"] is False
     freezes = method_count(twin, "StartProgramInGuest")
 
     assert cli("scale", "quickstart", "8", "-f", str(spec)) == 0
     vms = read_vms(si)
-    after = vms["src-linux-src-esx-02-g1"]
+    after = vms["src-linux-quickstart-src-esx-02-g1"]
     assert after["frozen"] is True and after["moref"] == before["moref"]  # the same VM, frozen again
     assert method_count(twin, "StartProgramInGuest") == freezes + 1
     assert method_count(twin, "CloneVM_Task") == 4  # nothing replaced
@@ -145,21 +145,21 @@ def test_a_source_that_lost_its_frozen_state_is_frozen_again_before_cloning(twin
 def test_a_powered_off_source_is_replaced_and_the_old_one_retired(twin, si, tmp_path, capsys):
     spec = guestops_spec(tmp_path, twin)
     prepare_json(spec, capsys)
-    twin.admin("power_off", vm="src-linux-src-esx-03-g1")
+    twin.admin("power_off", vm="src-linux-quickstart-src-esx-03-g1")
 
     assert cli("scale", "quickstart", "4", "-f", str(spec)) == 0
     vms = read_vms(si)
-    assert "src-linux-src-esx-03-g1" not in vms  # no clone used it: destroyed at once
-    new = vms["src-linux-src-esx-03-g2"]
+    assert "src-linux-quickstart-src-esx-03-g1" not in vms  # no clone used it: destroyed at once
+    new = vms["src-linux-quickstart-src-esx-03-g2"]
     assert new["frozen"] is True and new["host"] == "esx-03" and new["extra"]["forkscale.source"] == "2"
     clones = clones_of(vms)
     assert Counter(v["host"] for v in clones.values()) == {h: 1 for h in HOSTS}
     with ledger_rows(spec) as ledger:
         states = {r.vm_name: r.state for r in ledger.sources("quickstart")}
-        assert states["src-linux-src-esx-03-g1"] == "gone"
-        assert states["src-linux-src-esx-03-g2"] == "ready"
+        assert states["src-linux-quickstart-src-esx-03-g1"] == "gone"
+        assert states["src-linux-quickstart-src-esx-03-g2"] == "ready"
         on3 = [r for r in ledger.clones("quickstart", states=["ready"]) if r.host == "esx-03"]
-        assert [(r.source, r.source_generation, r.kind) for r in on3] == [("src-linux-src-esx-03-g2", 2, "instant")]
+        assert [(r.source, r.source_generation, r.kind) for r in on3] == [("src-linux-quickstart-src-esx-03-g2", 2, "instant")]
 
 
 def test_deep_sources_are_rotated_and_retired_when_no_clone_uses_them(twin, si, tmp_path, capsys):
@@ -174,16 +174,16 @@ def test_deep_sources_are_rotated_and_retired_when_no_clone_uses_them(twin, si, 
     assert cli("scale", "quickstart", "12", "-f", str(spec)) == 0
     vms = read_vms(si)
     sources = sources_of(vms)
-    assert sorted(sources) == sorted([f"src-linux-src-{h}-g1" for h in HOSTS] + [f"src-linux-src-{h}-g2" for h in HOSTS])
-    assert all(sources[f"src-linux-src-{h}-g2"]["frozen"] and sources[f"src-linux-src-{h}-g2"]["host"] == h
+    assert sorted(sources) == sorted([f"src-linux-quickstart-src-{h}-g1" for h in HOSTS] + [f"src-linux-quickstart-src-{h}-g2" for h in HOSTS])
+    assert all(sources[f"src-linux-quickstart-src-{h}-g2"]["frozen"] and sources[f"src-linux-quickstart-src-{h}-g2"]["host"] == h
                for h in HOSTS)
     with ledger_rows(spec) as ledger:
         states = {r.vm_name: r.state for r in ledger.sources("quickstart")}
-        assert {states[f"src-linux-src-{h}-g1"] for h in HOSTS} == {"retiring"}  # 8 clones still use them
-        assert {states[f"src-linux-src-{h}-g2"] for h in HOSTS} == {"ready"}
+        assert {states[f"src-linux-quickstart-src-{h}-g1"] for h in HOSTS} == {"retiring"}  # 8 clones still use them
+        assert {states[f"src-linux-quickstart-src-{h}-g2"] for h in HOSTS} == {"ready"}
         recs = ledger.clones("quickstart", states=["ready"])
         assert Counter(r.source_generation for r in recs) == {1: 8, 2: 4}
-        assert all(r.source == f"src-linux-src-{r.host}-g{r.source_generation}" for r in recs)
+        assert all(r.source == f"src-linux-quickstart-src-{r.host}-g{r.source_generation}" for r in recs)
     assert Counter(v["host"] for v in clones_of(vms).values()) == {h: 3 for h in HOSTS}
 
     # shrinking removes the oldest generation first; then nothing uses generation 1 and it goes.
@@ -191,11 +191,11 @@ def test_deep_sources_are_rotated_and_retired_when_no_clone_uses_them(twin, si, 
     clones_made = method_count(twin, "CloneVM_Task")
     assert cli("scale", "quickstart", "4", "-f", str(spec)) == 0
     vms = read_vms(si)
-    assert sorted(sources_of(vms)) == [f"src-linux-src-{h}-g2" for h in HOSTS]
+    assert sorted(sources_of(vms)) == [f"src-linux-quickstart-src-{h}-g2" for h in HOSTS]
     assert method_count(twin, "CloneVM_Task") == clones_made
     with ledger_rows(spec) as ledger:
         states = {r.vm_name: r.state for r in ledger.sources("quickstart")}
-        assert {states[f"src-linux-src-{h}-g1"] for h in HOSTS} == {"gone"}
+        assert {states[f"src-linux-quickstart-src-{h}-g1"] for h in HOSTS} == {"gone"}
         assert {r.source_generation for r in ledger.clones("quickstart", states=["ready"])} == {2}
 
 
@@ -224,7 +224,7 @@ def test_prepare_respects_placement_hosts_and_skips_a_host_that_is_down(twin, si
     report = prepare_json(spec, capsys)
     assert sorted((s["host"], s["action"]) for s in report["sources"]) == [
         ("esx-02", "created"), ("esx-03", "created"), ("esx-04", "unavailable")]
-    assert sorted(sources_of(read_vms(si))) == ["src-linux-src-esx-02-g1", "src-linux-src-esx-03-g1"]
+    assert sorted(sources_of(read_vms(si))) == ["src-linux-quickstart-src-esx-02-g1", "src-linux-quickstart-src-esx-03-g1"]
     assert cli("scale", "quickstart", "6", "-f", str(spec)) == 0
     assert Counter(v["host"] for v in clones_of(read_vms(si)).values()) == {"esx-02": 3, "esx-03": 3}
 

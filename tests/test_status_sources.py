@@ -21,7 +21,7 @@ from tests.test_prepare import (
     sources_of,
 )
 
-SOURCES = [f"src-linux-src-{h}-g1" for h in HOSTS]
+SOURCES = [f"src-linux-quickstart-src-{h}-g1" for h in HOSTS]
 
 
 def status_json(spec, capsys) -> dict:
@@ -71,10 +71,10 @@ def test_status_lists_sources_frozen_with_depth_and_clone_counts(twin, si, tmp_p
 def test_status_shows_a_thawed_source_as_not_frozen(twin, si, tmp_path, capsys):
     spec = guestops_spec(tmp_path, twin)
     prepare_json(spec, capsys)
-    twin.admin("lose_frozen", vm="src-linux-src-esx-02-g1")
+    twin.admin("lose_frozen", vm="src-linux-quickstart-src-esx-02-g1")
     status = status_json(spec, capsys)
     frozen = {s["name"]: s["frozen"] for s in status["sources"]}
-    assert frozen == {n: n != "src-linux-src-esx-02-g1" for n in SOURCES}
+    assert frozen == {n: n != "src-linux-quickstart-src-esx-02-g1" for n in SOURCES}
     assert all(s["clones"] == 0 for s in status["sources"])
 
 
@@ -134,7 +134,7 @@ def test_destroy_with_sources_removes_clones_and_sources_but_never_the_golden(tw
     # and prepare starts over with a fresh generation
     report = prepare_json(spec, capsys)
     assert sorted((s["name"], s["action"]) for s in report["sources"]) == [
-        (f"src-linux-src-{h}-g2", "created") for h in HOSTS]
+        (f"src-linux-quickstart-src-{h}-g2", "created") for h in HOSTS]
 
 
 def test_destroy_sources_removes_sources_the_ledger_lost(twin, si, tmp_path, capsys):
@@ -174,7 +174,7 @@ def test_destroy_sources_keeps_the_source_of_a_clone_it_could_not_destroy_and_ex
     left = clones_of(vms)
     assert len(left) == 1
     (clone,) = left.values()
-    assert sorted(sources_of(vms)) == [f"src-linux-src-{clone['host']}-g1"]  # its source stays while it exists
+    assert sorted(sources_of(vms)) == [f"src-linux-quickstart-src-{clone['host']}-g1"]  # its source stays while it exists
     # a second run finishes the job
     capsys.readouterr()
     assert cli("destroy", "quickstart", "-f", str(spec), "--yes", "--sources") == 0

@@ -191,8 +191,9 @@ def test_a_scrape_never_shows_half_a_sample() -> None:
     flipper.start()
     renders = 0
     try:
+        # at least 1 s and at least 20 renders: a loaded machine makes each render slower, not fewer
         deadline = time.monotonic() + 1.0
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline or renders < 20:
             m = parse(t.render())
             values = {
                 v
@@ -206,7 +207,7 @@ def test_a_scrape_never_shows_half_a_sample() -> None:
     finally:
         stop.set()
         flipper.join()
-    assert renders > 10
+    assert renders >= 20
 
 
 def test_event_helpers_keep_label_vocabularies() -> None:

@@ -201,10 +201,6 @@ GAPS: dict[str, str] = {
     "vm.unregister_register": "UnregisterVM and Folder.RegisterVM_Task not implemented",
     "vm.create": "Folder.CreateVM_Task not implemented",
     "vm.custom_fields": "CustomFieldsManager.AddCustomFieldDef / SetField not implemented",
-    "guest.file_transfer": "GuestOperationsManager.fileManager unset (govmomi panics on it); "
-                           "InitiateFileTransferToGuest/FromGuest and their HTTP PUT/GET URLs missing",
-    "guest.directory": "GuestOperationsManager.fileManager unset; MakeDirectoryInGuest, ListFilesInGuest, "
-                       "DeleteDirectoryInGuest missing",
     "datastore.search": "Datastore.browser unset; HostDatastoreBrowser SearchDatastore_Task / "
                         "SearchDatastoreSubFolders_Task missing",
     "datastore.file_http": "no /folder/<path>?dcPath=&dsName= HTTP endpoint (GET and PUT answer 404)",

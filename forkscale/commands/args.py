@@ -107,13 +107,19 @@ def metrics(sub: Subparsers) -> None:
 
 
 def rehearse(sub: Subparsers) -> None:
-    p = sub.add_parser("rehearse", help="live-clone a running VM, rehearse an upgrade in the clone, report",
+    p = sub.add_parser("rehearse", help="rehearse an upgrade in a live clone, or a pool's new image, then report",
                        description="Instant-clone a running VM onto an isolated port group (or with its NICs "
-                                   "disconnected), run upgrade steps and checks in it over SSH, report, and "
-                                   "destroy the clone. Exit 0: every check passed; 1: a step or check failed; "
-                                   "2: bad spec.")
-    p.add_argument("-f", "--file", dest="spec", required=True, metavar="REHEARSAL",
-                   help="rehearsal spec (YAML), e.g. examples/rehearsal.yaml")
+                                   "disconnected), run upgrade steps and checks in it through VMware Tools guest "
+                                   "operations (or over SSH), report, and destroy the clone. With --pool and "
+                                   "--snapshot, -f is a pool spec: a linked clone of the pool's golden VM at the "
+                                   "new snapshot runs the pool's checks, and the report says whether pushing the "
+                                   "image is safe. Exit 0: every step and check passed; 1: a step or check failed, "
+                                   "or the clone could not be made, reached or removed; 2: bad spec; 130: "
+                                   "interrupted.")
+    p.add_argument("-f", "--file", dest="spec", required=True, metavar="SPEC",
+                   help="rehearsal spec (YAML), e.g. examples/rehearsal.yaml; with --pool, the pool spec")
+    p.add_argument("--pool", metavar="POOL", help="rehearse this pool's new image (needs --snapshot)")
+    p.add_argument("--snapshot", metavar="NAME", help="the golden VM's snapshot holding the new image")
     p.add_argument("--keep", action="store_true", help="leave the clone running afterwards (to look around)")
     add_output(p)
 

@@ -12,6 +12,7 @@ from forkscale.commands.progress import ProgressLine
 from forkscale.commands.session import ConnectionFailed, open_engine
 from forkscale.core.errors import SpecError
 from forkscale.fleet.plan import LIVE
+from forkscale.fleet.reconcile import VmIndex
 from forkscale.spec import load_spec
 
 
@@ -62,6 +63,8 @@ async def _converge(args: argparse.Namespace, spec: Any) -> int:
             print(f"{r.pool}: {r.ready}/{r.desired} ready (created {r.created}, destroyed {r.destroyed}, "
                   f"failed {r.failed}, adopted {r.adopted}, rolled back {r.rolled_back}) in {r.seconds:.1f}s; "
                   f"fallbacks: {fb}")
+            for rung, why in r.skipped.items():
+                print(f"  rung {rung} skipped: {why}")
             for e in r.errors[:10]:
                 print(f"  ! {e}", file=sys.stderr)
     return 1 if failed else 0
@@ -83,12 +86,11 @@ async def _status(args: argparse.Namespace, spec: Any) -> int:
         # every listed pool's sources: one batched layoutEx read for their delta-chain depths
         tagged = [v.moref for v in inv.vms.values() if v.is_source and v.pool in {p.name for p in pools}]
         depths = await engine.driver.chain_depths(tagged) if tagged else {}
+        index = VmIndex(inv)  # a clone is found by the moref / instance UUID the ledger recorded, not by tags alone
         for pool in pools:
             rows = engine.ledger.clones(pool.name, states=list(LIVE) + ["destroying", "failed"])
             counts = {k: v for k, v in engine.ledger.counts(pool.name).items() if v and k != "gone"}
-            present = {v.name for v in inv.vms.values() if v.pool == pool.name}
-            clones = [{"name": r.name, "state": r.state, "kind": r.kind, "host": r.host, "ip": r.ip, "mac": r.mac,
-                       "in_vcenter": r.name in present, "fallback": r.fallback_reason} for r in rows]
+            clones = [_clone(r, index.find(r), inv) for r in rows]
             fallbacks: dict[str, int] = {}
             for r in engine.ledger.clones(pool.name):
                 if r.fallback_reason:
@@ -116,9 +118,18 @@ async def _status(args: argparse.Namespace, spec: Any) -> int:
             print(f"    {src['name']:<32} {src['host']:<10} g{src['generation']:<3} {src['state']:<9} {frozen:<10} "
                   f"depth {depth:<3} clones {src['clones']}{mark}")
         for c in p["clones"]:
-            mark = "" if c["in_vcenter"] else "  (not in vCenter)"
-            print(f"  {c['name']:<24} {c['state']:<12} {c['kind']:<8} {c['host']:<10} {c['ip']:<15} {c['mac']}{mark}")
+            mark = f"  {c['power']}" if c["in_vcenter"] else "  (not in vCenter)"
+            host = c["vcenter_host"] or c["host"]
+            print(f"  {c['name']:<24} {c['state']:<12} {c['kind']:<8} {host:<10} {c['ip']:<15} {c['mac']}{mark}")
     return 0
+
+
+def _clone(r: Any, vm: Any, inv: Any) -> dict[str, Any]:
+    """One clone as the ledger and vCenter see it (`power`, `vcenter_host`, `vm`: vCenter's, None when not found)."""
+    return {"name": r.name, "state": r.state, "kind": r.kind, "host": r.host, "ip": r.ip, "mac": r.mac,
+            "in_vcenter": vm is not None, "power": vm.power if vm else None, "vm": vm.moref if vm else None,
+            "vcenter_host": inv.host_names.get(vm.host or "") if vm else None, "fallback": r.fallback_reason,
+            "error": r.error if r.state == "failed" else None}
 
 
 def _sources(ledger: Any, pool: str, inv: Any, depths: dict[str, int]) -> list[dict[str, Any]]:

@@ -27,6 +27,10 @@ async def run(args: argparse.Namespace) -> int:
             for index, pool in pools:
                 inv = await engine.driver.inventory()  # fresh per pool: an earlier pool may have added VMs
                 golden = engine.check_pool(pool, inv, index)
+                rungs, skipped = engine.rungs(pool, index)
+                if "instant" not in rungs:  # per-host sources only serve instant clones
+                    raise SpecError(f"pools[{index}].fallback", "prepare makes per-host sources for instant clones, "
+                                    f"but {skipped.get('instant') or 'the pool has no instant rung'}")
                 folder = inv.folders.get(pool.placement.folder)
                 if folder is None:
                     folder = await engine.driver.create_folder(await engine.driver.vm_folder(), pool.placement.folder)

@@ -3,7 +3,8 @@
 Every clone is written to the ledger (with its whole identity) before its task is submitted,
 and tagged in vCenter (`forkscale.pool`, `forkscale.id` in extraConfig), so a controller
 killed at any point converges to the same answer when run again: it adopts what finished,
-rolls back what did not, and removes orphans it made.
+rolls back what did not, and removes orphans it made. The ladder of one clone (instant → linked
+→ full, duplicates, timeouts) is `forkscale.fleet.ladder`; budgets are `forkscale.fleet.budgets`.
 """
 
 from __future__ import annotations
@@ -17,25 +18,36 @@ from typing import Any
 
 from forkscale.core.errors import PermanentError, SpecError, TemporaryError
 from forkscale.core.identity import guestinfo
-from forkscale.fleet.budgets import Budget, Rate
-from forkscale.fleet.plan import LIVE, Plan, make_plan
-from forkscale.fleet.reconcile import Reconciler
+from forkscale.fleet.budgets import Budgets
+from forkscale.fleet.ladder import UNSUPPORTED, Ladder
+from forkscale.fleet.plan import LIVE, Spread, fallback_hosts, make_plan, placement_datastores
+from forkscale.fleet.reconcile import Reconciler, VmIndex
 from forkscale.fleet.result import Result
 from forkscale.fleet.sources import Source, SourceManager
-from forkscale.ledger import Ledger
+from forkscale.ledger import CloneRecord, Ledger
 from forkscale.spec import Pool, Spec
 from forkscale.vsphere.model import TAG_ID, TAG_POOL, TAG_SOURCE, CloneRequest, Inventory
 from forkscale.vsphere.ports import VSphere
 
 log = logging.getLogger("forkscale.engine")
-NIC_KEY = 4000
-RETRIES = 3
+#: The first vCenter API with InstantClone_Task and CheckInstantClone_Task.
+INSTANT_API = (6, 7)
 
 
 Progress = Callable[[str, dict[str, int]], None]
 #: Runs a pool's drain hook on a clone picked for scale-down; True when it may be destroyed now
 #: (forkscale.workloads.drain.Drainer; the clone is left `draining` then, or put back as it was on False).
 DrainHook = Callable[[Pool, Any, Result], Awaitable[bool]]
+
+
+def api_tuple(version: str) -> tuple[int, ...]:
+    """"6.7.3" -> (6, 7, 3); unreadable parts stop the tuple."""
+    out: list[int] = []
+    for part in version.split("."):
+        if not part.isdigit():
+            break
+        out.append(int(part))
+    return tuple(out)
 
 
 class Engine:
@@ -47,8 +59,8 @@ class Engine:
         self.telemetry = telemetry
         self.progress = progress or (lambda pool, counts: None)
         self.rng = rng or random.Random()
-        self.budgets: dict[str, Budget] = {}
-        self.rates: dict[str, Rate] = {}
+        # the vCenter-wide budget is one number for the whole controller (see forkscale/fleet/budgets.py)
+        self.budgets = Budgets(max((p.budgets.vcenter for p in spec.pools), default=1), telemetry=telemetry)
         self.reconcile = Reconciler(ledger, driver)
         self.drainer: DrainHook | None = None
 
@@ -74,28 +86,23 @@ class Engine:
             raise SpecError(f"{path}.snapshot", f"{pool.source} has no snapshot {pool.snapshot!r}")
         return Source(moref=src.moref, name=src.name, host=src.host or "", snapshot=src.snapshot, frozen=src.frozen)
 
-    # reconcile -------------------------------------------------------------------------------
-    async def _destroy_vm(self, moref: str) -> None:
-        try:
-            await self.driver.destroy(moref)
-        except PermanentError as exc:
-            log.warning("could not destroy %s: %s", moref, exc)
+    def rungs(self, pool: Pool, index: int) -> tuple[list[str], dict[str, str]]:
+        """The rungs this vCenter can run for `pool`, and why any were left out (said once, not per clone)."""
+        rungs, skipped = list(pool.fallback), {}
+        version = self.driver.api_version
+        if "instant" in rungs and version and api_tuple(version) < INSTANT_API:
+            skipped["instant"] = (f"vCenter API {version} has no instant clone (InstantClone_Task needs "
+                                  f"{'.'.join(map(str, INSTANT_API))}); using {', '.join(rungs[1:]) or 'nothing'}")
+            rungs.remove("instant")
+        if not rungs:
+            raise SpecError(f"pools[{index}].fallback", f"{skipped['instant']}: add linked or full")
+        return rungs, skipped
 
-    # planning --------------------------------------------------------------------------------
     # execution -------------------------------------------------------------------------------
-    def budget(self, scope: str, limit: int) -> Budget:
-        b = self.budgets.get(scope)
-        if b is None:
-            b = self.budgets[scope] = Budget(scope, limit, telemetry=self.telemetry)
-        return b
-
     async def converge(self, pool_name: str, desired: int | None = None, *, dry_run: bool = False,
                        set_by: str | None = None) -> Result:
         started = time.monotonic()
-        index, pool = next(((i, p) for i, p in enumerate(self.spec.pools) if p.name == pool_name), (-1, None))
-        if pool is None:
-            raise SpecError("pool", f"no pool named {pool_name!r} in the spec "
-                            f"(pools: {', '.join(p.name for p in self.spec.pools)})")
+        index, pool = self._pool(pool_name)
         want = desired if desired is not None else (pool.count or 0)
         if want < 0:
             raise SpecError("count", "must be >= 0")
@@ -103,24 +110,34 @@ class Engine:
             raise SpecError("count", f"{want} clones need {want} addresses but the pool's range holds {pool.capacity()}")
         inv = await self.driver.inventory()
         source = self.check_pool(pool, inv, index)
-        result = Result(pool=pool.name, desired=want)
+        rungs, skipped = self.rungs(pool, index)
+        result = Result(pool=pool.name, desired=want, skipped=dict(skipped))
+        mgr = self._sources(pool, index)
         if dry_run:
-            sources = self._sources(pool, index).current(inv, inv.vms[source.moref]) or [source]
-            plan = make_plan(pool, inv, sources, self.ledger.clones(pool.name, states=list(LIVE)), want)
+            sources = (mgr.current(inv, inv.vms[source.moref]) if "instant" in rungs else []) or [source]
+            plan = make_plan(pool, inv, sources, self.ledger.clones(pool.name, states=list(LIVE)), want, rungs=rungs)
+            plan.skipped_rungs.update(skipped)
             result.errors = plan.describe()
             return result
+        mgr.check_freeze(inv, source, instant="instant" in rungs)  # bad input: exit 2 before anything is created
+        for rung, why in skipped.items():
+            log.warning("pool %s: rung %s skipped: %s", pool.name, rung, why)
         self.ledger.set_desired(pool.name, want, set_by or ("spec" if desired is None else "scale"))
         folder = await self._folder(pool, inv)
         await self.reconcile(pool, inv, result)
-        mgr = self._sources(pool, index)
-        creating = want > len(self.ledger.clones(pool.name, states=list(LIVE)))
-        sources = await mgr.for_converge(inv, source, folder, creating)  # per-host sources, else the golden VM
-        plan = make_plan(pool, inv, sources, self.ledger.clones(pool.name, states=list(LIVE)), want)
-        rungs = await self._preflight(pool, plan, inv, sources[0], folder)
+        live = self.ledger.clones(pool.name, states=list(LIVE))
+        creating = want > len(live)
+        sources = await mgr.for_converge(inv, source, folder, creating and "instant" in rungs)
+        if creating:
+            rungs = await self._preflight(pool, rungs, inv, sources[0], folder, result)
+        plan = make_plan(pool, inv, sources, live, want, rungs=rungs)
+        ladder = Ladder(self.driver, self.ledger, pool, inv, folder, rungs, result,
+                        Spread.over(fallback_hosts(pool, inv, source), live),
+                        lambda host: self.budgets.of(pool, f"host:{host}"), self.rng, self.telemetry)
         await asyncio.gather(
-            *(self._create(pool, inv, sources, host, ds, folder, rungs, result) for host, ds in plan.create),
+            *(self._create(pool, inv, sources, host, ds, ladder) for host, ds in plan.create),
             *(self._destroy(pool, name, result, scale_down=True) for name in plan.destroy),
-            *(self._finish_customizing(pool, rec, result) for rec in self.ledger.clones(pool.name, ["customizing"])
+            *(self._finish(pool, rec, result) for rec in self.ledger.clones(pool.name, ["customizing"])
               if rec.name not in plan.destroy))
         await mgr.retire()
         counts = self.ledger.counts(pool.name)
@@ -128,6 +145,12 @@ class Engine:
         result.seconds = time.monotonic() - started
         self.progress(pool.name, counts)
         return result
+
+    def _pool(self, name: str) -> tuple[int, Pool]:
+        for i, p in enumerate(self.spec.pools):
+            if p.name == name:
+                return i, p
+        raise SpecError("pool", f"no pool named {name!r} in the spec (pools: {', '.join(p.name for p in self.spec.pools)})")
 
     async def _folder(self, pool: Pool, inv: Inventory) -> str:
         name = pool.placement.folder
@@ -140,34 +163,39 @@ class Engine:
     def _sources(self, pool: Pool, index: int) -> SourceManager:
         return SourceManager(self.driver, self.ledger, pool, index, rng=self.rng)
 
-    async def _preflight(self, pool: Pool, plan: Plan, inv: Inventory, src: Source, folder: str) -> list[str]:
-        rungs = list(pool.fallback)
-        if "instant" in rungs and plan.create:
-            host, ds = plan.create[0]
-            req = CloneRequest(name=f"{pool.name}-preflight", folder=folder, datastore=inv.datastores[ds][0],
-                               host=inv.hosts[host], resource_pool=None, network=inv.networks[pool.network.port_group],
-                               mac="00:50:56:00:00:01", nic_key=NIC_KEY, extra={})
-            try:
-                problems = [src.problem] if src.problem else await self.driver.check_instant_clone(src.moref, req)
-            except (PermanentError, TemporaryError) as exc:
-                problems = [] if isinstance(exc, TemporaryError) or exc.fault == "MethodNotFound" else [str(exc)]
-            if problems:
-                reason = problems[0].split(":", 1)[0]
-                plan.skipped_rungs["instant"] = problems[0]
-                log.warning("pool %s: instant clone pre-flight failed (%s); falling back", pool.name, problems[0])
-                rungs.remove("instant")
-                rungs.insert(0, f"!instant:{reason}")
-        return rungs
+    async def _preflight(self, pool: Pool, rungs: list[str], inv: Inventory, src: Source, folder: str,
+                         result: Result) -> list[str]:
+        """CheckInstantClone_Task once: a problem makes every clone fall back (recorded per clone); a
+        vCenter without the method skips the rung (recorded once). A temporary failure is no verdict."""
+        if "instant" not in rungs:
+            return rungs
+        ds = placement_datastores(pool, inv, [src])[0]
+        req = CloneRequest(name=f"{pool.name}-preflight", folder=folder, datastore=inv.datastores[ds][0],
+                           host=src.host, resource_pool=None, network=inv.networks[pool.network.port_group],
+                           mac="00:50:56:00:00:01", nic_key=None, extra={})
+        try:
+            problems = [src.problem] if src.problem else await self.driver.check_instant_clone(src.moref, req)
+        except TemporaryError:
+            problems = []
+        except PermanentError as exc:
+            if exc.fault in UNSUPPORTED:
+                result.skipped["instant"] = f"vCenter cannot check or make instant clones ({exc})"
+                log.warning("pool %s: rung instant skipped: %s", pool.name, exc)
+                return [r for r in rungs if r != "instant"] or rungs
+            problems = [str(exc)]
+        if not problems:
+            return rungs
+        reason = problems[0].split(":", 1)[0]
+        log.warning("pool %s: instant clone pre-flight failed (%s); falling back", pool.name, problems[0])
+        return [f"!instant:{reason}" if r == "instant" else r for r in rungs]
 
-    async def _create(self, pool: Pool, inv: Inventory, sources: list[Source], host: str, ds: str, folder: str,
-                      rungs: list[str], result: Result) -> None:
+    async def _create(self, pool: Pool, inv: Inventory, sources: list[Source], host: str, ds: str,
+                      ladder: Ladder) -> None:
         src = next((s for s in sources if inv.host_names.get(s.host) == host), sources[0])
-        first = next(r for r in rungs if not r.startswith("!"))
+        first = next(r for r in ladder.rungs if not r.startswith("!"))
         started = time.monotonic()
-        async with self.budget("vcenter", pool.budgets.vcenter), \
-                self.budget(f"host:{host}", pool.budgets.per_host), \
-                self.budget(f"datastore:{ds}", pool.budgets.per_datastore):
-            await self.rates.setdefault(pool.name, Rate(pool.budgets.rate_per_s)).wait()
+        async with self.budgets.task(pool, f"datastore:{ds}"):
+            await self.budgets.rate(pool).wait()
             # Identity is allocated (and the row written) once a slot is ours, still before the task
             # is submitted: planning all N up front blocked the loop before the first clone went out
             # (bench/fanout.py: 500 plans delayed the first wave by ~0.3 s).
@@ -179,134 +207,98 @@ class Engine:
             extra[TAG_POOL] = pool.name
             extra[TAG_ID] = str(rec.id)
             extra[TAG_SOURCE] = ""  # an instant clone inherits its source's extraConfig; an empty value drops the tag
-            req = CloneRequest(name=rec.name, folder=folder, datastore=inv.datastores[ds][0], host=inv.hosts[host],
-                               resource_pool=inv.pools.get(pool.placement.resource_pool or "", None),
-                               network=inv.networks[pool.network.port_group], mac=rec.mac, nic_key=NIC_KEY,
+            req = CloneRequest(name=rec.name, folder=ladder.folder, datastore=inv.datastores[ds][0],
+                               host=inv.hosts[host], resource_pool=inv.pools.get(pool.placement.resource_pool or "", None),
+                               network=inv.networks[pool.network.port_group], mac=rec.mac, nic_key=None,
                                extra=extra, disconnect=pool.network.disconnect)
             self.ledger.transition(rec.id, "cloning")
-            moref, kind = await self._ladder(pool, src, req, rungs, rec.id, result)
+            moref, kind = await ladder.run(rec, req, src)
         if moref is None:
-            result.failed += 1
+            ladder.result.failed += 1
             self._report(pool)
             return
-        self.ledger.transition(rec.id, "customizing", vm_moref=moref, kind=kind)
+        rec = self.ledger.transition(rec.id, "customizing", vm_moref=moref, kind=kind)
         self._report(pool)
-        if pool.guest_ready.required and not (pool.freeze == "running" and kind == "instant"):
-            status = await self.driver.wait_ready(moref, pool.guest_ready.timeout_s)
-            if status != "ready":
-                why = "guest did not report ready in time" if status == "timeout" else f"guest reported {status}"
-                result.errors.append(f"{rec.name}: {why}")
-                self.ledger.transition(rec.id, "failed", error=why)
-                await self._destroy_vm(moref)
-                self.ledger.transition(rec.id, "gone")
-                result.failed += 1
-                self._report(pool)
-                return
-        self.ledger.transition(rec.id, "ready")
-        result.created += 1
-        if self.telemetry is not None:
-            self.telemetry.observe_clone_ready(pool.name, kind, time.monotonic() - started)
-        self._report(pool)
+        if await self._finish(pool, rec, ladder.result):
+            ladder.result.created += 1
+            if self.telemetry is not None:
+                self.telemetry.observe_clone_ready(pool.name, kind, time.monotonic() - started)
 
-    async def _ladder(self, pool: Pool, src: Source, req: CloneRequest, rungs: list[str], clone_id: int,
-                      result: Result) -> tuple[str | None, str]:
-        """instant → linked → full; each step down recorded with the fault that forced it."""
-        reason = ""
-        prev = ""
-        for rung in rungs:
-            if rung.startswith("!"):
-                prev, reason = rung[1:].split(":", 1)
-                continue
-            if prev:
-                self._fallback(pool, prev, rung, reason, clone_id, result)
-            try:
-                moref = await self._attempt(pool, src, req, rung)
-                return moref, rung
-            except PermanentError as exc:
-                if exc.fault == "DuplicateName":
-                    found = await self._adopt_by_name(req.folder, req.name, pool.name, clone_id)
-                    if found:
-                        return found, rung
-                prev, reason = rung, exc.fault
-                result.errors.append(str(exc))
-            except TemporaryError as exc:
-                prev, reason = rung, exc.fault
-                result.errors.append(str(exc))
-        self.ledger.transition(clone_id, "failed", error=f"every rung failed (last: {reason})")
-        self.ledger.transition(clone_id, "gone")
-        return None, ""
-
-    async def _attempt(self, pool: Pool, src: Source, req: CloneRequest, rung: str) -> str:
-        delay = 1.0
-        for attempt in range(1, RETRIES + 1):
-            try:
-                if rung == "instant":
-                    return await self.driver.instant_clone(src.moref, req)
-                return await self.driver.clone(src.golden or src.moref, req, linked=rung == "linked",
-                                               snapshot=src.snapshot if rung == "linked" else None)
-            except TemporaryError as exc:
-                if attempt == RETRIES:
-                    raise
-                wait = exc.delay * delay * (0.5 + self.rng.random())
-                log.info("%s: %s; retry %d/%d in %.1fs", req.name, exc, attempt, RETRIES - 1, wait)
-                await asyncio.sleep(wait)
-                delay *= 2
-        raise AssertionError("unreachable")
-
-    async def _finish_customizing(self, pool: Pool, rec: Any, result: Result) -> None:
-        """A clone adopted while customizing (e.g. after a crash): wait for its guest like a new one."""
+    async def _finish(self, pool: Pool, rec: CloneRecord, result: Result) -> bool:
+        """A clone vCenter made (or one adopted while customizing): powered on, then its guest ready when
+        the pool asks for that. True once it is `ready`; else it is removed and counted as failed."""
         if not rec.vm_moref:
-            return
-        if pool.guest_ready.required and not (pool.freeze == "running" and rec.kind == "instant"):
+            return False
+        waits = pool.guest_ready.required and not (pool.freeze == "running" and rec.kind == "instant")
+        why = None if (waits and rec.kind == "instant") else await self._powered_on(rec.name, rec.vm_moref)
+        if why is None and waits:
             status = await self.driver.wait_ready(rec.vm_moref, pool.guest_ready.timeout_s)
             if status != "ready":
-                result.errors.append(f"{rec.name}: guest {status}")
-                self.ledger.transition(rec.id, "failed", error=f"guest {status}")
-                await self._destroy_vm(rec.vm_moref)
+                why = "guest did not report ready in time" if status == "timeout" else f"guest reported {status}"
+        if why is not None:
+            result.errors.append(f"{rec.name}: {why}")
+            self.ledger.transition(rec.id, "failed", error=why)
+            if await self.reconcile.destroy_vm(rec.vm_moref):
                 self.ledger.transition(rec.id, "gone")
-                result.failed += 1
-                return
+            result.failed += 1
+            self._report(pool)
+            return False
         self.ledger.transition(rec.id, "ready")
         self._report(pool)
+        return True
 
-    async def _adopt_by_name(self, folder: str, name: str, pool: str, clone_id: int) -> str | None:
-        """After DuplicateName: the VM is ours if it carries this clone's tags (a retried task that did land)."""
-        found = await self.driver.tagged_child(folder, name)
-        if found is not None and found[1:] == (pool, str(clone_id)):
-            return found[0]
-        return None
+    async def _powered_on(self, name: str, moref: str) -> str | None:
+        """None once the clone runs; a clone that came up powered off (vCenter may not honour `powerOn`)
+        is powered on here. Else why it does not run."""
+        props = (await self.driver.vm_props([moref], ["runtime.powerState", "config.instanceUuid"])).get(moref, {})
+        power = props.get("runtime.powerState")
+        if power is None:
+            return "the VM vanished from vCenter"
+        rec = self.ledger.by_moref(moref)
+        if rec is not None and props.get("config.instanceUuid") and rec.state != "gone":
+            self.ledger.update(rec.id, instance_uuid=str(props["config.instanceUuid"]))
+        if power == "poweredOn":
+            return None
+        log.info("%s came up %s; powering it on", name, power)
+        try:
+            await self.driver.power_on(moref)
+        except (PermanentError, TemporaryError) as exc:
+            return f"came up {power} and could not be powered on: {exc}"
+        power = (await self.driver.vm_props([moref], ["runtime.powerState"])).get(moref, {}).get("runtime.powerState")
+        return None if power == "poweredOn" else f"is {power} after PowerOnVM_Task"
 
-    def _fallback(self, pool: Pool, frm: str, to: str, reason: str, clone_id: int, result: Result) -> None:
-        result.fallbacks[f"{frm}->{to}:{reason}"] += 1
-        self.ledger.update(clone_id, fallback_reason=f"{frm}->{to}: {reason}", kind=to)
-        if self.telemetry is not None:
-            self.telemetry.record_fallback(pool.name, frm, to, reason)
-
-    async def _destroy(self, pool: Pool, name: str, result: Result, *, scale_down: bool = False) -> None:
+    async def _destroy(self, pool: Pool, name: str, result: Result, *, scale_down: bool = False) -> bool:
         """Destroy one clone. `scale_down`: a victim of a plan, so spare a clone claimed since the
         plan was made (no await separates this check from the transition), and drain it first
-        when the pool has a drain hook (a failed drain keeps it)."""
+        when the pool has a drain hook (a failed drain keeps it). The row is `gone` only once
+        vCenter no longer has the VM. False when the destroy failed (the error is in `result`)."""
         rec = self.ledger.by_name(name)
         if rec is None or rec.state not in LIVE:
-            return
+            return True
         if scale_down and rec.state == "claimed" and pool.drain is None:
-            return
+            return True
         if scale_down and pool.drain is not None and self.drainer is not None and rec.state in ("ready", "claimed"):
             if not await self.drainer(pool, rec, result):
-                return
+                return True
         self.ledger.transition(rec.id, "destroying")
-        async with self.budget("vcenter", pool.budgets.vcenter):
-            if rec.vm_moref:
+        if rec.vm_moref:
+            async with self.budgets.task(pool):
                 try:
                     await self.driver.destroy(rec.vm_moref)
+                    left = await self.driver.vm_props([rec.vm_moref], ["name"])
                 except (PermanentError, TemporaryError) as exc:
-                    result.errors.append(f"{name}: {exc}")
-                    self.ledger.transition(rec.id, "failed", error=str(exc))
-                    result.failed += 1
-                    return
+                    left, error = {rec.vm_moref: {}}, str(exc)
+                else:
+                    error = f"{rec.vm_moref} is still in vCenter after Destroy_Task"
+            if left:
+                result.errors.append(f"{name}: {error}")
+                self.ledger.transition(rec.id, "failed", error=error)
+                result.failed += 1
+                return False
         self.ledger.transition(rec.id, "gone")
         result.destroyed += 1
         self._report(pool)
+        return True
 
     async def destroy_pool(self, pool_name: str, *, sources: bool = False) -> Result:
         """Remove every clone of a pool: ledger rows and anything tagged for it in vCenter.
@@ -320,7 +312,8 @@ class Engine:
         inv = await self.driver.inventory()
         await self.reconcile(pool, inv, result)
         live = self.ledger.clones(pool.name, states=list(LIVE))
-        await asyncio.gather(*(self._destroy(pool, r.name, result) for r in live))
+        done = await asyncio.gather(*(self._destroy(pool, r.name, result) for r in live))
+        reported = {r.name for r, ok in zip(live, done, strict=True) if not ok}
         mgr = self._sources(pool, [p.name for p in self.spec.pools].index(pool.name))
         if sources:
             # a clone whose destroy failed may still be in vCenter: keep the source it was forked from
@@ -334,7 +327,28 @@ class Engine:
             removed = [name for name in await mgr.retire() if name in had_vm]
             remaining = mgr.remaining()
         result.sources = {"removed": removed, "remaining": remaining}
+        await self._leftovers(pool, result, reported)
         return result
+
+    async def _leftovers(self, pool: Pool, result: Result, reported: set[str]) -> None:
+        """Never report a pool destroyed while vCenter still holds a VM of it: every VM tagged for the
+        pool, and every VM any of its ledger rows recorded (moref, instance UUID), is looked for in a
+        fresh inventory; `result.failed` is how many remain (those in `reported` already said why)."""
+        inv = await self.driver.inventory()
+        index = VmIndex(inv)
+        left = {v.moref: v for v in inv.vms.values() if v.pool == pool.name and not v.is_source}
+        for rec in self.ledger.clones(pool.name):
+            vm = index.find(rec)
+            if vm is not None and not vm.is_source:
+                left[vm.moref] = vm
+        pending = [r for r in self.ledger.clones(pool.name, ["failed"]) if r.pending_task is not None]
+        result.failed = len(left) + len(pending)
+        for vm in sorted(left.values(), key=lambda v: v.name):
+            if vm.name not in reported:
+                result.errors.append(f"{vm.name} ({vm.moref}) is still in vCenter; run destroy again")
+        for rec in pending:
+            result.errors.append(f"{rec.name}: its clone task {rec.pending_task or '(unknown)'} may still land; "
+                                 "run destroy again once vCenter shows it ended")
 
     def _report(self, pool: Pool) -> None:
         self.progress(pool.name, self.ledger.counts(pool.name))

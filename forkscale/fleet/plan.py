@@ -42,28 +42,72 @@ class Plan:
         return lines
 
 
-def make_plan(pool: Pool, inv: Inventory, sources: Sequence[Source], live: Sequence[CloneRecord],
-              desired: int) -> Plan:
-    """Create on the least-loaded hosts and the datastores with most free space; or pick victims."""
-    plan = Plan(pool=pool.name, desired=desired, rungs=list(pool.fallback))
-    have = len(live)
-    if have < desired:
-        hosts = placement_hosts(pool, inv, sources)
+@dataclass
+class Spread:
+    """Least-loaded host for each next clone, counting the clones already on each host."""
+
+    load: Counter[str]
+
+    @classmethod
+    def over(cls, hosts: Sequence[str], live: Sequence[CloneRecord]) -> Spread:
         load = Counter({h: 0 for h in hosts})
         for rec in live:
             if rec.host in load:
                 load[rec.host] += 1
+        return cls(load)
+
+    def take(self) -> str:
+        host = min(self.load, key=lambda h: (self.load[h], h))
+        self.load[host] += 1
+        return host
+
+    def others(self, host: str) -> bool:
+        """Whether a host other than `host` is left to try."""
+        return any(h != host for h in self.load)
+
+    def drop(self, host: str) -> bool:
+        """Leave `host` out (it is down or full), never the last one; whether another host is left."""
+        if host in self.load and len(self.load) > 1:
+            del self.load[host]
+        return self.others(host)
+
+
+def make_plan(pool: Pool, inv: Inventory, sources: Sequence[Source], live: Sequence[CloneRecord],
+              desired: int, *, rungs: Sequence[str] | None = None) -> Plan:
+    """Create on the least-loaded hosts and the datastores with most free space; or pick victims.
+
+    Instant clones go to the hosts that have a source; when the first rung that will be tried is
+    linked or full, clones spread over every host the placement allows (`fallback_hosts`).
+    """
+    plan = Plan(pool=pool.name, desired=desired, rungs=list(rungs if rungs is not None else pool.fallback))
+    have = len(live)
+    if have < desired:
+        first = next((r for r in plan.rungs if not r.startswith("!")), "instant")
+        hosts = placement_hosts(pool, inv, sources) if first == "instant" else fallback_hosts(pool, inv, sources[0])
+        spread = Spread.over(hosts, live)
         dss = placement_datastores(pool, inv, sources)
         ds_load: Counter[str] = Counter()
         for _ in range(desired - have):
-            host = min(hosts, key=lambda h: (load[h], h))
-            load[host] += 1
+            host = spread.take()
             ds = max(dss, key=lambda d: (inv.datastores[d][1] - ds_load[d] * CLONE_SPACE_GUESS, d))
             ds_load[ds] += 1
             plan.create.append((host, ds))
     elif have > desired:
         plan.destroy = [r.name for r in victims(live, have - desired, drain=pool.drain is not None)]
     return plan
+
+
+def fallback_hosts(pool: Pool, inv: Inventory, golden: Source) -> list[str]:
+    """Hosts a linked or full clone may land on: placement.hosts, else every host of the golden VM's
+    cluster; connected ones only (all of them if none is). Unlike an instant clone, such a clone
+    need not run where its source runs."""
+    if pool.placement.hosts:
+        names = list(pool.placement.hosts)
+    else:
+        cluster = inv.host_parent.get(golden.host)
+        names = [n for n, moref in inv.hosts.items() if cluster is None or inv.host_parent.get(moref) == cluster]
+    up = [h for h in names if inv.host_connected.get(inv.hosts.get(h, ""), False)]
+    return sorted(up or names)
 
 
 def placement_hosts(pool: Pool, inv: Inventory, sources: Sequence[Source]) -> list[str]:

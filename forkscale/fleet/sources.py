@@ -4,7 +4,9 @@ An instant clone always runs on its source's host, so spreading a pool across a 
 one source per host (Ray's vSphere provider does the same). `forkscale prepare` makes them: a
 linked clone of the pool's golden VM (`source:`) from its current snapshot (a full clone when it
 has none) on each host, frozen with the pool's `freeze:` method, named
-`<golden>-src-<host>-g<generation>`.
+`<golden>-<pool>-src-<host>-g<generation>`. Sources belong to one pool: two pools on one golden VM
+(say `quickstart` and `workers` on `src-linux`) each get their own set, with their own freeze
+method, rotation depth and lifetime (`destroy --sources` of one never touches the other's).
 
 Crash safety follows the clones' rules: a source's ledger row (`sources` table, state
 `preparing`) is written before its clone task is submitted, and the VM is tagged in extraConfig
@@ -51,7 +53,6 @@ from forkscale.vsphere.model import TAG_POOL, TAG_SOURCE, CloneRequest, Inventor
 from forkscale.vsphere.ports import VSphere
 
 log = logging.getLogger("forkscale.sources")
-NIC_KEY = 4000
 ACTIVE = ("preparing", "ready")
 CLONE_ATTEMPTS = 3
 RPCTOOL = "/usr/bin/vmware-rpctool"
@@ -88,8 +89,8 @@ class SourceReport:
                 "frozen": self.frozen, "depth": self.depth, "error": self.error}
 
 
-def replica_name(golden: str, host: str, generation: int) -> str:
-    return f"{golden}-src-{host}-g{generation}"
+def replica_name(golden: str, pool: str, host: str, generation: int) -> str:
+    return f"{golden}-{pool}-src-{host}-g{generation}"
 
 
 def _fail(pool: Pool, what: str, exc: Exception) -> PermanentError:
@@ -256,15 +257,37 @@ class SourceManager:
         await self._ensure_hosts(inv, golden, folder, self.target_hosts(inv, golden), rotate=True)
         return self.reports
 
+    def per_host(self, inv: Inventory) -> bool:
+        """Whether the pool has per-host sources: ledger rows not gone, or tagged sources in vCenter.
+
+        Rows of removed sources (`destroy --sources`) do not count: such a pool is back to cloning
+        from its golden VM, exactly as before its first `prepare`.
+        """
+        return any(r.state != "gone" for r in self.ledger.sources(self.pool.name)) or any(
+            v.pool == self.pool.name and v.is_source for v in inv.vms.values())
+
+    def check_freeze(self, inv: Inventory, golden: Source, *, instant: bool) -> None:
+        """`freeze: none` promises a frozen golden VM; say so (SpecError) before anything is created.
+
+        Only instant clones need a frozen source: a pool whose rungs are linked/full (or that
+        clones from per-host sources) makes no promise to check.
+        """
+        if not instant or self.pool.freeze != "none" or golden.frozen or self.per_host(inv):
+            return
+        vm = inv.vms.get(golden.moref)
+        if vm is None or vm.power == "poweredOn":
+            raise SpecError(f"pools[{self.index}].freeze", f"'none' expects {golden.name} to be frozen already, but "
+                            "runtime.instantCloneFrozen is false; freeze it in the guest (forkscale-guest freeze), "
+                            "or use freeze: guestops / ssh, or freeze: running for live clones, or leave instant "
+                            "out of fallback")
+
     async def for_converge(self, inv: Inventory, golden: Source, folder: str, creating: bool) -> list[Source]:
         """The sources a converge clones from: the per-host ones when the pool has any, else the golden.
 
-        Without per-host sources this is the single-source path: the golden VM itself is frozen
-        (unless freeze is running/none) when clones are to be made.
+        `creating`: instant clones are about to be made. Without per-host sources this is the
+        single-source path: the golden VM itself is frozen (unless freeze is running/none) then.
         """
-        has_rows = bool(self.ledger.sources(self.pool.name)) or any(
-            v.pool == self.pool.name and v.is_source for v in inv.vms.values())
-        if not has_rows:
+        if not self.per_host(inv):
             return [await self.freeze_golden(inv, golden)] if creating else [golden]
         golden_vm = inv.vms[golden.moref]
         vanished = self.sync(inv)
@@ -286,11 +309,7 @@ class SourceManager:
         if pool.freeze == "running" or src.frozen:
             return src
         if pool.freeze == "none":
-            vm = inv.vms.get(src.moref)
-            if vm is None or vm.power == "poweredOn":
-                raise SpecError(f"pools[{self.index}].freeze", f"'none' expects {src.name} to be frozen already, but "
-                                "runtime.instantCloneFrozen is false; freeze it in the guest (forkscale-guest "
-                                "freeze), or use freeze: guestops / ssh, or freeze: running for live clones")
+            self.check_freeze(inv, src, instant=True)
             return src
         await freeze_vm(self.driver, pool, src.moref, src.name)
         src.frozen = True
@@ -399,7 +418,7 @@ class SourceManager:
         """One fresh replica of the golden VM on `host`, frozen and recorded; False on failure."""
         pool = self.pool
         gen = self._next_generation()
-        name = replica_name(golden.name, host, gen)
+        name = replica_name(golden.name, pool.name, host, gen)
         taken = inv.vm_by_name(name)
         if taken is not None:
             self.reports.append(SourceReport(host, name, gen, "failed", False,
@@ -413,7 +432,7 @@ class SourceManager:
         inv.macs.add(mac)
         req = CloneRequest(name=name, folder=folder, datastore=datastore, host=inv.hosts[host],
                            resource_pool=inv.pools.get(pool.placement.resource_pool or "", None),
-                           network=inv.networks[pool.network.port_group], mac=mac, nic_key=NIC_KEY,
+                           network=inv.networks[pool.network.port_group], mac=mac, nic_key=None,
                            extra={TAG_POOL: pool.name, TAG_SOURCE: str(gen)},
                            disconnect=pool.freeze != "ssh")  # only an ssh freeze needs the source on the network
         row = self.ledger.add_source(pool.name, name, None, host, gen, "preparing")

@@ -43,7 +43,8 @@ _ANYWHERE = frozenset({"failed", "destroying"})
 
 
 #: Fields `transition` and `update` may set (state, identity and timestamps are managed here).
-MUTABLE_FIELDS = frozenset({"vm_moref", "kind", "host", "datastore", "fallback_reason", "error", "claimed_by"})
+MUTABLE_FIELDS = frozenset({"vm_moref", "kind", "host", "datastore", "fallback_reason", "error", "claimed_by",
+                            "instance_uuid", "pending_task"})
 
 
 NOT_NULL_FIELDS = frozenset({"kind", "host", "datastore"})
@@ -91,6 +92,8 @@ class CloneRecord:
     created_at: float
     updated_at: float
     ready_at: float | None
+    instance_uuid: str | None = None  # config.instanceUuid, recorded once the VM is seen
+    pending_task: str | None = None  # quarantined: the clone task that may still land ("" if unknown)
 
     @property
     def live(self) -> bool:

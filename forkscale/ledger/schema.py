@@ -73,7 +73,17 @@ CREATE TABLE pools (
 """
 
 
-MIGRATIONS: tuple[str, ...] = (_V1, _V2)
+#: v3: a clone's vCenter identity beyond its moref (`config.instanceUuid`, so a VM is still found
+#: after its moref changed, e.g. re-registered), and the task of a clone whose identity is
+#: quarantined (`pending_task`: it timed out and may still land; the row keeps its name, IP and MAC
+#: until vCenter says the task ended and no VM holds them).
+_V3 = """
+ALTER TABLE clones ADD COLUMN instance_uuid TEXT;
+ALTER TABLE clones ADD COLUMN pending_task TEXT;
+"""
+
+
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3)
 
 
 SCHEMA_VERSION = len(MIGRATIONS)

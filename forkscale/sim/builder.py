@@ -215,7 +215,10 @@ def _managers(twin: Twin) -> None:
     search_index = add("SearchIndex", vim.SearchIndex)
     perf = perf_manager(world)
     process_mgr = add("ProcessManager", vim.vm.guest.ProcessManager)
-    guest_ops = add("guestOperationsManager", vim.vm.guest.GuestOperationsManager, processManager=process_mgr.ref)
+    file_mgr = add("guestOperationsFileManager", vim.vm.guest.FileManager)
+    guest_auth = add("guestOperationsAuthManager", vim.vm.guest.AuthManager)
+    guest_ops = add("guestOperationsManager", vim.vm.guest.GuestOperationsManager, processManager=process_mgr.ref,
+                    fileManager=file_mgr.ref, authManager=guest_auth.ref)
     checker = add("ProvChecker", vim.vm.check.ProvisioningChecker)
     fields = add("CustomFieldsManager", vim.CustomFieldsManager, field=[])
     setting = add("VpxSettings", vim.option.OptionManager, setting=[], supportedOption=[])

@@ -111,12 +111,9 @@ def _fill_managers(twin: Twin, world: World) -> None:
             objects["LicenseManager"].props[key] = value
     objects["ViewManager"].computed.setdefault("viewList", _session_views)  # type: ignore[attr-defined]
     guest_ops = objects["guestOperationsManager"]
-    for name, moid, kind in (("fileManager", "guestOperationsFileManager", vim.vm.guest.FileManager),
-                             ("authManager", "guestOperationsAuthManager", vim.vm.guest.AuthManager),
-                             ("aliasManager", "guestOperationsAliasManager", vim.vm.guest.AliasManager)):
-        if guest_ops.props.get(name) is None:
-            existing = objects.get(moid)
-            guest_ops.props[name] = (existing or world.add(Manager(world, moid, kind))).ref
+    if guest_ops.props.get("aliasManager") is None:
+        guest_ops.props["aliasManager"] = world.add(Manager(world, "guestOperationsAliasManager",
+                                                            vim.vm.guest.AliasManager)).ref
 
 
 def _session_views() -> list[Any]:

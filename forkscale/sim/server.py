@@ -26,6 +26,7 @@ from .certs import make_certificates
 from .guestrpc import GuestRoutes
 from .service import COOKIE, Twin
 from .soap import API_VERSION
+from .transfers import add_routes as add_transfer_routes
 
 VERSIONS_XML = f"""<?xml version="1.0" encoding="UTF-8" ?>
 <namespaces version="1.0">
@@ -115,6 +116,7 @@ def make_app(twin: Twin, password: str) -> web.Application:
     app.router.add_get(ADMIN, admin)
     app.router.add_post(ADMIN, admin)
     GuestRoutes(twin).add_to(app)
+    add_transfer_routes(app, twin.guest_transfers)
     return app
 
 
@@ -155,6 +157,7 @@ async def serve(opts: SimOptions, ready: Any = None) -> None:
     spec = builder.load_world(opts.world)
     twin = builder.build(spec, user=opts.user, password=password, time_scale=opts.time_scale, seed=opts.seed)
     app = make_app(twin, password)
+    twin.guest_transfers.scheme = "http" if opts.http else "https"
     runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
     await runner.setup()
     ssl_ctx = None
@@ -178,6 +181,7 @@ async def serve(opts: SimOptions, ready: Any = None) -> None:
         for job in list(twin.world.tasks.background):
             job.cancel()
         await runner.cleanup()
+        twin.world.sandboxes.close()  # the guests' programs and files go with the twin
 
 
 def start_in_thread(*, world: str | None = None, time_scale: float = 0.01, seed: int = 0, http: bool = False,

@@ -23,6 +23,7 @@ from .guests import GuestProcesses
 from .inventory import Folder
 from .mo import MO, Manager
 from .properties import read_path
+from .transfers import Transfers
 from .views import ContainerView, ListView
 
 if TYPE_CHECKING:
@@ -76,6 +77,7 @@ class Twin:
         self.events = EventLog(world)
         self.guests = GuestProcesses(world)
         self.guest_rpc = GuestRPC(world)
+        self.guest_transfers = Transfers()  # the guest file manager's /guestFile URLs
 
     # sessions -------------------------------------------------------------------------------
     def session_for(self, key: str | None) -> Session | None:

@@ -24,6 +24,7 @@ from .disks import DiskStore
 from .faults import FaultPlan
 from .memory import MemoryModel
 from .mo import MO
+from .sandbox import Sandboxes
 from .tasks import TaskRunner
 
 if TYPE_CHECKING:
@@ -75,6 +76,7 @@ class World:
         self.clone_hooks: list[CloneHook] = []
         self.tasks = TaskRunner(self, vcenter_limit=settings.vcenter_limit, host_limit=settings.host_limit)
         self.faults = FaultPlan(self, settings.failure_rates)
+        self.sandboxes = Sandboxes(self)  # the Linux guests' files and real programs
 
     # identity -----------------------------------------------------------------------------
     def new_id(self, prefix: str) -> str:

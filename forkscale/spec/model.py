@@ -53,6 +53,25 @@ class GuestOps:
         return self.secret.read()
 
 
+@dataclass(frozen=True)
+class Upload:
+    """A file copied into the guest before a step runs."""
+
+    src: Path  # on the controller
+    dest: str  # absolute path in the guest
+    mode: int  # permission bits in the guest
+
+
+@dataclass(frozen=True)
+class Step:
+    """A rehearsal step or check: a command run by `/bin/sh` in the guest, with a timeout."""
+
+    name: str
+    run: str  # never logged or put in a report: it may carry tokens
+    timeout_s: float
+    upload: tuple[Upload, ...] = ()
+
+
 @dataclass(frozen=True, kw_only=True)
 class Network(NetworkAlloc):
     """A pool's network: the address plan (NetworkAlloc) plus where and how NICs connect."""
@@ -154,6 +173,7 @@ class Pool:
     on_release: str = "refresh"
     drain: Drain | None = None
     sources: SourceSettings = field(default_factory=SourceSettings)
+    checks: tuple[Step, ...] = ()  # what `forkscale rehearse --pool` runs in a clone of a new image
 
     def __post_init__(self) -> None:
         if not self.name_pattern:

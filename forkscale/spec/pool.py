@@ -33,6 +33,7 @@ from forkscale.spec.sections import (
     parse_sources,
     parse_ssh,
 )
+from forkscale.spec.steps import parse_steps
 
 _POOL_NAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 
@@ -40,8 +41,10 @@ _POOL_NAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 POOL_KEYS = (
     "name", "source", "snapshot", "freeze", "ssh", "guestops", "count", "name_pattern",
     "hostname_pattern", "network", "placement", "fallback", "budgets", "guest_ready",
-    "guestinfo", "policy", "on_release", "drain", "sources",
+    "guestinfo", "policy", "on_release", "drain", "sources", "checks",
 )
+#: a pool's `checks:` (run by `forkscale rehearse --pool`) time out after this by default
+DEFAULT_POOL_CHECK_TIMEOUT_S = 120.0
 
 
 def parse_pool(raw: object, path: str, base_dir: Path) -> Pool:
@@ -83,6 +86,7 @@ def parse_pool(raw: object, path: str, base_dir: Path) -> Pool:
         on_release=as_choice(data.get("on_release", "refresh"), sub(path, "on_release"), ON_RELEASE),
         drain=parse_drain(data["drain"], sub(path, "drain"), base_dir) if data.get("drain") is not None else None,
         sources=parse_sources(data.get("sources"), sub(path, "sources")),
+        checks=parse_steps(data.get("checks"), sub(path, "checks"), DEFAULT_POOL_CHECK_TIMEOUT_S, base_dir),
     )
     check_rendered(pool, path)
     return pool
@@ -100,7 +104,8 @@ def _name(data: Mapping[str, object], path: str) -> str:
 
 def _freeze_access(data: Mapping[str, object], path: str, freeze: str,
                    base_dir: Path) -> tuple[SshConfig | None, GuestOps | None]:
-    """The `ssh:` / `guestops:` block that the freeze method needs, and only that one."""
+    """The `ssh:` / `guestops:` block that the freeze method needs, and only that one; `guestops:` is
+    also the account a pool's `checks:` run as (`forkscale rehearse --pool`)."""
     ssh = parse_ssh(data["ssh"], sub(path, "ssh"), base_dir) if data.get("ssh") is not None else None
     if freeze == "ssh" and ssh is None:
         raise SpecError(sub(path, "ssh"), "required when freeze: ssh (host, user, key_file, known_hosts)")
@@ -109,8 +114,9 @@ def _freeze_access(data: Mapping[str, object], path: str, freeze: str,
     guestops = parse_guestops(data["guestops"], sub(path, "guestops"), base_dir) if data.get("guestops") is not None else None
     if freeze == "guestops" and guestops is None:
         raise SpecError(sub(path, "guestops"), "required when freeze: guestops (user, password_env or password_file)")
-    if freeze != "guestops" and guestops is not None:
-        raise SpecError(sub(path, "guestops"), f"only used with freeze: guestops (freeze is {freeze!r})")
+    if freeze != "guestops" and guestops is not None and data.get("checks") is None:
+        raise SpecError(sub(path, "guestops"), f"only used with freeze: guestops or with checks: (freeze is "
+                                               f"{freeze!r} and the pool has no checks)")
     return ssh, guestops
 
 

@@ -2,10 +2,16 @@
 
 Validated like the pool spec (and with its helpers): every mistake is a `SpecError` naming the
 field path, unknown keys are errors with a "did you mean", the `vcenter:` block is parsed by the
-very same code as the pool spec's (so passwords are accepted by reference only), and the `ssh:`
-block has the keys of a pool's `ssh:` block. Nothing here talks to vCenter; the checks that need
-the inventory (does the source exist, is the port group not the source's own) run in
+very same code as the pool spec's (so passwords are accepted by reference only), and the
+`guestops:` and `ssh:` blocks have the keys of a pool's. Nothing here talks to vCenter; the checks
+that need the inventory (does the source exist, is the port group not the source's own) run in
 `forkscale.workloads.rehearsal` before anything is created, and name the same field paths.
+
+How the steps reach the guest (`transport`): `guestops` runs them through VMware Tools guest
+operations (no network between forkscale and the clone, so it works for a clone whose NICs are
+disconnected or on a port group nobody can reach), `ssh` over SSH. The default is `guestops`,
+unless the spec gives only an `ssh:` block. `rehearsal_for_pool` makes the spec of
+`forkscale rehearse --pool POOL --snapshot NEW` from a pool's own section.
 """
 
 from __future__ import annotations
@@ -18,26 +24,29 @@ from pathlib import Path
 from forkscale.core.errors import SpecError
 from forkscale.spec.fields import (
     as_bool,
+    as_choice,
     as_mapping,
     as_positive,
     as_str,
     check_keys,
-    kind_of,
     opt_path,
     opt_str,
     required,
     sub,
 )
-from forkscale.spec.model import MAX_VM_NAME, SshConfig
+from forkscale.spec.model import MAX_VM_NAME, GuestOps, Spec, SshConfig, Step
 from forkscale.spec.names import check_vm_name
-from forkscale.spec.sections import parse_ssh
+from forkscale.spec.sections import parse_guestops, parse_ssh
+from forkscale.spec.steps import parse_steps
 from forkscale.spec.vcenter import VCenter, parse_vcenter
 from forkscale.spec.yamlfile import read_yaml_file
 
 DEFAULT_WAIT_S = 300.0
 DEFAULT_STEP_TIMEOUT_S = 600.0
 DEFAULT_CHECK_TIMEOUT_S = 120.0
-TOP_KEYS = ("vcenter", "source", "clone_name", "network", "folder", "ssh", "wait", "steps", "checks", "report")
+TRANSPORTS = ("guestops", "ssh")
+TOP_KEYS = ("vcenter", "source", "clone_name", "network", "folder", "transport", "guestops", "ssh", "wait",
+            "steps", "checks", "report")
 
 
 @dataclass(frozen=True)
@@ -55,31 +64,32 @@ class RehearsalNetwork:
 
 
 @dataclass(frozen=True)
-class Step:
-    name: str
-    run: str  # the command, run by the guest's login shell; never logged or put in the report
-    timeout_s: float
-
-
-@dataclass(frozen=True)
 class RehearsalSpec:
+    """What one rehearsal does. `snapshot` set: a pool's new image, cloned (linked) from that snapshot
+    of the golden VM `source` rather than instant-cloned from a running VM."""
+
     vcenter: VCenter
     source: str
     network: RehearsalNetwork
-    ssh: SshConfig
     steps: tuple[Step, ...]
     checks: tuple[Step, ...]
+    transport: str = "guestops"  # guestops | ssh
+    guestops: GuestOps | None = None
+    ssh: SshConfig | None = None
     clone_name: str | None = None  # None: `<source>-rehearsal-<timestamp>`, see `clone_name_at`
     folder: str | None = None  # None: the source's folder
     wait_timeout_s: float = DEFAULT_WAIT_S
     report: Path | None = None
     base_dir: Path = Path(".")
+    pool: str | None = None  # `forkscale rehearse --pool`: the pool whose new image this is
+    snapshot: str | None = None
 
     def clone_name_at(self, when: datetime) -> str:
         if self.clone_name is not None:
             return self.clone_name
         suffix = f"-rehearsal-{when:%Y%m%d-%H%M%S}"
-        return self.source[: MAX_VM_NAME - len(suffix)] + suffix
+        stem = self.pool or self.source
+        return stem[: MAX_VM_NAME - len(suffix)] + suffix
 
 
 def load_rehearsal(path: str | os.PathLike[str]) -> RehearsalSpec:
@@ -91,7 +101,7 @@ def load_rehearsal(path: str | os.PathLike[str]) -> RehearsalSpec:
 def parse_rehearsal(raw: object, *, base_dir: Path) -> RehearsalSpec:
     """Validate already-parsed YAML; the first problem found is raised as SpecError."""
     if raw is None:
-        raise SpecError("", "the rehearsal spec is empty; it needs vcenter, source, network, ssh and steps")
+        raise SpecError("", "the rehearsal spec is empty; it needs vcenter, source, network, guestops (or ssh) and steps")
     top = as_mapping(raw, "", "the rehearsal spec")
     check_keys(top, "", TOP_KEYS)
     if "vcenter" not in top:
@@ -105,19 +115,44 @@ def parse_rehearsal(raw: object, *, base_dir: Path) -> RehearsalSpec:
             raise SpecError("clone_name", f"{clone_name!r} is the source's own name")
     network = parse_rehearsal_network(required(top, "network", ""), "network")
     folder = opt_str(top.get("folder"), "folder")
-    if "ssh" not in top or top["ssh"] is None:
-        raise SpecError("ssh", "required: how to reach the clone's guest (host, user, key_file, known_hosts)")
-    ssh = parse_ssh(top["ssh"], "ssh", base_dir)
+    transport, guestops, ssh = _guest_access(top, network, base_dir)
     wait = _wait(top.get("wait"), "wait")
-    steps = _steps(top.get("steps", []), "steps", DEFAULT_STEP_TIMEOUT_S)
-    checks = _steps(top.get("checks", []), "checks", DEFAULT_CHECK_TIMEOUT_S)
+    steps = parse_steps(top.get("steps", []), "steps", DEFAULT_STEP_TIMEOUT_S, base_dir)
+    checks = parse_steps(top.get("checks", []), "checks", DEFAULT_CHECK_TIMEOUT_S, base_dir)
     if not steps and not checks:
         raise SpecError("steps", "give at least one upgrade step (steps) or check (checks)")
     return RehearsalSpec(
-        vcenter=vcenter, source=source, network=network, ssh=ssh, steps=steps, checks=checks,
-        clone_name=clone_name, folder=folder, wait_timeout_s=wait,
+        vcenter=vcenter, source=source, network=network, steps=steps, checks=checks, transport=transport,
+        guestops=guestops, ssh=ssh, clone_name=clone_name, folder=folder, wait_timeout_s=wait,
         report=opt_path(top.get("report"), "report", base_dir), base_dir=base_dir,
     )
+
+
+def default_transport(network: RehearsalNetwork, *, has_ssh: bool, has_guestops: bool) -> str:
+    """guestops for a clone whose NICs are isolated or disconnected (SSH would need a leg on that
+    network), unless only an `ssh:` block says how to reach it; ssh for a connected clone."""
+    if has_ssh != has_guestops:
+        return "ssh" if has_ssh else "guestops"
+    return "guestops" if network.disconnect or network.port_group else "ssh"
+
+
+def _guest_access(top: dict[str, object], network: RehearsalNetwork,
+                  base_dir: Path) -> tuple[str, GuestOps | None, SshConfig | None]:
+    """The transport and the one block it needs (`guestops:` credentials or `ssh:`)."""
+    has_ssh, has_guestops = top.get("ssh") is not None, top.get("guestops") is not None
+    if top.get("transport") is not None:
+        transport = as_choice(top["transport"], "transport", TRANSPORTS)
+    else:
+        transport = default_transport(network, has_ssh=has_ssh, has_guestops=has_guestops)
+    guestops = parse_guestops(top["guestops"], "guestops", base_dir) if has_guestops else None
+    ssh = parse_ssh(top["ssh"], "ssh", base_dir) if has_ssh else None
+    if transport == "guestops" and guestops is None:
+        raise SpecError("guestops", "required: the guest account the steps run as through VMware Tools guest "
+                                    "operations (user, password_env or password_file); or give transport: ssh "
+                                    "and an ssh: block")
+    if transport == "ssh" and ssh is None:
+        raise SpecError("ssh", "required with transport: ssh (host, user, key_file, known_hosts)")
+    return transport, guestops, ssh
 
 
 def parse_rehearsal_network(raw: object, path: str) -> RehearsalNetwork:
@@ -142,24 +177,23 @@ def _wait(raw: object, path: str) -> float:
     return as_positive(data.get("timeout_s", DEFAULT_WAIT_S), sub(path, "timeout_s"))
 
 
-def _steps(raw: object, path: str, default_timeout: float) -> tuple[Step, ...]:
-    if raw is None:
-        return ()
-    if not isinstance(raw, list):
-        raise SpecError(path, f"must be a list of {{name, run, timeout_s}}, not {kind_of(raw)}")
-    out: list[Step] = []
-    seen: dict[str, int] = {}
-    for i, item in enumerate(raw):
-        where = f"{path}[{i}]"
-        data = as_mapping(item, where, "a step")
-        check_keys(data, where, ("name", "run", "timeout_s"))
-        name = as_str(required(data, "name", where), sub(where, "name"))
-        if name in seen:
-            raise SpecError(sub(where, "name"), f"{name!r} is already the name of {path}[{seen[name]}]")
-        seen[name] = i
-        out.append(Step(
-            name=name,
-            run=as_str(required(data, "run", where), sub(where, "run")),
-            timeout_s=as_positive(data.get("timeout_s", default_timeout), sub(where, "timeout_s")),
-        ))
-    return tuple(out)
+def rehearsal_for_pool(spec: Spec, pool_name: str, snapshot: str) -> RehearsalSpec:
+    """The rehearsal of a pool's new image: a linked clone of snapshot `snapshot` of the pool's golden
+    VM, NICs disconnected on the pool's port group, running the pool's `checks:` through guest
+    operations with the pool's `guestops:` account, waiting at most `guest_ready.timeout_s`."""
+    pool = spec.pool(pool_name)
+    where = f"pools[{spec.pools.index(pool)}]"
+    snapshot = as_str(snapshot, "--snapshot")
+    if not pool.checks:
+        raise SpecError(sub(where, "checks"), f"required to rehearse a new image of pool {pool.name!r}: the "
+                                              "commands that tell a good image (name, run, timeout_s)")
+    if pool.guestops is None:
+        raise SpecError(sub(where, "guestops"), f"required to rehearse a new image of pool {pool.name!r}: the "
+                                                "clone's NICs are disconnected, so its checks run through guest "
+                                                "operations as this account (user, password_env or password_file)")
+    return RehearsalSpec(
+        vcenter=spec.vcenter, source=pool.source, pool=pool.name, snapshot=snapshot,
+        network=RehearsalNetwork(port_group=pool.network.port_group, disconnect=True),
+        steps=(), checks=pool.checks, transport="guestops", guestops=pool.guestops,
+        wait_timeout_s=pool.guest_ready.timeout_s, base_dir=spec.base_dir,
+    )

@@ -8,7 +8,6 @@ string morefs, and errors already mapped onto `PermanentError` (don't retry this
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -17,9 +16,21 @@ from typing import Any, TypeVar
 from pyVmomi import vim, vmodl
 
 from forkscale.core.errors import PermanentError, TemporaryError
-from forkscale.vsphere.faults import LoginRefused, TaskFailed, fault_name, map_fault
+from forkscale.vsphere.faults import LoginRefused, TaskFailed, describe, fault_name, map_fault
 from forkscale.vsphere.fleetread import HOST_COUNTERS, host_memory, perf_counter_ids, read_fleet
-from forkscale.vsphere.model import TAG_ID, TAG_POOL, CloneRequest, FleetRead, Inventory, VmDetail
+from forkscale.vsphere.guest import GuestOps
+from forkscale.vsphere.keyed import keyed
+from forkscale.vsphere.model import (
+    STATUS_KEY,
+    TAG_ID,
+    TAG_POOL,
+    CloneRequest,
+    FleetRead,
+    Inventory,
+    NetworkRef,
+    VmDetail,
+)
+from forkscale.vsphere.ports import TaskTimeout
 from forkscale.vsphere.reads import (
     clone_tasks_in_flight,
     extra_value,
@@ -37,8 +48,9 @@ PC = vmodl.query.PropertyCollector
 T = TypeVar("T")
 
 
-class Driver:
-    """Connect, read inventory in one batched pass, clone, power, destroy, freeze — asynchronously."""
+class Driver(GuestOps):
+    """Connect, read inventory in one batched pass, clone, power, destroy, freeze, run programs and move
+    files in guests — asynchronously."""
 
     def __init__(self, soap: Soap, *, task_timeout_s: float = 900.0) -> None:
         self.soap = soap
@@ -46,6 +58,9 @@ class Driver:
         self.task_timeout_s = task_timeout_s
         self._counter_ids: dict[str, int] | None = None
         self._perf_warned = False
+        self._guest_managers: dict[str, Any] = {}
+        self._nics: dict[str, asyncio.Task[dict[int, Any]]] = {}  # source moref -> its NICs by device key
+        self._net_names: dict[str, str] = {}  # standard port group moref -> name (a backing's deviceName)
         # Called as hook(method, seconds, fault name or None) when a task ends (e.g. Telemetry.observe_task).
         self.task_hooks: list[Callable[[str, float, str | None], None]] = []
 
@@ -65,10 +80,17 @@ class Driver:
     def content(self) -> Any:
         return self.soap.content
 
+    @property
+    def api_version(self) -> str:
+        about = getattr(self.content, "about", None)
+        return str(getattr(about, "apiVersion", "") or "")
+
     # reads --------------------------------------------------------------------------------
     async def inventory(self) -> Inventory:
         """Everything a plan needs, in a few batched reads (never one call per VM)."""
-        return await self._read("read the inventory", read_inventory(self.soap))
+        inv = await self._read("read the inventory", read_inventory(self.soap))
+        self._net_names.update({moref: name for name, (kind, moref, _) in inv.networks.items() if kind == "network"})
+        return inv
 
     async def vm_detail(self, vm: str, *, tags: tuple[str, ...] = ()) -> VmDetail:
         """Power state, per-disk chain depth and NICs of one VM (+ the extraConfig `tags` asked for)."""
@@ -116,7 +138,8 @@ class Driver:
             return result
         except TimeoutError as exc:
             self._task_ended(wsdl, started, "Timeout")
-            raise TemporaryError(f"{what}: task did not finish in {self.task_timeout_s:.0f}s", "Timeout") from exc
+            raise TaskTimeout(f"{what}: task {task._moId} did not finish in {self.task_timeout_s:g}s (it may "
+                              "still succeed)", str(task._moId)) from exc
         except (vmodl.MethodFault, TaskFailed) as exc:
             err = map_fault(exc, what)
             self._task_ended(wsdl, started, getattr(err, "fault", "Fault"))
@@ -130,59 +153,105 @@ class Driver:
             except Exception:  # a broken metrics hook must never fail a clone
                 log.exception("task hook %r failed", hook)
 
-    def _relocate(self, req: CloneRequest, *, instant: bool) -> Any:
-        kind, net, dvs = req.network
+    async def _source_nics(self, source: str) -> dict[int, Any]:
+        """The network adapters of a clone source by device key, read once per source (they do not change)."""
+        read = self._nics.get(source)
+        if read is None:
+            read = self._nics[source] = asyncio.ensure_future(self._read_nics(source))
+        try:
+            return await asyncio.shield(read)
+        except (PermanentError, TemporaryError):
+            if self._nics.get(source) is read:
+                self._nics.pop(source, None)  # read again next time
+            raise
+
+    async def _read_nics(self, source: str) -> dict[int, Any]:
+        devices = await self._read(f"read the devices of {source}", retrieve_one(
+            self.soap, vim.VirtualMachine(source), vim.VirtualMachine, "config.hardware.device"))
+        return {int(d.key): d for d in devices or [] if isinstance(d, vim.vm.device.VirtualEthernetCard)}
+
+    async def _network_name(self, moref: str) -> str:
+        name = self._net_names.get(moref)
+        if name is None:
+            name = str(await self._read(f"read {moref}", retrieve_one(self.soap, vim.Network(moref), vim.Network, "name"))
+                       or "")
+            self._net_names[moref] = name
+        return name
+
+    async def _backing(self, network: NetworkRef) -> Any:
+        kind, net, dvs = network
         if kind == "dvportgroup":
-            backing: Any = vim.vm.device.VirtualEthernetCard.DistributedVirtualPortBackingInfo(
+            return vim.vm.device.VirtualEthernetCard.DistributedVirtualPortBackingInfo(
                 port=vim.dvs.PortConnection(switchUuid=dvs, portgroupKey=net))
-        else:
-            backing = vim.vm.device.VirtualEthernetCard.NetworkBackingInfo(network=vim.Network(net))
-        conn = vim.vm.device.VirtualDevice.ConnectInfo(startConnected=not req.disconnect, allowGuestControl=True,
-                                                       connected=not req.disconnect)
+        # deviceName is required (VirtualDeviceDeviceBackingInfo); `network` is "not used during configuration"
+        return vim.vm.device.VirtualEthernetCard.NetworkBackingInfo(deviceName=await self._network_name(net),
+                                                                    network=vim.Network(net))
+
+    async def _nic_change(self, source: str, key: int | None, mac: str, network: NetworkRef, *, disconnect: bool,
+                          instant: bool) -> Any:
+        """An edit of one of the source's own NICs: its class, key, slot and label, with our MAC and port group.
+
+        An edit never changes a device's class (an E1000 stays an E1000), so it is built from the
+        device the source has; `key` None means the source's first NIC.
+        """
+        nics = await self._source_nics(source)
+        dev = nics.get(key) if key is not None else (nics[min(nics)] if nics else None)
+        if dev is None:
+            raise PermanentError(f"source {source} has no network adapter" + (f" with key {key}" if key else "")
+                                 + f" (its adapters: {sorted(nics) or 'none'})", "InvalidDeviceSpec")
+        conn = vim.vm.device.VirtualDevice.ConnectInfo(startConnected=not disconnect, allowGuestControl=True,
+                                                       connected=not disconnect)
         if instant:
-            conn.migrateConnect = "disconnect" if req.disconnect else "connect"
-        nic = vim.vm.device.VirtualVmxnet3(key=req.nic_key, addressType="manual", macAddress=req.mac,
-                                           backing=backing, connectable=conn)
-        change = vim.vm.device.VirtualDeviceSpec(operation="edit", device=nic)
-        return change
+            conn.migrateConnect = "disconnect" if disconnect else "connect"
+        backing = await self._backing(network)
+        label = dev.deviceInfo.label if dev.deviceInfo is not None else f"Network adapter {dev.key}"
+        summary = backing.deviceName if hasattr(backing, "deviceName") else network[1]
+        nic = type(dev)(key=dev.key, controllerKey=dev.controllerKey, unitNumber=dev.unitNumber,
+                        deviceInfo=vim.Description(label=label, summary=summary), addressType="manual",
+                        macAddress=mac, backing=backing, connectable=conn, wakeOnLanEnabled=dev.wakeOnLanEnabled)
+        return vim.vm.device.VirtualDeviceSpec(operation="edit", device=nic)
+
+    async def _nic_changes(self, source: str, req: CloneRequest, *, instant: bool) -> list[Any]:
+        nics = [(req.nic_key, req.mac, req.network), *req.more_nics]
+        return [await self._nic_change(source, k, m, n, disconnect=req.disconnect, instant=instant) for k, m, n in nics]
 
     def _extra(self, req: CloneRequest) -> list[Any]:
         return [vim.option.OptionValue(key=k, value=v) for k, v in req.extra.items()]
 
     async def instant_clone(self, source: str, req: CloneRequest) -> str:
-        more = [self._relocate(dataclasses.replace(req, nic_key=k, mac=m, network=n), instant=True)
-                for k, m, n in req.more_nics]
+        what = f"instant clone {req.name} of {source}"
+        changes = await self._nic_changes(source, req, instant=True)
         loc = vim.vm.RelocateSpec(folder=vim.Folder(req.folder), datastore=vim.Datastore(req.datastore),
-                                  deviceChange=[self._relocate(req, instant=True), *more])
+                                  deviceChange=changes)
         if req.resource_pool:
             loc.pool = vim.ResourcePool(req.resource_pool)
         spec = vim.vm.InstantCloneSpec(name=req.name, location=loc, config=self._extra(req))
-        vm = await self._task(f"instant clone {req.name}", vim.VirtualMachine(source), "InstantClone", spec)
+        vm = await self._task(what, vim.VirtualMachine(source), "InstantClone", spec)
         return str(vm._moId)
 
     async def check_instant_clone(self, source: str, req: CloneRequest) -> list[str]:
-        """Pre-flight: fault names that would stop this instant clone (empty list: go)."""
-        loc = vim.vm.RelocateSpec(folder=vim.Folder(req.folder), datastore=vim.Datastore(req.datastore),
-                                  deviceChange=[self._relocate(req, instant=True)])
-        spec = vim.vm.InstantCloneSpec(name=req.name, location=loc, config=self._extra(req))
+        """Pre-flight: one line per fault that would stop this instant clone (empty list: go)."""
         checker = self.content.vmProvisioningChecker
         if checker is None:
             return []
-        results = await self._task("check instant clone", checker, "CheckInstantClone", vim.VirtualMachine(source),
-                                   spec, None)
-        return [f"{fault_name(e)}: {getattr(e, 'msg', '') or ''}".strip(": ") for r in results or []
-                for e in (r.error or []) if fault_name(e) != "DuplicateName"]
+        loc = vim.vm.RelocateSpec(folder=vim.Folder(req.folder), datastore=vim.Datastore(req.datastore),
+                                  deviceChange=await self._nic_changes(source, req, instant=True))
+        spec = vim.vm.InstantCloneSpec(name=req.name, location=loc, config=self._extra(req))
+        results = await self._task(f"check instant clone of {source}", checker, "CheckInstantClone",
+                                   vim.VirtualMachine(source), spec, None)
+        return [describe(e) for r in results or [] for e in (r.error or []) if fault_name(e) != "DuplicateName"]
 
     async def clone(self, source: str, req: CloneRequest, *, linked: bool, snapshot: str | None) -> str:
+        what = f"{'linked' if linked else 'full'} clone {req.name} of {source}"
         loc = vim.vm.RelocateSpec(datastore=vim.Datastore(req.datastore), host=vim.HostSystem(req.host),
                                   diskMoveType="createNewChildDiskBacking" if linked
                                   else "moveAllDiskBackingsAndDisallowSharing")
         if req.resource_pool:
             loc.pool = vim.ResourcePool(req.resource_pool)
-        cfg = vim.vm.ConfigSpec(extraConfig=self._extra(req), deviceChange=[self._relocate(req, instant=False)])
+        cfg = vim.vm.ConfigSpec(extraConfig=self._extra(req),
+                                deviceChange=await self._nic_changes(source, req, instant=False))
         spec = vim.vm.CloneSpec(location=loc, powerOn=True, template=False, config=cfg,
                                 snapshot=vim.vm.Snapshot(snapshot) if snapshot else None)
-        what = f"{'linked' if linked else 'full'} clone {req.name}"
         vm = await self._task(what, vim.VirtualMachine(source), "Clone", vim.Folder(req.folder), req.name, spec)
         return str(vm._moId)
 
@@ -190,12 +259,33 @@ class Driver:
         """Clone tasks (instant, linked, full) still queued or running in vCenter, in one read."""
         return await self._read("read recent tasks", clone_tasks_in_flight(self.soap))
 
-    async def wait_clone_tasks_settled(self, timeout: float) -> None:
+    async def wait_clone_tasks_settled(self, timeout: float) -> bool:
+        """Wait until vCenter shows no clone task queued or running; False if some still were at `timeout`."""
         deadline = time.monotonic() + timeout
         delay = 0.2
-        while await self.clone_tasks_in_flight() and time.monotonic() < deadline:
+        while await self.clone_tasks_in_flight():
+            if time.monotonic() >= deadline:
+                return False
             await asyncio.sleep(delay)
             delay = min(delay * 1.5, 5.0)
+        return True
+
+    async def task_ended(self, task: str) -> bool:
+        """Whether a task has ended (success or error); one vCenter no longer knows has ended long ago."""
+        try:
+            state = await retrieve_one(self.soap, vim.Task(task), vim.Task, "info.state")
+        except vmodl.fault.ManagedObjectNotFound:
+            return True
+        except vmodl.MethodFault as exc:
+            raise map_fault(exc, f"read task {task}") from None
+        return state not in ("queued", "running")
+
+    async def power_on(self, vm: str) -> None:
+        try:
+            await self._task(f"power on {vm}", vim.VirtualMachine(vm), "PowerOn", None)
+        except PermanentError as exc:
+            if exc.fault not in ("InvalidPowerState", "InvalidState"):
+                raise
 
     async def power_off(self, vm: str) -> None:
         try:
@@ -216,11 +306,18 @@ class Driver:
             return
 
     async def create_folder(self, parent: str, name: str) -> str:
+        """A folder `name` in `parent`: created, or the one already there (found by name, not trusted from the fault)."""
         try:
             f = await self.soap.invoke(vim.Folder(parent), "CreateFolder", name)
             return str(f._moId)
-        except vim.fault.DuplicateName as exc:
-            return str(exc.object._moId)
+        except vim.fault.DuplicateName:
+            found = await self.soap.invoke(self.content.searchIndex, "FindChild", vim.Folder(parent), name)
+            if not isinstance(found, vim.Folder):
+                raise PermanentError(f"cannot create folder {name!r}: the name is taken by {found}",
+                                     "DuplicateName") from None
+            return str(found._moId)
+        except vmodl.MethodFault as exc:
+            raise map_fault(exc, f"create folder {name}") from None
 
     async def vm_folder(self) -> str:
         """The first datacenter's VM folder (where the `folder:` of a spec is created)."""
@@ -230,10 +327,29 @@ class Driver:
         return folder
 
     async def wait_ready(self, vm: str, timeout: float) -> str:
+        """`ready`, `error:...` as the guest reports it, or `timeout`.
+
+        On a server that refuses keyed extraConfig paths the watcher cannot follow the status,
+        so it is polled (with backoff) instead.
+        """
+        if self.soap.keyed_paths_refused:
+            return await self._poll_status(vm, timeout)
         try:
             return await self.watcher.wait_status(vm, timeout)
         except TimeoutError:
             return "timeout"
+
+    async def _poll_status(self, vm: str, timeout: float) -> str:
+        deadline = time.monotonic() + timeout
+        delay = 0.5
+        while True:
+            value = extra_value((await self.vm_props([vm], [keyed(STATUS_KEY)])).get(vm, {}), STATUS_KEY) or ""
+            if value == "ready" or value.startswith("error"):
+                return value
+            if time.monotonic() >= deadline:
+                return "timeout"
+            await asyncio.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+            delay = min(delay * 1.5, 5.0)
 
     async def freeze_guestops(self, vm: str, user: str, password: str, program: str, args: str) -> None:
         mgr = self.content.guestOperationsManager
@@ -252,9 +368,21 @@ class Driver:
         vm = await self.soap.invoke(self.content.searchIndex, "FindChild", vim.Folder(folder), name)
         if vm is None:
             return None
-        props = (await self.vm_props([vm._moId], [f'config.extraConfig["{TAG_POOL}"]',
-                                                   f'config.extraConfig["{TAG_ID}"]'])).get(vm._moId, {})
+        props = (await self.vm_props([vm._moId], [keyed(TAG_POOL), keyed(TAG_ID)])).get(vm._moId, {})
         return str(vm._moId), extra_value(props, TAG_POOL), extra_value(props, TAG_ID)
+
+    async def snapshots_named(self, vm: str, name: str) -> list[str]:
+        """The morefs of `vm`'s snapshots called `name` (vSphere allows several), from one read of the tree."""
+        roots = await self._read(f"read the snapshots of {vm}", retrieve_one(
+            self.soap, vim.VirtualMachine(vm), vim.VirtualMachine, "snapshot.rootSnapshotList"))
+        found: list[str] = []
+        todo = list(roots or [])
+        while todo:
+            node = todo.pop()
+            if node.name == name:
+                found.append(str(node.snapshot._moId))
+            todo.extend(node.childSnapshotList or [])
+        return found
 
     async def chain_depths(self, vms: list[str]) -> dict[str, int]:
         """Deepest delta chain of each VM's disks, from `layoutEx.disk[].chain` (one batched read).

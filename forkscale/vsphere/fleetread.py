@@ -15,6 +15,7 @@ from typing import Any
 
 from pyVmomi import vim, vmodl
 
+from forkscale.vsphere.keyed import keyed, request_paths, resolve
 from forkscale.vsphere.model import TAG_POOL, TAG_SOURCE, FleetRead, HostRow, VmRow
 from forkscale.vsphere.reads import props, retrieve_view
 from forkscale.vsphere.transport import Soap
@@ -24,8 +25,8 @@ PM = vim.PerformanceManager
 KiB = 1024
 REALTIME_INTERVAL = 20
 """Seconds between realtime performance samples (the hosts' refresh rate)."""
-TAG_PATH = f'config.extraConfig["{TAG_POOL}"]'
-SOURCE_TAG_PATH = f'config.extraConfig["{TAG_SOURCE}"]'
+TAG_PATH = keyed(TAG_POOL)
+SOURCE_TAG_PATH = keyed(TAG_SOURCE)
 VM_PATHS = ("name", "runtime.host", "runtime.powerState", "runtime.instantCloneFrozen",
             "summary.quickStats.sharedMemory", "summary.quickStats.privateMemory", "layoutEx", TAG_PATH,
             SOURCE_TAG_PATH)
@@ -48,8 +49,7 @@ def _chains(layout: Any) -> tuple[dict[int, int], int]:
     return chains, delta
 
 
-def _vm_row(oc: Any) -> VmRow:
-    p = props(oc)
+def _vm_row(oc: Any, p: dict[str, Any]) -> VmRow:
     tag, source_tag = p.get(TAG_PATH), p.get(SOURCE_TAG_PATH)
     chains, delta = _chains(p.get("layoutEx"))
     host = p.get("runtime.host")
@@ -63,13 +63,12 @@ def _vm_row(oc: Any) -> VmRow:
         chains=chains, delta_bytes=delta)
 
 
-def _rows(objects: list[Any], taken_at: float) -> FleetRead:
+def _rows(objects: list[tuple[Any, dict[str, Any]]], taken_at: float) -> FleetRead:
     read = FleetRead(taken_at=taken_at)
-    for oc in objects:
+    for oc, p in objects:
         if isinstance(oc.obj, vim.VirtualMachine):
-            read.vms.append(_vm_row(oc))
+            read.vms.append(_vm_row(oc, p))
         elif isinstance(oc.obj, vim.HostSystem):
-            p = props(oc)
             read.hosts.append(HostRow(moref=str(oc.obj._moId), name=str(p.get("name", oc.obj._moId)),
                                       connected=p.get("runtime.connectionState") == "connected"))
     return read
@@ -122,7 +121,9 @@ async def read_fleet(soap: Soap, *, page_size: int = 1000,
     `counter_ids` (from `perf_counter_ids`) saves the catalog read; `{}` skips `QueryPerf` too.
     """
     taken_at = time.time()
-    objects = await retrieve_view(soap, {vim.VirtualMachine: VM_PATHS, vim.HostSystem: HOST_PATHS}, page_size)
+    raw = await retrieve_view(soap, {vim.VirtualMachine: request_paths(soap, VM_PATHS), vim.HostSystem: HOST_PATHS},
+                              page_size)
+    objects = await resolve(soap, raw, list(VM_PATHS))  # a server refusing keyed paths still yields the tags
     read = await asyncio.to_thread(_rows, objects, taken_at)  # thousands of layoutEx walks: off the loop
     ids = counter_ids if counter_ids is not None else await perf_counter_ids(soap, HOST_COUNTERS)
     read.host_memory = await host_memory(soap, read.hosts, ids)

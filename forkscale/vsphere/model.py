@@ -32,6 +32,7 @@ class VmInfo:
     clone_id: str | None = None
     status: str | None = None
     source_tag: str | None = None  # forkscale.source: set on per-host sources (and only there with no clone_id)
+    instance_uuid: str | None = None  # config.instanceUuid: vCenter's own identity of the VM
 
     @property
     def is_source(self) -> bool:
@@ -66,11 +67,11 @@ class CloneRequest:
     resource_pool: str | None
     network: NetworkRef  # from Inventory.networks
     mac: str
-    nic_key: int
+    nic_key: int | None  # the source NIC to edit (None: its first); the edit keeps that NIC's class
     extra: dict[str, str]
     disconnect: bool = False
-    # instant clones only: further NICs to edit alike, as (nic key, manual MAC, network); a live
-    # clone of a multi-NIC source must move (or disconnect) every NIC, not just the first
+    # further NICs to edit alike, as (nic key, manual MAC, network); a live clone of a multi-NIC
+    # source must move (or disconnect) every NIC, not just the first
     more_nics: tuple[tuple[int, str, NetworkRef], ...] = ()
 
 
@@ -131,3 +132,26 @@ class FleetRead:
     taken_at: float = 0.0
 
 
+
+
+@dataclass(frozen=True)
+class GuestLogin:
+    """A guest account for guest operations; the password is never in a repr (or a log line)."""
+
+    user: str
+    password: str = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class GuestProcess:
+    """One process as `ListProcessesInGuest` reports it (times are the guest's clock, epoch seconds)."""
+
+    pid: int
+    name: str
+    start: float | None
+    end: float | None
+    exit_code: int | None
+
+    @property
+    def ended(self) -> bool:
+        return self.end is not None

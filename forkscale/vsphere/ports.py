@@ -10,16 +10,34 @@ vSphere fault's name, never pyVmomi exceptions.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Protocol
 
-from forkscale.vsphere.model import CloneRequest, FleetRead, Inventory, VmDetail
+from forkscale.core.errors import TemporaryError
+from forkscale.vsphere.model import CloneRequest, FleetRead, GuestLogin, GuestProcess, Inventory, VmDetail
 
 #: hook(method, seconds, fault name or None), called when a vCenter task ends.
 TaskHook = Callable[[str, float, str | None], None]
 
 
+class TaskTimeout(TemporaryError):
+    """A task outlived its deadline: it is still queued or running in vCenter, and may yet succeed.
+
+    `task` is its moref, so the caller can ask later whether it ended (`Provisioner.task_ended`).
+    """
+
+    def __init__(self, message: str, task: str) -> None:
+        super().__init__(message, "Timeout", delay=2.0)
+        self.task = task
+
+
 class InventoryReader(Protocol):
     """Batched reads: the whole inventory, or a few VMs."""
+
+    @property
+    def api_version(self) -> str:
+        """vCenter's `about.apiVersion` (e.g. "8.0.3.0"), read at login."""
+        ...
 
     async def inventory(self) -> Inventory: ...
 
@@ -30,6 +48,8 @@ class InventoryReader(Protocol):
     async def chain_depths(self, vms: list[str]) -> dict[str, int]: ...
 
     async def tagged_child(self, folder: str, name: str) -> tuple[str, str | None, str | None] | None: ...
+
+    async def snapshots_named(self, vm: str, name: str) -> list[str]: ...
 
 
 class Provisioner(Protocol):
@@ -43,13 +63,17 @@ class Provisioner(Protocol):
 
     async def power_off(self, vm: str) -> None: ...
 
+    async def power_on(self, vm: str) -> None: ...
+
+    async def task_ended(self, task: str) -> bool: ...
+
     async def destroy(self, vm: str) -> None: ...
 
     async def create_folder(self, parent: str, name: str) -> str: ...
 
     async def vm_folder(self) -> str: ...
 
-    async def wait_clone_tasks_settled(self, timeout: float) -> None: ...
+    async def wait_clone_tasks_settled(self, timeout: float) -> bool: ...
 
 
 class GuestAccess(Protocol):
@@ -64,6 +88,30 @@ class GuestAccess(Protocol):
     async def wait_frozen(self, vm: str, timeout: float) -> None: ...
 
 
+class GuestOperations(Protocol):
+    """Programs and files inside a guest through VMware Tools, with no network to the guest
+    (StartProgramInGuest, ListProcessesInGuest, TerminateProcessInGuest, the guest file manager and
+    its one-shot transfer URLs). A guest that cannot take the call yet is a TemporaryError
+    (`GuestOperationsUnavailable`); a refused login a PermanentError (`InvalidGuestLogin`)."""
+
+    async def guest_start(self, vm: str, login: GuestLogin, program: str, args: str, *,
+                          cwd: str | None = None) -> int: ...
+
+    async def guest_processes(self, vm: str, login: GuestLogin, pids: list[int]) -> list[GuestProcess]: ...
+
+    async def guest_terminate(self, vm: str, login: GuestLogin, pid: int) -> bool: ...
+
+    async def guest_temp_dir(self, vm: str, login: GuestLogin, prefix: str) -> str: ...
+
+    async def guest_make_dir(self, vm: str, login: GuestLogin, path: str) -> None: ...
+
+    async def guest_remove_dir(self, vm: str, login: GuestLogin, path: str) -> None: ...
+
+    async def guest_upload(self, vm: str, login: GuestLogin, path: str, data: bytes | Path, mode: int) -> None: ...
+
+    async def guest_download(self, vm: str, login: GuestLogin, path: str, sink: Callable[[bytes], None]) -> int: ...
+
+
 class FleetReader(Protocol):
     """The exporter's view: one fleet read per refresh, and task timings as tasks end."""
 
@@ -72,5 +120,5 @@ class FleetReader(Protocol):
     async def read_fleet(self, *, page_size: int = 1000) -> FleetRead: ...
 
 
-class VSphere(InventoryReader, Provisioner, GuestAccess, FleetReader, Protocol):
+class VSphere(InventoryReader, Provisioner, GuestAccess, GuestOperations, FleetReader, Protocol):
     """Every role at once: what the engine is given."""

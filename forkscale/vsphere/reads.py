@@ -14,6 +14,7 @@ from typing import Any
 
 from pyVmomi import vim, vmodl
 
+from forkscale.vsphere.keyed import keyed, request_paths, resolve
 from forkscale.vsphere.model import (
     MAC_KEY,
     STATUS_KEY,
@@ -30,9 +31,11 @@ from forkscale.vsphere.transport import Soap
 
 log = logging.getLogger("forkscale.vsphere")
 PC = vmodl.query.PropertyCollector
+#: The `descriptionId` of clone tasks, as vCenter's task catalogue names them.
+CLONE_TASKS = frozenset({"VirtualMachine.clone", "VirtualMachine.instantClone"})
 VM_PATHS = ["name", "parent", "runtime.host", "runtime.powerState", "runtime.instantCloneFrozen",
-            "snapshot.currentSnapshot", "datastore", "config.template",
-            *(f'config.extraConfig["{k}"]' for k in (TAG_POOL, TAG_ID, STATUS_KEY, MAC_KEY, TAG_SOURCE))]
+            "snapshot.currentSnapshot", "datastore", "config.template", "config.instanceUuid",
+            *(keyed(k) for k in (TAG_POOL, TAG_ID, STATUS_KEY, MAC_KEY, TAG_SOURCE))]
 
 
 def props(oc: Any) -> dict[str, Any]:
@@ -41,7 +44,7 @@ def props(oc: Any) -> dict[str, Any]:
 
 def extra_value(p: Mapping[str, Any], key: str) -> str | None:
     """The value of `config.extraConfig["key"]` in a property dict (None when unset)."""
-    opt = p.get(f'config.extraConfig["{key}"]')
+    opt = p.get(keyed(key))
     return None if opt is None or opt.value is None else str(opt.value)
 
 
@@ -94,7 +97,7 @@ async def clone_tasks_in_flight(soap: Soap) -> int:
     tasks = await _traverse(soap, soap.content.taskManager, vim.TaskManager, "recentTask", vim.Task,
                             ["info.state", "info.descriptionId"])
     return sum(1 for oc in tasks if (p := props(oc)).get("info.state") in ("queued", "running")
-               and str(p.get("info.descriptionId", "")).lower().endswith("clone"))
+               and str(p.get("info.descriptionId", "")) in CLONE_TASKS)
 
 
 async def first_vm_folder(soap: Soap) -> str | None:
@@ -105,20 +108,23 @@ async def first_vm_folder(soap: Soap) -> str | None:
 
 
 async def vm_props(soap: Soap, vms: list[str], paths: list[str]) -> dict[str, dict[str, Any]]:
-    """Properties of several VMs in one RetrievePropertiesEx (paged); VMs that vanished are left out."""
+    """Properties of several VMs in one RetrievePropertiesEx (paged); VMs that vanished are left out.
+
+    Keyed extraConfig paths are answered even by a server that refuses them (forkscale.vsphere.keyed).
+    """
     if not vms:
         return {}
     spec = PC.FilterSpec(objectSet=[PC.ObjectSpec(obj=vim.VirtualMachine(m)) for m in vms],
-                         propSet=[PC.PropertySpec(type=vim.VirtualMachine, pathSet=paths)],
+                         propSet=[PC.PropertySpec(type=vim.VirtualMachine, pathSet=request_paths(soap, paths))],
                          reportMissingObjectsInResults=True)
-    return {oc.obj._moId: props(oc) for oc in await _all_pages(soap, spec) if not oc.missingSet}
+    return {oc.obj._moId: p for oc, p in await resolve(soap, await _all_pages(soap, spec), paths)}
 
 
 async def read_inventory(soap: Soap) -> Inventory:
     """Everything a plan needs, in a few batched reads (never one call per VM)."""
     inv = Inventory(taken_at=time.time())
     vms, hosts, dss, nets, folders, pools = await asyncio.gather(
-        retrieve_view(soap, {vim.VirtualMachine: VM_PATHS}),
+        retrieve_view(soap, {vim.VirtualMachine: request_paths(soap, VM_PATHS)}),
         retrieve_view(soap, {vim.HostSystem: ["name", "runtime.connectionState", "parent"]}),
         retrieve_view(soap, {vim.Datastore: ["name", "summary.freeSpace"]}),
         retrieve_view(soap, {vim.Network: ["name"]}),
@@ -140,10 +146,10 @@ async def read_inventory(soap: Soap) -> Inventory:
         inv.folders.setdefault(props(oc)["name"], oc.obj._moId)
     for oc in pools:
         inv.pools.setdefault(props(oc)["name"], oc.obj._moId)
-    for oc in vms:
-        info = _vm_info(oc)
+    for oc, p in await resolve(soap, vms, VM_PATHS):
+        info = _vm_info(oc, p)
         inv.vms[info.moref] = info
-        mac = extra_value(props(oc), MAC_KEY)
+        mac = extra_value(p, MAC_KEY)
         if mac:
             inv.macs.add(mac.lower())
     return inv
@@ -174,15 +180,14 @@ def _moid(value: Any) -> str | None:
     return None if value is None else str(value._moId)
 
 
-def _vm_info(oc: Any) -> VmInfo:
-    p = props(oc)
+def _vm_info(oc: Any, p: dict[str, Any]) -> VmInfo:
     return VmInfo(
         moref=oc.obj._moId, name=p.get("name", ""), folder=_moid(p.get("parent")), host=_moid(p.get("runtime.host")),
         power=str(p.get("runtime.powerState", "poweredOff")), frozen=bool(p.get("runtime.instantCloneFrozen")),
         snapshot=_moid(p.get("snapshot.currentSnapshot")),
         datastores=[d._moId for d in p.get("datastore", [])], template=bool(p.get("config.template")),
         pool=extra_value(p, TAG_POOL), clone_id=extra_value(p, TAG_ID), status=extra_value(p, STATUS_KEY),
-        source_tag=extra_value(p, TAG_SOURCE))
+        source_tag=extra_value(p, TAG_SOURCE), instance_uuid=p.get("config.instanceUuid"))
 
 
 async def read_vm_detail(soap: Soap, vm: str, *, tags: tuple[str, ...] = ()) -> VmDetail:
@@ -191,7 +196,7 @@ async def read_vm_detail(soap: Soap, vm: str, *, tags: tuple[str, ...] = ()) -> 
     The running-source deltas of instant clones are invisible in the snapshot tree; only
     layoutEx (or walking `backing.parent`) shows them.
     """
-    paths = ["runtime.powerState", "layoutEx", "config.hardware.device", *(f'config.extraConfig["{t}"]' for t in tags)]
+    paths = ["runtime.powerState", "layoutEx", "config.hardware.device", *(keyed(t) for t in tags)]
     p = (await vm_props(soap, [vm], paths)).get(vm, {})
     layout = p.get("layoutEx")
     chains = {int(d.key): len(d.chain or []) for d in (layout.disk if layout is not None else None) or []}

@@ -75,6 +75,8 @@ class Soap:
         self._login_gen = 0
         self.on_relogin: list[Callable[[], Awaitable[None]]] = []
         self.content: Any = None
+        #: This server answered a keyed extraConfig property path with InvalidProperty (forkscale.vsphere.keyed).
+        self.keyed_paths_refused = False
 
     async def open(self) -> None:
         connector = aiohttp.TCPConnector(limit=self._limit, ssl=self._ssl, keepalive_timeout=60)

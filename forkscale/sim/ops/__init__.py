@@ -1,4 +1,5 @@
-"""The twin's VM operations: power, reconfigure, snapshots, clones, provisioning checks, destroy, guests.
+"""The twin's VM operations: power, reconfigure, snapshots, clones, provisioning checks, destroy, guests
+(processes, real programs, files).
 
 Importing this package registers their handlers. Argument shape errors are raised as method
 faults straight away (as vCenter does); anything that depends on the state of the world is
@@ -6,6 +7,7 @@ checked when the task runs, so a source powered off while a clone waits in the q
 clone with `InvalidState`, like the real thing.
 """
 
-from . import checks, clone, destroy, guest, instant, power, reconfigure, snapshots
+from . import checks, clone, destroy, guest, guestexec, guestfiles, instant, power, reconfigure, snapshots
 
-__all__ = ["checks", "clone", "destroy", "guest", "instant", "power", "reconfigure", "snapshots"]
+__all__ = ["checks", "clone", "destroy", "guest", "guestexec", "guestfiles", "instant", "power", "reconfigure",
+           "snapshots"]

@@ -1,8 +1,11 @@
 """Guest operations of the twin: `GuestOperationsManager.processManager` and the freeze.
 
-The twin's guests are simulated: a program started with `StartProgramInGuest` gets a pid, shows
-in `ListProcessesInGuest`, and ends with exit code 0 after the `guest_program` latency (1 for a
-program named `false`; `sleep N` runs N simulated seconds). Two programs are understood:
+A program started with `StartProgramInGuest` in a Linux guest runs for real in the VM's sandbox
+(`forkscale.sim.ops.guestexec`, `forkscale.sim.sandbox`): its pid shows in `ListProcessesInGuest`
+with its real exit code when it ends. The `vmware-rpctool` and `forkscale-guest` programs below,
+and every program of a Windows guest, are simulated instead: they end with exit code 0 after the
+`guest_program` latency (1 for a program named `false`; `sleep N` runs N simulated seconds). Two
+programs are understood:
 
 * `vmware-rpctool` (any path ending in it, also `vmware-rpctool-twin`) whose arguments contain
   `instantclone.freeze`, and
@@ -35,6 +38,7 @@ from pyVmomi import vim, vmodl
 from ..dispatch import Ctx, method
 from ..vm import VM
 from .common import guest_later, invalid_power
+from .guestexec import runs_for_real, start_for_real, terminate_for_real
 
 RPCTOOL_NAMES = ("vmware-rpctool", "vmware-rpctool-twin", "vmware-rpctool.exe")
 GUEST_SCRIPT = "forkscale-guest"
@@ -99,7 +103,7 @@ def check_auth(vm: VM, auth: Any) -> str:
 
 # handlers -------------------------------------------------------------------------------------
 @method("StartProgramInGuest")
-def start_program(ctx: Ctx, this: Any, vm: Any, auth: Any, spec: Any) -> int:
+async def start_program(ctx: Ctx, this: Any, vm: Any, auth: Any, spec: Any) -> int:
     target = guest_vm(ctx, vm)
     owner = check_auth(target, auth)
     if spec is None or not spec.programPath:
@@ -117,6 +121,8 @@ def start_program(ctx: Ctx, this: Any, vm: Any, auth: Any, spec: Any) -> int:
             target.changed()
         freeze_later(target)
         return proc.pid
+    if runs_for_real(target, path):
+        return await start_for_real(target, table, owner, spec, cmd_line, name)
     proc = table.start(name, owner, cmd_line, world.now())
     code = 1 if name in ("false", "false.exe") else 0
     delay = world.delay("guest_program", 0.5)
@@ -144,12 +150,15 @@ def list_processes(ctx: Ctx, this: Any, vm: Any, auth: Any, pids: list[int] | No
 
 
 @method("TerminateProcessInGuest")
-def terminate_process(ctx: Ctx, this: Any, vm: Any, auth: Any, pid: int) -> None:
+async def terminate_process(ctx: Ctx, this: Any, vm: Any, auth: Any, pid: int) -> None:
     target = guest_vm(ctx, vm)
     check_auth(target, auth)
     proc = ctx.twin.guests.table(target).procs.get(int(pid))
     if proc is None or proc.end is not None:
         raise vim.fault.GuestProcessNotFound(msg=f"The process {pid} was not found in the guest", pid=int(pid))
+    if target.world.sandboxes.is_running(target, proc.pid):
+        await terminate_for_real(target, proc)
+        return
     proc.end, proc.exit_code = target.world.now(), 143  # SIGTERM
 
 

@@ -127,6 +127,7 @@ def _continue_guest(src: VM, clone: VM) -> None:
         clone.guest.tools_running = True
         clone.guest.ip = src.guest.ip
         clone.guest.hostname = src.guest.hostname
+        src.world.sandboxes.on_clone(src, clone)  # and its disk
 
 
 @method("InstantClone_Task")

@@ -21,9 +21,36 @@ TEXT_TAIL_LINES = 15
 
 PASSED, FAILED, ERROR, INTERRUPTED = "passed", "failed", "error", "interrupted"
 EXIT_CODES = {PASSED: 0, FAILED: 1, ERROR: 1, INTERRUPTED: 130}
+REPORT_VERSION = 2
 
 
+class HeadTail:
+    """A stream's bytes as they arrive, keeping only what `clip` would keep (and the total count)."""
 
+    def __init__(self, limit: int = OUTPUT_LIMIT) -> None:
+        self.limit = limit
+        self.head = bytearray()
+        self.tail = bytearray()
+        self.total = 0
+
+    def __call__(self, chunk: bytes) -> None:
+        self.total += len(chunk)
+        room = self.limit // 4 - len(self.head)
+        if room > 0:
+            self.head += chunk[:room]
+            chunk = chunk[room:]
+        self.tail += chunk
+        keep = self.limit - self.limit // 4
+        if len(self.tail) > keep:
+            del self.tail[: len(self.tail) - keep]
+
+    def text(self) -> tuple[str, bool]:
+        """(decoded text with a marker where bytes were cut, whether any were)."""
+        if self.total <= self.limit:
+            return (bytes(self.head) + bytes(self.tail)).decode("utf-8", errors="replace"), False
+        cut = self.total - len(self.head) - len(self.tail)
+        return (self.head.decode("utf-8", errors="replace") + f"\n[... {cut} bytes omitted ...]\n"
+                + self.tail.decode("utf-8", errors="replace")), True
 
 
 @dataclass
@@ -44,14 +71,20 @@ class StepResult:
         if self.status == "failed":
             return f"exit status {self.exit_code}"
         if self.status == "timeout":
-            return f"timed out after {self.timeout_s:g}s; the command was killed"
+            return f"timed out after {self.timeout_s:g}s; {self.error or 'the command was killed'}"
         return self.error or self.status
+
+    def take_output(self, out: HeadTail, err: HeadTail) -> None:
+        self.stdout, cut_out = out.text()
+        self.stderr, cut_err = err.text()
+        self.stdout_bytes, self.stderr_bytes = out.total, err.total
+        self.truncated = cut_out or cut_err
 
 
 @dataclass
 class Phase:
     name: str  # clone | wait | cleanup
-    status: str = "skipped"  # ok | failed | skipped
+    status: str = "skipped"  # ok | failed | interrupted | skipped
     duration_s: float = 0.0
     error: str | None = None
 
@@ -63,7 +96,8 @@ class Report:
     network_mode: str
     port_group: str | None
     disconnect: bool
-    ssh_target: str
+    transport: str  # guestops | ssh
+    target: str  # how the guest is reached, for people: "root@host:22", "guest operations as root"
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     finished_at: datetime | None = None
     duration_s: float = 0.0
@@ -84,16 +118,31 @@ class Report:
     steps: list[StepResult] = field(default_factory=list)
     checks: list[StepResult] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    pool: str | None = None  # `rehearse --pool`: the pool whose new image this is
+    snapshot: str | None = None
+    write_error: str | None = None  # the JSON report file could not be written
+
+    def settle(self) -> None:
+        """The outcome from the results: passed only when every step and check passed."""
+        if self.outcome in (ERROR, INTERRUPTED) and self.error is not None:
+            return
+        results = self.steps + self.checks
+        self.outcome = PASSED if results and all(r.status == "passed" for r in results) else FAILED
 
     @property
     def ok(self) -> bool:
-        return self.outcome == PASSED and self.cleanup_error is None
+        return self.outcome == PASSED and self.cleanup_error is None and self.write_error is None
 
     @property
     def exit_code(self) -> int:
-        if self.outcome == PASSED and self.cleanup_error is not None:
-            return 1  # every check passed but a clone was left behind: not a clean run
+        if self.outcome == PASSED and not self.ok:
+            return 1  # every check passed but a clone was left behind (or no report): not a clean run
         return EXIT_CODES[self.outcome]
+
+    @property
+    def push_safe(self) -> bool | None:
+        """For a pool's new image: whether pushing it is safe (every check passed); None otherwise."""
+        return None if self.pool is None else self.outcome == PASSED
 
     @staticmethod
     def depth(chains: dict[int, int]) -> int | None:
@@ -111,11 +160,14 @@ class Report:
         keys = sorted(set(self.chains_before) | set(self.chains_after))
         return {
             "kind": "forkscale.rehearsal",
-            "version": 1,
+            "version": REPORT_VERSION,
             "outcome": self.outcome,
             "ok": self.ok,
             "exit_code": self.exit_code,
             "error": self.error,
+            "report_error": self.write_error,
+            "image": None if self.pool is None else {"pool": self.pool, "snapshot": self.snapshot,
+                                                     "push_safe": self.push_safe},
             "failures": self.failures(),
             "started_at": _iso(self.started_at),
             "finished_at": _iso(self.finished_at) if self.finished_at else None,
@@ -134,7 +186,7 @@ class Report:
                 "nics": self.clone_nics, "kept": self.kept, "destroyed": self.destroyed,
                 "cleanup_error": self.cleanup_error,
             },
-            "ssh": {"target": self.ssh_target},
+            "transport": {"kind": self.transport, "target": self.target},
             "phases": [_rounded(asdict(p)) for p in self.phases.values()],
             "steps": [_rounded(asdict(s)) for s in self.steps],
             "checks": [_rounded(asdict(s)) for s in self.checks],
@@ -148,9 +200,27 @@ class Report:
         verdict = {PASSED: "PASSED", FAILED: "FAILED", ERROR: "ERROR", INTERRUPTED: "INTERRUPTED"}[self.outcome]
         if self.outcome == PASSED and self.cleanup_error:
             verdict = "PASSED, but the clone was not cleaned up"
-        lines = [f"rehearsal of {self.source} as {self.clone_name}: {verdict} in {self.duration_s:.1f}s"]
+        what = f"pool {self.pool}'s snapshot {self.snapshot!r} of {self.source}" if self.pool else self.source
+        lines = [f"rehearsal of {what} as {self.clone_name}: {verdict} in {self.duration_s:.1f}s"]
         if self.error:
             lines.append(f"  error: {self.error}")
+        lines += self._text_vms()
+        lines.append("  phases   " + ", ".join(
+            f"{p.name} {p.status}" + (f" {p.duration_s:.2f}s" if p.status != "skipped" else "")
+            for p in self.phases.values()))
+        lines += self._text_results()
+        failures = self.failures()
+        if failures:
+            lines.append("  failed: " + "; ".join(f"{f['phase']} {f['name']!r}: {f['reason']}" for f in failures))
+        lines += [f"  warning: {w}" for w in self.warnings]
+        if self.write_error:
+            lines.append(f"  error: {self.write_error}")
+        if self.pool is not None:
+            lines.append(f"  push of snapshot {self.snapshot!r} to pool {self.pool}: "
+                         + ("SAFE (every check passed)" if self.push_safe else "NOT SAFE (see above)"))
+        return "\n".join(lines)
+
+    def _text_vms(self) -> list[str]:
         nics = ", ".join(f"{n['label']} -> {n['port_group'] or '?'} ({'connected' if n['connected'] else 'disconnected'})"
                          for n in self.clone_nics) or "-"
         if self.kept and self.clone_moref:
@@ -161,14 +231,15 @@ class Report:
             fate = f"NOT destroyed: {self.cleanup_error}"
         else:
             fate = "not created"
-        lines.append(f"  clone    {self.clone_moref or '-'} [{self.network_mode}] NICs: {nics}; {fate}")
         before, after = self.depth(self.chains_before), self.depth(self.chains_after)
-        lines.append(f"  source   {self.source_moref or '-'} power {self.power_before or '?'} -> {self.power_after or '?'}; "
-                     f"delta chain depth {before if before is not None else '?'} -> "
-                     f"{after if after is not None else '?'} (layoutEx)")
-        lines.append("  phases   " + ", ".join(
-            f"{p.name} {p.status}" + (f" {p.duration_s:.2f}s" if p.status != "skipped" else "")
-            for p in self.phases.values()))
+        return [f"  clone    {self.clone_moref or '-'} [{self.network_mode}] NICs: {nics}; {fate}",
+                f"  guest    {self.transport} {self.target}",
+                f"  source   {self.source_moref or '-'} power {self.power_before or '?'} -> {self.power_after or '?'}; "
+                f"delta chain depth {before if before is not None else '?'} -> "
+                f"{after if after is not None else '?'} (layoutEx)"]
+
+    def _text_results(self) -> list[str]:
+        lines: list[str] = []
         width = max((len(r.name) for r in self.steps + self.checks), default=0)
         for title, results in (("steps", self.steps), ("checks", self.checks)):
             if not results:
@@ -181,15 +252,11 @@ class Report:
                 timing = f"{r.duration_s:6.2f}s" if r.status != "skipped" else ""
                 extra = f"  ({r.reason()})" if r.status in ("timeout", "error", "interrupted") else ""
                 lines.append(f"    {mark:<8} {r.name:<{width}}  {code:<8} {timing}{extra}".rstrip())
-                if r.status == "failed":
+                if r.status in ("failed", "timeout"):
                     for stream in (r.stdout, r.stderr):
                         tail = stream.rstrip("\n").splitlines()[-TEXT_TAIL_LINES:]
                         lines += [f"             | {t}" for t in tail]
-        failures = self.failures()
-        if failures:
-            lines.append("  failed: " + "; ".join(f"{f['phase']} {f['name']!r}: {f['reason']}" for f in failures))
-        lines += [f"  warning: {w}" for w in self.warnings]
-        return "\n".join(lines)
+        return lines
 
     def write(self, path: Path) -> None:
         """Write the JSON report atomically (a reader never sees half a file)."""

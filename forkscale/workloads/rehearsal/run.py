@@ -2,22 +2,27 @@
 
 The flow (`Rehearsal.run`):
 
-1. plan     - one inventory read plus one read of the source (power, NICs, `layoutEx`): the
-              source exists, is powered on and not frozen, the port group exists and is not the
-              source's own network, the clone's name is free. Any problem is a `SpecError` naming
-              the field, raised before anything is created (exit 2).
-2. clone    - `InstantClone_Task` of the running source (no freeze), every NIC edited: moved to
-              the isolated port group and/or `migrateConnect='disconnect'`, with a fresh manual
+1. plan     - `plan.make_plan`: the spec checked against one inventory read plus one read of the
+              source (power, NICs, `layoutEx`); any problem is a `SpecError` naming the field,
+              raised before anything is created (exit 2).
+2. clone    - a live clone: `InstantClone_Task` of the running source (no freeze), every NIC moved
+              to the isolated port group and/or `migrateConnect='disconnect'`, with a fresh manual
               MAC, so the fork (which keeps the source's IP and hostname) never shows up on the
-              source's network. The clone is tagged `forkscale.rehearsal=<source>` in extraConfig
-              so a leftover (kill -9) can be recognised. The task runs detached from the caller:
-              when the caller is cancelled mid-clone, cleanup still learns the new VM and removes it.
-3. wait     - the clone reports poweredOn, then its guest answers over SSH, within `wait.timeout_s`.
-4. steps    - the upgrade steps, in order, each with its own timeout and captured output; the first
-              failure stops the upgrade and the checks are skipped (they would test a half-upgrade).
+              source's network. An image clone (`rehearse --pool`): a linked clone of the golden
+              VM's new snapshot, NICs disconnected. The task runs detached from the caller: when
+              the caller is cancelled mid-clone, cleanup still learns the new VM and removes it.
+3. wait     - the clone reports poweredOn, then its guest can run steps (`guest.GuestChannel.ready`:
+              VMware Tools running and the guest login accepted, or SSH answering), all within
+              `wait.timeout_s`; giving up says what it waited for and for how long.
+4. steps    - the upgrade steps, in order, each with its uploads, its timeout and captured output;
+              the first failure stops the upgrade and the checks are skipped (they would test a
+              half-upgrade).
 5. checks   - every check runs (each one's result is reported), each with its timeout.
 6. cleanup  - always (try/finally, shielded from cancellation, a second Ctrl-C included): destroy
               the clone unless `keep`, then read the source again (power, delta chain depth).
+
+The outcome is `passed` only when every step and check passed; the report's exit code and the
+command's are the same number.
 
 The source keeps running untouched apart from the delta disk vSphere adds to it for the fork:
 the report shows its chain depth (files per disk in `layoutEx`) before and after — those deltas
@@ -31,44 +36,31 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from forkscale.core.errors import PermanentError, SpecError, TemporaryError
-from forkscale.core.identity import random_mac
+from forkscale.core.errors import PermanentError, TemporaryError
+from forkscale.core.logs import register_secret
 from forkscale.remote import ssh
-from forkscale.spec.rehearsal import RehearsalSpec, Step
-from forkscale.vsphere.model import CloneRequest, Inventory, VmDetail
+from forkscale.spec.model import Step
+from forkscale.spec.rehearsal import RehearsalSpec
+from forkscale.vsphere.model import GuestLogin, Inventory, VmDetail
 from forkscale.vsphere.ports import VSphere
-from forkscale.workloads.rehearsal.report import (
-    CHAIN_ALARM,
-    ERROR,
-    FAILED,
-    INTERRUPTED,
-    PASSED,
-    Report,
-    StepResult,
-    clip,
+from forkscale.workloads.rehearsal.guest import (
+    GuestChannel,
+    GuestOpsChannel,
+    GuestRefused,
+    GuestUnreachable,
+    SshChannel,
 )
+from forkscale.workloads.rehearsal.plan import TAG_REHEARSAL, Plan, make_plan
+from forkscale.workloads.rehearsal.report import ERROR, INTERRUPTED, Report, StepResult
 
 log = logging.getLogger("forkscale.rehearsal")
 
 
-TAG_REHEARSAL = "forkscale.rehearsal"
-
-
-
-
 class RehearsalFailed(Exception):
     """The clone could not be made or reached; the report's `error` says why (exit 1)."""
-
-
-@dataclass
-class Plan:
-    source: str  # moref
-    request: CloneRequest
-    net_names: dict[str, str]  # network moref -> name
 
 
 async def _uncancellable(coro: Coroutine[Any, Any, None]) -> None:
@@ -101,17 +93,30 @@ class Rehearsal:
         self.progress = progress or (lambda _msg: None)
         started = now or datetime.now(UTC)
         self.clone_name = spec.clone_name_at(started.astimezone())
-        c = spec.ssh
-        self.target = ssh.SshTarget(c.host, user=c.user, port=c.port, key_file=c.key_file,
-                                    known_hosts=c.known_hosts or "~/.ssh/known_hosts",
-                                    insecure_host_key=c.insecure_host_key,
-                                    connect_timeout=min(10.0, spec.wait_timeout_s))
+        self.login: GuestLogin | None = None
+        self.ssh: ssh.SshTarget | None = None
+        if spec.transport == "guestops":
+            assert spec.guestops is not None
+            self.login = GuestLogin(spec.guestops.user, spec.guestops.password())  # SpecError when unset
+            register_secret(self.login.password)
+            target = f"as {spec.guestops.user!r} through VMware Tools (no network to the clone)"
+        else:
+            assert spec.ssh is not None
+            c = spec.ssh
+            self.ssh = ssh.SshTarget(c.host, user=c.user, port=c.port, key_file=c.key_file,
+                                     known_hosts=c.known_hosts or "~/.ssh/known_hosts",
+                                     insecure_host_key=c.insecure_host_key,
+                                     connect_timeout=min(10.0, spec.wait_timeout_s))
+            target = self.ssh.where
         self.report = Report(source=spec.source, clone_name=self.clone_name, network_mode=spec.network.mode,
                              port_group=spec.network.port_group, disconnect=spec.network.disconnect,
-                             ssh_target=self.target.where, started_at=started)
+                             transport=spec.transport, target=target, started_at=started, pool=spec.pool,
+                             snapshot=spec.snapshot)
         self.report.steps = [StepResult(st.name, "skipped", st.timeout_s) for st in spec.steps]
         self.report.checks = [StepResult(st.name, "skipped", st.timeout_s) for st in spec.checks]
+        self.channel: GuestChannel | None = None
         self._create: asyncio.Task[str] | None = None
+        self._doing = "planning"
         self._t0 = time.monotonic()
 
     async def run(self) -> Report:
@@ -132,10 +137,10 @@ class Rehearsal:
             moref = await asyncio.shield(self._create)
             await self._wait(moref, plan)
             await self._steps()
-            r.outcome = FAILED if r.failures() else PASSED
+            r.settle()
         except asyncio.CancelledError:
             r.outcome = INTERRUPTED
-            r.error = "interrupted (Ctrl-C, SIGTERM or a cancelled caller); cleanup still ran"
+            r.error = f"interrupted (Ctrl-C, SIGTERM or a cancelled caller) while {self._doing}; cleanup still ran"
             raise
         except (RehearsalFailed, PermanentError, TemporaryError) as exc:
             r.outcome = ERROR
@@ -145,84 +150,38 @@ class Rehearsal:
             r.error = f"{type(exc).__name__}: {exc}"
             raise
         finally:
-            await _uncancellable(self._cleanup(plan))
-            self._finish()
+            try:
+                await _uncancellable(self._cleanup(plan))
+            finally:
+                self._finish()  # also when cleanup re-raises a cancellation: the report's times hold
         return r
 
     def _finish(self) -> None:
         self.report.finished_at = datetime.now(UTC)
         self.report.duration_s = time.monotonic() - self._t0
 
-    # 1. plan ------------------------------------------------------------------------------
     async def plan(self) -> Plan:
         """Check the spec against the inventory (SpecError naming the field) and plan the clone; no changes."""
-        spec, r = self.spec, self.report
-        inv = await self.driver.inventory()
-        src = inv.vm_by_name(spec.source)
-        if src is None:
-            names = sorted(v.name for v in inv.vms.values() if not v.pool)[:10]
-            raise SpecError("source", f"no VM named {spec.source!r} in vCenter (some VMs: {', '.join(names)})")
-        if src.template:
-            raise SpecError("source", f"{spec.source} is a template; a rehearsal clones a running VM")
-        if src.power != "poweredOn":
-            raise SpecError("source", f"{spec.source} is {src.power}; a rehearsal instant-clones a running VM, "
-                                      "so it must be powered on")
-        if src.frozen:
-            raise SpecError("source", f"{spec.source} is frozen (runtime.instantCloneFrozen); a rehearsal clones a "
-                                      "running VM - its clone would resume the freeze script instead")
-        if inv.vm_by_name(self.clone_name) is not None:
-            raise SpecError("clone_name", f"a VM named {self.clone_name!r} already exists")
-        if not src.datastores:
-            raise SpecError("source", f"{spec.source} has no datastore")
-        detail = await self.driver.vm_detail(src.moref)
-        if not detail.nics:
-            raise SpecError("source", f"{spec.source} has no network adapter; there is no way to reach its clone")
-        net_names = {moref: name for name, (_, moref, _) in inv.networks.items()}
-        if spec.network.port_group is not None:
-            pg = spec.network.port_group
-            if pg not in inv.networks:
-                raise SpecError("network.port_group", f"no port group named {pg!r} (port groups: "
-                                                      f"{', '.join(sorted(inv.networks))})")
-            if any(n.network[1] == inv.networks[pg][1] for n in detail.nics):
-                raise SpecError("network.port_group", f"{pg!r} is a network {spec.source} is on; its clone keeps the "
-                                                      "source's IP, so use a port group isolated from it")
-        folder = src.folder
-        if spec.folder is not None:
-            folder = inv.folders.get(spec.folder)
-            if folder is None:
-                raise SpecError("folder", f"no VM folder named {spec.folder!r}")
-        if folder is None:
-            raise SpecError("folder", f"cannot tell the folder of {spec.source}; name one")
-        r.source_moref, r.source_host = src.moref, inv.host_names.get(src.host or "", src.host)
-        r.power_before, r.chains_before = detail.power, detail.chains
-        depth = Report.depth(detail.chains) or 0
-        if depth + 1 > CHAIN_ALARM:
-            r.warnings.append(f"{spec.source}'s delta chain will be {depth + 1} levels deep (alarm above "
-                              f"{CHAIN_ALARM}, limit 255; KB 67186): consolidate it")
-        taken = set(inv.macs) | {n.mac for n in detail.nics}
-        nics = []
-        for n in detail.nics:
-            mac = random_mac(taken)
-            taken.add(mac)
-            network = inv.networks[spec.network.port_group] if spec.network.port_group else n.network
-            nics.append((n.key, mac, network))
-        first, *more = nics
-        req = CloneRequest(name=self.clone_name, folder=folder, datastore=src.datastores[0], host=src.host or "",
-                           resource_pool=None, network=first[2], mac=first[1], nic_key=first[0],
-                           extra={TAG_REHEARSAL: spec.source}, disconnect=spec.network.disconnect,
-                           more_nics=tuple(more))
-        return Plan(source=src.moref, request=req, net_names=net_names)
+        return await make_plan(self.spec, self.driver, self.clone_name, self.report)
 
     # 2. clone -----------------------------------------------------------------------------
     async def _clone(self, plan: Plan) -> str:
         phase = self.report.phases["clone"]
-        self.progress(f"instant-cloning running {self.spec.source} as {self.clone_name} "
-                      f"({self.spec.network.mode})")
+        if plan.snapshot is not None:
+            self._doing = f"cloning snapshot {self.spec.snapshot!r} of {self.spec.source} as {self.clone_name}"
+        else:
+            self._doing = f"instant-cloning running {self.spec.source} as {self.clone_name}"
+        self.progress(f"{self._doing} ({self.spec.network.mode})")
         t = time.monotonic()
         try:
-            moref = await self.driver.instant_clone(plan.source, plan.request)
+            if plan.snapshot is not None:
+                moref = await self.driver.clone(plan.source, plan.request, linked=True, snapshot=plan.snapshot)
+            else:
+                moref = await self.driver.instant_clone(plan.source, plan.request)
         except BaseException as exc:
-            phase.status, phase.error = "failed", str(exc) or type(exc).__name__
+            cancelled = isinstance(exc, asyncio.CancelledError)
+            phase.status = "interrupted" if cancelled else "failed"
+            phase.error = "interrupted" if cancelled else str(exc) or type(exc).__name__
             raise
         finally:
             phase.duration_s = time.monotonic() - t
@@ -231,17 +190,43 @@ class Rehearsal:
         return moref
 
     # 3. wait ------------------------------------------------------------------------------
+    def _channel(self, moref: str) -> GuestChannel:
+        if self.login is not None:
+            return GuestOpsChannel(self.driver, moref, self.clone_name, self.login)
+        assert self.ssh is not None
+        return SshChannel(self.ssh)
+
     async def _wait(self, moref: str, plan: Plan) -> None:
         phase = self.report.phases["wait"]
+        limit = self.spec.wait_timeout_s
         t = time.monotonic()
-        deadline = t + self.spec.wait_timeout_s
+        deadline = t + limit
+        what = f"{self.clone_name} to power on"
         try:
+            self._doing = f"waiting for {what}"
             detail = await self._powered_on(moref, deadline)
             self.report.clone_nics = [
                 {"label": n.label, "mac": n.mac, "port_group": plan.net_names.get(n.network[1]),
                  "connected": n.connected, "start_connected": n.start_connected} for n in detail.nics]
-            self.progress(f"{self.clone_name} is powered on; waiting for ssh {self.target.where}")
-            await self._reachable(deadline)
+            channel = self._channel(moref)
+            what = channel.waiting_for()
+            self._doing = f"waiting for {what}"
+            self.progress(f"{self.clone_name} is powered on; waiting up to {deadline - time.monotonic():.0f}s "
+                          f"for {what}")
+            await channel.ready(deadline)
+            self.channel = channel
+        except GuestRefused as exc:
+            phase.status, phase.error = "failed", str(exc)
+            raise RehearsalFailed(str(exc)) from None
+        except GuestUnreachable as exc:
+            phase.status = "failed"
+            phase.error = (f"gave up after {time.monotonic() - t:.1f}s (wait.timeout_s: {limit:g}) waiting for "
+                           f"{what}: {exc}")
+            raise RehearsalFailed(phase.error) from None
+        except asyncio.CancelledError:
+            phase.status = "interrupted"
+            phase.error = f"interrupted after {time.monotonic() - t:.1f}s while waiting for {what}"
+            raise
         except BaseException as exc:
             phase.status, phase.error = "failed", str(exc) or type(exc).__name__
             raise
@@ -255,61 +240,50 @@ class Rehearsal:
             detail = await self.driver.vm_detail(moref)
             if detail.power == "poweredOn":
                 return detail
-            if time.monotonic() + delay > deadline:
-                raise RehearsalFailed(f"the clone {self.clone_name} is {detail.power}, not poweredOn, after "
-                                      f"{self.spec.wait_timeout_s:g}s (wait.timeout_s)")
-            await asyncio.sleep(delay)
+            if time.monotonic() >= deadline:
+                raise GuestUnreachable(f"the clone is {detail.power}")
+            await asyncio.sleep(max(0.0, min(delay, deadline - time.monotonic())))
             delay = min(delay * 1.5, 3.0)
-
-    async def _reachable(self, deadline: float) -> None:
-        delay = 0.5
-        while True:
-            remaining = deadline - time.monotonic()
-            try:
-                await ssh.run(self.target, "true", timeout=max(1.0, min(remaining, 30.0)))
-                return
-            except PermanentError as exc:  # host key, auth, key file: waiting will not help
-                raise RehearsalFailed(f"cannot log in to the clone's guest: {exc}") from None
-            except TemporaryError as exc:
-                if time.monotonic() + delay >= deadline:
-                    raise RehearsalFailed(f"the clone's guest did not answer over ssh within "
-                                          f"{self.spec.wait_timeout_s:g}s (wait.timeout_s): {exc}") from None
-            await asyncio.sleep(delay)
-            delay = min(delay * 1.5, 5.0)
 
     # 4./5. steps and checks ---------------------------------------------------------------
     async def _steps(self) -> None:
         r = self.report
         for i, step in enumerate(self.spec.steps):
-            if await self._run_one("step", step, r.steps, i) != "passed":
+            if await self._run_one("step", step, r.steps, i, i + 1) != "passed":
                 self.progress(f"upgrade step {step.name!r} did not pass; skipping the rest and the checks")
                 return
         for i, step in enumerate(self.spec.checks):
-            await self._run_one("check", step, r.checks, i)
+            await self._run_one("check", step, r.checks, i, len(self.spec.steps) + i + 1)
 
-    async def _run_one(self, phase: str, step: Step, results: list[StepResult], i: int) -> str:
+    async def _run_one(self, phase: str, step: Step, results: list[StepResult], i: int, index: int) -> str:
+        assert self.channel is not None
+        self._doing = f"running {phase} {step.name!r}"
         self.progress(f"{phase} {step.name!r} ...")
         res = results[i] = StepResult(step.name, "error", step.timeout_s)
         t = time.monotonic()
         try:
-            out = await ssh.run(self.target, step.run, timeout=step.timeout_s)
+            for item in step.upload:
+                self.progress(f"{phase} {step.name!r}: copying {item.src.name} to {item.dest}")
+                await self.channel.upload(item)
+            t = time.monotonic()
+            out = await self.channel.run(step, index)
         except asyncio.CancelledError:
             res.status, res.error = "interrupted", "interrupted while running (the command was killed)"
-            raise
-        except TemporaryError as exc:
-            res.status = "timeout" if exc.fault == "SshTimeout" else "error"
-            res.error = str(exc)
-        except PermanentError as exc:
-            res.error = str(exc)
-        else:
-            res.exit_code = out.exit_status
-            res.status = "passed" if out.exit_status == 0 else "failed"
-            res.stdout, cut_out = clip(out.stdout)
-            res.stderr, cut_err = clip(out.stderr)
-            res.stdout_bytes, res.stderr_bytes = len(out.stdout), len(out.stderr)
-            res.truncated = cut_out or cut_err
-        finally:
             res.duration_s = time.monotonic() - t
+            raise
+        except (TemporaryError, PermanentError) as exc:
+            res.error = str(exc)
+            res.duration_s = time.monotonic() - t
+        else:
+            res.take_output(out.stdout, out.stderr)
+            res.duration_s = out.duration_s if out.duration_s is not None else time.monotonic() - t
+            if out.timed_out:
+                res.status, res.error = "timeout", out.note
+            elif out.exit_code is None:
+                res.error = out.note or "the guest reported no exit code"
+            else:
+                res.exit_code = out.exit_code
+                res.status = "passed" if out.exit_code == 0 else "failed"
         self.progress(f"{phase} {step.name!r}: {res.status} in {res.duration_s:.2f}s"
                       + (f" ({res.reason()})" if res.status != "passed" else ""))
         return res.status
