@@ -88,6 +88,7 @@ def test_the_check_finds_what_is_unset(si, twin):
     def unset(tw: Any) -> None:
         host = next(h for h in tw.world.of_kind(vim.HostSystem) if h.name == "esx-02")
         host.p_configManager = lambda: None  # type: ignore[attr-defined]
+        host.p_config = lambda: None  # type: ignore[attr-defined]
         ds = next(d for d in tw.world.of_kind(vim.Datastore) if d.name == "ds-hdd")
         ds.p_capability = lambda: None  # type: ignore[attr-defined]
 
@@ -97,4 +98,7 @@ def test_the_check_finds_what_is_unset(si, twin):
     problems = {str(p) for p in check(si)}
     assert f"HostSystem:{host._moId}.configManager: required by the schema, unset" in problems
     assert f"Datastore:{ds._moId}.capability: required by the schema, unset" in problems
-    assert vim.HostSystem in ALWAYS
+    assert "config" in ALWAYS[vim.HostSystem]
+    assert f"HostSystem:{host._moId}.config: always filled by vCenter, unset" in problems
+    # reported once, not again for every path below it (config.product, config.network...)
+    assert not any(p.startswith(f"HostSystem:{host._moId}.config.") for p in problems)

@@ -125,12 +125,17 @@ class Checker:
         self.walk(obj, path, val, info.type, history)
 
     def always(self, obj: str, typ: Any, values: dict[str, Any]) -> None:
+        reported = {p.path for p in self.problems if p.obj == obj}
         for kind, paths in ALWAYS.items():
             if not issubclass(typ, kind):
                 continue
             for path in paths:
-                if not any(_present(v) for v in _resolve(values, path.split("."))):
+                parts = path.split(".")
+                if any(".".join(parts[:i]) in reported for i in range(1, len(parts) + 1)):
+                    continue  # already reported (required and unset, or a shorter always-path)
+                if not any(_present(v) for v in _resolve(values, parts)):
                     self.problems.append(Problem(obj, path, "always filled by vCenter, unset"))
+                    reported.add(path)
 
     # the walk over objects ----------------------------------------------------------------
     def enqueue(self, ref: Any, history: bool) -> None:

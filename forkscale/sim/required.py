@@ -1,8 +1,8 @@
 """Arguments missing what the schema requires are refused before any method runs.
 
 vCenter's SOAP deserializer answers a data object that lacks a required property with
-`InvalidRequest` ("Required property X is missing from data object of type Y") and the method
-never runs. pyVmomi's deserializer fills a missing required string, number or boolean with its
+`InvalidRequest` ("Required property X is missing from data object of type Y", the message clients
+report, e.g. CenturyLinkCloud/chef-provisioning-vsphere#64) and the method never runs. pyVmomi's deserializer fills a missing required string, number or boolean with its
 default, so what can be told apart here is a missing object, moref, enum or date — the specs'
 semantic checks (forkscale.sim.ops.validate) catch an empty required string such as a network
 backing's `deviceName`. Required arrays are not checked: an empty one is how clients send "none".
