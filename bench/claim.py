@@ -48,8 +48,9 @@ POOL = "vdi"
 
 def api_missing() -> str | None:
     """Why the API cannot be benchmarked here, or None when it can."""
-    if not (REPO / "forkscale" / "api.py").is_file() or not (REPO / "forkscale" / "commands" / "serve.py").is_file():
-        return "the HTTP API is not available yet (no forkscale/api.py or `forkscale serve`)"
+    if not (REPO / "forkscale" / "workloads" / "api.py").is_file() or \
+            not (REPO / "forkscale" / "commands" / "serve.py").is_file():
+        return "the HTTP API is not available yet (no forkscale/workloads/api.py or `forkscale serve`)"
     try:
         from forkscale.cli import build_parser
 

@@ -200,7 +200,7 @@ def prepare_run(args: argparse.Namespace, twin: Any, d: Path, hosts: tuple[str, 
                 vcenter: int) -> tuple[dict[str, Any], str]:
     """One pool over per-host sources made by `forkscale prepare` (untimed), then `forkscale scale` (timed)."""
     guest_pw = d / "guest-password"
-    guest_pw.write_text("forkscale")  # the twin's simulated guests (builder.DEFAULT_WORLD["guest"])
+    guest_pw.write_text("vmfork-guest")  # the twin's simulated guests (builder.DEFAULT_WORLD["guest"])
     os.chmod(guest_pw, 0o600)
     pool = pool_entry("fan", "src-linux", args.n, 0, per_host=args.per_host or per_host)
     pool.update(freeze="guestops", guestops={"user": "root", "password_file": str(guest_pw)})

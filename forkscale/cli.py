@@ -77,14 +77,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             result = _run_async(result)
         return int(result or 0)
     except SpecError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        _error(exc)
         return 2
     except ForkscaleError as exc:  # e.g. a refused SSH host key for the freeze: say why, no traceback
-        print(f"error: {exc}", file=sys.stderr)
+        _error(exc)
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def _error(exc: BaseException) -> None:
+    """`error: <message>` on stderr: one line, secrets redacted."""
+    from forkscale.core.logs import redact
+
+    print("error: " + " ".join(redact(str(exc)).split()), file=sys.stderr)
 
 
 def _run_async(coro: Coroutine[Any, Any, object]) -> object:

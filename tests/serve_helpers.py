@@ -157,7 +157,7 @@ def check_example(name: str, twin, tmp_path: Path, monkeypatch) -> Any:
     from forkscale.spec import load_spec
 
     monkeypatch.setenv("FORKSCALE_PASSWORD", twin.password)
-    monkeypatch.setenv("FORKSCALE_GUEST_PASSWORD", "forkscale")
+    monkeypatch.setenv("FORKSCALE_GUEST_PASSWORD", "vmfork-guest")
     monkeypatch.setenv("FORKSCALE_CA_FILE", twin.ca_file)
     spec = load_spec(REPO / "examples" / name)
     at_twin = dataclasses.replace(spec, vcenter=dataclasses.replace(spec.vcenter, url=twin.url),

@@ -77,3 +77,18 @@ def test_claim_reports_latency_percentiles_or_says_why_it_skipped():
     assert doc["claims"] == 10 and doc["ok"] == 10 and doc["unavailable"] == 0 and doc["errors"] == 0
     positive(doc, "p50_ms", "p99_ms", "max_ms")
     assert doc["p50_ms"] <= doc["p99_ms"] <= doc["max_ms"]
+
+
+def test_soak_reports_day_one_against_the_last_day_and_prunes_the_ledger():
+    doc = bench("soak.py", "--quick", timeout=300)
+    assert doc["days"] == 3 and doc["users"] == 4 and doc["retention_days"] == 1.0
+    assert doc["claims"] == 12 and doc["failures"] == 0
+    assert doc["first"]["day"] == 1 and doc["last"]["day"] == 3 and doc["window_end"]["day"] == 2
+    for day in (doc["first"], doc["last"]):
+        positive(day, "rss_kib", "open_files", "ledger_bytes", "ledger_clones", "ledger_events", "claim_p99_ms")
+        assert day["claims"] == 4
+    assert all(len(series) == 3 for series in doc["series"].values())
+    # three days of refreshes against a one-day window: the old history was moved to the archive
+    assert doc["archived_lines"] > 0
+    assert doc["last"]["ledger_clones"] < 3 * 4 * 2
+    positive(doc, "serve_cpu_s", "serve_maxrss_mib", "twin_requests")

@@ -44,7 +44,7 @@ def two_pools(tmp_path: Path, twin, first: dict, second: dict, **common) -> Path
 
 def guestops(tmp_path: Path) -> dict:
     pw = tmp_path / "guest-password"
-    pw.write_text("forkscale")
+    pw.write_text("vmfork-guest")
     os.chmod(pw, 0o600)
     return {"freeze": "guestops", "guestops": {"user": "root", "password_file": str(pw)}}
 

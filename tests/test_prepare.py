@@ -25,7 +25,7 @@ HOSTS = ["esx-01", "esx-02", "esx-03", "esx-04"]
 
 def guestops_spec(tmp_path: Path, twin, **pool) -> Path:
     pw = tmp_path / "guest-password"
-    pw.write_text("forkscale")  # the twin's guest login (world.guest: root / forkscale)
+    pw.write_text("vmfork-guest")  # the twin's guest login (world.guest: root / forkscale)
     os.chmod(pw, 0o600)
     extra = {"guestops": {"user": "root", "password_file": str(pw)}}
     extra.update(pool)

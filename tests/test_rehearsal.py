@@ -323,7 +323,7 @@ def test_example_spec_is_valid_against_the_default_world(twin, si, tmp_path, mon
     raw = yaml.safe_load((REPO / "examples" / "rehearsal.yaml").read_text())
     monkeypatch.setenv("FORKSCALE_PASSWORD", twin.password)
     monkeypatch.setenv("FORKSCALE_CA_FILE", twin.ca_file)
-    monkeypatch.setenv("FORKSCALE_GUEST_PASSWORD", "forkscale")
+    monkeypatch.setenv("FORKSCALE_GUEST_PASSWORD", "vmfork-guest")
     raw["vcenter"]["url"] = twin.url  # the twin's port is picked per test; everything else as shipped
     spec = parse_rehearsal(raw, base_dir=REPO / "examples")
     assert spec.source == "src-linux" and spec.network.disconnect is True and spec.steps and spec.checks

@@ -41,7 +41,7 @@ def secret_file(tmp_path: Path, name: str, value: str) -> Path:
     return path
 
 
-def write_rehearsal(tmp_path: Path, twin, *, steps=None, checks=None, guest_password: str = "forkscale",
+def write_rehearsal(tmp_path: Path, twin, *, steps=None, checks=None, guest_password: str = "vmfork-guest",
                     **top) -> Path:
     spec = {
         "vcenter": {"url": twin.url, "user": twin.user, "password_file": str(secret_file(tmp_path, "vc", twin.password)),
@@ -68,7 +68,7 @@ def run_json(*args: str, capsys) -> tuple[int, dict]:
 
 
 def guest_auth():
-    return vim.vm.guest.NamePasswordAuthentication(username="root", password="forkscale")
+    return vim.vm.guest.NamePasswordAuthentication(username="root", password="vmfork-guest")
 
 
 def guest_files(si, vm, directory: str, pattern: str) -> list[str]:
@@ -88,7 +88,7 @@ try:
         if line.startswith("{"):
             banner = json.loads(line)
             break
-    env = dict(os.environ, FORKSCALE_PASSWORD=banner["password"], FORKSCALE_GUEST_PASSWORD="forkscale")
+    env = dict(os.environ, FORKSCALE_PASSWORD=banner["password"], FORKSCALE_GUEST_PASSWORD="vmfork-guest")
     runs = {}
     for name, args in (("rehearsal", ["-f", "examples/rehearsal.yaml"]),
                        ("image", ["--pool", "quickstart", "--snapshot", "base", "-f", "examples/quickstart.yaml"])):
@@ -280,7 +280,7 @@ def test_isolated_port_group_with_guestops_needs_no_ssh(twin, si, tmp_path, caps
 
 # a pool's new image ------------------------------------------------------------------------------
 def write_pool(tmp_path: Path, twin, checks: list[dict]) -> Path:
-    guest = secret_file(tmp_path, "guest-pw", "forkscale")
+    guest = secret_file(tmp_path, "guest-pw", "vmfork-guest")
     return write_spec(tmp_path, twin, freeze="guestops",
                       extra_pool={"guestops": {"user": "root", "password_file": str(guest)}, "checks": checks})
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import copy
+import functools
 import os
 import sys
+import tempfile
 import textwrap
 import types
 from collections.abc import Callable
@@ -322,6 +324,15 @@ pools:
 """
 
 
+@functools.cache
+def ca_pem() -> str:
+    """A real CA certificate (PEM): a `ca_file` is loaded when the spec is read."""
+    from forkscale.sim.server import make_certificates
+
+    with tempfile.TemporaryDirectory() as d:
+        return make_certificates(Path(d))[0].read_text()
+
+
 def _write(tmp_path: Path, name: str, text: str, mode: int = 0o600) -> Path:
     file = tmp_path / name
     file.parent.mkdir(parents=True, exist_ok=True)
@@ -332,7 +343,7 @@ def _write(tmp_path: Path, name: str, text: str, mode: int = 0o600) -> Path:
 
 def _full_files(tmp_path: Path) -> Path:
     _write(tmp_path, "secrets/pw", SECRET + "\n")
-    _write(tmp_path, "ca.pem", "-----BEGIN CERTIFICATE-----\n")
+    _write(tmp_path, "ca.pem", ca_pem())
     _write(tmp_path, "id_ed25519", "key")
     return _write(tmp_path, "pool.yaml", FULL, 0o644)
 
@@ -448,7 +459,7 @@ def test_password_file_private_mode_is_read_at_call_time(tmp_path: Path, mode: i
 def test_password_file_must_be_regular(tmp_path: Path):
     (tmp_path / "pwdir").mkdir(mode=0o700)
     doc = put(put(base(), "vcenter.password_env", DELETE), "vcenter.password_file", "pwdir")
-    with pytest.raises(SpecError, match="not a regular file") as info:
+    with pytest.raises(SpecError, match="is a directory; a password file must be a regular file") as info:
         parse_spec(doc, base_dir=tmp_path)
     assert info.value.path == "vcenter.password_file"
 
@@ -481,7 +492,7 @@ def test_secret_never_in_repr_or_str(tmp_path: Path, monkeypatch):
 
 
 def test_ca_file_env_override(tmp_path: Path, monkeypatch):
-    ca = _write(tmp_path, "other-ca.pem", "x", 0o644)
+    ca = _write(tmp_path, "other-ca.pem", ca_pem(), 0o644)
     monkeypatch.setenv("FORKSCALE_CA_FILE", str(ca))
     doc = put(base(), "vcenter.ca_file", "/nonexistent/ca.pem")
     assert parse_spec(doc, base_dir=tmp_path).vcenter.ca_file == ca
@@ -494,14 +505,14 @@ def test_ca_file_env_override(tmp_path: Path, monkeypatch):
 
 def test_ca_file_tilde_expands(tmp_path: Path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path))
-    _write(tmp_path, ".forkscale/sim/ca.pem", "x", 0o644)
+    _write(tmp_path, ".forkscale/sim/ca.pem", ca_pem(), 0o644)
     doc = put(base(), "vcenter.ca_file", "~/.forkscale/sim/ca.pem")
     assert parse_spec(doc, base_dir=Path("/")).vcenter.ca_file == tmp_path / ".forkscale/sim/ca.pem"
 
 
 def test_quickstart_example_loads(tmp_path: Path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path))
-    _write(tmp_path, ".forkscale/sim/ca.pem", "x", 0o644)
+    _write(tmp_path, ".forkscale/sim/ca.pem", ca_pem(), 0o644)
     example = Path(__file__).resolve().parent.parent / "examples" / "quickstart.yaml"
     spec = load_spec(example)
     assert spec.vcenter.url == "https://127.0.0.1:8989/sdk"

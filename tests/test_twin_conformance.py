@@ -28,7 +28,8 @@ def _run(si: Any, task: Any) -> Any:
 
 
 def workload(si: Any) -> list[Any]:
-    """Instant, linked and full clones, snapshots, power cycles, a destroy, views and collectors;
+    """Instant, linked and full clones, snapshots, power cycles, a relocate, a suspend, a rename, a custom
+    field, a destroy, views and collectors;
     the objects nothing in the inventory refers to (for the check to read too)."""
     src = find_vm(si, "src-linux")
     win = find_vm(si, "src-win")
@@ -50,6 +51,14 @@ def workload(si: Any) -> list[Any]:
     WaitForTask(instant.Destroy_Task(), si=si)
     WaitForTask(win.CreateSnapshot_Task("extra", "", memory=False, quiesce=False), si=si)
     WaitForTask(win.snapshot.currentSnapshot.RemoveSnapshot_Task(removeChildren=False), si=si)
+    # a vMotion and Storage vMotion of the linked clone, a suspend, a rename, a custom field
+    WaitForTask(clone.RelocateVM_Task(vim.vm.RelocateSpec(host=find(si, vim.HostSystem, "esx-02"),
+                                                          datastore=find(si, vim.Datastore, "ds-hdd"))), si=si)
+    full = si.content.searchIndex.FindChild(folder, "conf-full")
+    WaitForTask(full.SuspendVM_Task(), si=si)
+    WaitForTask(full.Rename_Task("conf-full-renamed"), si=si)
+    key = si.content.customFieldsManager.AddCustomFieldDef(name="owner", moType=vim.VirtualMachine).key
+    si.content.customFieldsManager.SetField(entity=clone, key=key, value="team-a")
     content = si.content
     views = [content.viewManager.CreateContainerView(content.rootFolder, [vim.VirtualMachine], True),
              content.viewManager.CreateListView([src, clone])]

@@ -22,7 +22,7 @@ from tests.fixtures.twin import find_vm  # noqa: F401  (test_guest_e2e imports i
 
 REPO = Path(__file__).resolve().parents[1]
 RPCTOOL = REPO / "forkscale" / "sim" / "rpctool.py"
-GUEST_USER, GUEST_PASSWORD = "root", "forkscale"
+GUEST_USER, GUEST_PASSWORD = "root", "vmfork-guest"
 FREEZE = vim.vm.guest.ProcessManager.ProgramSpec(programPath="/usr/bin/vmware-rpctool",
                                                  arguments='"instantclone.freeze"')
 

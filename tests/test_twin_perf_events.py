@@ -14,6 +14,7 @@ from tests.fixtures.twin import find
 PM = vim.PerformanceManager
 EV = vim.event.EventFilterSpec
 PC = vmodl.query.PropertyCollector
+INSTANT_CLONED = "com.vmware.vc.VmInstantClonedEvent"  # the EventEx id vCenter posts for an instant clone
 
 
 
@@ -127,6 +128,13 @@ def test_historical_interval_queries(si):
 
 
 # events -----------------------------------------------------------------------------------------
+def kind(event) -> str:
+    """An event's class, or an extended event's id (as govc and PowerCLI print them)."""
+    if isinstance(event, vim.event.EventEx):
+        return event.eventTypeId
+    return type(event).__name__.rsplit(".", 1)[-1]
+
+
 def test_clone_power_and_destroy_are_recorded_as_events(si):
     em = si.content.eventManager
     src = find(si, vim.VirtualMachine, "src-linux")
@@ -136,20 +144,26 @@ def test_clone_power_and_destroy_are_recorded_as_events(si):
     WaitForTask(clone.PowerOnVM_Task(), si=si)
     WaitForTask(clone.PowerOffVM_Task(), si=si)
     WaitForTask(clone.Destroy_Task(), si=si)
-    events = em.QueryEvents(EV(entity=EV.ByEntity(entity=si.content.rootFolder, recursion="all")))
-    kinds = [type(e).__name__.rsplit(".", 1)[-1] for e in events]
-    assert kinds == ["VmRemovedEvent", "VmPoweredOffEvent", "VmPoweredOnEvent", "VmReconfiguredEvent",
-                     "VmPoweredOffEvent", "VmClonedEvent"]  # newest first
+    everything = em.QueryEvents(EV(entity=EV.ByEntity(entity=si.content.rootFolder, recursion="all")))
+    events = [e for e in everything if not isinstance(e, vim.event.TaskEvent)]
+    assert [kind(e) for e in events] == [
+        "VmRemovedEvent", "VmPoweredOffEvent", "VmStoppingEvent", "VmPoweredOnEvent", "VmStartingEvent",
+        "VmReconfiguredEvent", "VmPoweredOffEvent", "VmStoppingEvent", INSTANT_CLONED]  # newest first
     cloned = events[-1]
     assert cloned.vm.name == "ev-1" and cloned.vm.vm._moId == clone._moId
-    assert cloned.sourceVm.name == "src-linux" and cloned.host.name == "esx-01"
+    assert [(a.key, a.value) for a in cloned.arguments] == [("sourceVm", "src-linux")]
+    assert cloned.host.name == "esx-01"
     assert cloned.datacenter.name == "dc1" and cloned.computeResource.name == "cluster1"
     assert cloned.chainId == task.info.eventChainId
     assert cloned.userName == si.content.sessionManager.currentSession.userName
-    assert events[0].fullFormattedMessage and [e.key for e in events] == sorted((e.key for e in events),
-                                                                                reverse=True)
-    assert em.latestEvent.key == events[0].key
-    assert events[3].configSpec.annotation == "noted"
+    assert everything[0].fullFormattedMessage and [e.key for e in everything] == sorted(
+        (e.key for e in everything), reverse=True)
+    assert em.latestEvent.key == everything[0].key
+    assert next(e for e in events if kind(e) == "VmReconfiguredEvent").configSpec.annotation == "noted"
+    tasks = [e for e in everything if isinstance(e, vim.event.TaskEvent)]
+    assert len(tasks) == 6 and {e.info.state for e in tasks} == {"queued"}  # one per task, as created
+    assert tasks[-1].info.descriptionId == "VirtualMachine.instantClone" and tasks[-1].vm.name == "src-linux"
+    assert tasks[-1].chainId == task.info.eventChainId == cloned.chainId
 
 
 def test_event_filters(si):
@@ -162,13 +176,15 @@ def test_event_filters(si):
     WaitForTask(b.PowerOffVM_Task(), si=si)
     by_vm = em.QueryEvents(EV(entity=EV.ByEntity(entity=a, recursion="self")))
     assert [e.vm.name for e in by_vm] == ["flt-a"]
-    cloned = em.QueryEvents(EV(eventTypeId=["VmClonedEvent"]))
+    cloned = em.QueryEvents(EV(eventTypeId=[INSTANT_CLONED]))
     assert [e.vm.name for e in cloned] == ["flt-b", "flt-a"]
     since = em.QueryEvents(EV(time=EV.ByTime(beginTime=mark)))
-    assert {e.vm.name for e in since} == {"flt-b"}
+    assert {e.vm.name for e in since if not isinstance(e, vim.event.TaskEvent)} == {"flt-b"}
     assert len(em.QueryEvents(EV(maxCount=1))) == 1
     host = src.runtime.host
-    assert len(em.QueryEvents(EV(entity=EV.ByEntity(entity=host, recursion="self")))) == 3
+    on_host = em.QueryEvents(EV(entity=EV.ByEntity(entity=host, recursion="self")))
+    assert sorted(kind(e) for e in on_host if not isinstance(e, vim.event.TaskEvent)) == sorted(
+        [INSTANT_CLONED, INSTANT_CLONED, "VmStoppingEvent", "VmPoweredOffEvent"])
     other = find(si, vim.HostSystem, "esx-02")
     assert em.QueryEvents(EV(entity=EV.ByEntity(entity=other, recursion="all"))) == []
     assert em.QueryEvents(EV(userName=EV.ByUsername(systemUser=False, userList=["nobody"]))) == []
@@ -191,8 +207,8 @@ def test_latest_event_is_watchable_and_history_collector_pages(si):
     names = [instant_clone(si, src, f"page-{i}")[1].name for i in range(5)]
     upd = pc.WaitForUpdatesEx(version, PC.WaitOptions(maxWaitSeconds=5))
     latest = upd.filterSet[0].objectSet[0].changeSet[0].val
-    assert isinstance(latest, vim.event.VmClonedEvent) and latest.vm.name == "page-4"
-    collector = em.CreateCollectorForEvents(EV(eventTypeId=["VmClonedEvent"]))
+    assert kind(latest) == INSTANT_CLONED and latest.vm.name == "page-4"
+    collector = em.CreateCollectorForEvents(EV(eventTypeId=[INSTANT_CLONED]))
     assert [e.vm.name for e in collector.latestPage] == names
     assert [e.vm.name for e in collector.ReadPreviousEvents(2)] == names[3:]
     assert [e.vm.name for e in collector.ReadPreviousEvents(2)] == names[1:3]

@@ -258,9 +258,9 @@ def test_migrate_connect_disconnect_leaves_the_clone_nic_disconnected(si):
 
 def test_reconfigure_and_template_edges_are_proper_faults(si):
     src = find_vm(si, "src-linux")
-    disk_edit = vim.vm.device.VirtualDeviceSpec(operation="edit", device=vim.vm.device.VirtualDisk(key=2000))
-    with pytest.raises(vmodl.fault.NotSupported):
-        src.ReconfigVM_Task(vim.vm.ConfigSpec(deviceChange=[disk_edit]))
+    cdrom = vim.vm.device.VirtualDeviceSpec(operation="add", device=vim.vm.device.VirtualCdrom(key=-1))
+    with pytest.raises(vmodl.fault.NotSupported):  # NICs and disks only
+        src.ReconfigVM_Task(vim.vm.ConfigSpec(deviceChange=[cdrom]))
     with pytest.raises(vmodl.fault.NotSupported):  # not a template
         src.MarkAsVirtualMachine(pool=src.resourcePool)
     with pytest.raises(vim.fault.InvalidPowerState):

@@ -152,9 +152,13 @@ ROWS = [
     # a ConfigSpec part the twin does not model: NotSupported naming it, never silently dropped
     Row("reconfig.vapp_config_not_modelled", lambda w: w.reconfigure(
         vAppConfig=vim.vApp.VmConfigSpec(installBootRequired=True)), vmodl.fault.NotSupported, "spec.vAppConfig"),
-    Row("reconfig.disk_change_not_modelled", lambda w: w.reconfigure(deviceChange=[D.VirtualDeviceSpec(
-        operation="edit", device=D.VirtualDisk(key=2000, capacityInKB=1))]), vmodl.fault.NotSupported,
+    Row("reconfig.cdrom_not_modelled", lambda w: w.reconfigure(deviceChange=[D.VirtualDeviceSpec(
+        operation="add", device=D.VirtualCdrom(key=-1, controllerKey=200))]), vmodl.fault.NotSupported,
         "spec.deviceChange[0]"),
+    # InvalidDeviceSpec: a virtual disk can grow, never shrink (VirtualDisk.capacityInKB)
+    Row("reconfig.disk_shrink", lambda w: w.reconfigure(deviceChange=[D.VirtualDeviceSpec(
+        operation="edit", device=D.VirtualDisk(key=2000, capacityInKB=1))]), vim.fault.InvalidDeviceSpec,
+        "spec.deviceChange[0].device.capacityInKB"),
     # DeviceNotFound (InvalidDeviceSpec): the edited device is not on the VM
     Row("reconfig.edit_unknown_key", lambda w: w.reconfigure(deviceChange=[D.VirtualDeviceSpec(
         operation="edit", device=D.VirtualVmxnet3(key=4999))]), vim.fault.DeviceNotFound,

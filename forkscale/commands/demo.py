@@ -35,7 +35,7 @@ def write_demo_spec(directory: Path, handle: Any, count: int) -> Path:
     """A spec like examples/quickstart.yaml, pointing at the embedded twin (secrets in 0600 files)."""
     vc_pw = directory / "vcenter-password"
     guest_pw = directory / "guest-password"
-    for path, value in ((vc_pw, handle.password), (guest_pw, "forkscale")):
+    for path, value in ((vc_pw, handle.password), (guest_pw, "vmfork-guest")):
         path.write_text(value)
         os.chmod(path, 0o600)
     spec = {

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+import sqlite3
 import sys
 from collections import Counter
 from typing import Any
@@ -13,7 +15,10 @@ from forkscale.commands.session import ConnectionFailed, open_engine
 from forkscale.core.errors import SpecError
 from forkscale.fleet.plan import LIVE
 from forkscale.fleet.reconcile import VmIndex
-from forkscale.spec import load_spec
+from forkscale.ledger import Ledger, LedgerError
+from forkscale.spec import Spec, load_spec
+
+log = logging.getLogger("forkscale")
 
 
 async def run(args: argparse.Namespace) -> int:
@@ -36,12 +41,16 @@ async def _converge(args: argparse.Namespace, spec: Any) -> int:
         _require_pool(spec, args.pool)
         if args.count < 0:
             raise SpecError("count", "must be >= 0")
+        capacity = spec.pool(args.pool).capacity()
+        if args.count > capacity:
+            raise SpecError("count", f"{args.count} clones need {args.count} addresses but pool {args.pool!r} "
+                                     f"holds {capacity}")
         targets = [(args.pool, args.count)]
     else:
         targets = [(p.name, None) for p in spec.pools]
     results = []
     failed = False
-    async with open_engine(spec, state=args.state) as engine:
+    async with open_engine(spec, state=args.state, check_pools=True) as engine:
         for name, count in targets:
             pool = spec.pool(name)
             want = count if count is not None else (pool.count or 0)
@@ -52,6 +61,8 @@ async def _converge(args: argparse.Namespace, spec: Any) -> int:
                 progress.done()
             results.append(result)
             failed = failed or (not args.dry_run and not result.ok())
+        if not args.dry_run:
+            _prune(engine.ledger, spec)
     if args.output == "json":
         print(json.dumps({"dry_run": bool(args.dry_run), "pools": [r.as_dict() for r in results]}, indent=2))
     else:
@@ -68,6 +79,16 @@ async def _converge(args: argparse.Namespace, spec: Any) -> int:
             for e in r.errors[:10]:
                 print(f"  ! {e}", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _prune(ledger: Ledger, spec: Spec) -> None:
+    """History past `ledger.retention_days` moves to the archive (as `serve` does hourly), so a
+    cron of `apply` keeps the ledger bounded too. A failure is a warning: the clones are made."""
+    archive = spec.ledger.archive_for(ledger.path)
+    try:
+        ledger.prune(spec.ledger.retention_days * 86_400.0, archive)
+    except (OSError, LedgerError, sqlite3.Error) as exc:
+        log.warning("ledger: could not move old history to %s: %s", archive, exc)
 
 
 def _require_pool(spec: Any, name: str) -> None:

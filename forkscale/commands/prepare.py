@@ -23,7 +23,7 @@ async def run(args: argparse.Namespace) -> int:
     pools = _pools(spec, args.pool)
     out: list[dict[str, Any]] = []
     try:
-        async with open_engine(spec, state=args.state) as engine:
+        async with open_engine(spec, state=args.state, check_pools=True) as engine:
             for index, pool in pools:
                 inv = await engine.driver.inventory()  # fresh per pool: an earlier pool may have added VMs
                 golden = engine.check_pool(pool, inv, index)

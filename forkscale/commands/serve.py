@@ -120,7 +120,7 @@ async def run(args: argparse.Namespace) -> int:
     telemetry = Telemetry()
     loop = asyncio.get_running_loop()
     try:
-        async with open_engine(spec, state=args.state, telemetry=telemetry) as engine:
+        async with open_engine(spec, state=args.state, telemetry=telemetry, check_pools=True) as engine:
             controller = Controller(engine, telemetry=telemetry, dry_run=args.dry_run, grace_s=args.grace)
             for sig in (signal.SIGTERM, signal.SIGINT):
                 with contextlib.suppress(NotImplementedError, RuntimeError):

@@ -65,7 +65,8 @@ class Engine:
         self.drainer: DrainHook | None = None
 
     # validation against vCenter ------------------------------------------------------------
-    def check_pool(self, pool: Pool, inv: Inventory, index: int) -> Source:
+    @staticmethod
+    def check_pool(pool: Pool, inv: Inventory, index: int) -> Source:
         """Inventory-dependent spec checks; SpecError (exit 2) before anything is created."""
         path = f"pools[{index}]"
         src = inv.vm_by_name(pool.source.rsplit("/", 1)[-1])

@@ -83,7 +83,17 @@ ALTER TABLE clones ADD COLUMN pending_task TEXT;
 """
 
 
-MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3)
+#: v4: indexed lookups only. `by_name` (a release, a scale-down) searched every row ever written;
+#: retention (`Ledger.prune`) finds old history by time instead of scanning `clones` and `events`.
+_V4 = """
+CREATE INDEX clones_name ON clones (name);
+CREATE INDEX clones_gone_at ON clones (updated_at) WHERE state = 'gone';
+CREATE INDEX events_at ON events (at);
+CREATE INDEX sources_gone_at ON sources (updated_at) WHERE state IN ('gone', 'failed');
+"""
+
+
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4)
 
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -46,6 +46,7 @@ from forkscale.ledger.records import (
     UnknownClone,
     allowed_transition,
 )
+from forkscale.ledger.retention import PruneResult, prune_batch
 from forkscale.ledger.schema import migrate
 
 
@@ -274,6 +275,23 @@ class Ledger:
     def events(self, clone_id: int) -> list[Event]:
         rows = self._read("SELECT * FROM events WHERE clone_id = ? ORDER BY id", (clone_id,))
         return [Event(r["id"], r["clone_id"], r["at"], r["what"], json.loads(r["detail"])) for r in rows]
+
+    # -- history ----------------------------------------------------------------------------
+
+    def now(self) -> float:
+        """The ledger's clock (what every row's timestamps are taken from)."""
+        return self._clock()
+
+    def prune(self, older_than_s: float, archive: str | Path) -> PruneResult:
+        """Move history older than `older_than_s` (by the ledger's clock) to `archive`, a JSON-lines
+        file: gone clones with their events, old events of live clones, gone sources
+        (forkscale.ledger.retention). One short write transaction per batch of 500."""
+        result = PruneResult(archive=Path(archive), cutoff=self._clock() - older_than_s)
+        more = True
+        while more:
+            with self._write() as conn:
+                more = prune_batch(conn, result.cutoff, Path(archive), result)
+        return result
 
     # -- sources ----------------------------------------------------------------------------
 

@@ -61,6 +61,14 @@ DEFAULT_COOLDOWN_DOWN_S = 300.0
 DEFAULT_EVALUATE_EVERY_S = 15.0
 DEFAULT_METRIC_TIMEOUT_S = 5.0
 
+# Every number has a range; a value outside it is refused naming the range.
+MAX_COUNT = 100_000  # min, max, count, headroom, max_step and window bounds
+MAX_COOLDOWN_S = 7 * 86_400.0
+MIN_EVALUATE_EVERY_S = 0.05  # a busy loop below this
+MAX_EVALUATE_EVERY_S = 86_400.0
+MAX_METRIC_TIMEOUT_S = 300.0
+MAX_TARGET = 1e12
+
 # Keys every strategy accepts, and the extra keys each strategy owns. A key of another strategy
 # is an error rather than ignored: `target:` under `strategy: headroom` is a mistake somewhere.
 _COMMON_KEYS = frozenset(
@@ -174,9 +182,10 @@ def parse_policy(raw: Mapping[str, Any] | None, path: str, *, count: int | None 
         "min": lo,
         "max": hi,
         "max_step": max_step,
-        "cooldown_up_s": _seconds(raw, "cooldown_up_s", DEFAULT_COOLDOWN_UP_S, path),
-        "cooldown_down_s": _seconds(raw, "cooldown_down_s", DEFAULT_COOLDOWN_DOWN_S, path),
-        "evaluate_every_s": _seconds(raw, "evaluate_every_s", DEFAULT_EVALUATE_EVERY_S, path, positive=True),
+        "cooldown_up_s": _seconds(raw, "cooldown_up_s", DEFAULT_COOLDOWN_UP_S, path, maximum=MAX_COOLDOWN_S),
+        "cooldown_down_s": _seconds(raw, "cooldown_down_s", DEFAULT_COOLDOWN_DOWN_S, path, maximum=MAX_COOLDOWN_S),
+        "evaluate_every_s": _seconds(raw, "evaluate_every_s", DEFAULT_EVALUATE_EVERY_S, path, positive=True,
+                                     minimum=MIN_EVALUATE_EVERY_S, maximum=MAX_EVALUATE_EVERY_S),
     }
 
     if strategy == "fixed":
@@ -196,6 +205,8 @@ def parse_policy(raw: Mapping[str, Any] | None, path: str, *, count: int | None 
         target = _number(raw["target"], f"{path}.target")
         if target <= 0:
             raise SpecError(f"{path}.target", f"must be greater than 0, got {target:g}")
+        if target > MAX_TARGET:
+            raise SpecError(f"{path}.target", f"must be at most {MAX_TARGET:g}, got {target:g}")
         cfg["target"] = target
         if "precision" in raw:
             precision = _number(raw["precision"], f"{path}.precision")
@@ -221,7 +232,7 @@ def parse_metric_source(raw: Any, path: str) -> MetricSource:
     sub = f"{path}.{kind}"
     if not isinstance(body, Mapping):
         raise SpecError(sub, f"must be a mapping, got {_kind(body)}")
-    timeout = _seconds(body, "timeout_s", DEFAULT_METRIC_TIMEOUT_S, sub, positive=True)
+    timeout = _seconds(body, "timeout_s", DEFAULT_METRIC_TIMEOUT_S, sub, positive=True, maximum=MAX_METRIC_TIMEOUT_S)
     if kind == "prometheus":
         _no_unknown(body, sub, frozenset({"url", "query", "timeout_s"}))
         url = _url(body.get("url"), f"{sub}.url")
@@ -340,24 +351,37 @@ def _no_unknown(raw: Mapping[str, Any], path: str, allowed: frozenset[str]) -> N
 
 def _int(raw: Any, path: str) -> int:
     if isinstance(raw, bool) or not isinstance(raw, int):
-        raise SpecError(path, f"must be a whole number >= 0, got {raw!r}")
+        raise SpecError(path, f"must be a whole number >= 0, got {_shown(raw)}")
     if raw < 0:
-        raise SpecError(path, f"must not be negative, got {raw}")
+        raise SpecError(path, f"must not be negative, got {_shown(raw)}")
+    if raw > MAX_COUNT:
+        raise SpecError(path, f"must be between 0 and {MAX_COUNT}, got {_shown(raw)}")
     return raw
+
+
+def _shown(raw: Any) -> str:
+    """A value for a message: a 1e30 or a 10**30 is not printed digit by digit, a long string is cut."""
+    if isinstance(raw, int) and not isinstance(raw, bool) and abs(raw) >= 10**15:
+        return f"{float(raw):g}"
+    text = repr(raw)
+    return text if len(text) <= 80 else text[:60] + "..."
 
 
 def _number(raw: Any, path: str) -> float:
     if isinstance(raw, bool) or not isinstance(raw, int | float) or not math.isfinite(raw):
-        raise SpecError(path, f"must be a number, got {raw!r}")
+        raise SpecError(path, f"must be a number, got {_shown(raw)}")
     return float(raw)
 
 
-def _seconds(raw: Mapping[str, Any], key: str, default: float, path: str, *, positive: bool = False) -> float:
+def _seconds(raw: Mapping[str, Any], key: str, default: float, path: str, *, positive: bool = False,
+             minimum: float = 0.0, maximum: float) -> float:
     if raw.get(key) is None:
         return default
     value = _number(raw[key], f"{path}.{key}")
     if value < 0 or (positive and value == 0):
         raise SpecError(f"{path}.{key}", f"must be {'greater than 0' if positive else '>= 0'}, got {value:g}")
+    if value < minimum or value > maximum:
+        raise SpecError(f"{path}.{key}", f"must be between {minimum:g} and {maximum:g} seconds, got {value:g}")
     return value
 
 

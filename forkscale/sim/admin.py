@@ -1,4 +1,10 @@
-"""The twin's admin API: fault injection and inspection, for tests and demos (served at /forkscale-sim/admin)."""
+"""The twin's admin API: fault injection and inspection, for tests and demos (served at /forkscale-sim/admin).
+
+`disk_write` / `disk_read` {vm, path, data, disk} play the guest writing and reading a file on one
+of its disks (its first, or the one whose label or key is `disk`): the write lands in the disk's
+child-most file, reads look through the chain, and the data travels with the file (detach,
+attach to another VM, relocate, promote, full clone).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +13,7 @@ from typing import Any, TypeVar
 from .inventory import Entity, Host
 from .ops.power import power_off_now, power_on_now
 from .service import Twin
-from .vm import VM
+from .vm import VM, Disk
 from .world import World
 
 ADMIN = "/forkscale-sim/admin"
@@ -40,6 +46,11 @@ def admin_action(twin: Twin, action: str, args: dict[str, Any]) -> Any:
         power_off_now(_by_name(twin.world, VM, args["vm"]))
     elif action == "time_scale":
         twin.world.time_scale = float(args["value"])
+    elif action == "disk_write":
+        _disk(twin.world, args).top.content[str(args["path"])] = str(args["data"]).encode()
+    elif action == "disk_read":
+        data = _disk(twin.world, args).top.read(str(args["path"]))
+        return {"data": None if data is None else data.decode(errors="replace")}
     else:
         raise ValueError(f"unknown admin action {action!r}")
     return {"ok": True}
@@ -68,6 +79,16 @@ def _freeze(world: World, name: str) -> None:
         raise ValueError(f"{vm.name} is not powered on")
     vm.frozen = True
     vm.changed()
+
+
+def _disk(world: World, args: dict[str, Any]) -> Disk:
+    """A VM's disk by label (`Hard disk 2`), device key, or the first one, for the guest's file writes."""
+    vm = _by_name(world, VM, args["vm"])
+    which = args.get("disk")
+    for d in vm.disks:
+        if which is None or which in (d.label, d.key, str(d.key)):
+            return d
+    raise KeyError(f"{vm.name} has no disk {which!r}")
 
 
 def _by_name(world: World, cls: type[E], name: str) -> E:

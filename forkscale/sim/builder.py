@@ -11,7 +11,8 @@ from typing import Any
 import yaml
 from pyVmomi import vim, vmodl
 
-from . import methods, search  # noqa: F401  (registers the service managers' handlers)
+from . import fields, filemgr, methods, search  # noqa: F401  (register the service managers' handlers)
+from .browser import DatastoreBrowser
 from .compute import EnvironmentBrowser
 from .inventory import (
     Cluster,
@@ -32,7 +33,6 @@ from .ops.power import power_on_now
 from .ops.snapshots import take_snapshot
 from .perf import manager as perf_manager
 from .service import CURRENT_SESSION, Twin
-from .storage import DatastoreBrowser
 from .vm import NIC_CLASSES, VM, Disk, Nic
 from .world import Settings, World
 
@@ -55,10 +55,12 @@ DEFAULT_WORLD: dict[str, Any] = {
     # simulated seconds, multiplied by --time-scale
     "latency": {"instant": 1.0, "linked": 5.0, "full": 60.0, "power_on": 2.0, "power_off": 1.0, "destroy": 1.0,
                 "reconfigure": 0.5, "snapshot": 2.0, "check": 0.2, "guest_boot": 30.0, "guest_resume": 2.0,
-                "freeze": 1.0, "jitter": 0.2},
+                "freeze": 1.0, "suspend": 3.0, "guest_shutdown": 5.0, "vmotion": 8.0, "disk_copy_gib_s": 1.0,
+                "promote": 2.0, "maintenance": 2.0, "register": 1.0, "create": 2.0, "search": 0.2,
+                "jitter": 0.2},
     "limits": {"vcenter": 640, "per_host": 16},
     "memory": {"write_rate_mb_s": 2.0, "divergence_cap": 0.3, "touched_fraction": 0.6},
-    "guest": {"user": "root", "password": "forkscale"},
+    "guest": {"user": "root", "password": "vmfork-guest"},
     "session_idle_s": 1800,
     "faults": {"failure_rate": {}},
 }
@@ -220,7 +222,7 @@ def _managers(twin: Twin) -> None:
     guest_ops = add("guestOperationsManager", vim.vm.guest.GuestOperationsManager, processManager=process_mgr.ref,
                     fileManager=file_mgr.ref, authManager=guest_auth.ref)
     checker = add("ProvChecker", vim.vm.check.ProvisioningChecker)
-    fields = add("CustomFieldsManager", vim.CustomFieldsManager, field=[])
+    custom = add("CustomFieldsManager", vim.CustomFieldsManager, computed={"field": world.custom_fields.sorted_defs})
     setting = add("VpxSettings", vim.option.OptionManager, setting=[], supportedOption=[])
     users = add("UserDirectory", vim.UserDirectory, domainList=["vsphere.local"])
     auth = add("AuthorizationManager", vim.AuthorizationManager, roleList=[], privilegeList=[])
@@ -233,7 +235,7 @@ def _managers(twin: Twin) -> None:
         rootFolder=twin.root.ref, propertyCollector=vmodl.query.PropertyCollector("propertyCollector"),
         viewManager=view_mgr.ref, about=about, setting=setting.ref, userDirectory=users.ref,
         sessionManager=session_mgr.ref, authorizationManager=auth.ref, perfManager=perf.ref, searchIndex=search_index.ref,
-        taskManager=task_mgr.ref, eventManager=twin.events.manager.ref, customFieldsManager=fields.ref,
+        taskManager=task_mgr.ref, eventManager=twin.events.manager.ref, customFieldsManager=custom.ref,
         fileManager=files.ref, virtualDiskManager=disks.ref, guestOperationsManager=guest_ops.ref,
         licenseManager=license_mgr.ref, extensionManager=ext.ref, ovfManager=ovf.ref,
         vmProvisioningChecker=checker.ref)

@@ -37,6 +37,25 @@ class DiskFile:
     frozen_size: int | None = None
     refs: int = 0
     uid: int = field(default_factory=lambda: next(_file_ids))
+    content: dict[str, bytes] = field(default_factory=dict)  # guest files written in this layer
+
+    def read(self, path: str) -> bytes | None:
+        """A guest file as seen through the chain: the child-most layer that wrote it wins."""
+        node: DiskFile | None = self
+        while node is not None:
+            if path in node.content:
+                return node.content[path]
+            node = node.parent
+        return None
+
+    def merged_content(self) -> dict[str, bytes]:
+        out: dict[str, bytes] = {}
+        for f in self.chain():
+            out.update(f.content)
+        return out
+
+    def chain_size(self, now: float) -> int:
+        return sum(f.size(now) for f in self.chain())
 
     @property
     def is_delta(self) -> bool:
@@ -98,6 +117,25 @@ class DiskStore:
     def retain(self, f: DiskFile) -> None:
         f.refs += 1
 
+    def copy_flat(self, top: DiskFile, name: str, datastore: Datastore, now: float) -> DiskFile:
+        """A new flat file holding what the chain under `top` holds (a full copy, or a consolidation)."""
+        f = self.create(name, datastore, top.capacity, size=top.chain_size(now))
+        f.content = top.merged_content()
+        return f
+
+    def detach(self, f: DiskFile) -> None:
+        """A VM lets go of a disk it keeps on the datastore: one reference less, the file stays."""
+        f.refs -= 1
+
+    def delete(self, f: DiskFile) -> None:
+        """Delete a file nobody references (a detached disk): its parents lose a reference."""
+        self.files.pop(f.uid, None)
+        self.release(f.parent)
+
+    def by_name(self, name: str) -> DiskFile | None:
+        """The disk whose descriptor is `[ds] path.vmdk`, if it exists."""
+        return next((f for f in self.files.values() if f.name == name), None)
+
     def release(self, f: DiskFile | None) -> None:
         """Drop one reference; delete files (walking up the chain) nobody uses any more."""
         while f is not None:
@@ -112,15 +150,26 @@ class DiskStore:
 
 
 def datastore_used(world: World, ds: Datastore) -> int:
+    """Disks, memory images of suspended VMs and uploaded files on `ds`."""
     now = world.sim_seconds()
     store: DiskStore = world.disks
-    return sum(f.size(now) for f in store.files.values() if f.datastore is ds)
+    disks = sum(f.size(now) for f in store.files.values() if f.datastore is ds)
+    images = sum(vm.memory_mb * MiB for vm in ds_vms(world, ds) if vm.power_state == "suspended")
+    return disks + images + world.files.used(ds.moid)
 
 
-def backing_for(f: DiskFile, *, with_parent: bool = True) -> Any:
+def ds_vms(world: World, ds: Datastore) -> list[Any]:
+    """The VMs whose home is `ds`, registered or not."""
+    from .vm import VM
+
+    vms = [v for v in world.instances(VM) if v.home is ds]
+    return vms + [v for v in world.files.unregistered.values() if v.home is ds]
+
+
+def backing_for(f: DiskFile, *, with_parent: bool = True, mode: str = "persistent") -> Any:
     """Device backing as vSphere shows it: FlatVer2 with `parent` linking the chain."""
     b = vim.vm.device.VirtualDisk.FlatVer2BackingInfo(
-        fileName=f.name, diskMode="persistent", thinProvisioned=True, datastore=f.datastore.ref,
+        fileName=f.name, diskMode=mode, thinProvisioned=True, datastore=f.datastore.ref,
         uuid=f"6000C29{f.uid:025x}"[:32], contentId=f"{f.uid:032x}",
         deltaDiskFormat="redoLogFormat" if f.is_delta else None)
     if with_parent and f.parent is not None:

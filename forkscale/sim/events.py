@@ -4,7 +4,12 @@
 morefs) after the entities are gone, as vCenter's do, and remember the inventory ancestors they
 had, so an entity filter with recursion `all` on a folder still finds a destroyed VM's removal.
 `QueryEvents` answers newest first; an `EventHistoryCollector` pages through the same list.
-vSphere has no instant-clone event type: an instant clone is recorded as `VmClonedEvent`.
+
+What vCenter posts, the twin posts: a `TaskEvent` when a task is created (its `info` a snapshot
+taken then, state `queued`), `VmBeingClonedEvent` on the source when a linked or full clone
+starts and `VmClonedEvent` on the clone when it ends, and for an instant clone the extended
+event `com.vmware.vc.VmInstantClonedEvent` (an `EventEx` about the clone whose first argument
+names the source) - vSphere has no instant-clone event class.
 """
 
 from __future__ import annotations
@@ -17,14 +22,16 @@ from typing import TYPE_CHECKING, Any
 from pyVmomi import VmomiSupport, vim, vmodl
 
 from .dispatch import Ctx, method
+from .inventory import Host
 from .mo import MO, Manager
+from .vm import VM
 
 if TYPE_CHECKING:
     from .tasks import Task
-    from .vm import VM
     from .world import World
 
 KEEP = 20_000  # events kept, oldest dropped first
+ARG_CACHE = 50_000  # entity arguments kept for reuse
 DEFAULT_MAX = 1000  # QueryEvents answers at most this many when filter.maxCount is unset
 PAGE_DEFAULT, PAGE_MAX = 10, 1000
 _ERROR_TYPES = ("VmFailedToPowerOnEvent", "VmCloneFailedEvent")
@@ -39,8 +46,15 @@ class Recorded:
     ancestors: frozenset[str]  # moids of everything above them
 
 
-_DESCRIBED = ("VmClonedEvent", "VmBeingClonedEvent", "VmRemovedEvent", "VmPoweredOnEvent", "VmPoweredOffEvent",
-              "VmResettingEvent", "VmReconfiguredEvent", "VmFailedToPowerOnEvent", "VmCloneFailedEvent")
+_DESCRIBED = ("TaskEvent", "VmClonedEvent", "VmBeingClonedEvent", "VmCloneFailedEvent", "VmRemovedEvent",
+              "VmRegisteredEvent", "VmCreatedEvent", "VmBeingCreatedEvent", "VmStartingEvent", "VmPoweredOnEvent",
+              "VmStoppingEvent", "VmPoweredOffEvent", "VmSuspendingEvent", "VmSuspendedEvent", "VmResumingEvent",
+              "VmResettingEvent", "VmGuestShutdownEvent", "VmGuestRebootEvent", "VmGuestStandbyEvent",
+              "VmReconfiguredEvent", "VmFailedToPowerOnEvent", "VmRenamedEvent", "VmBeingRelocatedEvent",
+              "VmRelocatedEvent", "VmBeingHotMigratedEvent", "VmMigratedEvent", "EnteringMaintenanceModeEvent",
+              "EnteredMaintenanceModeEvent", "ExitMaintenanceModeEvent", "CustomFieldDefAddedEvent",
+              "CustomFieldValueChangedEvent")
+INSTANT_CLONED = "com.vmware.vc.VmInstantClonedEvent"
 
 
 class EventLog:
@@ -54,12 +68,24 @@ class EventLog:
         self.items: deque[Recorded] = deque(maxlen=KEEP)
         self.next_key = 1
         self.collectors: set[MO] = set()  # EventHistoryCollectors, touched when an event arrives
+        self._args: dict[tuple[type, str, str], Any] = {}
 
     def latest(self) -> Any:
         return self.items[-1].event if self.items else None
 
+    def task_created(self, task: Task) -> None:
+        """The `TaskEvent` vCenter posts when a task is created (its info as it was then: queued)."""
+        info = task.info
+        entity = self.world.objects.get(info.entity._moId) if info.entity is not None else None
+        vm = entity if isinstance(entity, VM) else None
+        host = entity if isinstance(entity, Host) else None
+        user = info.reason.userName if isinstance(info.reason, vim.TaskReasonUser) else ""
+        self.post(vim.event.TaskEvent, user=user, chain=info.eventChainId, vm=vm, host=host,
+                  about=None if vm or host else entity, message=f"Task: {info.descriptionId}", info=info)
+
     def post(self, kind: type, *, user: str = "", chain: int | None = None, message: str = "",
-             vm: VM | None = None, host: Any = None, category: str = "info", **fields: Any) -> Any:
+             vm: VM | None = None, host: Any = None, about: Any = None, category: str = "info",
+             **fields: Any) -> Any:
         key = self.next_key
         self.next_key += 1
         event = kind(key=key, chainId=chain if chain is not None else key, createdTime=datetime.now(tz=UTC),
@@ -67,10 +93,16 @@ class EventLog:
         direct: set[str] = set()
         parents: set[str] = set()
         ancestors: set[str] = set()
+        if about is not None:  # any other entity the event is about
+            direct.add(about.moid)
+            start = getattr(about, "parent", None)
+            if start is not None:
+                parents.add(start.moid)
+                ancestors |= _up(start)
         if vm is not None:
             host = host or vm.host
-            event.vm = vim.event.VmEventArgument(name=vm.name, vm=vm.ref)
-            event.ds = vim.event.DatastoreEventArgument(name=vm.home.name, datastore=vm.home.ref)
+            event.vm = self._arg(vim.event.VmEventArgument, "vm", vm)
+            event.ds = self._arg(vim.event.DatastoreEventArgument, "datastore", vm.home)
             if isinstance(event, vim.event.VmEvent):
                 event.template = bool(vm.template)
             direct |= {vm.moid, vm.home.moid}
@@ -79,18 +111,18 @@ class EventLog:
                     parents.add(start.moid)
                     ancestors |= _up(start)
         if host is not None:
-            event.host = vim.event.HostEventArgument(name=host.name, host=host.ref)
+            event.host = self._arg(vim.event.HostEventArgument, "host", host)
             direct.add(host.moid)
             if host.parent is not None:
                 parents.add(host.parent.moid)
                 ancestors |= _up(host.parent)
                 cr = host.parent
                 if isinstance(cr.ref, vim.ComputeResource):
-                    event.computeResource = vim.event.ComputeResourceEventArgument(name=cr.name, computeResource=cr.ref)
+                    event.computeResource = self._arg(vim.event.ComputeResourceEventArgument, "computeResource", cr)
                     direct.add(cr.moid)
             dc = _datacenter(host)
             if dc is not None:
-                event.datacenter = vim.event.DatacenterEventArgument(name=dc.name, datacenter=dc.ref)
+                event.datacenter = self._arg(vim.event.DatacenterEventArgument, "datacenter", dc)
                 direct.add(dc.moid)
         self.items.append(Recorded(event, category, frozenset(direct), frozenset(parents),
                                    frozenset(ancestors | direct)))
@@ -101,6 +133,16 @@ class EventLog:
             else:
                 self.collectors.discard(c)
         return event
+
+    def _arg(self, kind: type, field: str, mo: Any) -> Any:
+        """An entity argument (name and moref, as they are now), shared by the events that name it."""
+        key = (kind, mo.moid, mo.name)
+        arg = self._args.get(key)
+        if arg is None:
+            if len(self._args) > ARG_CACHE:
+                self._args.clear()
+            arg = self._args[key] = kind(name=mo.name, **{field: mo.ref})
+        return arg
 
     def matching(self, spec: Any, root: MO | None) -> list[Recorded]:
         """Events matching an EventFilterSpec, oldest first."""
@@ -185,13 +227,52 @@ def _description() -> Any:
 def record(ctx: Ctx, kind: str, vm: VM, message: str, *, task: Task | None = None, **fields: Any) -> None:
     """Post a `kind` event (a vim.event wsdl name) about `vm`; never fails the operation."""
     typ = VmomiSupport.GetWsdlType("urn:vim25", kind)
-    chain = task.info.eventChainId if task is not None and task.info is not None else None
-    ctx.twin.events.post(typ, user=ctx.user, chain=chain, message=message, vm=vm,
+    ctx.twin.events.post(typ, user=ctx.user, chain=_chain(task), message=message, vm=vm,
                          category="error" if kind in _ERROR_TYPES else "info", **fields)
+
+
+def record_host(ctx: Ctx, kind: str, host: Any, message: str, *, task: Task | None = None, **fields: Any) -> None:
+    """Post a `kind` event about a host (maintenance mode and the like)."""
+    typ = VmomiSupport.GetWsdlType("urn:vim25", kind)
+    ctx.twin.events.post(typ, user=ctx.user, chain=_chain(task), message=message, host=host, **fields)
+
+
+def record_entity(ctx: Ctx, kind: type, target: Any, message: str, *, task: Task | None = None,
+                  **fields: Any) -> None:
+    """Post a `kind` event about any managed entity (its VM, host or own arguments as they apply)."""
+    vm = target if isinstance(target, VM) else None
+    host = target if isinstance(target, Host) else None
+    ctx.twin.events.post(kind, user=ctx.user, chain=_chain(task), message=message, vm=vm, host=host,
+                         about=None if vm or host else target, **fields)
+
+
+def record_ex(ctx: Ctx, type_id: str, vm: VM, message: str, *, task: Task | None = None,
+              arguments: dict[str, str] | None = None, severity: str = "info") -> None:
+    """Post an extended event (`EventEx`, identified by `type_id`) about `vm`."""
+    args = [vmodl.KeyAnyValue(key=k, value=v) for k, v in (arguments or {}).items()]
+    ctx.twin.events.post(vim.event.EventEx, user=ctx.user, chain=_chain(task), message=message, vm=vm,
+                         category=severity, eventTypeId=type_id, severity=severity, arguments=args,
+                         objectId=vm.moid, objectType=vim.VirtualMachine, objectName=vm.name)
+
+
+def _chain(task: Task | None) -> int | None:
+    return task.info.eventChainId if task is not None and task.info is not None else None
 
 
 def vm_arg(vm: VM) -> Any:
     return vim.event.VmEventArgument(name=vm.name, vm=vm.ref)
+
+
+def host_arg(host: Any) -> Any:
+    return vim.event.HostEventArgument(name=host.name, host=host.ref)
+
+
+def folder_arg(folder: Any) -> Any:
+    return vim.event.FolderEventArgument(name=folder.name, folder=folder.ref)
+
+
+def ds_arg(ds: Any) -> Any:
+    return vim.event.DatastoreEventArgument(name=ds.name, datastore=ds.ref)
 
 
 # methods ------------------------------------------------------------------------------------------

@@ -182,7 +182,7 @@ def licensable_resource(host: Host) -> Any:
 
 def attach_managers(world: World, host: Host) -> dict[str, Any]:
     """Create the host's configManager objects and datastore browser; the configManager itself."""
-    from .storage import DatastoreBrowser
+    from .browser import DatastoreBrowser
 
     suffix = host.moid.rpartition("-")[2]
     refs: dict[str, Any] = {}

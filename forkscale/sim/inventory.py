@@ -46,7 +46,13 @@ class Entity(MO):
         return []
 
     def p_customValue(self) -> list[Any]:  # noqa: N802
-        return []
+        return self.world.custom_fields.of(self)
+
+    def p_value(self) -> list[Any]:
+        return self.world.custom_fields.of(self)
+
+    def p_availableField(self) -> list[Any]:  # noqa: N802
+        return self.world.custom_fields.available(self)
 
     def p_recentTask(self) -> list[Any]:  # noqa: N802
         return [t.ref for t in self.world.of_kind(vim.Task)
@@ -189,6 +195,7 @@ class Host(Entity):
         self.cpu_cores = cpu_cores
         self.cpu_mhz = cpu_mhz
         self.connected = True
+        self.in_maintenance = False
         self.vms: set[VM] = set()
         self.datastores: list[Datastore] = []
         self.networks: list[Entity] = []
@@ -211,7 +218,7 @@ class Host(Entity):
     def p_runtime(self) -> Any:
         return vim.host.RuntimeInfo(
             connectionState="connected" if self.connected else "notResponding",
-            powerState="poweredOn" if self.connected else "unknown", inMaintenanceMode=False,
+            powerState="poweredOn" if self.connected else "unknown", inMaintenanceMode=self.in_maintenance,
             bootTime=self.boot_time() if self.connected else None, standbyMode="none",
             inQuarantineMode=False)
 
@@ -264,7 +271,8 @@ class Host(Entity):
 
         return vim.host.Summary(
             host=self.ref, hardware=hw, runtime=self.get("runtime"), config=summary_config(self),
-            quickStats=host_quick_stats(self), overallStatus="green", rebootRequired=False)
+            quickStats=host_quick_stats(self), overallStatus="green", rebootRequired=False,
+            customValue=self.world.custom_fields.of(self))
 
     def p_summary_quickStats(self) -> Any:  # noqa: N802 - `summary.quickStats...` without the whole summary
         from .memory import host_quick_stats

@@ -141,12 +141,19 @@ class Sandboxes:
             shutil.rmtree(self.base / clone.moid, ignore_errors=True)
 
     def _prune(self) -> None:
-        """Remove the sandboxes of VMs that no longer exist."""
+        """Remove the sandboxes of VMs that no longer exist (an unregistered VM's files stay)."""
         if self._base is None or not self._base.is_dir():
             return
+        kept = {vm.moid for vm in self.world.files.unregistered.values()}
         for entry in self._base.iterdir():
-            if entry.name not in self.world.objects:
+            if entry.name not in self.world.objects and entry.name not in kept:
                 shutil.rmtree(entry, ignore_errors=True)
+
+    def moved(self, old_moid: str, new_moid: str) -> None:
+        """A VM registered again is a new managed object with the same disk: its files follow it."""
+        if self._base is None or not (self._base / old_moid).is_dir() or (self._base / new_moid).exists():
+            return
+        (self._base / old_moid).rename(self._base / new_moid)
 
     def close(self) -> None:
         for proc in list(self.running.values()):

@@ -23,6 +23,7 @@ from aiohttp import web
 from . import builder
 from .admin import ADMIN, admin_action
 from .certs import make_certificates
+from .folderhttp import FolderRoutes
 from .guestrpc import GuestRoutes
 from .service import COOKIE, Twin
 from .soap import API_VERSION
@@ -116,6 +117,7 @@ def make_app(twin: Twin, password: str) -> web.Application:
     app.router.add_get(ADMIN, admin)
     app.router.add_post(ADMIN, admin)
     GuestRoutes(twin).add_to(app)
+    FolderRoutes(twin, _session_cookie).add_to(app)
     add_transfer_routes(app, twin.guest_transfers)
     return app
 

@@ -75,6 +75,7 @@ class Twin:
         self.method_counts: dict[str, int] = {}
         self.si = world.add(Manager(world, "ServiceInstance", vim.ServiceInstance))
         self.events = EventLog(world)
+        world.tasks.on_created = self.events.task_created
         self.guests = GuestProcesses(world)
         self.guest_rpc = GuestRPC(world)
         self.guest_transfers = Transfers()  # the guest file manager's /guestFile URLs

@@ -1,5 +1,5 @@
 """What a Datastore shows besides its summary: its VMFS volume and info (free space from the disk
-model), capabilities, and the HostDatastoreBrowser that browses it."""
+model) and capabilities (the HostDatastoreBrowser that browses it is forkscale.sim.browser)."""
 
 from __future__ import annotations
 
@@ -9,11 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 from pyVmomi import vim
 
-from .mo import MO
-
 if TYPE_CHECKING:
     from .inventory import Datastore
-    from .world import World
 
 TiB = 1024**4
 MAX_FILE = 64 * TiB - 512 * 1024**2  # VMFS 6: a file (a virtual disk) up to 62 TB plus overhead
@@ -52,19 +49,3 @@ def info(ds: Datastore) -> Any:
         name=ds.name, url=ds.url, freeSpace=ds.free(), maxFileSize=MAX_FILE, maxVirtualDiskCapacity=MAX_FILE,
         maxMemoryFileSize=MAX_FILE, maxPhysicalRDMFileSize=MAX_FILE, maxVirtualRDMFileSize=MAX_FILE,
         timestamp=datetime.now(tz=UTC), containerId=volume_uuid(ds), vmfs=vmfs_volume(ds))
-
-
-class DatastoreBrowser(MO):
-    """A HostDatastoreBrowser: one per datastore (Datastore.browser) and one per host (over its datastores)."""
-
-    kind = vim.host.DatastoreBrowser
-
-    def __init__(self, world: World, moid: str, datastores: list[Datastore]) -> None:
-        super().__init__(world, moid)
-        self.datastores = datastores
-
-    def p_datastore(self) -> list[Any]:
-        return [d.ref for d in self.datastores]
-
-    def p_supportedType(self) -> list[Any]:  # noqa: N802 - vSphere property name
-        return SUPPORTED_QUERIES

@@ -92,6 +92,7 @@ class TaskRunner:
         self.recent: deque[Task] = deque()
         self.keep_completed = keep_completed
         self.manager: MO | None = None  # TaskManager MO, touched when recentTask changes
+        self.on_created: Callable[[Task], None] | None = None  # the event log's TaskEvent
         self.background: set[asyncio.Task[Any]] = set()
         self.completed = 0
 
@@ -114,6 +115,8 @@ class TaskRunner:
             eventChainId=int(moid.split("-")[1]), changeTag=None)
         task = Task(self.world, moid, info)
         self.world.add(task)
+        if self.on_created is not None:
+            self.on_created(task)
         self.recent.append(task)
         self._trim()
         job = asyncio.get_running_loop().create_task(self._run(task, body, host))

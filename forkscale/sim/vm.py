@@ -51,6 +51,11 @@ class Disk:
     top: DiskFile
     unit: int = 0
     label: str = "Hard disk 1"
+    mode: str = "persistent"  # VirtualDiskMode: independent_* disks are left out of snapshots and delta clones
+
+    @property
+    def independent(self) -> bool:
+        return self.mode.startswith("independent")
 
 
 @dataclass
@@ -112,6 +117,7 @@ class VM(Entity):
                  pool: ResourcePool, datastore: Datastore, memory_mb: int, num_cpu: int, guest_id: str,
                  guest_full_name: str) -> None:
         super().__init__(world, moid, name, folder)
+        self.stem = name  # the VM's directory and file names: kept when the VM is renamed, as on vCenter
         self.host = host
         host.vms.add(self)
         self.pool = pool
@@ -164,7 +170,23 @@ class VM(Entity):
         return list({n.network.moid: n.network for n in self.nics}.values())
 
     def dir(self) -> str:
-        return f"[{self.home.name}] {self.name}"
+        return f"[{self.home.name}] {self.stem}"
+
+    def vmx_path(self) -> str:
+        return f"{self.dir()}/{self.stem}.vmx"
+
+    def home_files(self) -> list[tuple[str, str, int]]:
+        """(datastore path, layoutEx file type, size) of the files in the VM's directory besides disks."""
+        from .vmx import NVRAM_SIZE, log_text, vmsd_text, vmx_text
+
+        d, stem = self.dir(), self.stem
+        files = [(self.vmx_path(), "config", len(vmx_text(self).encode())),
+                 (f"{d}/{stem}.nvram", "nvram", NVRAM_SIZE),
+                 (f"{d}/{stem}.vmsd", "snapshotList", len(vmsd_text(self).encode())),
+                 (f"{d}/vmware.log", "log", len(log_text(self).encode()))]
+        if self.power_state == "suspended":
+            files.append((f"{d}/{stem}.vmss", "suspend", self.memory_mb * 1024 * 1024))
+        return files
 
     def changed(self) -> None:
         self.change += 1
@@ -234,7 +256,7 @@ class VM(Entity):
 
     def p_summary(self) -> Any:
         cfg = vim.vm.Summary.ConfigSummary(
-            name=self.name, template=self.template, vmPathName=f"{self.dir()}/{self.name}.vmx",
+            name=self.name, template=self.template, vmPathName=self.vmx_path(),
             memorySizeMB=self.memory_mb, numCpu=self.num_cpu, numEthernetCards=len(self.nics),
             numVirtualDisks=len(self.disks), uuid=self.uuid, instanceUuid=self.instance_uuid,
             guestId=self.guest_id, guestFullName=self.guest_full_name, annotation=self.annotation)
@@ -246,7 +268,7 @@ class VM(Entity):
                                               hostName=self.guest.hostname, ipAddress=self.guest.ip),
             storage=vim.vm.Summary.StorageSummary(committed=committed, uncommitted=0, unshared=committed,
                                                   timestamp=_to_dt(self.world.now())),
-            overallStatus="green")
+            overallStatus="green", customValue=self.world.custom_fields.of(self))
 
     def p_summary_quickStats(self) -> Any:  # noqa: N802 - `summary.quickStats...` without the whole summary
         return self.quick_stats()
@@ -317,7 +339,7 @@ class VM(Entity):
         for d in self.disks:
             devices.append(vim.vm.device.VirtualDisk(
                 key=d.key, controllerKey=1000, unitNumber=d.unit, capacityInKB=d.capacity_kb,
-                capacityInBytes=d.capacity_kb * 1024, backing=backing_for(d.top),
+                capacityInBytes=d.capacity_kb * 1024, backing=backing_for(d.top, mode=d.mode),
                 deviceInfo=vim.Description(label=d.label, summary=f"{d.capacity_kb:,} KB")))
         for i, n in enumerate(self.nics):
             devices.append(n.device_class()(
@@ -356,7 +378,7 @@ class VM(Entity):
             guestFullName=self.guest_full_name, version="vmx-21", uuid=self.uuid, instanceUuid=self.instance_uuid,
             createDate=_to_dt(self.created), template=self.template, guestId=self.guest_id, alternateGuestName="",
             annotation=self.annotation,
-            files=vim.vm.FileInfo(vmPathName=f"{self.dir()}/{self.name}.vmx", snapshotDirectory=self.dir(),
+            files=vim.vm.FileInfo(vmPathName=self.vmx_path(), snapshotDirectory=self.dir(),
                                   suspendDirectory=self.dir(), logDirectory=self.dir()),
             flags=vim.vm.FlagInfo(), defaultPowerOps=vim.vm.DefaultPowerOpInfo(),
             hardware=vim.vm.VirtualHardware(numCPU=self.num_cpu, numCoresPerSocket=1, memoryMB=self.memory_mb,
@@ -376,9 +398,7 @@ class VM(Entity):
 
     def _layout(self) -> Any:
         now = self.world.sim_seconds()
-        home = [(f"{self.dir()}/{self.name}.vmx", "config", 4096), (f"{self.dir()}/{self.name}.nvram", "nvram", 8684),
-                (f"{self.dir()}/{self.name}.vmsd", "snapshotList", 0), (f"{self.dir()}/vmware.log", "log", 65536)]
-        files, disks = layout_files([(d.key, d.top) for d in self.disks], home, now, self.world.disks)
+        files, disks = layout_files([(d.key, d.top) for d in self.disks], self.home_files(), now, self.world.disks)
         return vim.vm.FileLayoutEx(file=files, disk=disks, timestamp=_to_dt(self.world.now()))
 
     def _tree(self, n: SnapshotNode) -> Any:

@@ -22,6 +22,8 @@ from pyVmomi import VmomiSupport, vmodl
 
 from .disks import DiskStore
 from .faults import FaultPlan
+from .fields import CustomFields
+from .files import FileStore
 from .memory import MemoryModel
 from .mo import MO
 from .sandbox import Sandboxes
@@ -41,7 +43,7 @@ class Settings:
 
     latencies: dict[str, float] = field(default_factory=dict)  # simulated seconds per operation, and "jitter"
     memory: MemoryModel = field(default_factory=MemoryModel)
-    guest_credentials: tuple[str, str] = ("root", "forkscale")
+    guest_credentials: tuple[str, str] = ("root", "vmfork-guest")
     vcenter_limit: int = 640
     host_limit: int = 16
     failure_rates: dict[str, Any] = field(default_factory=dict)
@@ -72,6 +74,8 @@ class World:
         self.memory = settings.memory
         self.guest_credentials = settings.guest_credentials
         self.disks = DiskStore()
+        self.files = FileStore()  # what datastores hold besides disks
+        self.custom_fields = CustomFields()
         self.macs: dict[str, str | None] = {}  # every MAC in use -> owning VM moid (or None)
         self.clone_hooks: list[CloneHook] = []
         self.tasks = TaskRunner(self, vcenter_limit=settings.vcenter_limit, host_limit=settings.host_limit)

@@ -27,9 +27,9 @@ def kind_of(value: object) -> str:
     if isinstance(value, list):
         return "a list"
     if isinstance(value, int | float):
-        return f"a number ({value})"
+        return f"a number ({shown(value)})"
     if isinstance(value, str):
-        return f"a string ({value!r})"
+        return f"a string ({value!r})" if len(value) <= 80 else f"a string ({value[:60]!r}... {len(value)} chars)"
     return type(value).__name__
 
 
@@ -94,26 +94,42 @@ def as_bool(raw: object, path: str) -> bool:
     return raw
 
 
-def as_int(raw: object, path: str, *, minimum: int) -> int:
+def as_int(raw: object, path: str, *, minimum: int, maximum: int | None = None) -> int:
     if isinstance(raw, bool) or not isinstance(raw, int):
         raise SpecError(path, f"must be an integer, not {kind_of(raw)}")
     if raw < minimum:
         raise SpecError(path, f"must be >= {minimum}, not {raw}")
+    if maximum is not None and raw > maximum:
+        raise SpecError(path, f"must be between {minimum} and {maximum}, not {shown(raw)}")
     return raw
 
 
-def as_positive(raw: object, path: str) -> float:
+def as_positive(raw: object, path: str, *, maximum: float | None = None, minimum: float = 0.0) -> float:
+    """A finite number > 0 (and >= `minimum`, <= `maximum` when given: every duration and rate has one)."""
     if isinstance(raw, bool) or not isinstance(raw, int | float):
         raise SpecError(path, f"must be a number, not {kind_of(raw)}")
     if not raw > 0 or raw != raw or raw == float("inf"):
-        raise SpecError(path, f"must be a positive number, not {raw}")
+        raise SpecError(path, f"must be a positive number, not {shown(raw)}")
+    if maximum is None:
+        if raw < minimum:
+            raise SpecError(path, f"must be at least {minimum:g}, not {shown(raw)}")
+    elif raw < minimum or raw > maximum:
+        low = f"between {minimum:g} and" if minimum > 0 else "more than 0 and at most"
+        raise SpecError(path, f"must be {low} {maximum:g}, not {shown(raw)}")
     return float(raw)
+
+
+def shown(value: int | float) -> str:
+    """A number for a message: huge integers are not printed in full (10**30 has 31 digits)."""
+    if isinstance(value, int) and abs(value) >= 10**15:
+        return f"{float(value):g}"
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def as_port(raw: object, path: str) -> int:
     port = as_int(raw, path, minimum=1)
     if port > 65535:
-        raise SpecError(path, f"{port} is not a TCP port (1-65535)")
+        raise SpecError(path, f"{shown(port)} is not a TCP port (1-65535)")
     return port
 
 

@@ -29,6 +29,23 @@ DEFAULT_FOLDER = "forkscale"
 MAX_VM_NAME = 80
 
 
+# Limits: every number in a spec has a sane range, and a value outside it is refused naming the
+# range (a typo like `vcenter: 1e30` must not become an unbounded semaphore).
+MAX_POOLS = 256
+#: The most clones one pool may hold (count); the address range is the other bound.
+MAX_CLONES = 100_000
+#: vCenter runs at most 640 provisioning operations at once (vSphere configuration maximums).
+MAX_BUDGET_VCENTER = 640
+MAX_BUDGET_HOST = 256
+MAX_BUDGET_DATASTORE = 640
+MIN_RATE_PER_S = 0.01
+MAX_RATE_PER_S = 10_000.0
+#: Guest-ready and drain timeouts: at most a day.
+MAX_TIMEOUT_S = 86_400.0
+MAX_GUESTINFO_KEYS = 256
+MAX_GUESTINFO_VALUE = 64 * 1024
+
+
 @dataclass(frozen=True)
 class SshConfig:
     """How to reach a source guest over SSH to freeze it."""
@@ -191,12 +208,29 @@ class Pool:
         return self.network.capacity()
 
 
+#: How long `gone` clones, their events and other history stay in the ledger (`ledger.retention_days`).
+DEFAULT_RETENTION_DAYS = 30
+MAX_RETENTION_DAYS = 3650
+
+
+@dataclass(frozen=True)
+class LedgerSettings:
+    """`ledger:` -- history older than `retention_days` moves from the ledger to `archive` (JSON lines)."""
+
+    retention_days: float = DEFAULT_RETENTION_DAYS
+    archive: Path | None = None  # None: `<state>.archive.jsonl` next to the ledger
+
+    def archive_for(self, state: Path) -> Path:
+        return self.archive if self.archive is not None else state.with_name(state.name + ".archive.jsonl")
+
+
 @dataclass(frozen=True)
 class Spec:
     vcenter: VCenter
     state: Path
     pools: tuple[Pool, ...]
     base_dir: Path
+    ledger: LedgerSettings = field(default_factory=LedgerSettings)
 
     def pool(self, name: str) -> Pool:
         for pool in self.pools:

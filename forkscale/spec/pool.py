@@ -12,6 +12,7 @@ from forkscale.spec.fields import as_choice, as_int, as_mapping, as_str, check_k
 from forkscale.spec.model import (
     FREEZE_METHODS,
     KINDS,
+    MAX_CLONES,
     ON_RELEASE,
     GuestOps,
     Network,
@@ -124,7 +125,7 @@ def _count_and_policy(data: Mapping[str, object], path: str, network: Network) -
     """`count` and `policy`, each within what the address range can hold."""
     count: int | None = None
     if "count" in data:
-        count = as_int(data["count"], sub(path, "count"), minimum=0)
+        count = as_int(data["count"], sub(path, "count"), minimum=0, maximum=MAX_CLONES)
     elif data.get("policy") is None:
         raise SpecError(sub(path, "count"), "required (or give a policy)")
     capacity = network.capacity()

@@ -34,8 +34,9 @@ from forkscale.spec.fields import (
     required,
     sub,
 )
-from forkscale.spec.model import MAX_VM_NAME, GuestOps, Spec, SshConfig, Step
+from forkscale.spec.model import MAX_TIMEOUT_S, MAX_VM_NAME, GuestOps, Spec, SshConfig, Step
 from forkscale.spec.names import check_vm_name
+from forkscale.spec.paths import check_writable_file
 from forkscale.spec.sections import parse_guestops, parse_ssh
 from forkscale.spec.steps import parse_steps
 from forkscale.spec.vcenter import VCenter, parse_vcenter
@@ -124,8 +125,16 @@ def parse_rehearsal(raw: object, *, base_dir: Path) -> RehearsalSpec:
     return RehearsalSpec(
         vcenter=vcenter, source=source, network=network, steps=steps, checks=checks, transport=transport,
         guestops=guestops, ssh=ssh, clone_name=clone_name, folder=folder, wait_timeout_s=wait,
-        report=opt_path(top.get("report"), "report", base_dir), base_dir=base_dir,
+        report=_report(top.get("report"), base_dir), base_dir=base_dir,
     )
+
+
+def _report(raw: object, base_dir: Path) -> Path | None:
+    """Where the report is written: checked now, like every path, before anything connects."""
+    report = opt_path(raw, "report", base_dir)
+    if report is not None:
+        check_writable_file(report, "report", "the report")
+    return report
 
 
 def default_transport(network: RehearsalNetwork, *, has_ssh: bool, has_guestops: bool) -> str:
@@ -174,7 +183,7 @@ def _wait(raw: object, path: str) -> float:
         return DEFAULT_WAIT_S
     data = as_mapping(raw, path, "wait")
     check_keys(data, path, ("timeout_s",))
-    return as_positive(data.get("timeout_s", DEFAULT_WAIT_S), sub(path, "timeout_s"))
+    return as_positive(data.get("timeout_s", DEFAULT_WAIT_S), sub(path, "timeout_s"), maximum=MAX_TIMEOUT_S)
 
 
 def rehearsal_for_pool(spec: Spec, pool_name: str, snapshot: str) -> RehearsalSpec:

@@ -1,4 +1,11 @@
-"""Secrets by reference only: an environment variable name or a 0600 file, read at call time."""
+"""Secrets by reference only: an environment variable name or a 0600 file, read at call time.
+
+A password file may be a symlink (Kubernetes and Vault agents mount secrets that way): the link
+is followed and its *target* is checked -- a regular file, at most 64 KiB, not readable or
+writable by group or others -- and read through the same open descriptor that was checked. A
+link to a 0644 file is refused like the 0644 file itself, naming both. Every value read is
+registered with the log redactor (`forkscale.core.logs.register_secret`) before it is returned.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from forkscale.core.errors import SpecError
+from forkscale.core.logs import register_secret
 from forkscale.spec.fields import as_env_name, as_path, sub
+from forkscale.spec.yamlfile import file_kind, read_fd
+
+SECRET_MAX_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -26,14 +37,19 @@ class SecretRef:
             value = os.environ.get(self.env)
             if not value:
                 raise SpecError(sub(self.path, "password_env"), f"environment variable {self.env} is not set")
+            register_secret(value)
             return value
         if self.file is None:
             raise SpecError(self.path, "no password_env or password_file")
         where = sub(self.path, "password_file")
-        check_secret_file(self.file, where)
-        value = self.file.read_text(encoding="utf-8").rstrip("\r\n")
+        data = read_secret_file(self.file, where)
+        try:
+            value = data.decode("utf-8").rstrip("\r\n")
+        except UnicodeDecodeError:
+            raise SpecError(where, f"{self.file} is not UTF-8 text") from None
         if not value:
             raise SpecError(where, f"{self.file} is empty")
+        register_secret(value)
         return value
 
 
@@ -60,20 +76,54 @@ def secret_ref(data: Mapping[str, object], path: str, base_dir: Path) -> SecretR
     raise SpecError(sub(path, "password_env"), "required: give password_env or password_file")
 
 
-def check_secret_file(file: Path, path: str) -> None:
-    """Refuse a missing, non-regular or group/world-accessible secret file (like ssh does)."""
+def _shown(file: Path) -> str:
+    """`file`, or `file -> target` when it is a symlink (so a refusal names what was checked)."""
     try:
-        info = file.stat()
-    except FileNotFoundError:
-        raise SpecError(path, f"{file}: no such file") from None
-    except OSError as exc:
-        raise SpecError(path, f"{file}: cannot stat: {exc.strerror}") from None
+        if file.is_symlink():
+            return f"{file} -> {file.resolve()}"
+    except (OSError, RuntimeError):
+        pass
+    return str(file)
+
+
+def _check_info(file: Path, info: os.stat_result, path: str) -> None:
     if not stat.S_ISREG(info.st_mode):
-        raise SpecError(path, f"{file} is not a regular file")
+        raise SpecError(path, f"{_shown(file)} is {file_kind(info.st_mode)}; a password file must be a regular file")
     mode = stat.S_IMODE(info.st_mode)
     if mode & 0o077:
         raise SpecError(
             path,
-            f"{file} has mode {mode:04o}; a password file must not be readable by group or others "
+            f"{_shown(file)} has mode {mode:04o}; a password file must not be readable by group or others "
             f"(chmod 600 {file})",
         )
+    if info.st_size > SECRET_MAX_BYTES:
+        raise SpecError(path, f"{_shown(file)} is {info.st_size} bytes; a password file holds at most "
+                              f"{SECRET_MAX_BYTES}")
+
+
+def check_secret_file(file: Path, path: str) -> None:
+    """Refuse a missing, non-regular, oversized or group/world-accessible secret file (like ssh does).
+
+    Symlinks are followed: the target is what is checked (and named in the message)."""
+    try:
+        info = file.stat()
+    except FileNotFoundError:
+        raise SpecError(path, f"{_shown(file)}: no such file") from None
+    except OSError as exc:
+        raise SpecError(path, f"{file}: cannot stat: {exc.strerror or exc}") from None
+    _check_info(file, info, path)
+
+
+def read_secret_file(file: Path, path: str) -> bytes:
+    """The file's bytes, checked on the descriptor they are read from (no FIFO can hang the read)."""
+    try:
+        fd = os.open(file, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise SpecError(path, f"{_shown(file)}: no such file") from None
+    except OSError as exc:
+        raise SpecError(path, f"{file}: cannot open: {exc.strerror or exc}") from None
+    try:
+        _check_info(file, os.fstat(fd), path)
+        return read_fd(fd, SECRET_MAX_BYTES)
+    finally:
+        os.close(fd)

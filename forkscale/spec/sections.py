@@ -30,7 +30,15 @@ from forkscale.spec.model import (
     DEFAULT_FOLDER,
     DEFAULT_ROTATE_DEPTH,
     KINDS,
+    MAX_BUDGET_DATASTORE,
+    MAX_BUDGET_HOST,
+    MAX_BUDGET_VCENTER,
+    MAX_GUESTINFO_KEYS,
+    MAX_GUESTINFO_VALUE,
+    MAX_RATE_PER_S,
     MAX_ROTATE_DEPTH,
+    MAX_TIMEOUT_S,
+    MIN_RATE_PER_S,
     Budgets,
     Drain,
     DrainSsh,
@@ -40,6 +48,7 @@ from forkscale.spec.model import (
     SourceSettings,
     SshConfig,
 )
+from forkscale.spec.paths import check_optional_read_file, check_read_file
 from forkscale.spec.secrets import refuse_inline_password, secret_ref
 
 _GUESTINFO_KEY = re.compile(r"^[a-z0-9_.-]+$")
@@ -52,14 +61,16 @@ def parse_ssh(raw: object, path: str, base_dir: Path) -> SshConfig:
     data = as_mapping(raw, path, "ssh")
     check_keys(data, path, ("host", "port", "user", "key_file", "known_hosts", "insecure_host_key", "guest_script"))
     key_file = opt_path(data.get("key_file"), sub(path, "key_file"), base_dir)
-    if key_file is not None and not key_file.is_file():
-        raise SpecError(sub(path, "key_file"), f"{key_file}: no such file")
+    if key_file is not None:
+        check_read_file(key_file, sub(path, "key_file"), "an SSH key file")
+    known_hosts = opt_path(data.get("known_hosts"), sub(path, "known_hosts"), base_dir)
+    check_optional_read_file(known_hosts, sub(path, "known_hosts"), "known_hosts")
     return SshConfig(
         host=as_str(required(data, "host", path), sub(path, "host")),
         port=as_port(data.get("port", 22), sub(path, "port")),
         user=as_str(data.get("user", "root"), sub(path, "user")),
         key_file=key_file,
-        known_hosts=opt_path(data.get("known_hosts"), sub(path, "known_hosts"), base_dir),
+        known_hosts=known_hosts,
         insecure_host_key=as_bool(data.get("insecure_host_key", False), sub(path, "insecure_host_key")),
         guest_script=parse_guest_script(data.get("guest_script", SshConfig.guest_script), sub(path, "guest_script")),
     )
@@ -127,10 +138,12 @@ def parse_budgets(raw: object, path: str) -> Budgets:
     check_keys(data, path, ("vcenter", "per_host", "per_datastore", "rate_per_s"))
     d = DEFAULT_BUDGETS
     return Budgets(
-        vcenter=as_int(data.get("vcenter", d.vcenter), sub(path, "vcenter"), minimum=1),
-        per_host=as_int(data.get("per_host", d.per_host), sub(path, "per_host"), minimum=1),
-        per_datastore=as_int(data.get("per_datastore", d.per_datastore), sub(path, "per_datastore"), minimum=1),
-        rate_per_s=as_positive(data.get("rate_per_s", d.rate_per_s), sub(path, "rate_per_s")),
+        vcenter=as_int(data.get("vcenter", d.vcenter), sub(path, "vcenter"), minimum=1, maximum=MAX_BUDGET_VCENTER),
+        per_host=as_int(data.get("per_host", d.per_host), sub(path, "per_host"), minimum=1, maximum=MAX_BUDGET_HOST),
+        per_datastore=as_int(data.get("per_datastore", d.per_datastore), sub(path, "per_datastore"), minimum=1,
+                             maximum=MAX_BUDGET_DATASTORE),
+        rate_per_s=as_positive(data.get("rate_per_s", d.rate_per_s), sub(path, "rate_per_s"),
+                               minimum=MIN_RATE_PER_S, maximum=MAX_RATE_PER_S),
     )
 
 
@@ -140,7 +153,7 @@ def parse_guest_ready(raw: object, path: str) -> GuestReady:
     data = as_mapping(raw, path, "guest_ready")
     check_keys(data, path, ("timeout_s", "required"))
     return GuestReady(
-        timeout_s=as_positive(data.get("timeout_s", 300.0), sub(path, "timeout_s")),
+        timeout_s=as_positive(data.get("timeout_s", 300.0), sub(path, "timeout_s"), maximum=MAX_TIMEOUT_S),
         required=as_bool(data.get("required", True), sub(path, "required")),
     )
 
@@ -149,6 +162,8 @@ def parse_guestinfo(raw: object, path: str) -> dict[str, str]:
     if raw is None:
         return {}
     data = as_mapping(raw, path, "guestinfo")
+    if len(data) > MAX_GUESTINFO_KEYS:
+        raise SpecError(path, f"has {len(data)} keys; at most {MAX_GUESTINFO_KEYS} (each is written to every clone)")
     out: dict[str, str] = {}
     for key, value in data.items():
         where = sub(path, key)
@@ -165,6 +180,8 @@ def parse_guestinfo(raw: object, path: str) -> dict[str, str]:
         if isinstance(value, bool) or not isinstance(value, str | int | float):
             raise SpecError(where, f"must be a string, not {kind_of(value)}")
         out[key] = str(value)
+        if len(out[key]) > MAX_GUESTINFO_VALUE:
+            raise SpecError(where, f"is {len(out[key])} characters; a guestinfo value holds at most {MAX_GUESTINFO_VALUE}")
     return out
 
 
@@ -183,18 +200,20 @@ def parse_drain(raw: object, path: str, base_dir: Path) -> Drain:
         sdata = as_mapping(data["ssh"], where, "ssh")
         check_keys(sdata, where, ("user", "key_file", "known_hosts", "port", "host", "insecure_host_key"))
         key_file = opt_path(sdata.get("key_file"), sub(where, "key_file"), base_dir)
-        if key_file is not None and not key_file.is_file():
-            raise SpecError(sub(where, "key_file"), f"{key_file}: no such file")
+        if key_file is not None:
+            check_read_file(key_file, sub(where, "key_file"), "an SSH key file")
+        known_hosts = opt_path(sdata.get("known_hosts"), sub(where, "known_hosts"), base_dir)
+        check_optional_read_file(known_hosts, sub(where, "known_hosts"), "known_hosts")
         ssh = DrainSsh(
             user=as_str(sdata.get("user", "root"), sub(where, "user")),
             key_file=key_file,
-            known_hosts=opt_path(sdata.get("known_hosts"), sub(where, "known_hosts"), base_dir),
+            known_hosts=known_hosts,
             port=as_port(sdata.get("port", 22), sub(where, "port")),
             host=opt_str(sdata.get("host"), sub(where, "host")),
             insecure_host_key=as_bool(sdata.get("insecure_host_key", False), sub(where, "insecure_host_key")),
         )
     return Drain(
         command=as_str(required(data, "command", path), sub(path, "command")),
-        timeout_s=as_positive(data.get("timeout_s", 300.0), sub(path, "timeout_s")),
+        timeout_s=as_positive(data.get("timeout_s", 300.0), sub(path, "timeout_s"), maximum=MAX_TIMEOUT_S),
         ssh=ssh,
     )

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from forkscale.core.errors import SpecError
 from forkscale.spec.fields import as_mapping, as_path, as_positive, as_str, check_keys, kind_of, required, sub
-from forkscale.spec.model import Step, Upload
+from forkscale.spec.model import MAX_TIMEOUT_S, Step, Upload
 
 STEP_KEYS = ("name", "run", "timeout_s", "upload")
 
@@ -32,7 +32,8 @@ def parse_steps(raw: object, path: str, default_timeout: float, base_dir: Path) 
         out.append(Step(
             name=name,
             run=as_str(required(data, "run", where), sub(where, "run")),
-            timeout_s=as_positive(data.get("timeout_s", default_timeout), sub(where, "timeout_s")),
+            timeout_s=as_positive(data.get("timeout_s", default_timeout), sub(where, "timeout_s"),
+                                  maximum=MAX_TIMEOUT_S),
             upload=parse_uploads(data.get("upload"), sub(where, "upload"), base_dir),
         ))
     return tuple(out)

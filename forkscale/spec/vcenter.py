@@ -1,5 +1,10 @@
 """The `vcenter:` section: URL, user, password reference, CA file.
 
+`https://` with verified TLS is the default; `insecure: true` turns verification off and is what
+an `http://` URL needs too (the password then crosses the network in clear; `forkscale` logs a
+warning on every connection). A `ca_file` is loaded when the spec is read, so a file that holds
+no PEM certificate is refused with one line before anything connects.
+
 Environment: FORKSCALE_CA_FILE, when set, replaces `vcenter.ca_file` (handy for the twin, which
 writes a fresh CA each run); `~` is expanded and a relative path is relative to the working
 directory.
@@ -15,6 +20,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from forkscale.core.errors import SpecError
 from forkscale.spec.fields import as_bool, as_env_name, as_mapping, as_path, as_str, check_keys, required, sub
+from forkscale.spec.paths import check_ca_file
 from forkscale.spec.secrets import SecretRef, refuse_inline_password, secret_ref
 
 CA_FILE_ENV = "FORKSCALE_CA_FILE"
@@ -37,10 +43,13 @@ def parse_vcenter(raw: object, path: str, base_dir: Path) -> VCenter:
     data = as_mapping(raw, path, "vcenter")
     refuse_inline_password(data, path)
     check_keys(data, path, ("url", "user", "user_env", "password_env", "password_file", "ca_file", "insecure"))
+    insecure = as_bool(data.get("insecure", False), sub(path, "insecure"))
     url = parse_url(required(data, "url", path), sub(path, "url"))
+    if url.startswith("http://") and not insecure:
+        raise SpecError(sub(path, "url"), f"{url!r} is plain HTTP: the password would cross the network in clear; "
+                                          "use https://, or set insecure: true to accept that")
     user = parse_user(data, path)
     secret = secret_ref(data, path, base_dir)
-    insecure = as_bool(data.get("insecure", False), sub(path, "insecure"))
     ca_file = parse_ca_file(data, path, base_dir)
     return VCenter(url=url, user=user, secret=secret, ca_file=ca_file, insecure=insecure)
 
@@ -93,6 +102,5 @@ def parse_ca_file(data: Mapping[str, object], path: str, base_dir: Path) -> Path
         origin = ""
     else:
         return None
-    if not file.is_file():
-        raise SpecError(where, f"{origin}{file}: no such file")
+    check_ca_file(file, where, origin)
     return file

@@ -215,4 +215,11 @@ class Watcher:
             return value
         fut: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self.status_waiters.setdefault(vm_moid, []).append(fut)
-        return await asyncio.wait_for(fut, timeout)
+        try:
+            return await asyncio.wait_for(fut, timeout)
+        finally:  # a waiter that timed out or was cancelled does not stay behind (bounded forever)
+            waiters = self.status_waiters.get(vm_moid)
+            if waiters is not None and fut in waiters:
+                waiters.remove(fut)
+                if not waiters:
+                    del self.status_waiters[vm_moid]

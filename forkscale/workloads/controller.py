@@ -35,10 +35,18 @@ Shape (one engine, one event loop):
   the number as its *floor* (`min`): "keep at least N" is what an operator means before a login
   storm, and the policy keeps working above it; a floor above the policy's `max` is refused
   (HTTP 409). Overrides live in memory only: a restart goes back to the spec.
+* **Repair is not scaling.** A round whose policy says "no change" (a no-op, a cooldown, a held
+  scale-down) still checks the pool against its current desired count: rows closed by another
+  process (`forkscale destroy`) and clones whose VM left vCenter behind the ledger's back (one
+  batched read of the live rows' morefs) are restored in that round, with no cooldown before or
+  after. Cooldowns only delay changes of the desired count.
 * **Drain.** Scale-down of a pool with a `drain:` hook goes through `forkscale.workloads.drain.Drainer`
   (installed as `engine.drainer`); a failed drain keeps the clone (back to `ready`), shows in the
   status, and the round ends without a cooldown, so the next one tries again while the policy
   still wants fewer clones.
+* **Retention.** Once an hour (by the ledger's clock) history older than `ledger.retention_days`
+  -- gone clones and their events, old events, gone sources -- moves to the archive file
+  (`Ledger.prune`), so the ledger stays the size of its window however long `serve` runs.
 * **Status** (`status()`): counts, the policy's state and cooldown, the last decision and its
   reason, the metric, the last converge, the last errors, and `actions`: the recent decisions
   that changed something, with when they were made and finished.
@@ -57,13 +65,14 @@ import contextlib
 import dataclasses
 import logging
 import re
+import sqlite3
 import time
 from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
 
-from forkscale.core.errors import ForkscaleError, TemporaryError
+from forkscale.core.errors import ForkscaleError, PermanentError, TemporaryError
 from forkscale.fleet.engine import Engine
 from forkscale.fleet.plan import LIVE
 from forkscale.ledger import CloneRecord
@@ -81,6 +90,8 @@ from forkscale.workloads.runtime import ControllerError, PoolRuntime, iso, obser
 
 log = logging.getLogger("forkscale.controller")
 _DIGITS = re.compile(r"\d+(?:\.\d+)?")
+#: How often (by the ledger's clock) history past `ledger.retention_days` is moved to the archive.
+PRUNE_EVERY_S = 3600.0
 
 
 
@@ -105,6 +116,8 @@ class Controller:
         engine.progress = self._on_progress
         engine.drainer = Drainer(self.ledger)
         self.started_at = time.time()
+        self._next_prune = 0.0  # on the ledger's clock; 0: prune at the first round
+        self._pruning = False
 
     # lifecycle -----------------------------------------------------------------------------------
     @property
@@ -156,12 +169,35 @@ class Controller:
                 self._error(pr, f"round failed: {type(exc).__name__}: {exc}")
             if self._stopping:
                 break
+            await self._prune_if_due()
             interval = pr.runner.config.evaluate_every_s
             left = pr.runner.status().cooldown_left_s
             if left is not None:
                 interval = min(interval, left + 0.01)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(pr.wake.wait(), interval)
+
+    async def _prune_if_due(self) -> None:
+        """Once an hour by the ledger's clock (and at start): history older than
+        `ledger.retention_days` moves to the archive file, so months of uptime keep the ledger
+        the size of its window. Runs on a worker thread (the ledger is thread-safe)."""
+        now = self.ledger.now()
+        if now < self._next_prune or self._pruning:
+            return
+        self._pruning, self._next_prune = True, now + PRUNE_EVERY_S
+        settings = self.spec.ledger
+        archive = settings.archive_for(self.ledger.path)
+        try:
+            result = await asyncio.to_thread(self.ledger.prune, settings.retention_days * 86_400.0, archive)
+        except (OSError, ForkscaleError, sqlite3.Error) as exc:
+            log.warning("ledger: pruning history older than %g days failed (next try in an hour): %s",
+                        settings.retention_days, exc)
+            return
+        finally:
+            self._pruning = False
+        if result.moved:
+            log.info("ledger: moved %d clone(s), %d event(s) and %d source(s) older than %g days to %s",
+                     result.clones, result.events, result.sources, settings.retention_days, archive)
 
     # one round -----------------------------------------------------------------------------------
     async def evaluate(self, pool_name: str) -> Decision:
@@ -184,13 +220,17 @@ class Controller:
         was_idle = runner.state is State.IDLE
         decision = self._decide(pr, observed, metric)
         self._log_decision(pr, decision, refresh)
+        repair = 0
         if decision.is_noop:
             if (was_idle and not pr.held) or pr.desired is None:
                 pr.desired = decision.count + refresh
-            if not (pr.needs_converge or refresh):
-                self._publish()
-                return decision
             target = observed.current + refresh
+            if not (pr.needs_converge or refresh):
+                repair = await self._missing(pr, target)
+                if not repair:
+                    self._publish()
+                    return decision
+            target = max(target, pr.desired)
         else:
             target = decision.count + refresh
         pr.desired = target
@@ -200,8 +240,30 @@ class Controller:
         if self.dry_run:
             await self._dry_run(pr, decision, target)
         else:
-            await self._carry_out(pr, decision, observed, leaving, target)
+            await self._carry_out(pr, decision, observed, leaving, target, repair=repair)
         return decision
+
+    async def _missing(self, pr: PoolRuntime, live: int) -> int:
+        """Clones the pool lacks against its current desired count: rows another process closed
+        (a `forkscale destroy`) and VMs that left vCenter behind the ledger's back (removed by
+        hand). Restoring them is a repair, not a scaling decision: it runs at once, in any
+        policy state, and starts no cooldown (cooldowns only delay changes of the desired count)."""
+        short = max(0, (pr.desired or 0) - live)
+        rows = [r for r in self.ledger.clones(pr.pool.name, ["customizing", "ready", "claimed", "draining"])
+                if r.vm_moref]
+        vanished: list[str] = []
+        if rows:
+            try:
+                present = await self.engine.driver.vm_props([r.vm_moref for r in rows if r.vm_moref], ["name"])
+            except (PermanentError, TemporaryError) as exc:
+                log.debug("pool %s: presence check skipped: %s", pr.pool.name, exc)
+                present = {r.vm_moref: {} for r in rows if r.vm_moref}
+            vanished = [r.name for r in rows if r.vm_moref not in present]
+        if short or vanished:
+            gone = f"; gone from vCenter: {', '.join(vanished[:10])}" if vanished else ""
+            log.warning("pool %s: repairing toward desired %d: %d clone(s) missing%s (a repair waits for no "
+                        "cooldown)", pr.pool.name, pr.desired or 0, short + len(vanished), gone)
+        return short + len(vanished)
 
     def _decide(self, pr: PoolRuntime, observed: Observed, metric: float | None) -> Decision:
         """Ask the policy; a scale-down right after refreshing released clones is held back."""
@@ -241,7 +303,7 @@ class Controller:
         self._publish()
 
     async def _carry_out(self, pr: PoolRuntime, decision: Decision, observed: Observed,
-                         leaving: list[CloneRecord], target: int) -> None:
+                         leaving: list[CloneRecord], target: int, *, repair: int = 0) -> None:
         pool = pr.pool
         if not decision.is_noop:
             pr.runner.begin(decision)
@@ -274,11 +336,12 @@ class Controller:
             pr.converging = False
             if not decision.is_noop:
                 pr.runner.mark_done(decision, ok=ok)
-            if not decision.is_noop or leaving:
+            if not decision.is_noop or leaving or repair:
                 pr.history.append({"at": iso(pr.decision_at), "done_at": iso(time.time()),
                                    "direction": decision.direction, "from": observed.current,
-                                   "count": decision.count, "target": target, "refreshed": len(leaving), "ok": ok,
-                                   "reason": decision.reason, "code": str(decision.code)})
+                                   "count": decision.count, "target": target, "refreshed": len(leaving),
+                                   "repaired": repair, "ok": ok, "reason": decision.reason,
+                                   "code": str(decision.code)})
             self._notify_ready(pr)
             self._publish()
 

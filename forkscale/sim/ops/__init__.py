@@ -7,7 +7,24 @@ checked when the task runs, so a source powered off while a clone waits in the q
 clone with `InvalidState`, like the real thing.
 """
 
-from . import checks, clone, destroy, guest, guestexec, guestfiles, instant, power, reconfigure, snapshots
+from . import (
+    checks,
+    clone,
+    destroy,
+    entities,
+    guest,
+    guestexec,
+    guestfiles,
+    guestpower,
+    instant,
+    maintenance,
+    power,
+    promote,
+    reconfigure,
+    register,
+    relocate,
+    snapshots,
+)
 
-__all__ = ["checks", "clone", "destroy", "guest", "guestexec", "guestfiles", "instant", "power", "reconfigure",
-           "snapshots"]
+__all__ = ["checks", "clone", "destroy", "entities", "guest", "guestexec", "guestfiles", "guestpower", "instant",
+           "maintenance", "power", "promote", "reconfigure", "register", "relocate", "snapshots"]

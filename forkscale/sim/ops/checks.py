@@ -1,4 +1,5 @@
-"""The provisioning checker: would this clone work right now? (the same checks the clone task makes)"""
+"""The provisioning checker: would this clone, relocation or migration work right now? (the same checks
+the task itself makes)"""
 
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ from ..inventory import Folder
 from ..tasks import Task
 from ..vm import VM
 from .clone import clone_faults
-from .common import elapse, submit
+from .common import elapse, invalid_power, submit
 from .instant import instant_clone_faults
 from .placement import folder_of, resolve_placement
+from .relocate import move_faults, plan_move
 from .validate import check_clone_spec, check_instant_spec
 
 CHECK_RESULTS = VmomiSupport.GetVmodlType("vim.vm.check.Result[]")
@@ -57,3 +59,39 @@ def check_clone(ctx: Ctx, this: Any, vm: Any, folder: Any, name: str, spec: Any,
         return CHECK_RESULTS([vim.vm.check.Result(vm=src.ref, host=host.ref, error=faults, warning=[])])
 
     return submit(ctx, src, body, op="ProvisioningChecker.checkClone")
+
+
+@method("CheckRelocate_Task")
+def check_relocate(ctx: Ctx, this: Any, vm: Any, spec: Any, testType: list[str] | None = None) -> Any:  # noqa: N803
+    target = _vm(ctx, vm)
+    move = plan_move(ctx, target, spec)
+
+    async def body(task: Task) -> Any:
+        await elapse(target.world, "check")
+        return CHECK_RESULTS([vim.vm.check.Result(vm=target.ref, host=move.host.ref, error=move_faults(target, move),
+                                                  warning=[])])
+
+    return submit(ctx, target, body, op="ProvisioningChecker.checkRelocate")
+
+
+@method("CheckMigrate_Task")
+def check_migrate(ctx: Ctx, this: Any, vm: Any, host: Any = None, pool: Any = None, state: str | None = None,
+                  testType: list[str] | None = None) -> Any:  # noqa: N803
+    target = _vm(ctx, vm)
+    move = plan_move(ctx, target, vim.vm.RelocateSpec(host=host, pool=pool))
+
+    async def body(task: Task) -> Any:
+        await elapse(target.world, "check")
+        faults = move_faults(target, move)
+        if state is not None and state != target.power_state:
+            faults.append(invalid_power(target, state))
+        return CHECK_RESULTS([vim.vm.check.Result(vm=target.ref, host=move.host.ref, error=faults, warning=[])])
+
+    return submit(ctx, target, body, op="ProvisioningChecker.checkMigrate")
+
+
+def _vm(ctx: Ctx, ref: Any) -> VM:
+    mo = ctx.twin.resolve(ref, ctx.session)
+    if not isinstance(mo, VM):
+        raise vmodl.fault.InvalidArgument(msg="vm is not a virtual machine", invalidProperty="vm")
+    return mo

@@ -7,12 +7,12 @@ from typing import Any
 from pyVmomi import vim, vmodl
 
 from ..dispatch import Ctx, method
-from ..events import record, vm_arg
+from ..events import folder_arg, host_arg, record, vm_arg
 from ..inventory import Datastore, Folder, Host, ResourcePool
 from ..memory import admit
 from ..tasks import Task
 from ..vm import VM, Disk, Snapshot
-from .common import as_vm, elapse, submit
+from .common import as_vm, elapse, placement_faults, submit
 from .placement import check_name, discard_new_vm, folder_of, new_vm, raise_first, resolve_placement
 from .power import power_on_now
 from .reconfigure import apply_config, apply_nic_edits
@@ -33,8 +33,7 @@ def clone_faults(ctx: Ctx, src: VM, spec: Any, ds: Datastore, host: Host) -> lis
         if not isinstance(snap, Snapshot) or snap.vm is not src:
             faults.append(vmodl.fault.InvalidArgument(msg="spec.snapshot is not a snapshot of the source",
                                                       invalidProperty="spec.snapshot"))
-    if not host.connected:
-        faults.append(vmodl.fault.HostNotConnected(msg=f"Host {host.name} is not connected"))
+    faults += placement_faults(host)
     if move != "createNewChildDiskBacking":
         need = sum(f.size(ctx.twin.world.sim_seconds()) for d in src.disks for f in d.top.chain())
         if ds.free() < need:
@@ -81,15 +80,20 @@ def _copy_disks(src: VM, clone: VM, spec: Any, ds: Datastore) -> None:
     snap_node = snap.node if isinstance(snap, Snapshot) else None  # (clone_faults checked it is one of src)
     now = world.sim_seconds()
     for d in src.disks:
-        base = snap_node.disks[d.key] if snap_node is not None else d.top
+        if d.independent and linked:
+            continue  # no snapshot point to link to: a linked clone leaves independent disks out
+        base = snap_node.disks.get(d.key, d.top) if snap_node is not None else d.top
         if linked:
             n = base.depth()
             f = world.disks.create(f"[{ds.name}] {name}/{name}-{n:06d}.vmdk", ds, base.capacity, parent=base)
         else:
             size = sum(x.size(now) for x in base.chain())
-            f = world.disks.create(f"[{ds.name}] {name}/{name}.vmdk", ds, base.capacity, size=size)
+            stem = name if d.unit == 0 else f"{name}_{d.unit}"
+            f = world.disks.create(f"[{ds.name}] {name}/{stem}.vmdk", ds, base.capacity, size=size)
+            f.content = base.merged_content()
         world.disks.retain(f)
-        clone.disks.append(Disk(key=d.key, capacity_kb=d.capacity_kb, top=f, unit=d.unit, label=d.label))
+        clone.disks.append(Disk(key=d.key, capacity_kb=d.capacity_kb, top=f, unit=d.unit, label=d.label,
+                                mode=d.mode))
 
 
 @method("CloneVM_Task")
@@ -101,8 +105,16 @@ def clone_vm(ctx: Ctx, this: Any, folder: Any, name: str, spec: Any) -> Any:
     linked = spec.location is not None and spec.location.diskMoveType == "createNewChildDiskBacking"
 
     async def body(task: Task) -> Any:
+        dest = {"destFolder": folder_arg(target), "destName": name, "destHost": host_arg(host)}
+        record(ctx, "VmBeingClonedEvent", src, f"Cloning {src.name} on host {src.host.name} to {name} on host "
+               f"{host.name}", task=task, **dest)
         await elapse(src.world, "linked" if linked else "full")
-        clone = do_clone(ctx, src, target, name, spec, ds, host, pool)
+        try:
+            clone = do_clone(ctx, src, target, name, spec, ds, host, pool)
+        except vmodl.MethodFault as fault:
+            record(ctx, "VmCloneFailedEvent", src, f"Failed to clone {src.name} to {name}", task=task,
+                   reason=fault, **dest)
+            raise
         record(ctx, "VmClonedEvent", clone, f"Clone of {src.name} to {clone.name} completed", task=task,
                sourceVm=vm_arg(src))
         if clone.power_state == "poweredOn":

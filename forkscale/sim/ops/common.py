@@ -50,6 +50,20 @@ def require_host(vm: VM) -> None:
         raise vmodl.fault.HostNotConnected(msg=f"Host {vm.host.name} is not connected")
 
 
+def placement_faults(host: Host) -> list[vmodl.MethodFault]:
+    """Why a VM cannot be started or placed on `host` now: not connected, or in maintenance mode."""
+    if not host.connected:
+        return [vmodl.fault.HostNotConnected(msg=f"Host {host.name} is not connected")]
+    if host.in_maintenance:
+        return [vim.fault.InvalidHostState(msg=f"Host {host.name} is in maintenance mode", host=host.ref)]
+    return []
+
+
+def require_placeable(host: Host) -> None:
+    for fault in placement_faults(host):
+        raise fault
+
+
 def invalid_power(vm: VM, expected: str) -> vim.fault.InvalidPowerState:
     word = {"poweredOn": "Powered on", "poweredOff": "Powered off", "suspended": "Suspended"}[vm.power_state]
     return vim.fault.InvalidPowerState(msg=f"The attempted operation cannot be performed in the current state "

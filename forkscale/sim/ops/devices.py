@@ -125,8 +125,9 @@ def _check_nic_edit(vm: VM, dev: Any, prop: str, index: int, device_classes: dic
     _check_address(dev, prop, index)
 
 
-def check_device_changes(vm: VM, changes: list[Any], path: str, *, instant: bool) -> None:
-    """Refuse, naming the property, any device change the method cannot make as asked."""
+def check_device_changes(vm: VM, changes: list[Any], path: str, *, instant: bool, disks: bool = False) -> None:
+    """Refuse, naming the property, any device change the method cannot make as asked (with
+    `disks`, virtual disk changes pass: forkscale.sim.ops.vdisks checks those)."""
     if not changes:
         return
     classes = {n.key: n.device_class() for n in vm.nics}
@@ -134,6 +135,8 @@ def check_device_changes(vm: VM, changes: list[Any], path: str, *, instant: bool
     for i, ch in enumerate(changes or []):
         prop = f"{path}[{i}]"
         dev = ch.device
+        if disks and isinstance(dev, vim.vm.device.VirtualDisk):
+            continue
         if not isinstance(dev, NIC):
             file_port = isinstance(dev, (vim.vm.device.VirtualSerialPort, vim.vm.device.VirtualParallelPort))
             if instant and file_port and ch.operation == "edit":

@@ -13,12 +13,12 @@ from pyVmomi import vim, vmodl
 
 from ..disks import MAX_CHAIN, DiskFile, MiB
 from ..dispatch import Ctx, method
-from ..events import record, vm_arg
+from ..events import INSTANT_CLONED, record_ex
 from ..inventory import Datastore
 from ..memory import admit
 from ..tasks import Task
 from ..vm import VM, Disk
-from .common import as_vm, elapse, submit
+from .common import as_vm, elapse, placement_faults, submit
 from .placement import Placement, check_name, discard_new_vm, new_vm, raise_first, resolve_placement
 from .power import guest_up_later
 from .reconfigure import apply_extra, apply_nic_edits
@@ -42,9 +42,10 @@ def instant_clone_faults(ctx: Ctx, src: VM, spec: Any) -> list[vmodl.MethodFault
                                                  "to be instant-cloned; it is powered off."))
     if src.template:
         faults.append(vim.fault.InvalidState(msg=f"{src.name} is a template"))
-    if not src.host.connected:
-        faults.append(vmodl.fault.HostNotConnected(msg=f"Host {src.host.name} is not connected"))
+    faults += placement_faults(src.host)
     for d in src.disks:
+        if d.independent:
+            continue
         parent = fork_point(src, d.key) if (src.frozen and src.source_delta_done) else d.top
         if parent.depth() + 1 > MAX_CHAIN:
             faults.append(_chain_fault(src, parent.depth() + 1))
@@ -98,6 +99,8 @@ def _fork_disks(src: VM, clone: VM, ds: Datastore) -> None:
     """One delta per clone; the source gets one delta per clone (running) or once (frozen)."""
     world = src.world
     for d in src.disks:
+        if d.independent:
+            continue  # a user's independent disk stays with its VM: an instant clone gets none
         if src.frozen:
             if not src.source_delta_done:
                 push_delta(src, d)
@@ -139,8 +142,8 @@ def instant_clone(ctx: Ctx, this: Any, spec: Any) -> Any:
     async def body(task: Task) -> Any:
         await elapse(src.world, "instant", task)
         clone = do_instant_clone(ctx, src, spec, placement)
-        record(ctx, "VmClonedEvent", clone, f"Instant clone of {src.name} to {clone.name} completed", task=task,
-               sourceVm=vm_arg(src))
+        record_ex(ctx, INSTANT_CLONED, clone, f"{clone.name} was instantly cloned from {src.name}", task=task,
+                  arguments={"sourceVm": src.name})
         return clone.ref
 
     return submit(ctx, src, body, host=src.host, op="VirtualMachine.instantClone")

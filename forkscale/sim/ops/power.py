@@ -9,11 +9,11 @@ from pyVmomi import vim, vmodl
 
 from ..disks import MiB
 from ..dispatch import Ctx, method
-from ..events import record
+from ..events import record, record_ex
 from ..memory import admit
 from ..tasks import Task
 from ..vm import VM
-from .common import as_vm, elapse, guest_later, invalid_power, require_host, submit
+from .common import as_vm, elapse, guest_later, invalid_power, require_placeable, submit
 
 
 def power_on_now(vm: VM, *, boot: bool = True) -> None:
@@ -67,13 +67,43 @@ def power_off_now(vm: VM) -> None:
     vm.changed()
 
 
+def suspend_now(vm: VM) -> None:
+    """Suspend at once: the memory goes to a .vmss file in the VM's directory, the disks stop growing."""
+    world = vm.world
+    vm.power_state = "suspended"
+    vm.guest.tools_running = False
+    for d in vm.disks:
+        d.top.freeze(world.sim_seconds())
+    vm.changed()
+
+
+def resume_now(vm: VM) -> None:
+    """Resume a suspended VM: the guest continues where it was (same boot), VMware Tools back shortly."""
+    world = vm.world
+    vm.power_state = "poweredOn"
+    for d in vm.disks:
+        d.top.thaw(world.sim_seconds(), rate=0.05 * MiB)
+    vm.changed()
+    delay = world.draw("guest_resume")
+
+    def tools_back(v: VM) -> None:
+        v.guest.tools_running = True
+        v.changed()
+
+    guest_later(vm, delay, tools_back)
+
+
+def on_message(vm: VM) -> str:
+    return f"{vm.name} on {vm.host.name}"
+
+
 @method("PowerOnVM_Task")
 def power_on(ctx: Ctx, this: Any, host: Any = None) -> Any:
     vm = as_vm(this)
 
     async def body(task: Task) -> None:
         await elapse(vm.world, "power_on")
-        require_host(vm)
+        require_placeable(vm.host)
         if vm.template:
             raise vim.fault.InvalidState(msg="A template cannot be powered on")
         if vm.power_state == "poweredOn":
@@ -81,8 +111,14 @@ def power_on(ctx: Ctx, this: Any, host: Any = None) -> Any:
         if not admit(vm.host, vm.mem.touched_mb):
             raise vim.fault.InsufficientMemoryResourcesFault(
                 msg=f"Insufficient memory resources on host {vm.host.name}", unreserved=0, requested=vm.mem.touched_mb)
-        power_on_now(vm)
-        record(ctx, "VmPoweredOnEvent", vm, f"{vm.name} on {vm.host.name} is powered on", task=task)
+        resuming = vm.power_state == "suspended"
+        record(ctx, "VmResumingEvent" if resuming else "VmStartingEvent", vm,
+               f"{on_message(vm)} is {'resuming' if resuming else 'starting'}", task=task)
+        if resuming:
+            resume_now(vm)
+        else:
+            power_on_now(vm)
+        record(ctx, "VmPoweredOnEvent", vm, f"{on_message(vm)} is powered on", task=task)
 
     return submit(ctx, vm, body, op="VirtualMachine.powerOn")
 
@@ -95,10 +131,28 @@ def power_off(ctx: Ctx, this: Any) -> Any:
         await elapse(vm.world, "power_off")
         if vm.power_state == "poweredOff":
             raise invalid_power(vm, "poweredOn")
+        record(ctx, "VmStoppingEvent", vm, f"{on_message(vm)} is stopping", task=task)
         power_off_now(vm)
-        record(ctx, "VmPoweredOffEvent", vm, f"{vm.name} on {vm.host.name} is powered off", task=task)
+        record(ctx, "VmPoweredOffEvent", vm, f"{on_message(vm)} is powered off", task=task)
 
     return submit(ctx, vm, body, op="VirtualMachine.powerOff")
+
+
+@method("SuspendVM_Task")
+def suspend(ctx: Ctx, this: Any) -> Any:
+    vm = as_vm(this)
+
+    async def body(task: Task) -> None:
+        await elapse(vm.world, "suspend")
+        if vm.power_state != "poweredOn":
+            raise invalid_power(vm, "poweredOn")
+        if vm.frozen:
+            raise vim.fault.InvalidState(msg=f"{vm.name} is a frozen instant-clone source: it cannot be suspended")
+        record(ctx, "VmSuspendingEvent", vm, f"{on_message(vm)} is being suspended", task=task)
+        suspend_now(vm)
+        record(ctx, "VmSuspendedEvent", vm, f"{on_message(vm)} is suspended", task=task)
+
+    return submit(ctx, vm, body, op="VirtualMachine.suspend")
 
 
 @method("ResetVM_Task")
@@ -110,20 +164,10 @@ def reset(ctx: Ctx, this: Any) -> Any:
         if vm.power_state != "poweredOn":
             raise invalid_power(vm, "poweredOn")
         vm.frozen = False
-        record(ctx, "VmResettingEvent", vm, f"{vm.name} on {vm.host.name} is reset", task=task)
+        record(ctx, "VmResettingEvent", vm, f"{on_message(vm)} is reset", task=task)
         power_on_now(vm)
 
     return submit(ctx, vm, body, op="VirtualMachine.reset")
-
-
-@method("ShutdownGuest")
-def shutdown_guest(ctx: Ctx, this: Any) -> None:
-    vm = as_vm(this)
-    if vm.power_state != "poweredOn":
-        raise invalid_power(vm, "poweredOn")
-    if not vm.guest.tools_running or vm.frozen:
-        raise vim.fault.ToolsUnavailable(msg="VMware Tools is not running in the guest")
-    power_off_now(vm)
 
 
 @method("MarkAsTemplate")
@@ -133,6 +177,7 @@ def mark_as_template(ctx: Ctx, this: Any) -> None:
         raise invalid_power(vm, "poweredOff")
     vm.template = True
     vm.changed()
+    record_ex(ctx, "com.vmware.vc.vm.VmConvertedToTemplateEvent", vm, f"{vm.name} converted to template")
 
 
 @method("MarkAsVirtualMachine")
@@ -142,3 +187,4 @@ def mark_as_vm(ctx: Ctx, this: Any, pool: Any, host: Any = None) -> None:
         raise vmodl.fault.NotSupported(msg="The VM is not a template")
     vm.template = False
     vm.changed()
+    record_ex(ctx, "com.vmware.vc.vm.TemplateConvertedToVmEvent", vm, f"Template {vm.name} converted to VM")

@@ -19,6 +19,7 @@ from .common import as_vm, elapse, invalid_power, submit
 from .devices import NIC, network_for
 from .settings import apply_settings
 from .validate import check_config
+from .vdisks import CONTROLLER_KEY, apply_disk_changes, check_disk_changes, faults_for_vm, split_changes
 
 
 def apply_extra(vm: VM, options: list[Any]) -> None:
@@ -94,7 +95,12 @@ def apply_config(vm: VM, spec: Any, *, instant: bool = False) -> None:
 @method("ReconfigVM_Task")
 def reconfigure(ctx: Ctx, this: Any, spec: Any) -> Any:
     vm = as_vm(this)
-    check_config(vm, spec, "spec")
+    _, disk_changes, controllers = split_changes(spec, "ReconfigVM_Task")
+    if controllers:
+        raise vmodl.fault.NotSupported(msg="ReconfigVM_Task: the twin's VMs have one SCSI controller; "
+                                           "adding another is not supported")
+    check_config(vm, spec, "spec", disks=True)
+    check_disk_changes(vm, disk_changes, {CONTROLLER_KEY})
 
     async def body(task: Task) -> None:
         await elapse(vm.world, "reconfigure")
@@ -102,6 +108,9 @@ def reconfigure(ctx: Ctx, this: Any, spec: Any) -> Any:
             raise vim.fault.ConcurrentAccess(msg=f"spec.changeVersion '{spec.changeVersion}' is not the VM's "
                                                  f"({vm.change}): its configuration changed since it was read")
         check_running(vm, spec)
+        if disk_changes:
+            faults_for_vm(vm)
+        apply_disk_changes(vm, disk_changes)
         apply_config(vm, spec)
         vm.changed()
         record(ctx, "VmReconfiguredEvent", vm, f"Reconfigured {vm.name} on {vm.host.name}", task=task,

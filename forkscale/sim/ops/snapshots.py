@@ -9,10 +9,14 @@ from pyVmomi import vim, vmodl
 
 from ..disks import MAX_CHAIN, DiskFile, MiB
 from ..dispatch import Ctx, method
+from ..events import record_ex
+from ..inventory import Datastore
 from ..tasks import Task
 from ..vm import VM, Disk, Snapshot, SnapshotNode
 from .common import as_vm, elapse, submit
 from .power import power_off_now
+
+REVERTED = "com.vmware.vc.vm.VmStateRevertedToSnapshot"  # the EventEx vCenter posts after a revert
 
 
 def walk(nodes: list[SnapshotNode]) -> list[SnapshotNode]:
@@ -23,15 +27,16 @@ def walk(nodes: list[SnapshotNode]) -> list[SnapshotNode]:
     return out
 
 
-def push_delta(vm: VM, d: Disk, suffix: str | None = None) -> DiskFile:
-    """Freeze `d.top` and give the VM a fresh child delta on top of it."""
+def push_delta(vm: VM, d: Disk, suffix: str | None = None, on: Datastore | None = None) -> DiskFile:
+    """Freeze `d.top` and give the VM a fresh child delta on top of it (on `on`, else beside it)."""
     world = vm.world
     now = world.sim_seconds()
     old = d.top
     old.freeze(now)
     n = sum(1 for _ in old.chain())
-    name = f"[{old.datastore.name}] {vm.name}/{vm.name}-{n:06d}{suffix or ''}.vmdk"
-    new = world.disks.create(name, old.datastore, old.capacity, parent=old)
+    ds = on or old.datastore
+    name = f"[{ds.name}] {vm.stem}/{vm.stem}-{n:06d}{suffix or ''}.vmdk"
+    new = world.disks.create(name, ds, old.capacity, parent=old)
     world.disks.retain(new)
     world.disks.release(old)  # the VM's own ref moves to the new top
     d.top = new
@@ -45,6 +50,8 @@ def take_snapshot(vm: VM, name: str, description: str, *, memory: bool) -> Snaps
     snap = Snapshot(world, world.new_id("snapshot"), vm)
     tops = {}
     for d in vm.disks:
+        if d.independent:
+            continue  # an independent disk is not part of a snapshot: it keeps its one file
         tops[d.key] = d.top
         world.disks.retain(d.top)  # the snapshot keeps its point in the chain
         push_delta(vm, d)
@@ -92,7 +99,7 @@ def revert_to(vm: VM, node: SnapshotNode) -> None:
             continue
         world.disks.release(d.top)
         n = base.depth()
-        new = world.disks.create(f"[{base.datastore.name}] {vm.name}/{vm.name}-{n:06d}.vmdk", base.datastore,
+        new = world.disks.create(f"[{base.datastore.name}] {vm.stem}/{vm.stem}-{n:06d}.vmdk", base.datastore,
                                  base.capacity, parent=base)
         world.disks.retain(new)
         d.top = new
@@ -109,8 +116,28 @@ def revert_snapshot(ctx: Ctx, this: Any, host: Any = None, suppressPowerOn: bool
     async def body(task: Task) -> None:
         await elapse(snap.world, "snapshot")
         revert_to(snap.vm, snap.node)
+        reverted(ctx, snap.vm, snap.node, task)
 
     return submit(ctx, snap.vm, body, op="VirtualMachineSnapshot.revert")
+
+
+def reverted(ctx: Ctx, vm: VM, node: SnapshotNode, task: Task) -> None:
+    record_ex(ctx, REVERTED, vm, f"{vm.name} has been reverted to the state of snapshot {node.name}, with ID "
+              f"{node.sid}", task=task, arguments={"vmName": vm.name, "snapshotName": node.name,
+                                                     "snapshotId": str(node.sid)})
+
+
+@method("RenameSnapshot")
+def rename_snapshot(ctx: Ctx, this: Any, name: str | None = None, description: str | None = None) -> None:
+    snap = _snap(this)
+    if name is not None:
+        if not name:
+            raise vmodl.fault.InvalidArgument(msg="name must not be empty", invalidProperty="name")
+        snap.node.name = name
+    if description is not None:
+        snap.node.description = description
+    snap.world.touch(snap)
+    snap.vm.changed()
 
 
 @method("RevertToCurrentSnapshot_Task")
@@ -122,7 +149,9 @@ def revert_current(ctx: Ctx, this: Any, host: Any = None, suppressPowerOn: bool 
     async def body(task: Task) -> None:
         await elapse(vm.world, "snapshot")
         assert vm.current_snapshot is not None
-        revert_to(vm, vm.current_snapshot)
+        node = vm.current_snapshot
+        revert_to(vm, node)
+        reverted(ctx, vm, node, task)
 
     return submit(ctx, vm, body, op="VirtualMachine.revert")
 

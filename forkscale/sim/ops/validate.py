@@ -129,8 +129,9 @@ def _check_settings(spec: Any, prop: str) -> None:
             raise invalid(f"{prop}.{field}.shares.shares", "custom shares need a positive number of shares")
 
 
-def check_config(vm: VM, spec: Any, prop: str) -> None:
-    """A ConfigSpec the twin can apply to `vm` as vCenter would, or the fault vCenter answers."""
+def check_config(vm: VM, spec: Any, prop: str, *, disks: bool = False) -> None:
+    """A ConfigSpec the twin can apply to `vm` as vCenter would, or the fault vCenter answers.
+    With `disks`, virtual disk changes are left to forkscale.sim.ops.vdisks (ReconfigVM_Task)."""
     unsupported = [f for f in set_fields(spec) if f not in SUPPORTED]
     if unsupported:
         raise not_supported(f"{prop}.{unsupported[0]}", " (it changes names, memory, CPUs, guest OS, settings, "
@@ -143,7 +144,7 @@ def check_config(vm: VM, spec: Any, prop: str) -> None:
     _check_cpu_memory(vm, spec, prop)
     _check_settings(spec, prop)
     check_options(spec.extraConfig, f"{prop}.extraConfig")
-    check_device_changes(vm, spec.deviceChange, f"{prop}.deviceChange", instant=False)
+    check_device_changes(vm, spec.deviceChange, f"{prop}.deviceChange", instant=False, disks=disks)
 
 
 def check_relocate(src: VM, loc: Any, prop: str, *, instant: bool) -> None:
