@@ -84,6 +84,12 @@ class World:
     def reconfigure(self, vm: Any | None = None, **spec: Any) -> Any:
         return (vm or self.linux).ReconfigVM_Task(vim.vm.ConfigSpec(**spec))
 
+    def create(self, **spec: Any) -> Any:
+        spec.setdefault("name", "strict-new")
+        spec.setdefault("files", vim.vm.FileInfo(vmPathName="[ds-ssd]"))
+        return self.linux.parent.CreateVM_Task(vim.vm.ConfigSpec(guestId="otherLinux64Guest", **spec),
+                                               pool=self.linux.resourcePool)
+
 
 @pytest.fixture(scope="module")
 def w(ssi) -> World:
@@ -244,6 +250,15 @@ ROWS = [
     # RelocateSpec.diskMoveType createNewChildDiskBacking: "only valid when cloning from a snapshot"
     Row("clone.linked_without_snapshot", lambda w: w.clone(location=vim.vm.RelocateSpec(
         diskMoveType="createNewChildDiskBacking")), vmodl.fault.InvalidArgument, "spec.snapshot"),
+    # Folder.CreateVM_Task(config: VirtualMachineConfigSpec): the same rules for a new VM -----------
+    Row("create.name_too_long", lambda w: w.create(name=LONG), vim.fault.InvalidName, ""),
+    Row("create.memory_not_multiple_of_4", lambda w: w.create(memoryMB=1023), vmodl.fault.InvalidArgument,
+        "config.memoryMB"),
+    Row("create.nic_backing_without_device_name", lambda w: w.create(deviceChange=[D.VirtualDeviceSpec(
+        operation="add", device=D.VirtualVmxnet3(key=-1, backing=NIC_BACKING(network=_vm_network(w))))]),
+        vim.fault.InvalidDeviceBacking, "config.deviceChange[0].device.backing.deviceName"),
+    Row("create.vapp_config_not_modelled", lambda w: w.create(vAppConfig=vim.vApp.VmConfigSpec(
+        installBootRequired=True)), vmodl.fault.NotSupported, "config.vAppConfig"),
     # InstantClone_Task(spec: VirtualMachineInstantCloneSpec) -----------------------------------
     Row("instant.name_too_long", lambda w: w.instant(name=LONG), vim.fault.InvalidName, ""),
     # InstantCloneSpec.biosUuid: "128-bit SMBIOS UUID ... in 12345678-abcd-1234-cdef-123456789abc format"

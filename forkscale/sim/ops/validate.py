@@ -26,6 +26,7 @@ from typing import Any
 from pyVmomi import VmomiSupport, vim, vmodl
 
 from ..dispatch import Ctx
+from ..inventory import Host
 from ..vm import VM, Snapshot
 from ..vmsettings import is_set
 from .devices import check_device_changes
@@ -46,6 +47,7 @@ FIRMWARE = _enum("GuestOsDescriptorFirmwareType")
 SWAP = _enum("VirtualMachineConfigInfoSwapPlacementType")
 DISK_MOVES = _enum("VirtualMachineRelocateDiskMoveOptions")
 INSTANT_LOCATION = frozenset({"folder", "datastore", "pool", "host", "deviceChange", "dynamicType", "dynamicProperty"})
+CREATE_ONLY = frozenset({"files", "version"})  # what only a new VM's ConfigSpec sets
 RELOCATE_MODELLED = frozenset({"folder", "datastore", "pool", "host", "diskMoveType", "deviceChange", "disk",
                                "dynamicType", "dynamicProperty"})
 
@@ -81,27 +83,30 @@ def check_options(options: list[Any], prop: str) -> None:
             raise invalid(f"{prop}[{i}].value", f"a {type(opt.value).__name__} is not an option value")
 
 
-def _check_cpu_memory(vm: VM, spec: Any, prop: str) -> None:
+def _check_cpu_memory(host: Host | None, spec: Any, prop: str, current_cpus: int = 1) -> None:
+    """Memory and vCPUs as vSphere sizes them, and (with a host) as the host can run them."""
     mem = spec.memoryMB
     if mem is not None:
         if mem <= 0 or mem % 4:
             raise invalid(f"{prop}.memoryMB", f"{mem} MB is not a positive multiple of 4 MB")
-        if mem > min(MAX_MEMORY_MB, vm.host.memory_bytes // 1024**2):
+        most = min(MAX_MEMORY_MB, host.memory_bytes // 1024**2) if host is not None else MAX_MEMORY_MB
+        if mem > most:
             raise vim.fault.MemorySizeNotSupported(
-                msg=f"{prop}.memoryMB: {mem} MB is more than {vm.host.name} supports", memorySizeMB=int(mem),
-                minMemorySizeMB=4, maxMemorySizeMB=min(MAX_MEMORY_MB, vm.host.memory_bytes // 1024**2))
+                msg=f"{prop}.memoryMB: {mem} MB is more than {host.name if host else 'vSphere'} supports",
+                memorySizeMB=int(mem), minMemorySizeMB=4, maxMemorySizeMB=most)
     cpus = spec.numCPUs
     if cpus is not None:
         if cpus <= 0:
             raise invalid(f"{prop}.numCPUs", f"{cpus} is not a number of virtual CPUs")
-        threads = vm.host.cpu_cores * 2
+        threads = host.cpu_cores * 2 if host is not None else MAX_VCPUS
         if cpus > min(threads, MAX_VCPUS):
-            raise vim.fault.NotEnoughCpus(msg=f"{prop}.numCPUs: {vm.host.name} has {threads} logical CPUs, fewer "
-                                              f"than {cpus}", numCpuDest=threads, numCpuVm=int(cpus))
+            raise vim.fault.NotEnoughCpus(msg=f"{prop}.numCPUs: {host.name if host else 'a host'} has {threads} "
+                                              f"logical CPUs, fewer than {cpus}", numCpuDest=threads,
+                                          numCpuVm=int(cpus))
     cores = spec.numCoresPerSocket
-    if cores is not None and (cores <= 0 or (cpus or vm.num_cpu) % cores):
+    if cores is not None and (cores <= 0 or (cpus or current_cpus) % cores):
         raise invalid(f"{prop}.numCoresPerSocket", f"{cores} cores per socket do not divide "
-                                                    f"{cpus or vm.num_cpu} virtual CPUs")
+                                                    f"{cpus or current_cpus} virtual CPUs")
 
 
 def _check_settings(spec: Any, prop: str) -> None:
@@ -141,10 +146,22 @@ def check_config(vm: VM, spec: Any, prop: str, *, disks: bool = False) -> None:
                                              f"({vm.change}): its configuration changed since it was read")
     if spec.name is not None:
         check_name(spec.name, f"{prop}.name")
-    _check_cpu_memory(vm, spec, prop)
+    _check_cpu_memory(vm.host, spec, prop, vm.num_cpu)
     _check_settings(spec, prop)
     check_options(spec.extraConfig, f"{prop}.extraConfig")
     check_device_changes(vm, spec.deviceChange, f"{prop}.deviceChange", instant=False, disks=disks)
+
+
+def check_new_config(spec: Any, prop: str = "config") -> None:
+    """CreateVM_Task's ConfigSpec: the same rules as a reconfiguration's, for a VM that has no host
+    yet (its devices are added: forkscale.sim.ops.register and ops.vdisks check those)."""
+    unsupported = [f for f in set_fields(spec) if f not in SUPPORTED | CREATE_ONLY]
+    if unsupported:
+        raise not_supported(f"{prop}.{unsupported[0]}", " for a new VM")
+    check_name(spec.name, f"{prop}.name")
+    _check_cpu_memory(None, spec, prop)
+    _check_settings(spec, prop)
+    check_options(spec.extraConfig, f"{prop}.extraConfig")
 
 
 def check_relocate(src: VM, loc: Any, prop: str, *, instant: bool) -> None:
