@@ -6,4 +6,5 @@ pytest_plugins = [
     "tests.fixtures.sshd",
     "tests.fixtures.vcsim",
     "tests.fixtures.postgres",
+    "tests.fixtures.ledgers",
 ]

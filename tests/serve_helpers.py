@@ -22,13 +22,15 @@ from tests.spine_helpers import REPO
 
 
 def write_pool_spec(tmp_path: Path, twin, pool: dict[str, Any] | list[dict[str, Any]], *,
-                    name: str = "pool.yaml") -> Path:
-    """A spec with these pools (given whole) against the running twin, password in a 0600 file."""
+                    name: str = "pool.yaml", state: str | None = None, **top: Any) -> Path:
+    """A spec with these pools (given whole) against the running twin, password in a 0600 file.
+    `state`: the ledger (default: state.sqlite in tmp_path); `top`: more top-level keys (ha, ...)."""
     pw = tmp_path / "vc-password"
     pw.write_text(twin.password)
     os.chmod(pw, 0o600)
     spec = {"vcenter": {"url": twin.url, "user": twin.user, "password_file": str(pw), "ca_file": twin.ca_file},
-            "state": str(tmp_path / "state.sqlite"), "pools": pool if isinstance(pool, list) else [pool]}
+            "state": state or str(tmp_path / "state.sqlite"), "pools": pool if isinstance(pool, list) else [pool],
+            **top}
     path = tmp_path / name
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
     return path

@@ -74,16 +74,26 @@ PATH_TO: dict[str, tuple[str, ...]] = {
 
 
 @pytest.fixture
-def ledger(tmp_path: Path):
-    with Ledger(tmp_path / "deep" / "dir" / "state.sqlite") as led:
+def ledger(ledger_state: str):
+    with Ledger(ledger_state) as led:
         yield led
+
+
+def raw_connect(led: Ledger):
+    """A connection of the backend's own driver, bypassing the Ledger (what a careless tool would do)."""
+    if led.path is not None:
+        return sqlite3.connect(led.path, isolation_level=None), sqlite3.IntegrityError
+    import psycopg
+
+    return psycopg.connect(led.backend._url, autocommit=True), psycopg.errors.UniqueViolation  # type: ignore[attr-defined]
 
 
 # ---------------------------------------------------------------------------- allocation
 
 
 def test_plan_writes_planned_row_with_identity(ledger: Ledger, tmp_path: Path):
-    assert (tmp_path / "deep" / "dir" / "state.sqlite").is_file()
+    if ledger.path is not None:
+        assert ledger.path == tmp_path / "deep" / "dir" / "state.sqlite" and ledger.path.is_file()
     rec = plan(ledger, hostname_pattern="h{index}")
     assert (rec.id, rec.pool, rec.name, rec.hostname, rec.ip) == (1, "web", "web-001", "h1", "10.20.0.3")
     assert rec.state == "planned" and rec.kind == "instant" and rec.vm_moref is None
@@ -141,14 +151,19 @@ def test_exhausted_network_writes_nothing(ledger: Ledger):
 def test_database_refuses_duplicate_live_identity(ledger: Ledger):
     """Even a code path that bypasses the allocator cannot create a second live holder."""
     a = plan(ledger)
-    conn = sqlite3.connect(ledger.path)
+    conn, integrity_error = raw_connect(ledger)
+    mark = "?" if ledger.path is not None else "%s"
     cols = "pool, name, hostname, ip, mac, kind, source, source_generation, host, datastore, port_group, state, created_at, updated_at"
     for name, ip, mac in ((a.name, "10.20.0.99", "00:50:56:00:00:09"), ("x", a.ip, "00:50:56:00:00:09"), ("x", "10.20.0.99", a.mac)):
-        with pytest.raises(sqlite3.IntegrityError):
+        with pytest.raises(integrity_error):
             conn.execute(
-                f"INSERT INTO clones ({cols}) VALUES ('p', ?, 'h', ?, ?, 'instant', 's', 1, 'h', 'd', 'VM Network', 'planned', 0, 0)",
+                f"INSERT INTO clones ({cols}) VALUES ('p', {mark}, 'h', {mark}, {mark}, 'instant', 's', 1, 'h', 'd', "
+                f"'VM Network', 'planned', 0, 0)",
                 (name, ip, mac),
             )
+    # a gone row gives its identity back: history may repeat a name, the live set may not
+    conn.execute(f"INSERT INTO clones ({cols}) VALUES ('p', {mark}, 'h', {mark}, {mark}, 'instant', 's', 1, 'h', 'd', "
+                 f"'VM Network', 'gone', 0, 0)", (a.name, a.ip, a.mac))
     conn.close()
 
 
@@ -165,9 +180,8 @@ def _plan_many(led: Ledger, n: int, out: list[CloneRecord], errors: list[BaseExc
         errors.append(exc)
 
 
-def test_200_plans_from_8_threads_and_two_ledgers_are_distinct(tmp_path: Path):
-    path = tmp_path / "state.sqlite"
-    ledgers = [Ledger(path), Ledger(path)]  # two connections to one file, as two processes would
+def test_200_plans_from_8_threads_and_two_ledgers_are_distinct(ledger_state: str):
+    ledgers = [Ledger(ledger_state), Ledger(ledger_state)]  # two connections, as two processes (replicas) would
     out: list[CloneRecord] = []
     errors: list[BaseException] = []
     threads = [threading.Thread(target=_plan_many, args=(ledgers[i % 2], 25, out, errors)) for i in range(8)]
@@ -207,27 +221,27 @@ EXPECTED_ALLOWED = {
 
 @pytest.mark.parametrize("old", STATES)
 @pytest.mark.parametrize("new", STATES)
-def test_every_transition_is_allowed_or_refused_as_specified(tmp_path: Path, old: str, new: str):
-    with Ledger(tmp_path / "s.sqlite") as led:
-        rec = walk(led, plan(led).id, *PATH_TO[old])
-        assert rec.state == old
-        assert allowed_transition(old, new) == ((old, new) in EXPECTED_ALLOWED)
-        if (old, new) in EXPECTED_ALLOWED:
-            fields = {"claimed_by": "bob"} if new == "claimed" else {}
-            assert led.transition(rec.id, new, **fields).state == new
-            assert led.events(rec.id)[-1].what == new
-            assert led.events(rec.id)[-1].detail["from"] == old
-        else:
-            with pytest.raises(IllegalTransition) as info:
-                led.transition(rec.id, new, **({"claimed_by": "bob"} if new == "claimed" else {}))
-            assert (info.value.old, info.value.new) == (old, new)
-            assert led.get(rec.id) == rec  # unchanged, no event written
-            assert len(led.events(rec.id)) == 1 + len(PATH_TO[old])
+def test_every_transition_is_allowed_or_refused_as_specified(ledger: Ledger, old: str, new: str):
+    led = ledger
+    rec = walk(led, plan(led).id, *PATH_TO[old])
+    assert rec.state == old
+    assert allowed_transition(old, new) == ((old, new) in EXPECTED_ALLOWED)
+    if (old, new) in EXPECTED_ALLOWED:
+        fields = {"claimed_by": "bob"} if new == "claimed" else {}
+        assert led.transition(rec.id, new, **fields).state == new
+        assert led.events(rec.id)[-1].what == new
+        assert led.events(rec.id)[-1].detail["from"] == old
+    else:
+        with pytest.raises(IllegalTransition) as info:
+            led.transition(rec.id, new, **({"claimed_by": "bob"} if new == "claimed" else {}))
+        assert (info.value.old, info.value.new) == (old, new)
+        assert led.get(rec.id) == rec  # unchanged, no event written
+        assert len(led.events(rec.id)) == 1 + len(PATH_TO[old])
 
 
-def test_transition_fields_and_timestamps(tmp_path: Path):
+def test_transition_fields_and_timestamps(ledger_state: str):
     now = [1000.0]
-    with Ledger(tmp_path / "s.sqlite", clock=lambda: now[0]) as led:
+    with Ledger(ledger_state, clock=lambda: now[0]) as led:
         rec = plan(led)
         assert rec.created_at == rec.updated_at == 1000.0
         now[0] = 1001.0
@@ -313,9 +327,9 @@ def _make_ready(led: Ledger, n: int, pool: str = "vdi") -> list[CloneRecord]:
     return [walk(led, plan(led, pool).id, "cloning", "customizing", "ready") for _ in range(n)]
 
 
-def test_claim_oldest_ready_first(tmp_path: Path):
+def test_claim_oldest_ready_first(ledger_state: str):
     now = [0.0]
-    with Ledger(tmp_path / "s.sqlite", clock=lambda: now[0]) as led:
+    with Ledger(ledger_state, clock=lambda: now[0]) as led:
         recs = []
         for i in range(3):
             now[0] = 100.0 - i * 10  # later ids become ready earlier
@@ -338,8 +352,8 @@ def _claim_until_empty(path: str, user: str, queue: multiprocessing.Queue) -> No
     queue.put((user, got))
 
 
-def test_claim_atomic_across_processes(tmp_path: Path):
-    path = tmp_path / "s.sqlite"
+def test_claim_atomic_across_processes(ledger_state: str):
+    path = ledger_state
     with Ledger(path) as led:
         ready = {r.id for r in _make_ready(led, 80)}
     ctx = multiprocessing.get_context("spawn")
@@ -400,13 +414,19 @@ def test_sources(ledger: Ledger):
 # ---------------------------------------------------------------------------- files, migrations, crashes
 
 
-def test_reopen_keeps_everything_and_uses_wal(tmp_path: Path):
-    path = tmp_path / "s.sqlite"
-    with Ledger(path) as led:
+def test_reopen_keeps_everything(ledger_state: str):
+    with Ledger(ledger_state) as led:
         rec = walk(led, plan(led).id, "cloning")
-    with Ledger(path) as led:
+    with Ledger(ledger_state) as led:
         assert led.get(rec.id) == rec
         assert plan(led).name == "web-002"
+        assert led.events(rec.id)[-1].what == "cloning"
+
+
+def test_a_sqlite_ledger_uses_wal(tmp_path: Path):
+    path = tmp_path / "s.sqlite"
+    with Ledger(path) as led:
+        walk(led, plan(led).id, "cloning")
     conn = sqlite3.connect(path)
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert schema_version(conn) == len(MIGRATIONS)
@@ -488,8 +508,8 @@ CRASH_CHILD = textwrap.dedent(
 )
 
 
-def test_sigkill_mid_loop_leaves_a_consistent_file(tmp_path: Path):
-    path = tmp_path / "crash.sqlite"
+def test_sigkill_mid_loop_leaves_a_consistent_ledger(ledger_state: str):
+    path = ledger_state
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     child = subprocess.Popen([sys.executable, "-c", CRASH_CHILD, str(path)], env=env, stdout=subprocess.PIPE)
     try:
@@ -507,9 +527,10 @@ def test_sigkill_mid_loop_leaves_a_consistent_file(tmp_path: Path):
         child.wait(timeout=30)
     assert child.returncode == -signal.SIGKILL
 
-    conn = sqlite3.connect(path)
-    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-    conn.close()
+    if not path.startswith("postgresql://"):
+        conn = sqlite3.connect(path)
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        conn.close()
     with Ledger(path) as led:
         rows = led.clones("crash")
         assert len(rows) >= 150
@@ -530,10 +551,10 @@ def test_sigkill_mid_loop_leaves_a_consistent_file(tmp_path: Path):
         assert nxt.name == f"crash-{len(rows) + 1:05d}"
 
 
-def test_a_pools_desired_count_is_remembered_and_overwritten(tmp_path: Path):
-    with Ledger(tmp_path / "s.sqlite") as led:
+def test_a_pools_desired_count_is_remembered_and_overwritten(ledger_state: str):
+    with Ledger(ledger_state) as led:
         assert led.desired("p") is None
         led.set_desired("p", 50, "scale")
         led.set_desired("p", 7, "policy")
-    with Ledger(tmp_path / "s.sqlite") as led:
+    with Ledger(ledger_state) as led:
         assert led.desired("p") == (7, "policy")

@@ -30,7 +30,15 @@ class Clock:
 
 
 @pytest.fixture
-def clocked(tmp_path: Path):
+def clocked(ledger_state: str):
+    """On both backends (tests/fixtures/ledgers.py)."""
+    clock = Clock()
+    with Ledger(ledger_state, clock=clock) as led:
+        yield led, clock
+
+
+@pytest.fixture
+def clocked_file(tmp_path: Path):
     clock = Clock()
     with Ledger(tmp_path / "state.sqlite", clock=clock) as led:
         yield led, clock
@@ -83,8 +91,8 @@ def test_prune_never_lets_an_id_or_a_generation_be_handed_out_again(clocked, tmp
     assert led.next_generation("web") == 3
 
 
-def test_prune_in_batches_keeps_the_ledger_bounded(clocked, tmp_path: Path):
-    led, clock = clocked
+def test_prune_in_batches_keeps_the_ledger_bounded(clocked_file, tmp_path: Path):
+    led, clock = clocked_file
     archive = tmp_path / "archive.jsonl"
     for _day in range(60):  # two months of 30 clones a day, each made and destroyed
         for _ in range(30):
@@ -134,7 +142,7 @@ def test_rounds_claims_releases_and_prune_use_indexed_lookups_only(twin, tmp_pat
 
     async def scenario() -> None:
         async with open_engine(spec) as engine:
-            engine.ledger._conn.set_trace_callback(trace.append)
+            engine.ledger.backend._conn.set_trace_callback(trace.append)  # type: ignore[attr-defined]
             controller = Controller(engine)
             run = asyncio.create_task(controller.run())
             try:

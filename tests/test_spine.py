@@ -12,9 +12,9 @@ def count_tagged(twin, pool="quickstart"):
                                    if getattr(mo, "extra", {}).get("forkscale.pool") == pool))
 
 
-def test_scale_creates_exactly_n_distinct_clones_and_rerun_changes_nothing(twin, si, tmp_path, capsys):
+def test_scale_creates_exactly_n_distinct_clones_and_rerun_changes_nothing(twin, si, tmp_path, capsys, ledger_state):
     twin.admin("freeze", vm="src-linux")
-    spec = write_spec(tmp_path, twin)
+    spec = write_spec(tmp_path, twin, state=ledger_state)
     assert cli("scale", "quickstart", "50", "-f", str(spec)) == 0
     vms = pool_vms(si)
     assert len(vms) == 50
@@ -74,10 +74,10 @@ def test_unknown_source_and_port_group_exit_2_naming_the_field(twin, si, tmp_pat
     assert pool_vms(si) == []
 
 
-def test_kill_9_midway_then_rerun_ends_with_exactly_n_and_no_duplicates(twin, si, tmp_path):
+def test_kill_9_midway_then_rerun_ends_with_exactly_n_and_no_duplicates(twin, si, tmp_path, ledger_state):
     twin.admin("freeze", vm="src-linux")
     twin.admin("time_scale", value=0.2)
-    spec = write_spec(tmp_path, twin)
+    spec = write_spec(tmp_path, twin, state=ledger_state)
     proc = cli_process("scale", "quickstart", "150", "-f", str(spec))
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and count_tagged(twin) < 20:

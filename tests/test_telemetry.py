@@ -73,6 +73,11 @@ def exercise_every_metric(t: Telemetry) -> None:
         pass
     t.budget_in_flight.labels("host:esx1").set(2)
     t.set_up(True)
+    t.set_vcenter_up("vc-a", True)
+    t.set_pool_owned("vdi", True)
+    t.record_failover("vdi")
+    t.set_replicas(3)
+    t.set_fenced_writes(2)
 
 
 def parse(body: bytes | str) -> dict[str, float]:

@@ -19,9 +19,9 @@ def vdi_pool(**policy):
                 "cooldown_down_s": 120, "evaluate_every_s": 1.0, **policy})
 
 
-def test_fifty_concurrent_claims_then_refresh_on_release(twin, si, tmp_path, capsys):
+def test_fifty_concurrent_claims_then_refresh_on_release(twin, si, tmp_path, capsys, ledger_state):
     twin.admin("freeze", vm="src-win")
-    spec = write_pool_spec(tmp_path, twin, vdi_pool())
+    spec = write_pool_spec(tmp_path, twin, vdi_pool(), state=ledger_state)
     s = start_serve(tmp_path, spec)
     try:
         s.wait_status("vdi", lambda d: d["spares"] == 5 and d["current"] == 5, what="5 spares")
@@ -92,7 +92,7 @@ def test_fifty_concurrent_claims_then_refresh_on_release(twin, si, tmp_path, cap
     assert code == 0
     assert "forkscale serve: stopped" in s.proc.stdout.read()
     # The ledger agrees with vCenter after the graceful stop.
-    with Ledger(tmp_path / "state.sqlite") as led:
+    with Ledger(ledger_state) as led:
         live = {r.name for r in led.live("vdi")}
         assert {r.state for r in led.live("vdi")} <= {"ready", "claimed"}
         assert len(led.clones("vdi", ["claimed"])) == 41

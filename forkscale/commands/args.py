@@ -17,6 +17,11 @@ def add_spec(p: argparse.ArgumentParser, required: bool = True) -> None:
                    "else .forkscale/state.sqlite next to the spec)")
 
 
+def add_wait(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--wait", action="store_true",
+                   help="when another forkscale holds the ledger, wait for it (default: exit 1 naming it)")
+
+
 def add_output(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", choices=["text", "json"], default="text",
                    help="text (default; live progress on a terminal) or one JSON document")
@@ -51,6 +56,7 @@ def apply(sub: Subparsers) -> None:
     p = sub.add_parser("apply", help="converge every pool in SPEC, then exit")
     add_spec(p)
     p.add_argument("--dry-run", action="store_true", help="print the plan (clones, rung, host) and change nothing")
+    add_wait(p)
     add_output(p)
 
 
@@ -60,6 +66,7 @@ def scale(sub: Subparsers) -> None:
     p.add_argument("count", type=int)
     add_spec(p)
     p.add_argument("--dry-run", action="store_true", help="print the plan and change nothing")
+    add_wait(p)
     add_output(p)
 
 
@@ -80,6 +87,7 @@ def destroy(sub: Subparsers) -> None:
     p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     p.add_argument("--sources", action="store_true",
                    help="also remove the pool's per-host sources (after its clones; never the golden VM)")
+    add_wait(p)
     add_output(p)
 
 
@@ -92,6 +100,7 @@ def prepare(sub: Subparsers) -> None:
                                    "and ones with a delta chain at sources.rotate_depth rotated.")
     p.add_argument("pool", nargs="?", help="only this pool (default: every pool in SPEC)")
     add_spec(p)
+    add_wait(p)
     add_output(p)
 
 

@@ -11,7 +11,7 @@ from collections import Counter
 from typing import Any
 
 from forkscale.commands.progress import ProgressLine
-from forkscale.commands.session import ConnectionFailed, open_engine
+from forkscale.commands.session import ConnectionFailed, open_engines
 from forkscale.core.errors import SpecError
 from forkscale.fleet.plan import LIVE
 from forkscale.fleet.reconcile import VmIndex
@@ -50,8 +50,12 @@ async def _converge(args: argparse.Namespace, spec: Any) -> int:
         targets = [(p.name, None) for p in spec.pools]
     results = []
     failed = False
-    async with open_engine(spec, state=args.state, check_pools=True) as engine:
+    lease = None if args.dry_run else args.command
+    vcenters = [spec.vcenter_name(spec.pool(name)) for name, _ in targets]
+    async with open_engines(spec, vcenters, state=args.state, lease=lease, wait=args.wait,
+                            check_pools=True) as opened:
         for name, count in targets:
+            engine = opened.of(spec, name)
             pool = spec.pool(name)
             want = count if count is not None else (pool.count or 0)
             progress = ProgressLine(want) if args.output == "text" else None
@@ -62,7 +66,7 @@ async def _converge(args: argparse.Namespace, spec: Any) -> int:
             results.append(result)
             failed = failed or (not args.dry_run and not result.ok())
         if not args.dry_run:
-            _prune(engine.ledger, spec)
+            _prune(opened.ledger, spec)
     if args.output == "json":
         print(json.dumps({"dry_run": bool(args.dry_run), "pools": [r.as_dict() for r in results]}, indent=2))
     else:
@@ -84,7 +88,7 @@ async def _converge(args: argparse.Namespace, spec: Any) -> int:
 def _prune(ledger: Ledger, spec: Spec) -> None:
     """History past `ledger.retention_days` moves to the archive (as `serve` does hourly), so a
     cron of `apply` keeps the ledger bounded too. A failure is a warning: the clones are made."""
-    archive = spec.ledger.archive_for(ledger.path)
+    archive = spec.archive(ledger.path)
     try:
         ledger.prune(spec.ledger.retention_days * 86_400.0, archive)
     except (OSError, LedgerError, sqlite3.Error) as exc:
@@ -101,26 +105,12 @@ async def _status(args: argparse.Namespace, spec: Any) -> int:
     if args.pool:
         _require_pool(spec, args.pool)
     out = []
-    async with open_engine(spec, state=args.state) as engine:
-        inv = await engine.driver.inventory()
-        pools = [p for p in spec.pools if not args.pool or p.name == args.pool]
-        # every listed pool's sources: one batched layoutEx read for their delta-chain depths
-        tagged = [v.moref for v in inv.vms.values() if v.is_source and v.pool in {p.name for p in pools}]
-        depths = await engine.driver.chain_depths(tagged) if tagged else {}
-        index = VmIndex(inv)  # a clone is found by the moref / instance UUID the ledger recorded, not by tags alone
-        for pool in pools:
-            rows = engine.ledger.clones(pool.name, states=list(LIVE) + ["destroying", "failed"])
-            counts = {k: v for k, v in engine.ledger.counts(pool.name).items() if v and k != "gone"}
-            clones = [_clone(r, index.find(r), inv) for r in rows]
-            fallbacks: dict[str, int] = {}
-            for r in engine.ledger.clones(pool.name):
-                if r.fallback_reason:
-                    fallbacks[r.fallback_reason] = fallbacks.get(r.fallback_reason, 0) + 1
-            last = engine.ledger.desired(pool.name)
-            out.append({"pool": pool.name, "desired": last[0] if last else pool.count,
-                        "desired_set_by": last[1] if last else "spec", "spec_count": pool.count,
-                        "counts": counts, "fallbacks": fallbacks, "rotate_depth": pool.sources.rotate_depth,
-                        "sources": _sources(engine.ledger, pool.name, inv, depths), "clones": clones})
+    pools = [p for p in spec.pools if not args.pool or p.name == args.pool]
+    vcenters = list(dict.fromkeys(spec.vcenter_name(p) for p in pools))
+    async with open_engines(spec, vcenters, state=args.state) as opened:
+        for vcenter in vcenters:  # one inventory read per vCenter, for the pools on it
+            here = [p for p in pools if spec.vcenter_name(p) == vcenter]
+            out += await _status_of(opened.of(spec, here[0].name), here)
     if args.output == "json":
         print(json.dumps({"pools": out}, indent=2))
         return 0
@@ -143,6 +133,29 @@ async def _status(args: argparse.Namespace, spec: Any) -> int:
             host = c["vcenter_host"] or c["host"]
             print(f"  {c['name']:<24} {c['state']:<12} {c['kind']:<8} {host:<10} {c['ip']:<15} {c['mac']}{mark}")
     return 0
+
+
+async def _status_of(engine: Any, pools: list[Any]) -> list[dict[str, Any]]:
+    out = []
+    inv = await engine.driver.inventory()
+    # every listed pool's sources: one batched layoutEx read for their delta-chain depths
+    tagged = [v.moref for v in inv.vms.values() if v.is_source and v.pool in {p.name for p in pools}]
+    depths = await engine.driver.chain_depths(tagged) if tagged else {}
+    index = VmIndex(inv)  # a clone is found by the moref / instance UUID the ledger recorded, not by tags alone
+    for pool in pools:
+        rows = engine.ledger.clones(pool.name, states=list(LIVE) + ["destroying", "failed"])
+        counts = {k: v for k, v in engine.ledger.counts(pool.name).items() if v and k != "gone"}
+        clones = [_clone(r, index.find(r), inv) for r in rows]
+        fallbacks: dict[str, int] = {}
+        for r in engine.ledger.clones(pool.name):
+            if r.fallback_reason:
+                fallbacks[r.fallback_reason] = fallbacks.get(r.fallback_reason, 0) + 1
+        last = engine.ledger.desired(pool.name)
+        out.append({"pool": pool.name, "desired": last[0] if last else pool.count,
+                    "desired_set_by": last[1] if last else "spec", "spec_count": pool.count,
+                    "counts": counts, "fallbacks": fallbacks, "rotate_depth": pool.sources.rotate_depth,
+                    "sources": _sources(engine.ledger, pool.name, inv, depths), "clones": clones})
+    return out
 
 
 def _clone(r: Any, vm: Any, inv: Any) -> dict[str, Any]:
@@ -195,8 +208,9 @@ async def _destroy(args: argparse.Namespace, spec: Any) -> int:
         if answer.strip().lower() not in ("y", "yes"):
             print("nothing destroyed")
             return 0
-    async with open_engine(spec, state=args.state) as engine:
-        result = await engine.destroy_pool(args.pool, sources=with_sources)
+    vcenter = spec.vcenter_name(spec.pool(args.pool))
+    async with open_engines(spec, [vcenter], state=args.state, lease="destroy", wait=args.wait) as opened:
+        result = await opened.of(spec, args.pool).destroy_pool(args.pool, sources=with_sources)
     sources = result.sources or {"removed": [], "remaining": []}
     failed = bool(result.failed or (with_sources and sources["remaining"]))
     if args.output == "json":

@@ -12,7 +12,7 @@ import json
 import sys
 from typing import Any
 
-from forkscale.commands.session import ConnectionFailed, open_engine
+from forkscale.commands.session import ConnectionFailed, open_engines
 from forkscale.core.errors import SpecError
 from forkscale.fleet.sources import SourceManager, SourceReport
 from forkscale.spec import Pool, Spec, load_spec
@@ -23,8 +23,11 @@ async def run(args: argparse.Namespace) -> int:
     pools = _pools(spec, args.pool)
     out: list[dict[str, Any]] = []
     try:
-        async with open_engine(spec, state=args.state, check_pools=True) as engine:
+        vcenters = [spec.vcenter_name(pool) for _, pool in pools]
+        async with open_engines(spec, vcenters, state=args.state, lease="prepare", wait=args.wait,
+                                check_pools=True) as opened:
             for index, pool in pools:
+                engine = opened.of(spec, pool.name)
                 inv = await engine.driver.inventory()  # fresh per pool: an earlier pool may have added VMs
                 golden = engine.check_pool(pool, inv, index)
                 rungs, skipped = engine.rungs(pool, index)

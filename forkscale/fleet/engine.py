@@ -52,17 +52,28 @@ def api_tuple(version: str) -> tuple[int, ...]:
 
 class Engine:
     def __init__(self, spec: Spec, ledger: Ledger, driver: VSphere, *, telemetry: Any = None,
-                 progress: Progress | None = None, rng: random.Random | None = None) -> None:
+                 progress: Progress | None = None, rng: random.Random | None = None,
+                 vcenter: str | None = None) -> None:
         self.spec = spec
         self.ledger = ledger
         self.driver = driver
         self.telemetry = telemetry
         self.progress = progress or (lambda pool, counts: None)
         self.rng = rng or random.Random()
-        # the vCenter-wide budget is one number for the whole controller (see forkscale/fleet/budgets.py)
-        self.budgets = Budgets(max((p.budgets.vcenter for p in spec.pools), default=1), telemetry=telemetry)
+        # the vCenter-wide budget is one number per vCenter (see forkscale/fleet/budgets.py): with several,
+        # each engine's is the largest of its own pools'
+        mine = [p for p in spec.pools if vcenter is None or spec.vcenter_name(p) == vcenter]
+        self.budgets = Budgets(max((p.budgets.vcenter for p in mine), default=1), telemetry=telemetry)
         self.reconcile = Reconciler(ledger, driver)
         self.drainer: DrainHook | None = None
+        #: the spec's vCenter this engine's driver speaks to (None: the only one); with several,
+        #: one engine per vCenter, each with its own session and budgets, acts on its pools only
+        self.vcenter = vcenter
+
+    def _check_vcenter(self, pool: Pool) -> None:
+        where = self.spec.vcenter_name(pool)
+        if self.vcenter is not None and where != self.vcenter:
+            raise SpecError("pool", f"pool {pool.name!r} is on vCenter {where!r}, not {self.vcenter!r}")
 
     # validation against vCenter ------------------------------------------------------------
     @staticmethod
@@ -104,6 +115,7 @@ class Engine:
                        set_by: str | None = None) -> Result:
         started = time.monotonic()
         index, pool = self._pool(pool_name)
+        self._check_vcenter(pool)
         want = desired if desired is not None else (pool.count or 0)
         if want < 0:
             raise SpecError("count", "must be >= 0")
@@ -309,6 +321,7 @@ class Engine:
         is never touched. `result.sources` names what was removed and what remains.
         """
         pool = self.spec.pool(pool_name)
+        self._check_vcenter(pool)
         result = Result(pool=pool.name, desired=0)
         inv = await self.driver.inventory()
         await self.reconcile(pool, inv, result)

@@ -121,6 +121,8 @@ class Event:
     at: float
     what: str
     detail: dict[str, Any]
+    #: who wrote it: `<lease holder>#<fencing token>` for an owner's write, a holder id, or None
+    writer: str | None = None
 
 
 def allowed_transition(old: str, new: str) -> bool:

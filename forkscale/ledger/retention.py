@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from forkscale.ledger.backend import Row, Tx
 
 BATCH = 500
 
@@ -41,7 +42,7 @@ class PruneResult:
         return self.clones + self.events + self.sources
 
 
-def _rows(rows: Iterable[sqlite3.Row]) -> list[dict[str, Any]]:
+def _rows(rows: Iterable[Row]) -> list[dict[str, Any]]:
     return [{key: row[key] for key in row.keys()} for row in rows]
 
 
@@ -49,24 +50,23 @@ def _marks(n: int) -> str:
     return ", ".join("?" * n)
 
 
-def prune_batch(conn: sqlite3.Connection, cutoff: float, archive: Path, result: PruneResult,
-                batch: int = BATCH) -> bool:
+def prune_batch(tx: Tx, cutoff: float, archive: Path, result: PruneResult, batch: int = BATCH) -> bool:
     """Move one batch older than `cutoff` to `archive`, inside the caller's write transaction.
 
     True when a full batch was moved (call again for more)."""
-    clones = _rows(conn.execute(
+    clones = _rows(tx.rows(
         "SELECT * FROM clones WHERE state = 'gone' AND updated_at < ? "
         "AND id < (SELECT MAX(id) FROM clones) ORDER BY updated_at LIMIT ?", (cutoff, batch)))
     ids = [c["id"] for c in clones]
     events_of: dict[int, list[dict[str, Any]]] = {i: [] for i in ids}
     for i in range(0, len(ids), 500):
         chunk = ids[i:i + 500]
-        for ev in _rows(conn.execute(f"SELECT * FROM events WHERE clone_id IN ({_marks(len(chunk))}) ORDER BY id",
-                                     chunk)):
+        for ev in _rows(tx.rows(f"SELECT * FROM events WHERE clone_id IN ({_marks(len(chunk))}) ORDER BY id",
+                                chunk)):
             events_of[ev["clone_id"]].append(ev)
-    aged = _rows(conn.execute("SELECT * FROM events WHERE at < ? ORDER BY at LIMIT ?", (cutoff, batch)))
+    aged = _rows(tx.rows("SELECT * FROM events WHERE at < ? ORDER BY at LIMIT ?", (cutoff, batch)))
     old_events = [ev for ev in aged if ev["clone_id"] not in events_of]  # the others leave with their clone
-    sources = _rows(conn.execute(
+    sources = _rows(tx.rows(
         "SELECT * FROM sources WHERE state IN ('gone', 'failed') AND (state = 'gone' OR vm_moref IS NULL) "
         "AND updated_at < ? AND generation < (SELECT MAX(s.generation) FROM sources s WHERE s.pool = sources.pool) "
         "ORDER BY updated_at LIMIT ?", (cutoff, batch)))
@@ -78,12 +78,12 @@ def prune_batch(conn: sqlite3.Connection, cutoff: float, archive: Path, result: 
     _append(archive, lines)
     for i in range(0, len(ids), 500):
         chunk = ids[i:i + 500]
-        conn.execute(f"DELETE FROM events WHERE clone_id IN ({_marks(len(chunk))})", chunk)
-        conn.execute(f"DELETE FROM clones WHERE id IN ({_marks(len(chunk))})", chunk)
+        tx.run(f"DELETE FROM events WHERE clone_id IN ({_marks(len(chunk))})", chunk)
+        tx.run(f"DELETE FROM clones WHERE id IN ({_marks(len(chunk))})", chunk)
     if old_events:
-        conn.execute(f"DELETE FROM events WHERE id IN ({_marks(len(old_events))})", [e["id"] for e in old_events])
+        tx.run(f"DELETE FROM events WHERE id IN ({_marks(len(old_events))})", [e["id"] for e in old_events])
     if sources:
-        conn.execute(f"DELETE FROM sources WHERE id IN ({_marks(len(sources))})", [s["id"] for s in sources])
+        tx.run(f"DELETE FROM sources WHERE id IN ({_marks(len(sources))})", [s["id"] for s in sources])
     result.clones += len(clones)
     result.events += len(old_events) + sum(len(v) for v in events_of.values())
     result.sources += len(sources)

@@ -1,19 +1,14 @@
-"""The ledger: one SQLite file that a restarted controller trusts about every clone it made.
+"""The ledger: what a restarted controller trusts about every clone it made (SQLite or PostgreSQL).
 
 Why write-ahead of vCenter: a clone's row (name, IP, MAC, kind, placement) is committed in state
 `planned` before its clone task is submitted, so a crash between the two leaves a row the next
 controller can reconcile against vCenter (by name or by the clone's `forkscale.id` extraConfig)
 instead of an anonymous VM.
 
-Why SQLite this way: identity allocation reads what is taken and inserts the new row inside one
-`BEGIN IMMEDIATE` transaction, which takes the database's write lock up front; that serialises
-allocators across threads (one connection behind a lock) and across processes (the file lock),
-and partial unique indexes over live rows make SQLite itself refuse a duplicate name, MAC, or
-IP-on-a-port-group even if a future code path forgets the allocator. WAL mode lets readers
-(status, metrics) run while a writer holds the lock. synchronous=NORMAL: in WAL mode a commit
-survives any crash of the process (kill -9 included) without an fsync per commit; only an OS
-crash or power loss can drop the last commits, and then the clones they described are still
-found in vCenter by their `forkscale.pool`/`forkscale.id` tags and adopted or removed.
+Where it lives: a SQLite file (`sqlite.SqliteBackend`, the embedded default) or a PostgreSQL
+database (`postgres.PostgresBackend`, for several controllers); the SQL below is written once for
+both (`?` placeholders, the common dialect), and each backend says how it serialises identity
+allocation and locks rows (`backend.Backend`).
 
 Every method is synchronous and short; the asyncio engine may call them directly.
 """
@@ -22,7 +17,6 @@ from __future__ import annotations
 
 import json
 import random
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
@@ -31,6 +25,9 @@ from pathlib import Path
 
 from forkscale.core import identity
 from forkscale.core.identity import NetworkAlloc
+from forkscale.ledger.backend import Backend, Row, Tx
+from forkscale.ledger.lease import Lease, LeaseLost, check_fence
+from forkscale.ledger.postgres import PostgresBackend, is_postgres_url
 from forkscale.ledger.records import (
     KINDS,
     LIVE_STATES,
@@ -47,46 +44,51 @@ from forkscale.ledger.records import (
     allowed_transition,
 )
 from forkscale.ledger.retention import PruneResult, prune_batch
-from forkscale.ledger.schema import migrate
+from forkscale.ledger.sqlite import SqliteBackend
+
+
+def open_backend(location: str | Path, *, password: Callable[[], str] | None = None,
+                 clock: Callable[[], float] = time.time, busy_timeout_s: float = 30.0) -> Backend:
+    """`postgresql://...` (or `postgres://`) opens a PostgreSQL ledger; anything else is a SQLite file."""
+    if is_postgres_url(location):
+        return PostgresBackend(str(location), password=password, statement_timeout_s=busy_timeout_s)
+    return SqliteBackend(Path(location).expanduser(), busy_timeout_s=busy_timeout_s, clock=clock)
+
+
+ANY_POOL = "*"
 
 
 class Ledger:
-    """Thread-safe access to one ledger file (one connection behind a lock)."""
+    """Thread-safe access to one ledger (one connection behind a lock)."""
 
     def __init__(
         self,
-        path: str | Path,
+        location: str | Path | Backend,
         *,
+        password: Callable[[], str] | None = None,
         clock: Callable[[], float] = time.time,
         busy_timeout_s: float = 30.0,
     ) -> None:
-        self.path = Path(path).expanduser()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(location, str | Path):
+            self.backend = open_backend(location, password=password, clock=clock, busy_timeout_s=busy_timeout_s)
+        else:
+            self.backend = location
+        self._db = self.backend
+        #: the SQLite file (None on PostgreSQL)
+        self.path: Path | None = self.backend.path if isinstance(self.backend, SqliteBackend) else None
+        self.location = self.backend.location
         self._clock = clock
-        self._lock = threading.RLock()
-        self._conn = sqlite3.connect(
-            str(self.path), timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
-        )
-        try:
-            self._conn.row_factory = sqlite3.Row
-            mode = self._conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-            if str(mode).lower() != "wal":
-                raise LedgerError(f"{self.path}: cannot switch to WAL journal mode (got {mode})")
-            self._conn.execute("PRAGMA synchronous = NORMAL")
-            self._conn.execute("PRAGMA foreign_keys = ON")
-            migrate(self._conn)
-        except sqlite3.DatabaseError as exc:
-            self._conn.close()
-            raise LedgerError(f"{self.path}: not a usable ledger: {exc}") from exc
-        except BaseException:
-            self._conn.close()
-            raise
+        self._fences: dict[str, Lease] = {}
+        self._fences_lock = threading.Lock()
+        self._owners_only = False
+        #: writes refused because this controller's lease was taken over (or never held)
+        self.fenced_writes = 0
+        self.writer: str | None = None
 
     # -- lifecycle --------------------------------------------------------------------------
 
     def close(self) -> None:
-        with self._lock:
-            self._conn.close()
+        self._db.close()
 
     def __enter__(self) -> Ledger:
         return self
@@ -95,20 +97,50 @@ class Ledger:
         self.close()
 
     @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        """One short write transaction holding the file's write lock from its first statement."""
-        with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._conn
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            self._conn.execute("COMMIT")
+    def _write(self) -> Iterator[Tx]:
+        """One short write transaction (see the backends for how writers are serialised)."""
+        with self._db.write() as tx:
+            yield tx
 
-    def _read(self, sql: str, params: Sequence[object] = ()) -> list[sqlite3.Row]:
-        with self._lock:
-            return self._conn.execute(sql, params).fetchall()
+    def _read(self, sql: str, params: Sequence[object] = ()) -> list[Row]:
+        return self._db.read(sql, params)
+
+    # -- fencing (forkscale/ledger/lease.py) ------------------------------------------------
+
+    def fence(self, lease: Lease, pool: str | None = None) -> None:
+        """From now on every write for `pool` (for every pool when None: the `ledger` scope)
+        checks, inside its own transaction, that `lease` is still current; else LeaseLost."""
+        with self._fences_lock:
+            self._fences[pool if pool is not None else ANY_POOL] = lease
+
+    def unfence(self, pool: str | None = None) -> None:
+        with self._fences_lock:
+            self._fences.pop(pool if pool is not None else ANY_POOL, None)
+
+    def owners_only(self, on: bool = True) -> None:
+        """Refuse every write for a pool this process holds no lease for (a `serve` replica)."""
+        self._owners_only = on
+
+    def identify(self, writer: str | None) -> None:
+        """Who writes through this ledger (a lease holder's id): recorded with every event, with
+        the fencing token the write was made under (`writer#token`)."""
+        self.writer = writer
+
+    def _fenced(self, tx: Tx, pool: str) -> str | None:
+        """Check this writer's lease for `pool` in `tx`; return what the events record as writer."""
+        with self._fences_lock:
+            lease = self._fences.get(pool) or self._fences.get(ANY_POOL)
+        if lease is None:
+            if self._owners_only:
+                self.fenced_writes += 1
+                raise LeaseLost(f"write refused: this controller does not own pool {pool!r}")
+            return self.writer
+        try:
+            check_fence(self._db, tx, lease)
+        except LeaseLost:
+            self.fenced_writes += 1
+            raise
+        return f"{lease.holder}#{lease.token}"
 
     # -- clones -----------------------------------------------------------------------------
 
@@ -137,25 +169,28 @@ class Ledger:
         """
         _check_kind(kind)
         now = self._clock()
-        with self._write() as conn:
+        with self._write() as tx:
+            writer = self._fenced(tx, pool)
+            self._db.serialize(tx, "identity")  # allocators one at a time, across every replica
             # one pass over the live rows (this runs once per clone, so it is the planning cost)
-            rows = conn.execute("SELECT name, mac, ip, port_group = ? FROM clones WHERE state <> 'gone'",
-                                (port_group,)).fetchall()
+            rows = tx.rows("SELECT name, mac, ip, port_group = ? FROM clones WHERE state <> 'gone'", (port_group,))
             names = {r[0] for r in rows}
             index, name = identity.next_name(name_pattern, names, pool=pool)
             hostname = name if hostname_pattern is None else identity.render_name(hostname_pattern, index, pool=pool)
             ip = str(identity.next_ip(network, [r[2] for r in rows if r[3]]))
             macs = {r[1] for r in rows}
             mac = identity.random_mac(identity.TakenMacs(macs, taken_macs), rng)
-            cursor = conn.execute(
+            inserted = tx.one(
                 """INSERT INTO clones (pool, name, hostname, ip, mac, kind, source, source_generation, host,
                        datastore, port_group, state, created_at, updated_at)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'planned', ?, ?)""",
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'planned', ?, ?) RETURNING id""",
                 (pool, name, hostname, ip, mac, kind, source, source_generation, host, datastore, port_group, now, now),
             )
-            clone_id = int(cursor.lastrowid or 0)
-            _event(conn, clone_id, now, "planned", {"name": name, "ip": ip, "mac": mac, "kind": kind, "host": host})
-            return self._get(conn, clone_id)
+            assert inserted is not None
+            clone_id = int(inserted[0])
+            _event(tx, clone_id, now, "planned", {"name": name, "ip": ip, "mac": mac, "kind": kind, "host": host},
+                   writer)
+            return _get(tx, clone_id)
 
     def transition(self, clone_id: int, new_state: str, **fields: str | None) -> CloneRecord:
         """Move a clone to `new_state` (raising IllegalTransition if not allowed), with an event.
@@ -165,24 +200,42 @@ class Ledger:
         if new_state not in STATES:
             raise LedgerError(f"unknown state {new_state!r} (states: {', '.join(STATES)})")
         _check_fields(fields)
-        now = self._clock()
-        with self._write() as conn:
-            old = self._get(conn, clone_id).state
-            if not allowed_transition(old, new_state):
-                raise IllegalTransition(clone_id, old, new_state)
-            values: dict[str, object] = dict(fields)
-            values.update(state=new_state, updated_at=now)
-            if new_state == "ready":
-                if fields.get("claimed_by") is not None:
-                    raise LedgerError("claimed_by cannot be set when entering ready")
-                values.update(ready_at=now, claimed_by=None, claimed_at=None)
-            elif new_state == "claimed":
-                if not fields.get("claimed_by"):
-                    raise LedgerError("entering claimed needs claimed_by")
-                values["claimed_at"] = now
-            _set(conn, clone_id, values)
-            _event(conn, clone_id, now, new_state, {"from": old, **fields})
-            return self._get(conn, clone_id)
+        with self._write() as tx:
+            rec = _get(tx, clone_id, self._db.for_update)
+            return self._transition(tx, rec, new_state, fields, self._fenced(tx, rec.pool))
+
+    def release(self, clone_id: int, new_state: str) -> CloneRecord:
+        """A user gives a claimed clone back: `ready` (keep) or `draining` (refresh).
+
+        Like `claim`, not fenced: any `serve` replica answers claims and releases for any pool
+        (the row lock keeps it atomic against the owner's writes); the owner acts on it later.
+        """
+        if new_state not in ("ready", "draining"):
+            raise LedgerError(f"a release goes to ready or draining, not {new_state!r}")
+        with self._write() as tx:
+            rec = _get(tx, clone_id, self._db.for_update)
+            if rec.state != "claimed":
+                raise IllegalTransition(clone_id, rec.state, new_state)
+            return self._transition(tx, rec, new_state, {}, self.writer)
+
+    def _transition(self, tx: Tx, rec: CloneRecord, new_state: str, fields: Mapping[str, str | None],
+                    writer: str | None) -> CloneRecord:
+        old, clone_id, now = rec.state, rec.id, self._clock()
+        if not allowed_transition(old, new_state):
+            raise IllegalTransition(clone_id, old, new_state)
+        values: dict[str, object] = dict(fields)
+        values.update(state=new_state, updated_at=now)
+        if new_state == "ready":
+            if fields.get("claimed_by") is not None:
+                raise LedgerError("claimed_by cannot be set when entering ready")
+            values.update(ready_at=now, claimed_by=None, claimed_at=None)
+        elif new_state == "claimed":
+            if not fields.get("claimed_by"):
+                raise LedgerError("entering claimed needs claimed_by")
+            values["claimed_at"] = now
+        _set(tx, clone_id, values)
+        _event(tx, clone_id, now, new_state, {"from": old, **fields}, writer)
+        return _get(tx, clone_id)
 
     def update(self, clone_id: int, **fields: str | None) -> CloneRecord:
         """Change fields without a state change (e.g. vm_moref once the task returns)."""
@@ -190,36 +243,40 @@ class Ledger:
         if not fields:
             raise LedgerError("update needs at least one field")
         now = self._clock()
-        with self._write() as conn:
-            current = self._get(conn, clone_id)
+        with self._write() as tx:
+            current = _get(tx, clone_id, self._db.for_update)
+            writer = self._fenced(tx, current.pool)
             if current.state == "gone":
                 raise LedgerError(f"clone {clone_id} is gone; its row is history")
-            _set(conn, clone_id, {**fields, "updated_at": now})
-            _event(conn, clone_id, now, "update", dict(fields))
-            return self._get(conn, clone_id)
+            _set(tx, clone_id, {**fields, "updated_at": now})
+            _event(tx, clone_id, now, "update", dict(fields), writer)
+            return _get(tx, clone_id)
 
     def note(self, clone_id: int, what: str, detail: Mapping[str, object] | None = None) -> None:
         """Add a history event without changing the clone (e.g. a rung that was tried and failed)."""
         now = self._clock()
-        with self._write() as conn:
-            self._get(conn, clone_id)
-            _event(conn, clone_id, now, what, dict(detail or {}))
+        with self._write() as tx:
+            writer = self._fenced(tx, _get(tx, clone_id).pool)
+            _event(tx, clone_id, now, what, dict(detail or {}), writer)
 
     def claim(self, pool: str, user: str) -> CloneRecord | None:
-        """Atomically hand the longest-ready clone of `pool` to `user`; None when none is ready."""
+        """Atomically hand the longest-ready clone of `pool` to `user`; None when none is ready.
+
+        Not fenced: any `serve` replica answers claims for any pool; the owner refills behind.
+        """
         if not user:
             raise LedgerError("claim needs a user")
         now = self._clock()
-        with self._write() as conn:
-            row = conn.execute(
-                "SELECT id FROM clones WHERE pool = ? AND state = 'ready' ORDER BY ready_at, id LIMIT 1", (pool,)
-            ).fetchone()
+        with self._write() as tx:
+            # PostgreSQL: the oldest ready clone no concurrent claim holds (FOR UPDATE SKIP LOCKED)
+            row = tx.one("SELECT id FROM clones WHERE pool = ? AND state = 'ready' ORDER BY ready_at, id LIMIT 1"
+                         + self._db.for_claim, (pool,))
             if row is None:
                 return None
             clone_id = int(row[0])
-            _set(conn, clone_id, {"state": "claimed", "claimed_by": user, "claimed_at": now, "updated_at": now})
-            _event(conn, clone_id, now, "claimed", {"from": "ready", "claimed_by": user})
-            return self._get(conn, clone_id)
+            _set(tx, clone_id, {"state": "claimed", "claimed_by": user, "claimed_at": now, "updated_at": now})
+            _event(tx, clone_id, now, "claimed", {"from": "ready", "claimed_by": user}, self.writer)
+            return _get(tx, clone_id)
 
     def get(self, clone_id: int) -> CloneRecord | None:
         rows = self._read("SELECT * FROM clones WHERE id = ?", (clone_id,))
@@ -239,7 +296,7 @@ class Ledger:
         return _clone(rows[0]) if rows else None
 
     def clones(self, pool: str | None = None, states: Iterable[str] | None = None) -> list[CloneRecord]:
-        sql, params = "SELECT * FROM clones WHERE 1", []
+        sql, params = "SELECT * FROM clones WHERE 1 = 1", []
         if pool is not None:
             sql += " AND pool = ?"
             params.append(pool)
@@ -262,8 +319,9 @@ class Ledger:
 
     def set_desired(self, pool: str, desired: int, set_by: str) -> None:
         """Remember the count a pool is being converged to, and who asked for it."""
-        with self._write() as conn:
-            conn.execute("INSERT INTO pools (name, desired, set_by, updated_at) VALUES (?, ?, ?, ?) "
+        with self._write() as tx:
+            self._fenced(tx, pool)
+            tx.run("INSERT INTO pools (name, desired, set_by, updated_at) VALUES (?, ?, ?, ?) "
                          "ON CONFLICT(name) DO UPDATE SET desired = excluded.desired, set_by = excluded.set_by, "
                          "updated_at = excluded.updated_at", (pool, int(desired), set_by, self._clock()))
 
@@ -274,7 +332,44 @@ class Ledger:
 
     def events(self, clone_id: int) -> list[Event]:
         rows = self._read("SELECT * FROM events WHERE clone_id = ? ORDER BY id", (clone_id,))
-        return [Event(r["id"], r["clone_id"], r["at"], r["what"], json.loads(r["detail"])) for r in rows]
+        return [Event(r["id"], r["clone_id"], r["at"], r["what"], json.loads(r["detail"]), r["writer"]) for r in rows]
+
+    # -- what several controllers share: count overrides, published status ----------------------
+
+    def set_override(self, pool: str, field: str, value: int, spec_value: int | None) -> None:
+        """A count set over the API (`count` of a fixed pool, `min` of a policy pool), for whichever
+        replica owns the pool now or later. `spec_value`: what the spec said then (a spec edited
+        since wins over the override). Not fenced: any replica takes the request."""
+        if field not in ("count", "min"):
+            raise LedgerError(f"an override sets count or min, not {field!r}")
+        with self._write() as tx:
+            tx.run("INSERT INTO pool_overrides (pool, field, value, spec_value, set_at) VALUES (?, ?, ?, ?, ?) "
+                   "ON CONFLICT(pool) DO UPDATE SET field = excluded.field, value = excluded.value, "
+                   "spec_value = excluded.spec_value, set_at = excluded.set_at",
+                   (pool, field, int(value), spec_value, self._clock()))
+
+    def override(self, pool: str) -> tuple[str, int, int | None] | None:
+        """(field, value, spec value then) of the pool's override, or None."""
+        rows = self._read("SELECT field, value, spec_value FROM pool_overrides WHERE pool = ?", (pool,))
+        if not rows:
+            return None
+        spec_value = rows[0][2]
+        return str(rows[0][0]), int(rows[0][1]), None if spec_value is None else int(spec_value)
+
+    def publish_status(self, pool: str, doc: Mapping[str, object]) -> None:
+        """The owner's view of a pool (decision, policy, errors) for every replica's status. Fenced."""
+        with self._write() as tx:
+            writer = self._fenced(tx, pool)
+            tx.run("INSERT INTO pool_status (pool, doc, writer, at) VALUES (?, ?, ?, ?) ON CONFLICT(pool) DO UPDATE "
+                   "SET doc = excluded.doc, writer = excluded.writer, at = excluded.at",
+                   (pool, json.dumps(doc, sort_keys=True, default=str), writer or "", self._clock()))
+
+    def published_status(self, pool: str) -> tuple[dict[str, object], str, float] | None:
+        """(doc, writer, at) last published for the pool, or None."""
+        rows = self._read("SELECT doc, writer, at FROM pool_status WHERE pool = ?", (pool,))
+        if not rows:
+            return None
+        return json.loads(rows[0][0]), str(rows[0][1]), float(rows[0][2])
 
     # -- history ----------------------------------------------------------------------------
 
@@ -289,8 +384,8 @@ class Ledger:
         result = PruneResult(archive=Path(archive), cutoff=self._clock() - older_than_s)
         more = True
         while more:
-            with self._write() as conn:
-                more = prune_batch(conn, result.cutoff, Path(archive), result)
+            with self._write() as tx:
+                more = prune_batch(tx, result.cutoff, Path(archive), result)
         return result
 
     # -- sources ----------------------------------------------------------------------------
@@ -307,13 +402,15 @@ class Ledger:
         frozen: bool = False,
     ) -> SourceRecord:
         now = self._clock()
-        with self._write() as conn:
-            cursor = conn.execute(
+        with self._write() as tx:
+            self._fenced(tx, pool)
+            row = tx.one(
                 """INSERT INTO sources (pool, vm_name, vm_moref, host, generation, state, frozen, created_at, updated_at)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING *""",
                 (pool, vm_name, vm_moref, host, generation, state, int(frozen), now, now),
             )
-            return _source(conn.execute("SELECT * FROM sources WHERE id = ?", (cursor.lastrowid,)).fetchone())
+            assert row is not None
+            return _source(row)
 
     def sources(self, pool: str | None = None) -> list[SourceRecord]:
         if pool is None:
@@ -330,11 +427,14 @@ class Ledger:
             values["frozen"] = int(bool(values["frozen"]))
         values["updated_at"] = self._clock()
         columns = ", ".join(f"{key} = ?" for key in values)
-        with self._write() as conn:
-            cursor = conn.execute(f"UPDATE sources SET {columns} WHERE id = ?", (*values.values(), source_id))
-            if cursor.rowcount == 0:
+        with self._write() as tx:
+            found = tx.one("SELECT pool FROM sources WHERE id = ?" + self._db.for_update, (source_id,))
+            if found is None:
                 raise LedgerError(f"no source with id {source_id}")
-            return _source(conn.execute("SELECT * FROM sources WHERE id = ?", (source_id,)).fetchone())
+            self._fenced(tx, str(found[0]))
+            row = tx.one(f"UPDATE sources SET {columns} WHERE id = ? RETURNING *", (*values.values(), source_id))
+            assert row is not None
+            return _source(row)
 
     def next_generation(self, pool: str) -> int:
         """1 for a pool's first source, then one more than the highest generation recorded."""
@@ -342,13 +442,13 @@ class Ledger:
         top = rows[0][0]
         return 1 if top is None else int(top) + 1
 
-    # -- helpers ----------------------------------------------------------------------------
 
-    def _get(self, conn: sqlite3.Connection, clone_id: int) -> CloneRecord:
-        row = conn.execute("SELECT * FROM clones WHERE id = ?", (clone_id,)).fetchone()
-        if row is None:
-            raise UnknownClone(f"no clone with id {clone_id}")
-        return _clone(row)
+def _get(tx: Tx, clone_id: int, lock: str = "") -> CloneRecord:
+    """The clone's row; `lock` (the backend's FOR UPDATE) holds it until the transaction ends."""
+    row = tx.one("SELECT * FROM clones WHERE id = ?" + lock, (clone_id,))
+    if row is None:
+        raise UnknownClone(f"no clone with id {clone_id}")
+    return _clone(row)
 
 
 def _check_kind(kind: str) -> None:
@@ -377,24 +477,24 @@ def _check_states(states: Iterable[str]) -> list[str]:
     return wanted
 
 
-def _set(conn: sqlite3.Connection, clone_id: int, values: Mapping[str, object]) -> None:
+def _set(tx: Tx, clone_id: int, values: Mapping[str, object]) -> None:
     # Column names come from MUTABLE_FIELDS or this module, never from callers' strings.
     columns = ", ".join(f"{key} = ?" for key in values)
-    conn.execute(f"UPDATE clones SET {columns} WHERE id = ?", (*values.values(), clone_id))
+    tx.run(f"UPDATE clones SET {columns} WHERE id = ?", (*values.values(), clone_id))
 
 
-def _event(conn: sqlite3.Connection, clone_id: int, at: float, what: str, detail: Mapping[str, object]) -> None:
-    conn.execute(
-        "INSERT INTO events (clone_id, at, what, detail) VALUES (?, ?, ?, ?)",
-        (clone_id, at, what, json.dumps(detail, sort_keys=True, default=str)),
+def _event(tx: Tx, clone_id: int, at: float, what: str, detail: Mapping[str, object], writer: str | None) -> None:
+    tx.run(
+        "INSERT INTO events (clone_id, at, what, detail, writer) VALUES (?, ?, ?, ?, ?)",
+        (clone_id, at, what, json.dumps(detail, sort_keys=True, default=str), writer),
     )
 
 
-def _clone(row: sqlite3.Row) -> CloneRecord:
+def _clone(row: Row) -> CloneRecord:
     return CloneRecord(**{key: row[key] for key in row.keys()})
 
 
-def _source(row: sqlite3.Row) -> SourceRecord:
+def _source(row: Row) -> SourceRecord:
     values = {key: row[key] for key in row.keys()}
     values["frozen"] = bool(values["frozen"])
     return SourceRecord(**values)

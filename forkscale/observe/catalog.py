@@ -104,6 +104,17 @@ METRICS: Final[tuple[MetricSpec, ...]] = (
           "Scaling decisions by pool, direction (up, down, none) and the policy's reason."),
     _spec("forkscale_up", "gauge", (),
           "1 while the controller has a working vCenter session, 0 otherwise."),
+    _spec("forkscale_vcenter_up", "gauge", ("vcenter",),
+          "1 while the controller reaches the named vCenter (spec `vcenters:`), 0 while it is down."),
+    # --- several controllers on one ledger (serve replicas) ----------------------------------------
+    _spec("forkscale_pool_owned", "gauge", ("pool",),
+          "1 when this controller owns the pool (holds its lease) and acts on it, 0 otherwise."),
+    _spec("forkscale_pool_failovers_total", "counter", ("pool",),
+          "Pools this controller took over from an owner that died or stopped renewing its lease."),
+    _spec("forkscale_replicas", "gauge", (),
+          "Live `serve` replicas on this controller's ledger (itself included)."),
+    _spec("forkscale_ledger_fenced_writes_total", "counter", (),
+          "Ledger writes refused because this controller's lease had been taken over (stale token)."),
 )  # fmt: skip
 
 SPECS: Final[dict[str, MetricSpec]] = {m.name: m for m in METRICS}

@@ -58,12 +58,14 @@ Pool counts come from the ledger: `ready` = ready + claimed, `spares` = ready (u
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
 
 from forkscale.ledger import HOLDING_STATES, CloneRecord, Ledger
+from forkscale.observe.merge import FleetMerger
 from forkscale.observe.telemetry import (
     CLONE_KINDS,
     ChainDepth,
@@ -121,7 +123,8 @@ class Exporter:
 
     def __init__(self, driver: FleetReader, spec: Spec, ledger: Ledger, telemetry: Telemetry,
                  interval_s: float = 20.0, *, page_size: int = 1000,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, vcenter: str | None = None,
+                 merger: FleetMerger | None = None) -> None:
         if interval_s <= 0:
             raise ValueError("interval_s must be > 0")
         self.driver = driver
@@ -138,6 +141,14 @@ class Exporter:
         """Wall-clock time of the last refresh that reached vCenter and applied its sample."""
         self.last_error: str | None = None
         self.refresh_seconds: float | None = None
+        # Several vCenters: one exporter each, for the spec's pools on it (`vcenter`), their
+        # samples merged into one fleet (`merger`).
+        self.vcenter = vcenter
+        self.merger = merger
+        if vcenter is not None:
+            self.spec = dataclasses.replace(spec, pools=tuple(p for p in spec.pools
+                                                              if spec.vcenter_name(p) == vcenter))
+        self._mine = {p.name for p in self.spec.pools} if vcenter is not None else None
         # vSphere task durations and faults go straight to the histograms as tasks end.
         hook = telemetry.observe_task
         if hook not in driver.task_hooks:
@@ -171,11 +182,11 @@ class Exporter:
                 raise
             except Exception as exc:
                 self.last_error = f"{type(exc).__name__}: {exc}"
-                self.telemetry.set_up(False)
+                self._set_up(False)
                 raise
             # building and formatting 5,000 clones' series takes a few hundred ms of CPU: off the loop
             sample = await asyncio.to_thread(self._apply, read)
-            self.telemetry.set_up(True)
+            self._set_up(True)
             self.last_sample = sample
             self.last_success = self._clock()
             self.last_error = None
@@ -184,9 +195,18 @@ class Exporter:
 
     def _apply(self, read: FleetRead) -> FleetSample:
         sample = self.build(read)
+        if self.merger is not None and self.vcenter is not None:
+            self.merger.publish(self.vcenter, sample)
+            return sample
         self.telemetry.set_fleet(sample)
         self.telemetry.prerender()  # the next scrape finds the fleet formatted already
         return sample
+
+    def _set_up(self, up: bool) -> None:
+        if self.merger is not None and self.vcenter is not None:
+            self.merger.set_up(self.vcenter, up)
+        else:
+            self.telemetry.set_up(up)
 
     async def _read(self) -> FleetRead:
         return await self.driver.read_fleet(page_size=self.page_size)
@@ -221,6 +241,8 @@ class Exporter:
     def build(self, read: FleetRead) -> FleetSample:
         """Combine one `FleetRead` with the ledger and the spec (pure apart from ledger reads)."""
         records = self.ledger.clones(states=[s for s in HOLDING_STATES])
+        if self._mine is not None:
+            records = [r for r in records if r.pool in self._mine]
         golden, replicas, source_names = self._sources(read)
         sample = FleetSample(taken_at=read.taken_at)
         saved = pool_pshare_saved(self._vms(read, records, source_names, sample))
@@ -238,7 +260,7 @@ class Exporter:
         `forkscale.source` (replicas a controller made, even if its ledger was lost).
         """
         golden = {p.name: p.source.rsplit("/", 1)[-1] for p in self.spec.pools}
-        source_rows = self.ledger.sources()
+        source_rows = [r for r in self.ledger.sources() if self._mine is None or r.pool in self._mine]
         replicas: dict[str, list[str]] = defaultdict(list)
         for row in source_rows:
             if row.state in REPLICA_STATES and row.vm_name not in replicas[row.pool]:

@@ -111,6 +111,12 @@ class Telemetry:
         self.budget_wait_seconds: Histogram = histogram("forkscale_budget_wait_seconds", BUDGET_WAIT_BUCKETS)
         self.policy_decisions: Counter = counter("forkscale_policy_decisions_total")
         self.up: Gauge = gauge("forkscale_up")
+        self.vcenter_up: Gauge = gauge("forkscale_vcenter_up")
+        self.pool_owned: Gauge = gauge("forkscale_pool_owned")
+        self.pool_failovers: Counter = counter("forkscale_pool_failovers_total")
+        self.replicas: Gauge = gauge("forkscale_replicas")
+        self.fenced_writes: Counter = counter("forkscale_ledger_fenced_writes_total")
+        self._fenced_seen = 0
         self._fleet = FleetCollector(clock)
         r.register(self._fleet)
 
@@ -159,6 +165,26 @@ class Telemetry:
 
     def set_up(self, up: bool) -> None:
         self.up.set(1 if up else 0)
+
+    def set_vcenter_up(self, vcenter: str, up: bool) -> None:
+        self.vcenter_up.labels(vcenter).set(1 if up else 0)
+
+    # --- several controllers on one ledger --------------------------------------------------------
+
+    def set_pool_owned(self, pool: str, owned: bool) -> None:
+        self.pool_owned.labels(pool).set(1 if owned else 0)
+
+    def record_failover(self, pool: str) -> None:
+        self.pool_failovers.labels(pool).inc()
+
+    def set_replicas(self, count: int) -> None:
+        self.replicas.set(count)
+
+    def set_fenced_writes(self, total: int) -> None:
+        """The ledger's running count of refused writes (a counter: only what is new is added)."""
+        if total > self._fenced_seen:
+            self.fenced_writes.inc(total - self._fenced_seen)
+            self._fenced_seen = total
 
     # --- exposition -------------------------------------------------------------------------------
 

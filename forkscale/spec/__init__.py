@@ -25,12 +25,13 @@ from forkscale.spec.model import (
     SshConfig,
 )
 from forkscale.spec.secrets import SecretRef, check_secret_file
+from forkscale.spec.state import HA, PostgresState
 from forkscale.spec.vcenter import CA_FILE_ENV, VCenter
 from forkscale.spec.yamlfile import parse_yaml, read_yaml_file
 
 __all__ = [
     "CA_FILE_ENV", "DEFAULT_BUDGETS", "DEFAULT_FOLDER", "DEFAULT_STATE", "FREEZE_METHODS", "KINDS", "MAX_VM_NAME",
-    "Budgets", "Drain", "DrainSsh", "GuestOps", "GuestReady", "Network", "Placement", "Pool", "SecretRef",
+    "HA", "Budgets", "Drain", "DrainSsh", "GuestOps", "GuestReady", "Network", "Placement", "Pool", "PostgresState", "SecretRef",
     "SourceSettings", "Spec", "SshConfig", "VCenter", "check_secret_file", "load_spec", "parse_spec", "parse_yaml",
     "read_yaml_file",
 ]

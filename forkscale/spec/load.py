@@ -9,24 +9,31 @@ that might be logged.
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import re
 from pathlib import Path
 
 from forkscale.core.errors import SpecError
-from forkscale.spec.fields import as_mapping, as_path, as_positive, check_keys, kind_of, opt_path, sub
+from forkscale.spec.fields import as_mapping, as_positive, check_keys, kind_of, opt_path, sub
 from forkscale.spec.model import (
     DEFAULT_RETENTION_DAYS,
     DEFAULT_STATE,
+    DEFAULT_VCENTER,
     MAX_POOLS,
     MAX_RETENTION_DAYS,
     LedgerSettings,
+    Pool,
     Spec,
 )
 from forkscale.spec.names import check_across_pools
 from forkscale.spec.paths import check_state_path, check_writable_file
 from forkscale.spec.pool import parse_pool
-from forkscale.spec.vcenter import parse_vcenter
+from forkscale.spec.state import HA, parse_ha, parse_state
+from forkscale.spec.vcenter import VCenter, parse_vcenter
 from forkscale.spec.yamlfile import read_yaml_file
+
+_VCENTER_NAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 
 
 def load_spec(path: str | os.PathLike[str]) -> Spec:
@@ -40,12 +47,12 @@ def parse_spec(raw: object, *, base_dir: Path) -> Spec:
     if raw is None:
         raise SpecError("", "the spec is empty; it needs vcenter and pools")
     top = as_mapping(raw, "", "the spec")
-    check_keys(top, "", ("vcenter", "state", "ledger", "pools"))
-    if "vcenter" not in top:
-        raise SpecError("vcenter", "required (url, user, password_env or password_file)")
-    vcenter = parse_vcenter(top["vcenter"], "vcenter", base_dir)
-    state = as_path(top.get("state", DEFAULT_STATE), "state", base_dir)
-    check_state_path(state, "state")
+    check_keys(top, "", ("vcenter", "vcenters", "state", "ha", "ledger", "pools"))
+    vcenters = parse_vcenters(top, base_dir)
+    state = parse_state(top.get("state", DEFAULT_STATE), "state", base_dir)
+    if isinstance(state, Path):
+        check_state_path(state, "state")
+    ha = parse_ha(top["ha"], "ha") if top.get("ha") is not None else HA()
     ledger = parse_ledger(top.get("ledger"), "ledger", base_dir)
     if "pools" not in top:
         raise SpecError("pools", "required: a list of pools")
@@ -57,8 +64,42 @@ def parse_spec(raw: object, *, base_dir: Path) -> Spec:
     if len(pools_raw) > MAX_POOLS:
         raise SpecError("pools", f"has {len(pools_raw)} pools; one spec holds at most {MAX_POOLS}")
     pools = tuple(parse_pool(item, f"pools[{i}]", base_dir) for i, item in enumerate(pools_raw))
+    pools = tuple(_with_vcenter(pool, f"pools[{i}]", vcenters) for i, pool in enumerate(pools))
     check_across_pools(pools)
-    return Spec(vcenter=vcenter, state=state, pools=pools, base_dir=base_dir, ledger=ledger)
+    default = vcenters.get(DEFAULT_VCENTER) or next(iter(vcenters.values()))
+    return Spec(vcenter=default, state=state, pools=pools, base_dir=base_dir, ha=ha, vcenters=vcenters,
+                ledger=ledger)
+
+
+def parse_vcenters(top: dict[str, object], base_dir: Path) -> dict[str, VCenter]:
+    """`vcenter:` (named "default") and/or `vcenters:` (name -> the same block): at least one."""
+    out: dict[str, VCenter] = {}
+    if top.get("vcenter") is not None:
+        out[DEFAULT_VCENTER] = parse_vcenter(top["vcenter"], "vcenter", base_dir)
+    if top.get("vcenters") is not None:
+        named = as_mapping(top["vcenters"], "vcenters", "vcenters")
+        if not named:
+            raise SpecError("vcenters", "is empty; name at least one vCenter")
+        for name, raw in named.items():
+            if not _VCENTER_NAME.match(name):
+                raise SpecError(f"vcenters.{name}", "a vCenter's name is 1-63 lowercase letters, digits and '-'")
+            if name in out:
+                raise SpecError(f"vcenters.{name}", f"{name!r} is the name of `vcenter:`; choose another")
+            out[name] = parse_vcenter(raw, f"vcenters.{name}", base_dir)
+    if not out:
+        raise SpecError("vcenter", "required (url, user, password_env or password_file), or vcenters: by name")
+    return out
+
+
+def _with_vcenter(pool: Pool, path: str, vcenters: dict[str, VCenter]) -> Pool:
+    if not pool.vcenter:
+        if len(vcenters) > 1 and DEFAULT_VCENTER not in vcenters:
+            raise SpecError(f"{path}.vcenter", f"required: the spec has several vCenters ({', '.join(vcenters)})")
+        name = DEFAULT_VCENTER if DEFAULT_VCENTER in vcenters else next(iter(vcenters))
+        return dataclasses.replace(pool, vcenter=name)
+    if pool.vcenter not in vcenters:
+        raise SpecError(f"{path}.vcenter", f"no vCenter named {pool.vcenter!r} (vcenters: {', '.join(vcenters)})")
+    return pool
 
 
 def parse_ledger(raw: object, path: str, base_dir: Path) -> LedgerSettings:

@@ -9,6 +9,7 @@ from forkscale.core.errors import SpecError
 from forkscale.core.identity import NetworkAlloc, render_name
 from forkscale.policy.config import PolicyConfig
 from forkscale.spec.secrets import SecretRef
+from forkscale.spec.state import HA, PostgresState
 from forkscale.spec.vcenter import VCenter
 
 FREEZE_METHODS = ("none", "ssh", "guestops", "running")
@@ -191,6 +192,7 @@ class Pool:
     drain: Drain | None = None
     sources: SourceSettings = field(default_factory=SourceSettings)
     checks: tuple[Step, ...] = ()  # what `forkscale rehearse --pool` runs in a clone of a new image
+    vcenter: str = ""  # the name of its vCenter in the spec's `vcenters:` (resolved by load_spec)
 
     def __post_init__(self) -> None:
         if not self.name_pattern:
@@ -224,13 +226,36 @@ class LedgerSettings:
         return self.archive if self.archive is not None else state.with_name(state.name + ".archive.jsonl")
 
 
+DEFAULT_VCENTER = "default"
+
+
 @dataclass(frozen=True)
 class Spec:
-    vcenter: VCenter
-    state: Path
+    vcenter: VCenter  # the default vCenter (`vcenter:`, else the first of `vcenters:`)
+    state: Path | PostgresState  # the ledger: a SQLite file or a PostgreSQL database
     pools: tuple[Pool, ...]
     base_dir: Path
+    ha: HA = field(default_factory=HA)
+    #: every vCenter by name (`vcenter:` is "default"); each pool names one (`Pool.vcenter`)
+    vcenters: dict[str, VCenter] = field(default_factory=dict)
     ledger: LedgerSettings = field(default_factory=LedgerSettings)
+
+    def __post_init__(self) -> None:
+        if not self.vcenters:
+            object.__setattr__(self, "vcenters", {DEFAULT_VCENTER: self.vcenter})
+
+    def vcenter_of(self, pool: Pool) -> VCenter:
+        return self.vcenters[pool.vcenter] if pool.vcenter in self.vcenters else self.vcenter
+
+    def vcenter_name(self, pool: Pool) -> str:
+        return pool.vcenter if pool.vcenter in self.vcenters else next(iter(self.vcenters))
+
+    def archive(self, ledger_file: Path | None) -> Path:
+        """Where pruned history goes: `ledger.archive`, else next to a SQLite ledger, else (a
+        PostgreSQL ledger) `.forkscale/ledger.archive.jsonl` next to the spec."""
+        if ledger_file is not None or self.ledger.archive is not None:
+            return self.ledger.archive_for(ledger_file or self.base_dir)
+        return self.base_dir / ".forkscale" / "ledger.archive.jsonl"
 
     def pool(self, name: str) -> Pool:
         for pool in self.pools:

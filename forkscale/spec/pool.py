@@ -42,7 +42,7 @@ _POOL_NAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 POOL_KEYS = (
     "name", "source", "snapshot", "freeze", "ssh", "guestops", "count", "name_pattern",
     "hostname_pattern", "network", "placement", "fallback", "budgets", "guest_ready",
-    "guestinfo", "policy", "on_release", "drain", "sources", "checks",
+    "guestinfo", "policy", "on_release", "drain", "sources", "checks", "vcenter",
 )
 #: a pool's `checks:` (run by `forkscale rehearse --pool`) time out after this by default
 DEFAULT_POOL_CHECK_TIMEOUT_S = 120.0
@@ -88,6 +88,7 @@ def parse_pool(raw: object, path: str, base_dir: Path) -> Pool:
         drain=parse_drain(data["drain"], sub(path, "drain"), base_dir) if data.get("drain") is not None else None,
         sources=parse_sources(data.get("sources"), sub(path, "sources")),
         checks=parse_steps(data.get("checks"), sub(path, "checks"), DEFAULT_POOL_CHECK_TIMEOUT_S, base_dir),
+        vcenter=as_str(data["vcenter"], sub(path, "vcenter")) if data.get("vcenter") is not None else "",
     )
     check_rendered(pool, path)
     return pool

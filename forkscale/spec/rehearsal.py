@@ -201,7 +201,7 @@ def rehearsal_for_pool(spec: Spec, pool_name: str, snapshot: str) -> RehearsalSp
                                                 "clone's NICs are disconnected, so its checks run through guest "
                                                 "operations as this account (user, password_env or password_file)")
     return RehearsalSpec(
-        vcenter=spec.vcenter, source=pool.source, pool=pool.name, snapshot=snapshot,
+        vcenter=spec.vcenter_of(pool), source=pool.source, pool=pool.name, snapshot=snapshot,
         network=RehearsalNetwork(port_group=pool.network.port_group, disconnect=True),
         steps=(), checks=pool.checks, transport="guestops", guestops=pool.guestops,
         wait_timeout_s=pool.guest_ready.timeout_s, base_dir=spec.base_dir,

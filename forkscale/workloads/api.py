@@ -12,8 +12,9 @@
     PUT  /v1/pools/{pool}/count    {"count": N}
          202 for a `fixed` pool: its count; for a headroom / target-value pool: its floor (`min`)
          -- the policy keeps deciding above it. 409 when N is above the policy's max or the
-         pool's address range. Runtime only: a restart returns to the spec.
-    GET  /healthz                  open: {"ok": true, ...}
+         pool's address range. Kept in the ledger (every replica, restarts and failovers see
+         it) until the spec's own value for it is edited.
+    GET  /healthz                  open: {"ok": true, "owns_pools": ..., "owns": [...], "replica": ..., ...}
     GET  /metrics                  open: Prometheus exposition
 
 Every /v1 call needs `Authorization: Bearer <token>` (401 otherwise, compared in constant time).
@@ -170,8 +171,12 @@ class _Api:
 
     async def healthz(self, request: web.Request) -> web.Response:
         c = self.controller
-        return web.json_response({"ok": not c.stopping, "pools": len(c.pools), "dry_run": c.dry_run,
-                                  "stopping": c.stopping})
+        doc: dict[str, Any] = {"ok": not c.stopping, "pools": len(c.pools), "dry_run": c.dry_run,
+                               "stopping": c.stopping}
+        if c.ownership is not None:  # which pools this replica acts on (a standby owns none and is healthy)
+            status = c.ownership.status()
+            doc.update(owns_pools=bool(status["owns"]), **status)
+        return web.json_response(doc)
 
     async def pools(self, request: web.Request) -> web.Response:
         def all_status() -> list[dict[str, Any]]:

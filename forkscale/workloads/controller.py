@@ -34,7 +34,9 @@ Shape (one engine, one event loop):
 * **`PUT count`.** A `fixed` pool gets the new count. A policy pool (headroom, target-value) gets
   the number as its *floor* (`min`): "keep at least N" is what an operator means before a login
   storm, and the policy keeps working above it; a floor above the policy's `max` is refused
-  (HTTP 409). Overrides live in memory only: a restart goes back to the spec.
+  (HTTP 409). Overrides are kept in the ledger (`serve` always runs with ownership), so
+  whichever replica owns the pool -- after a restart or a failover too -- applies them; an edit of
+  the spec's own value wins over an older override.
 * **Repair is not scaling.** A round whose policy says "no change" (a no-op, a cooldown, a held
   scale-down) still checks the pool against its current desired count: rows closed by another
   process (`forkscale destroy`) and clones whose VM left vCenter behind the ledger's back (one
@@ -75,7 +77,7 @@ import aiohttp
 from forkscale.core.errors import ForkscaleError, PermanentError, TemporaryError
 from forkscale.fleet.engine import Engine
 from forkscale.fleet.plan import LIVE
-from forkscale.ledger import CloneRecord
+from forkscale.ledger import CloneRecord, LedgerError
 from forkscale.policy import (
     Decision,
     Observed,
@@ -86,10 +88,14 @@ from forkscale.policy import (
     read_metric,
 )
 from forkscale.workloads.drain import Drainer
+from forkscale.workloads.ownership import Ownership
+from forkscale.workloads.replica import apply_override, owner_doc, remote_status
 from forkscale.workloads.runtime import ControllerError, PoolRuntime, iso, observed_of, status_doc
+from forkscale.workloads.vcenters import VCenters
 
 log = logging.getLogger("forkscale.controller")
 _DIGITS = re.compile(r"\d+(?:\.\d+)?")
+REMOTE_CLAIM_POLL_S = 0.25
 #: How often (by the ledger's clock) history past `ledger.retention_days` is moved to the archive.
 PRUNE_EVERY_S = 3600.0
 
@@ -97,7 +103,8 @@ PRUNE_EVERY_S = 3600.0
 
 class Controller:
     def __init__(self, engine: Engine, *, telemetry: Any = None, dry_run: bool = False, grace_s: float = 30.0,
-                 publish_fleet: bool = True) -> None:
+                 publish_fleet: bool = True, ownership: Ownership | None = None,
+                 vcenters: VCenters | None = None) -> None:
         self.engine = engine
         self.spec = engine.spec
         self.ledger = engine.ledger
@@ -113,9 +120,24 @@ class Controller:
         self._event_loop: asyncio.AbstractEventLoop | None = None  # the loop `run` runs on (try_claim's wake-ups)
         self._session: aiohttp.ClientSession | None = None
         self._previous_progress = engine.progress
-        engine.progress = self._on_progress
-        engine.drainer = Drainer(self.ledger)
+        # Several vCenters (workloads/vcenters.py): an engine each; a pool's rounds use its own.
+        self.vcenters = vcenters or VCenters.single(engine, self.spec.vcenter_name(self.spec.pools[0]),
+                                                    self.spec.vcenter.url)
+        self.vcenters.on_attached.append(lambda name, attached: self._hook(attached))
+        for link in self.vcenters.links.values():
+            if link.engine is not None:
+                self._hook(link.engine)
+        self._hook(engine)
         self.started_at = time.time()
+        # Several replicas on one ledger (forkscale/workloads/ownership.py): rounds run only for
+        # the pools this one owns; claims, releases, counts and status answer for every pool.
+        self.ownership = ownership
+        self._ownership_stop = asyncio.Event()
+        if ownership is not None:
+            ownership.on_gained = self._gained
+            ownership.on_lost = self._lost
+            ownership.busy = lambda pool: self.pools[pool].round is not None or self.pools[pool].lock.locked()
+            self.ledger.identify(ownership.holder.id)
         self._next_prune = 0.0  # on the ledger's clock; 0: prune at the first round
         self._pruning = False
 
@@ -141,6 +163,9 @@ class Controller:
         async with aiohttp.ClientSession() as session:
             self._session = session
             tasks = [asyncio.create_task(self._loop(pr), name=f"pool:{name}") for name, pr in self.pools.items()]
+            owning = None if self.ownership is None else \
+                asyncio.create_task(self.ownership.run(self._ownership_stop), name="ownership")
+            probing = asyncio.create_task(self.vcenters.probe_forever(self._stop_event), name="vcenters")
             try:
                 await self._stop_event.wait()
                 done, pending = await asyncio.wait(tasks, timeout=self.grace_s)
@@ -152,21 +177,39 @@ class Controller:
                 for t in tasks:
                     t.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
+                probing.cancel()
+                await asyncio.gather(probing, return_exceptions=True)
+                if owning is not None:  # only now: hand the pools back once no round of ours runs
+                    self._ownership_stop.set()
+                    await asyncio.gather(owning, return_exceptions=True)
                 self._session = None
         log.info("controller: stopped")
 
     async def _loop(self, pr: PoolRuntime) -> None:
         while not self._stopping:
             pr.wake.clear()
+            if not self.owns(pr.pool.name) or self._engine_of(pr) is None:
+                # another replica acts on it (we are woken if it comes to us), or its vCenter
+                # has not answered since we started (the probe keeps trying)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(pr.wake.wait(), pr.runner.config.evaluate_every_s)
+                continue
+            pr.round = asyncio.create_task(self.evaluate(pr.pool.name), name=f"round:{pr.pool.name}")
             try:
-                await self.evaluate(pr.pool.name)
+                await pr.round
             except asyncio.CancelledError:
-                raise
+                task = asyncio.current_task()
+                if task is None or task.cancelling():
+                    raise
+                continue  # the round alone was cancelled: the pool's lease was lost (see _lost)
             except ForkscaleError as exc:
+                self.vcenters.observe(self.spec.vcenter_name(pr.pool), exc)
                 self._error(pr, f"round failed: {exc}")
             except Exception as exc:  # keep the controller up; the next round retries
                 log.exception("pool %s: round failed", pr.pool.name)
                 self._error(pr, f"round failed: {type(exc).__name__}: {exc}")
+            finally:
+                pr.round = None
             if self._stopping:
                 break
             await self._prune_if_due()
@@ -186,7 +229,7 @@ class Controller:
             return
         self._pruning, self._next_prune = True, now + PRUNE_EVERY_S
         settings = self.spec.ledger
-        archive = settings.archive_for(self.ledger.path)
+        archive = self.spec.archive(self.ledger.path)
         try:
             result = await asyncio.to_thread(self.ledger.prune, settings.retention_days * 86_400.0, archive)
         except (OSError, ForkscaleError, sqlite3.Error) as exc:
@@ -204,11 +247,16 @@ class Controller:
         """One policy round for a pool, under its lock: observe, decide, act."""
         pr = self._runtime(pool_name)
         async with pr.lock:
-            return await self._round(pr)
+            try:
+                return await self._round(pr)
+            finally:
+                self._publish_status(pr)
 
     async def _round(self, pr: PoolRuntime) -> Decision:
         pool, runner = pr.pool, pr.runner
         pr.rounds += 1
+        if self.ownership is not None:
+            apply_override(pr, self.ledger)  # a count set over any replica's API
         metric = await self._read_metric(pr, runner.config) if runner.config.metric is not None else None
         # Outside a converge (we hold the pool's lock) no drain runs, so every `draining` row is a
         # clone released under on_release: refresh (or one a crash left mid-drain). They still
@@ -294,7 +342,8 @@ class Controller:
             self.telemetry.record_policy_decision(pr.pool.name, decision.direction, decision.code)
 
     async def _dry_run(self, pr: PoolRuntime, decision: Decision, target: int) -> None:
-        result = await self.engine.converge(pr.pool.name, target, dry_run=True)
+        result = await self._engine(pr).converge(pr.pool.name, target, dry_run=True)
+        self.vcenters.observe(self.spec.vcenter_name(pr.pool), None)
         for line in result.errors:
             log.info("pool %s: (dry run) %s", pr.pool.name, line)
         if not decision.is_noop:
@@ -315,7 +364,8 @@ class Controller:
         ok = False
         pr.converging = True
         try:
-            result = await self.engine.converge(pool.name, target, set_by="policy")
+            result = await self._engine(pr).converge(pool.name, target, set_by="policy")
+            self.vcenters.observe(self.spec.vcenter_name(pool), None)
             pr.last_result = {**result.as_dict(), "at": iso(time.time())}
             for err in result.errors:
                 self._error(pr, err)
@@ -380,6 +430,7 @@ class Controller:
             while True:
                 event = pr.ready_event  # taken before the attempt: a clone ready after it still wakes us
                 rec = self._take(pr, user)
+                owned = self.owns(pool_name)
                 if rec is not None:
                     return rec
                 left = deadline - loop.time()
@@ -389,8 +440,9 @@ class Controller:
                     waiting = True
                     pr.waiting += 1
                     pr.wake.set()
+                # Clones of a pool another replica owns become ready there: look again now and then.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(event.wait(), left)
+                    await asyncio.wait_for(event.wait(), left if owned else min(left, REMOTE_CLAIM_POLL_S))
         finally:
             if waiting:
                 pr.waiting -= 1
@@ -431,13 +483,14 @@ class Controller:
             raise ControllerError(f"pool {pool_name!r} has no clone named {vm!r}", 404)
         if rec.state != "claimed":
             raise ControllerError(f"{vm} is {rec.state}, not claimed; only a claimed clone can be released", 409)
+        # Not fenced (any replica takes releases): a row-locked claimed -> ready | draining.
         if pr.pool.on_release == "keep":
-            self.ledger.transition(rec.id, "ready")
+            self.ledger.release(rec.id, "ready")
             self._notify_ready(pr)
             action = "kept"
         else:
             # `draining` (live, not claimable) until the pool's next round replaces it one for one.
-            self.ledger.transition(rec.id, "draining")
+            self.ledger.release(rec.id, "draining")
             action = "refreshing"
         log.info("pool %s: %s released by %s (%s)", pool_name, vm, rec.claimed_by, action)
         pr.wake.set()
@@ -465,18 +518,37 @@ class Controller:
             pr.runner.update_config(dataclasses.replace(cfg, min=count))
             pr.override = {"min": count}
             applied = "min"
-        log.info("pool %s: %s set to %d over the API (until restart)", pool_name, applied, count)
+        if self.ownership is not None:  # for whichever replica owns the pool, now or after a failover
+            spec_value = pr.pool.policy.count if applied == "count" else pr.pool.policy.min
+            self.ledger.set_override(pool_name, applied, count, spec_value)
+        log.info("pool %s: %s set to %d over the API", pool_name, applied, count)
         pr.wake.set()
         return {"pool": pool_name, "strategy": cfg.strategy, "applied": applied, applied: count}
 
     # status --------------------------------------------------------------------------------------
     def status(self, pool_name: str) -> dict[str, Any]:
-        return status_doc(self._runtime(pool_name), self.ledger, dry_run=self.dry_run)
+        pr = self._runtime(pool_name)
+        vcenter = self.vcenters.doc(self.spec.vcenter_name(pr.pool))
+        if self.ownership is None:
+            return {**status_doc(pr, self.ledger, dry_run=self.dry_run), "vcenter": vcenter}
+        lease = self.ownership.owner(pool_name)
+        owner = owner_doc(lease, self.ownership.holder.id, time.time())
+        if not self.owns(pool_name):
+            return {**remote_status(pr, self.ledger, owner, dry_run=self.dry_run), "vcenter": vcenter}
+        return {**status_doc(pr, self.ledger, dry_run=self.dry_run), "owner": owner, "vcenter": vcenter}
+
+    def owns(self, pool_name: str) -> bool:
+        """Whether this controller acts on the pool (always, without replicas)."""
+        return self.ownership is None or self.ownership.owns(pool_name)
 
     def desired_counts(self) -> dict[str, int]:
         """What each pool's policy wants now (for forkscale_pool_desired)."""
         out = {}
         for name, pr in self.pools.items():
+            if not self.owns(name):  # the owner's last converge target, from the ledger
+                last = self.ledger.desired(name)
+                out[name] = last[0] if last is not None else self.observe(pr).current
+                continue
             out[name] = pr.desired if pr.desired is not None else self.observe(pr).current
         return out
 
@@ -490,6 +562,50 @@ class Controller:
         return int(min(300, max(1, round(left + per_clone))))
 
     # internals -----------------------------------------------------------------------------------
+    # engines (one per vCenter) ------------------------------------------------------------------
+    def _hook(self, engine: Engine) -> None:
+        """Our progress callback and drain hook on an engine (once)."""
+        if engine.progress != self._on_progress:
+            engine.progress = self._on_progress
+        engine.drainer = Drainer(self.ledger)
+
+    def _engine_of(self, pr: PoolRuntime) -> Engine | None:
+        return self.vcenters.engine(self.spec.vcenter_name(pr.pool))
+
+    def _engine(self, pr: PoolRuntime) -> Engine:
+        engine = self._engine_of(pr)
+        if engine is None:
+            name = self.spec.vcenter_name(pr.pool)
+            raise ControllerError(f"vCenter {name!r} has not answered since the controller started", 503)
+        return engine
+
+    # ownership (several replicas) -----------------------------------------------------------------
+    def _gained(self, pool_name: str) -> None:
+        """This replica now owns the pool: reconcile first (adopt or roll back what the previous
+        owner left), with the policy's override from the ledger."""
+        pr = self._runtime(pool_name)
+        pr.needs_converge = True
+        pr.desired = None
+        pr.wake.set()
+
+    def _lost(self, pool_name: str, why: str) -> None:
+        """The pool's lease was taken over: stop acting at once (the writes were refused anyway)."""
+        pr = self._runtime(pool_name)
+        self._error(pr, f"lost the pool to another replica: {why}")
+        if pr.round is not None and not pr.round.done():
+            pr.round.cancel()
+        pr.needs_converge = True
+        pr.wake.set()
+
+    def _publish_status(self, pr: PoolRuntime) -> None:
+        """What only the owner knows, for the other replicas' status (after each round)."""
+        if self.ownership is None or not self.owns(pr.pool.name):
+            return
+        try:
+            self.ledger.publish_status(pr.pool.name, status_doc(pr, self.ledger, dry_run=self.dry_run))
+        except LedgerError as exc:
+            log.warning("pool %s: status not published: %s", pr.pool.name, exc)
+
     def _runtime(self, pool_name: str) -> PoolRuntime:
         pr = self.pools.get(pool_name)
         if pr is None:

@@ -57,6 +57,7 @@ class PoolRuntime:
     rounds: int = 0
     logged_shape: str = ""
     history: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=MAX_HISTORY))
+    round: asyncio.Task[Any] | None = None  # the round in flight (cancelled if the pool's lease is lost)
 
 
 

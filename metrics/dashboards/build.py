@@ -347,6 +347,38 @@ ROWS: list[Row] = [
                 [Q("scope:forkscale_budget_wait_seconds:p95_rate5m", "{{scope}}")],
                 unit="s",
             ),
+            stat(
+                "Replicas",
+                4,
+                Q("max(forkscale_replicas)"),
+                description="Live `serve` replicas on the ledger.",
+            ),
+            stat(
+                "Failovers (1h)",
+                4,
+                Q("sum(increase(forkscale_pool_failovers_total[1h]))"),
+                description="Pools taken over from a replica that died or stopped renewing its lease.",
+                thresholds=[(None, "green"), (1, "yellow")],
+            ),
+            stat(
+                "Fenced writes (1h)",
+                4,
+                Q("sum(increase(forkscale_ledger_fenced_writes_total[1h]))"),
+                description="Writes refused because the writer's lease had been taken over.",
+                thresholds=[(None, "green"), (1, "yellow")],
+            ),
+            stat(
+                "vCenters down",
+                4,
+                Q("sum(1 - forkscale_vcenter_up)"),
+                thresholds=[(None, "green"), (1, "red")],
+            ),
+            ts(
+                "Owners per pool",
+                8,
+                [Q("sum by (pool) (forkscale_pool_owned)", "{{pool}}")],
+                description="1 is healthy: exactly one replica acts on the pool; 0: nobody does.",
+            ),
         ],
     ),
 ]
