@@ -175,23 +175,6 @@ OPS: dict[str, Check] = {
 # What the twin cannot do yet (the govmomi run shows each): the twin helpers remove a mark when
 # they close its gap. /work/notes/gocli-gaps.md has the same list for hand-out.
 GAPS: dict[str, str] = {
-    "view.cluster": "a recursive VirtualMachine view of a cluster is empty: a ResourcePool's contents omit its VMs",
-    "view.resource_pool": "a ContainerView on a ResourcePool omits the pool's VMs",
-    "view.host": "a ContainerView on a HostSystem is empty (must list the host's VMs)",
-    "view.list": "ModifyListView, ResetListView, ResetListViewFromView not implemented; reading a destroyed "
-                 "view returns nothing instead of ManagedObjectNotFound",
-    "perf.counters": "catalog lacks cpu.ready.summation, net.usage.average, disk.usage.average, "
-                     "mem.active.average, sys.uptime.latest, disk.used.latest, disk.capacity.latest",
-    "perf.vm_realtime": "VMs lack cpu.ready.summation, mem.active.average, net.usage.average, "
-                        "disk.usage.average, sys.uptime.latest",
-    "perf.host_historical": "hosts lack net.usage.average, disk.usage.average, sys.uptime.latest",
-    "perf.cluster": "a cluster has no metrics (QueryAvailablePerfMetric empty, QueryPerf 300 s returns nothing "
-                    "for cpu.usagemhz.average/mem.consumed.average)",
-    "perf.datastore": "a datastore has no metrics (disk.used/capacity/provisioned.latest at 300 s)",
-    "vm.full_clone_progress": "TaskInfo.progress jumps 0 -> 100; no intermediate progress while a clone runs",
-    "events.collector_paging": "after ResetCollector, ReadPreviousEvents also returns the latest page (must return "
-                               "only the events older than it)",
-    "tasks.collector_paging": "TaskManager.CreateCollectorForTasks (TaskHistoryCollector) not implemented",
 }
 
 

@@ -210,14 +210,18 @@ def test_latest_event_is_watchable_and_history_collector_pages(si):
     assert kind(latest) == INSTANT_CLONED and latest.vm.name == "page-4"
     collector = em.CreateCollectorForEvents(EV(eventTypeId=[INSTANT_CLONED]))
     assert [e.vm.name for e in collector.latestPage] == names
-    assert [e.vm.name for e in collector.ReadPreviousEvents(2)] == names[3:]
-    assert [e.vm.name for e in collector.ReadPreviousEvents(2)] == names[1:3]
-    collector.RewindCollector()
+    # a new collector is rewound: before the oldest event
+    assert collector.ReadPreviousEvents(2) == []
     assert [e.vm.name for e in collector.ReadNextEvents(3)] == names[:3]
     assert [e.vm.name for e in collector.ReadNextEvents(3)] == names[3:]
     assert collector.ReadNextEvents(3) == []
+    assert [e.vm.name for e in collector.ReadPreviousEvents(2)] == names[3:]
     collector.SetCollectorPageSize(2)
     assert [e.vm.name for e in collector.latestPage] == names[3:]
+    collector.ResetCollector()  # just before the latest page: reading back gives what is older
+    assert [e.vm.name for e in collector.ReadPreviousEvents(2)] == names[1:3]
+    assert [e.vm.name for e in collector.ReadPreviousEvents(2)] == names[:1]
+    assert collector.ReadPreviousEvents(2) == []
     with pytest.raises(vmodl.fault.InvalidArgument):
         collector.ReadNextEvents(0)
     collector.DestroyCollector()

@@ -37,6 +37,7 @@ with a real vCenter that behaved so — never by recognising the simulator):
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import time
 from collections import Counter
@@ -71,7 +72,12 @@ def assert_clone_is_right(vm: dict, row: sqlite3.Row) -> None:
     """vcsim's view of one clone matches what forkscale recorded and asked for."""
     assert vm["power"] == "poweredOn", vm
     assert vm["nics"] == [("vim.vm.device.VirtualE1000", 4000, row["mac"], "VM Network")], vm  # class kept
-    assert vm["disks"] == [f"[ds-ssd] {row['name']}/{row['name']}.vmdk"], vm  # its own disk, on the datastore asked
+    # its own disk, on the datastore asked; like vCenter, vcsim names the folder "NAME (1)" when a
+    # folder of that name is still there (a late clone of a killed run, removed since)
+    (disk,) = vm["disks"]
+    folder, _, file = disk.removeprefix("[ds-ssd] ").partition("/")
+    assert disk.startswith("[ds-ssd] ") and file == f"{row['name']}.vmdk", vm
+    assert folder == row["name"] or re.fullmatch(re.escape(row["name"]) + r" \(\d+\)", folder), vm
     assert vm["extra"]["guestinfo.forkscale.mac"] == row["mac"]
     assert vm["extra"]["guestinfo.forkscale.ip"] == row["ip"]
     assert vm["moref"] == row["vm_moref"]

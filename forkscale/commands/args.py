@@ -40,7 +40,10 @@ def sim(sub: Subparsers) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed for latencies, MACs and UUIDs")
     p.add_argument("--http", action="store_true", help="plain HTTP instead of HTTPS")
     p.add_argument("--password", help="login password (default: $FORKSCALE_SIM_PASSWORD or a random one)")
-    p.add_argument("--state-dir", help="where the CA and certificate are written (default ~/.forkscale/sim)")
+    p.add_argument("--state-dir", help="keep the world (inventory, VMs, disks, snapshots, events) and the CA in "
+                                       "DIR across restarts (default: only the CA, in ~/.forkscale/sim)")
+    p.add_argument("--fresh", action="store_true",
+                   help="with --state-dir: start from the world file, replacing the saved world")
 
 
 def demo(sub: Subparsers) -> None:

@@ -1,11 +1,16 @@
-"""`forkscale sim`: run the vSphere twin in the foreground until SIGTERM/SIGINT."""
+"""`forkscale sim`: run the vSphere twin in the foreground until SIGTERM/SIGINT.
+
+With `--state-dir DIR` the twin keeps its world there across restarts (forkscale.sim.keeper).
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import signal
+import sys
 
+from forkscale.sim.persist import StateError
 from forkscale.sim.server import SimOptions, print_banner, serve
 
 
@@ -27,6 +32,14 @@ async def _main(opts: SimOptions) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.fresh and args.state_dir is None:
+        print("forkscale sim: --fresh needs --state-dir (only a kept world can be replaced)", file=sys.stderr)
+        return 2
     opts = SimOptions(host=args.host, port=args.port, world=args.world, time_scale=args.time_scale, seed=args.seed,
-                      http=args.http, password=args.password, state_dir=args.state_dir)
-    return asyncio.run(_main(opts))
+                      http=args.http, password=args.password, state_dir=args.state_dir,
+                      persist=args.state_dir is not None, fresh=args.fresh)
+    try:
+        return asyncio.run(_main(opts))
+    except StateError as exc:
+        print(f"forkscale sim: {exc}", file=sys.stderr)
+        return 2

@@ -26,7 +26,7 @@ def admin_action(twin: Twin, action: str, args: dict[str, Any]) -> Any:
     if action == "stats":
         return {"requests": twin.request_count, "methods": dict(twin.method_counts),
                 "sessions": len(twin.sessions), "tasks_completed": twin.world.tasks.completed,
-                "faults_injected": faults.injected}
+                "faults_injected": faults.injected, **(twin.keeper.stats() if twin.keeper else {})}
     if action == "failure_rate":
         faults.set_rate(args["method"], float(args["rate"]), args.get("fault", "SystemError"))
     elif action == "fail_next":

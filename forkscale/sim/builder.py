@@ -33,6 +33,7 @@ from .ops.power import power_on_now
 from .ops.snapshots import take_snapshot
 from .perf import manager as perf_manager
 from .service import CURRENT_SESSION, Twin
+from .views import session_views
 from .vm import NIC_CLASSES, VM, Disk, Nic
 from .world import Settings, World
 
@@ -208,7 +209,8 @@ def _managers(twin: Twin) -> None:
                           localeBuild="000", osType="linux-x64", productLineId="vpx", apiType="VirtualCenter",
                           apiVersion="8.0.3.0", instanceUuid=twin.instance_uuid, licenseProductName="VMware VirtualCenter Server",
                           licenseProductVersion="8.0")
-    view_mgr = add("ViewManager", vim.view.ViewManager)
+    view_mgr = add("ViewManager", vim.view.ViewManager,
+                   computed={"viewList": lambda: session_views(CURRENT_SESSION.get())})
     session_mgr = add("SessionManager", vim.SessionManager, computed={
         "sessionList": lambda: [s.user_session() for s in twin.sessions.values()],
         "currentSession": _current_session})

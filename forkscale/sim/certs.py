@@ -1,4 +1,8 @@
-"""TLS for the twin: a private CA and a server certificate for 127.0.0.1/localhost signed by it."""
+"""TLS for the twin: a private CA and a server certificate for 127.0.0.1/localhost signed by it.
+
+The certificates stay in their directory and are used again at the next start while they are
+valid, so a client that trusts the CA file keeps trusting the twin after a restart.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,35 @@ import ipaddress
 import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+
+RENEW_BEFORE = timedelta(days=7)
+
+
+def certificates(directory: Path) -> tuple[Path, Path, Path]:
+    """(ca, cert, key) in `directory`: the ones there if still good, else new ones."""
+    paths = directory / "ca.pem", directory / "server.pem", directory / "server.key"
+    if all(p.is_file() for p in paths) and _still_good(*paths):
+        return paths
+    return make_certificates(directory)
+
+
+def _still_good(ca_file: Path, cert_file: Path, key_file: Path) -> bool:
+    """The server certificate is valid for a while yet, signed by the CA, and matches its key."""
+    from cryptography import x509
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import serialization
+
+    try:
+        ca = x509.load_pem_x509_certificate(ca_file.read_bytes())
+        cert = x509.load_pem_x509_certificate(cert_file.read_bytes())
+        key = serialization.load_pem_private_key(key_file.read_bytes(), password=None)
+        cert.verify_directly_issued_by(ca)
+    except (ValueError, TypeError, OSError, InvalidSignature):
+        return False
+    pem = serialization.Encoding.PEM
+    spki = serialization.PublicFormat.SubjectPublicKeyInfo
+    same_key = cert.public_key().public_bytes(pem, spki) == key.public_key().public_bytes(pem, spki)
+    return same_key and cert.not_valid_after_utc - RENEW_BEFORE > datetime.now(tz=UTC)
 
 
 def make_certificates(directory: Path) -> tuple[Path, Path, Path]:

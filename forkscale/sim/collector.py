@@ -142,6 +142,7 @@ def retrieve(world: World, specs: list[Any], resolve: Resolve | None = None) -> 
 
 class Filter(MO):
     kind = PC.Filter
+    session_scoped = True
 
     def __init__(self, world: World, moid: str, collector: Collector, spec: Any, partial: bool,
                  resolve: Resolve | None = None) -> None:
@@ -180,7 +181,8 @@ class Filter(MO):
     def updates(self, limit: int | None) -> tuple[list[Any], bool]:
         """Object updates since the last report; (updates, truncated)."""
         world = self.world
-        if self.structure != world.structure:
+        restructured = self.structure != world.structure
+        if restructured:
             self.objects = {m.moid: m for m in select(world, self.spec, self.resolve)}
             self.structure = world.structure
             candidates = set(self.objects) | set(self.reported)
@@ -202,7 +204,8 @@ class Filter(MO):
                     self.seen_version.pop(moid, None)
                     out.append(PC.ObjectUpdate(kind="leave", obj=self.refs.pop(moid)))
                 continue
-            if before is not None and self.seen_version.get(moid) == mo.version:
+            if (before is not None and self.seen_version.get(moid) == mo.version
+                    and not (restructured and mo.follows_structure)):
                 continue
             paths = paths_for(mo, self.spec.propSet)
             if paths is None:
@@ -247,6 +250,7 @@ def _moid_order(moid: str) -> tuple[str, int]:
 
 class Collector(MO):
     kind = PC
+    session_scoped = True
 
     def __init__(self, world: World, moid: str, session: Any) -> None:
         super().__init__(world, moid)

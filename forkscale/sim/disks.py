@@ -8,6 +8,7 @@ them as top) so destroying a clone frees exactly what only it used.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import count
 from typing import TYPE_CHECKING, Any
@@ -37,6 +38,7 @@ class DiskFile:
     frozen_size: int | None = None
     refs: int = 0
     uid: int = field(default_factory=lambda: next(_file_ids))
+    born: float = 0.0  # simulated time the file was created (datastore statistics count it from then)
     content: dict[str, bytes] = field(default_factory=dict)  # guest files written in this layer
 
     def read(self, path: str) -> bytes | None:
@@ -103,12 +105,14 @@ class DiskFile:
 class DiskStore:
     """All disk files of the world, for datastore accounting and reference counting."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = lambda: 0.0) -> None:
         self.files: dict[int, DiskFile] = {}
+        self.clock = clock  # simulated seconds now
 
     def create(self, name: str, datastore: Datastore, capacity: int, *, parent: DiskFile | None = None,
                size: int = DELTA_INITIAL) -> DiskFile:
-        f = DiskFile(name=name, datastore=datastore, capacity=capacity, parent=parent, base_size=size)
+        f = DiskFile(name=name, datastore=datastore, capacity=capacity, parent=parent, base_size=size,
+                     born=self.clock())
         if parent is not None:
             parent.refs += 1
         self.files[f.uid] = f

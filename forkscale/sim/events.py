@@ -3,7 +3,8 @@
 `record()` is the one hook the operations call. Events keep their entity arguments (names and
 morefs) after the entities are gone, as vCenter's do, and remember the inventory ancestors they
 had, so an entity filter with recursion `all` on a folder still finds a destroyed VM's removal.
-`QueryEvents` answers newest first; an `EventHistoryCollector` pages through the same list.
+`QueryEvents` answers newest first; an `EventHistoryCollector` pages through the same journal
+(forkscale.sim.history has the paging rules).
 
 What vCenter posts, the twin posts: a `TaskEvent` when a task is created (its `info` a snapshot
 taken then, state `queued`), `VmBeingClonedEvent` on the source when a linked or full clone
@@ -14,7 +15,6 @@ names the source) - vSphere has no instant-clone event class.
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from pyVmomi import VmomiSupport, vim, vmodl
 
 from .dispatch import Ctx, method
+from .history import HistoryCollector, Journal, count, open_collector
 from .inventory import Host
 from .mo import MO, Manager
 from .vm import VM
@@ -33,7 +34,6 @@ if TYPE_CHECKING:
 KEEP = 20_000  # events kept, oldest dropped first
 ARG_CACHE = 50_000  # entity arguments kept for reuse
 DEFAULT_MAX = 1000  # QueryEvents answers at most this many when filter.maxCount is unset
-PAGE_DEFAULT, PAGE_MAX = 10, 1000
 _ERROR_TYPES = ("VmFailedToPowerOnEvent", "VmCloneFailedEvent")
 
 
@@ -65,13 +65,14 @@ class EventLog:
         self.manager = world.add(Manager(world, "EventManager", vim.event.EventManager,
                                          computed={"latestEvent": self.latest}, maxCollector=32,
                                          description=_description()))
-        self.items: deque[Recorded] = deque(maxlen=KEEP)
+        self.items: Journal[Recorded] = Journal(KEEP)
         self.next_key = 1
-        self.collectors: set[MO] = set()  # EventHistoryCollectors, touched when an event arrives
+        self.collectors: set[EventCollector] = set()  # touched when an event they match arrives
         self._args: dict[tuple[type, str, str], Any] = {}
 
     def latest(self) -> Any:
-        return self.items[-1].event if self.items else None
+        last = self.items.last()
+        return last.event if last is not None else None
 
     def task_created(self, task: Task) -> None:
         """The `TaskEvent` vCenter posts when a task is created (its info as it was then: queued)."""
@@ -124,15 +125,25 @@ class EventLog:
             if dc is not None:
                 event.datacenter = self._arg(vim.event.DatacenterEventArgument, "datacenter", dc)
                 direct.add(dc.moid)
-        self.items.append(Recorded(event, category, frozenset(direct), frozenset(parents),
-                                   frozenset(ancestors | direct)))
+        recorded = Recorded(event, category, frozenset(direct), frozenset(parents), frozenset(ancestors | direct))
+        self.items.append(key, recorded)
         self.world.touch(self.manager)
         for c in list(self.collectors):
-            if c.alive:
-                self.world.touch(c)
-            else:
+            if not c.alive:
                 self.collectors.discard(c)
+            elif c.matches(recorded):
+                self.world.touch(c)
         return event
+
+    def newest(self, spec: Any, root: MO | None, limit: int) -> list[Recorded]:
+        """The newest `limit` events matching an EventFilterSpec, newest first."""
+        out: list[Recorded] = []
+        for _, r in self.items.backward(self.next_key):
+            if len(out) >= limit:
+                break
+            if _matches(r, spec, root):
+                out.append(r)
+        return out
 
     def _arg(self, kind: type, field: str, mo: Any) -> Any:
         """An entity argument (name and moref, as they are now), shared by the events that name it."""
@@ -143,10 +154,6 @@ class EventLog:
                 self._args.clear()
             arg = self._args[key] = kind(name=mo.name, **{field: mo.ref})
         return arg
-
-    def matching(self, spec: Any, root: MO | None) -> list[Recorded]:
-        """Events matching an EventFilterSpec, oldest first."""
-        return [r for r in self.items if _matches(r, spec, root)]
 
 
 def _up(mo: Any) -> set[str]:
@@ -165,7 +172,8 @@ def _datacenter(mo: Any) -> Any:
     return node
 
 
-def _type_id(event: Any) -> str:
+def type_id(event: Any) -> str:
+    """An event's type as eventTypeId filters name it (an EventEx's own id)."""
     if isinstance(event, vim.event.EventEx) and event.eventTypeId:
         return str(event.eventTypeId)
     if isinstance(event, vim.event.ExtendedEvent) and event.eventTypeId:
@@ -205,7 +213,7 @@ def _matches(r: Recorded, spec: Any, root: MO | None) -> bool:
         return False
     if spec.type and not any(isinstance(e, t) for t in spec.type):
         return False
-    return not (spec.eventTypeId and _type_id(e) not in spec.eventTypeId)
+    return not (spec.eventTypeId and type_id(e) not in spec.eventTypeId)
 
 
 def _aware(when: datetime) -> datetime:
@@ -278,57 +286,45 @@ def ds_arg(ds: Any) -> Any:
 # methods ------------------------------------------------------------------------------------------
 @method("QueryEvents")
 def query_events(ctx: Ctx, this: MO, filter: Any, eventViewSpec: Any = None) -> list[Any]:  # noqa: A002, N803
-    log = ctx.twin.events
     if filter is not None and filter.entity is not None:
         ctx.twin.resolve(filter.entity.entity, ctx.session)
-    found = log.matching(filter, ctx.twin.root)
     limit = filter.maxCount if filter is not None and filter.maxCount else DEFAULT_MAX
     if limit < 0:
         raise vmodl.fault.InvalidArgument(msg="maxCount must not be negative", invalidProperty="maxCount")
-    return [r.event for r in reversed(found[-limit:])]
+    return [r.event for r in ctx.twin.events.newest(filter, ctx.twin.root, limit)]
 
 
-class EventCollector(MO):
-    """An EventHistoryCollector: a scrollable view over the matching events, oldest to newest."""
+class EventCollector(HistoryCollector[Recorded]):
+    """An EventHistoryCollector over the event journal."""
 
     kind = vim.event.EventHistoryCollector
 
     def __init__(self, world: World, moid: str, log: EventLog, spec: Any, root: MO) -> None:
-        super().__init__(world, moid)
-        self.log = log
-        self.spec = spec
+        super().__init__(world, moid, log.items, spec)
         self.root = root
-        self.page_size = PAGE_DEFAULT
-        self.pos = len(self.items())
 
-    def items(self) -> list[Any]:
-        return [r.event for r in self.log.matching(self.spec, self.root)]
+    def matches(self, record: Recorded) -> bool:
+        return _matches(record, self.spec, self.root)
 
-    def p_filter(self) -> Any:
-        return self.spec
+    def item(self, record: Recorded) -> Any:
+        return record.event
 
     def p_initialized(self) -> bool:
         return True
 
-    def p_latestPage(self) -> list[Any]:  # noqa: N802
-        return self.items()[-self.page_size:]
-
 
 @method("CreateCollectorForEvents")
 def create_collector(ctx: Ctx, this: MO, filter: Any) -> Any:  # noqa: A002
-    assert ctx.session is not None
-    world = ctx.twin.world
     if filter.entity is not None:
         ctx.twin.resolve(filter.entity.entity, ctx.session)
-    count = sum(isinstance(o, EventCollector) for o in ctx.session.objects.values())
-    if count >= 32:
-        raise vim.fault.InvalidState(msg="too many event history collectors in this session")
-    c = EventCollector(world, f"session[{ctx.session.key}]{world.new_id('EventHistoryCollector')}", ctx.twin.events,
-                       filter, ctx.twin.root)
-    ctx.session.objects[c.moid] = c
-    world.add(c)
-    c.log.collectors.add(c)
-    return c.ref
+    log = ctx.twin.events
+
+    def make(moid: str) -> EventCollector:
+        c = EventCollector(ctx.twin.world, moid, log, filter, ctx.twin.root)
+        log.collectors.add(c)
+        return c
+
+    return open_collector(ctx, make, EventCollector, "EventHistoryCollector")
 
 
 def _events_collector(this: MO) -> EventCollector:
@@ -337,55 +333,11 @@ def _events_collector(this: MO) -> EventCollector:
     return this
 
 
-def _count(n: int) -> int:
-    if n <= 0 or n > PAGE_MAX:
-        raise vmodl.fault.InvalidArgument(msg=f"maxCount must be within 1..{PAGE_MAX}", invalidProperty="maxCount")
-    return n
-
-
 @method("ReadNextEvents")
 def read_next(ctx: Ctx, this: MO, maxCount: int) -> list[Any]:  # noqa: N803
-    c = _events_collector(this)
-    items = c.items()
-    n = _count(maxCount)
-    out = items[c.pos:c.pos + n]
-    c.pos = min(len(items), c.pos + n)
-    return out
+    return _events_collector(this).read_next(count(maxCount))
 
 
 @method("ReadPreviousEvents")
 def read_previous(ctx: Ctx, this: MO, maxCount: int) -> list[Any]:  # noqa: N803
-    c = _events_collector(this)
-    n = _count(maxCount)
-    c.pos = min(c.pos, len(c.items()))
-    start = max(0, c.pos - n)
-    out = c.items()[start:c.pos]
-    c.pos = start
-    return out
-
-
-@method("RewindCollector")
-def rewind(ctx: Ctx, this: MO) -> None:
-    _events_collector(this).pos = 0
-
-
-@method("ResetCollector")
-def reset(ctx: Ctx, this: MO) -> None:
-    c = _events_collector(this)
-    c.pos = len(c.items())
-
-
-@method("SetCollectorPageSize")
-def set_page_size(ctx: Ctx, this: MO, maxCount: int) -> None:  # noqa: N803
-    c = _events_collector(this)
-    c.page_size = PAGE_DEFAULT if maxCount == 0 else _count(maxCount)
-    ctx.twin.world.touch(c)
-
-
-@method("DestroyCollector")
-def destroy_collector(ctx: Ctx, this: MO) -> None:
-    c = _events_collector(this)
-    if ctx.session is not None:
-        ctx.session.objects.pop(c.moid, None)
-    c.log.collectors.discard(c)
-    ctx.twin.world.remove(c)
+    return _events_collector(this).read_previous(count(maxCount))

@@ -109,19 +109,8 @@ def _fill_managers(twin: Twin, world: World) -> None:
     for key, value in _license().items():
         if not objects["LicenseManager"].props.get(key):
             objects["LicenseManager"].props[key] = value
-    objects["ViewManager"].computed.setdefault("viewList", _session_views)  # type: ignore[attr-defined]
     guest_ops = objects["guestOperationsManager"]
     if guest_ops.props.get("aliasManager") is None:
         guest_ops.props["aliasManager"] = world.add(Manager(world, "guestOperationsAliasManager",
                                                             vim.vm.guest.AliasManager)).ref
 
-
-def _session_views() -> list[Any]:
-    """ViewManager.viewList: the views of the calling session."""
-    from .service import CURRENT_SESSION
-    from .views import ContainerView, ListView
-
-    session = CURRENT_SESSION.get()
-    if session is None:
-        return []
-    return [mo.ref for mo in session.objects.values() if isinstance(mo, (ContainerView, ListView)) and mo.alive]

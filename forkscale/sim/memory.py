@@ -90,9 +90,12 @@ def host_memory(host: Host, now: float, vms: Iterable[VM] | None = None) -> dict
 
 
 def host_quick_stats(host: Host) -> Any:
-    m = host_memory(host, host.world.sim_seconds())
-    return vim.host.Summary.QuickStats(overallMemoryUsage=m["consumed"] // 1024, overallCpuUsage=0,
-                                       uptime=int(host.world.sim_seconds()))
+    from .cpu import host_cpu_mhz
+
+    now = host.world.sim_seconds()
+    m = host_memory(host, now)
+    return vim.host.Summary.QuickStats(overallMemoryUsage=m["consumed"] // 1024,
+                                       overallCpuUsage=host_cpu_mhz(host, now), uptime=int(now))
 
 
 def admit(host: Host, need_mb: int) -> bool:

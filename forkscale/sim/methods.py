@@ -8,15 +8,15 @@ import secrets
 from datetime import UTC, datetime
 from typing import Any
 
-from pyVmomi import VmomiSupport, vim, vmodl
+from pyVmomi import vim
 
-from . import soap
+from . import (
+    views,  # noqa: F401  (registers the ViewManager's and views' handlers)
+)
 from .collector import Collector, Filter, retrieve
 from .dispatch import Ctx, method
-from .inventory import Entity
 from .mo import MO
 from .service import CURRENT_SESSION
-from .views import ContainerView, ListView
 
 
 # ServiceInstance and sessions -------------------------------------------------------------------
@@ -152,37 +152,6 @@ def cancel_wait(ctx: Ctx, this: MO) -> None:
     _collector(ctx, this).cancel.set()
 
 
-# Views -----------------------------------------------------------------------------------------
-@method("CreateContainerView")
-def create_container_view(ctx: Ctx, this: MO, container: Any, type: list[Any], recursive: bool) -> Any:  # noqa: A002
-    assert ctx.session is not None
-    world = ctx.twin.world
-    root = ctx.twin.resolve(container, ctx.session)
-    if not isinstance(root, Entity):
-        raise vmodl.fault.InvalidArgument(msg="container is not a managed entity", invalidProperty="container")
-    types = []
-    for t in type or []:
-        typ = VmomiSupport.GetWsdlType(soap.NAMESPACE, t) if isinstance(t, str) else t
-        types.append(typ)
-    view = ContainerView(world, f"session[{ctx.session.key}]{world.new_id('view')}", root, types, bool(recursive))
-    ctx.session.objects[view.moid] = view
-    world.add(view)
-    return view.ref
-
-
-@method("CreateListView")
-def create_list_view(ctx: Ctx, this: MO, obj: list[Any] | None = None) -> Any:
-    assert ctx.session is not None
-    world = ctx.twin.world
-    view = ListView(world, f"session[{ctx.session.key}]{world.new_id('view')}", list(obj or []))
-    ctx.session.objects[view.moid] = view
-    world.add(view)
-    return view.ref
-
-
-@method("DestroyView")
-def destroy_view(ctx: Ctx, this: MO) -> None:
-    _drop(ctx, this)
 
 
 # Tasks ---------------------------------------------------------------------------------------

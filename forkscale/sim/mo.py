@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pyVmomi import VmomiSupport
 
@@ -18,6 +18,14 @@ class MO:
     """
 
     kind: type = VmomiSupport.ManagedObject
+    # Belongs to one session (collectors, filters, views): other sessions cannot see it, and it
+    # ends with its session.
+    session_scoped: ClassVar[bool] = False
+    # Gone when the twin restarts, as on a restarted vCenter (tasks; every session-scoped object).
+    transient: ClassVar[bool] = False
+    # Its properties follow the inventory's structure (a view's list) without the object itself
+    # being touched: a filter re-reads it whenever the structure changes.
+    follows_structure: ClassVar[bool] = False
 
     def __init__(self, world: World, moid: str, **props: Any) -> None:
         self.world = world

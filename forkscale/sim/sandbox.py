@@ -1,7 +1,8 @@
 """Per-VM guest sandboxes: the twin's Linux guests run real programs and keep real files.
 
 Each Linux VM that guest operations touch gets a directory under the twin's sandbox directory
-(a fresh temporary directory per twin, removed when it stops). That directory is the guest's `/`
+(a fresh temporary directory per twin, removed when it stops; with a state directory, its
+`guests` directory, kept across restarts like the rest of the world). That directory is the guest's `/`
 as far as guest operations go — its "disk": `/tmp`, `/root`, `/home`, `/var`, `/opt` ... and a
 copy of a few files of the host's `/etc` (passwd, group, alternatives, ld.so, ca-certificates'
 links; never a private key or shadow) with the VM's own hostname. The host's `/usr` (and `/bin`,
@@ -83,7 +84,14 @@ class Sandboxes:
         self.system = tuple(n for n in HOST_SYSTEM if os.path.isdir(f"/{n}") and not os.path.islink(f"/{n}"))
         self.links = {n: os.readlink(f"/{n}") for n in HOST_SYSTEM if os.path.islink(f"/{n}")}
         self.running: dict[tuple[str, int], asyncio.subprocess.Process] = {}
+        self.kept = False  # the files stay when the twin stops (see keep)
         world.clone_hooks.append(self.on_clone)
+
+    def keep(self, base: Path) -> None:
+        """Keep the guests' files in `base` (a twin's state directory), across restarts."""
+        base.mkdir(mode=0o700, exist_ok=True)
+        self._base = base
+        self.kept = True
 
     @property
     def base(self) -> Path:
@@ -160,7 +168,7 @@ class Sandboxes:
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
         self.running.clear()
-        if self._base is not None:
+        if self._base is not None and not self.kept:
             shutil.rmtree(self._base, ignore_errors=True)
             self._base = None
 

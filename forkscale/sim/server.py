@@ -13,6 +13,7 @@ import os
 import secrets
 import ssl
 import threading
+import time
 from dataclasses import dataclass, field
 from http.cookies import SimpleCookie
 from pathlib import Path
@@ -22,9 +23,10 @@ from aiohttp import web
 
 from . import builder
 from .admin import ADMIN, admin_action
-from .certs import make_certificates
+from .certs import certificates, make_certificates  # noqa: F401  (make_certificates: tests make their own CAs)
 from .folderhttp import FolderRoutes
 from .guestrpc import GuestRoutes
+from .keeper import Keeper
 from .service import COOKIE, Twin
 from .soap import API_VERSION
 from .transfers import add_routes as add_transfer_routes
@@ -75,9 +77,25 @@ class SimHandle:
         return self.call(lambda twin: admin_action(twin, action, kwargs))
 
     def stop(self) -> None:
+        """A clean stop: with a state directory, the world is saved once more."""
         if self._stop is not None:
             self._stop()
             self._stop = None
+
+    def kill(self) -> None:
+        """Stop as if killed (SIGKILL): no last save; a restart finds the world as last saved."""
+        if self._stop is not None and self.twin.keeper is not None:
+            self.twin.keeper.crashed = True
+        self.stop()
+
+    def wait_saved(self, timeout: float = 30.0) -> None:
+        """Wait until the world as it is now is saved in the state directory (tests, before `kill`)."""
+        target = self.call(lambda twin: twin.world.seq)
+        deadline = time.monotonic() + timeout
+        while self.call(lambda twin: twin.keeper.saved_seq if twin.keeper else target) < target:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the twin's world was not saved within {timeout} s")
+            time.sleep(0.05)
 
 
 def make_app(twin: Twin, password: str) -> web.Application:
@@ -147,6 +165,8 @@ class SimOptions:
     user: str = DEFAULT_USER
     password: str | None = None
     state_dir: str | None = None
+    persist: bool = False  # keep the world in state_dir across restarts
+    fresh: bool = False  # with persist: start from the world file, replacing the saved world
 
 
 def _state_dir(opts: SimOptions) -> Path:
@@ -155,42 +175,74 @@ def _state_dir(opts: SimOptions) -> Path:
 
 async def serve(opts: SimOptions, ready: Any = None) -> None:
     """Run until cancelled. `ready(handle_parts)` is called once listening."""
-    password = opts.password or os.environ.get("FORKSCALE_SIM_PASSWORD") or secrets.token_urlsafe(12)
+    password = opts.password or os.environ.get("FORKSCALE_SIM_PASSWORD")
     spec = builder.load_world(opts.world)
-    twin = builder.build(spec, user=opts.user, password=password, time_scale=opts.time_scale, seed=opts.seed)
-    app = make_app(twin, password)
-    twin.guest_transfers.scheme = "http" if opts.http else "https"
-    runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
-    await runner.setup()
-    ssl_ctx = None
-    ca_file = None
-    if not opts.http:
-        ca, cert, key = make_certificates(_state_dir(opts))
-        ssl_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        ssl_ctx.load_cert_chain(cert, key)
-        ca_file = str(ca)
-    site = web.TCPSite(runner, opts.host, opts.port, ssl_context=ssl_ctx, backlog=1024, reuse_address=True)
-    await site.start()
-    port = int(runner.addresses[0][1])  # the bound one, when opts.port is 0
-    scheme = "http" if opts.http else "https"
-    host = f"[{opts.host}]" if ":" in opts.host else opts.host
-    url = f"{scheme}://{host}:{port}/sdk"
+    twin = builder.build(spec, user=opts.user, password=password or secrets.token_urlsafe(12),
+                         time_scale=opts.time_scale, seed=opts.seed)
+    directory = _state_dir(opts)
+    keeper = _keep(twin, directory, opts, password) if opts.persist else None
+    saver = asyncio.get_running_loop().create_task(keeper.run()) if keeper is not None else None
+    runner: web.AppRunner | None = None
     try:
+        app = make_app(twin, twin.password)
+        twin.guest_transfers.scheme = "http" if opts.http else "https"
+        runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
+        await runner.setup()
+        ssl_ctx = None
+        ca_file = None
+        if not opts.http:
+            ca, cert, key = certificates(directory)
+            ssl_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            ssl_ctx.load_cert_chain(cert, key)
+            ca_file = str(ca)
+        site = web.TCPSite(runner, opts.host, opts.port, ssl_context=ssl_ctx, backlog=1024, reuse_address=True)
+        await site.start()
+        port = int(runner.addresses[0][1])  # the bound one, when opts.port is 0
+        scheme = "http" if opts.http else "https"
+        host = f"[{opts.host}]" if ":" in opts.host else opts.host
         if ready is not None:
-            ready(url, opts.user, password, ca_file, twin)
+            ready(f"{scheme}://{host}:{port}/sdk", opts.user, twin.password, ca_file, twin)
         await asyncio.Event().wait()
     finally:
+        if saver is not None:
+            saver.cancel()
         for job in list(twin.world.tasks.background):
-            job.cancel()
-        await runner.cleanup()
-        twin.world.sandboxes.close()  # the guests' programs and files go with the twin
+            job.cancel()  # tasks in flight are lost, as on a vCenter that stops
+        if runner is not None:
+            await runner.cleanup()
+        if keeper is not None:
+            await keeper.close()
+        twin.world.sandboxes.close()  # the guests' programs (and, without a state directory, files) go
+
+
+def _keep(twin: Twin, directory: Path, opts: SimOptions, password: str | None) -> Keeper:
+    """The keeper of the twin's state directory, with the saved world (if any) in place."""
+    keeper = Keeper(twin, directory)
+    keeper.lock()
+    try:
+        restored = not opts.fresh and keeper.load()
+    except BaseException:
+        keeper.release()
+        raise
+    if password is not None or not restored:  # an explicit password wins; else the saved one stays
+        twin.password = password or twin.password
+    twin.keeper = keeper
+    sandboxes = twin.world.sandboxes
+    sandboxes.keep(directory / "guests")  # the guests' files are their disks: they stay too
+    return keeper
 
 
 def start_in_thread(*, world: str | None = None, time_scale: float = 0.01, seed: int = 0, http: bool = False,
-                    password: str | None = None, port: int = 0, state_dir: str | None = None) -> SimHandle:
-    """Start a twin on its own thread and event loop; returns once it accepts connections."""
+                    password: str | None = None, port: int = 0, state_dir: str | None = None,
+                    persist: bool = False, fresh: bool = False) -> SimHandle:
+    """Start a twin on its own thread and event loop; returns once it accepts connections.
+
+    `state_dir` holds the CA and certificate; with `persist` it keeps the world too: a twin
+    started again on the same directory (and `port`) finds the world as it was saved.
+    """
     opts = SimOptions(port=port, world=world, time_scale=time_scale, seed=seed, http=http,
-                      password=password or secrets.token_urlsafe(12), state_dir=state_dir)
+                      password=password or (None if persist else secrets.token_urlsafe(12)),
+                      state_dir=state_dir, persist=persist, fresh=fresh)
     loop = asyncio.new_event_loop()
     started = threading.Event()
     box: dict[str, Any] = {}

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from pyVmomi import VmomiSupport, vim, vmodl
 
 from . import required, soap
-from .collector import Collector, Filter
+from .collector import Collector
 from .dispatch import ANONYMOUS, HANDLERS, Ctx
 from .events import EventLog
 from .guestrpc import GuestRPC
@@ -24,9 +24,9 @@ from .inventory import Folder
 from .mo import MO, Manager
 from .properties import read_path
 from .transfers import Transfers
-from .views import ContainerView, ListView
 
 if TYPE_CHECKING:
+    from .keeper import Keeper
     from .world import World
 
 COOKIE = "vmware_soap_session"
@@ -73,6 +73,7 @@ class Twin:
         self.instance_uuid = str(uuid.UUID(int=world.rng.getrandbits(128)))
         self.request_count = 0
         self.method_counts: dict[str, int] = {}
+        self.keeper: Keeper | None = None  # keeps the world in a state directory (forkscale sim --state-dir)
         self.si = world.add(Manager(world, "ServiceInstance", vim.ServiceInstance))
         self.events = EventLog(world)
         world.tasks.on_created = self.events.task_created
@@ -124,7 +125,7 @@ class Twin:
         if session is not None and moid in session.objects:
             return session.objects[moid]
         mo = self.world.objects.get(moid)
-        if (mo is None or isinstance(mo, (Collector, Filter, ContainerView, ListView))
+        if (mo is None or mo.session_scoped
                 or not (isinstance(mo.ref, type(ref)) or isinstance(ref, type(mo.ref)))):
             raise vmodl.fault.ManagedObjectNotFound(msg=f"The object '{moid}' has already been deleted or "
                                                     "has not been completely created", obj=ref)

@@ -3,6 +3,8 @@
 A task is created `queued`, waits for its slots (visible as the gap between `queueTime` and
 `startTime`), runs for a latency drawn from the operation's distribution, then applies its
 effect atomically on the event loop and ends `success` with a result or `error` with a fault.
+While it runs, `info.progress` climbs in steps over its latency (`Task.run_for`), as vCenter's
+long tasks report it; a task shorter than two steps jumps from 0 to 100.
 """
 
 from __future__ import annotations
@@ -11,14 +13,20 @@ import asyncio
 import copy
 from collections import deque
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 from pyVmomi import VmomiSupport, vim, vmodl
 
 from .mo import MO, wsdl_name
+from .taskhistory import TaskHistory, TaskRecord
 
 if TYPE_CHECKING:
     from .world import World
+
+
+PROGRESS_STEP_S = 0.01  # real seconds between two progress updates, at least
+PROGRESS_STEPS = 9  # at most: 10, 20, ... 90 %, then 100 at the end
 
 
 def _method(name: str) -> Any:
@@ -62,14 +70,31 @@ class Slots:
 
 class Task(MO):
     kind = vim.Task
+    transient = True  # a restarted vCenter forgets its tasks
 
     def __init__(self, world: World, moid: str, info: Any) -> None:
         super().__init__(world, moid)
         self.info = info
         self.drawn_s = 0.0  # the latency this task drew (bench/fanout.py computes the ideal from it)
+        self.record: TaskRecord | None = None  # its entry in the task history
 
     def p_info(self) -> Any:
         return self.info
+
+    async def run_for(self, delay: float) -> None:
+        """Let `delay` real seconds pass, raising `info.progress` in steps on the way (never down)."""
+        steps = min(PROGRESS_STEPS, int(delay / PROGRESS_STEP_S) - 1)
+        if steps <= 0:
+            await asyncio.sleep(delay)
+            return
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        for k in range(1, steps + 1):
+            await asyncio.sleep(max(0.0, start + delay * k / (steps + 1) - loop.time()))
+            percent = 100 * k // (steps + 1)
+            if self.info.state == "running" and percent > (self.info.progress or 0):
+                self.update(progress=percent)
+        await asyncio.sleep(max(0.0, start + delay - loop.time()))
 
     def update(self, **fields: Any) -> None:
         # copy on write: a filter holding the previous `info` (pathSet ["info"], as pyVim's
@@ -78,6 +103,13 @@ class Task(MO):
         for k, v in fields.items():
             setattr(self.info, k, v)
         self.world.touch(self)
+        if self.record is not None:
+            self.record.info = self.info
+            self.world.tasks.history.changed(self.record)
+
+
+# The task whose body is running (set by TaskRunner for the body's own asyncio task).
+CURRENT_TASK: ContextVar[Task | None] = ContextVar("forkscale_twin_task", default=None)
 
 
 class TaskRunner:
@@ -95,6 +127,7 @@ class TaskRunner:
         self.on_created: Callable[[Task], None] | None = None  # the event log's TaskEvent
         self.background: set[asyncio.Task[Any]] = set()
         self.completed = 0
+        self.history = TaskHistory(world)
 
     def host_slots(self, host_moid: str) -> Slots:
         slots = self.hosts.get(host_moid)
@@ -114,6 +147,7 @@ class TaskRunner:
             cancelable=False, reason=vim.TaskReasonUser(userName=user or "twin"), queueTime=_to_dt(now),
             eventChainId=int(moid.split("-")[1]), changeTag=None)
         task = Task(self.world, moid, info)
+        task.record = self.history.record(info, entity)
         self.world.add(task)
         if self.on_created is not None:
             self.on_created(task)
@@ -134,6 +168,7 @@ class TaskRunner:
                 await s.acquire()
                 held.append(s)
             task.update(state="running", startTime=_to_dt(self.world.now()), progress=0)
+            CURRENT_TASK.set(task)
             result = await body(task)
             task.update(state="success", result=result, progress=100, completeTime=_to_dt(self.world.now()))
         except vmodl.MethodFault as fault:

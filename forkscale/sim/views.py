@@ -1,20 +1,98 @@
-"""ContainerView and ListView of the twin: the object lists a ViewManager makes for a session."""
+"""ContainerView and ListView of the twin: the object lists a ViewManager makes for a session.
+
+A ContainerView follows vCenter's containment (CreateContainerView): a Folder contains its
+`childEntity`, a Datacenter its four folders, a ComputeResource its hosts and root resource
+pool, a ResourcePool (or vApp) its child pools and its VMs, a HostSystem its VMs. With
+`recursive`, the walk goes on through each child, and every object appears once. A view's list
+follows the inventory as it changes; a ListView holds what its client put in it, less what has
+been destroyed since. Views belong to the session that made them and end with it.
+"""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from pyVmomi import VmomiSupport, vim
+from pyVmomi import VmomiSupport, vim, vmodl
 
-from .inventory import Entity
+from . import soap
+from .dispatch import Ctx, method
+from .inventory import Datacenter, Entity, Host, ResourcePool
 from .mo import MO
 
 if TYPE_CHECKING:
     from .world import World
 
+# What CreateContainerView accepts as a container (a vApp is a ResourcePool).
+CONTAINERS = (vim.Folder, vim.Datacenter, vim.ComputeResource, vim.ResourcePool, vim.HostSystem)
+
+
+def _moid_order(node: Entity) -> tuple[str, int]:
+    prefix, _, num = node.moid.rpartition("-")
+    return (prefix, int(num)) if num.isdigit() else (node.moid, 0)
+
+
+_CLASSES: list[tuple[type, str]] = [(Datacenter, "datacenter"), (ResourcePool, "pool"), (Host, "host")]
+_KINDS: dict[type, str] = {}  # twin class -> how a view expands it (decided once per class)
+_PLAIN: set[type] = set()  # the classes whose contents are their children()
+
+
+class _Contents:
+    """The immediate contents of containers, as a view counts them (one walk's worth of lookups).
+
+    Every VM sits in a folder of its datacenter, and a datacenter lists its VM folder first: once
+    a recursive walk has gone through a datacenter, its hosts and pools add no VM it has not seen,
+    and are not asked for them (so a view of the root costs what it did before hosts and pools
+    contained VMs). Nor are they when the view takes no VMs.
+    """
+
+    def __init__(self, world: World, wants_vms: bool) -> None:
+        self.world = world
+        self.wants_vms = wants_vms
+        self.walked: set[str] = set()  # datacenters whose VM folders this walk has gone through
+        self._pool_vms: dict[str, list[Entity]] | None = None
+
+    def of(self, node: Entity) -> list[Entity]:
+        kind = _KINDS.get(type(node))
+        if kind is None:
+            kind = _KINDS[type(node)] = next((k for cls, k in _CLASSES if isinstance(node, cls)), "other")
+            if kind == "other":
+                _PLAIN.add(type(node))
+        if kind == "other":
+            return node.children()
+        if kind == "datacenter":
+            self.walked.add(node.moid)
+            return node.children()
+        if kind == "pool":
+            assert isinstance(node, ResourcePool)
+            return [*node.pools, *self.pool_vms().get(node.moid, [])] if self._vms_of(node) else list(node.pools)
+        assert isinstance(node, Host)
+        return sorted(node.vms, key=_moid_order) if self._vms_of(node) else []
+
+    def _vms_of(self, node: Entity) -> bool:
+        if not self.wants_vms:
+            return False
+        up: Entity | None = node
+        while up is not None and not isinstance(up, Datacenter):
+            up = up.parent
+        return up is None or up.moid not in self.walked
+
+    def pool_vms(self) -> dict[str, list[Entity]]:
+        """VMs by resource pool (templates belong to no pool), built once per walk."""
+        if self._pool_vms is None:
+            from .vm import VM
+
+            index: dict[str, list[Entity]] = {}
+            for vm in self.world.instances(VM):
+                if not vm.template:
+                    index.setdefault(vm.pool.moid, []).append(vm)
+            self._pool_vms = index
+        return self._pool_vms
+
 
 class ContainerView(MO):
     kind = vim.view.ContainerView
+    session_scoped = True
+    follows_structure = True
 
     def __init__(self, world: World, moid: str, container: Entity, types: list[Any], recursive: bool) -> None:
         super().__init__(world, moid)
@@ -35,9 +113,16 @@ class ContainerView(MO):
     def p_view(self) -> list[Any]:
         if self._cache and self._cache[0] == self.world.structure:
             return self._cache[1]
+        out = self._walk() if self.container.alive else []
+        self._cache = (self.world.structure, out)
+        return out
+
+    def _walk(self) -> list[Any]:
+        wants_vms = not self.types or any(issubclass(vim.VirtualMachine, t) for t in self.types)
+        contents = _Contents(self.world, wants_vms)
         out: list[Any] = []
-        seen: set[str] = set()
-        stack = list(reversed(self.container.children()))
+        seen: set[str] = {self.container.moid}
+        stack = list(reversed(contents.of(self.container)))
         while stack:
             node = stack.pop()
             if node.moid in seen or not node.alive:
@@ -46,13 +131,17 @@ class ContainerView(MO):
             if not self.types or isinstance(node.ref, self.types):
                 out.append(node.ref)
             if self.recursive:
-                stack.extend(reversed(node.children()))
-        self._cache = (self.world.structure, out)
+                if type(node) in _PLAIN:  # most nodes (VMs, folders): their children, no lookups
+                    stack.extend(reversed(node.children()))
+                else:
+                    stack.extend(reversed(contents.of(node)))
         return out
 
 
 class ListView(MO):
     kind = vim.view.ListView
+    session_scoped = True
+    follows_structure = True
 
     def __init__(self, world: World, moid: str, refs: list[Any]) -> None:
         super().__init__(world, moid)
@@ -60,3 +149,122 @@ class ListView(MO):
 
     def p_view(self) -> list[Any]:
         return [r for r in self.refs if r._moId in self.world.objects]
+
+    def replace(self, refs: list[Any]) -> None:
+        self.refs = list(refs)
+        self.world.touch(self)
+
+
+def _session_view(ctx: Ctx, world: World, view: MO) -> Any:
+    assert ctx.session is not None
+    ctx.session.objects[view.moid] = view
+    world.add(view)
+    return view.ref
+
+
+def _types(names: list[Any] | None) -> list[Any]:
+    types = []
+    for t in names or []:
+        try:
+            typ = VmomiSupport.GetWsdlType(soap.NAMESPACE, t) if isinstance(t, str) else t
+        except KeyError:
+            typ = None
+        if typ is None or not issubclass(typ, vim.ManagedEntity):
+            raise vmodl.fault.InvalidArgument(msg=f"type {t!r} is not a managed entity type", invalidProperty="type")
+        types.append(typ)
+    return types
+
+
+def _resolved(ctx: Ctx, refs: list[Any] | None) -> tuple[list[Any], list[Any]]:
+    """(found, unresolved) morefs, each found object once, in the order given."""
+    found: dict[str, Any] = {}
+    missing: list[Any] = []
+    for ref in refs or []:
+        try:
+            mo = ctx.twin.resolve(ref, ctx.session)
+        except vmodl.fault.ManagedObjectNotFound:
+            missing.append(ref)
+            continue
+        found.setdefault(mo.moid, mo.ref)
+    return list(found.values()), missing
+
+
+def _list_view(this: MO) -> ListView:
+    if not isinstance(this, ListView):
+        raise vmodl.fault.InvalidArgument(msg="not a list view", invalidProperty="_this")
+    return this
+
+
+def _view(ctx: Ctx, ref: Any) -> ContainerView | ListView:
+    view = ctx.twin.resolve(ref, ctx.session)
+    if not isinstance(view, (ContainerView, ListView)):
+        raise vmodl.fault.InvalidArgument(msg="view is not a view of this session", invalidProperty="view")
+    return view
+
+
+@method("CreateContainerView")
+def create_container_view(ctx: Ctx, this: MO, container: Any, type: list[Any], recursive: bool) -> Any:  # noqa: A002
+    world = ctx.twin.world
+    root = ctx.twin.resolve(container, ctx.session)
+    if not isinstance(root, Entity) or not isinstance(root.ref, CONTAINERS):
+        raise vmodl.fault.InvalidArgument(msg="container must be a Folder, Datacenter, ComputeResource, "
+                                              "ResourcePool or HostSystem", invalidProperty="container")
+    assert ctx.session is not None
+    view = ContainerView(world, f"session[{ctx.session.key}]{world.new_id('view')}", root, _types(type),
+                         bool(recursive))
+    return _session_view(ctx, world, view)
+
+
+@method("CreateListView")
+def create_list_view(ctx: Ctx, this: MO, obj: list[Any] | None = None) -> Any:
+    assert ctx.session is not None
+    world = ctx.twin.world
+    found, _ = _resolved(ctx, obj)
+    return _session_view(ctx, world, ListView(world, f"session[{ctx.session.key}]{world.new_id('view')}", found))
+
+
+@method("CreateListViewFromView")
+def create_list_view_from_view(ctx: Ctx, this: MO, view: Any) -> Any:
+    assert ctx.session is not None
+    world = ctx.twin.world
+    source = _view(ctx, view)
+    return _session_view(ctx, world, ListView(world, f"session[{ctx.session.key}]{world.new_id('view')}",
+                                              source.p_view()))
+
+
+@method("ModifyListView")
+def modify_list_view(ctx: Ctx, this: MO, add: list[Any] | None = None, remove: list[Any] | None = None) -> list[Any]:
+    lv = _list_view(this)
+    found, missing = _resolved(ctx, add)
+    gone = {r._moId for r in remove or []}
+    kept = [r for r in lv.refs if r._moId not in gone]
+    have = {r._moId for r in kept}
+    lv.replace(kept + [r for r in found if r._moId not in have])
+    return missing
+
+
+@method("ResetListView")
+def reset_list_view(ctx: Ctx, this: MO, obj: list[Any] | None = None) -> list[Any]:
+    lv = _list_view(this)
+    found, missing = _resolved(ctx, obj)
+    lv.replace(found)
+    return missing
+
+
+@method("ResetListViewFromView")
+def reset_list_view_from_view(ctx: Ctx, this: MO, view: Any) -> None:
+    _list_view(this).replace(_view(ctx, view).p_view())
+
+
+@method("DestroyView")
+def destroy_view(ctx: Ctx, this: MO) -> None:
+    if ctx.session is not None:
+        ctx.session.objects.pop(this.moid, None)
+    ctx.twin.world.remove(this)
+
+
+def session_views(session: Any) -> list[Any]:
+    """ViewManager.viewList: the views of the calling session."""
+    if session is None:
+        return []
+    return [mo.ref for mo in session.objects.values() if isinstance(mo, (ContainerView, ListView))]

@@ -277,11 +277,15 @@ class VM(Entity):
         return self.get("runtime")
 
     def quick_stats(self) -> Any:
-        shared, private = vm_shared_private(self, self.world.sim_seconds())
+        from .cpu import vm_cpu_mhz
+
+        now = self.world.sim_seconds()
+        shared, private = vm_shared_private(self, now)
         on = self.power_state == "poweredOn"
         return vim.vm.Summary.QuickStats(
             sharedMemory=shared, privateMemory=private, guestMemoryUsage=self.mem.touched_mb if on else 0,
-            hostMemoryUsage=private if on else 0, overallCpuUsage=0, balloonedMemory=0, swappedMemory=0,
+            hostMemoryUsage=private if on else 0, overallCpuUsage=vm_cpu_mhz(self, now), balloonedMemory=0,
+            swappedMemory=0,
             compressedMemory=0, consumedOverheadMemory=40 if on else 0,
             guestHeartbeatStatus=self.p_guestHeartbeatStatus(),
             uptimeSeconds=int(self.world.now() - self.boot_time) if on and self.boot_time else 0)

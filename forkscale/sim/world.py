@@ -73,7 +73,7 @@ class World:
         self.latencies = settings.latencies
         self.memory = settings.memory
         self.guest_credentials = settings.guest_credentials
-        self.disks = DiskStore()
+        self.disks = DiskStore(clock=self.sim_seconds)
         self.files = FileStore()  # what datastores hold besides disks
         self.custom_fields = CustomFields()
         self.macs: dict[str, str | None] = {}  # every MAC in use -> owning VM moid (or None)

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from pyVmomi import vim, vmodl
 
+from ..tasks import CURRENT_TASK
 from ..vm import VM
 
 if TYPE_CHECKING:
@@ -19,11 +20,15 @@ if TYPE_CHECKING:
 
 
 async def elapse(world: World, op: str, task: Task | None = None) -> None:
-    """Let `op`'s latency pass (drawn from the world file, slowed by injected faults)."""
+    """Let `op`'s latency pass (drawn from the world file, slowed by injected faults); the task
+    running it (by default the one whose body this is) reports its progress meanwhile."""
     delay = world.delay(op)
-    if task is not None:
-        task.drawn_s = delay
-    await asyncio.sleep(delay)
+    task = task or CURRENT_TASK.get()
+    if task is None:
+        await asyncio.sleep(delay)
+        return
+    task.drawn_s = delay
+    await task.run_for(delay)
 
 
 def submit(ctx: Ctx, entity: MO, body: Callable[[Task], Awaitable[Any]], *, host: Host | None = None,
