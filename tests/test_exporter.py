@@ -18,6 +18,7 @@ from forkscale.observe.exporter import Exporter, pool_pshare_saved
 from forkscale.observe.telemetry import ChainDepth, CloneCount, PoolCounts, SourceState, Telemetry
 from forkscale.spec import load_spec
 from forkscale.vsphere.driver import Driver
+from forkscale.vsphere.retry import READ_ATTEMPTS, Retry
 from forkscale.vsphere.transport import Soap
 from tests.spine_helpers import cli, write_spec
 
@@ -31,7 +32,8 @@ async def exporter_for(spec_path: Path, *, watcher: bool = False, **kwargs: Any)
     WaitForUpdatesEx loop) is not started, so the twin's request counts are the exporter's alone."""
     spec = load_spec(spec_path)
     vc = spec.vcenter
-    soap = Soap(vc.url, user=vc.user, password=vc.password, ca_file=str(vc.ca_file) if vc.ca_file else None)
+    soap = Soap(vc.url, user=vc.user, password=vc.password, ca_file=str(vc.ca_file) if vc.ca_file else None,
+                retry=Retry(base_s=0.01))  # transient faults are retried (5 attempts), quickly here
     driver = Driver(soap)
     if watcher:
         await driver.open()
@@ -192,12 +194,13 @@ def test_a_failed_read_keeps_the_last_sample_and_reports_down(twin, si, tmp_path
         async with exporter_for(spec) as exp:
             await exp.refresh()
             good = scrape(exp.telemetry)
-            twin.admin("fail_next", method="RetrievePropertiesEx", fault="SystemError")
+            # one transient fault is retried; one that persists past the retries fails the refresh
+            twin.admin("fail_next", method="RetrievePropertiesEx", fault="SystemError", count=READ_ATTEMPTS)
             with pytest.raises(Exception, match="SystemError|general system error"):
                 await exp.refresh()
             failed = scrape(exp.telemetry)
             health = exp.health()
-            twin.admin("fail_next", method="QueryPerf", fault="SystemError")
+            twin.admin("fail_next", method="QueryPerf", fault="SystemError", count=READ_ATTEMPTS)
             await exp.refresh()  # statistics down: everything but the host counters
             return good, failed, scrape(exp.telemetry), health
 

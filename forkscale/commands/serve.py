@@ -183,9 +183,16 @@ class ServeFleet:
 async def _serve(args: argparse.Namespace, spec: Spec, controller: Controller, ownership: Ownership | None,
                  fleet: ServeFleet, token: str, telemetry: Telemetry, host: str, port: int) -> int:
     loop = asyncio.get_running_loop()
+
+    def stop() -> None:  # rounds in flight get the grace period; none of it goes to waiting for a vCenter that is down
+        controller.stop()
+        for link in fleet.vcenters.links.values():
+            if link.engine is not None:
+                link.engine.driver.stop_waiting()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, controller.stop)
+            loop.add_signal_handler(sig, stop)
     api = ApiThread(lambda: make_app(controller, token, telemetry, controller_loop=loop), host, port)
     try:
         try:

@@ -29,6 +29,7 @@ from forkscale.spec.paths import check_state_path
 from forkscale.spec.state import parse_state
 from forkscale.vsphere.driver import Driver
 from forkscale.vsphere.faults import LoginRefused
+from forkscale.vsphere.retry import Retry
 from forkscale.vsphere.transport import Soap
 
 log = logging.getLogger("forkscale")
@@ -43,7 +44,7 @@ async def open_driver(vc: VCenter) -> AsyncIterator[Driver]:
         log.warning("vCenter URL %s is plain HTTP (insecure: true): the password and the session cross the network "
                     "in clear", vc.url)
     soap = Soap(vc.url, user=vc.user, password=vc.password, ca_file=str(vc.ca_file) if vc.ca_file else None,
-                insecure=vc.insecure)
+                insecure=vc.insecure, retry=Retry(outage_s=vc.outage_s))
     driver = Driver(soap)
     try:
         await driver.open()

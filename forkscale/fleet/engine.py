@@ -32,12 +32,30 @@ from forkscale.vsphere.ports import VSphere
 log = logging.getLogger("forkscale.engine")
 #: The first vCenter API with InstantClone_Task and CheckInstantClone_Task.
 INSTANT_API = (6, 7)
+#: Passes of one converge at most: another follows a pass during which vCenter restarted.
+PASSES = 3
 
 
 Progress = Callable[[str, dict[str, int]], None]
 #: Runs a pool's drain hook on a clone picked for scale-down; True when it may be destroyed now
 #: (forkscale.workloads.drain.Drainer; the clone is left `draining` then, or put back as it was on False).
 DrainHook = Callable[[Pool, Any, Result], Awaitable[bool]]
+
+
+async def gather_or_cancel(*aws: Awaitable[Any]) -> None:
+    """Run `aws` together; the first error (vCenter gone for good, a bug) cancels the rest, which
+    the ledger leaves for the next run to reconcile, and is raised once they have stopped."""
+    tasks = [asyncio.ensure_future(a) for a in aws]
+    try:
+        if tasks:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    for t in tasks:
+        if not t.cancelled() and (exc := t.exception()) is not None:
+            raise exc
 
 
 def api_tuple(version: str) -> tuple[int, ...]:
@@ -137,6 +155,27 @@ class Engine:
             log.warning("pool %s: rung %s skipped: %s", pool.name, rung, why)
         self.ledger.set_desired(pool.name, want, set_by or ("spec" if desired is None else "scale"))
         folder = await self._folder(pool, inv)
+        for attempt in range(1, PASSES + 1):
+            epoch = self.driver.epoch
+            await self._pass(pool, inv, source, mgr, folder, rungs, want, result)
+            if self.driver.epoch == epoch or attempt == PASSES:
+                break
+            # vCenter restarted (or the session was renewed) under this pass: what it held may be gone,
+            # answers were lost. Reconcile against what it holds now and carry the work on.
+            log.warning("pool %s: a new vCenter session began during the run; reconciling with what vCenter "
+                        "holds now and carrying on (pass %d of at most %d)", pool.name, attempt + 1, PASSES)
+            inv = await self.driver.inventory()
+            source = self.check_pool(pool, inv, index)
+            result.failed = 0  # what failed is judged again by the next pass's reconcile
+        counts = self.ledger.counts(pool.name)
+        result.ready = counts.get("ready", 0) + counts.get("claimed", 0)
+        result.seconds = time.monotonic() - started
+        self.progress(pool.name, counts)
+        return result
+
+    async def _pass(self, pool: Pool, inv: Inventory, source: Source, mgr: SourceManager, folder: str,
+                    rungs: list[str], want: int, result: Result) -> None:
+        """Reconcile, plan and carry out one pass of a converge."""
         await self.reconcile(pool, inv, result)
         live = self.ledger.clones(pool.name, states=list(LIVE))
         creating = want > len(live)
@@ -147,17 +186,12 @@ class Engine:
         ladder = Ladder(self.driver, self.ledger, pool, inv, folder, rungs, result,
                         Spread.over(fallback_hosts(pool, inv, source), live),
                         lambda host: self.budgets.of(pool, f"host:{host}"), self.rng, self.telemetry)
-        await asyncio.gather(
+        await gather_or_cancel(
             *(self._create(pool, inv, sources, host, ds, ladder) for host, ds in plan.create),
             *(self._destroy(pool, name, result, scale_down=True) for name in plan.destroy),
             *(self._finish(pool, rec, result) for rec in self.ledger.clones(pool.name, ["customizing"])
               if rec.name not in plan.destroy))
         await mgr.retire()
-        counts = self.ledger.counts(pool.name)
-        result.ready = counts.get("ready", 0) + counts.get("claimed", 0)
-        result.seconds = time.monotonic() - started
-        self.progress(pool.name, counts)
-        return result
 
     def _pool(self, name: str) -> tuple[int, Pool]:
         for i, p in enumerate(self.spec.pools):
@@ -243,7 +277,7 @@ class Engine:
         if not rec.vm_moref:
             return False
         waits = pool.guest_ready.required and not (pool.freeze == "running" and rec.kind == "instant")
-        why = None if (waits and rec.kind == "instant") else await self._powered_on(rec.name, rec.vm_moref)
+        why = None if (waits and rec.kind == "instant") else await self._powered_on(rec.id, rec.name, rec.vm_moref)
         if why is None and waits:
             status = await self.driver.wait_ready(rec.vm_moref, pool.guest_ready.timeout_s)
             if status != "ready":
@@ -260,14 +294,14 @@ class Engine:
         self._report(pool)
         return True
 
-    async def _powered_on(self, name: str, moref: str) -> str | None:
+    async def _powered_on(self, rec_id: int, name: str, moref: str) -> str | None:
         """None once the clone runs; a clone that came up powered off (vCenter may not honour `powerOn`)
         is powered on here. Else why it does not run."""
         props = (await self.driver.vm_props([moref], ["runtime.powerState", "config.instanceUuid"])).get(moref, {})
         power = props.get("runtime.powerState")
         if power is None:
             return "the VM vanished from vCenter"
-        rec = self.ledger.by_moref(moref)
+        rec = self.ledger.get(rec_id)
         if rec is not None and props.get("config.instanceUuid") and rec.state != "gone":
             self.ledger.update(rec.id, instance_uuid=str(props["config.instanceUuid"]))
         if power == "poweredOn":

@@ -13,6 +13,10 @@ What stops the ladder instead of stepping down:
   already, or be queued. If a VM with this clone's tags is there, it is adopted; else the
   identity is quarantined (task unknown) rather than sent again — a server without DuplicateName
   would make the clone twice.
+* **A lost task** (`TaskLost`: a restarted vCenter no longer knows it, so it will never land): the
+  VM it made, if it made one before the restart, is adopted; else the clone is sent again.
+* **A thawed source** (`SourceThawed`): no instant clone from it any more; one made after the
+  thaw (a copy of a running machine, with its IP) is removed, and the clone steps down a rung.
 
 A rung vCenter does not implement (`MethodNotFound`, `NotSupported`) is switched off for the rest
 of the converge, with one recorded reason. Linked and full clones need not run where their source
@@ -39,7 +43,7 @@ from forkscale.fleet.sources import Source
 from forkscale.ledger import CloneRecord, Ledger
 from forkscale.spec import Pool
 from forkscale.vsphere.model import CloneRequest, Inventory
-from forkscale.vsphere.ports import TaskTimeout, VSphere
+from forkscale.vsphere.ports import SourceThawed, TaskLost, TaskTimeout, VSphere
 
 log = logging.getLogger("forkscale.engine")
 RETRIES = 3
@@ -98,6 +102,11 @@ class Ladder:
                     return None, ""
                 prev, reason = rung, exc.fault
                 self.result.errors.append(str(exc))
+            except SourceThawed as exc:
+                if exc.clone is not None and not await self._discard(rec, exc.clone, str(exc)):
+                    return None, ""
+                prev, reason = rung, exc.fault
+                self.result.errors.append(str(exc))
             except PermanentError as exc:
                 if exc.fault == "DuplicateName":
                     return await self._duplicate(rec, req, rung, str(exc))
@@ -136,6 +145,14 @@ class Ladder:
                                                snapshot=src.snapshot if rung == "linked" else None)
             except TaskTimeout:
                 raise
+            except TaskLost as exc:  # it will never land: what it made before the restart is ours, else again
+                found = await self._ours(req.name, clone_id)
+                if found is not None:
+                    return found
+                if attempt == RETRIES:
+                    raise
+                log.warning("%s: %s; its VM is not there: cloning again", req.name, exc)
+                continue
             except TemporaryError as exc:
                 if exc.fault in ANSWER_LOST:  # the clone may have been made all the same: never make it twice
                     found = await self._ours(req.name, clone_id)
@@ -173,6 +190,23 @@ class Ladder:
         self.ledger.transition(rec.id, "failed", error=why)
         self.ledger.transition(rec.id, "gone")
         return None, ""
+
+    async def _discard(self, rec: CloneRecord, vm: str, why: str) -> bool:
+        """Remove the VM an attempt made that must not live (made from a thawed source). False when it
+        stays: the row is then failed, holding the VM for the next reconcile to remove."""
+        try:
+            await self.driver.destroy(vm)
+            left = bool(await self.driver.vm_props([vm], ["name"]))
+            error = f"{vm} is still in vCenter after Destroy_Task"
+        except (PermanentError, TemporaryError) as exc:
+            left, error = True, str(exc)
+        if left:
+            msg = f"{rec.name}: {why}; it could not be removed ({error}): the next run removes it"
+            self.result.errors.append(msg)
+            self.ledger.transition(rec.id, "failed", vm_moref=vm, error=msg)
+            return False
+        log.warning("%s: removed %s (%s)", rec.name, vm, why)
+        return True
 
     def _quarantine(self, rec: CloneRecord, why: str, task: str) -> None:
         """Hold the clone's identity: its task may still make a VM with this name, IP and MAC."""

@@ -35,13 +35,15 @@ class VmIndex:
         self.by_tag = {(v.pool, v.clone_id, v.name): v for v in inv.vms.values() if v.pool and v.clone_id}
 
     def find(self, rec: CloneRecord) -> VmInfo | None:
-        """The VM `rec` stands for: recorded moref (and instance UUID), else instance UUID and name, else
-        name and tags. (An instance UUID alone is not trusted: vcsim derives it from the VM's path, and
-        tools that copy VMs can keep it.)"""
+        """The VM `rec` stands for: recorded moref (and instance UUID, and its name or its tags), else
+        instance UUID and name, else name and tags. (An instance UUID alone is not trusted: vcsim
+        derives it from the VM's path, and tools that copy VMs can keep it. A moref alone is not
+        either: a vCenter restored from a backup hands out again the morefs of VMs it lost.)"""
         if rec.vm_moref:
             vm = self.inv.vms.get(rec.vm_moref)
             if vm is not None and (not rec.instance_uuid or not vm.instance_uuid
-                                   or vm.instance_uuid == rec.instance_uuid):
+                                   or vm.instance_uuid == rec.instance_uuid) and (
+                    vm.name == rec.name or (vm.pool, vm.clone_id) == (rec.pool, str(rec.id))):
                 return vm
         same = self.by_uuid.get(rec.instance_uuid or "")
         if same is not None and same.name == rec.name:  # re-registered: a new moref, the same VM

@@ -19,11 +19,24 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from forkscale.core.errors import SpecError
-from forkscale.spec.fields import as_bool, as_env_name, as_mapping, as_path, as_str, check_keys, required, sub
+from forkscale.spec.fields import (
+    as_bool,
+    as_env_name,
+    as_mapping,
+    as_path,
+    as_positive,
+    as_str,
+    check_keys,
+    required,
+    sub,
+)
 from forkscale.spec.paths import check_ca_file
 from forkscale.spec.secrets import SecretRef, refuse_inline_password, secret_ref
 
 CA_FILE_ENV = "FORKSCALE_CA_FILE"
+#: How long vCenter may stay unreachable (a restart, an upgrade) before a run gives up, by default.
+OUTAGE_S = 300.0
+MIN_OUTAGE_S, MAX_OUTAGE_S = 1.0, 86_400.0
 
 
 @dataclass(frozen=True)
@@ -33,6 +46,9 @@ class VCenter:
     secret: SecretRef
     ca_file: Path | None = None
     insecure: bool = False
+    outage_s: float = OUTAGE_S
+    """How long vCenter may be unreachable (refused connections, failed TLS or login) mid-run before
+    the run ends with exit 1 (`serve`: the round fails, the next tries again)."""
 
     def password(self) -> str:
         """The vCenter password, read from its env var or file at call time (never stored)."""
@@ -42,7 +58,8 @@ class VCenter:
 def parse_vcenter(raw: object, path: str, base_dir: Path) -> VCenter:
     data = as_mapping(raw, path, "vcenter")
     refuse_inline_password(data, path)
-    check_keys(data, path, ("url", "user", "user_env", "password_env", "password_file", "ca_file", "insecure"))
+    check_keys(data, path, ("url", "user", "user_env", "password_env", "password_file", "ca_file", "insecure",
+                            "outage_s"))
     insecure = as_bool(data.get("insecure", False), sub(path, "insecure"))
     url = parse_url(required(data, "url", path), sub(path, "url"))
     if url.startswith("http://") and not insecure:
@@ -51,7 +68,9 @@ def parse_vcenter(raw: object, path: str, base_dir: Path) -> VCenter:
     user = parse_user(data, path)
     secret = secret_ref(data, path, base_dir)
     ca_file = parse_ca_file(data, path, base_dir)
-    return VCenter(url=url, user=user, secret=secret, ca_file=ca_file, insecure=insecure)
+    outage = as_positive(data.get("outage_s", OUTAGE_S), sub(path, "outage_s"), minimum=MIN_OUTAGE_S,
+                         maximum=MAX_OUTAGE_S)
+    return VCenter(url=url, user=user, secret=secret, ca_file=ca_file, insecure=insecure, outage_s=outage)
 
 
 def parse_url(raw: object, path: str) -> str:

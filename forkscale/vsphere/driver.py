@@ -30,7 +30,7 @@ from forkscale.vsphere.model import (
     NetworkRef,
     VmDetail,
 )
-from forkscale.vsphere.ports import TaskTimeout
+from forkscale.vsphere.ports import SourceThawed, TaskLost, TaskTimeout
 from forkscale.vsphere.reads import (
     clone_tasks_in_flight,
     extra_value,
@@ -70,7 +70,13 @@ class Driver(GuestOps):
             await self.soap.open()
         except vim.fault.InvalidLogin:
             raise LoginRefused(self.soap.user) from None
-        await self.watcher.start()
+        except vmodl.MethodFault as exc:
+            raise map_fault(exc, "log in to vCenter") from None
+        await self._read("start the task watcher", self.watcher.start())
+
+    def stop_waiting(self) -> None:
+        """Stopping: calls waiting through a vCenter outage give up now (`VCenterUnavailable`)."""
+        self.soap.stop_waiting()
 
     async def close(self) -> None:
         await self.watcher.stop()
@@ -79,6 +85,10 @@ class Driver(GuestOps):
     @property
     def content(self) -> Any:
         return self.soap.content
+
+    @property
+    def epoch(self) -> int:
+        return self.soap.epoch
 
     @property
     def api_version(self) -> str:
@@ -129,17 +139,27 @@ class Driver(GuestOps):
 
     # tasks ----------------------------------------------------------------------------------
     async def _task(self, what: str, mo: Any, method: str, *args: Any) -> Any:
+        return (await self._task_end(what, mo, method, *args))[0]
+
+    async def _task_end(self, what: str, mo: Any, method: str, *args: Any) -> tuple[Any, int | None]:
+        """(result, the watcher update that reported its end) of one task, faults mapped once.
+
+        `TaskLost`: vCenter (restarted) no longer knows the task; what it did is for the caller to find.
+        """
         started = time.monotonic()
         wsdl = str(method_info(type(mo), method).wsdlName)  # "PowerOff" -> "PowerOffVM_Task", as vSphere names it
         try:
             task = await self.soap.invoke(mo, method, *args)
-            result = await self.watcher.wait_task(task, self.task_timeout_s)
+            ended = await self.watcher.wait_task_end(task, self.task_timeout_s, entity=str(mo._moId))
             self._task_ended(wsdl, started, None)
-            return result
+            return ended
         except TimeoutError as exc:
             self._task_ended(wsdl, started, "Timeout")
             raise TaskTimeout(f"{what}: task {task._moId} did not finish in {self.task_timeout_s:g}s (it may "
                               "still succeed)", str(task._moId)) from exc
+        except TaskLost as exc:
+            self._task_ended(wsdl, started, "TaskLost")
+            raise TaskLost(f"{what}: {exc}; vCenter restarted?", exc.task) from None
         except (vmodl.MethodFault, TaskFailed) as exc:
             err = map_fault(exc, what)
             self._task_ended(wsdl, started, getattr(err, "fault", "Fault"))
@@ -219,15 +239,42 @@ class Driver(GuestOps):
         return [vim.option.OptionValue(key=k, value=v) for k, v in req.extra.items()]
 
     async def instant_clone(self, source: str, req: CloneRequest) -> str:
+        """The clone's moref. `SourceThawed` when the source is thawed, or thawed before the clone was
+        made (then `clone` names the VM made: a copy of a running machine, for the caller to remove)."""
         what = f"instant clone {req.name} of {source}"
+        await self._read(f"follow the source {source}", self.watcher.follow(source))
+        self._refuse_thawed(source, what)
         changes = await self._nic_changes(source, req, instant=True)
         loc = vim.vm.RelocateSpec(folder=vim.Folder(req.folder), datastore=vim.Datastore(req.datastore),
                                   deviceChange=changes)
         if req.resource_pool:
             loc.pool = vim.ResourcePool(req.resource_pool)
         spec = vim.vm.InstantCloneSpec(name=req.name, location=loc, config=self._extra(req))
-        vm = await self._task(what, vim.VirtualMachine(source), "InstantClone", spec)
-        return str(vm._moId)
+        vm, seq = await self._task_end(what, vim.VirtualMachine(source), "InstantClone", spec)
+        moref = self._made(vm, what)
+        # its end read directly (not in the stream): ask vCenter whether a source seen frozen still is
+        late = seq is None and self.watcher.frozen.get(source) is True and not await self.is_frozen(source)
+        if late or self.watcher.thawed_at(source, seq):
+            raise SourceThawed(f"{what}: the source thawed before the clone was made; {moref} is a copy of a "
+                               "running machine", source, clone=moref)
+        return moref
+
+    def source_thawed(self, source: str) -> bool:
+        """Whether vCenter reported `source` thawed (it was frozen when first followed) and not frozen since."""
+        return self.watcher.thawed_at(source, None)
+
+    def _refuse_thawed(self, source: str, what: str) -> None:
+        if self.watcher.thawed_at(source, None):
+            raise SourceThawed(f"{what}: the source thawed (runtime.instantCloneFrozen is false); no instant "
+                               "clone from it", source)
+
+    @staticmethod
+    def _made(vm: Any, what: str) -> str:
+        """The moref of the VM a clone task made; a task that succeeded without one is a lost answer."""
+        moref = getattr(vm, "_moId", None)
+        if not moref:
+            raise TemporaryError(f"{what}: the task ended without naming the VM it made", "ConnectionError")
+        return str(moref)
 
     async def check_instant_clone(self, source: str, req: CloneRequest) -> list[str]:
         """Pre-flight: one line per fault that would stop this instant clone (empty list: go)."""
@@ -253,7 +300,7 @@ class Driver(GuestOps):
         spec = vim.vm.CloneSpec(location=loc, powerOn=True, template=False, config=cfg,
                                 snapshot=vim.vm.Snapshot(snapshot) if snapshot else None)
         vm = await self._task(what, vim.VirtualMachine(source), "Clone", vim.Folder(req.folder), req.name, spec)
-        return str(vm._moId)
+        return self._made(vm, what)
 
     async def clone_tasks_in_flight(self) -> int:
         """Clone tasks (instant, linked, full) still queued or running in vCenter, in one read."""
@@ -355,7 +402,8 @@ class Driver(GuestOps):
         mgr = self.content.guestOperationsManager
         if mgr is None:
             raise PermanentError("this vCenter has no guest operations manager", "NotSupported")
-        pm = await retrieve_one(self.soap, mgr, vim.vm.guest.GuestOperationsManager, "processManager")
+        pm = await self._read("read the guest process manager", retrieve_one(
+            self.soap, mgr, vim.vm.guest.GuestOperationsManager, "processManager"))
         auth = vim.vm.guest.NamePasswordAuthentication(username=user, password=password, interactiveSession=False)
         spec = vim.vm.guest.ProcessManager.ProgramSpec(programPath=program, arguments=args)
         try:
@@ -365,7 +413,8 @@ class Driver(GuestOps):
 
     async def tagged_child(self, folder: str, name: str) -> tuple[str, str | None, str | None] | None:
         """(moref, forkscale.pool, forkscale.id) of the VM `name` in `folder`, in two calls, or None."""
-        vm = await self.soap.invoke(self.content.searchIndex, "FindChild", vim.Folder(folder), name)
+        vm = await self._read(f"find {name}", self.soap.invoke(self.content.searchIndex, "FindChild",
+                                                                vim.Folder(folder), name))
         if vm is None:
             return None
         props = (await self.vm_props([vm._moId], [keyed(TAG_POOL), keyed(TAG_ID)])).get(vm._moId, {})

@@ -67,6 +67,11 @@ def describe(fault: Any) -> str:
     return " ".join(text.split())
 
 
+def is_temporary(fault: BaseException) -> bool:
+    """Whether `map_fault` would say "retry later" (the same decision for reads as for tasks)."""
+    return isinstance(map_fault(fault, ""), TemporaryError)
+
+
 def map_fault(fault: BaseException, what: str) -> Exception:
     """One place that decides: retry later, or give up on this rung. The message is one line."""
     if isinstance(fault, (PermanentError, TemporaryError)):

@@ -80,8 +80,11 @@ class GuestOps:
         cache = self._guest_managers
         if which not in cache:
             gom = self.soap.content.guestOperationsManager
-            mgr = None if gom is None else await retrieve_one(self.soap, gom, vim.vm.guest.GuestOperationsManager,
-                                                              which)
+            try:
+                mgr = None if gom is None else await retrieve_one(self.soap, gom,
+                                                                  vim.vm.guest.GuestOperationsManager, which)
+            except vmodl.MethodFault as exc:
+                raise map_fault(exc, f"read guestOperationsManager.{which}") from None
             if mgr is None:
                 raise PermanentError(f"this vCenter has no guestOperationsManager.{which}", "NotSupported")
             cache[which] = mgr

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
-from forkscale.core.errors import TemporaryError
+from forkscale.core.errors import ForkscaleError, PermanentError, TemporaryError
 from forkscale.vsphere.model import CloneRequest, FleetRead, GuestLogin, GuestProcess, Inventory, VmDetail
 
 #: hook(method, seconds, fault name or None), called when a vCenter task ends.
@@ -31,12 +31,50 @@ class TaskTimeout(TemporaryError):
         self.task = task
 
 
+class TaskLost(TemporaryError):
+    """vCenter no longer knows a task it accepted (it restarted: tasks in flight are lost with it).
+
+    The task will never end, and whatever it was doing may or may not have happened: the caller
+    looks for its effect (the clone's VM by name and tags) before doing the work again.
+    """
+
+    def __init__(self, message: str, task: str) -> None:
+        super().__init__(message, "TaskLost", delay=0.5)
+        self.task = task
+
+
+class SourceThawed(PermanentError):
+    """An instant clone refused, or made too late: its source thawed (a power cycle, a reboot).
+
+    An instant clone of a running source is a copy of a running machine, with its IP on the
+    network. `clone` is the VM made after the thaw (None when none was), which the caller removes.
+    """
+
+    def __init__(self, message: str, source: str, *, clone: str | None = None) -> None:
+        super().__init__(message, "SourceThawed")
+        self.source = source
+        self.clone = clone
+
+
+class VCenterUnavailable(ForkscaleError):
+    """vCenter stayed unreachable (refused connections, failed TLS or login) past the outage budget.
+
+    Neither Permanent nor Temporary on purpose: no rung, retry or fallback can help, so it ends
+    the run (exit 1, this one line); `serve` fails the round and tries again at the next.
+    """
+
+
 class InventoryReader(Protocol):
     """Batched reads: the whole inventory, or a few VMs."""
 
     @property
     def api_version(self) -> str:
         """vCenter's `about.apiVersion` (e.g. "8.0.3.0"), read at login."""
+        ...
+
+    @property
+    def epoch(self) -> int:
+        """Which vCenter session this is: it changes when vCenter restarted (or the session expired)."""
         ...
 
     async def inventory(self) -> Inventory: ...
@@ -87,6 +125,10 @@ class GuestAccess(Protocol):
 
     async def wait_frozen(self, vm: str, timeout: float) -> None: ...
 
+    def source_thawed(self, source: str) -> bool:
+        """Whether vCenter reported a source the driver clones from thawed since it was seen frozen."""
+        ...
+
 
 class GuestOperations(Protocol):
     """Programs and files inside a guest through VMware Tools, with no network to the guest
@@ -122,3 +164,7 @@ class FleetReader(Protocol):
 
 class VSphere(InventoryReader, Provisioner, GuestAccess, GuestOperations, FleetReader, Protocol):
     """Every role at once: what the engine is given."""
+
+    def stop_waiting(self) -> None:
+        """The program is stopping: calls waiting through a vCenter outage give up now (`VCenterUnavailable`)."""
+        ...

@@ -9,11 +9,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any, TypeVar
 
 from pyVmomi import vim, vmodl
 
+from forkscale.vsphere.faults import fault_name
 from forkscale.vsphere.keyed import keyed, request_paths, resolve
 from forkscale.vsphere.model import (
     MAC_KEY,
@@ -31,6 +32,7 @@ from forkscale.vsphere.transport import Soap
 
 log = logging.getLogger("forkscale.vsphere")
 PC = vmodl.query.PropertyCollector
+T = TypeVar("T")
 #: The `descriptionId` of clone tasks, as vCenter's task catalogue names them.
 CLONE_TASKS = frozenset({"VirtualMachine.clone", "VirtualMachine.instantClone"})
 VM_PATHS = ["name", "parent", "runtime.host", "runtime.powerState", "runtime.instantCloneFrozen",
@@ -48,7 +50,29 @@ def extra_value(p: Mapping[str, Any], key: str) -> str | None:
     return None if opt is None or opt.value is None else str(opt.value)
 
 
+#: Faults a read on a session object (a view, a paging token) gets once that session is gone.
+_SESSION_GONE = ("ManagedObjectNotFound", "InvalidArgument")
+
+
+async def again_if_renewed(soap: Soap, read: Callable[[], Awaitable[T]]) -> T:
+    """`read()`, made again whole when the vCenter session changed under it (a re-login, a restarted
+    vCenter): the view or paging token it used died with the old session."""
+    for attempt in (1, 2, 3):
+        epoch = soap.epoch
+        try:
+            return await read()
+        except vmodl.MethodFault as exc:
+            if soap.epoch == epoch or attempt == 3 or fault_name(exc) not in _SESSION_GONE:
+                raise
+            log.info("the vCenter session changed during a read (%s); reading again", fault_name(exc))
+    raise AssertionError("unreachable")
+
+
 async def _all_pages(soap: Soap, spec: Any, page_size: int | None = None) -> list[Any]:
+    return await again_if_renewed(soap, lambda: _pages(soap, spec, page_size))
+
+
+async def _pages(soap: Soap, spec: Any, page_size: int | None) -> list[Any]:
     pc = soap.content.propertyCollector
     res = await soap.invoke(pc, "RetrievePropertiesEx", [spec], PC.RetrieveOptions(maxObjects=page_size))
     out = list(res.objects or []) if res else []
@@ -60,6 +84,10 @@ async def _all_pages(soap: Soap, spec: Any, page_size: int | None = None) -> lis
 
 async def retrieve_view(soap: Soap, kinds: Mapping[type, Iterable[str]], page_size: int = 1000) -> list[Any]:
     """Every object of `kinds` with their paths: one ContainerView, one paged RetrievePropertiesEx."""
+    return await again_if_renewed(soap, lambda: _view(soap, kinds, page_size))
+
+
+async def _view(soap: Soap, kinds: Mapping[type, Iterable[str]], page_size: int) -> list[Any]:
     c = soap.content
     view = await soap.invoke(c.viewManager, "CreateContainerView", c.rootFolder, list(kinds), True)
     try:
@@ -67,7 +95,7 @@ async def retrieve_view(soap: Soap, kinds: Mapping[type, Iterable[str]], page_si
             objectSet=[PC.ObjectSpec(obj=view, skip=True, selectSet=[
                 PC.TraversalSpec(type=vim.view.ContainerView, path="view", skip=False)])],
             propSet=[PC.PropertySpec(type=k, pathSet=list(paths)) for k, paths in kinds.items()])
-        return await _all_pages(soap, spec, page_size)
+        return await _pages(soap, spec, page_size)
     finally:
         try:
             await soap.invoke(view, "DestroyView")

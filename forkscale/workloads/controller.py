@@ -302,7 +302,8 @@ class Controller:
         vanished: list[str] = []
         if rows:
             try:
-                present = await self.engine.driver.vm_props([r.vm_moref for r in rows if r.vm_moref], ["name"])
+                driver = self._engine(pr).driver  # the pool's own vCenter (with several, not the default's)
+                present = await driver.vm_props([r.vm_moref for r in rows if r.vm_moref], ["name"])
             except (PermanentError, TemporaryError) as exc:
                 log.debug("pool %s: presence check skipped: %s", pr.pool.name, exc)
                 present = {r.vm_moref: {} for r in rows if r.vm_moref}
