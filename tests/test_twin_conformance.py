@@ -11,7 +11,7 @@ from pyVim.task import WaitForTask
 from pyVmomi import vim, vmodl
 
 from forkscale.sim.conformance import ALWAYS, check
-from tests.fixtures.twin import find, find_vm
+from tests.fixtures.twin import connect, find, find_vm
 
 PC = vmodl.query.PropertyCollector
 
@@ -67,13 +67,28 @@ def workload(si: Any) -> list[Any]:
                                          propSet=[PC.PropertySpec(type=vim.VirtualMachine, pathSet=["name"])]),
                            partialUpdates=False)
     events = content.eventManager.CreateCollectorForEvents(vim.event.EventFilterSpec())
-    return [*views, collector, events, content.propertyCollector]
+    tasks = content.taskManager.CreateCollectorForTasks(vim.TaskFilterSpec())
+    return [*views, collector, events, tasks, content.propertyCollector]
 
 
 def test_every_required_property_and_field_is_set_after_a_workload(si):
     extra = workload(si)
     problems = check(si, extra)
     assert [str(p) for p in problems] == []
+
+
+def test_a_restarted_twin_is_as_complete_as_before(restartable_twin):
+    """The world a twin restores from its state directory (after a kill) passes the check too,
+    including a source whose instant clone was destroyed before the restart."""
+    twin = restartable_twin
+    si = connect(twin)
+    workload(si)
+    assert [str(p) for p in check(si)] == []
+    twin.handle.wait_saved()
+    twin.restart()
+    si = connect(twin)
+    assert find_vm(si, "conf-linked").runtime.powerState == "poweredOn"
+    assert [str(p) for p in check(si)] == []
 
 
 def test_the_check_reads_every_kind_of_object_the_workload_made(si):
@@ -88,7 +103,7 @@ def test_the_check_reads_every_kind_of_object_the_workload_made(si):
     assert {"VirtualMachine", "HostSystem", "ClusterComputeResource", "ResourcePool", "Datastore", "Network",
             "DistributedVirtualPortgroup", "VmwareDistributedVirtualSwitch", "Folder", "Datacenter",
             "VirtualMachineSnapshot", "Task", "ContainerView", "ListView", "PropertyCollector", "PropertyFilter",
-            "EventHistoryCollector", "HostDatastoreBrowser", "EnvironmentBrowser", "SearchIndex",
+            "EventHistoryCollector", "TaskHistoryCollector", "HostDatastoreBrowser", "EnvironmentBrowser", "SearchIndex",
             "PerformanceManager", "EventManager", "TaskManager", "SessionManager"} <= kinds
 
 

@@ -157,7 +157,12 @@ class VM(Entity):
         host.vms.add(self)
 
     def fork_children(self) -> set[VM]:
-        return {c for c in self.fork_kids if c.alive}
+        """The live instant clones forked from this VM (destroyed ones are forgotten here; a clone
+        destroyed before a restart of the twin comes back from its state directory as None)."""
+        live = {c for c in self.fork_kids if c is not None and c.alive}
+        if len(live) != len(self.fork_kids):
+            self.fork_kids = live
+        return set(live)
 
     def datastores(self) -> list[Datastore]:
         seen: dict[str, Datastore] = {self.home.moid: self.home}
