@@ -29,7 +29,7 @@ def _run(si: Any, task: Any) -> Any:
 
 def workload(si: Any) -> list[Any]:
     """Instant, linked and full clones, snapshots, power cycles, a relocate, a suspend, a rename, a custom
-    field, a destroy, views and collectors;
+    field, a destroy, a child resource pool, views and collectors;
     the objects nothing in the inventory refers to (for the check to read too)."""
     src = find_vm(si, "src-linux")
     win = find_vm(si, "src-win")
@@ -59,6 +59,12 @@ def workload(si: Any) -> list[Any]:
     WaitForTask(full.Rename_Task("conf-full-renamed"), si=si)
     key = si.content.customFieldsManager.AddCustomFieldDef(name="owner", moType=vim.VirtualMachine).key
     si.content.customFieldsManager.SetField(entity=clone, key=key, value="team-a")
+    # a child resource pool holding the linked clone
+    alloc = vim.ResourceAllocationInfo(reservation=0, limit=-1, expandableReservation=True,
+                                       shares=vim.SharesInfo(level="normal", shares=0))
+    pool = clone.resourcePool.CreateResourcePool("conf-pool", vim.ResourceConfigSpec(cpuAllocation=alloc,
+                                                                                      memoryAllocation=alloc))
+    pool.MoveIntoResourcePool([clone])
     content = si.content
     views = [content.viewManager.CreateContainerView(content.rootFolder, [vim.VirtualMachine], True),
              content.viewManager.CreateListView([src, clone])]

@@ -117,6 +117,7 @@ OPS: dict[str, Check] = {
     "view.cluster": _has("vms", *SOURCES),
     "view.resource_pool": _has("vms", *SOURCES),
     "view.host": _has("vms", *SOURCES),
+    "view.child_pool": lambda d: d["inPool"] == ["src-win"] and d["backTo"] == "resgroup-1",
     "view.list": _eq("afterReset", 4),
     "perf.counters": _all(_eq("missing", []), _eq("periods", [300, 1800, 7200, 86400])),
     "perf.vm_realtime": lambda d: 1 <= d["samples"] <= 3 and d["last"]["sys.uptime.latest"] > 0,

@@ -108,7 +108,7 @@ def build(spec: dict[str, Any], *, user: str, password: str, time_scale: float =
 
     cluster = world.add(Cluster(world, "domain-c1", spec["cluster"], dc.host_folder))
     dc.host_folder.entries.append(cluster)
-    cluster.root_pool = world.add(ResourcePool(world, "resgroup-1", "Resources", cluster, cluster))
+    cluster.root_pool = world.add(ResourcePool(world, world.new_id("resgroup"), "Resources", cluster, cluster))
     cluster.env_browser = world.add(EnvironmentBrowser(world, f"envbrowser-{cluster.moid}", cluster))
     datastores = _datastores(world, dc, spec)
     networks = _networks(world, dc, spec)

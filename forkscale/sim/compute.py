@@ -93,6 +93,8 @@ def pool_config(pool: ResourcePool) -> Any:
     if pool.parent is owner and isinstance(owner, Cluster):
         cpu, mem = effective_cpu(owner.hosts), effective_memory_mb(owner.hosts)
         cpu_a, mem_a = _alloc(cpu, cpu, False, CPU_SHARES), _alloc(mem, mem, False, MEM_SHARES)
+    elif pool.allocation is not None:
+        cpu_a, mem_a = pool.allocation
     else:
         cpu_a, mem_a = _alloc(0, -1, True, CPU_SHARES), _alloc(0, -1, True, MEM_SHARES)
     return vim.ResourceConfigSpec(entity=pool.ref, changeVersion="1", cpuAllocation=cpu_a, memoryAllocation=mem_a)

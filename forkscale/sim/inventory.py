@@ -151,6 +151,13 @@ class ResourcePool(Entity):
         super().__init__(world, moid, name, parent)
         self.owner = owner
         self.pools: list[ResourcePool] = []
+        self.allocation: tuple[Any, Any] | None = None  # a child pool's (cpu, memory) ResourceAllocationInfo
+
+    def config_allocation(self) -> tuple[Any, Any]:
+        from .compute import pool_config
+
+        config = pool_config(self)
+        return config.cpuAllocation, config.memoryAllocation
 
     def p_owner(self) -> Any:
         return self.owner.ref
