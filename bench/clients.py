@@ -4,6 +4,8 @@
     python bench/clients.py naive URL CA SOURCE K         the sample script: InstantClone_Task + WaitForTask
     python bench/clients.py pool URL CA SOURCE K WORKERS  the same in a thread pool, one session per thread
     python bench/clients.py inventory SPEC POOL REPEAT    Driver.inventory() and a no-op Engine.converge
+    python bench/clients.py informed SPEC POOL REPEAT CHANGES ADMIN_URL
+                                                          the informer: first read, steady converge, change-to-model
     python bench/clients.py claims URL POOL RATE COUNT WAIT_S   POST .../claim open-loop at RATE per second
 
 Each prints one JSON line. The vCenter password comes from $FORKSCALE_BENCH_PASSWORD.
@@ -108,6 +110,62 @@ async def _inventory(spec_path: str, pool: str, repeat: int) -> dict[str, Any]:
     return {"vms": vms, "inventory_s": min(inv_s), "inventory_all_s": inv_s, "converge_s": min(conv_s),
             "converge_all_s": conv_s, "converge_requests": conv_requests, "ready": result.ready,
             "created": result.created, "destroyed": result.destroyed, "failed": result.failed}
+
+
+@profiled
+def informed(argv: list[str]) -> dict[str, Any]:
+    return asyncio.run(_informed(argv[0], argv[1], int(argv[2]), int(argv[3]), argv[4]))
+
+
+async def _informed(spec_path: str, pool: str, repeat: int, changes: int, admin_url: str) -> dict[str, Any]:
+    """With the informer: its first full read, no-op converges with it warm (time, SOAP requests),
+    and how long a VM powered off behind the controller's back takes to show in its model."""
+    from forkscale.commands.session import open_engine
+    from forkscale.spec import load_spec
+    from forkscale.vsphere.informer import NEVER
+
+    spec = load_spec(spec_path)
+    async with open_engine(spec, informer=True) as engine:
+        informer = engine.driver.informer
+        assert informer is not None
+        await informer.barrier(NEVER)
+        first = await engine.converge(pool)  # the first round after start: nothing to do either
+        conv_s, conv_req = [], []
+        result = first
+        for _ in range(repeat):
+            before = engine.driver.soap.requests
+            t = time.perf_counter()
+            result = await engine.converge(pool)
+            conv_s.append(time.perf_counter() - t)
+            conv_req.append(engine.driver.soap.requests - before)
+        lat = await _change_latency(engine, informer, pool, changes, admin_url)
+    return {"vms": len(informer.model.vms) if informer.model else 0, "first_read_s": informer.first_sync_s,
+            "steady_s": sorted(conv_s)[len(conv_s) // 2], "steady_all_s": conv_s,
+            "steady_requests": max(conv_req), "steady_requests_all": conv_req, "change_to_model_s": lat,
+            "ready": result.ready, "created": result.created + first.created,
+            "destroyed": result.destroyed + first.destroyed, "failed": result.failed + first.failed}
+
+
+async def _change_latency(engine: Any, informer: Any, pool: str, changes: int, admin_url: str) -> list[float]:
+    """Power off `changes` clones through the twin's admin API (not the controller's session); for
+    each, seconds from sending the change to the informer's model showing it."""
+    import base64
+
+    import aiohttp
+
+    model = informer.model
+    picks = [v for v in model.vms.values() if v.pool == pool and v.power == "poweredOn"][:changes]
+    token = base64.b64encode(f"{USER}:{os.environ[PASSWORD_ENV]}".encode()).decode()
+    out = []
+    async with aiohttp.ClientSession(headers={"Authorization": f"Basic {token}"}) as http:
+        for vm in picks:
+            t = time.perf_counter()
+            async with http.post(admin_url, json={"action": "power_off", "vm": vm.name}, ssl=False) as resp:
+                assert resp.status == 200, await resp.text()
+            while informer.model.vms[vm.moref].power != "poweredOff":
+                await asyncio.sleep(0.001)
+            out.append(time.perf_counter() - t)
+    return out
 
 
 # the script users copy from samples ------------------------------------------------------------
@@ -248,7 +306,8 @@ def claims(argv: list[str]) -> dict[str, Any]:
 
 def main() -> int:
     mode, argv = sys.argv[1], sys.argv[2:]
-    fn = {"controller": controller, "naive": naive, "pool": pool, "inventory": inventory, "claims": claims}[mode]
+    fn = {"controller": controller, "naive": naive, "pool": pool, "inventory": inventory, "informed": informed,
+          "claims": claims}[mode]
     print(json.dumps(fn(argv)), flush=True)
     return 0
 

@@ -29,6 +29,14 @@ import yaml  # noqa: E402
 from forkscale.sim import SimHandle, start_in_thread  # noqa: E402
 
 HOSTS = ("esx-01", "esx-02", "esx-03", "esx-04")
+MAX_HOSTS = 64
+#: Host memory in worlds larger than the default: every clone is admitted against its host's memory.
+BIG_HOST_MEMORY_GIB = 8192
+
+
+def host_names(n: int) -> tuple[str, ...]:
+    """esx-01 ... esx-NN: the default world's four hosts, then more named alike."""
+    return tuple(f"esx-{i:02d}" for i in range(1, n + 1))
 PASSWORD_ENV = "FORKSCALE_BENCH_PASSWORD"
 CLIENTS = str(REPO / "bench" / "clients.py")
 
@@ -38,12 +46,21 @@ def source_name(host: str) -> str:
 
 
 def world_yaml(directory: Path, hosts: Sequence[str] = HOSTS, *, latency: dict[str, float] | None = None,
-               limits: dict[str, int] | None = None) -> Path:
-    """The default world with one Linux source per host (an instant clone runs on its source's host)."""
-    vms = [{"name": source_name(h), "host": h, "datastore": "ds-ssd", "memory_mb": 4096, "cpus": 2, "disk_gib": 40,
-            "guest_id": "ubuntu64Guest", "guest_full_name": "Ubuntu Linux (64-bit)", "network": "VM Network",
-            "snapshots": ["base"], "power": "on"} for h in hosts]
-    world: dict[str, Any] = {"vms": vms}
+               limits: dict[str, int] | None = None, sources: bool = True, big_hosts: bool = False) -> Path:
+    """The default world with one Linux source per host (an instant clone runs on its source's host).
+
+    More hosts than the default four: the world gets exactly `hosts` (with room for thousands of
+    clones each). Without `sources`, the default VMs (src-linux, the golden of `forkscale
+    prepare`, on esx-01) stay as they are. `big_hosts`: the hosts have room for thousands of clones
+    even when they are the default four.
+    """
+    world: dict[str, Any] = {}
+    if sources:
+        world["vms"] = [{"name": source_name(h), "host": h, "datastore": "ds-ssd", "memory_mb": 4096, "cpus": 2,
+                         "disk_gib": 40, "guest_id": "ubuntu64Guest", "guest_full_name": "Ubuntu Linux (64-bit)",
+                         "network": "VM Network", "snapshots": ["base"], "power": "on"} for h in hosts]
+    if tuple(hosts) != HOSTS or big_hosts:
+        world["hosts"] = [{"name": h, "memory_gib": BIG_HOST_MEMORY_GIB, "cpu_cores": 64} for h in hosts]
     if latency:
         world["latency"] = dict(latency)
     if limits:
@@ -65,7 +82,7 @@ def freeze_sources(twin: SimHandle, hosts: Sequence[str] = HOSTS) -> None:
 
 @contextlib.contextmanager
 def twin_in_workdir(prefix: str, *, time_scale: float, hosts: Sequence[str] | None = None, seed: int = 0,
-                    freeze: bool = False) -> Iterator[tuple[Path, SimHandle]]:
+                    freeze: bool = False, big_hosts: bool = False) -> Iterator[tuple[Path, SimHandle]]:
     """A fresh work directory and a twin in it, stopped after the block.
 
     With `hosts`, the twin runs the default world with one Linux source per host (see `world_yaml`),
@@ -73,8 +90,8 @@ def twin_in_workdir(prefix: str, *, time_scale: float, hosts: Sequence[str] | No
     """
     with workdir(prefix) as tmp:
         d = Path(tmp)
-        twin = start_twin(d, time_scale=time_scale, world=world_yaml(d, hosts) if hosts is not None else None,
-                          seed=seed)
+        world = world_yaml(d, hosts, big_hosts=big_hosts) if hosts is not None else None
+        twin = start_twin(d, time_scale=time_scale, world=world, seed=seed)
         try:
             if freeze and hosts is not None:
                 freeze_sources(twin, hosts)

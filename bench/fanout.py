@@ -1,6 +1,6 @@
 """Time to N ready instant clones: forkscale vs the ideal makespan, the sample script, a thread pool.
 
-    python bench/fanout.py [--n 500] [--time-scale 1] [--repeat 5] [--json]
+    python bench/fanout.py [--n 500] [--hosts 4] [--time-scale 1] [--repeat 5] [--json]
 
 The twin runs in this process; forkscale and the baselines run as child processes against it.
 Each forkscale run gets a fresh twin and its ideal is computed from that twin's own latency
@@ -11,10 +11,12 @@ each figure means and how the ideal is computed.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import heapq
 import json
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,19 +24,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (  # noqa: E402
     CLIENTS,
-    HOSTS,
+    MAX_HOSTS,
     REPO,
     Child,
     cores,
     freeze_sources,
+    host_names,
     measure_child,
     pool_entry,
     run_and_emit,
     run_child,
     source_name,
+    start_twin,
     table,
     twin_env,
     twin_in_workdir,
+    workdir,
+    world_yaml,
     write_spec,
 )
 
@@ -128,16 +134,15 @@ def slot_gaps(jobs: list[dict[str, Any]], per_host: int) -> dict[str, float]:
 
 
 def prepare_available() -> bool:
-    return (REPO / "forkscale" / "commands" / "prepare.py").is_file() and (REPO / "forkscale" / "sources.py").is_file()
+    return (REPO / "forkscale" / "commands" / "prepare.py").is_file() and (REPO / "forkscale" / "fleet" / "sources.py").is_file()
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    hosts = HOSTS[: args.hosts]
+    hosts = host_names(args.hosts)
     reps: list[dict[str, Any]] = []
     base: dict[str, Any] = {}
     for rep in range(args.repeat):
-        world_hosts = hosts if args.mode == "pools" else None
-        with twin_in_workdir("fanout", time_scale=args.time_scale, hosts=world_hosts, seed=args.seed + rep) as (d, twin):
+        with fanout_twin(args, hosts, rep) as (d, twin):
             per_host, vcenter = twin.call(lambda t: (t.world.tasks.host_limit, t.world.tasks.vcenter.limit))
             if args.mode == "pools":
                 freeze_sources(twin, hosts)
@@ -163,6 +168,24 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+@contextlib.contextmanager
+def fanout_twin(args: argparse.Namespace, hosts: tuple[str, ...], rep: int) -> Iterator[tuple[Path, Any]]:
+    """A fresh twin for one run: `--mode pools` one source per host; `prepare` the default VMs
+    (src-linux on esx-01 is the golden) on the default hosts, or on `--hosts` of its own."""
+    if args.mode == "pools" or len(hosts) != 4:
+        with workdir("fanout") as tmp:
+            d = Path(tmp)
+            world = world_yaml(d, hosts, sources=args.mode == "pools")
+            twin = start_twin(d, time_scale=args.time_scale, world=world, seed=args.seed + rep)
+            try:
+                yield d, twin
+            finally:
+                twin.stop()
+        return
+    with twin_in_workdir("fanout", time_scale=args.time_scale, seed=args.seed + rep) as (d, twin):
+        yield d, twin
+
+
 def measure(args: argparse.Namespace, twin: Any, argv: list[str], env: dict[str, str], names: set[str],
             per_host: int, vcenter: int) -> tuple[Child, dict[str, Any]]:
     """Run the timed controller child; the twin's view of it: requests, CPU, the ideal from its draws."""
@@ -177,7 +200,8 @@ def measure(args: argparse.Namespace, twin: Any, argv: list[str], env: dict[str,
     if os.environ.get("FORKSCALE_BENCH_JOBS"):
         Path(os.environ["FORKSCALE_BENCH_JOBS"]).write_text(json.dumps({"jobs": jobs, "spawned": spawned}))
     if child.returncode == 0 and len(jobs) != n:
-        raise SystemExit(f"the twin reports {len(jobs)} finished instant clones of the run, not {n}")
+        raise SystemExit(f"the twin reports {len(jobs)} finished instant clones of the run, not {n}\n"
+                         f"{child.stdout[-2000:]}\n{child.stderr[-2000:]}")
     gaps = slot_gaps(jobs, per_host)
     return child, {
         "forkscale_process_s": round(child.wall_s, 3), "forkscale_budget_per_host": args.per_host or per_host,
@@ -303,7 +327,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n", type=int, default=500, help="clones to make (default 500)")
     p.add_argument("--time-scale", type=float, default=1.0,
                    help="twin latency multiplier (default 1: an instant clone takes ~1 s)")
-    p.add_argument("--hosts", type=int, default=4, choices=range(1, 5), help="hosts, one frozen source each")
+    p.add_argument("--hosts", type=int, default=4, choices=range(1, MAX_HOSTS + 1), metavar=f"1..{MAX_HOSTS}",
+                   help="hosts, one frozen source each (default 4, the default world's)")
     p.add_argument("--naive-prefix", type=int, default=20, help="clones the sequential script makes (default 20)")
     p.add_argument("--pool-prefix", type=int, default=64, help="clones the thread pool makes (default 64)")
     p.add_argument("--workers", type=int, default=8, help="thread pool size (default 8)")
@@ -324,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
         args.repeat = 1
         args.naive_prefix = min(args.naive_prefix, 3)
         args.pool_prefix = min(args.pool_prefix, 2 * args.workers)
-    if args.n < len(HOSTS[: args.hosts]):
+    if args.n < args.hosts:
         p.error("--n must be at least --hosts")
     return run_and_emit(run, human, args)
 

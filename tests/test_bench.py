@@ -46,6 +46,13 @@ def test_fanout_without_prepare_runs_one_pool_per_host_source():
     assert doc["naive_s"] is None and doc["speedup_vs_naive"] is None
 
 
+def test_fanout_over_more_hosts_than_the_default_world_prepares_a_source_on_each():
+    doc = bench("fanout.py", "--n", "16", "--hosts", "8", "--time-scale", "0.01", "--quick", "--no-baselines")
+    assert doc["mode"] == "prepare" and doc["hosts"] == 8 and doc["sources"] == 8
+    assert doc["soap_methods"]["InstantClone_Task"] == 16
+    positive(doc, "forkscale_s", "ideal_s", "soap_requests_per_clone")
+
+
 def test_fanout_ideal_is_the_twins_own_queueing_of_its_draws():
     sys.path.insert(0, str(REPO / "bench"))
     try:
@@ -59,14 +66,29 @@ def test_fanout_ideal_is_the_twins_own_queueing_of_its_draws():
     assert ideal_makespan(jobs, per_host=4, vcenter=2) > ideal_makespan(jobs, per_host=4, vcenter=640)
 
 
-def test_inventory_measures_each_size_with_a_no_op_converge():
-    doc = bench("inventory.py", "--sizes", "20,60", "--quick")
+def test_inventory_measures_each_size_with_a_no_op_converge_with_and_without_the_informer():
+    doc = bench("inventory.py", "--sizes", "20,60", "--quick", "--changes", "3")
     assert doc["sizes"] == [20, 60]
     for row, n in zip(doc["results"], (20, 60), strict=True):
         assert row["clones"] == n and row["vms"] >= n
         positive(row, "inventory_s", "converge_s", "converge_requests", "controller_maxrss_mib")
         assert "InstantClone_Task" not in row["soap_methods"]  # a no-op converge makes nothing
+        # the informer: one full read, then rounds that ask vCenter nothing when nothing changed
+        positive(row, "first_read_s", "steady_s", "change_p50_s", "change_p99_s", "informed_maxrss_mib")
+        assert row["steady_requests"] == 0 and row["changes"] == 3
+        assert row["change_p50_s"] <= row["change_p99_s"]
+        assert "InstantClone_Task" not in row["informed_methods"]
+        assert row["informed_methods"]["CreatePropertyCollector"] == 2  # the task watcher's and the informer's
     assert doc["rss_mib_at_max"] == doc["results"][-1]["controller_maxrss_mib"]
+
+
+def test_scrape_times_metrics_idle_refreshing_and_during_a_fanout():
+    doc = bench("scrape.py", "--clones", "30", "--scrapes", "5", "--busy-seconds", "1", "--fanout", "6",
+                timeout=300)
+    assert doc["clones"] == 30 and doc["scrapes"] == 5 and doc["fanout_ready"] == 36
+    positive(doc, "p50_ms", "p99_ms", "busy_p99_ms", "fanout_p99_ms", "direct_refresh_s", "series",
+             "idle_maxrss_mib")
+    assert doc["p50_ms"] <= doc["p99_ms"] <= doc["max_ms"] and doc["fanout_scrapes"] >= 1
 
 
 def test_claim_reports_latency_percentiles_or_says_why_it_skipped():

@@ -129,6 +129,16 @@ def test_a_killed_twin_restarts_with_its_world_ca_and_credentials(restartable_tw
     Disconnect(again)
 
 
+def test_a_twin_killed_the_moment_it_is_up_keeps_its_credentials_and_ca(restartable_twin):
+    """A client that logged in to a new twin can log in again after a kill, however early."""
+    twin = restartable_twin
+    password, ca = twin.password, Path(twin.ca_file).read_bytes()
+    twin.restart(kill=True)
+    assert twin.password == password
+    assert Path(twin.ca_file).read_bytes() == ca
+    Disconnect(connect(twin))
+
+
 def test_a_clean_stop_saves_what_happened_last(restartable_twin):
     twin = restartable_twin
     si = connect(twin)

@@ -88,7 +88,7 @@ def test_a_vcenter_restart_during_a_100_clone_scale(tmp_path, http):
     twin = RestartableTwin(tmp_path / "sim", http=http)
     try:
         twin.admin("freeze", vm="src-linux")
-        twin.handle.wait_saved()  # the freeze is part of the world a restart finds (clones may not be)
+        twin.handle.wait_saved()  # the golden frozen before the run is part of the world a restart keeps
         spec = restart_spec(tmp_path, twin, http=http)
         started = time.monotonic()
         proc = cli_process("-v", "scale", POOL, str(COUNT), "-f", str(spec))
@@ -118,7 +118,7 @@ def test_a_vcenter_that_does_not_come_back_ends_the_run_with_one_line_after_outa
     password = twin.password
     try:
         twin.admin("freeze", vm="src-linux")
-        twin.handle.wait_saved()  # the freeze is part of the world a restart finds (clones may not be)
+        twin.handle.wait_saved()  # the golden frozen before the run is part of the world a restart keeps
         spec = restart_spec(tmp_path, twin, outage_s=4)
         proc = cli_process("scale", POOL, str(COUNT), "-f", str(spec))
         wait_until("20 clones", lambda: len(clones(twin)) >= 20, 120)
@@ -168,7 +168,7 @@ def test_serve_rides_through_a_vcenter_restart_and_keeps_serving_claims(tmp_path
     twin = RestartableTwin(tmp_path / "sim")
     try:
         twin.admin("freeze", vm="src-linux")
-        twin.handle.wait_saved()  # the freeze is part of the world a restart finds (clones may not be)
+        twin.handle.wait_saved()  # the golden frozen before the run is part of the world a restart keeps
         pool = base_pool(POOL, policy={"strategy": "fixed", "count": COUNT, "evaluate_every_s": 0.5},
                          budgets={"vcenter": 32, "per_host": 16, "per_datastore": 32, "rate_per_s": 20})
         spec = write_pool_spec(tmp_path, twin, pool)

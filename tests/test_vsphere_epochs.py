@@ -81,6 +81,7 @@ def test_a_restarted_vcenter_ends_the_wait_of_a_task_it_forgot_at_once(tmp_path)
     twin = RestartableTwin(tmp_path / "sim")
     try:
         twin.admin("freeze", vm="src-linux")
+        twin.handle.wait_saved()  # the golden frozen before the run is part of the world a restart keeps
         spec = load_spec(write_spec(tmp_path, twin))
         twin.admin("slow", op="instant", factor=20000)  # ~20 s: the restart comes first
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import sys
@@ -23,6 +24,7 @@ from forkscale.observe.telemetry import Telemetry, metrics_handler
 from forkscale.spec import load_spec
 
 DEFAULT_LISTEN = "127.0.0.1:9464"
+SWITCH_INTERVAL_S = 0.0005
 log = logging.getLogger("forkscale.metrics")
 
 
@@ -60,11 +62,15 @@ async def run(args: argparse.Namespace) -> int:
     telemetry = Telemetry()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    # A refresh builds and formats the fleet on a worker thread; a scrape on this loop waits for the
+    # GIL at each step, up to one switch interval each time (CPython's 5 ms: ~100 ms per scrape at
+    # 10,000 clones, bench/scrape.py). serve does the same for its API thread.
+    sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL_S))
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
     try:
-        async with open_engine(spec, state=args.state, telemetry=telemetry) as engine:
+        async with open_engine(spec, state=args.state, telemetry=telemetry, fleet=True) as engine:
             exporter = Exporter(engine.driver, spec, engine.ledger, telemetry, interval_s=args.interval)
             runner = web.AppRunner(make_app(telemetry, exporter), access_log=None)
             await runner.setup()
@@ -84,6 +90,9 @@ async def run(args: argparse.Namespace) -> int:
                 shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
                 print(f"forkscale metrics: serving http://{shown}:{bound[1]}/metrics (and /healthz), "
                       f"inventory every {args.interval:g}s", flush=True)
+                # The model, the session and pyVmomi's type tables live as long as the process: out of
+                # the cyclic collector's reach, whose full passes over them stop every thread (as serve).
+                gc.freeze()
                 refresher = asyncio.create_task(exporter.run(wait_first=True), name="forkscale-exporter")
                 try:
                     await stop.wait()

@@ -130,7 +130,7 @@ async def run(args: argparse.Namespace) -> int:
     telemetry = Telemetry()
     try:
         async with open_engines(spec, spec.vcenters, state=args.state, telemetry=telemetry,
-                                tolerate_down=len(spec.vcenters) > 1, check_pools=True) as opened:
+                                tolerate_down=len(spec.vcenters) > 1, check_pools=True, fleet=True) as opened:
             fleet = ServeFleet(spec, opened, telemetry, args.metrics_interval)
             if fleet.default is None:
                 raise ConnectionFailed("no vCenter of the spec answers: " + ", ".join(spec.vcenters))

@@ -29,6 +29,7 @@ from forkscale.spec.paths import check_state_path
 from forkscale.spec.state import parse_state
 from forkscale.vsphere.driver import Driver
 from forkscale.vsphere.faults import LoginRefused
+from forkscale.vsphere.informer import Informer
 from forkscale.vsphere.retry import Retry
 from forkscale.vsphere.transport import Soap
 
@@ -36,8 +37,13 @@ log = logging.getLogger("forkscale")
 
 
 @contextlib.asynccontextmanager
-async def open_driver(vc: VCenter) -> AsyncIterator[Driver]:
-    """A logged-in driver for `vc`; connection problems become ConnectionFailed, a refused login a SpecError."""
+async def open_driver(vc: VCenter, *, informer: bool = False, fleet: bool = False) -> AsyncIterator[Driver]:
+    """A logged-in driver for `vc`; connection problems become ConnectionFailed, a refused login a SpecError.
+
+    `informer`: inventory reads come from a model kept current by the property collector
+    (`forkscale.vsphere.informer`), for commands that run more than one round; `fleet` too: the
+    exporter's reads as well. One-shot commands read the inventory directly, once.
+    """
     password = vc.password()
     register_secret(password)
     if vc.url.startswith("http://"):
@@ -45,7 +51,7 @@ async def open_driver(vc: VCenter) -> AsyncIterator[Driver]:
                     "in clear", vc.url)
     soap = Soap(vc.url, user=vc.user, password=vc.password, ca_file=str(vc.ca_file) if vc.ca_file else None,
                 insecure=vc.insecure, retry=Retry(outage_s=vc.outage_s))
-    driver = Driver(soap)
+    driver = Driver(soap, informer=Informer(soap, fleet=fleet) if informer or fleet else None)
     try:
         await driver.open()
     except LoginRefused:
@@ -107,8 +113,8 @@ class Engines:
 @contextlib.asynccontextmanager
 async def open_engines(spec: Spec, vcenters: Iterable[str], *, state: str | None = None,
                        progress: Progress | None = None, telemetry: Any = None, lease: str | None = None,
-                       wait: bool = False, tolerate_down: bool = False,
-                       check_pools: bool = False) -> AsyncIterator[Engines]:
+                       wait: bool = False, tolerate_down: bool = False, check_pools: bool = False,
+                       informer: bool = False, fleet: bool = False) -> AsyncIterator[Engines]:
     """Each of `vcenters` (names in `spec.vcenters`: its own session and engine, budgets,
     informer), its pools checked (`check_pools`), then the ledger, then (for a command that changes
     things: `lease` names it) the ledger's lease, released on the way out."""
@@ -118,7 +124,7 @@ async def open_engines(spec: Spec, vcenters: Iterable[str], *, state: str | None
         async def login(name: str) -> Any:
             # one vCenter: `spec.vcenter` (a caller may have replaced it, e.g. to point at a twin)
             vc = spec.vcenter if len(spec.vcenters) == 1 else spec.vcenters[name]
-            return await stack.enter_async_context(open_driver(vc))
+            return await stack.enter_async_context(open_driver(vc, informer=informer, fleet=fleet))
 
         drivers: dict[str, Any] = {}
         for name in dict.fromkeys(vcenters):
@@ -151,11 +157,11 @@ async def open_engines(spec: Spec, vcenters: Iterable[str], *, state: str | None
 @contextlib.asynccontextmanager
 async def open_engine(spec: Spec, *, state: str | None = None, progress: Progress | None = None,
                       telemetry: Any = None, lease: str | None = None, wait: bool = False,
-                      check_pools: bool = False) -> AsyncIterator[Engine]:
+                      check_pools: bool = False, informer: bool = False, fleet: bool = False) -> AsyncIterator[Engine]:
     """One engine, on the spec's default vCenter (it refuses pools on another one)."""
     name = next((n for n, vc in spec.vcenters.items() if vc is spec.vcenter), next(iter(spec.vcenters)))
     async with open_engines(spec, [name], state=state, progress=progress, telemetry=telemetry, lease=lease,
-                            wait=wait, check_pools=check_pools) as opened:
+                            wait=wait, check_pools=check_pools, informer=informer, fleet=fleet) as opened:
         engine = opened.engines[name]
         assert engine is not None
         yield engine

@@ -105,6 +105,11 @@ class NetworkAlloc:
         return (last - first + 1) - sum(1 for value in _reserved(self) if first <= value <= last)
 
 
+def reserved(net: NetworkAlloc) -> set[int]:
+    """Addresses never handed out (network, broadcast, gateway, DNS), as integers."""
+    return _reserved(net)
+
+
 def _reserved(net: NetworkAlloc) -> set[int]:
     reserved = {int(net.cidr.network_address), int(net.cidr.broadcast_address)}
     if net.gateway is not None:

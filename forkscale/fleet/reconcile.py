@@ -81,6 +81,8 @@ class Reconciler:
                 record_identity(self.ledger, rec, vm)
             if rec.state in ("planned", "cloning"):
                 self._judge_unfinished(rec, vm, settled, result)
+            elif rec.state == "ready" and vm is not None and vm.power != "poweredOn":
+                await self._switched_off(rec, vm)
             elif rec.state in ("customizing", "ready", "claimed", "draining"):
                 self._judge_live(rec, vm)
             elif rec.pending_task is not None and not ended.get(rec.id, False):
@@ -138,6 +140,12 @@ class Reconciler:
             self.ledger.transition(rec.id, "gone")
         elif rec.state == "customizing" and vm.status == "ready":
             self.ledger.transition(rec.id, "ready")
+
+    async def _switched_off(self, rec: CloneRecord, vm: VmInfo) -> None:
+        """A spare switched off behind forkscale's back serves nobody: it is replaced."""
+        self.ledger.transition(rec.id, "failed", error=f"VM found {vm.power} (switched off outside forkscale)")
+        if await self.destroy_vm(vm.moref):
+            self.ledger.transition(rec.id, "gone")
 
     async def _orphans(self, pool: Pool, inv: Inventory, known_ids: set[str], matched: set[str],
                        result: Result) -> None:

@@ -79,7 +79,11 @@ def prune_batch(tx: Tx, cutoff: float, archive: Path, result: PruneResult, batch
     for i in range(0, len(ids), 500):
         chunk = ids[i:i + 500]
         tx.run(f"DELETE FROM events WHERE clone_id IN ({_marks(len(chunk))})", chunk)
+        tx.run(f"DELETE FROM identity_held WHERE clone_id IN ({_marks(len(chunk))})", chunk)
         tx.run(f"DELETE FROM clones WHERE id IN ({_marks(len(chunk))})", chunk)
+    for pool in {c["pool"] for c in clones}:  # pool_counts keeps `gone` too (forkscale/ledger/store.py)
+        tx.run("UPDATE pool_counts SET n = n - ? WHERE pool = ? AND state = 'gone'",
+               (sum(1 for c in clones if c["pool"] == pool), pool))
     if old_events:
         tx.run(f"DELETE FROM events WHERE id IN ({_marks(len(old_events))})", [e["id"] for e in old_events])
     if sources:

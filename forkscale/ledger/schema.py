@@ -145,7 +145,37 @@ CREATE TABLE pool_status (
 """
 
 
-MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4, _V5, _V6)
+#: v7: identity allocation and counts in O(1) per clone (forkscale/ledger/alloc.py): per scope (a
+#: pool's name pattern, a port group's address range) the next value never handed out and the
+#: values given back since; the values each clone holds, given back when it is gone; clones per
+#: pool and state, kept by every write instead of counted over the rows.
+_V7 = """
+CREATE TABLE identity_next (
+    scope TEXT PRIMARY KEY,
+    next_value INTEGER NOT NULL
+);
+CREATE TABLE identity_free (
+    scope TEXT NOT NULL,
+    value INTEGER NOT NULL,
+    PRIMARY KEY (scope, value)
+);
+CREATE TABLE identity_held (
+    clone_id INTEGER NOT NULL REFERENCES clones (id),
+    scope TEXT NOT NULL,
+    value INTEGER NOT NULL,
+    PRIMARY KEY (clone_id, scope)
+);
+CREATE TABLE pool_counts (
+    pool TEXT NOT NULL,
+    state TEXT NOT NULL,
+    n INTEGER NOT NULL CHECK (n >= 0),
+    PRIMARY KEY (pool, state)
+);
+INSERT INTO pool_counts (pool, state, n) SELECT pool, state, COUNT(*) FROM clones GROUP BY pool, state;
+"""
+
+
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7)
 
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -99,6 +99,11 @@ class SqliteBackend:
     def now(self, tx: object) -> float:
         return self._clock()
 
+    def data_version(self) -> int:
+        """SQLite's `PRAGMA data_version`: changes when another connection commits (not this one)."""
+        with self._lock:
+            return int(self._conn.execute("PRAGMA data_version").fetchone()[0])
+
     def close(self) -> None:
         with self._lock:
             self._conn.close()

@@ -21,12 +21,15 @@ import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import fields
 from pathlib import Path
 
 from forkscale.core import identity
 from forkscale.core.identity import NetworkAlloc
+from forkscale.ledger import alloc
 from forkscale.ledger.backend import Backend, Row, Tx
 from forkscale.ledger.lease import Lease, LeaseLost, check_fence
+from forkscale.ledger.livecache import LiveRows
 from forkscale.ledger.postgres import PostgresBackend, is_postgres_url
 from forkscale.ledger.records import (
     KINDS,
@@ -84,6 +87,10 @@ class Ledger:
         #: writes refused because this controller's lease was taken over (or never held)
         self.fenced_writes = 0
         self.writer: str | None = None
+        version = getattr(self.backend, "data_version", None)
+        #: a pool's live rows, kept between changes (SQLite: `PRAGMA data_version` tells when another
+        #: connection wrote; on PostgreSQL every call reads, since other replicas write too)
+        self._live: LiveRows | None = LiveRows(self._read_live, version) if version is not None else None
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -97,13 +104,24 @@ class Ledger:
         self.close()
 
     @contextmanager
-    def _write(self) -> Iterator[Tx]:
-        """One short write transaction (see the backends for how writers are serialised)."""
+    def _write(self, *, clones: bool = True) -> Iterator[Tx]:
+        """One short write transaction (see the backends for how writers are serialised).
+
+        `clones`: it may change clone rows, so the kept live rows are dropped (inside the
+        transaction, so no reader keeps them past the commit).
+        """
         with self._db.write() as tx:
+            if clones and self._live is not None:
+                self._live.drop()
             yield tx
 
     def _read(self, sql: str, params: Sequence[object] = ()) -> list[Row]:
         return self._db.read(sql, params)
+
+    def _read_live(self, pool: str) -> list[CloneRecord]:
+        rows = self._read(f"SELECT {_CLONE_COLUMNS} FROM clones WHERE pool = ? AND state <> 'gone' ORDER BY id",
+                          (pool,))
+        return [_clone_row(r) for r in rows]
 
     # -- fencing (forkscale/ledger/lease.py) ------------------------------------------------
 
@@ -172,14 +190,11 @@ class Ledger:
         with self._write() as tx:
             writer = self._fenced(tx, pool)
             self._db.serialize(tx, "identity")  # allocators one at a time, across every replica
-            # one pass over the live rows (this runs once per clone, so it is the planning cost)
-            rows = tx.rows("SELECT name, mac, ip, port_group = ? FROM clones WHERE state <> 'gone'", (port_group,))
-            names = {r[0] for r in rows}
-            index, name = identity.next_name(name_pattern, names, pool=pool)
+            # O(1) per clone: counters, free lists and index lookups (forkscale/ledger/alloc.py)
+            index, name, name_scope = alloc.allocate_name(tx, pool, name_pattern)
             hostname = name if hostname_pattern is None else identity.render_name(hostname_pattern, index, pool=pool)
-            ip = str(identity.next_ip(network, [r[2] for r in rows if r[3]]))
-            macs = {r[1] for r in rows}
-            mac = identity.random_mac(identity.TakenMacs(macs, taken_macs), rng)
+            ip, ip_value, ip_scope = alloc.allocate_ip(tx, network, port_group)
+            mac = alloc.random_mac(tx, taken_macs, rng)
             inserted = tx.one(
                 """INSERT INTO clones (pool, name, hostname, ip, mac, kind, source, source_generation, host,
                        datastore, port_group, state, created_at, updated_at)
@@ -188,6 +203,8 @@ class Ledger:
             )
             assert inserted is not None
             clone_id = int(inserted[0])
+            alloc.hold(tx, clone_id, [(name_scope, index), (ip_scope, ip_value)])
+            _count(tx, pool, None, "planned")
             _event(tx, clone_id, now, "planned", {"name": name, "ip": ip, "mac": mac, "kind": kind, "host": host},
                    writer)
             return _get(tx, clone_id)
@@ -223,6 +240,9 @@ class Ledger:
         old, clone_id, now = rec.state, rec.id, self._clock()
         if not allowed_transition(old, new_state):
             raise IllegalTransition(clone_id, old, new_state)
+        _count(tx, rec.pool, old, new_state)
+        if new_state == "gone":
+            alloc.release(tx, clone_id)
         values: dict[str, object] = dict(fields)
         values.update(state=new_state, updated_at=now)
         if new_state == "ready":
@@ -275,6 +295,7 @@ class Ledger:
                 return None
             clone_id = int(row[0])
             _set(tx, clone_id, {"state": "claimed", "claimed_by": user, "claimed_at": now, "updated_at": now})
+            _count(tx, pool, "ready", "claimed")
             _event(tx, clone_id, now, "claimed", {"from": "ready", "claimed_by": user}, self.writer)
             return _get(tx, clone_id)
 
@@ -296,7 +317,13 @@ class Ledger:
         return _clone(rows[0]) if rows else None
 
     def clones(self, pool: str | None = None, states: Iterable[str] | None = None) -> list[CloneRecord]:
-        sql, params = "SELECT * FROM clones WHERE 1 = 1", []
+        """Clones (of `pool`, in `states`) by id. On SQLite a pool's rows that are not gone are read
+        once and kept until something changes them (forkscale.ledger.livecache)."""
+        if pool is not None and states is not None and self._live is not None:
+            wanted = _check_states(states)
+            if "gone" not in wanted:
+                return self._live.rows(pool, frozenset(wanted))
+        sql, params = f"SELECT {_CLONE_COLUMNS} FROM clones WHERE 1 = 1", []
         if pool is not None:
             sql += " AND pool = ?"
             params.append(pool)
@@ -304,22 +331,22 @@ class Ledger:
             wanted = _check_states(states)
             sql += f" AND state IN ({', '.join('?' * len(wanted))})"
             params.extend(wanted)
-        return [_clone(r) for r in self._read(sql + " ORDER BY id", params)]
+        return [_clone_row(r) for r in self._read(sql + " ORDER BY id", params)]
 
     def live(self, pool: str) -> list[CloneRecord]:
         """Clones that count toward the pool's size (neither gone nor failed)."""
         return self.clones(pool, LIVE_STATES)
 
     def counts(self, pool: str) -> dict[str, int]:
-        """Clones per state (every state present, zero included)."""
+        """Clones per state (every state present, zero included): kept by every write, not counted."""
         out = dict.fromkeys(STATES, 0)
-        for row in self._read("SELECT state, COUNT(*) FROM clones WHERE pool = ? GROUP BY state", (pool,)):
+        for row in self._read("SELECT state, n FROM pool_counts WHERE pool = ?", (pool,)):
             out[row[0]] = int(row[1])
         return out
 
     def set_desired(self, pool: str, desired: int, set_by: str) -> None:
         """Remember the count a pool is being converged to, and who asked for it."""
-        with self._write() as tx:
+        with self._write(clones=False) as tx:
             self._fenced(tx, pool)
             tx.run("INSERT INTO pools (name, desired, set_by, updated_at) VALUES (?, ?, ?, ?) "
                          "ON CONFLICT(name) DO UPDATE SET desired = excluded.desired, set_by = excluded.set_by, "
@@ -342,7 +369,7 @@ class Ledger:
         since wins over the override). Not fenced: any replica takes the request."""
         if field not in ("count", "min"):
             raise LedgerError(f"an override sets count or min, not {field!r}")
-        with self._write() as tx:
+        with self._write(clones=False) as tx:
             tx.run("INSERT INTO pool_overrides (pool, field, value, spec_value, set_at) VALUES (?, ?, ?, ?, ?) "
                    "ON CONFLICT(pool) DO UPDATE SET field = excluded.field, value = excluded.value, "
                    "spec_value = excluded.spec_value, set_at = excluded.set_at",
@@ -358,7 +385,7 @@ class Ledger:
 
     def publish_status(self, pool: str, doc: Mapping[str, object]) -> None:
         """The owner's view of a pool (decision, policy, errors) for every replica's status. Fenced."""
-        with self._write() as tx:
+        with self._write(clones=False) as tx:
             writer = self._fenced(tx, pool)
             tx.run("INSERT INTO pool_status (pool, doc, writer, at) VALUES (?, ?, ?, ?) ON CONFLICT(pool) DO UPDATE "
                    "SET doc = excluded.doc, writer = excluded.writer, at = excluded.at",
@@ -402,7 +429,7 @@ class Ledger:
         frozen: bool = False,
     ) -> SourceRecord:
         now = self._clock()
-        with self._write() as tx:
+        with self._write(clones=False) as tx:
             self._fenced(tx, pool)
             row = tx.one(
                 """INSERT INTO sources (pool, vm_name, vm_moref, host, generation, state, frozen, created_at, updated_at)
@@ -427,7 +454,7 @@ class Ledger:
             values["frozen"] = int(bool(values["frozen"]))
         values["updated_at"] = self._clock()
         columns = ", ".join(f"{key} = ?" for key in values)
-        with self._write() as tx:
+        with self._write(clones=False) as tx:
             found = tx.one("SELECT pool FROM sources WHERE id = ?" + self._db.for_update, (source_id,))
             if found is None:
                 raise LedgerError(f"no source with id {source_id}")
@@ -490,8 +517,29 @@ def _event(tx: Tx, clone_id: int, at: float, what: str, detail: Mapping[str, obj
     )
 
 
+_CLONE_COLUMNS = ", ".join(f.name for f in fields(CloneRecord))
+
+
 def _clone(row: Row) -> CloneRecord:
     return CloneRecord(**{key: row[key] for key in row.keys()})
+
+
+def _clone_row(row: Row) -> CloneRecord:
+    """A row of `SELECT {_CLONE_COLUMNS}`: by position, several times faster than by name."""
+    return CloneRecord(*(row[i] for i in range(len(_CLONE_FIELDS))))
+
+
+_CLONE_FIELDS = [f.name for f in fields(CloneRecord)]
+
+
+def _count(tx: Tx, pool: str, old: str | None, new: str) -> None:
+    """One clone of `pool` left state `old` (None: a new row) for `new`, in `pool_counts`."""
+    if old == new:
+        return
+    if old is not None:
+        tx.run("UPDATE pool_counts SET n = n - 1 WHERE pool = ? AND state = ?", (pool, old))
+    tx.run("INSERT INTO pool_counts (pool, state, n) VALUES (?, ?, 1) "
+           "ON CONFLICT (pool, state) DO UPDATE SET n = pool_counts.n + 1", (pool, new))
 
 
 def _source(row: Row) -> SourceRecord:

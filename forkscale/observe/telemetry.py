@@ -54,6 +54,7 @@ from forkscale.observe.fleet import (
     VmMemory,
     count_clones,
 )
+from forkscale.observe.gzipjoin import join
 from forkscale.policy.reasons import ReasonCode
 
 __all__ = [
@@ -199,11 +200,22 @@ class Telemetry:
         formats the event metrics (and the inventory age) itself.
         """
         encoder, content_type = choose_encoder(accept)
-        fleet = self._fleet.rendered(content_type, encoder)
+        fleet, _ = self._fleet.rendered(content_type, encoder)
         rest = encoder(Families(m for m in self.registry.collect() if m.name not in STATIC_FLEET))
         if rest.endswith(OM_EOF):
             return rest[: -len(OM_EOF)] + fleet + OM_EOF, content_type
         return rest + fleet, content_type
+
+    def exposition_gzip(self, accept: str = "") -> tuple[bytes, str]:
+        """`exposition`, gzipped, the fleet part compressed once per sample (not per scrape: at
+        10,000 clones compressing it took ~40 ms), one gzip member (`gzipjoin`)."""
+        encoder, content_type = choose_encoder(accept)
+        _, fleet = self._fleet.rendered(content_type, encoder)
+        rest = encoder(Families(m for m in self.registry.collect() if m.name not in STATIC_FLEET))
+        tail = b""
+        if rest.endswith(OM_EOF):
+            rest, tail = rest[: -len(OM_EOF)], OM_EOF
+        return join(rest, fleet, tail), content_type
 
     def prerender(self) -> None:
         """Render the current fleet sample in every format scraped so far (before the first scrape:
@@ -221,10 +233,12 @@ def metrics_handler(telemetry: Telemetry) -> Callable[[web.Request], Awaitable[w
     """An aiohttp handler for `/metrics` (negotiates OpenMetrics, gzips when asked)."""
 
     async def handle(request: web.Request) -> web.Response:
-        body, content_type = telemetry.exposition(request.headers.get("Accept", ""))
-        response = web.Response(body=body, headers={"Content-Type": content_type})
-        response.enable_compression()
-        return response
+        accept = request.headers.get("Accept", "")
+        if "gzip" in request.headers.get("Accept-Encoding", ""):
+            body, content_type = telemetry.exposition_gzip(accept)
+            return web.Response(body=body, headers={"Content-Type": content_type, "Content-Encoding": "gzip"})
+        body, content_type = telemetry.exposition(accept)
+        return web.Response(body=body, headers={"Content-Type": content_type})
 
     return handle
 

@@ -13,11 +13,12 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from pyVmomi import VmomiSupport, vmodl
+from pyVmomi import VmomiSupport, vim, vmodl
 from pyVmomi.Differ import Differ
 
 from .mo import MO
 from .properties import PC, content, prop_type, read_path, read_props, split_path
+from .views import ContainerView
 
 if TYPE_CHECKING:
     from .world import World
@@ -141,6 +142,11 @@ def retrieve(world: World, specs: list[Any], resolve: Resolve | None = None) -> 
 
 
 class Filter(MO):
+    """What one filter reported, and how to find what changed since: its selection is followed
+    incrementally (a ContainerView's arrivals and departures, or recentTask when the task list
+    changed), its objects' changes through the world's change log, and objects left over by a
+    truncated answer are kept for the next one."""
+
     kind = PC.Filter
     session_scoped = True
 
@@ -154,9 +160,14 @@ class Filter(MO):
         self.reported: dict[str, dict[str, Any]] = {}
         self.refs: dict[str, Any] = {}
         self.seen_version: dict[str, int] = {}
-        self.structure = -1
         self.objects: dict[str, MO] = {}
+        self.pending: set[str] = set()  # selected or changed, not reported yet (a truncated answer)
         self.log_pos = 0
+        self.view, self.tasks_only = _shape(world, spec)
+        self.structure_seen = -1
+        self.followers: set[str] = set()  # selected objects whose properties follow the structure (views)
+        self.selected_at = -1  # world.structure (or .tasklist) the selection reflects
+        self.view_at = (-1, 0)  # (epoch, change) of the view the selection reflects
 
     def p_spec(self) -> Any:
         return self.spec
@@ -176,59 +187,93 @@ class Filter(MO):
         self.reported.clear()
         self.refs.clear()
         self.seen_version.clear()
-        self.structure = -1
+        self.objects = {}
+        self.pending.clear()
+        self.selected_at = -1
+        self.view_at = (-1, 0)
+        self.followers = set()
+
+    def _membership(self) -> set[str]:
+        """Bring the selection up to date; the moids that joined or left it."""
+        world = self.world
+        view = self.view
+        if view is not None and view.alive:
+            view.sync()
+            changes = view.changes_since(*self.view_at) if self.view_at[0] >= 0 else None
+            self.view_at = (view.epoch, view.seq)
+            if changes is not None:
+                for moid, joined in changes:
+                    mo = world.objects.get(moid)
+                    if joined and mo is not None:
+                        self.objects[moid] = mo
+                        if mo.follows_structure:
+                            self.followers.add(moid)
+                    else:
+                        self.objects.pop(moid, None)
+                        self.followers.discard(moid)
+                return {moid for moid, _ in changes}
+            fresh = {moid: world.objects[moid] for moid in view.members if moid in world.objects}
+        else:
+            key = world.tasklist if self.tasks_only else world.structure
+            if key == self.selected_at and view is None:
+                return set()
+            self.selected_at = key
+            fresh = {} if view is not None else {m.moid: m for m in select(world, self.spec, self.resolve)}
+        changed = set(fresh).symmetric_difference(self.objects)
+        self.objects = fresh
+        self.followers = {moid for moid, mo in fresh.items() if mo.follows_structure}
+        return changed
 
     def updates(self, limit: int | None) -> tuple[list[Any], bool]:
         """Object updates since the last report; (updates, truncated)."""
         world = self.world
-        restructured = self.structure != world.structure
+        restructured = self.structure_seen != world.structure  # views' own properties follow it
+        self.structure_seen = world.structure
+        candidates = self.pending | self._membership() | self._dirty()
         if restructured:
-            self.objects = {m.moid: m for m in select(world, self.spec, self.resolve)}
-            self.structure = world.structure
-            candidates = set(self.objects) | set(self.reported)
-        else:
-            candidates = self._dirty()
+            candidates |= self.followers
         self.log_pos = world.seq
+        self.pending = set()
         out: list[Any] = []
-        truncated = False
-        for moid in sorted(candidates, key=_moid_order):
+        ordered = sorted(candidates, key=_moid_order)
+        for i, moid in enumerate(ordered):
             if limit is not None and len(out) >= limit:
-                truncated = True
-                self.structure = -1  # recompute next time
-                break
-            mo = self.objects.get(moid)
-            before = self.reported.get(moid)
-            if mo is None or not mo.alive:
-                if before is not None:
-                    del self.reported[moid]
-                    self.seen_version.pop(moid, None)
-                    out.append(PC.ObjectUpdate(kind="leave", obj=self.refs.pop(moid)))
-                continue
-            if (before is not None and self.seen_version.get(moid) == mo.version
-                    and not (restructured and mo.follows_structure)):
-                continue
-            paths = paths_for(mo, self.spec.propSet)
-            if paths is None:
-                continue
-            values, missing = read_props(mo, paths, strict=False)
-            self.seen_version[moid] = mo.version
+                self.pending = set(ordered[i:])
+                return out, True
+            update = self._update(moid, restructured)
+            if update is not None:
+                out.append(update)
+        return out, False
+
+    def _update(self, moid: str, restructured: bool = False) -> Any:
+        mo = self.objects.get(moid)
+        before = self.reported.get(moid)
+        if mo is None or not mo.alive:
             if before is None:
-                self.reported[moid] = values
-                self.refs[moid] = mo.ref
-                out.append(PC.ObjectUpdate(kind="enter", obj=mo.ref, missingSet=missing, changeSet=[
-                    PC.Change(name=k, op="assign", val=v) for k, v in values.items()]))
-                continue
-            changes = []
-            for k, v in values.items():
-                if k not in before or not equal(before[k], v):
-                    changes.append(PC.Change(name=k, op="assign", val=v))
-            for k in before:
-                if k not in values:
-                    changes.append(PC.Change(name=k, op="assign"))
-            self.reported[moid] = values
-            if changes:
-                out.append(PC.ObjectUpdate(kind="modify", obj=mo.ref, changeSet=changes, missingSet=missing))
-        return out, truncated
+                return None
+            del self.reported[moid]
+            self.seen_version.pop(moid, None)
+            return _data(PC.ObjectUpdate, kind="leave", obj=self.refs.pop(moid))
+        if (before is not None and self.seen_version.get(moid) == mo.version
+                and not (restructured and mo.follows_structure)):
+            return None
+        paths = paths_for(mo, self.spec.propSet)
+        if paths is None:
+            return None
+        values, missing = read_props(mo, paths, strict=False)
+        self.seen_version[moid] = mo.version
+        self.reported[moid] = values
+        if before is None:
+            self.refs[moid] = mo.ref
+            return _data(PC.ObjectUpdate, kind="enter", obj=mo.ref, missingSet=_missing(missing), changeSet=_ARRAY_CHANGE(
+                [_data(PC.Change, name=k, op="assign", val=v) for k, v in values.items()]))
+        changes = [_data(PC.Change, name=k, op="assign", val=v) for k, v in values.items()
+                   if k not in before or not equal(before[k], v)]
+        changes += [_data(PC.Change, name=k, op="assign") for k in before if k not in values]
+        if not changes:
+            return None
+        return _data(PC.ObjectUpdate, kind="modify", obj=mo.ref, changeSet=_ARRAY_CHANGE(changes),
+                     missingSet=_missing(missing))
 
     def _dirty(self) -> set[str]:
         log = self.world.log
@@ -241,6 +286,48 @@ class Filter(MO):
             if moid in self.objects:
                 dirty.add(moid)
         return dirty
+
+
+_DEFAULTS: dict[type, dict[str, Any]] = {}
+_ARRAY_CHANGE = VmomiSupport.GetVmodlType("vmodl.query.PropertyCollector.Change[]")
+_ARRAY_MISSING = VmomiSupport.GetVmodlType("vmodl.query.PropertyCollector.MissingProperty[]")
+
+
+def _missing(missing: list[Any]) -> Any:
+    return _ARRAY_MISSING(missing)
+
+
+def _data(cls: Any, **values: Any) -> Any:
+    """`cls(**values)` without pyVmomi's per-field type check: an update is a dozen of these per
+    object and 10,000 objects to a first report. Only for values already typed (`read_props`)."""
+    defaults = _DEFAULTS.get(cls)
+    if defaults is None:
+        proto = cls()
+        defaults = _DEFAULTS[cls] = {p.name: getattr(proto, p.name) for p in cls._GetPropertyList()}
+    obj = cls.__new__(cls)
+    for name, default in defaults.items():
+        value = values.get(name, default)
+        if isinstance(value, list) and value is default:
+            value = type(default)()  # never share a default list between objects
+        object.__setattr__(obj, name, value)
+    return obj
+
+
+def _shape(world: World, spec: Any) -> tuple[ContainerView | None, bool]:
+    """(the ContainerView a filter lists, whether it lists recentTask): the two selections followed
+    incrementally. Any other spec is selected again whenever the world's structure changes."""
+    sets = spec.objectSet or []
+    if len(sets) != 1 or not sets[0].skip or len(sets[0].selectSet or []) != 1:
+        return None, False
+    step = sets[0].selectSet[0]
+    if not isinstance(step, PC.TraversalSpec) or step.selectSet or step.skip:
+        return None, False
+    start = world.objects.get(sets[0].obj._moId)
+    if isinstance(start, ContainerView) and step.path == "view" and issubclass(vim.view.ContainerView, step.type):
+        return start, False
+    if start is not None and start is world.tasks.manager and step.path == "recentTask":
+        return None, True
+    return None, False
 
 
 def _moid_order(moid: str) -> tuple[str, int]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid as uuidlib
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from pyVmomi import vim
@@ -21,11 +22,26 @@ class Entity(MO):
     """A ManagedEntity: named, parented, and listed in its parent's children."""
 
     kind: type = vim.ManagedEntity
+    in_tree = True
 
     def __init__(self, world: World, moid: str, name: str, parent: Entity | None, **props: Any) -> None:
         super().__init__(world, moid, **props)
-        self.name = name
         self.parent = parent
+        self._name = name
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @name.setter
+    def name(self, value: str) -> None:
+        old, self._name = self._name, value
+        if isinstance(self.parent, Folder):
+            self.parent.entries.renamed(self, old)
+
+    def child_named(self, name: str) -> Entity | None:
+        """The child called `name` (FindChild), if any."""
+        return next((c for c in self.children() if c.name == name), None)
 
     def p_name(self) -> str:
         return self.name
@@ -80,6 +96,48 @@ class Entity(MO):
         return "/".join(reversed(parts))
 
 
+class Children:
+    """A folder's entries in insertion order, by moid and by name: appending, removing and finding a
+    name cost O(1) however many VMs the folder holds (a fan-out checks every clone's name)."""
+
+    def __init__(self) -> None:
+        self._items: dict[str, Entity] = {}
+        self._names: dict[str, dict[str, Entity]] = {}
+
+    def append(self, entity: Entity) -> None:
+        self._items[entity.moid] = entity
+        self._names.setdefault(entity.name, {})[entity.moid] = entity
+
+    def remove(self, entity: Entity) -> None:
+        if self._items.pop(entity.moid, None) is not None:
+            self._forget(entity, entity.name)
+
+    def _forget(self, entity: Entity, name: str) -> None:
+        same = self._names.get(name)
+        if same is not None:
+            same.pop(entity.moid, None)
+            if not same:
+                del self._names[name]
+
+    def renamed(self, entity: Entity, old: str) -> None:
+        if entity.moid in self._items:
+            self._forget(entity, old)
+            self._names.setdefault(entity.name, {})[entity.moid] = entity
+
+    def named(self, name: str) -> Entity | None:
+        """The first live entry called `name`."""
+        return next((e for e in self._names.get(name, {}).values() if e.alive), None)
+
+    def __iter__(self) -> Iterator[Entity]:
+        return iter(list(self._items.values()))
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __contains__(self, entity: object) -> bool:
+        return isinstance(entity, Entity) and self._items.get(entity.moid) is entity
+
+
 class Folder(Entity):
     kind = vim.Folder
 
@@ -87,7 +145,10 @@ class Folder(Entity):
                  child_type: list[str]) -> None:
         super().__init__(world, moid, name, parent)
         self.child_type = child_type
-        self.entries: list[Entity] = []
+        self.entries = Children()
+
+    def child_named(self, name: str) -> Entity | None:
+        return self.entries.named(name)
 
     def p_childEntity(self) -> list[Any]:  # noqa: N802
         return [e.ref for e in self.entries]
@@ -101,9 +162,11 @@ class Folder(Entity):
     def attach(self, entity: Entity) -> None:
         entity.parent = self
         self.entries.append(entity)
+        self.world.moved(entity)
         self.world.touch(self, structural=True)
 
     def detach(self, entity: Entity) -> None:
+        """Take `entity` out (it is being destroyed: `World.remove` tells the views)."""
         if entity in self.entries:
             self.entries.remove(entity)
             self.world.touch(self, structural=True)
@@ -192,6 +255,22 @@ class ResourcePool(Entity):
         return list(self.pools)
 
 
+class HostVms(set["VM"]):
+    """The VMs of a host; a change moves the host's memory epoch on (memory admission re-counts)."""
+
+    def __init__(self, host: Host) -> None:
+        super().__init__()
+        self.host = host
+
+    def add(self, vm: VM) -> None:
+        super().add(vm)
+        self.host.mem_epoch += 1
+
+    def discard(self, vm: object) -> None:
+        super().discard(vm)
+        self.host.mem_epoch += 1
+
+
 class Host(Entity):
     kind = vim.HostSystem
 
@@ -203,7 +282,9 @@ class Host(Entity):
         self.cpu_mhz = cpu_mhz
         self.connected = True
         self.in_maintenance = False
-        self.vms: set[VM] = set()
+        self.vms: set[VM] = HostVms(self)
+        self.mem_epoch = 0  # bumped when a VM arrives, leaves, or powers on or off here (memory.admit)
+        self.admission: Any = None  # memory.admit's account of this host
         self.datastores: list[Datastore] = []
         self.networks: list[Entity] = []
         self.uuid = str(uuidlib.uuid5(uuidlib.NAMESPACE_DNS, f"{moid}.{name}.forkscale-twin"))  # hardware.systemInfo

@@ -58,10 +58,12 @@ def vm_shared_private(vm: VM, now: float) -> tuple[int, int]:
     return zero, touched - zero
 
 
-def host_memory(host: Host, now: float, vms: Iterable[VM] | None = None) -> dict[str, int]:
-    """Host counters in KB, all derived from the VMs on the host (or those of them in `vms`)."""
+def host_memory(host: Host, now: float, vms: Iterable[VM] | None = None,
+                groups: dict[str, int] | None = None) -> dict[str, int]:
+    """Host counters in KB, all derived from the VMs on the host (or those of them in `vms`);
+    `groups` is filled with each fork group's shared MB."""
     shared = private = granted = zero = running = 0
-    groups: dict[str, int] = {}
+    groups = {} if groups is None else groups
     for vm in host.vms if vms is None else vms:
         if vm.power_state != "poweredOn":
             continue
@@ -98,7 +100,51 @@ def host_quick_stats(host: Host) -> Any:
                                        overallCpuUsage=host_cpu_mhz(host, now), uptime=int(now))
 
 
+ADMISSION_TTL_S = 1.0
+"""Simulated seconds an admission count stays good for (VMs diverge at `write_rate_mb_s` meanwhile)."""
+
+
+@dataclass
+class Admission:
+    """A host's consumed memory as counted at `at` (sim seconds), and its fork groups' shared MB;
+    good while the host's memory epoch is `epoch`."""
+
+    consumed_mb: int
+    groups: dict[str, int]
+    at: float
+    epoch: int
+
+
 def admit(host: Host, need_mb: int) -> bool:
-    """Whether the host has `need_mb` of machine memory left (no overcommit in the twin)."""
-    used_kb = host_memory(host, host.world.sim_seconds())["consumed"]
-    return used_kb // 1024 + need_mb <= host.memory_bytes // (1024 * 1024)
+    """Whether the host has `need_mb` of machine memory left (no overcommit in the twin).
+
+    The host's count is kept between calls (`Host.admission`): recounted over its VMs when a VM
+    arrived, left, or powered on or off other than by an instant clone (which `forked` adds in
+    O(1)), or when it is older than ADMISSION_TTL_S. A fan-out of N clones costs O(N), not O(N^2).
+    """
+    now = host.world.sim_seconds()
+    acc: Admission | None = host.admission
+    if acc is None or acc.epoch != host.mem_epoch or now - acc.at > ADMISSION_TTL_S:
+        acc = host.admission = _count(host, now)
+    return acc.consumed_mb + need_mb <= host.memory_bytes // (1024 * 1024)
+
+
+def _count(host: Host, now: float) -> Admission:
+    groups: dict[str, int] = {}
+    m = host_memory(host, now, groups=groups)
+    return Admission(consumed_mb=m["consumed"] // 1024, groups=groups, at=now, epoch=host.mem_epoch)
+
+
+def forked(host: Host, clone: VM, epoch_before: int) -> None:
+    """An instant clone joined `host`: add what it costs to the host's count, when that count was
+    current before the clone (a fresh clone shares all it touched: the overhead, plus what it
+    raises its fork group's shared pages by). The source's own pages shared again are not taken
+    off: the count errs on the full side until it is redone."""
+    acc: Admission | None = host.admission
+    if acc is None or acc.epoch != epoch_before or clone.mem.group is None:
+        return
+    touched = clone.mem.touched_mb
+    top = acc.groups.get(clone.mem.group, 0)
+    acc.consumed_mb += host.world.memory.overhead_mb + max(0, touched - top)
+    acc.groups[clone.mem.group] = max(top, touched)
+    acc.epoch = host.mem_epoch

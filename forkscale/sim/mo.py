@@ -18,6 +18,10 @@ class MO:
     """
 
     kind: type = VmomiSupport.ManagedObject
+    in_tree = False
+    """A ManagedEntity of the inventory tree (what a ContainerView lists): its arrival, departure
+    and moves are logged apart (`World.tree`), so that tasks, sessions, views and filters coming
+    and going never make a view or a filter look at the whole inventory again."""
     # Belongs to one session (collectors, filters, views): other sessions cannot see it, and it
     # ends with its session.
     session_scoped: ClassVar[bool] = False

@@ -7,6 +7,7 @@ are given their declared type so they serialize like vCenter's.
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any
 
@@ -20,6 +21,7 @@ _SEGMENT = re.compile(r'([A-Za-z_][A-Za-z0-9_]*)(?:\["((?:[^"\\]|\\.)*)"\])?')
 
 
 
+@functools.lru_cache(maxsize=4096)
 def split_path(path: str) -> list[tuple[str, str | None]]:
     """`config.extraConfig["guestinfo.x"]` → [('config', None), ('extraConfig', 'guestinfo.x')]."""
     out: list[tuple[str, str | None]] = []
@@ -62,6 +64,8 @@ def read_path(mo: MO, path: str) -> tuple[Any, Any]:
             return (vim.option.OptionValue(key=key, value=value) if value is not None else None), item
         if name == "template" and key is None:
             return bool(mo.template), bool
+        if name == "instanceUuid" and key is None:
+            return mo.instance_uuid, str
     start = 0
     if len(segments) > 1 and key is None:
         # An object may render one sub-property cheaply (`p_summary_quickStats`) instead of the

@@ -66,7 +66,7 @@ def _names(e: VM | Host) -> set[str]:
 def find_by_inventory_path(ctx: Ctx, this: MO, inventoryPath: str) -> Any:  # noqa: N803
     node: Any = ctx.twin.root
     for part in [p for p in inventoryPath.strip("/").split("/") if p]:
-        node = next((c for c in node.children() if c.name == part), None)
+        node = node.child_named(part)
         if node is None:
             return None
     return node.ref
@@ -77,7 +77,7 @@ def find_child(ctx: Ctx, this: MO, entity: Any, name: str) -> Any:
     parent = ctx.twin.resolve(entity, ctx.session)
     if not isinstance(parent, Entity):
         raise vmodl.fault.InvalidArgument(msg="entity is not a managed entity", invalidProperty="entity")
-    child = next((c for c in parent.children() if c.name == name), None)
+    child = parent.child_named(name)
     return child.ref if child else None
 
 

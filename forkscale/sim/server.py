@@ -181,6 +181,8 @@ async def serve(opts: SimOptions, ready: Any = None) -> None:
                          time_scale=opts.time_scale, seed=opts.seed)
     directory = _state_dir(opts)
     keeper = _keep(twin, directory, opts, password) if opts.persist else None
+    if keeper is not None and keeper.saved_seq < 0:
+        await keeper.save()  # a new world (its password) is on disk before anyone can log in to it
     saver = asyncio.get_running_loop().create_task(keeper.run()) if keeper is not None else None
     runner: web.AppRunner | None = None
     try:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from io import StringIO
 from typing import Any
 from xml.parsers.expat import ExpatError, ParserCreate
+from xml.sax.saxutils import escape
 
 from pyVmomi import SoapAdapter, VmomiSupport, vim, vmodl
 from pyVmomi.SoapAdapter import (
@@ -66,7 +67,50 @@ class _Serializer(SoapSerializer):
                 f'<{info.name} {self.xsiPrefix}type="ManagedObjectReference" type="{VmomiSupport.GetWsdlName(type(val))}">{val._moId}</{info.name}>'
             )
             return
+        if type(val) is _CHANGE:  # a property collector update has thousands: written here, not walked
+            self.writer.write(f"<{info.name}><name>{escape(val.name)}</name><op>{val.op}</op>")
+            if val.val is not None:
+                text = _any_scalar(val.val, self.xsiPrefix)
+                if text is None:
+                    self._Serialize(val.val, _CHANGE_VAL, defNS)
+                else:
+                    self.writer.write(text)
+            self.writer.write(f"</{info.name}>")
+            return
         SoapSerializer._Serialize(self, val, info, defNS)
+
+
+_CHANGE = vmodl.query.PropertyCollector.Change
+_CHANGE_VAL = _CHANGE._GetPropertyInfo("val")
+
+
+def _any_scalar(val: Any, xsi: str) -> str | None:
+    """A `val` (anyType) of a common scalar type, as pyVmomi's serializer writes it; None otherwise."""
+    kind = type(val)
+    if kind is str:
+        return f'<val {xsi}type="xsd:string">{escape(val)}</val>'
+    if kind is bool:
+        return f'<val {xsi}type="xsd:boolean">{"true" if val else "false"}</val>'
+    if kind is VmomiSupport.long:
+        return f'<val {xsi}type="xsd:long">{int(val)}</val>'
+    if kind is int:
+        return f'<val {xsi}type="xsd:int">{val}</val>'
+    if isinstance(val, VmomiSupport.Enum):
+        return f'<val {xsi}type="{VmomiSupport.GetWsdlName(kind)}">{escape(val)}</val>'
+    if isinstance(val, ManagedObject):
+        return (f'<val {xsi}type="ManagedObjectReference" type="{VmomiSupport.GetWsdlName(kind)}">'
+                f"{escape(val._moId)}</val>")
+    if kind is _OPTION and type(val.value) is str:  # an extraConfig["key"] path
+        return (f'<val {xsi}type="OptionValue"><key>{escape(val.key)}</key>'
+                f'<value {xsi}type="xsd:string">{escape(val.value)}</value></val>')
+    if isinstance(val, VmomiSupport.Array) and issubclass(getattr(kind, "Item", object), ManagedObject):
+        refs = "".join(f'<ManagedObjectReference type="{VmomiSupport.GetWsdlName(type(v))}">{escape(v._moId)}'
+                       "</ManagedObjectReference>" for v in val)
+        return f'<val {xsi}type="ArrayOfManagedObjectReference">{refs}</val>'
+    return None
+
+
+_OPTION = vim.option.OptionValue
 
 
 def _serialize(val: Any, info: Any) -> str:

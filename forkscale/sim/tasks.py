@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import copy
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
@@ -112,6 +112,28 @@ class Task(MO):
 CURRENT_TASK: ContextVar[Task | None] = ContextVar("forkscale_twin_task", default=None)
 
 
+class RecentTasks:
+    """recentTask: tasks in submission order, iterated as tasks; added and dropped in O(1)."""
+
+    def __init__(self) -> None:
+        self._tasks: dict[str, Task] = {}
+
+    def add(self, task: Task) -> None:
+        self._tasks[task.moid] = task
+
+    def pop(self, moid: str) -> Task | None:
+        return self._tasks.pop(moid, None)
+
+    def __contains__(self, moid: object) -> bool:
+        return moid in self._tasks
+
+    def __iter__(self) -> Iterator[Task]:
+        return iter(list(self._tasks.values()))
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+
 class TaskRunner:
     """Creates tasks and runs their bodies under the concurrency limits."""
 
@@ -121,7 +143,8 @@ class TaskRunner:
         self.vcenter = Slots(vcenter_limit)
         self.host_limit = host_limit
         self.hosts: dict[str, Slots] = {}
-        self.recent: deque[Task] = deque()
+        self.recent = RecentTasks()  # TaskManager.recentTask, in submission order
+        self.finished: deque[Task] = deque()  # the finished ones among them, in the order they finished
         self.keep_completed = keep_completed
         self.manager: MO | None = None  # TaskManager MO, touched when recentTask changes
         self.on_created: Callable[[Task], None] | None = None  # the event log's TaskEvent
@@ -151,7 +174,8 @@ class TaskRunner:
         self.world.add(task)
         if self.on_created is not None:
             self.on_created(task)
-        self.recent.append(task)
+        self.recent.add(task)
+        self.world.tasklist += 1
         self._trim()
         job = asyncio.get_running_loop().create_task(self._run(task, body, host))
         self.background.add(job)
@@ -183,19 +207,24 @@ class TaskRunner:
             for s in held:
                 s.release()
             self.completed += 1
+            if task.moid in self.recent:
+                self.finished.append(task)
             if self.manager is not None:
                 self.world.touch(self.manager)
 
     def _trim(self) -> None:
-        done = [t for t in self.recent if t.info.state in ("success", "error")]
-        excess = len(done) - self.keep_completed
-        if excess > 0:
-            drop = set(id(t) for t in done[:excess])
-            self.recent = deque(t for t in self.recent if id(t) not in drop)
-            for t in done[:excess]:
+        """Keep at most `keep_completed` finished tasks in recentTask, dropping those that finished
+        first: O(1) per task, never a pass over the list."""
+        dropped = False
+        while len(self.finished) > self.keep_completed:
+            t = self.finished.popleft()
+            if self.recent.pop(t.moid) is not None:
                 self.world.remove(t)
+                dropped = True
+        if dropped:
+            self.world.tasklist += 1
         if self.manager is not None:
-            self.world.touch(self.manager, structural=True)
+            self.world.touch(self.manager)
 
     def recent_refs(self) -> list[Any]:
         return [t.ref for t in self.recent]

@@ -10,6 +10,7 @@ been destroyed since. Views belong to the session that made them and end with it
 
 from __future__ import annotations
 
+from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from pyVmomi import VmomiSupport, vim, vmodl
@@ -89,7 +90,14 @@ class _Contents:
         return self._pool_vms
 
 
+MAX_CHANGES = 100_000
+
+
 class ContainerView(MO):
+    """Kept current from the world's tree log (`World.tree_since`), not walked again after each
+    change: a VM arriving, leaving or moving costs O(1) (its folder, host and pool chains are
+    checked against the container); anything else that changes the tree walks it again."""
+
     kind = vim.view.ContainerView
     session_scoped = True
     follows_structure = True
@@ -99,7 +107,11 @@ class ContainerView(MO):
         self.container = container
         self.types = tuple(types)
         self.recursive = recursive
-        self._cache: tuple[int, list[Any]] | None = None
+        self.members: dict[str, Any] = {}  # moid -> ref, in walk (then arrival) order
+        self.tree = -1  # the world's tree version `members` reflect
+        self.epoch = 0  # bumped on each walk: followers (filters) start over
+        self.changes: deque[tuple[int, str, bool]] = deque()  # (change number, moid, joined?)
+        self.seq = 0
 
     def p_container(self) -> Any:
         return self.container.ref
@@ -111,11 +123,79 @@ class ContainerView(MO):
         return self.recursive
 
     def p_view(self) -> list[Any]:
-        if self._cache and self._cache[0] == self.world.structure:
-            return self._cache[1]
-        out = self._walk() if self.container.alive else []
-        self._cache = (self.world.structure, out)
+        self.sync()
+        return list(self.members.values())
+
+    def sync(self) -> None:
+        world = self.world
+        if self.tree == world.tree:
+            return
+        ops = world.tree_since(self.tree) if self.tree >= 0 and self.container.alive else None
+        if ops is None or len(ops) > max(64, len(self.members)) or not all(self._follows(op, m) for op, m in ops):
+            self._recompute()
+        else:
+            for op, moid in ops:
+                mo = world.objects.get(moid)
+                was = self.members.pop(moid, None) is not None
+                now = op != "remove" and mo is not None and self._holds(mo)
+                if now:
+                    self.members[moid] = mo.ref  # type: ignore[union-attr]
+                if now != was:
+                    self._note(moid, now)
+        self.tree = world.tree
+
+    def _follows(self, op: str, moid: str) -> bool:
+        """Whether this tree change can be followed without a walk: a VM anywhere, or a leaf entity
+        (datastore, network...) arriving or leaving; not a container's (its contents come or go)."""
+        mo = self.world.objects.get(moid)
+        if op == "remove" and mo is None:
+            return True
+        return mo is not None and (isinstance(mo, _vm_class()) or not isinstance(mo.ref, CONTAINERS))
+
+    def _note(self, moid: str, joined: bool) -> None:
+        self.seq += 1
+        self.changes.append((self.seq, moid, joined))
+        if len(self.changes) > MAX_CHANGES:
+            self.changes.popleft()
+
+    def changes_since(self, epoch: int, seq: int) -> list[tuple[str, bool]] | None:
+        """(moid, joined) after change `seq` of `epoch`; None when the follower must start over."""
+        self.sync()
+        if epoch != self.epoch or (self.changes and self.changes[0][0] > seq + 1) or \
+                (not self.changes and seq != self.seq):
+            return None
+        out: list[tuple[str, bool]] = []
+        for n, moid, joined in reversed(self.changes):
+            if n <= seq:
+                break
+            out.append((moid, joined))
+        out.reverse()
         return out
+
+    def _holds(self, mo: MO) -> bool:
+        """Whether the walk would find `mo`: a VM through its folder, its host or its pool
+        (templates have none), anything else through its parents."""
+        if not mo.alive or (self.types and not isinstance(mo.ref, self.types)):
+            return False
+        if isinstance(mo, _vm_class()):
+            vm: Any = mo
+            starts = [vm.parent, vm.host, None if vm.template else vm.pool]
+        else:
+            starts = [getattr(mo, "parent", None)]
+        for node in starts:
+            while node is not None:
+                if node is self.container:
+                    return True
+                if not self.recursive:
+                    break
+                node = getattr(node, "parent", None)
+        return False
+
+    def _recompute(self) -> None:
+        self.members = {ref._moId: ref for ref in self._walk()} if self.container.alive else {}
+        self.epoch += 1
+        self.changes.clear()
+        self.seq = 0
 
     def _walk(self) -> list[Any]:
         wants_vms = not self.types or any(issubclass(vim.VirtualMachine, t) for t in self.types)
@@ -136,6 +216,12 @@ class ContainerView(MO):
                 else:
                     stack.extend(reversed(contents.of(node)))
         return out
+
+
+def _vm_class() -> type:
+    from .vm import VM
+
+    return VM
 
 
 class ListView(MO):

@@ -65,6 +65,9 @@ class World:
         self.seq = 0
         self.structure = 0  # bumped when objects appear, disappear or move
         self.log: deque[tuple[int, str]] = deque()
+        self.tree = 0  # bumped when an inventory entity appears, disappears or moves (views follow it)
+        self.tree_log: deque[tuple[int, str, str]] = deque()  # (tree version, "add" | "remove" | "move", moid)
+        self.tasklist = 0  # bumped when TaskManager.recentTask gains or loses a task
         self._changed: asyncio.Event | None = None
         self.started_mono = time.monotonic()
         self.started_wall = time.time()
@@ -100,6 +103,8 @@ class World:
         self.objects[mo.moid] = mo
         self.index.setdefault(type(mo.ref), {})[mo.moid] = mo
         self.structure += 1
+        if mo.in_tree:
+            self._tree("add", mo)
         self.touch(mo)
         return mo
 
@@ -108,7 +113,36 @@ class World:
         self.objects.pop(mo.moid, None)
         self.index.get(type(mo.ref), {}).pop(mo.moid, None)
         self.structure += 1
+        if mo.in_tree:
+            self._tree("remove", mo)
         self.touch(mo)
+
+    def moved(self, mo: MO) -> None:
+        """An entity changed parents (views recompute: its whole subtree may have come or gone)."""
+        self.structure += 1
+        self._tree("move", mo)
+
+    def _tree(self, op: str, mo: MO) -> None:
+        self.tree += 1
+        self.tree_log.append((self.tree, op, mo.moid))
+        if len(self.tree_log) > MAX_LOG:
+            self.tree_log.popleft()
+
+    def tree_since(self, version: int) -> list[tuple[str, str]] | None:
+        """Entity arrivals, departures and moves after `version`, oldest first; None when the log
+        no longer reaches back that far."""
+        log = self.tree_log
+        if version == self.tree:
+            return []
+        if not log or log[0][0] > version + 1:
+            return None
+        out: list[tuple[str, str]] = []
+        for seq, op, moid in reversed(log):
+            if seq <= version:
+                break
+            out.append((op, moid))
+        out.reverse()
+        return out
 
     def lookup(self, ref: Any) -> MO:
         """The MO for a moref; ManagedObjectNotFound (as vCenter answers) if it's gone."""

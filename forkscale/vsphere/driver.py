@@ -19,6 +19,7 @@ from forkscale.core.errors import PermanentError, TemporaryError
 from forkscale.vsphere.faults import LoginRefused, TaskFailed, describe, fault_name, map_fault
 from forkscale.vsphere.fleetread import HOST_COUNTERS, host_memory, perf_counter_ids, read_fleet
 from forkscale.vsphere.guest import GuestOps
+from forkscale.vsphere.informer import Informer
 from forkscale.vsphere.keyed import keyed
 from forkscale.vsphere.model import (
     STATUS_KEY,
@@ -52,9 +53,12 @@ class Driver(GuestOps):
     """Connect, read inventory in one batched pass, clone, power, destroy, freeze, run programs and move
     files in guests — asynchronously."""
 
-    def __init__(self, soap: Soap, *, task_timeout_s: float = 900.0) -> None:
+    def __init__(self, soap: Soap, *, task_timeout_s: float = 900.0, informer: Informer | None = None) -> None:
         self.soap = soap
-        self.watcher = Watcher(soap)
+        self.watcher = Watcher(soap, vms=informer is None)
+        self.informer = informer  # inventory() and read_fleet() from a model kept current (serve, metrics)
+        if informer is not None:
+            informer.vm_hooks.append(self.watcher.vm_update)  # guest status from the model, not a 2nd filter
         self.task_timeout_s = task_timeout_s
         self._counter_ids: dict[str, int] | None = None
         self._perf_warned = False
@@ -73,12 +77,16 @@ class Driver(GuestOps):
         except vmodl.MethodFault as exc:
             raise map_fault(exc, "log in to vCenter") from None
         await self._read("start the task watcher", self.watcher.start())
+        if self.informer is not None:
+            await self._read("read the inventory", self.informer.start())
 
     def stop_waiting(self) -> None:
         """Stopping: calls waiting through a vCenter outage give up now (`VCenterUnavailable`)."""
         self.soap.stop_waiting()
 
     async def close(self) -> None:
+        if self.informer is not None:
+            await self.informer.stop()
         await self.watcher.stop()
         await self.soap.close()
 
@@ -97,8 +105,11 @@ class Driver(GuestOps):
 
     # reads --------------------------------------------------------------------------------
     async def inventory(self) -> Inventory:
-        """Everything a plan needs, in a few batched reads (never one call per VM)."""
-        inv = await self._read("read the inventory", read_inventory(self.soap))
+        """Everything a plan needs, in a few batched reads (never one call per VM), or from the informer."""
+        if self.informer is not None:
+            inv = await self.informer.inventory()
+        else:
+            inv = await self._read("read the inventory", read_inventory(self.soap))
         self._net_names.update({moref: name for name, (kind, moref, _) in inv.networks.items() if kind == "network"})
         return inv
 
@@ -122,7 +133,10 @@ class Driver(GuestOps):
             if missing:
                 log.warning("vCenter has no performance counter %s; host P-Share metrics stay empty",
                             ", ".join(missing))
-        read = await self._read("read the fleet", read_fleet(self.soap, page_size=page_size, counter_ids={}))
+        if self.informer is not None and self.informer.fleet_paths:
+            read = await self.informer.fleet()
+        else:
+            read = await self._read("read the fleet", read_fleet(self.soap, page_size=page_size, counter_ids={}))
         try:
             read.host_memory = await host_memory(self.soap, read.hosts, self._counter_ids)
         except vmodl.MethodFault as exc:  # e.g. a vCenter without statistics: keep the rest

@@ -101,7 +101,7 @@ async def host_memory(soap: Soap, hosts: list[HostRow], ids: dict[str, int]) -> 
     metric_ids = [PM.MetricId(counterId=shared_id, instance=""), PM.MetricId(counterId=common_id, instance="")]
     specs = [PM.QuerySpec(entity=vim.HostSystem(h.moref), metricId=metric_ids, intervalId=REALTIME_INTERVAL,
                           maxSample=1) for h in targets]
-    result = await soap.invoke(soap.content.perfManager, "QueryPerf", specs)
+    result = await soap.invoke(soap.content.perfManager, "QueryPerf", specs, observe=False)  # not inventory news
     out: dict[str, tuple[float, float]] = {}
     for em in result or []:
         values: dict[int, float] = {}

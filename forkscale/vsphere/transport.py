@@ -90,6 +90,10 @@ class Soap:
         self._login_gen = 0
         self.on_relogin: list[Callable[[], Awaitable[None]]] = []
         self.content: Any = None
+        self.observed_at = 0.0
+        """`time.monotonic()` when the latest answer that told the controller something arrived (any
+        response but an empty `WaitForUpdatesEx` and requests made with `observe=False`). The
+        inventory informer (`forkscale.vsphere.informer`) is never older than this when it answers."""
         #: This server answered a keyed extraConfig property path with InvalidProperty (forkscale.vsphere.keyed).
         self.keyed_paths_refused = False
 
@@ -176,11 +180,14 @@ class Soap:
                     log.warning("re-login hook %s failed: %s", getattr(hook, "__qualname__", hook), exc)
 
     async def invoke(self, mo: Any, method: str, *args: Any, anonymous: bool = False,
-                     timeout: float | None = None) -> Any:
+                     timeout: float | None = None, observe: bool = True, raw: bool = False) -> Any:
         """Call `method` (pyVmomi's Python name, e.g. "InstantClone") on `mo`; raise its fault.
 
         Retried as `forkscale.vsphere.retry` says: through an outage of vCenter (any call), and on a
         transient fault or a lost answer (reads only); `VCenterUnavailable` past the outage budget.
+        `observe=False`: the answer does not move `observed_at` on (the informer's own reads, perf
+        queries). `raw`: a successful answer is returned as its XML bytes, undecoded (faults are
+        still raised as pyVmomi faults).
         """
         info = method_info(type(mo), method)
         read = info.wsdlName in READS
@@ -192,7 +199,7 @@ class Soap:
             gen = self._login_gen
             try:
                 try:
-                    result = await self._post(mo, info, args, timeout)
+                    result = await self._post(mo, info, args, timeout, observe, raw)
                 except vmodl.fault.ManagedObjectNotFound as exc:
                     if self._session_gone(mo, exc):
                         raise vim.fault.NotAuthenticated(msg=str(getattr(exc, "msg", ""))) from exc
@@ -262,7 +269,8 @@ class Soap:
             log.warning("vCenter %s answers again after %.1fs", self.url, time.monotonic() - self.down_since)
             self.down_since = None
 
-    async def _post(self, mo: Any, info: Any, args: tuple[Any, ...], timeout: float | None) -> Any:
+    async def _post(self, mo: Any, info: Any, args: tuple[Any, ...], timeout: float | None,
+                    observe: bool = True, raw: bool = False) -> Any:
         assert self.http is not None, "Soap.open() first"
         body = self.stub.SerializeRequest(mo, info, args)
         headers = {"Content-Type": "text/xml; charset=utf-8", "SOAPAction": self.stub.versionId}
@@ -277,6 +285,7 @@ class Soap:
                 if cookie is not None:
                     self.cookie = cookie.value.strip('"')
                 status = resp.status
+            received = time.monotonic()
         except aiohttp.ClientConnectorCertificateError as exc:
             why = f"TLS verification of {self.url} failed: {exc.certificate_error}"
             if not self._opened:
@@ -294,10 +303,14 @@ class Soap:
         if status not in (200, 500):
             raise TemporaryError(f"{info.wsdlName}: HTTP {status} from vCenter", f"HTTP{status}", delay=2.0)
         parse = SoapAdapter.SoapResponseDeserializer(self.stub).Deserialize
-        if len(data) > OFFLOAD_BYTES:  # e.g. a page of 1,000 VMs: ~1 s of parsing that must not stall the loop
+        if raw and status == 200:
+            result: Any = data
+        elif len(data) > OFFLOAD_BYTES:  # e.g. a page of 1,000 VMs: ~1 s of parsing that must not stall the loop
             result = await asyncio.to_thread(parse, data, info.result)
         else:
             result = parse(data, info.result)
+        if observe and not (result is None and info.wsdlName == "WaitForUpdatesEx"):
+            self.observed_at = max(self.observed_at, received)
         if status == 500:
             if isinstance(result, BaseException):
                 raise result

@@ -22,7 +22,7 @@ CHECK_RESULTS = VmomiSupport.GetVmodlType("vim.vm.check.Result[]")
 
 
 def _name_taken(folder: Folder, name: str) -> list[vmodl.MethodFault]:
-    dup = next((e for e in folder.entries if e.name == name), None)
+    dup = folder.entries.named(name)
     return [] if dup is None else [vim.fault.DuplicateName(msg=f"The name '{name}' already exists.", name=name,
                                                             object=dup.ref)]
 

@@ -57,8 +57,8 @@ def destroy(ctx: Ctx, this: Any) -> Any:
 def create_folder(ctx: Ctx, this: Any, name: str) -> Any:
     if not isinstance(this, Folder):
         raise vmodl.fault.InvalidArgument(invalidProperty="_this")
-    if any(e.name == name for e in this.entries):
-        existing = next(e for e in this.entries if e.name == name)
+    existing = this.entries.named(name)
+    if existing is not None:
         raise vim.fault.DuplicateName(msg=f"The name '{name}' already exists.", name=name, object=existing.ref)
     world = ctx.twin.world
     f = Folder(world, world.new_id("group-v"), name, this, list(this.child_type))

@@ -15,7 +15,7 @@ from ..disks import MAX_CHAIN, DiskFile, MiB
 from ..dispatch import Ctx, method
 from ..events import INSTANT_CLONED, record_ex
 from ..inventory import Datastore
-from ..memory import admit
+from ..memory import admit, forked
 from ..tasks import Task
 from ..vm import VM, Disk
 from .common import as_vm, elapse, placement_faults, submit
@@ -66,6 +66,7 @@ def do_instant_clone(ctx: Ctx, src: VM, spec: Any, placement: Placement) -> VM:
     world = src.world
     check_name(folder, spec.name)
     raise_first(instant_clone_faults(ctx, src, spec))
+    epoch = src.host.mem_epoch
     clone = new_vm(src, spec.name, folder, pool, ds, src.host)
     try:
         apply_nic_edits(clone, spec.location.deviceChange if spec.location else [], instant=True)
@@ -89,6 +90,7 @@ def do_instant_clone(ctx: Ctx, src: VM, spec: Any, placement: Placement) -> VM:
     world.add(clone)
     folder.entries.append(clone)
     world.touch(folder, structural=True)
+    forked(src.host, clone, epoch)
     src.changed()
     _continue_guest(src, clone)
     clone.changed()

@@ -54,9 +54,9 @@ def resolve_placement(ctx: Ctx, src: VM, loc: Any, *, instant: bool) -> Placemen
 
 
 def check_name(folder: Folder, name: str) -> None:
-    for e in folder.entries:
-        if e.name == name and e.alive:
-            raise vim.fault.DuplicateName(msg=f"The name '{name}' already exists.", name=name, object=e.ref)
+    e = folder.entries.named(name)
+    if e is not None:
+        raise vim.fault.DuplicateName(msg=f"The name '{name}' already exists.", name=name, object=e.ref)
 
 
 def new_vm(src: VM, name: str, folder: Folder, pool: ResourcePool, ds: Datastore, host: Host) -> VM:

@@ -160,7 +160,8 @@ def _move_vm(ctx: Ctx, vm: VM, target: ResourcePool) -> None:
         return
     vm.pool = target
     vm.changed()
-    ctx.twin.world.touch(vm, structural=True)
+    ctx.twin.world.moved(vm)  # views of pools list their VMs
+    ctx.twin.world.touch(vm)
     record(ctx, "VmResourcePoolMovedEvent", vm, f"Moved {vm.name} from {old.name} to {target.name}",
            oldParent=_arg(old), newParent=_arg(target))
 
@@ -173,7 +174,8 @@ def _move_pool(ctx: Ctx, pool: ResourcePool, target: ResourcePool) -> None:
     old.pools.remove(pool)
     target.pools.append(pool)
     pool.parent = target
-    ctx.twin.world.touch(pool, structural=True)
+    ctx.twin.world.moved(pool)
+    ctx.twin.world.touch(pool)
     _post(ctx, vim.event.ResourcePoolMovedEvent, pool, f"Moved {pool.name} from {old.name} to {target.name}",
           oldParent=_arg(old), newParent=_arg(target))
 
@@ -198,10 +200,12 @@ def remove_pool(ctx: Ctx, pool: ResourcePool, task: Task | None = None) -> None:
         if vm.pool is pool:
             vm.pool = parent
             vm.changed()
+            world.moved(vm)
             world.touch(vm)
     for child in pool.pools:
         child.parent = parent
         parent.pools.append(child)
+        world.moved(child)
     pool.pools = []
     parent.pools.remove(pool)
     _post(ctx, vim.event.ResourcePoolDestroyedEvent, pool, f"Removed resource pool {pool.name}", task)

@@ -176,6 +176,7 @@ def mark_as_template(ctx: Ctx, this: Any) -> None:
     if vm.power_state != "poweredOff":
         raise invalid_power(vm, "poweredOff")
     vm.template = True
+    vm.world.moved(vm)  # a template leaves its resource pool's views
     vm.changed()
     record_ex(ctx, "com.vmware.vc.vm.VmConvertedToTemplateEvent", vm, f"{vm.name} converted to template")
 
@@ -186,5 +187,6 @@ def mark_as_vm(ctx: Ctx, this: Any, pool: Any, host: Any = None) -> None:
     if not vm.template:
         raise vmodl.fault.NotSupported(msg="The VM is not a template")
     vm.template = False
+    vm.world.moved(vm)
     vm.changed()
     record_ex(ctx, "com.vmware.vc.vm.TemplateConvertedToVmEvent", vm, f"Template {vm.name} converted to VM")

@@ -133,10 +133,13 @@ def apply_move(vm: VM, move: Move) -> None:
         vm.fork_kids = set()
         world.touch(old_host)
         world.touch(move.host)
+    moved = move.host is not old_host or move.pool is not vm.pool
     vm.pool = move.pool
     if move.folder is not vm.parent:
         vm.parent.detach(vm)
         move.folder.attach(vm)
+    elif moved:
+        world.moved(vm)  # views of hosts and pools list their VMs
     apply_nic_edits(vm, move.nic_changes, instant=False)
     vm.changed()
 
