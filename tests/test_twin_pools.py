@@ -54,7 +54,11 @@ def test_a_child_pool_holds_its_allocation_and_its_vms(si):
     assert "ResourcePoolCreatedEvent" in pool_events(si, pool)
 
     src = find_vm(si, "src-linux")
+    standing = si.content.viewManager.CreateContainerView(pool, [vim.VirtualMachine], False)
+    parents = si.content.viewManager.CreateContainerView(parent, [vim.VirtualMachine], False)
+    assert standing.view == [] and src in parents.view
     pool.MoveIntoResourcePool([src])
+    assert standing.view == [src] and src not in parents.view  # views made before the move follow it
     assert src.resourcePool == pool and src in pool.vm and src not in parent.vm
     assert "VmResourcePoolMovedEvent" in events_of(si, src)
     # views rooted at the pool, its parent and the cluster all see the VM where it now is
@@ -122,8 +126,11 @@ def test_destroying_a_pool_hands_its_vms_and_pools_to_its_parent(si):
     inner = outer.CreateResourcePool("inner", spec())
     src = find_vm(si, "src-win")
     outer.MoveIntoResourcePool([src])
+    standing = si.content.viewManager.CreateContainerView(parent, [vim.VirtualMachine, vim.ResourcePool], False)
+    assert src not in standing.view and outer in standing.view
     run(si, outer.Destroy_Task())
     assert src.resourcePool == parent
+    assert src in standing.view and inner in standing.view and outer not in standing.view
     assert inner.parent == parent and [p.name for p in parent.resourcePool] == ["inner"]
     fault = fault_of(si, parent.Destroy_Task())
     assert isinstance(fault, vmodl.fault.InvalidArgument)
