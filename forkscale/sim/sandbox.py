@@ -42,6 +42,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from . import proctree
 from .guestfs import GuestFS, GuestFsError
 
 if TYPE_CHECKING:
@@ -165,8 +166,7 @@ class Sandboxes:
 
     def close(self) -> None:
         for proc in list(self.running.values()):
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
+            _kill(proc)
         self.running.clear()
         if self._base is not None and not self.kept:
             shutil.rmtree(self._base, ignore_errors=True)
@@ -217,8 +217,7 @@ class Sandboxes:
         try:
             while not waiter.done():
                 if not vm.alive or vm.power_state != "poweredOn" or vm.boot_time != boot:
-                    with contextlib.suppress(ProcessLookupError):
-                        proc.kill()
+                    _kill(proc)
                     break
                 change = asyncio.ensure_future(self.world.changed().wait())
                 await asyncio.wait({waiter, change}, return_when=asyncio.FIRST_COMPLETED)
@@ -226,8 +225,7 @@ class Sandboxes:
             code = await waiter
         finally:
             if not waiter.done():  # the twin is stopping: the program goes with it
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
+                _kill(proc)
                 waiter.cancel()
             self.running.pop(key, None)
         if vm.alive and vm.boot_time == boot:
@@ -243,15 +241,20 @@ class Sandboxes:
         proc = self.running.get((vm.moid, pid))
         if proc is None or proc.returncode is not None:
             return None
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(signal.SIGTERM)
+        noted = proctree.signal_tree(proc.pid, signal.SIGTERM)
         try:
             code = await asyncio.wait_for(asyncio.shield(proc.wait()), wait_s)
         except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
+            _kill(proc)
             code = await proc.wait()
+        proctree.kill_left(noted)  # a sandbox signalled while bwrap was still setting it up
         return 128 - code if code < 0 else code
+
+
+def _kill(proc: asyncio.subprocess.Process) -> None:
+    """SIGKILL a sandbox (bwrap) and everything under it."""
+    if proc.returncode is None:
+        proctree.kill_left(proctree.signal_tree(proc.pid, signal.SIGKILL))
 
 
 def is_executable(fs: GuestFS, path: str) -> bool:
