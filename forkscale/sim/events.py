@@ -157,11 +157,15 @@ class EventLog:
 
 
 def _up(mo: Any) -> set[str]:
+    """`mo` and its ancestors: its parents, and a vApp's folder (its VMs' events show there too)."""
     out: set[str] = set()
-    node = mo
-    while node is not None:
+    todo = [mo]
+    while todo:
+        node = todo.pop()
+        if node is None or node.moid in out:
+            continue
         out.add(node.moid)
-        node = getattr(node, "parent", None)
+        todo += [getattr(node, "parent", None), getattr(node, "parent_folder", None)]
     return out
 
 

@@ -36,8 +36,9 @@ class Entity(MO):
     @name.setter
     def name(self, value: str) -> None:
         old, self._name = self._name, value
-        if isinstance(self.parent, Folder):
-            self.parent.entries.renamed(self, old)
+        entries = getattr(self.parent, "entries", None)  # a folder's, or a vApp's (its VMs)
+        if isinstance(entries, Children):
+            entries.renamed(self, old)
 
     def child_named(self, name: str) -> Entity | None:
         """The child called `name` (FindChild), if any."""

@@ -19,6 +19,7 @@ from . import soap
 from .dispatch import Ctx, method
 from .inventory import Datacenter, Entity, Host, ResourcePool
 from .mo import MO
+from .vapp import VirtualApp
 
 if TYPE_CHECKING:
     from .world import World
@@ -32,7 +33,8 @@ def _moid_order(node: Entity) -> tuple[str, int]:
     return (prefix, int(num)) if num.isdigit() else (node.moid, 0)
 
 
-_CLASSES: list[tuple[type, str]] = [(Datacenter, "datacenter"), (ResourcePool, "pool"), (Host, "host")]
+_CLASSES: list[tuple[type, str]] = [(Datacenter, "datacenter"), (VirtualApp, "vapp"), (ResourcePool, "pool"),
+                                    (Host, "host")]
 _KINDS: dict[type, str] = {}  # twin class -> how a view expands it (decided once per class)
 _PLAIN: set[type] = set()  # the classes whose contents are their children()
 
@@ -62,6 +64,9 @@ class _Contents:
             return node.children()
         if kind == "datacenter":
             self.walked.add(node.moid)
+            return node.children()
+        if kind == "vapp":  # its VMs are in no folder: the walk always lists them here
+            assert isinstance(node, VirtualApp)
             return node.children()
         if kind == "pool":
             assert isinstance(node, ResourcePool)
@@ -181,14 +186,17 @@ class ContainerView(MO):
             vm: Any = mo
             starts = [vm.parent, vm.host, None if vm.template else vm.pool]
         else:
-            starts = [getattr(mo, "parent", None)]
-        for node in starts:
-            while node is not None:
-                if node is self.container:
-                    return True
-                if not self.recursive:
-                    break
-                node = getattr(node, "parent", None)
+            starts = [getattr(mo, "parent", None), getattr(mo, "parent_folder", None)]  # a vApp is in both
+        seen: set[str] = set()
+        while starts:
+            node = starts.pop()
+            if node is None or node.moid in seen:
+                continue
+            if node is self.container:
+                return True
+            seen.add(node.moid)
+            if self.recursive:  # up through parents, and a vApp's folder too
+                starts += [getattr(node, "parent", None), getattr(node, "parent_folder", None)]
         return False
 
     def _recompute(self) -> None:

@@ -20,6 +20,7 @@ from .mo import MO
 
 if TYPE_CHECKING:
     from .inventory import Datastore
+    from .vapp import VirtualApp
     from .world import World
 
 
@@ -110,10 +111,10 @@ def _to_dt(epoch: float) -> datetime:
 
 class VM(Entity):
     kind = vim.VirtualMachine
-    parent: Folder  # a VM always lives in a folder
+    parent: Folder | VirtualApp  # a folder, or the vApp it belongs to (then `parent` reads unset)
 
 
-    def __init__(self, world: World, moid: str, name: str, folder: Folder, *, host: Host,
+    def __init__(self, world: World, moid: str, name: str, folder: Folder | VirtualApp, *, host: Host,
                  pool: ResourcePool, datastore: Datastore, memory_mb: int, num_cpu: int, guest_id: str,
                  guest_full_name: str) -> None:
         super().__init__(world, moid, name, folder)
@@ -216,6 +217,12 @@ class VM(Entity):
         return value
 
     # vSphere views -----------------------------------------------------------------------
+    def p_parent(self) -> Any:
+        return self.parent.ref if isinstance(self.parent, Folder) else None
+
+    def p_parentVApp(self) -> Any:  # noqa: N802
+        return None if isinstance(self.parent, Folder) else self.parent.ref
+
     def p_resourcePool(self) -> Any:  # noqa: N802
         return None if self.template else self.pool.ref
 

@@ -25,7 +25,9 @@ from . import (
     register,
     relocate,
     snapshots,
+    vapps,
 )
 
 __all__ = ["checks", "clone", "destroy", "entities", "guest", "guestexec", "guestfiles", "guestpower", "instant",
-           "maintenance", "pools", "power", "promote", "reconfigure", "register", "relocate", "snapshots"]
+           "maintenance", "pools", "power", "promote", "reconfigure", "register", "relocate", "snapshots",
+           "vapps"]

@@ -10,6 +10,7 @@ from pyVmomi import VmomiSupport, vim, vmodl
 from ..dispatch import Ctx, method
 from ..inventory import Folder
 from ..tasks import Task
+from ..vapp import VirtualApp, holder_for
 from ..vm import VM
 from .clone import clone_faults
 from .common import elapse, invalid_power, submit
@@ -21,7 +22,7 @@ from .validate import check_clone_spec, check_instant_spec
 CHECK_RESULTS = VmomiSupport.GetVmodlType("vim.vm.check.Result[]")
 
 
-def _name_taken(folder: Folder, name: str) -> list[vmodl.MethodFault]:
+def _name_taken(folder: Folder | VirtualApp, name: str) -> list[vmodl.MethodFault]:
     dup = folder.entries.named(name)
     return [] if dup is None else [vim.fault.DuplicateName(msg=f"The name '{name}' already exists.", name=name,
                                                             object=dup.ref)]
@@ -52,6 +53,7 @@ def check_clone(ctx: Ctx, this: Any, vm: Any, folder: Any, name: str, spec: Any,
     target = folder_of(ctx, folder, src.parent)
     check_clone_spec(ctx, src, name, spec)
     _, pool, ds, host = resolve_placement(ctx, src, spec.location, instant=False)
+    target = holder_for(pool, target)
 
     async def body(task: Task) -> Any:
         await elapse(src.world, "check")

@@ -11,6 +11,7 @@ from ..events import folder_arg, host_arg, record, vm_arg
 from ..inventory import Datastore, Folder, Host, ResourcePool
 from ..memory import admit
 from ..tasks import Task
+from ..vapp import VirtualApp, holder_for, root_folder
 from ..vm import VM, Disk, Snapshot
 from .common import as_vm, elapse, placement_faults, submit
 from .placement import check_name, discard_new_vm, folder_of, new_vm, raise_first, resolve_placement
@@ -45,7 +46,7 @@ def clone_faults(ctx: Ctx, src: VM, spec: Any, ds: Datastore, host: Host) -> lis
     return faults
 
 
-def do_clone(ctx: Ctx, src: VM, folder: Folder, name: str, spec: Any, ds: Datastore, host: Host,
+def do_clone(ctx: Ctx, src: VM, folder: Folder | VirtualApp, name: str, spec: Any, ds: Datastore, host: Host,
              pool: ResourcePool) -> VM:
     world = src.world
     check_name(folder, name)
@@ -102,10 +103,11 @@ def clone_vm(ctx: Ctx, this: Any, folder: Any, name: str, spec: Any) -> Any:
     target = folder_of(ctx, folder, src.parent)
     check_clone_spec(ctx, src, name, spec)
     _, pool, ds, host = resolve_placement(ctx, src, spec.location, instant=False)
+    target = holder_for(pool, target)  # a clone placed in a vApp belongs to it
     linked = spec.location is not None and spec.location.diskMoveType == "createNewChildDiskBacking"
 
     async def body(task: Task) -> Any:
-        dest = {"destFolder": folder_arg(target), "destName": name, "destHost": host_arg(host)}
+        dest = {"destFolder": folder_arg(target if isinstance(target, Folder) else root_folder(target)), "destName": name, "destHost": host_arg(host)}
         record(ctx, "VmBeingClonedEvent", src, f"Cloning {src.name} on host {src.host.name} to {name} on host "
                f"{host.name}", task=task, **dest)
         await elapse(src.world, "linked" if linked else "full")

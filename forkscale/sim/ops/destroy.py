@@ -10,10 +10,12 @@ from ..dispatch import Ctx, method
 from ..events import record
 from ..inventory import Folder, ResourcePool
 from ..tasks import Task
+from ..vapp import VirtualApp
 from ..vm import VM
 from .common import as_vm, elapse, invalid_power, submit
 from .pools import destroy_pool
 from .snapshots import walk
+from .vapps import destroy_vapp
 
 
 def destroy_now(vm: VM) -> None:
@@ -26,9 +28,7 @@ def destroy_now(vm: VM) -> None:
         world.remove(node.mo)
     for n in vm.nics:
         world.macs.pop(n.mac, None)
-    parent = vm.parent
-    if isinstance(parent, Folder):
-        parent.detach(vm)
+    vm.parent.detach(vm)  # its folder, or its vApp
     vm.host.vms.discard(vm)
     world.remove(vm)
 
@@ -37,6 +37,8 @@ def destroy_now(vm: VM) -> None:
 def destroy(ctx: Ctx, this: Any) -> Any:
     if isinstance(this, Folder):
         return destroy_folder(ctx, this)
+    if isinstance(this, VirtualApp):
+        return destroy_vapp(ctx, this)
     if isinstance(this, ResourcePool):
         return destroy_pool(ctx, this)
     vm = as_vm(this)

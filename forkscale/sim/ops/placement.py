@@ -8,17 +8,18 @@ from pyVmomi import vim, vmodl
 
 from ..dispatch import Ctx
 from ..inventory import Datastore, Folder, Host, ResourcePool
+from ..vapp import VirtualApp, holder_for
 from ..vm import VM, Nic
 
 
 class Placement(NamedTuple):
-    folder: Folder
+    folder: Folder | VirtualApp  # what holds the new VM: a folder, or the vApp `pool` is
     pool: ResourcePool
     datastore: Datastore
     host: Host
 
 
-def folder_of(ctx: Ctx, ref: Any, default: Folder) -> Folder:
+def folder_of(ctx: Ctx, ref: Any, default: Folder | VirtualApp) -> Folder | VirtualApp:
     if ref is None:
         return default
     mo = ctx.twin.resolve(ref, ctx.session)
@@ -50,16 +51,16 @@ def resolve_placement(ctx: Ctx, src: VM, loc: Any, *, instant: bool) -> Placemen
                 msg=f"an instant clone runs on its source's host ({src.host.name}), not {mo.name}",
                 invalidProperty="location.host")
         host = mo
-    return Placement(folder, pool, ds, host)
+    return Placement(holder_for(pool, folder), pool, ds, host)
 
 
-def check_name(folder: Folder, name: str) -> None:
+def check_name(folder: Folder | VirtualApp, name: str) -> None:
     e = folder.entries.named(name)
     if e is not None:
         raise vim.fault.DuplicateName(msg=f"The name '{name}' already exists.", name=name, object=e.ref)
 
 
-def new_vm(src: VM, name: str, folder: Folder, pool: ResourcePool, ds: Datastore, host: Host) -> VM:
+def new_vm(src: VM, name: str, folder: Folder | VirtualApp, pool: ResourcePool, ds: Datastore, host: Host) -> VM:
     """A copy of `src`'s configuration with fresh MACs, not yet in the world (no disks, powered off)."""
     world = src.world
     vm = VM(world, world.new_id("vm"), name, folder, host=host, pool=pool, datastore=ds, memory_mb=src.memory_mb,

@@ -20,6 +20,7 @@ from ..dispatch import Ctx, method
 from ..events import record, record_entity
 from ..inventory import ResourcePool
 from ..tasks import Task
+from ..vapp import VirtualApp, holder_for
 from ..vm import VM
 from .common import elapse, submit
 
@@ -128,6 +129,10 @@ def _check_move(target: ResourcePool, mo: Any) -> None:
                                               invalidProperty="list")
         if mo.template:
             raise vmodl.fault.NotSupported(msg=f"MoveIntoResourcePool: {mo.name} is a template (it has no pool)")
+        holder = holder_for(target, mo.parent)
+        dup = holder.entries.named(mo.name) if holder is not mo.parent else None
+        if dup is not None:
+            raise vim.fault.DuplicateName(msg=f"The name '{mo.name}' already exists.", name=mo.name, object=dup.ref)
         return
     if not isinstance(mo, ResourcePool) or _is_root(mo) or mo.owner is not target.owner:
         raise vmodl.fault.InvalidArgument(msg="list: only VMs and child pools of this cluster move into a pool",
@@ -158,6 +163,10 @@ def _move_vm(ctx: Ctx, vm: VM, target: ResourcePool) -> None:
     old = vm.pool
     if old is target:
         return
+    holder = holder_for(target, vm.parent)  # into a vApp, or out of one into its folder
+    if holder is not vm.parent:
+        vm.parent.detach(vm)
+        holder.attach(vm)
     vm.pool = target
     vm.changed()
     ctx.twin.world.moved(vm)  # views of pools list their VMs
@@ -217,5 +226,5 @@ def remove_pool(ctx: Ctx, pool: ResourcePool, task: Task | None = None) -> None:
 def destroy_children(ctx: Ctx, this: Any) -> None:
     """Every child pool of this pool goes (their VMs and pools come up to this one)."""
     pool = _pool(this)
-    while pool.pools:
-        remove_pool(ctx, pool.pools[0])
+    while plain := [p for p in pool.pools if not isinstance(p, VirtualApp)]:  # vApps come up, as VMs do
+        remove_pool(ctx, plain[0])

@@ -19,6 +19,7 @@ from ..events import record
 from ..files import split_ds_path
 from ..inventory import Cluster, Datastore, Folder, Host, ResourcePool
 from ..tasks import Task
+from ..vapp import VirtualApp, holder_for
 from ..vm import VM, Nic, Snapshot
 from .common import as_vm, elapse, invalid_power, placement_faults, submit
 from .devices import check_backing, network_for
@@ -102,19 +103,23 @@ def register(ctx: Ctx, this: Any, path: str, name: str | None = None, asTemplate
         vm = world.files.unregistered.get(path)
         if vm is None:
             raise vim.fault.NotFound(msg=f"File {path} was not found (the twin registers the VMs it unregistered)")
-        check_name(folder, name or vm.name)
+        into = target_pool or vm.pool
+        if not into.alive:  # the pool (or vApp) it was unregistered from is gone: its cluster's root pool
+            into = getattr(into.owner, "root_pool", into)
+        holder = holder_for(into, folder)
+        check_name(holder, name or vm.name)
         place = _host_for(ctx, host, target_pool, vm.host)
         for fault in placement_faults(place):
             raise fault
         del world.files.unregistered[path]
-        _revive(vm, folder, name or vm.name, target_pool or vm.pool, place, bool(asTemplate))
+        _revive(vm, holder, name or vm.name, into, place, bool(asTemplate))
         record(ctx, "VmRegisteredEvent", vm, f"Registered {vm.name} on {place.name}", task=task)
         return vm.ref
 
     return submit(ctx, folder, body, op="Folder.registerVm")
 
 
-def _revive(vm: VM, folder: Folder, name: str, pool: ResourcePool, host: Host, template: bool) -> None:
+def _revive(vm: VM, folder: Folder | VirtualApp, name: str, pool: ResourcePool, host: Host, template: bool) -> None:
     """An unregistered VM joins the inventory again, as a new managed object."""
     world = vm.world
     moid = world.new_id("vm")
@@ -153,10 +158,16 @@ def _home(ctx: Ctx, config: Any) -> tuple[Datastore, str | None]:
 
 @method("CreateVM_Task")
 def create_vm(ctx: Ctx, this: Any, config: Any, pool: Any, host: Any = None) -> Any:
-    folder = _folder(this)
+    return create_in(ctx, _folder(this), config, _pool(ctx, pool), host, op="Folder.createVm")
+
+
+def create_in(ctx: Ctx, where: Folder | VirtualApp, config: Any, target_pool: ResourcePool, host: Any,
+              *, op: str) -> Any:
+    """A new VM from `config` in `target_pool`: it belongs to the pool if that is a vApp, else to `where`."""
+    entity = where
+    folder = holder_for(target_pool, where)
     check_new_config(config, "config")
     home, stem = _home(ctx, config)
-    target_pool = _pool(ctx, pool)
     nics, disks, controllers = split_changes(config, "CreateVM_Task")
     if len(controllers) > 1:
         raise vmodl.fault.NotSupported(msg="CreateVM_Task: the twin's VMs have one SCSI controller")
@@ -194,10 +205,10 @@ def create_vm(ctx: Ctx, this: Any, config: Any, pool: Any, host: Any = None) -> 
         record(ctx, "VmCreatedEvent", vm, f"Created virtual machine {vm.name} on {place.name}", task=task)
         return vm.ref
 
-    return submit(ctx, folder, body, op="Folder.createVm")
+    return submit(ctx, entity, body, op=op)
 
 
-def _new_vm(ctx: Ctx, folder: Folder, config: Any, pool: ResourcePool, home: Datastore, host: Host,
+def _new_vm(ctx: Ctx, folder: Folder | VirtualApp, config: Any, pool: ResourcePool, home: Datastore, host: Host,
             stem: str | None) -> VM:
     world = ctx.twin.world
     guest_id = config.guestId or "otherGuest"

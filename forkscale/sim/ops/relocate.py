@@ -24,6 +24,7 @@ from ..events import ds_arg, host_arg, record
 from ..inventory import Cluster, Datastore, Folder, Host, ResourcePool
 from ..memory import admit
 from ..tasks import Task
+from ..vapp import VirtualApp, holder_for
 from ..vm import VM, Disk
 from .common import as_vm, invalid_power, placement_faults, submit
 from .devices import check_device_changes
@@ -38,7 +39,7 @@ GiB = 1024**3
 class Move:
     host: Host
     pool: ResourcePool
-    folder: Folder
+    folder: Folder | VirtualApp
     home: Datastore
     disks: dict[int, tuple[Datastore, str | None]] = field(default_factory=dict)  # key -> (target, move type)
     nic_changes: list[Any] = field(default_factory=list)
@@ -55,7 +56,7 @@ def plan_move(ctx: Ctx, vm: VM, spec: Any) -> Move:
     """A RelocateSpec as a plan; argument shape errors are raised at once (as vCenter does)."""
     host = _resolve(ctx, spec.host, Host, "host") if spec.host is not None else vm.host
     pool = _resolve(ctx, spec.pool, ResourcePool, "pool") if spec.pool is not None else vm.pool
-    folder = folder_of(ctx, spec.folder, vm.parent)
+    folder = holder_for(pool, folder_of(ctx, spec.folder, vm.parent))  # into or out of a vApp
     home = _resolve(ctx, spec.datastore, Datastore, "datastore") if spec.datastore is not None else vm.home
     default_type = spec.diskMoveType
     if default_type is not None and default_type not in MOVE_TYPES:
