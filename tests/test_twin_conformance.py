@@ -65,6 +65,14 @@ def workload(si: Any) -> list[Any]:
     pool = clone.resourcePool.CreateResourcePool("conf-pool", vim.ResourceConfigSpec(cpuAllocation=alloc,
                                                                                       memoryAllocation=alloc))
     pool.MoveIntoResourcePool([clone])
+    # a vApp with a product, a VM cloned into it and a child vApp, powered on as a unit
+    vapp = pool.CreateVApp("conf-vapp", vim.ResourceConfigSpec(cpuAllocation=alloc, memoryAllocation=alloc),
+                           vim.vApp.VAppConfigSpec(annotation="conformance", product=[vim.vApp.ProductSpec(
+                               operation="add", info=vim.vApp.ProductInfo(key=0, name="conf", vendor="forkscale"))]))
+    vapp.CreateVApp("conf-inner", vim.ResourceConfigSpec(cpuAllocation=alloc, memoryAllocation=alloc),
+                    vim.vApp.VAppConfigSpec())
+    _run(si, win.CloneVM_Task(folder, "conf-in-vapp", vim.vm.CloneSpec(location=vim.vm.RelocateSpec(pool=vapp))))
+    WaitForTask(vapp.PowerOnVApp_Task(), si=si)
     content = si.content
     views = [content.viewManager.CreateContainerView(content.rootFolder, [vim.VirtualMachine], True),
              content.viewManager.CreateListView([src, clone])]
@@ -106,7 +114,7 @@ def test_the_check_reads_every_kind_of_object_the_workload_made(si):
     checker = Checker(si)
     checker.run(extra)
     kinds = {c.split(":")[0] for c in checker.checked}
-    assert {"VirtualMachine", "HostSystem", "ClusterComputeResource", "ResourcePool", "Datastore", "Network",
+    assert {"VirtualMachine", "HostSystem", "ClusterComputeResource", "ResourcePool", "VirtualApp", "Datastore", "Network",
             "DistributedVirtualPortgroup", "VmwareDistributedVirtualSwitch", "Folder", "Datacenter",
             "VirtualMachineSnapshot", "Task", "ContainerView", "ListView", "PropertyCollector", "PropertyFilter",
             "EventHistoryCollector", "TaskHistoryCollector", "HostDatastoreBrowser", "EnvironmentBrowser", "SearchIndex",
