@@ -44,7 +44,7 @@ type result struct {
 func table() []op {
 	var t []op
 	for _, group := range [][]op{sessionOps(), findOps(), searchOps(), readOps(), viewOps(), perfOps(),
-		vmOps(), guestOps(), datastoreOps(), hostOps(), collectorOps(), historyOps(), faultOps(),
+		vmOps(), vappOps(), guestOps(), datastoreOps(), hostOps(), collectorOps(), historyOps(), faultOps(),
 		unsupportedOps(), endOps()} {
 		t = append(t, group...)
 	}
