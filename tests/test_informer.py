@@ -209,3 +209,35 @@ def test_against_vcsim_which_refuses_keyed_paths_the_model_still_has_the_tags(vc
             assert driver.soap.keyed_paths_refused
 
     asyncio.run(go())
+
+
+def test_vms_in_a_vapp_are_read_alike_directly_and_through_the_model(twin, si):
+    """A VM in a vApp has no folder (`parent` unset, `parentVApp` set) and a vApp for its pool:
+    the controller reads it (folder None, the vApp among the pools by name), and a VM moved into a
+    vApp behind its back reaches the model the same way."""
+    from pyVmomi import vim
+
+    from tests.fixtures.twin import find, find_vm
+    from tests.twin_helpers import run
+
+    root = find(si, vim.ClusterComputeResource, "cluster1").resourcePool
+    alloc = vim.ResourceAllocationInfo(reservation=0, limit=-1, expandableReservation=True,
+                                       shares=vim.SharesInfo(level="normal", shares=0))
+    vapp = root.CreateVApp("ctl-vapp", vim.ResourceConfigSpec(cpuAllocation=alloc, memoryAllocation=alloc),
+                           vim.vApp.VAppConfigSpec())
+    src = find_vm(si, "src-linux")
+    inside = run(si, src.CloneVM_Task(folder=src.parent, name="in-vapp",
+                                      spec=vim.vm.CloneSpec(location=vim.vm.RelocateSpec(pool=vapp))))
+
+    async def go() -> None:
+        async with informed(twin) as (driver, informer):
+            inv = await driver.inventory()
+            assert inv.vms[inside._moId].folder is None and inv.pools["ctl-vapp"] == vapp._moId
+            assert comparable(inv) == comparable(await direct(driver))
+            win = inv.vm_by_name("src-win")
+            assert win is not None and win.folder is not None
+            await asyncio.to_thread(vapp.MoveIntoResourcePool, [find_vm(si, "src-win")])
+            await until(lambda: informer.model is not None and informer.model.vms[win.moref].folder is None)
+            assert comparable(await driver.inventory()) == comparable(await direct(driver))
+
+    asyncio.run(go())
