@@ -177,3 +177,21 @@ def test_update_vapp_config_checks_its_members_and_products(si):
     with pytest.raises(vmodl.fault.InvalidArgument) as err:
         vapp.UpdateVAppConfig(vim.vApp.VAppConfigSpec(product=[product()]))  # key 0 exists already
     assert err.value.invalidProperty == "spec.product[0]"
+
+
+def test_a_vapp_changes_folders_its_vms_do_not_and_a_destroyed_folder_takes_it(si):
+    dc = find(si, vim.Datacenter, "dc1")
+    vapp = make_vapp(si)
+    web = clone_into(si, vapp, "web-1")
+    with pytest.raises(vmodl.fault.NotSupported):
+        run(si, dc.vmFolder.CreateFolder("elsewhere").MoveIntoFolder_Task([web]))
+    assert web.parentVApp == vapp
+    fault = fault_of(si, vapp.Rename_Task("src-linux"))  # its folder holds a VM of that name
+    assert isinstance(fault, vim.fault.DuplicateName)
+    target = dc.vmFolder.CreateFolder("apps")
+    run(si, target.MoveIntoFolder_Task([vapp]))
+    assert vapp.parentFolder == target and vapp.parent == root(si) and vapp not in dc.vmFolder.childEntity
+    assert si.content.searchIndex.FindByInventoryPath("dc1/vm/apps/app1/web-1") == web
+    assert view_names(si, target, recursive=True) == ["web-1"]
+    run(si, target.Destroy_Task())
+    assert root(si).resourcePool == [] and "web-1" not in view_names(si, dc, recursive=True)

@@ -15,7 +15,7 @@ from ..vm import VM
 from .common import as_vm, elapse, invalid_power, submit
 from .pools import destroy_pool
 from .snapshots import walk
-from .vapps import destroy_vapp
+from .vapps import destroy_vapp, members, remove_vapp
 
 
 def destroy_now(vm: VM) -> None:
@@ -72,9 +72,13 @@ def create_folder(ctx: Ctx, this: Any, name: str) -> Any:
 def destroy_folder(ctx: Ctx, folder: Folder) -> Any:
     async def body(task: Task) -> None:
         await elapse(folder.world, "destroy")
-        if any(isinstance(e, VM) and e.power_state == "poweredOn" for e in folder.entries):
+        vms = [*folder.entries, *(v for e in folder.entries if isinstance(e, VirtualApp) for v in members(e))]
+        if any(isinstance(e, VM) and e.power_state == "poweredOn" for e in vms):
             raise vim.fault.InvalidState(msg="The folder contains powered-on virtual machines")
         for e in list(folder.entries):
+            if isinstance(e, VirtualApp):  # its VMs and child vApps go with it
+                remove_vapp(ctx, e, task)
+                continue
             if isinstance(e, VM):
                 record(ctx, "VmRemovedEvent", e, f"Removed {e.name} on {e.host.name}", task=task)
                 destroy_now(e)

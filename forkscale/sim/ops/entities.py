@@ -17,6 +17,7 @@ from ..events import record
 from ..inventory import Datastore, Entity, Folder, Host
 from ..mo import wsdl_name
 from ..tasks import Task
+from ..vapp import VirtualApp
 from ..vm import VM
 from .common import elapse, submit
 
@@ -24,8 +25,10 @@ MAX_NAME = 80
 
 
 def _siblings(entity: Entity) -> list[Entity]:
+    """What shares a name space with `entity`: its parent's children (and a vApp's folder's)."""
     parent = entity.parent
-    return parent.children() if parent is not None else []
+    folder = entity.parent_folder if isinstance(entity, VirtualApp) else None
+    return [*(parent.children() if parent is not None else []), *(folder.children() if folder else [])]
 
 
 @method("Rename_Task")
@@ -55,7 +58,11 @@ def rename(ctx: Ctx, this: Any, newName: str) -> Any:  # noqa: N803
 
 def _check_move(folder: Folder, entity: Entity) -> None:
     kind = wsdl_name(entity.ref)
-    allowed = {"VirtualMachine": "VirtualMachine", "Folder": "Folder", "Datacenter": "Datacenter",
+    if isinstance(entity.parent, VirtualApp) and not (isinstance(entity, VirtualApp) and entity.parent_folder):
+        raise vmodl.fault.NotSupported(msg=f"MoveIntoFolder_Task: {entity.name} belongs to vApp "
+                                           f"{entity.parent.name} (MoveIntoResourcePool takes it out)")
+    allowed = {"VirtualMachine": "VirtualMachine", "VirtualApp": "VirtualApp", "Folder": "Folder",
+               "Datacenter": "Datacenter",
                "Datastore": "Datastore", "Network": "Network", "DistributedVirtualPortgroup": "Network",
                "VmwareDistributedVirtualSwitch": "DistributedVirtualSwitch",
                "ClusterComputeResource": "ComputeResource", "ComputeResource": "ComputeResource"}
@@ -89,6 +96,9 @@ def move_into_folder(ctx: Ctx, this: Any, **args: Any) -> Any:
         for entity in entities:
             _check_move(this, entity)
         for entity in entities:
+            if isinstance(entity, VirtualApp):  # a root vApp changes folders; its parent stays its pool
+                _move_vapp(this, entity)
+                continue
             old = entity.parent
             if old is this:
                 continue
@@ -99,3 +109,14 @@ def move_into_folder(ctx: Ctx, this: Any, **args: Any) -> Any:
                 entity.changed()
 
     return submit(ctx, this, body, op="Folder.moveInto")
+
+
+def _move_vapp(folder: Folder, vapp: VirtualApp) -> None:
+    old = vapp.parent_folder
+    if old is None or old is folder:
+        return
+    old.detach(vapp)
+    vapp.parent_folder = folder
+    folder.entries.append(vapp)
+    folder.world.moved(vapp)
+    folder.world.touch(folder, structural=True)
