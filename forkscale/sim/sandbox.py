@@ -217,8 +217,7 @@ class Sandboxes:
         try:
             while not waiter.done():
                 if not vm.alive or vm.power_state != "poweredOn" or vm.boot_time != boot:
-                    with contextlib.suppress(ProcessLookupError):
-                        proc.kill()
+                    _end_sandbox(proc)
                     break
                 change = asyncio.ensure_future(self.world.changed().wait())
                 await asyncio.wait({waiter, change}, return_when=asyncio.FIRST_COMPLETED)
@@ -226,8 +225,7 @@ class Sandboxes:
             code = await waiter
         finally:
             if not waiter.done():  # the twin is stopping: the program goes with it
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
+                _end_sandbox(proc)
                 waiter.cancel()
             self.running.pop(key, None)
         if vm.alive and vm.boot_time == boot:
@@ -243,6 +241,7 @@ class Sandboxes:
         proc = self.running.get((vm.moid, pid))
         if proc is None or proc.returncode is not None:
             return None
+        inner = _inner(proc)
         with contextlib.suppress(ProcessLookupError):
             proc.send_signal(signal.SIGTERM)
         try:
@@ -251,7 +250,31 @@ class Sandboxes:
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
             code = await proc.wait()
+        _end_sandbox(proc, inner)
         return 128 - code if code < 0 else code
+
+
+def _inner(proc: asyncio.subprocess.Process) -> list[int]:
+    """The pids of bwrap's children: the init of the sandbox's PID namespace (bwrap itself, forked)."""
+    pids: list[int] = []
+    with contextlib.suppress(OSError):
+        for task in os.listdir(f"/proc/{proc.pid}/task"):
+            with open(f"/proc/{proc.pid}/task/{task}/children") as f:
+                pids += [int(x) for x in f.read().split()]
+    return pids
+
+
+def _end_sandbox(proc: asyncio.subprocess.Process, inner: list[int] | None = None) -> None:
+    """SIGKILL a sandbox: bwrap, and the init of its PID namespace (every guest process goes with it).
+    That init is in a session of its own and outlives bwrap when bwrap is killed (--die-with-parent
+    does not survive its switch of credentials), so it is killed by pid, from `inner` when bwrap
+    may already be gone."""
+    for pid in _inner(proc) if inner is None else inner:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+    if proc.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
 
 
 def is_executable(fs: GuestFS, path: str) -> bool:
