@@ -201,12 +201,12 @@ class Watcher:
         """vCenter is gone for good (past the outage budget): no wait may outlive that."""
         for moid, w in list(self.tasks.items()):
             if not w.fut.done():
-                w.fut.set_exception(exc)
+                _fail(w.fut, exc)
             self.tasks.pop(moid, None)
         for moid, futs in list(self.status_waiters.items()):
             for fut in futs:
                 if not fut.done():
-                    fut.set_exception(exc)
+                    _fail(fut, exc)
             self.status_waiters.pop(moid, None)
 
     def _apply(self, obj: Any) -> None:
@@ -284,13 +284,13 @@ class Watcher:
         if state == "success":
             w.fut.set_result((value, seq))
         else:
-            w.fut.set_exception(TaskFailed(value))
+            _fail(w.fut, TaskFailed(value))
 
     def _lose(self, moid: str, why: str) -> None:
         w = self.tasks.pop(moid, None)
         if w is not None and not w.fut.done():
             self.lost += 1
-            w.fut.set_exception(TaskLost(f"task {moid} {why}", moid))
+            _fail(w.fut, TaskLost(f"task {moid} {why}", moid))
 
     async def wait_task(self, task: Any, timeout: float, *, entity: str | None = None) -> Any:
         """Result of a task, or TaskFailed(fault), or TaskLost. Never waits longer than `timeout`."""
@@ -388,3 +388,10 @@ class Watcher:
                 waiters.remove(fut)
                 if not waiters:
                     del self.status_waiters[vm_moid]
+
+
+def _fail(fut: asyncio.Future[Any], exc: BaseException) -> None:
+    """End a wait with `exc`. Marked as seen: a waiter that already gave up (its run cancelled)
+    must not make asyncio print "Future exception was never retrieved" with a traceback."""
+    fut.set_exception(exc)
+    fut.exception()
