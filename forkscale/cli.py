@@ -26,6 +26,12 @@ examples:
   forkscale destroy quickstart -f examples/quickstart.yaml --yes [--sources]
   forkscale prepare -f examples/quickstart.yaml  # one frozen source per host
   forkscale rehearse -f examples/rehearsal.yaml  # upgrade rehearsal in a live clone
+  forkscale promote quickstart --all -f examples/quickstart.yaml  # linked clones become full ones
+  forkscale rebalance quickstart -f examples/quickstart.yaml      # spread over datastores and hosts
+  forkscale evacuate esx-02 -f examples/quickstart.yaml --enter   # empty a host, then maintenance
+  forkscale push-image vdi --snapshot patch-06 -f pool.yaml [--dry-run]  # roll a new image onto a pool
+  forkscale rollout status vdi -f pool.yaml      # ... and pause | resume | cancel; rollback vdi
+  forkscale refresh vdi vdi-007 -f pool.yaml     # a fresh clone, same identity and user disk
 
 Connection and secrets come from the spec's `vcenter:` block; passwords only by reference
 (password_env / password_file). See README.md for the spec reference.
@@ -58,6 +64,13 @@ COMMANDS = {
     "serve": "forkscale.commands.serve",
     "claim": "forkscale.commands.claims",
     "release": "forkscale.commands.claims",
+    "promote": "forkscale.commands.moves",
+    "rebalance": "forkscale.commands.moves",
+    "evacuate": "forkscale.commands.evacuate",
+    "push-image": "forkscale.commands.day2",
+    "rollout": "forkscale.commands.day2",
+    "rollback": "forkscale.commands.day2",
+    "refresh": "forkscale.commands.day2",
 }
 
 

@@ -145,7 +145,8 @@ def test_a_clone_whose_task_timed_out_keeps_its_ip_until_the_task_ended_and_its_
     twin.admin("slow", op="linked", factor=500)  # ~2.5 s per linked clone, against a 0.5 s deadline
     result = converge(spec, "quickstart", 1, task_timeout_s=0.5)
     assert (result["ready"], result["failed"]) == (0, 1), result
-    assert method_count(twin, "CloneVM_Task") == 1  # no retry, no second rung racing the first task
+    # the replica linked clones fork from (made first), then the clone: no retry, no second rung racing it
+    assert method_count(twin, "CloneVM_Task") == 2
     with Ledger(tmp_path / "state.sqlite") as ledger:
         late_ip = ledger.clones("quickstart")[0].ip
     twin.admin("slow", op="linked", factor=1)

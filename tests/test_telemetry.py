@@ -23,6 +23,7 @@ from forkscale.observe.telemetry import (
     DeltaDisk,
     FleetSample,
     HostMemory,
+    ImageState,
     PoolCounts,
     SourceState,
     Telemetry,
@@ -54,6 +55,8 @@ def fleet_sample(vms: tuple[str, ...] = ("vdi-001", "vdi-002"), taken_at: float 
         pools=[PoolCounts("vdi", desired=4, ready=len(vms), spares=1)],
         clones=count_clones([("vdi", "instant", "ready")] * len(vms) + [("vdi", "linked", "cloning")]),
         pool_pshare_saved_bytes={"vdi": 3 * GiB},
+        images=[ImageState("vdi", {"1": 1, "2": len(vms) - 1}, {"active": 1, "target": 2},
+                           ("push-image", {"pending": 3, "running": 1, "waiting": 2, "done": 5, "failed": 0}))],
         taken_at=time.time() if taken_at is None else taken_at,
     )
 
@@ -124,6 +127,9 @@ def test_fleet_sample_values() -> None:
     assert m['forkscale_pool_pshare_saved_bytes{pool="vdi"}'] == 3 * GiB
     assert m['forkscale_vm_memory_private_bytes{pool="vdi",vm="vdi-002"}'] == 124 * MiB
     assert m['forkscale_clones{kind="instant",pool="vdi",state="ready"}'] == 2
+    assert m['forkscale_pool_image_clones{generation="2",pool="vdi"}'] == 1
+    assert m['forkscale_pool_image_generation{pool="vdi",role="target"}'] == 2
+    assert m['forkscale_operation_steps{kind="push-image",pool="vdi",state="waiting"}'] == 2
     assert m['forkscale_clones{kind="linked",pool="vdi",state="cloning"}'] == 1
     assert m['forkscale_pool_desired{pool="vdi"}'] == 4
     assert m['forkscale_pool_ready{pool="vdi"}'] == 2

@@ -270,14 +270,32 @@ def test_read_environment_variable_in_guest(si):
     assert sorted(got) == ["HOME=/root", "USER=root"]
 
 
-def test_terminate_process_in_guest(si):
+def sandbox_processes(root: str) -> list[int]:
+    """The host processes running in the sandbox rooted at `root` (bwrap names it on its command line)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and root.encode() in (entry / "cmdline").read_bytes():
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+def test_terminate_process_in_guest(si, twin):
     src = find_vm(si, "src-linux")
     pm = procs(si)
-    pid = pm.StartProgramInGuest(src, auth(), vim.vm.guest.ProcessManager.ProgramSpec(programPath="/usr/bin/sleep",
-                                                                                      arguments="1000000000"))
-    pm.TerminateProcessInGuest(src, auth(), pid)
-    (p,) = pm.ListProcessesInGuest(src, auth(), [pid])
-    assert p.endTime is not None and p.exitCode == 143
+    sleep = vim.vm.guest.ProcessManager.ProgramSpec(programPath="/usr/bin/sleep", arguments="1000000000")
+    root = twin.call(lambda t: str(t.world.sandboxes.root(t.world.objects[src._moId])))
+    for _ in range(3):  # terminated at once: while bwrap may still be setting the sandbox up
+        pid = pm.StartProgramInGuest(src, auth(), sleep)
+        pm.TerminateProcessInGuest(src, auth(), pid)
+        (p,) = pm.ListProcessesInGuest(src, auth(), [pid])
+        assert p.endTime is not None and p.exitCode == 143
+    deadline = time.monotonic() + 10
+    while sandbox_processes(root) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert sandbox_processes(root) == [], "a terminated program's sandbox outlived it"
     with pytest.raises(vim.fault.GuestProcessNotFound):
         pm.TerminateProcessInGuest(src, auth(), 999999)
 

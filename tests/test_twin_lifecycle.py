@@ -60,6 +60,16 @@ def test_a_frozen_source_cannot_be_suspended(twin, si):
     assert power(src) == "poweredOn"
 
 
+def test_a_frozen_source_cannot_be_snapshotted(twin, si):
+    twin.admin("freeze", vm="src-linux")
+    src = find_vm(si, "src-linux")
+    tree, files = src.snapshot.currentSnapshot, len(src.layoutEx.file)
+    fault = fault_of(si, src.CreateSnapshot_Task("s1", "", memory=False, quiesce=False))
+    assert isinstance(fault, vim.fault.InvalidState) and "frozen" in fault.msg
+    assert src.snapshot.currentSnapshot == tree and len(src.layoutEx.file) == files
+    assert src.runtime.instantCloneFrozen is True
+
+
 def test_shutdown_guest_returns_at_once_and_the_guest_goes_down_later(twin, si):
     vm = linked_clone(si, "sd-1", power_on=True)
     wait_for(lambda: vm.guest.toolsRunningStatus, lambda s: s == "guestToolsRunning")

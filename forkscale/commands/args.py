@@ -170,4 +170,112 @@ def claims(sub: Subparsers) -> None:
         add_output(p)
 
 
-COMMAND_ARGS: tuple[Callable[[Subparsers], None], ...] = (sim, demo, apply, scale, status, destroy, prepare, metrics, rehearse, serve, claims)
+def promote(sub: Subparsers) -> None:
+    p = sub.add_parser("promote", help="make linked clones full clones in place (PromoteDisks_Task)",
+                       description="Convert linked clones of a pool into full clones in place: each keeps its "
+                                   "identity and data, its disk stops depending on the pool's replica (removed "
+                                   "with its last dependant). A persisted operation: kill it and run the same "
+                                   "command again to resume.")
+    p.add_argument("pool")
+    p.add_argument("vm", nargs="*", help="the linked clones to promote (or --all)")
+    p.add_argument("--all", action="store_true", help="every linked clone of the pool")
+    add_spec(p)
+    p.add_argument("--dry-run", action="store_true", help="print the plan and change nothing")
+    add_wait(p)
+    add_output(p)
+
+
+def rebalance(sub: Subparsers) -> None:
+    p = sub.add_parser("rebalance", help="spread a pool's clones over its datastores and hosts (vacate removed ones)",
+                       description="Move a pool's clones so they spread over placement.datastores in proportion "
+                                   "to free space (none past rebalance.max_used_pct) and over hosts by clone count "
+                                   "and memory; a datastore left out of placement.datastores is vacated, clones "
+                                   "and replica. Unclaimed instant/linked clones are re-created with the same "
+                                   "identity, full clones relocated; claimed ones wait for release unless --force. "
+                                   "A persisted operation: kill it and run the same command again to resume.")
+    p.add_argument("pool")
+    add_spec(p)
+    p.add_argument("--force", action="store_true",
+                   help="move claimed clones now (linked: relocated with their data; instant: re-created and "
+                        "handed back) instead of waiting for their release")
+    p.add_argument("--dry-run", action="store_true", help="print the plan and change nothing")
+    add_wait(p)
+    add_output(p)
+
+
+def evacuate(sub: Subparsers) -> None:
+    p = sub.add_parser("evacuate", help="move every clone off a host (for maintenance), then remove its source",
+                       description="Stop placing clones on HOST, move its clones to other hosts (instant clones "
+                                   "re-created from those hosts' sources, linked and full ones migrated; claimed "
+                                   "ones per the pool's rollout.claimed) and remove its per-host sources; say when "
+                                   "the host is empty. --enter then calls EnterMaintenanceMode_Task.")
+    p.add_argument("host")
+    add_spec(p)
+    p.add_argument("--enter", action="store_true", help="put the host into maintenance mode once it is empty")
+    p.add_argument("--timeout", type=float, default=600.0, metavar="SECONDS",
+                   help="how long EnterMaintenanceMode_Task may wait for the host to empty (default 600)")
+    p.add_argument("--dry-run", action="store_true", help="print the plan and change nothing")
+    add_wait(p)
+    add_output(p)
+
+
+def push_image(sub: Subparsers) -> None:
+    p = sub.add_parser("push-image", help="push a new image (golden VM snapshot) to a live pool, rolling",
+                       description="Record a new image generation (the golden VM at SNAPSHOT) and roll the pool onto "
+                                   "it: prime a frozen source of it on every host, then replace clones in batches "
+                                   "under rollout.max_unavailable / rollout.batch (spares first; claimed clones when "
+                                   "released, or by force with rollout.claimed: force), with the same identity and "
+                                   "user disk. A batch whose clones fail above rollout.max_failure pauses it. Killed, "
+                                   "the same command (or serve) resumes it. Exit 0 done, 1 paused/cancelled, 2 bad "
+                                   "input.")
+    p.add_argument("pool")
+    p.add_argument("--snapshot", required=True, metavar="NAME", help="the golden VM's snapshot holding the new image")
+    p.add_argument("--source", metavar="VM", help="another golden VM (default: the pool's current one)")
+    add_spec(p)
+    p.add_argument("--at", metavar="TIME", help="start at TIME (ISO 8601, or +SECONDS); serve runs it then")
+    p.add_argument("--allow-partial", action="store_true",
+                   help="a host that cannot be primed keeps the old image (reported) instead of stopping the push")
+    p.add_argument("--dry-run", action="store_true", help="print the batches (which clones, in what order, which "
+                                                          "wait for their user) and change nothing")
+    add_wait(p)
+    add_output(p)
+
+
+def rollout(sub: Subparsers) -> None:
+    p = sub.add_parser("rollout", help="status, pause, resume or cancel a pool's running operation",
+                       description="status: the pool's image (current and target), clones per image and its open "
+                                   "(else last) operation's progress. pause: no new step starts (from any process). "
+                                   "resume: run it again here (failed steps retried). cancel: stop it, leaving the "
+                                   "pool mixed and consistent.")
+    p.add_argument("action", choices=["status", "pause", "resume", "cancel"])
+    p.add_argument("pool")
+    add_spec(p)
+    add_wait(p)
+    add_output(p)
+
+
+def rollback(sub: Subparsers) -> None:
+    p = sub.add_parser("rollback", help="push the pool's previous image back (cancels a push in progress)")
+    p.add_argument("pool")
+    add_spec(p)
+    p.add_argument("--dry-run", action="store_true", help="print the batches and change nothing")
+    add_wait(p)
+    add_output(p)
+
+
+def refresh(sub: Subparsers) -> None:
+    p = sub.add_parser("refresh", help="replace clones with fresh ones from the current image (same identity)",
+                       description="Destroy and re-clone the named clones (default: all) from the pool's current "
+                                   "image with the same name, IP, MAC and hostname (refresh.identity: new for fresh "
+                                   "ones) and the same user disk, in batches under the pool's rollout settings.")
+    p.add_argument("pool")
+    p.add_argument("vms", nargs="*", metavar="VM", help="clones to refresh (default: every clone of the pool)")
+    add_spec(p)
+    p.add_argument("--dry-run", action="store_true", help="print the batches and change nothing")
+    add_wait(p)
+    add_output(p)
+
+
+COMMAND_ARGS: tuple[Callable[[Subparsers], None], ...] = (sim, demo, apply, scale, status, destroy, prepare, metrics,
+                                                          rehearse, serve, claims, push_image, rollout, rollback,
+                                                          refresh, promote, rebalance, evacuate)

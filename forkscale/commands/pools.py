@@ -17,6 +17,8 @@ from forkscale.fleet.plan import LIVE
 from forkscale.fleet.reconcile import VmIndex
 from forkscale.ledger import Ledger, LedgerError
 from forkscale.spec import Spec, load_spec
+from forkscale.workloads.operations import operation_doc, progress_line
+from forkscale.workloads.operations.control import images_doc
 
 log = logging.getLogger("forkscale")
 
@@ -120,6 +122,12 @@ async def _status(args: argparse.Namespace, spec: Any) -> int:
         print(f"{p['pool']}: desired {p['desired']}{origin}  {shown}")
         for reason, n in p["fallbacks"].items():
             print(f"  fallback {reason}: {n} clone(s)")
+        if p["image"] is not None:
+            target = f"; target {_image(p['target_image'])}" if p["target_image"] else ""
+            per = ", ".join(f"g{g}: {n}" for g, n in sorted(p["clones_per_image"].items()))
+            print(f"  image {_image(p['image'])}{target}; clones per image: {per or 'none'}")
+        if p["operation"] is not None and (p["operation"]["state"] in ("running", "paused") or p["target_image"]):
+            print(f"  {progress_line(p['operation'])}")
         if p["sources"]:
             print(f"  sources ({len(p['sources'])}; rotated at delta-chain depth {p['rotate_depth']}):")
         for src in p["sources"]:
@@ -128,10 +136,17 @@ async def _status(args: argparse.Namespace, spec: Any) -> int:
             depth = "-" if src["depth"] is None else str(src["depth"])
             print(f"    {src['name']:<32} {src['host']:<10} g{src['generation']:<3} {src['state']:<9} {frozen:<10} "
                   f"depth {depth:<3} clones {src['clones']}{mark}")
+        if p["replicas"]:
+            print(f"  replicas ({len(p['replicas'])}; linked clones fork from the one on their datastore):")
+        for rep in p["replicas"]:
+            mark = "" if rep["in_vcenter"] else "  (not in vCenter)"
+            print(f"    {rep['name']:<40} {rep['datastore']:<10} {rep['state']:<9} clones {rep['clones']}{mark}")
         for c in p["clones"]:
             mark = f"  {c['power']}" if c["in_vcenter"] else "  (not in vCenter)"
             host = c["vcenter_host"] or c["host"]
-            print(f"  {c['name']:<24} {c['state']:<12} {c['kind']:<8} {host:<10} {c['ip']:<15} {c['mac']}{mark}")
+            image = f"g{c['image']}" if c["image"] is not None else "-"
+            print(f"  {c['name']:<24} {c['state']:<12} {c['kind']:<8} {image:<4} {host:<10} {c['ip']:<15} {c['mac']}"
+                  f"{mark}")
     return 0
 
 
@@ -151,19 +166,37 @@ async def _status_of(engine: Any, pools: list[Any]) -> list[dict[str, Any]]:
             if r.fallback_reason:
                 fallbacks[r.fallback_reason] = fallbacks.get(r.fallback_reason, 0) + 1
         last = engine.ledger.desired(pool.name)
+        op = engine.ledger.operations.open(pool.name) or engine.ledger.operations.last(pool.name)
         out.append({"pool": pool.name, "desired": last[0] if last else pool.count,
                     "desired_set_by": last[1] if last else "spec", "spec_count": pool.count,
                     "counts": counts, "fallbacks": fallbacks, "rotate_depth": pool.sources.rotate_depth,
-                    "sources": _sources(engine.ledger, pool.name, inv, depths), "clones": clones})
+                    **images_doc(engine.ledger, pool.name),
+                    "operation": None if op is None else operation_doc(engine.ledger, op, steps=False),
+                    "sources": _sources(engine.ledger, pool.name, inv, depths),
+                    "replicas": _replicas(engine.ledger, pool.name, inv), "clones": clones})
     return out
+
+
+def _image(doc: dict[str, Any]) -> str:
+    return f"g{doc['generation']} ({doc['golden']} @ {doc['snapshot'] or doc['snapshot_moref'] or 'no snapshot'})"
 
 
 def _clone(r: Any, vm: Any, inv: Any) -> dict[str, Any]:
     """One clone as the ledger and vCenter see it (`power`, `vcenter_host`, `vm`: vCenter's, None when not found)."""
-    return {"name": r.name, "state": r.state, "kind": r.kind, "host": r.host, "ip": r.ip, "mac": r.mac,
+    return {"name": r.name, "state": r.state, "kind": r.kind, "image": r.image_generation, "host": r.host,
+            "hostname": r.hostname, "ip": r.ip, "mac": r.mac, "claimed_by": r.claimed_by,
             "in_vcenter": vm is not None, "power": vm.power if vm else None, "vm": vm.moref if vm else None,
             "vcenter_host": inv.host_names.get(vm.host or "") if vm else None, "fallback": r.fallback_reason,
+            "datastore": r.datastore, "replica": r.replica_id,
+            "vcenter_datastore": inv.datastore_name(vm.datastores[0]) if vm and vm.datastores else None,
             "error": r.error if r.state == "failed" else None}
+
+
+def _replicas(ledger: Any, pool: str, inv: Any) -> list[dict[str, Any]]:
+    """A pool's replicas for linked clones (not gone), with the clones that depend on each."""
+    return [{"name": r.vm_name, "datastore": r.datastore, "image": r.image, "state": r.state, "clones": r.refs,
+             "vm": r.vm_moref, "in_vcenter": bool(r.vm_moref and r.vm_moref in inv.vms)}
+            for r in ledger.replicas(pool, ("preparing", "ready", "removing"))]
 
 
 def _sources(ledger: Any, pool: str, inv: Any, depths: dict[str, int]) -> list[dict[str, Any]]:
@@ -212,7 +245,8 @@ async def _destroy(args: argparse.Namespace, spec: Any) -> int:
     async with open_engines(spec, [vcenter], state=args.state, lease="destroy", wait=args.wait) as opened:
         result = await opened.of(spec, args.pool).destroy_pool(args.pool, sources=with_sources)
     sources = result.sources or {"removed": [], "remaining": []}
-    failed = bool(result.failed or (with_sources and sources["remaining"]))
+    replicas = result.replicas or {"removed": [], "remaining": []}
+    failed = bool(result.failed or (with_sources and sources["remaining"]) or replicas["remaining"])
     if args.output == "json":
         print(json.dumps(result.as_dict(), indent=2))
     else:
@@ -220,6 +254,8 @@ async def _destroy(args: argparse.Namespace, spec: Any) -> int:
         left = len(sources["remaining"])
         if sources["removed"]:
             print(f"{args.pool}: removed {len(sources['removed'])} source(s): {', '.join(sources['removed'])}")
+        if replicas["removed"]:
+            print(f"{args.pool}: removed {len(replicas['removed'])} replica(s): {', '.join(replicas['removed'])}")
         if with_sources:
             if left:
                 print(f"{args.pool}: {left} source(s) could not be removed: {', '.join(sources['remaining'])}",

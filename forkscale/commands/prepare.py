@@ -14,7 +14,7 @@ from typing import Any
 
 from forkscale.commands.session import ConnectionFailed, open_engines
 from forkscale.core.errors import SpecError
-from forkscale.fleet.sources import SourceManager, SourceReport
+from forkscale.fleet.sources import SourceReport
 from forkscale.spec import Pool, Spec, load_spec
 
 
@@ -29,7 +29,7 @@ async def run(args: argparse.Namespace) -> int:
             for index, pool in pools:
                 engine = opened.of(spec, pool.name)
                 inv = await engine.driver.inventory()  # fresh per pool: an earlier pool may have added VMs
-                golden = engine.check_pool(pool, inv, index)
+                golden, image = await engine.image_source(pool, inv, index)  # the image new clones come from
                 rungs, skipped = engine.rungs(pool, index)
                 if "instant" not in rungs:  # per-host sources only serve instant clones
                     raise SpecError(f"pools[{index}].fallback", "prepare makes per-host sources for instant clones, "
@@ -37,7 +37,7 @@ async def run(args: argparse.Namespace) -> int:
                 folder = inv.folders.get(pool.placement.folder)
                 if folder is None:
                     folder = await engine.driver.create_folder(await engine.driver.vm_folder(), pool.placement.folder)
-                mgr = SourceManager(engine.driver, engine.ledger, pool, index, rng=engine.rng)
+                mgr = engine.sources(pool, index, image)
                 reports = await mgr.prepare(inv, inv.vms[golden.moref], folder)
                 retired = await mgr.retire()
                 out.append({"pool": pool.name, "golden": golden.name, "ok": _ok(reports),

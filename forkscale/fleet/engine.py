@@ -19,14 +19,17 @@ from typing import Any
 from forkscale.core.errors import PermanentError, SpecError, TemporaryError
 from forkscale.core.identity import guestinfo
 from forkscale.fleet.budgets import Budgets
+from forkscale.fleet.images import ImageRef, first_image, golden_vm, image_for_new
 from forkscale.fleet.ladder import UNSUPPORTED, Ladder
 from forkscale.fleet.plan import LIVE, Spread, fallback_hosts, make_plan, placement_datastores
 from forkscale.fleet.reconcile import Reconciler, VmIndex
+from forkscale.fleet.replicas import ReplicaManager
 from forkscale.fleet.result import Result
 from forkscale.fleet.sources import Source, SourceManager
-from forkscale.ledger import CloneRecord, Ledger
+from forkscale.fleet.userdisks import UserDiskKeeper
+from forkscale.ledger import CloneRecord, Ledger, ReservationTaken
 from forkscale.spec import Pool, Spec
-from forkscale.vsphere.model import TAG_ID, TAG_POOL, TAG_SOURCE, CloneRequest, Inventory
+from forkscale.vsphere.model import TAG_ID, TAG_POOL, TAG_REPLICA, TAG_SOURCE, CloneRequest, Inventory
 from forkscale.vsphere.ports import VSphere
 
 log = logging.getLogger("forkscale.engine")
@@ -82,8 +85,14 @@ class Engine:
         # each engine's is the largest of its own pools'
         mine = [p for p in spec.pools if vcenter is None or spec.vcenter_name(p) == vcenter]
         self.budgets = Budgets(max((p.budgets.vcenter for p in mine), default=1), telemetry=telemetry)
-        self.reconcile = Reconciler(ledger, driver)
+        self.disks = UserDiskKeeper(driver, ledger)
+        #: clones a `create` of this process is making now (ids): a concurrent reconcile or converge
+        #: of the same pool (a rollout next to the policy loop) leaves them to it
+        self.in_flight: set[int] = set()
+        self.reconcile = Reconciler(ledger, driver, before_destroy=self._release_disks, busy=self.in_flight)
         self.drainer: DrainHook | None = None
+        #: one lock per pool and datastore: a replica is made once however many clones want it at once
+        self.replica_locks: dict[str, dict[str, asyncio.Lock]] = {}
         #: the spec's vCenter this engine's driver speaks to (None: the only one); with several,
         #: one engine per vCenter, each with its own session and budgets, acts on its pools only
         self.vcenter = vcenter
@@ -116,6 +125,18 @@ class Engine:
             raise SpecError(f"{path}.snapshot", f"{pool.source} has no snapshot {pool.snapshot!r}")
         return Source(moref=src.moref, name=src.name, host=src.host or "", snapshot=src.snapshot, frozen=src.frozen)
 
+    async def image_source(self, pool: Pool, inv: Inventory, index: int,
+                           image: ImageRef | None = None) -> tuple[Source, ImageRef]:
+        """The spec checked against `inv`, and the golden VM new clones come from: the image's (by default
+        the one new clones of the pool come from, forkscale/fleet/images.py), at its snapshot."""
+        self.check_pool(pool, inv, index)
+        if image is None:
+            rec = image_for_new(self.ledger, pool.name) or await first_image(self.ledger, self.driver, pool, inv, index)
+            image = ImageRef.of(rec)
+        vm = golden_vm(inv, image.golden, f"pools[{index}].source")
+        return Source(moref=vm.moref, name=vm.name, host=vm.host or "", snapshot=image.snapshot, frozen=vm.frozen,
+                      image_generation=image.generation), image
+
     def rungs(self, pool: Pool, index: int) -> tuple[list[str], dict[str, str]]:
         """The rungs this vCenter can run for `pool`, and why any were left out (said once, not per clone)."""
         rungs, skipped = list(pool.fallback), {}
@@ -140,10 +161,11 @@ class Engine:
         if want > pool.capacity():
             raise SpecError("count", f"{want} clones need {want} addresses but the pool's range holds {pool.capacity()}")
         inv = await self.driver.inventory()
-        source = self.check_pool(pool, inv, index)
+        self.avoid_evacuated(inv)
+        source, image = await self.image_source(pool, inv, index)
         rungs, skipped = self.rungs(pool, index)
         result = Result(pool=pool.name, desired=want, skipped=dict(skipped))
-        mgr = self._sources(pool, index)
+        mgr = self.sources(pool, index, image)
         if dry_run:
             sources = (mgr.current(inv, inv.vms[source.moref]) if "instant" in rungs else []) or [source]
             plan = make_plan(pool, inv, sources, self.ledger.clones(pool.name, states=list(LIVE)), want, rungs=rungs)
@@ -165,7 +187,7 @@ class Engine:
             log.warning("pool %s: a new vCenter session began during the run; reconciling with what vCenter "
                         "holds now and carrying on (pass %d of at most %d)", pool.name, attempt + 1, PASSES)
             inv = await self.driver.inventory()
-            source = self.check_pool(pool, inv, index)
+            source, _ = await self.image_source(pool, inv, index, image)
             result.failed = 0  # what failed is judged again by the next pass's reconcile
         counts = self.ledger.counts(pool.name)
         result.ready = counts.get("ready", 0) + counts.get("claimed", 0)
@@ -178,20 +200,29 @@ class Engine:
         """Reconcile, plan and carry out one pass of a converge."""
         await self.reconcile(pool, inv, result)
         live = self.ledger.clones(pool.name, states=list(LIVE))
-        creating = want > len(live)
+        # a clone being replaced right now (its identity reserved, its old row still destroying) comes back
+        # through its replacement: it counts as there, or both would make one
+        pending = self._replacing(pool, live)
+        creating = want - pending > len(live)
+        reserved = await self._reserved(pool, want - len(live) - pending)
         sources = await mgr.for_converge(inv, source, folder, creating and "instant" in rungs)
         if creating:
             rungs = await self._preflight(pool, rungs, inv, sources[0], folder, result)
-        plan = make_plan(pool, inv, sources, live, want, rungs=rungs)
-        ladder = Ladder(self.driver, self.ledger, pool, inv, folder, rungs, result,
-                        Spread.over(fallback_hosts(pool, inv, source), live),
-                        lambda host: self.budgets.of(pool, f"host:{host}"), self.rng, self.telemetry)
+        plan = make_plan(pool, inv, sources, live, want - pending, rungs=rungs)
+        busy = {r.name for r in live if r.id in self.in_flight}  # made by a rollout right now: not a victim
+        ladder = self.ladder(pool, inv, folder, rungs, result, source, live)
+        if ladder.replicas is not None:
+            await ladder.replicas.sync()
+        names = reserved + [None] * len(plan.create)
         await gather_or_cancel(
-            *(self._create(pool, inv, sources, host, ds, ladder) for host, ds in plan.create),
-            *(self._destroy(pool, name, result, scale_down=True) for name in plan.destroy),
+            *(self.create(pool, inv, sources, host, ds, ladder, reservation=name)
+              for (host, ds), name in zip(plan.create, names, strict=False)),
+            *(self._destroy(pool, name, result, scale_down=True) for name in plan.destroy if name not in busy),
             *(self._finish(pool, rec, result) for rec in self.ledger.clones(pool.name, ["customizing"])
-              if rec.name not in plan.destroy))
+              if rec.name not in plan.destroy and rec.id not in self.in_flight))
         await mgr.retire()
+        if ladder.replicas is not None:
+            await ladder.replicas.retire()
 
     def _pool(self, name: str) -> tuple[int, Pool]:
         for i, p in enumerate(self.spec.pools):
@@ -207,8 +238,54 @@ class Engine:
         inv.folders[name] = folder
         return folder
 
-    def _sources(self, pool: Pool, index: int) -> SourceManager:
-        return SourceManager(self.driver, self.ledger, pool, index, rng=self.rng)
+    def sources(self, pool: Pool, index: int, image: ImageRef | None) -> SourceManager:
+        """The per-host sources of one image of the pool."""
+        return SourceManager(self.driver, self.ledger, pool, index, rng=self.rng, image=image,
+                             keep_previous_s=pool.rollout.keep_previous_s)
+
+    def ladder(self, pool: Pool, inv: Inventory, folder: str, rungs: list[str], result: Result, golden: Source,
+               live: list[CloneRecord]) -> Ladder:
+        return Ladder(self.driver, self.ledger, pool, inv, folder, rungs, result,
+                      Spread.over(fallback_hosts(pool, inv, golden), live),
+                      lambda host: self.budgets.of(pool, f"host:{host}"), self.rng, self.telemetry,
+                      replicas=self.replicas(pool, inv, folder))
+
+    def replicas(self, pool: Pool, inv: Inventory, folder: str) -> ReplicaManager:
+        """The pool's replicas for linked clones (forkscale/fleet/replicas.py), seen through `inv`."""
+        return ReplicaManager(self.driver, self.ledger, pool, inv, folder, rng=self.rng,
+                              locks=self.replica_locks.setdefault(pool.name, {}))
+
+    def sources_of(self, pool: Pool) -> SourceManager:
+        """Every per-host source of the pool, whatever its image (forkscale/fleet/sources.py)."""
+        return self.sources(pool, [p.name for p in self.spec.pools].index(pool.name), None)
+
+    def avoid_evacuated(self, inv: Inventory) -> None:
+        """Place nothing on a host being evacuated (an open `evacuate` operation of any pool)."""
+        for p in self.spec.pools:
+            op = self.ledger.operations.open(p.name)
+            if op is not None and op.kind == "evacuate" and op.params.get("host"):
+                inv.avoid.add(str(op.params["host"]))
+
+    def _replacing(self, pool: Pool, live: list[CloneRecord]) -> int:
+        """Reserved identities still held by a row on its way out (destroying, or failed and quarantined)."""
+        held = {r.name for r in live}
+        out = {r.name for r in self.ledger.reservations.of(pool.name)} - held
+        open_ = {r.name for r in self.ledger.reservations.open(pool.name)}
+        return len(out - open_)
+
+    async def _reserved(self, pool: Pool, room: int) -> list[str]:
+        """The open reservations (identities of replaced clones) the next `room` new clones take; those
+        beyond `room` are given up (the pool shrank meanwhile), their detached user disks with them."""
+        open_ = self.ledger.reservations.open(pool.name)
+        keep = max(0, room)
+        for res in open_[keep:]:
+            log.info("pool %s: %s is not made again (the pool shrank); its identity is released", pool.name, res.name)
+            await self.disks.forget(pool.name, bool(pool.user_disk and pool.user_disk.keep), res.name)
+            self.ledger.reservations.drop(res.name)
+        return [r.name for r in open_[:keep]]
+
+    async def folder(self, pool: Pool, inv: Inventory) -> str:
+        return await self._folder(pool, inv)
 
     async def _preflight(self, pool: Pool, rungs: list[str], inv: Inventory, src: Source, folder: str,
                          result: Result) -> list[str]:
@@ -236,40 +313,69 @@ class Engine:
         log.warning("pool %s: instant clone pre-flight failed (%s); falling back", pool.name, problems[0])
         return [f"!instant:{reason}" if r == "instant" else r for r in rungs]
 
-    async def _create(self, pool: Pool, inv: Inventory, sources: list[Source], host: str, ds: str,
-                      ladder: Ladder) -> None:
+    async def create(self, pool: Pool, inv: Inventory, sources: list[Source], host: str, ds: str,
+                     ladder: Ladder, *, reservation: str | None = None) -> CloneRecord | None:
+        """Make one clone on `host` / `ds` (with the reserved identity `reservation`, if given), wait until it
+        is ready; its row (None when a reservation was taken by another caller meanwhile)."""
         src = next((s for s in sources if inv.host_names.get(s.host) == host), sources[0])
         first = next(r for r in ladder.rungs if not r.startswith("!"))
         started = time.monotonic()
-        async with self.budgets.task(pool, f"datastore:{ds}"):
-            await self.budgets.rate(pool).wait()
-            # Identity is allocated (and the row written) once a slot is ours, still before the task
-            # is submitted: planning all N up front blocked the loop before the first clone went out
-            # (bench/fanout.py: 500 plans delayed the first wave by ~0.3 s).
-            rec = self.ledger.plan_clone(
-                pool.name, name_pattern=pool.name_pattern, hostname_pattern=pool.hostname_pattern,
-                network=pool.network, kind=first, source=src.name, source_generation=src.generation, host=host,
-                datastore=ds, port_group=pool.network.port_group, taken_macs=inv.macs, rng=self.rng)
-            extra = guestinfo(rec, pool.network, pool.guestinfo)
-            extra[TAG_POOL] = pool.name
-            extra[TAG_ID] = str(rec.id)
-            extra[TAG_SOURCE] = ""  # an instant clone inherits its source's extraConfig; an empty value drops the tag
-            req = CloneRequest(name=rec.name, folder=ladder.folder, datastore=inv.datastores[ds][0],
-                               host=inv.hosts[host], resource_pool=inv.pools.get(pool.placement.resource_pool or "", None),
-                               network=inv.networks[pool.network.port_group], mac=rec.mac, nic_key=None,
-                               extra=extra, disconnect=pool.network.disconnect)
-            self.ledger.transition(rec.id, "cloning")
-            moref, kind = await ladder.run(rec, req, src)
-        if moref is None:
-            ladder.result.failed += 1
+        rec: CloneRecord | None = None
+        try:
+            async with self.budgets.task(pool, f"datastore:{ds}"):
+                await self.budgets.rate(pool).wait()
+                # Identity is allocated (and the row written) once a slot is ours, still before the task
+                # is submitted: planning all N up front blocked the loop before the first clone went out
+                # (bench/fanout.py: 500 plans delayed the first wave by ~0.3 s).
+                try:
+                    rec = self.ledger.plan_clone(
+                        pool.name, name_pattern=pool.name_pattern, hostname_pattern=pool.hostname_pattern,
+                        network=pool.network, kind=first, source=src.name, source_generation=src.generation,
+                        host=host, datastore=ds, port_group=pool.network.port_group, taken_macs=inv.macs,
+                        rng=self.rng, image_generation=src.image_generation, reservation=reservation)
+                except ReservationTaken:
+                    return None
+                self.in_flight.add(rec.id)  # this process is making it: a concurrent reconcile leaves it be
+                moref, kind = await ladder.run(rec, self._request(pool, inv, rec, host, ds, ladder), src)
+            if moref is None:
+                ladder.result.failed += 1
+                self._report(pool)
+                return self.ledger.get(rec.id)
+            rec = self.ledger.transition(rec.id, "customizing", vm_moref=moref, kind=kind)
             self._report(pool)
-            return
-        rec = self.ledger.transition(rec.id, "customizing", vm_moref=moref, kind=kind)
-        self._report(pool)
-        if await self._finish(pool, rec, ladder.result):
-            ladder.result.created += 1
-            if self.telemetry is not None:
-                self.telemetry.observe_clone_ready(pool.name, kind, time.monotonic() - started)
+            if await self._finish(pool, rec, ladder.result):
+                ladder.result.created += 1
+                if self.telemetry is not None:
+                    self.telemetry.observe_clone_ready(pool.name, kind, time.monotonic() - started)
+            return self.ledger.get(rec.id)
+        finally:
+            if rec is not None:
+                self.in_flight.discard(rec.id)
+
+    def _request(self, pool: Pool, inv: Inventory, rec: CloneRecord, host: str, ds: str,
+                 ladder: Ladder) -> CloneRequest:
+        """The clone spec of a planned row (its identity and tags in extraConfig); the row goes to `cloning`."""
+        extra = guestinfo(rec, pool.network, pool.guestinfo)
+        extra[TAG_POOL] = pool.name
+        extra[TAG_ID] = str(rec.id)
+        extra[TAG_SOURCE] = ""  # an instant clone inherits its source's extraConfig; an empty value drops the tag
+        extra[TAG_REPLICA] = ""  # and a linked clone its replica's
+        req = CloneRequest(name=rec.name, folder=ladder.folder, datastore=inv.datastores[ds][0],
+                           host=inv.hosts[host], resource_pool=inv.pools.get(pool.placement.resource_pool or "", None),
+                           network=inv.networks[pool.network.port_group], mac=rec.mac, nic_key=None,
+                           extra=extra, disconnect=pool.network.disconnect)
+        self.ledger.transition(rec.id, "cloning")
+        return req
+
+    async def finish(self, pool: Pool, rec: CloneRecord, result: Result) -> bool:
+        """Finish a clone found `customizing` that no call of this process is making (adopted after a crash)."""
+        if rec.id in self.in_flight or rec.state != "customizing":
+            return False
+        self.in_flight.add(rec.id)
+        try:
+            return await self._finish(pool, rec, result)
+        finally:
+            self.in_flight.discard(rec.id)
 
     async def _finish(self, pool: Pool, rec: CloneRecord, result: Result) -> bool:
         """A clone vCenter made (or one adopted while customizing): powered on, then its guest ready when
@@ -278,6 +384,8 @@ class Engine:
             return False
         waits = pool.guest_ready.required and not (pool.freeze == "running" and rec.kind == "instant")
         why = None if (waits and rec.kind == "instant") else await self._powered_on(rec.id, rec.name, rec.vm_moref)
+        if why is None:
+            why = await self._user_disk(pool, rec)
         if why is None and waits:
             status = await self.driver.wait_ready(rec.vm_moref, pool.guest_ready.timeout_s)
             if status != "ready":
@@ -285,14 +393,28 @@ class Engine:
         if why is not None:
             result.errors.append(f"{rec.name}: {why}")
             self.ledger.transition(rec.id, "failed", error=why)
-            if await self.reconcile.destroy_vm(rec.vm_moref):
+            if await self.reconcile.destroy_vm(rec.vm_moref, rec):
                 self.ledger.transition(rec.id, "gone")
             result.failed += 1
             self._report(pool)
             return False
-        self.ledger.transition(rec.id, "ready")
+        self.ledger.make_ready(rec.id)
         self._report(pool)
         return True
+
+    async def _user_disk(self, pool: Pool, rec: CloneRecord) -> str | None:
+        """None once the clone has its identity's user disk (or the pool gives none); else why not."""
+        try:
+            await self.disks.attach(pool, rec)
+        except (PermanentError, TemporaryError) as exc:
+            return f"its user disk could not be attached: {exc}"
+        return None
+
+    async def _release_disks(self, pool_name: str, rec: CloneRecord | None, vm_moref: str) -> None:
+        """Before a clone VM is destroyed: its user disk detached (kept for a replacement, else deleted)."""
+        pool = next((p for p in self.spec.pools if p.name == pool_name), None)
+        keep = bool(pool is not None and pool.user_disk is not None and pool.user_disk.keep)
+        await self.disks.release(pool_name, keep, rec, vm_moref)
 
     async def _powered_on(self, rec_id: int, name: str, moref: str) -> str | None:
         """None once the clone runs; a clone that came up powered off (vCenter may not honour `powerOn`)
@@ -325,12 +447,18 @@ class Engine:
         if scale_down and rec.state == "claimed" and pool.drain is None:
             return True
         if scale_down and pool.drain is not None and self.drainer is not None and rec.state in ("ready", "claimed"):
-            if not await self.drainer(pool, rec, result):
-                return True
-        self.ledger.transition(rec.id, "destroying")
+            self.in_flight.add(rec.id)  # `draining` while its hook runs: a rollout leaves it be
+            try:
+                if not await self.drainer(pool, rec, result):
+                    return True
+            finally:
+                self.in_flight.discard(rec.id)
+        if rec.state != "destroying":
+            self.ledger.transition(rec.id, "destroying")
         if rec.vm_moref:
             async with self.budgets.task(pool):
                 try:
+                    await self._release_disks(pool.name, rec, rec.vm_moref)
                     await self.driver.destroy(rec.vm_moref)
                     left = await self.driver.vm_props([rec.vm_moref], ["name"])
                 except (PermanentError, TemporaryError) as exc:
@@ -362,7 +490,8 @@ class Engine:
         live = self.ledger.clones(pool.name, states=list(LIVE))
         done = await asyncio.gather(*(self._destroy(pool, r.name, result) for r in live))
         reported = {r.name for r, ok in zip(live, done, strict=True) if not ok}
-        mgr = self._sources(pool, [p.name for p in self.spec.pools].index(pool.name))
+        await self._forget_identities(pool)
+        mgr = self.sources(pool, [p.name for p in self.spec.pools].index(pool.name), None)
         if sources:
             # a clone whose destroy failed may still be in vCenter: keep the source it was forked from
             keep = {r.source for r in self.ledger.clones(pool.name, states=["failed"]) if r.kind == "instant"}
@@ -375,8 +504,31 @@ class Engine:
             removed = [name for name in await mgr.retire() if name in had_vm]
             remaining = mgr.remaining()
         result.sources = {"removed": removed, "remaining": remaining}
+        result.replicas = await self._drop_replicas(pool, inv, result)
         await self._leftovers(pool, result, reported)
         return result
+
+    async def _drop_replicas(self, pool: Pool, inv: Inventory, result: Result) -> dict[str, list[str]]:
+        """After a pool's clones: its replicas no clone depends on any more (every one, normally)."""
+        replicas = self.replicas(pool, inv, inv.folders.get(pool.placement.folder, ""))
+        await replicas.sync()
+        removed = await replicas.retire()
+        kept = self.ledger.replicas(pool.name, ("preparing", "ready", "removing"))
+        for r in kept:
+            result.errors.append(f"replica {r.vm_name} was kept: {r.refs} clone(s) still depend on it"
+                                 if r.refs else f"replica {r.vm_name} could not be removed; run destroy again")
+        return {"removed": removed, "remaining": [r.vm_name for r in kept]}
+
+    async def _forget_identities(self, pool: Pool) -> None:
+        """The pool is gone: no identity is held for a replacement, no user disk waits for one."""
+        keep = bool(pool.user_disk is not None and pool.user_disk.keep)
+        for res in self.ledger.reservations.of(pool.name):
+            self.ledger.reservations.drop(res.name)
+        for disk in self.ledger.user_disks.all(pool.name, ("creating", "detached")):
+            try:
+                await self.disks.forget(pool.name, keep, disk.identity)
+            except (PermanentError, TemporaryError) as exc:
+                log.warning("pool %s: user disk %s: %s", pool.name, disk.path, exc)
 
     async def _leftovers(self, pool: Pool, result: Result, reported: set[str]) -> None:
         """Never report a pool destroyed while vCenter still holds a VM of it: every VM tagged for the

@@ -38,6 +38,7 @@ from typing import Any
 
 from forkscale.core.errors import PermanentError, TemporaryError
 from forkscale.fleet.plan import Spread
+from forkscale.fleet.replicas import ReplicaManager
 from forkscale.fleet.result import Result
 from forkscale.fleet.sources import Source
 from forkscale.ledger import CloneRecord, Ledger
@@ -71,7 +72,9 @@ class Ladder:
     host_slot: Callable[[str], AbstractAsyncContextManager[Any]]  # the pool's per-host budget
     rng: random.Random
     telemetry: Any = None
+    replicas: ReplicaManager | None = None  # linked clones fork from the replica on their datastore
     disabled: dict[str, str] = field(default_factory=dict)  # rung -> why vCenter cannot do it
+    no_replica: dict[str, str] = field(default_factory=dict)  # datastore -> why its linked clones fork from the golden
 
     async def run(self, rec: CloneRecord, req: CloneRequest, src: Source) -> tuple[str | None, str]:
         """(moref, rung) of the clone made, or (None, "") with the row failed (or quarantined)."""
@@ -126,7 +129,7 @@ class Ladder:
             try:
                 hop = rung != "instant" and self.spread.others(host)  # a host fault: another host, not a retry here
                 async with self.host_slot(host):
-                    return await self._attempt(src, req, rung, rec.id, hop=hop), req, host
+                    return await self._attempt(src, req, rung, rec, hop=hop), req, host
             except TemporaryError as exc:
                 if rung == "instant" or exc.fault not in HOST_FAULTS or not self.spread.drop(host):
                     raise
@@ -135,14 +138,20 @@ class Ladder:
                 self.result.errors.append(str(exc))
                 req, host = self._move(rec, req)
 
-    async def _attempt(self, src: Source, req: CloneRequest, rung: str, clone_id: int, *, hop: bool = False) -> str:
+    async def _attempt(self, src: Source, req: CloneRequest, rung: str, rec: CloneRecord, *, hop: bool = False) -> str:
+        clone_id = rec.id
         delay = 1.0
         for attempt in range(1, RETRIES + 1):
             try:
                 if rung == "instant":
                     return await self.driver.instant_clone(src.moref, req)
+                if rung == "linked" and self.replicas is not None:
+                    return await self._linked(src, req, rec)
+                if rung == "full" and self.replicas is not None:
+                    self.ledger.bind_replica(clone_id, None)  # a linked attempt that failed made nothing to depend on
+                # a full clone too is made from the image's snapshot, not from whatever the golden is now
                 return await self.driver.clone(src.golden or src.moref, req, linked=rung == "linked",
-                                               snapshot=src.snapshot if rung == "linked" else None)
+                                               snapshot=src.snapshot)
             except TaskTimeout:
                 raise
             except TaskLost as exc:  # it will never land: what it made before the restart is ours, else again
@@ -166,6 +175,25 @@ class Ladder:
                 await asyncio.sleep(wait)
                 delay *= 2
         raise AssertionError("unreachable")
+
+    async def _linked(self, src: Source, req: CloneRequest, rec: CloneRecord) -> str:
+        """A linked clone of the replica on the clone's datastore (made first if it has none); the
+        clone is recorded as its dependant before the task is sent."""
+        assert self.replicas is not None
+        ds = self.inv.datastore_name(req.datastore) or rec.datastore
+        try:
+            replica = await self.replicas.for_clone(src, ds)
+        except PermanentError as exc:
+            # no replica there now (no room, vCenter refused it, its task's outcome unknown): the clone forks
+            # from the golden VM's snapshot itself, as it would without replicas (said once per datastore)
+            if ds not in self.no_replica:
+                self.no_replica[ds] = str(exc)
+                log.warning("pool %s: no replica on %s (%s); linked clones there fork from the golden snapshot",
+                            self.pool.name, ds, exc)
+            self.ledger.bind_replica(rec.id, None)
+            return await self.driver.clone(src.golden or src.moref, req, linked=True, snapshot=src.snapshot)
+        self.ledger.bind_replica(rec.id, replica.id)
+        return await self.driver.clone(replica.moref, req, linked=True, snapshot=replica.snapshot)
 
     async def _ours(self, name: str, clone_id: int) -> str | None:
         """The VM `name` in our folder if it carries this clone's tags (a call whose answer was lost, or a retry)."""

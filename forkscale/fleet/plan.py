@@ -11,14 +11,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from forkscale.fleet.balance import CLONE_SPACE_GUESS, Datastore, datastore_shares
 from forkscale.fleet.sources import Source
 from forkscale.ledger import CloneRecord
 from forkscale.spec import Pool
 from forkscale.vsphere.model import Inventory
 
 LIVE = ("planned", "cloning", "customizing", "ready", "claimed", "draining")
-#: Each planned clone counts as this much of a datastore's free space when spreading over datastores.
-CLONE_SPACE_GUESS = 2 * 1024**3
 
 
 @dataclass
@@ -86,27 +85,35 @@ def make_plan(pool: Pool, inv: Inventory, sources: Sequence[Source], live: Seque
         hosts = placement_hosts(pool, inv, sources) if first == "instant" else fallback_hosts(pool, inv, sources[0])
         spread = Spread.over(hosts, live)
         dss = placement_datastores(pool, inv, sources)
-        ds_load: Counter[str] = Counter()
+        on = Counter(r.datastore for r in live)
+        share = datastore_shares(datastore_view(inv, dss, on), desired,
+                                 max_used_pct=pool.rebalance.max_used_pct).counts
         for _ in range(desired - have):
             host = spread.take()
-            ds = max(dss, key=lambda d: (inv.datastores[d][1] - ds_load[d] * CLONE_SPACE_GUESS, d))
-            ds_load[ds] += 1
+            ds = max(dss, key=lambda d: (share[d] - on[d], inv.datastores[d][1], d))
+            on[ds] += 1
             plan.create.append((host, ds))
     elif have > desired:
         plan.destroy = [r.name for r in victims(live, have - desired, drain=pool.drain is not None)]
     return plan
 
 
+def datastore_view(inv: Inventory, names: Sequence[str], on: Counter[str],
+                   clone_bytes: int = CLONE_SPACE_GUESS) -> list[Datastore]:
+    """The datastores `names` as `datastore_shares` sees them, `on[name]` of the pool's clones on each."""
+    return [Datastore(d, inv.datastore_capacity.get(d, 0), inv.datastores[d][1], on[d] * clone_bytes) for d in names]
+
+
 def fallback_hosts(pool: Pool, inv: Inventory, golden: Source) -> list[str]:
     """Hosts a linked or full clone may land on: placement.hosts, else every host of the golden VM's
-    cluster; connected ones only (all of them if none is). Unlike an instant clone, such a clone
-    need not run where its source runs."""
+    cluster; those that can take a VM only (connected, not in or entering maintenance; all of them
+    if none can). Unlike an instant clone, such a clone need not run where its source runs."""
     if pool.placement.hosts:
         names = list(pool.placement.hosts)
     else:
         cluster = inv.host_parent.get(golden.host)
         names = [n for n, moref in inv.hosts.items() if cluster is None or inv.host_parent.get(moref) == cluster]
-    up = [h for h in names if inv.host_connected.get(inv.hosts.get(h, ""), False)]
+    up = [h for h in names if inv.placeable(h)]
     return sorted(up or names)
 
 
@@ -118,7 +125,7 @@ def placement_hosts(pool: Pool, inv: Inventory, sources: Sequence[Source]) -> li
         picked = [n for n in names if n in allowed] or list(pool.placement.hosts)
     else:
         picked = names
-    picked = [h for h in picked if inv.host_connected.get(inv.hosts.get(h, ""), False)] or picked
+    picked = [h for h in picked if inv.placeable(h)] or picked
     return sorted(set(picked))
 
 

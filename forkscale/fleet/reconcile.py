@@ -14,6 +14,7 @@ IP and MAC until vCenter says the task ended and no VM holds them.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 
 from forkscale.core.errors import PermanentError, TemporaryError
 from forkscale.fleet.plan import LIVE
@@ -62,34 +63,54 @@ def record_identity(ledger: Ledger, rec: CloneRecord, vm: VmInfo) -> None:
         ledger.update(rec.id, **changes)
 
 
+#: Called before a clone VM is destroyed, with (pool, its row if known, its moref): users' disks are
+#: detached there (forkscale/fleet/userdisks.py). Raising stops the destroy.
+BeforeDestroy = Callable[[str, CloneRecord | None, str], Awaitable[None]]
+
+
 class Reconciler:
-    def __init__(self, ledger: Ledger, driver: VSphere, *, settle_timeout_s: float = 600.0) -> None:
+    def __init__(self, ledger: Ledger, driver: VSphere, *, settle_timeout_s: float = 600.0,
+                 before_destroy: BeforeDestroy | None = None, busy: set[int] | None = None) -> None:
         self.ledger = ledger
         self.driver = driver
         self.settle_timeout_s = settle_timeout_s
+        self.before_destroy = before_destroy
+        self.busy = busy if busy is not None else set()  # ids of clones this process is making right now
 
     async def __call__(self, pool: Pool, inv: Inventory, result: Result) -> None:
         """Make the ledger agree with vCenter: adopt finished work, roll back the rest, clean orphans."""
-        rows = self.ledger.clones(pool.name, states=[*LIVE, "destroying", "failed"])
+        rows = [r for r in self.ledger.clones(pool.name, states=[*LIVE, "destroying", "failed"]) if r.id not in self.busy]
         ended, settled = await self._tasks_ended(rows, inv)
         index = VmIndex(inv)
         matched: set[str] = set()
         for rec in rows:
+            fresh = self.ledger.get(rec.id)
+            if rec.id in self.busy or fresh is None or fresh.state != rec.state:
+                continue  # a replacement (or another round) of this process took it meanwhile
             vm = index.find(rec)
+            if vm is None and rec.vm_moref and rec.state in ("customizing", "ready", "claimed", "draining") \
+                    and await self._there_now(rec):
+                continue  # made after `inv` was read (by a replacement running alongside): not vanished
             if vm is not None:
                 matched.add(vm.moref)
                 record_identity(self.ledger, rec, vm)
             if rec.state in ("planned", "cloning"):
-                self._judge_unfinished(rec, vm, settled, result)
+                self._judge_unfinished(rec, vm, settled, result, with_disk=pool.user_disk is not None)
             elif rec.state == "ready" and vm is not None and vm.power != "poweredOn":
                 await self._switched_off(rec, vm)
             elif rec.state in ("customizing", "ready", "claimed", "draining"):
-                self._judge_live(rec, vm)
+                self._judge_live(rec, vm, with_disk=pool.user_disk is not None)
             elif rec.pending_task is not None and not ended.get(rec.id, False):
                 log.info("clone %s stays quarantined: its task %s may still land", rec.name, rec.pending_task or "?")
-            elif vm is None or await self.destroy_vm(vm.moref):
-                self.ledger.transition(rec.id, "gone")
+            elif vm is None or await self.destroy_vm(vm.moref, rec):
+                self._close(rec)
         await self._orphans(pool, inv, {str(r.id) for r in rows}, matched, result)
+
+    async def _there_now(self, rec: CloneRecord) -> bool:
+        """Whether vCenter holds the row's VM now, by its moref *and* name (a restarted vCenter hands a
+        lost VM's moref to another VM)."""
+        props = (await self.driver.vm_props([rec.vm_moref or ""], ["name"])).get(rec.vm_moref or "", {})
+        return props.get("name") == rec.name
 
     async def _tasks_ended(self, rows: list[CloneRecord], inv: Inventory) -> tuple[dict[int, bool], bool]:
         """Which quarantined rows' tasks have ended, and whether vCenter's clone tasks settled.
@@ -111,16 +132,25 @@ class Reconciler:
             ended.update({r.id: settled for r in pending if not r.pending_task})
         if unsure or any(ended.values()):
             fresh = await self.driver.inventory()
-            inv.vms, inv.macs = fresh.vms, fresh.macs
+            inv.vms, inv.macs, inv.taken_at = fresh.vms, fresh.macs, fresh.taken_at
         return ended, settled
 
-    def _judge_unfinished(self, rec: CloneRecord, vm: VmInfo | None, settled: bool, result: Result) -> None:
+    def _close(self, rec: CloneRecord) -> None:
+        """`gone`, unless something else closed it while its VM was being destroyed."""
+        now = self.ledger.get(rec.id)
+        if now is not None and now.state != "gone":
+            self.ledger.transition(rec.id, "gone")
+
+    def _judge_unfinished(self, rec: CloneRecord, vm: VmInfo | None, settled: bool, result: Result, *,
+                          with_disk: bool) -> None:
+        """(`with_disk`: the pool gives clones a user disk; an adopted clone stays `customizing` until the
+        engine's finish has attached it.)"""
         if vm is not None:
             if rec.state == "planned":
                 self.ledger.transition(rec.id, "cloning", vm_moref=vm.moref)
             self.ledger.transition(rec.id, "customizing", vm_moref=vm.moref)
-            if vm.status == "ready":
-                self.ledger.transition(rec.id, "ready")
+            if vm.status == "ready" and not with_disk:
+                self.ledger.make_ready(rec.id)  # (a replacement: its reservation settled, handed back)
             result.adopted += 1
         elif rec.state == "planned":
             self.ledger.transition(rec.id, "gone")  # never sent to vCenter
@@ -134,17 +164,17 @@ class Reconciler:
                                    error="quarantined: no VM found after restart, and clone tasks are still running")
             result.rolled_back += 1
 
-    def _judge_live(self, rec: CloneRecord, vm: VmInfo | None) -> None:
+    def _judge_live(self, rec: CloneRecord, vm: VmInfo | None, *, with_disk: bool) -> None:
         if vm is None:
             self.ledger.transition(rec.id, "failed", error="VM disappeared from vCenter")
             self.ledger.transition(rec.id, "gone")
-        elif rec.state == "customizing" and vm.status == "ready":
-            self.ledger.transition(rec.id, "ready")
+        elif rec.state == "customizing" and vm.status == "ready" and not with_disk:
+            self.ledger.make_ready(rec.id)
 
     async def _switched_off(self, rec: CloneRecord, vm: VmInfo) -> None:
         """A spare switched off behind forkscale's back serves nobody: it is replaced."""
         self.ledger.transition(rec.id, "failed", error=f"VM found {vm.power} (switched off outside forkscale)")
-        if await self.destroy_vm(vm.moref):
+        if await self.destroy_vm(vm.moref, rec):
             self.ledger.transition(rec.id, "gone")
 
     async def _orphans(self, pool: Pool, inv: Inventory, known_ids: set[str], matched: set[str],
@@ -153,16 +183,20 @@ class Reconciler:
         for vm in list(inv.vms.values()):
             if vm.pool != pool.name or vm.is_source or vm.moref in matched or vm.clone_id in known_ids:
                 continue  # sources: forkscale/fleet/sources.py
+            if vm.clone_id and vm.clone_id.isdigit() and int(vm.clone_id) in self.busy:
+                continue  # being made or removed by this process right now
             live = self.ledger.get(int(vm.clone_id)) if vm.clone_id and vm.clone_id.isdigit() else None
             if live is not None and live.state in LIVE and live.name == vm.name:
                 continue
             log.warning("removing orphan clone %s (tagged %s=%s, unknown to the ledger)", vm.name, TAG_POOL, vm.pool)
-            if await self.destroy_vm(vm.moref):
+            if await self.destroy_vm(vm.moref, pool=pool.name):
                 result.destroyed += 1
 
-    async def destroy_vm(self, moref: str) -> bool:
-        """Destroy one VM; True once vCenter no longer has it."""
+    async def destroy_vm(self, moref: str, rec: CloneRecord | None = None, *, pool: str | None = None) -> bool:
+        """Destroy one clone VM (its users' disks detached first); True once vCenter no longer has it."""
         try:
+            if self.before_destroy is not None and (rec is not None or pool is not None):
+                await self.before_destroy(rec.pool if rec is not None else str(pool), rec, moref)
             await self.driver.destroy(moref)
         except (PermanentError, TemporaryError) as exc:
             log.warning("could not destroy %s: %s", moref, exc)

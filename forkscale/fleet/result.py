@@ -21,6 +21,7 @@ class Result:
     errors: list[str] = field(default_factory=list)
     seconds: float = 0.0
     sources: dict[str, list[str]] | None = None  # destroy_pool: {"removed": [...], "remaining": [...]}
+    replicas: dict[str, list[str]] | None = None  # destroy_pool: replicas for linked clones, likewise
     skipped: dict[str, str] = field(default_factory=dict)  # rung -> why this vCenter cannot do it (said once)
 
     def ok(self) -> bool:
@@ -30,4 +31,5 @@ class Result:
         return {"pool": self.pool, "desired": self.desired, "ready": self.ready, "created": self.created,
                 "destroyed": self.destroyed, "failed": self.failed, "adopted": self.adopted,
                 "rolled_back": self.rolled_back, "fallbacks": dict(self.fallbacks), "errors": self.errors[:20], "skipped_rungs": self.skipped,
-                "seconds": round(self.seconds, 3), **({"sources": self.sources} if self.sources is not None else {})}
+                "seconds": round(self.seconds, 3), **({"sources": self.sources} if self.sources is not None else {}),
+                **({"replicas": self.replicas} if self.replicas is not None else {})}

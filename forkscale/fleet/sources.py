@@ -26,6 +26,14 @@ inventory read the plan uses, plus one batched `layoutEx.disk` read for chain de
 A replaced source is `retiring`: new clones come from its successor, and it is destroyed once no
 live instant clone in the ledger names it (`retire`, run after every converge).
 
+Image generations (forkscale/fleet/images.py): every source is a replica of one image of the
+pool (golden VM + snapshot) and records its generation. A manager works for one image: its
+sources are the ones it checks, rotates and clones from, one per host; sources of the pool's
+other images are left as they are -- the previous image's stay (frozen, ready) while clones use
+them, and for `rollout.keep_previous_s` after the image retired (a rollback finds them ready);
+then, once no live clone uses them, `retire` removes them. A failed image's sources go as soon
+as they are unused.
+
 Source states in the ledger: preparing -> ready -> retiring -> gone, and failed (its VM, if any,
 is removed by `retire`).
 
@@ -47,6 +55,7 @@ from typing import Any
 
 from forkscale.core.errors import PermanentError, SpecError, TemporaryError
 from forkscale.core.identity import random_mac
+from forkscale.fleet.images import ImageRef
 from forkscale.ledger import LIVE_STATES, Ledger, SourceRecord
 from forkscale.spec import Pool
 from forkscale.vsphere.model import TAG_POOL, TAG_SOURCE, CloneRequest, Inventory, VmInfo
@@ -70,6 +79,7 @@ class Source:
     generation: int = 1
     golden: str | None = None  # moref linked/full fallbacks clone from (None: this VM itself)
     problem: str | None = None  # set when no usable instant-clone source exists (skip the instant rung)
+    image_generation: int | None = None  # the pool image it is (a replica of)
 
 
 @dataclass
@@ -161,13 +171,20 @@ async def _wait_guest(driver: VSphere, moref: str, name: str, path: str, timeout
 class SourceManager:
     """Prepare, check, re-freeze, rotate and retire one pool's per-host sources."""
 
+    #: source rows a `_create` of this process is making now: a concurrent `sync` (another host's
+    #: priming step, a converge) must not take one for a vanished VM before its moref is recorded
+    in_flight: set[int] = set()
+
     def __init__(self, driver: VSphere, ledger: Ledger, pool: Pool, index: int, *,
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None, image: ImageRef | None = None,
+                 keep_previous_s: float = 0.0) -> None:
         self.driver = driver
         self.ledger = ledger
         self.pool = pool
         self.index = index
         self.rng = rng or random.Random()
+        self.image = image  # None: a pool without an image history (every source row is its own)
+        self.keep_previous_s = keep_previous_s
         self._generation: int | None = None
         self.reports: list[SourceReport] = []
 
@@ -179,6 +196,7 @@ class SourceManager:
         """
         pool = self.pool.name
         rows = [r for r in self.ledger.sources(pool) if r.state not in ("gone", "failed")]
+        gen = self.image.generation if self.image is not None else None
         by_moref = {r.vm_moref: r for r in rows if r.vm_moref}
         tagged = [v for v in inv.vms.values() if v.pool == pool and v.is_source]
         for vm in tagged:
@@ -189,15 +207,17 @@ class SourceManager:
             if row is not None:  # made by a controller that died before recording the moref
                 row = self.ledger.update_source(row.id, vm_moref=vm.moref)
             else:
-                gen = int(vm.source_tag) if vm.source_tag and vm.source_tag.isdigit() else self.ledger.next_generation(pool)
-                row = self.ledger.add_source(pool, vm.name, vm.moref, host, gen, "ready", frozen=vm.frozen)
+                source_gen = (int(vm.source_tag) if vm.source_tag and vm.source_tag.isdigit()
+                              else self.ledger.next_generation(pool))
+                row = self.ledger.add_source(pool, vm.name, vm.moref, host, source_gen, "ready", frozen=vm.frozen,
+                                             image_generation=gen)
                 log.warning("pool %s: adopted source %s on %s (tagged %s=%s, unknown to the ledger)", pool, vm.name,
                             host, TAG_SOURCE, vm.source_tag)
-                self.reports.append(SourceReport(host, vm.name, gen, "adopted", vm.frozen))
+                self.reports.append(SourceReport(host, vm.name, source_gen, "adopted", vm.frozen))
             rows.append(row)
             by_moref[vm.moref] = row
         vanished: set[str] = set()
-        for row in list(rows):
+        for row in [r for r in rows if self._mine(r) and r.id not in self.in_flight]:  # (others: their own business)
             found = inv.vms.get(row.vm_moref or "")
             if found is None or not found.is_source:
                 if row.state in ACTIVE:
@@ -218,7 +238,20 @@ class SourceManager:
         return vanished - set(active)
 
     def rows(self, states: tuple[str, ...]) -> list[SourceRecord]:
+        """This image's source rows in `states`."""
+        return [r for r in self.pool_rows(states) if self._mine(r)]
+
+    def pool_rows(self, states: tuple[str, ...]) -> list[SourceRecord]:
+        """The pool's source rows in `states`, of every image."""
         return [r for r in self.ledger.sources(self.pool.name) if r.state in states]
+
+    def _mine(self, row: SourceRecord) -> bool:
+        return self.image is None or (row.image_generation or 1) == self.image.generation
+
+    @property
+    def snapshot(self) -> str | None:
+        """The snapshot (moref) this image's sources and linked clones are made from."""
+        return self.image.snapshot if self.image is not None else None
 
     def active(self) -> dict[str, SourceRecord]:
         return {r.host: r for r in sorted(self.rows(ACTIVE), key=lambda r: (r.generation, r.id))}
@@ -228,7 +261,7 @@ class SourceManager:
         out = []
         for _host, row in sorted(self.active().items()):
             vm = inv.vms.get(row.vm_moref or "")
-            if vm is None or not inv.host_connected.get(vm.host or "", False) or vm.power != "poweredOn":
+            if vm is None or not inv.placeable(inv.host_names.get(vm.host or "", "")) or vm.power != "poweredOn":
                 continue
             if self.pool.freeze != "running" and not vm.frozen:
                 continue
@@ -236,8 +269,10 @@ class SourceManager:
         return out
 
     def _source(self, row: SourceRecord, vm: VmInfo, golden: VmInfo) -> Source:
-        return Source(moref=vm.moref, name=vm.name, host=vm.host or "", snapshot=golden.snapshot, frozen=vm.frozen,
-                      generation=row.generation, golden=golden.moref)
+        snapshot = self.snapshot if self.image is not None else golden.snapshot
+        return Source(moref=vm.moref, name=vm.name, host=vm.host or "", snapshot=snapshot, frozen=vm.frozen,
+                      generation=row.generation, golden=golden.moref,
+                      image_generation=self.image.generation if self.image is not None else None)
 
     # entry points --------------------------------------------------------------------------------
     def target_hosts(self, inv: Inventory, golden: VmInfo) -> list[str]:
@@ -256,6 +291,13 @@ class SourceManager:
         self.sync(inv)
         await self._ensure_hosts(inv, golden, folder, self.target_hosts(inv, golden), rotate=True)
         return self.reports
+
+    async def ensure(self, inv: Inventory, golden: VmInfo, folder: str, hosts: list[str]) -> list[SourceReport]:
+        """A healthy frozen source of this image on each of `hosts` (kept, refrozen, made or replaced);
+        what was done, per host. Sources of the pool's other images are left alone."""
+        before = len(self.reports)
+        await self._ensure_hosts(inv, golden, folder, hosts, rotate=True)
+        return self.reports[before:]
 
     def per_host(self, inv: Inventory) -> bool:
         """Whether the pool has per-host sources: ledger rows not gone, or tagged sources in vCenter.
@@ -315,12 +357,25 @@ class SourceManager:
         src.frozen = True
         return src
 
+    def _removable_images(self) -> set[int]:
+        """Generations whose sources may go once unused: failed images, and retired ones past
+        `keep_previous_s` (kept until then for a rollback)."""
+        now = self.ledger._clock()
+        out = set()
+        for img in self.ledger.images.history(self.pool.name):
+            if img.state == "failed" or (img.state == "retired" and (img.retired_at or 0) + self.keep_previous_s <= now):
+                out.add(img.generation)
+        return out
+
     async def retire(self) -> list[str]:
-        """Destroy retiring (and failed) sources no live instant clone names any more; their names."""
+        """Destroy retiring (and failed) sources no live instant clone names any more, and the sources
+        of images that are done with (`_removable_images`) once unused; their names."""
         users = {r.source for r in self.ledger.clones(self.pool.name, states=LIVE_STATES) if r.kind == "instant"}
+        gone_images = self._removable_images()
+        old = [r for r in self.pool_rows(ACTIVE) if (r.image_generation or 1) in gone_images]
         done = []
-        for row in self.rows(("retiring", "failed")):
-            if row.state == "retiring" and row.vm_name in users:
+        for row in self.pool_rows(("retiring", "failed")) + old:
+            if row.state != "failed" and row.vm_name in users:
                 continue
             if row.vm_moref:
                 try:
@@ -343,18 +398,19 @@ class SourceManager:
         row and is never touched. Returns (names removed from vCenter, names left).
         """
         self.sync(inv)
-        golden = inv.vm_by_name(self.pool.source.rsplit("/", 1)[-1])
-        for row in self.rows(ACTIVE):
-            if row.vm_name in keep or (golden is not None and row.vm_moref == golden.moref):
+        goldens = {img.golden for img in self.ledger.images.history(self.pool.name)} | {self.pool.source}
+        golden_morefs = {vm.moref for name in goldens if (vm := inv.vm_by_name(name.rsplit("/", 1)[-1])) is not None}
+        for row in self.pool_rows(ACTIVE):
+            if row.vm_name in keep or row.vm_moref in golden_morefs:
                 continue
             self.ledger.update_source(row.id, state="retiring")
-        with_vm = {r.vm_name for r in self.rows(("retiring", "failed")) if r.vm_moref}
+        with_vm = {r.vm_name for r in self.pool_rows(("retiring", "failed")) if r.vm_moref}
         removed = [name for name in await self.retire() if name in with_vm]
         return removed, self.remaining()
 
     def remaining(self) -> list[str]:
-        """Names of the pool's sources still in the ledger (not gone)."""
-        return [r.vm_name for r in self.rows((*ACTIVE, "retiring", "failed")) if r.vm_moref]
+        """Names of the pool's sources still in the ledger (not gone), of every image."""
+        return [r.vm_name for r in self.pool_rows((*ACTIVE, "retiring", "failed")) if r.vm_moref]
 
     # per host ------------------------------------------------------------------------------------
     async def _ensure_hosts(self, inv: Inventory, golden: VmInfo, folder: str, hosts: list[str], *,
@@ -369,10 +425,11 @@ class SourceManager:
     async def _ensure_host(self, inv: Inventory, golden: VmInfo, folder: str, host: str, row: SourceRecord | None,
                            depth: int | None, *, rotate: bool) -> None:
         host_moref = inv.hosts.get(host)
-        if host_moref is None or not inv.host_connected.get(host_moref, False):
+        if host_moref is None or not inv.placeable(host):
+            why = ("no such host" if host_moref is None else "host is not connected"
+                   if not inv.host_connected.get(host_moref, False) else "host is in (or being put into) maintenance")
             self.reports.append(SourceReport(host, row.vm_name if row else "-", row.generation if row else 0,
-                                             "unavailable", bool(row and row.frozen),
-                                             error="host is not connected" if host_moref else "no such host"))
+                                             "unavailable", bool(row and row.frozen), error=why))
             return
         if row is None:
             await self._create(inv, golden, folder, host, "created")
@@ -424,10 +481,19 @@ class SourceManager:
             self.reports.append(SourceReport(host, name, gen, "failed", False,
                                              error=f"a VM named {name} already exists and is not a source of {pool.name}"))
             return False
-        if pool.placement.datastores:
-            datastore = inv.datastores[pool.placement.datastores[0]][0]
-        else:
-            datastore = golden.datastores[0]
+        image_gen = self.image.generation if self.image is not None else None
+        row = self.ledger.add_source(pool.name, name, None, host, gen, "preparing", image_generation=image_gen)
+        self.in_flight.add(row.id)
+        try:
+            return await self._make(inv, golden, folder, host, action, why, row)
+        finally:
+            self.in_flight.discard(row.id)
+
+    async def _make(self, inv: Inventory, golden: VmInfo, folder: str, host: str, action: str, why: str | None,
+                    row: SourceRecord) -> bool:
+        pool, gen, name = self.pool, row.generation, row.vm_name
+        datastore = (inv.datastores[pool.placement.datastores[0]][0] if pool.placement.datastores
+                     else golden.datastores[0])
         mac = random_mac(set(inv.macs), self.rng)
         inv.macs.add(mac)
         req = CloneRequest(name=name, folder=folder, datastore=datastore, host=inv.hosts[host],
@@ -435,14 +501,14 @@ class SourceManager:
                            network=inv.networks[pool.network.port_group], mac=mac, nic_key=None,
                            extra={TAG_POOL: pool.name, TAG_SOURCE: str(gen)},
                            disconnect=pool.freeze != "ssh")  # only an ssh freeze needs the source on the network
-        row = self.ledger.add_source(pool.name, name, None, host, gen, "preparing")
-        kind = "linked" if golden.snapshot else "full"
+        snapshot = self.snapshot if self.image is not None else golden.snapshot
+        kind = "linked" if snapshot else "full"
         moref = None
         try:
             for attempt in range(1, CLONE_ATTEMPTS + 1):
                 try:
-                    moref = await self.driver.clone(golden.moref, req, linked=golden.snapshot is not None,
-                                                    snapshot=golden.snapshot)
+                    moref = await self.driver.clone(golden.moref, req, linked=snapshot is not None,
+                                                    snapshot=snapshot)
                     break
                 except TemporaryError as exc:
                     if attempt == CLONE_ATTEMPTS:

@@ -109,6 +109,43 @@ def release(tx: Tx, clone_id: int) -> None:
     tx.run("DELETE FROM identity_held WHERE clone_id = ?", (clone_id,))
 
 
+def keep_for_replacement(tx: Tx, pool: str, name: str) -> bool:
+    """Whether a clone entering `gone` keeps its values: its identity is reserved for its replacement
+    (forkscale/ledger/reservations.py), which takes them over (`take_over`)."""
+    return tx.one("SELECT 1 FROM reservations WHERE name = ? AND pool = ?", (name, pool)) is not None
+
+
+def take_over(tx: Tx, pool: str, name: str, clone_id: int) -> None:
+    """A replacement planned for a reserved identity holds the values its gone predecessor kept."""
+    tx.run("UPDATE identity_held SET clone_id = ? WHERE clone_id IN "
+           "(SELECT id FROM clones WHERE pool = ? AND name = ? AND state = 'gone' AND id <> ?)",
+           (clone_id, pool, name, clone_id))
+
+
+def release_reserved(tx: Tx, pool: str, name: str) -> None:
+    """A reservation given up: the values its gone clone kept are free again."""
+    for row in tx.rows("SELECT DISTINCT h.clone_id FROM identity_held h JOIN clones c ON c.id = h.clone_id "
+                       "WHERE c.pool = ? AND c.name = ? AND c.state = 'gone'", (pool, name)):
+        release(tx, int(row[0]))
+
+
+class Either(Collection[str]):
+    """`a` or `b` (asked only `in`): the inventory's MACs and the reserved ones, without a copy."""
+
+    def __init__(self, a: Collection[str], b: Collection[str]) -> None:
+        self.a, self.b = a, b
+
+    def __contains__(self, item: object) -> bool:
+        return item in self.a or item in self.b
+
+    def __len__(self) -> int:
+        return len(self.a) + len(self.b)
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self.a
+        yield from self.b
+
+
 # -- inside ------------------------------------------------------------------------------------
 
 def _take(tx: Tx, scope: str, start: Callable[[], tuple[int, list[int], list[tuple[int, int]]]]) -> int:

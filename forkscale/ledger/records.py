@@ -94,6 +94,8 @@ class CloneRecord:
     ready_at: float | None
     instance_uuid: str | None = None  # config.instanceUuid, recorded once the VM is seen
     pending_task: str | None = None  # quarantined: the clone task that may still land ("" if unknown)
+    replica_id: int | None = None  # a linked clone's replica (forkscale.fleet.replicas), None for other kinds
+    image_generation: int | None = None  # the pool image it was made from (forkscale/ledger/images.py)
 
     @property
     def live(self) -> bool:
@@ -112,6 +114,32 @@ class SourceRecord:
     frozen: bool
     created_at: float
     updated_at: float
+    image_generation: int | None = None  # the pool image it is a replica of
+
+
+#: A replica's life: preparing (row written before its clone task) -> ready -> removing (row
+#: written before its destroy task) -> gone; failed when it could not be made (its VM, if any, removed).
+REPLICA_STATES = ("preparing", "ready", "removing", "gone", "failed")
+
+
+#: Replicas new linked clones may be bound to (at most one per pool, image and datastore).
+USABLE_REPLICA_STATES = ("preparing", "ready")
+
+
+@dataclass(frozen=True)
+class ReplicaRecord:
+    """A full clone of a pool's image on one datastore, which that datastore's linked clones fork from."""
+
+    id: int
+    pool: str
+    image: str  # "<golden VM>@<snapshot>"
+    datastore: str
+    vm_name: str
+    vm_moref: str | None
+    state: str
+    created_at: float
+    updated_at: float
+    refs: int = 0  # clones (not gone) bound to it
 
 
 @dataclass(frozen=True)

@@ -175,7 +175,111 @@ INSERT INTO pool_counts (pool, state, n) SELECT pool, state, COUNT(*) FROM clone
 """
 
 
-MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7)
+#: v8: day-2 operations (forkscale/ledger/images.py, operations.py, reservations.py, userdisks.py):
+#: a pool's image history (golden VM + snapshot per generation) and the generation every clone and
+#: per-host source was made from; long operations as persisted plans (one row per operation, one
+#: per step, executed idempotently); identities held for a clone being replaced (its name, IP and
+#: MAC are given back to its replacement, never to another clone); users' persistent disks.
+_V8 = """
+ALTER TABLE clones ADD COLUMN image_generation INTEGER;
+ALTER TABLE sources ADD COLUMN image_generation INTEGER;
+CREATE TABLE images (
+    id INTEGER PRIMARY KEY,
+    pool TEXT NOT NULL,
+    generation INTEGER NOT NULL CHECK (generation >= 1),
+    golden TEXT NOT NULL,
+    snapshot TEXT,
+    snapshot_moref TEXT,
+    state TEXT NOT NULL CHECK (state IN ('priming', 'active', 'retired', 'failed')),
+    created_by TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    activated_at REAL,
+    retired_at REAL,
+    reason TEXT,
+    UNIQUE (pool, generation)
+);
+CREATE TABLE operations (
+    id INTEGER PRIMARY KEY,
+    pool TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('running', 'paused', 'cancelled', 'done', 'failed')),
+    phase TEXT NOT NULL DEFAULT '',
+    params TEXT NOT NULL DEFAULT '{}',
+    reason TEXT,
+    created_by TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    not_before REAL,
+    finished_at REAL,
+    executor TEXT,
+    heartbeat REAL
+);
+CREATE UNIQUE INDEX operations_one_open ON operations (pool) WHERE state IN ('running', 'paused');
+CREATE TABLE operation_steps (
+    id INTEGER PRIMARY KEY,
+    operation_id INTEGER NOT NULL REFERENCES operations (id),
+    seq INTEGER NOT NULL,
+    batch INTEGER NOT NULL,
+    action TEXT NOT NULL,
+    target TEXT NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('pending', 'running', 'waiting', 'done', 'failed', 'skipped')),
+    detail TEXT NOT NULL DEFAULT '{}',
+    error TEXT,
+    started_at REAL,
+    updated_at REAL NOT NULL,
+    UNIQUE (operation_id, seq)
+);
+CREATE TABLE reservations (
+    name TEXT PRIMARY KEY,
+    pool TEXT NOT NULL,
+    hostname TEXT NOT NULL,
+    ip TEXT NOT NULL,
+    mac TEXT NOT NULL,
+    port_group TEXT NOT NULL,
+    claimed_by TEXT,
+    reason TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE INDEX reservations_pool ON reservations (pool, created_at);
+CREATE TABLE user_disks (
+    id INTEGER PRIMARY KEY,
+    pool TEXT NOT NULL,
+    identity TEXT NOT NULL,
+    clone_id INTEGER,
+    path TEXT NOT NULL,
+    size_gb INTEGER NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('creating', 'attached', 'detached', 'kept', 'deleted')),
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE UNIQUE INDEX user_disks_identity ON user_disks (pool, identity) WHERE state <> 'deleted';
+"""
+
+
+#: v9: replicas for linked clones (one full clone of a pool's image per datastore, which that
+#: datastore's linked clones fork from), and each clone's replica (`replica_id`: what keeps a
+#: replica alive; a replica's reference count is the number of clones not `gone` that name it).
+#: A replica's row is written `preparing` before its clone task is sent, `removing` before its
+#: destroy task; at most one replica per pool, image and datastore is usable at a time.
+_V9 = """
+CREATE TABLE replicas (
+    id INTEGER PRIMARY KEY,
+    pool TEXT NOT NULL,
+    image TEXT NOT NULL,
+    datastore TEXT NOT NULL,
+    vm_name TEXT NOT NULL,
+    vm_moref TEXT,
+    state TEXT NOT NULL CHECK (state IN ('preparing', 'ready', 'removing', 'gone', 'failed')),
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE UNIQUE INDEX replicas_usable ON replicas (pool, image, datastore) WHERE state IN ('preparing', 'ready');
+ALTER TABLE clones ADD COLUMN replica_id INTEGER;
+CREATE INDEX clones_replica ON clones (replica_id);
+"""
+
+
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8, _V9)
 
 
 SCHEMA_VERSION = len(MIGRATIONS)

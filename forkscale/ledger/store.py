@@ -26,28 +26,39 @@ from pathlib import Path
 
 from forkscale.core import identity
 from forkscale.core.identity import NetworkAlloc
-from forkscale.ledger import alloc
+from forkscale.ledger import alloc, reservations
 from forkscale.ledger.backend import Backend, Row, Tx
+from forkscale.ledger.images import Images
 from forkscale.ledger.lease import Lease, LeaseLost, check_fence
 from forkscale.ledger.livecache import LiveRows
+from forkscale.ledger.operations import Operations
 from forkscale.ledger.postgres import PostgresBackend, is_postgres_url
 from forkscale.ledger.records import (
     KINDS,
     LIVE_STATES,
     MUTABLE_FIELDS,
     NOT_NULL_FIELDS,
+    REPLICA_STATES,
     SOURCE_FIELDS,
     STATES,
+    USABLE_REPLICA_STATES,
     CloneRecord,
     Event,
     IllegalTransition,
     LedgerError,
+    ReplicaRecord,
     SourceRecord,
     UnknownClone,
     allowed_transition,
 )
+from forkscale.ledger.reservations import Reservations
 from forkscale.ledger.retention import PruneResult, prune_batch
 from forkscale.ledger.sqlite import SqliteBackend
+from forkscale.ledger.userdisks import UserDisks
+
+
+class ReservationTaken(LedgerError):
+    """The reserved identity asked for is held by a clone already (another caller planned it)."""
 
 
 def open_backend(location: str | Path, *, password: Callable[[], str] | None = None,
@@ -177,36 +188,94 @@ class Ledger:
         port_group: str,
         taken_macs: Collection[str] = frozenset(),
         rng: random.Random | None = None,
+        image_generation: int | None = None,
+        reservation: str | None = None,
     ) -> CloneRecord:
         """Allocate a clone's identity and record it as `planned`, atomically.
 
         Name: lowest free index of `name_pattern` among live names of every pool. IP: lowest free
         address of `network` among live clones on `port_group`. MAC: random in VMware's manual
         range, unique among live clones of every pool and `taken_macs` (e.g. from the inventory).
-        Raises identity.ExhaustedError when the network is full.
+        Identities held by a reservation (forkscale/ledger/reservations.py) are taken too; with
+        `reservation`, the clone gets that open reservation's identity instead (ReservationTaken
+        when a clone holds it already). Raises identity.ExhaustedError when the network is full.
         """
         _check_kind(kind)
         now = self._clock()
         with self._write() as tx:
             writer = self._fenced(tx, pool)
             self._db.serialize(tx, "identity")  # allocators one at a time, across every replica
-            # O(1) per clone: counters, free lists and index lookups (forkscale/ledger/alloc.py)
-            index, name, name_scope = alloc.allocate_name(tx, pool, name_pattern)
-            hostname = name if hostname_pattern is None else identity.render_name(hostname_pattern, index, pool=pool)
-            ip, ip_value, ip_scope = alloc.allocate_ip(tx, network, port_group)
-            mac = alloc.random_mac(tx, taken_macs, rng)
+            if reservation is not None:
+                held = reservations.open_one(tx, pool, reservation)
+                if held is None:
+                    raise ReservationTaken(f"{reservation}: no open reservation in pool {pool}")
+                name, hostname, ip, mac = held.name, held.hostname, held.ip, held.mac
+            else:
+                # O(1) per clone: counters, free lists and index lookups (forkscale/ledger/alloc.py); a
+                # reserved name or address is still held there, a reserved MAC is skipped here
+                index, name, name_scope = alloc.allocate_name(tx, pool, name_pattern)
+                hostname = name if hostname_pattern is None else identity.render_name(hostname_pattern, index,
+                                                                                      pool=pool)
+                ip, ip_value, ip_scope = alloc.allocate_ip(tx, network, port_group)
+                mac = alloc.random_mac(tx, alloc.Either(taken_macs, reservations.macs(tx)), rng)
             inserted = tx.one(
                 """INSERT INTO clones (pool, name, hostname, ip, mac, kind, source, source_generation, host,
-                       datastore, port_group, state, created_at, updated_at)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'planned', ?, ?) RETURNING id""",
-                (pool, name, hostname, ip, mac, kind, source, source_generation, host, datastore, port_group, now, now),
+                       datastore, port_group, state, created_at, updated_at, image_generation)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'planned', ?, ?, ?) RETURNING id""",
+                (pool, name, hostname, ip, mac, kind, source, source_generation, host, datastore, port_group, now, now,
+                 image_generation),
             )
             assert inserted is not None
             clone_id = int(inserted[0])
-            alloc.hold(tx, clone_id, [(name_scope, index), (ip_scope, ip_value)])
+            if reservation is not None:
+                alloc.take_over(tx, pool, name, clone_id)
+            else:
+                alloc.hold(tx, clone_id, [(name_scope, index), (ip_scope, ip_value)])
             _count(tx, pool, None, "planned")
-            _event(tx, clone_id, now, "planned", {"name": name, "ip": ip, "mac": mac, "kind": kind, "host": host},
+            _event(tx, clone_id, now, "planned", {"name": name, "ip": ip, "mac": mac, "kind": kind, "host": host,
+                                                  "image": image_generation, "reserved": reservation is not None},
                    writer)
+            return _get(tx, clone_id)
+
+    def replace(self, clone_id: int, reason: str, *, keep_identity: bool = True,
+                claimed_by: str | None = None) -> CloneRecord:
+        """Send a clone to `destroying` to be replaced; with `keep_identity`, hold its name, IP and MAC
+        for the replacement (handed straight to `claimed_by` when set), in the same transaction."""
+        now = self._clock()
+        with self._write() as tx:
+            rec = _get(tx, clone_id, self._db.for_update)
+            writer = self._fenced(tx, rec.pool)
+            if not allowed_transition(rec.state, "destroying"):
+                raise IllegalTransition(clone_id, rec.state, "destroying")
+            if keep_identity:
+                reservations.hold(tx, rec.pool, rec.name, rec.hostname, rec.ip, rec.mac, rec.port_group, reason,
+                                  claimed_by, now)
+            _set(tx, clone_id, {"state": "destroying", "updated_at": now})
+            _count(tx, rec.pool, rec.state, "destroying")
+            _event(tx, clone_id, now, "destroying", {"from": rec.state, "replace": reason,
+                                                     "identity": "kept" if keep_identity else "new"}, writer)
+            return _get(tx, clone_id)
+
+    def make_ready(self, clone_id: int) -> CloneRecord:
+        """`ready`, and the reservation it was made for settled; a replacement reserved for a user
+        goes straight to `claimed` by them (in the same transaction: no one else can claim it)."""
+        now = self._clock()
+        with self._write() as tx:
+            rec = _get(tx, clone_id, self._db.for_update)
+            writer = self._fenced(tx, rec.pool)
+            if not allowed_transition(rec.state, "ready"):
+                raise IllegalTransition(clone_id, rec.state, "ready")
+            row = tx.one("SELECT claimed_by FROM reservations WHERE name = ? AND pool = ?", (rec.name, rec.pool))
+            _set(tx, clone_id, {"state": "ready", "updated_at": now, "ready_at": now, "claimed_by": None,
+                                "claimed_at": None})
+            _count(tx, rec.pool, rec.state, "ready")
+            _event(tx, clone_id, now, "ready", {"from": rec.state}, writer)
+            if row is not None and row[0]:
+                _set(tx, clone_id, {"state": "claimed", "claimed_by": row[0], "claimed_at": now})
+                _count(tx, rec.pool, "ready", "claimed")
+                _event(tx, clone_id, now, "claimed", {"from": "ready", "claimed_by": row[0], "handed_back": True},
+                       writer)
+            tx.run("DELETE FROM reservations WHERE name = ?", (rec.name,))
             return _get(tx, clone_id)
 
     def transition(self, clone_id: int, new_state: str, **fields: str | None) -> CloneRecord:
@@ -241,8 +310,8 @@ class Ledger:
         if not allowed_transition(old, new_state):
             raise IllegalTransition(clone_id, old, new_state)
         _count(tx, rec.pool, old, new_state)
-        if new_state == "gone":
-            alloc.release(tx, clone_id)
+        if new_state == "gone" and not alloc.keep_for_replacement(tx, rec.pool, rec.name):
+            alloc.release(tx, clone_id)  # (a reserved identity's values pass to its replacement instead)
         values: dict[str, object] = dict(fields)
         values.update(state=new_state, updated_at=now)
         if new_state == "ready":
@@ -427,14 +496,15 @@ class Ledger:
         state: str,
         *,
         frozen: bool = False,
+        image_generation: int | None = None,
     ) -> SourceRecord:
         now = self._clock()
         with self._write(clones=False) as tx:
             self._fenced(tx, pool)
             row = tx.one(
-                """INSERT INTO sources (pool, vm_name, vm_moref, host, generation, state, frozen, created_at, updated_at)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING *""",
-                (pool, vm_name, vm_moref, host, generation, state, int(frozen), now, now),
+                """INSERT INTO sources (pool, vm_name, vm_moref, host, generation, state, frozen, created_at, updated_at,
+                       image_generation) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING *""",
+                (pool, vm_name, vm_moref, host, generation, state, int(frozen), now, now, image_generation),
             )
             assert row is not None
             return _source(row)
@@ -468,6 +538,139 @@ class Ledger:
         rows = self._read("SELECT MAX(generation) FROM sources WHERE pool = ?", (pool,))
         top = rows[0][0]
         return 1 if top is None else int(top) + 1
+
+    # -- replicas (forkscale/fleet/replicas.py) ---------------------------------------------
+
+    def add_replica(self, pool: str, image: str, datastore: str, vm_name: Callable[[int], str]) -> ReplicaRecord:
+        """Record a replica about to be made (`preparing`), named `vm_name(its id)`; LedgerError if the
+        pool has a usable replica of `image` on `datastore` already."""
+        now = self._clock()
+        with self._write(clones=False) as tx:
+            self._fenced(tx, pool)
+            self._db.serialize(tx, f"replicas:{pool}")  # (the unique index replicas_usable is the backstop)
+            usable = tx.one("SELECT id FROM replicas WHERE pool = ? AND image = ? AND datastore = ? AND state IN "
+                            f"({', '.join('?' * len(USABLE_REPLICA_STATES))})",
+                            (pool, image, datastore, *USABLE_REPLICA_STATES))
+            if usable is not None:
+                raise LedgerError(f"pool {pool} already has a replica of {image} on {datastore}")
+            row = tx.one("""INSERT INTO replicas (pool, image, datastore, vm_name, state, created_at, updated_at)
+                            VALUES (?, ?, ?, '', 'preparing', ?, ?) RETURNING id""", (pool, image, datastore, now, now))
+            assert row is not None
+            replica_id = int(row[0])
+            tx.run("UPDATE replicas SET vm_name = ? WHERE id = ?", (vm_name(replica_id), replica_id))
+            return _replica_of(tx, replica_id)
+
+    def replicas(self, pool: str | None = None, states: Iterable[str] | None = None) -> list[ReplicaRecord]:
+        """Replicas (with their reference counts), oldest first."""
+        sql, params = f"SELECT {_REPLICA_COLUMNS} FROM replicas r WHERE 1 = 1", []
+        if pool is not None:
+            sql += " AND r.pool = ?"
+            params.append(pool)
+        if states is not None:
+            wanted = list(states)
+            for state in wanted:
+                if state not in REPLICA_STATES:
+                    raise LedgerError(f"unknown replica state {state!r} (states: {', '.join(REPLICA_STATES)})")
+            sql += f" AND r.state IN ({', '.join('?' * len(wanted))})"
+            params.extend(wanted)
+        return [_replica(r) for r in self._read(sql + " ORDER BY r.id", params)]
+
+    def replica(self, replica_id: int) -> ReplicaRecord | None:
+        rows = self._read(f"SELECT {_REPLICA_COLUMNS} FROM replicas r WHERE r.id = ?", (replica_id,))
+        return _replica(rows[0]) if rows else None
+
+    def update_replica(self, replica_id: int, *, vm_moref: str | None = None, state: str | None = None) -> ReplicaRecord:
+        """Record a replica's VM once its task returned, or its new state."""
+        values: dict[str, object] = {}
+        if vm_moref is not None:
+            values["vm_moref"] = vm_moref
+        if state is not None:
+            if state not in REPLICA_STATES:
+                raise LedgerError(f"unknown replica state {state!r} (states: {', '.join(REPLICA_STATES)})")
+            values["state"] = state
+        if not values:
+            raise LedgerError("update_replica needs vm_moref or state")
+        values["updated_at"] = self._clock()
+        columns = ", ".join(f"{key} = ?" for key in values)
+        with self._write(clones=False) as tx:
+            row = tx.one("SELECT pool FROM replicas WHERE id = ?" + self._db.for_update, (replica_id,))
+            if row is None:
+                raise LedgerError(f"no replica with id {replica_id}")
+            self._fenced(tx, str(row[0]))
+            tx.run(f"UPDATE replicas SET {columns} WHERE id = ?", (*values.values(), replica_id))
+            return _replica_of(tx, replica_id)
+
+    def bind_replica(self, clone_id: int, replica_id: int | None) -> CloneRecord:
+        """Make `replica_id` one of the clone's dependencies (None: the clone no longer depends on one).
+
+        Written before the linked clone's task is sent, so a crash leaves the reference that keeps
+        the replica alive while the clone may still land. Binding to a replica that is no longer
+        usable (being removed) is refused.
+        """
+        now = self._clock()
+        with self._write() as tx:
+            rec = _get(tx, clone_id, self._db.for_update)
+            writer = self._fenced(tx, rec.pool)
+            if replica_id is not None:
+                row = tx.one("SELECT state FROM replicas WHERE id = ?" + self._db.for_share, (replica_id,))
+                if row is None or row[0] not in USABLE_REPLICA_STATES:
+                    raise LedgerError(f"replica {replica_id} is {row[0] if row else 'unknown'}; "
+                                      f"clone {rec.name} cannot depend on it")
+            if rec.replica_id != replica_id:
+                _set(tx, clone_id, {"replica_id": replica_id, "updated_at": now})
+                _event(tx, clone_id, now, "replica", {"replica_id": replica_id, "was": rec.replica_id}, writer)
+            return _get(tx, clone_id)
+
+    def change_kind(self, clone_id: int, kind: str, why: str, **detail: object) -> CloneRecord:
+        """A clone became another kind in place (a linked clone promoted or consolidated: `full`),
+        which ends its dependency on a replica."""
+        _check_kind(kind)
+        now = self._clock()
+        with self._write() as tx:
+            rec = _get(tx, clone_id, self._db.for_update)
+            writer = self._fenced(tx, rec.pool)
+            if rec.state == "gone":
+                raise LedgerError(f"clone {clone_id} is gone; its row is history")
+            replica = None if kind != "linked" else rec.replica_id
+            _set(tx, clone_id, {"kind": kind, "replica_id": replica, "updated_at": now})
+            _event(tx, clone_id, now, why, {"from": rec.kind, "to": kind, "replica_id": rec.replica_id, **detail},
+                   writer)
+            return _get(tx, clone_id)
+
+    def retire_replica(self, replica_id: int) -> bool:
+        """Mark a replica `removing` when no clone depends on it (checked in the same transaction, so a
+        clone cannot be bound to it meanwhile); True when it now is `removing`."""
+        now = self._clock()
+        with self._write(clones=False) as tx:
+            locked = tx.one("SELECT pool FROM replicas WHERE id = ?" + self._db.for_update, (replica_id,))
+            if locked is None:
+                raise LedgerError(f"no replica with id {replica_id}")
+            self._fenced(tx, str(locked[0]))
+            rec = _replica_of(tx, replica_id)
+            if rec.state == "removing":
+                return True
+            if rec.refs or rec.state == "gone":
+                return False
+            tx.run("UPDATE replicas SET state = 'removing', updated_at = ? WHERE id = ?", (now, replica_id))
+            return True
+
+    # -- day-2 tables (forkscale/ledger/images.py, operations.py, reservations.py, userdisks.py) --
+
+    @property
+    def images(self) -> Images:
+        return Images(self)
+
+    @property
+    def operations(self) -> Operations:
+        return Operations(self)
+
+    @property
+    def reservations(self) -> Reservations:
+        return Reservations(self)
+
+    @property
+    def user_disks(self) -> UserDisks:
+        return UserDisks(self)
 
 
 def _get(tx: Tx, clone_id: int, lock: str = "") -> CloneRecord:
@@ -515,6 +718,23 @@ def _event(tx: Tx, clone_id: int, at: float, what: str, detail: Mapping[str, obj
         "INSERT INTO events (clone_id, at, what, detail, writer) VALUES (?, ?, ?, ?, ?)",
         (clone_id, at, what, json.dumps(detail, sort_keys=True, default=str), writer),
     )
+
+
+_REPLICA_COLUMNS = ("r.*, (SELECT COUNT(*) FROM clones c WHERE c.replica_id = r.id AND c.state <> 'gone') "
+                    "AS refs")
+
+
+def _replica(row: Row) -> ReplicaRecord:
+    values = {key: row[key] for key in row.keys()}
+    values["refs"] = int(values["refs"])
+    return ReplicaRecord(**values)
+
+
+def _replica_of(tx: Tx, replica_id: int) -> ReplicaRecord:
+    row = tx.one(f"SELECT {_REPLICA_COLUMNS} FROM replicas r WHERE r.id = ?", (replica_id,))
+    if row is None:
+        raise LedgerError(f"no replica with id {replica_id}")
+    return _replica(row)
 
 
 _CLONE_COLUMNS = ", ".join(f.name for f in fields(CloneRecord))

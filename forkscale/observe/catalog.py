@@ -15,6 +15,7 @@ MetricType = Literal["gauge", "counter", "histogram"]
 CLONE_KINDS: Final[tuple[str, ...]] = ("instant", "linked", "full")
 CHAIN_ROLES: Final[tuple[str, ...]] = ("source", "clone")
 BUDGET_SCOPE_CLASSES: Final[tuple[str, ...]] = ("vcenter", "host", "datastore")
+IMAGE_ROLES: Final[tuple[str, ...]] = ("active", "target")
 DELTA_CHAIN_LIMIT: Final[int] = 255
 """vSphere refuses to add a delta disk beyond this chain length."""
 
@@ -83,6 +84,13 @@ METRICS: Final[tuple[MetricSpec, ...]] = (
     _spec("forkscale_source_frozen", "gauge", ("pool", "source", "host"),
           "1 when the pool's source VM on that host is frozen (runtime.instantCloneFrozen).",
           fleet=True),
+    _spec("forkscale_pool_image_clones", "gauge", ("pool", "generation"),
+          "Live clones of the pool by the image generation they were made from.", fleet=True),
+    _spec("forkscale_pool_image_generation", "gauge", ("pool", "role"),
+          "The pool's image generation: the active one (role=active) and one being pushed (role=target).",
+          fleet=True),
+    _spec("forkscale_operation_steps", "gauge", ("pool", "kind", "state"),
+          "Steps of the pool's open day-2 operation (push-image, refresh...) by step state.", fleet=True),
     _spec("forkscale_inventory_age_seconds", "gauge", (),
           "Seconds since the inventory sample behind the fleet metrics was taken.", fleet=True),
     # --- events ----------------------------------------------------------------------------------

@@ -65,6 +65,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable
 
 from forkscale.ledger import HOLDING_STATES, CloneRecord, Ledger
+from forkscale.observe.images import image_states
 from forkscale.observe.merge import FleetMerger
 from forkscale.observe.telemetry import (
     CLONE_KINDS,
@@ -251,6 +252,7 @@ class Exporter:
             if mem is not None:
                 sample.hosts.append(HostMemory(host.name, mem[0], mem[1]))
         self._pools(read, records, golden, replicas, saved, sample)
+        sample.images = image_states(self.ledger, [p.pool for p in sample.pools], records)
         return sample
 
     def _sources(self, read: FleetRead) -> tuple[dict[str, str], dict[str, list[str]], set[str]]:

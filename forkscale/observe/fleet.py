@@ -13,7 +13,7 @@ from typing import Any, Final
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 
-from forkscale.observe.catalog import CHAIN_ROLES, CLONE_KINDS, METRICS, SPECS, check_label
+from forkscale.observe.catalog import CHAIN_ROLES, CLONE_KINDS, IMAGE_ROLES, METRICS, SPECS, check_label
 from forkscale.observe.gzipjoin import Deflated, part
 
 
@@ -93,6 +93,19 @@ class CloneCount:
     count: int
 
 
+@dataclass(frozen=True, slots=True)
+class ImageState:
+    """A pool's image generations and its open operation's progress (forkscale/ledger/images.py)."""
+
+    pool: str
+    clones: dict[str, int]
+    """Image generation (as text; `unknown` for rows older than image histories) -> live clones."""
+    generations: dict[str, int]
+    """`active` / `target` -> generation."""
+    operation: tuple[str, dict[str, int]] | None = None
+    """(kind, step state -> count) of the pool's open operation."""
+
+
 def count_clones(clones: Iterable[tuple[str, str, str]]) -> list[CloneCount]:
     """Tally `(pool, kind, state)` triples (e.g. ledger rows) into `CloneCount`s."""
     tally = _Tally(clones)
@@ -116,6 +129,7 @@ class FleetSample:
     pools: list[PoolCounts] = field(default_factory=list)
     clones: list[CloneCount] = field(default_factory=list)
     pool_pshare_saved_bytes: dict[str, float] = field(default_factory=dict)
+    images: list[ImageState] = field(default_factory=list)
     taken_at: float | None = None
 
 
@@ -170,6 +184,16 @@ def _build_fleet(sample: FleetSample) -> dict[str, GaugeMetricFamily]:
         b.add("forkscale_delta_disk_bytes", (d.vm, d.role), d.bytes)
     for s in sample.sources:
         b.add("forkscale_source_frozen", (s.pool, s.source, s.host), 1.0 if s.frozen else 0.0)
+    for img in sample.images:
+        for generation, n in sorted(img.clones.items()):
+            b.add("forkscale_pool_image_clones", (img.pool, generation), n)
+        for role, generation_number in sorted(img.generations.items()):
+            check_label(role, IMAGE_ROLES, "image role")
+            b.add("forkscale_pool_image_generation", (img.pool, role), generation_number)
+        if img.operation is not None:
+            kind, steps = img.operation
+            for state, n in sorted(steps.items()):
+                b.add("forkscale_operation_steps", (img.pool, kind, state), n)
     return b.families()
 
 

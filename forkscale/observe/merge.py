@@ -60,6 +60,7 @@ def merge(samples: dict[str, FleetSample], *, qualify: bool) -> FleetSample:
         out.pools.extend(s.pools)
         out.clones.extend(s.clones)
         out.pool_pshare_saved_bytes.update(s.pool_pshare_saved_bytes)
+        out.images.extend(s.images)
     return dataclasses.replace(out)
 
 

@@ -53,6 +53,11 @@ class DatastoreBrowser(MO):
     def p_datastore(self) -> list[Any]:
         return [d.ref for d in self.datastores]
 
+    def p_supportedType(self) -> list[Any]:  # noqa: N802 - vSphere property name
+        from .storage import SUPPORTED_QUERIES
+
+        return SUPPORTED_QUERIES
+
 
 def _info_type(e: Entry | None, spec: Any) -> Any:
     """The FileInfo class this entry (None: a folder) is reported as, or None if no query wants it."""

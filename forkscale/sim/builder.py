@@ -11,8 +11,9 @@ from typing import Any
 import yaml
 from pyVmomi import vim, vmodl
 
-from . import fields, filemgr, methods  # noqa: F401  (register the service managers' handlers)
+from . import fields, filemgr, methods, search  # noqa: F401  (register the service managers' handlers)
 from .browser import DatastoreBrowser
+from .compute import EnvironmentBrowser
 from .inventory import (
     Cluster,
     Datacenter,
@@ -25,6 +26,7 @@ from .inventory import (
     Network,
     ResourcePool,
 )
+from .managers import fill_content
 from .memory import MemoryModel
 from .mo import Manager
 from .ops.power import power_on_now
@@ -32,7 +34,7 @@ from .ops.snapshots import take_snapshot
 from .perf import manager as perf_manager
 from .service import CURRENT_SESSION, Twin
 from .views import session_views
-from .vm import VM, Disk, Nic
+from .vm import NIC_CLASSES, VM, Disk, Nic
 from .world import Settings, World
 
 DEFAULT_WORLD: dict[str, Any] = {
@@ -106,7 +108,8 @@ def build(spec: dict[str, Any], *, user: str, password: str, time_scale: float =
 
     cluster = world.add(Cluster(world, "domain-c1", spec["cluster"], dc.host_folder))
     dc.host_folder.entries.append(cluster)
-    cluster.root_pool = world.add(ResourcePool(world, "resgroup-1", "Resources", cluster, cluster))
+    cluster.root_pool = world.add(ResourcePool(world, world.new_id("resgroup"), "Resources", cluster, cluster))
+    cluster.env_browser = world.add(EnvironmentBrowser(world, f"envbrowser-{cluster.moid}", cluster))
     datastores = _datastores(world, dc, spec)
     networks = _networks(world, dc, spec)
     hosts = _hosts(world, cluster, spec, datastores, networks)
@@ -161,6 +164,7 @@ def _hosts(world: World, cluster: Cluster, spec: dict[str, Any], datastores: dic
         hosts[host.name] = host
         for ds in datastores.values():
             ds.hosts.append(host)
+        host.attach()
     return hosts
 
 
@@ -180,7 +184,10 @@ def make_vm(world: World, v: dict[str, Any], *, folder: Folder, host: Host, pool
                               size=int(capacity * 0.25))
     world.disks.retain(base)
     vm.disks.append(Disk(key=2000, capacity_kb=capacity // 1024, top=base))
-    vm.nics.append(Nic(key=4000, mac=world.new_mac(), network=network))
+    kind = v.get("nic_type", "vmxnet3")
+    if kind not in NIC_CLASSES:
+        raise ValueError(f"vm {v['name']}: nic_type {kind!r} is not one of {sorted(NIC_CLASSES)}")
+    vm.nics.append(Nic(key=4000, mac=world.new_mac(), network=network, kind=kind))
     world.add(vm)
     folder.entries.append(vm)
     for snap in v.get("snapshots", []):
@@ -209,7 +216,7 @@ def _managers(twin: Twin) -> None:
         "currentSession": _current_session})
     task_mgr = add("TaskManager", vim.TaskManager, computed={"recentTask": world.tasks.recent_refs}, maxCollector=32)
     world.tasks.manager = task_mgr
-    search = add("SearchIndex", vim.SearchIndex)
+    search_index = add("SearchIndex", vim.SearchIndex)
     perf = perf_manager(world)
     process_mgr = add("ProcessManager", vim.vm.guest.ProcessManager)
     file_mgr = add("guestOperationsFileManager", vim.vm.guest.FileManager)
@@ -229,7 +236,7 @@ def _managers(twin: Twin) -> None:
     twin.si.props["content"] = vim.ServiceInstanceContent(
         rootFolder=twin.root.ref, propertyCollector=vmodl.query.PropertyCollector("propertyCollector"),
         viewManager=view_mgr.ref, about=about, setting=setting.ref, userDirectory=users.ref,
-        sessionManager=session_mgr.ref, authorizationManager=auth.ref, perfManager=perf.ref, searchIndex=search.ref,
+        sessionManager=session_mgr.ref, authorizationManager=auth.ref, perfManager=perf.ref, searchIndex=search_index.ref,
         taskManager=task_mgr.ref, eventManager=twin.events.manager.ref, customFieldsManager=custom.ref,
         fileManager=files.ref, virtualDiskManager=disks.ref, guestOperationsManager=guest_ops.ref,
         licenseManager=license_mgr.ref, extensionManager=ext.ref, ovfManager=ovf.ref,
@@ -237,6 +244,7 @@ def _managers(twin: Twin) -> None:
     twin.si.computed["serverClock"] = lambda: datetime.now(tz=UTC)
     twin.si.props["capability"] = vim.Capability(provisioningSupported=True, multiHostSupported=True,
                                                  userShellAccessSupported=False)
+    fill_content(twin)
 
 
 def _current_session() -> Any:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from pyVmomi import VmomiSupport, vim, vmodl
@@ -39,12 +40,16 @@ def _matches(mo: MO, typ: Any) -> bool:
     return isinstance(mo.ref, typ)
 
 
-def select(world: World, spec: Any, strict: bool = False) -> list[MO]:
+Resolve = Callable[[Any], MO]
+
+
+def select(world: World, spec: Any, resolve: Resolve | None = None, *, strict: bool = False) -> list[MO]:
     """The objects a FilterSpec selects, in traversal order, each once.
 
-    `strict` (RetrieveProperties): an ObjectSpec naming an object that is gone faults with
-    ManagedObjectNotFound, as on vCenter, unless the spec says `reportMissingObjectsInResults`
-    (then it is left out); a filter instead just stops reporting it.
+    `resolve` finds an objectSet's starting object (the caller's session's own objects too).
+    With `strict`, a starting object that does not exist is ManagedObjectNotFound unless the
+    spec says `reportMissingObjectsInResults` (then it is left out), as vCenter answers
+    RetrievePropertiesEx and CreateFilter; objects reached by traversal are never missing.
     """
     named: dict[str, Any] = {}
     for ospec in spec.objectSet:
@@ -52,10 +57,15 @@ def select(world: World, spec: Any, strict: bool = False) -> list[MO]:
     result: dict[str, MO] = {}
     for ospec in spec.objectSet:
         try:
-            start = world.lookup(ospec.obj)
+            start = (resolve or world.lookup)(ospec.obj)
         except vmodl.fault.ManagedObjectNotFound:
             if strict and not spec.reportMissingObjectsInResults:
                 raise
+            continue
+        if not start.alive:
+            if strict and not spec.reportMissingObjectsInResults:
+                raise vmodl.fault.ManagedObjectNotFound(msg=f"The object '{start.moid}' has already been deleted "
+                                                        "or has not been completely created", obj=ospec.obj)
             continue
         if not ospec.skip:
             result.setdefault(start.moid, start)
@@ -116,11 +126,13 @@ def paths_for(mo: MO, prop_specs: list[Any]) -> list[str] | None:
     return list(dict.fromkeys(paths))
 
 
-def retrieve(world: World, specs: list[Any]) -> list[Any]:
+def retrieve(world: World, specs: list[Any], resolve: Resolve | None = None) -> list[Any]:
+    """RetrievePropertiesEx: the contents of every object the specs select (ManagedObjectNotFound
+    for a starting object that is gone, unless the spec asks for missing objects to be left out)."""
     out: list[Any] = []
     seen: set[str] = set()
     for spec in specs:
-        for mo in select(world, spec, strict=True):
+        for mo in select(world, spec, resolve, strict=True):
             paths = paths_for(mo, spec.propSet)
             if paths is None or mo.moid in seen:
                 continue
@@ -138,8 +150,10 @@ class Filter(MO):
     kind = PC.Filter
     session_scoped = True
 
-    def __init__(self, world: World, moid: str, collector: Collector, spec: Any, partial: bool) -> None:
+    def __init__(self, world: World, moid: str, collector: Collector, spec: Any, partial: bool,
+                 resolve: Resolve | None = None) -> None:
         super().__init__(world, moid)
+        self.resolve = resolve
         self.collector = collector
         self.spec = spec
         self.partial = partial
@@ -162,6 +176,7 @@ class Filter(MO):
         return self.partial
 
     def validate(self) -> None:
+        select(self.world, self.spec, self.resolve, strict=True)  # ManagedObjectNotFound for a missing object
         for ps in self.spec.propSet:
             for path in ps.pathSet or []:
                 first = split_path(path)[0][0]
@@ -203,7 +218,7 @@ class Filter(MO):
             if key == self.selected_at and view is None:
                 return set()
             self.selected_at = key
-            fresh = {} if view is not None else {m.moid: m for m in select(world, self.spec)}
+            fresh = {} if view is not None else {m.moid: m for m in select(world, self.spec, self.resolve)}
         changed = set(fresh).symmetric_difference(self.objects)
         self.objects = fresh
         self.followers = {moid for moid, mo in fresh.items() if mo.follows_structure}
@@ -369,7 +384,11 @@ class Collector(MO):
             deadline = None if max_wait is None else time.monotonic() + max_wait
             while True:
                 changed = self.world.changed()
-                update = self._collect(max_updates)
+                self.world.pin_time()
+                try:
+                    update = self._collect(max_updates)
+                finally:
+                    self.world.unpin_time()
                 if update is not None:
                     return update
                 remaining = None if deadline is None else deadline - time.monotonic()

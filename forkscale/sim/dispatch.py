@@ -13,8 +13,9 @@ if TYPE_CHECKING:
 Handler = Callable[..., Any]
 HANDLERS: dict[str, Handler] = {}
 # Methods a client may call before logging in.
-ANONYMOUS = {"RetrieveServiceContent", "Login", "CurrentTime", "SessionIsActive", "RetrieveProperties",
-             "RetrievePropertiesEx", "Fetch"}
+# (vCenter answers NotAuthenticated to anything else, property reads included.)
+ANONYMOUS = {"RetrieveServiceContent", "Login", "LoginByToken", "LoginExtensionByCertificate", "CurrentTime",
+             "SessionIsActive"}
 
 
 def method(*names: str) -> Callable[[Handler], Handler]:

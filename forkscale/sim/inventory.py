@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid as uuidlib
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -193,6 +194,9 @@ class Datacenter(Entity):
     def p_networkFolder(self) -> Any:  # noqa: N802
         return self.network_folder.ref
 
+    def p_configuration(self) -> Any:
+        return vim.Datacenter.ConfigInfo(defaultHardwareVersionKey="vmx-21", maximumHardwareVersionKey="vmx-21")
+
     def p_datastore(self) -> list[Any]:
         return [d.ref for d in self.datastore_folder.entries]
 
@@ -210,6 +214,13 @@ class ResourcePool(Entity):
         super().__init__(world, moid, name, parent)
         self.owner = owner
         self.pools: list[ResourcePool] = []
+        self.allocation: tuple[Any, Any] | None = None  # a child pool's (cpu, memory) ResourceAllocationInfo
+
+    def config_allocation(self) -> tuple[Any, Any]:
+        from .compute import pool_config
+
+        config = pool_config(self)
+        return config.cpuAllocation, config.memoryAllocation
 
     def p_owner(self) -> Any:
         return self.owner.ref
@@ -219,6 +230,26 @@ class ResourcePool(Entity):
 
     def p_vm(self) -> list[Any]:
         return [v.ref for v in vms(self.world) if v.pool is self]
+
+    def p_config(self) -> Any:
+        from .compute import pool_config
+
+        return pool_config(self)
+
+    def p_runtime(self) -> Any:
+        from .compute import pool_runtime
+
+        return pool_runtime(self)
+
+    def p_summary(self) -> Any:
+        from .compute import pool_summary
+
+        return pool_summary(self)
+
+    def p_childConfiguration(self) -> list[Any]:  # noqa: N802
+        from .compute import pool_config
+
+        return [pool_config(p) for p in self.pools]
 
     def children(self) -> list[Entity]:
         return list(self.pools)
@@ -256,15 +287,60 @@ class Host(Entity):
         self.admission: Any = None  # memory.admit's account of this host
         self.datastores: list[Datastore] = []
         self.networks: list[Entity] = []
+        self.uuid = str(uuidlib.uuid5(uuidlib.NAMESPACE_DNS, f"{moid}.{name}.forkscale-twin"))  # hardware.systemInfo
+        self.config_managers: dict[str, Any] = {}  # configManager property -> moref (hostinfo.attach_managers)
+        self.browser: MO | None = None
+        self._config: Any = None
+
+    def attach(self) -> None:
+        """Create the host's own managed objects (configManager, datastore browser) once it has its storage."""
+        from .hostinfo import attach_managers
+
+        self.config_managers = attach_managers(self.world, self)
+
+    def boot_time(self) -> Any:
+        from .vm import _to_dt
+
+        return _to_dt(self.world.now() - self.world.sim_seconds())
 
     def p_runtime(self) -> Any:
         return vim.host.RuntimeInfo(
             connectionState="connected" if self.connected else "notResponding",
-            powerState="poweredOn" if self.connected else "unknown", inMaintenanceMode=self.in_maintenance)
+            powerState="poweredOn" if self.connected else "unknown", inMaintenanceMode=self.in_maintenance,
+            bootTime=self.boot_time() if self.connected else None, standbyMode="none",
+            inQuarantineMode=False)
+
+    def p_config(self) -> Any:
+        if self._config is None:
+            from .hostinfo import config
+
+            self._config = config(self)
+        return self._config
+
+    def p_capability(self) -> Any:
+        from .hostinfo import CAPABILITY
+
+        return CAPABILITY
+
+    def p_configManager(self) -> Any:  # noqa: N802
+        return vim.host.ConfigManager(**self.config_managers)
+
+    def p_datastoreBrowser(self) -> Any:  # noqa: N802
+        return self.browser.ref if self.browser is not None else None
+
+    def p_licensableResource(self) -> Any:  # noqa: N802
+        from .hostinfo import licensable_resource
+
+        return licensable_resource(self)
+
+    def p_systemResources(self) -> Any:  # noqa: N802
+        from .hostinfo import system_resources
+
+        return system_resources(self)
 
     def p_hardware(self) -> Any:
         return vim.host.HardwareInfo(
-            systemInfo=vim.host.SystemInfo(vendor="forkscale", model="twin", uuid=f"host-uuid-{self.moid}"),
+            systemInfo=vim.host.SystemInfo(vendor="forkscale", model="twin", uuid=self.uuid),
             cpuInfo=vim.host.CpuInfo(numCpuPackages=2, numCpuCores=self.cpu_cores,
                                      numCpuThreads=self.cpu_cores * 2, hz=self.cpu_mhz * 1_000_000),
             cpuPkg=[vim.host.CpuPackage(index=i, vendor="intel", hz=self.cpu_mhz * 1_000_000, busHz=100_000_000,
@@ -276,13 +352,13 @@ class Host(Entity):
         from .memory import host_quick_stats
 
         hw = vim.host.Summary.HardwareSummary(
-            vendor="forkscale", model="twin", uuid=f"host-uuid-{self.moid}", memorySize=self.memory_bytes,
+            vendor="forkscale", model="twin", uuid=self.uuid, memorySize=self.memory_bytes,
             cpuModel="Twin CPU", cpuMhz=self.cpu_mhz, numCpuPkgs=2, numCpuCores=self.cpu_cores,
             numCpuThreads=self.cpu_cores * 2, numNics=2, numHBAs=1)
+        from .hostinfo import summary_config
+
         return vim.host.Summary(
-            host=self.ref, hardware=hw, runtime=self.get("runtime"),
-            config=vim.host.Summary.ConfigSummary(name=self.name, port=443, vmotionEnabled=True,
-                                                  faultToleranceEnabled=False),
+            host=self.ref, hardware=hw, runtime=self.get("runtime"), config=summary_config(self),
             quickStats=host_quick_stats(self), overallStatus="green", rebootRequired=False,
             customValue=self.world.custom_fields.of(self))
 
@@ -308,6 +384,7 @@ class Cluster(Entity):
         super().__init__(world, moid, name, parent)
         self.hosts: list[Host] = []
         self.root_pool: ResourcePool
+        self.env_browser: MO | None = None
 
     def p_host(self) -> list[Any]:
         return [h.ref for h in self.hosts]
@@ -330,12 +407,25 @@ class Cluster(Entity):
         return list(seen.values())
 
     def p_summary(self) -> Any:
-        return vim.ClusterComputeResource.Summary(
-            totalCpu=sum(h.cpu_cores * h.cpu_mhz for h in self.hosts),
-            totalMemory=sum(h.memory_bytes for h in self.hosts), numCpuCores=sum(h.cpu_cores for h in self.hosts),
-            numCpuThreads=sum(h.cpu_cores * 2 for h in self.hosts), effectiveCpu=0, effectiveMemory=0,
-            numHosts=len(self.hosts), numEffectiveHosts=sum(h.connected for h in self.hosts),
-            overallStatus="green")
+        from .compute import cluster_summary
+
+        return cluster_summary(self)
+
+    def p_summaryEx(self) -> Any:  # noqa: N802
+        return self.p_summary()
+
+    def p_configurationEx(self) -> Any:  # noqa: N802
+        from .compute import CONFIG_EX
+
+        return CONFIG_EX
+
+    def p_configuration(self) -> Any:
+        from .compute import CONFIG
+
+        return CONFIG
+
+    def p_environmentBrowser(self) -> Any:  # noqa: N802
+        return self.env_browser.ref if self.env_browser is not None else None
 
     def children(self) -> list[Entity]:
         return [*self.hosts, self.root_pool]
@@ -349,12 +439,11 @@ class Datastore(Entity):
         super().__init__(world, moid, name, parent)
         self.capacity = capacity
         self.ds_type = ds_type
-        self.url = f"ds:///vmfs/volumes/{moid}/"
+        from .storage import volume_uuid
+
+        self.url = f"ds:///vmfs/volumes/{volume_uuid(self)}/"
         self.hosts: list[Host] = []
         self.browser: MO | None = None
-
-    def p_browser(self) -> Any:
-        return self.browser.ref if self.browser is not None else None
 
     def used(self) -> int:
         from .disks import datastore_used
@@ -371,8 +460,24 @@ class Datastore(Entity):
 
     def p_host(self) -> list[Any]:
         return [vim.Datastore.HostMount(key=h.ref, mountInfo=vim.host.MountInfo(
-            path=f"/vmfs/volumes/{self.moid}", accessMode="readWrite", mounted=True, accessible=True))
+            path=self.mount_path(), accessMode="readWrite", mounted=True, accessible=True))
             for h in self.hosts]
+
+    def mount_path(self) -> str:
+        return self.url.removeprefix("ds://").rstrip("/")
+
+    def p_info(self) -> Any:
+        from .storage import info
+
+        return info(self)
+
+    def p_capability(self) -> Any:
+        from .storage import CAPABILITY
+
+        return CAPABILITY
+
+    def p_browser(self) -> Any:
+        return self.browser.ref if self.browser is not None else None
 
     def p_vm(self) -> list[Any]:
         return [v.ref for v in vms(self.world) if self in v.datastores()]
@@ -405,6 +510,21 @@ class DVSwitch(Entity):
     def p_portgroup(self) -> list[Any]:
         return [p.ref for p in self.portgroups]
 
+    def p_config(self) -> Any:
+        from .netinfo import switch_config
+
+        return switch_config(self)
+
+    def p_summary(self) -> Any:
+        from .netinfo import switch_summary
+
+        return switch_summary(self)
+
+    def p_capability(self) -> Any:
+        from .netinfo import CAPABILITY
+
+        return CAPABILITY
+
 
 class DVPortgroup(Network):
     kind = vim.dvs.DistributedVirtualPortgroup
@@ -417,12 +537,14 @@ class DVPortgroup(Network):
         return self.moid
 
     def p_config(self) -> Any:
-        return vim.dvs.DistributedVirtualPortgroup.ConfigInfo(
-            key=self.moid, name=self.name, numPorts=1024, distributedVirtualSwitch=self.switch.ref,
-            type="earlyBinding", autoExpand=True,
-            policy=vim.dvs.DistributedVirtualPortgroup.PortgroupPolicy(
-                blockOverrideAllowed=True, shapingOverrideAllowed=False, vendorConfigOverrideAllowed=False,
-                livePortMovingAllowed=False, portConfigResetAtDisconnect=True))
+        from .netinfo import portgroup_config
+
+        return portgroup_config(self)
+
+    def p_portKeys(self) -> list[str]:  # noqa: N802
+        from .netinfo import port_keys
+
+        return port_keys(self)
 
 
 def vms(world: World) -> list[VM]:

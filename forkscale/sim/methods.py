@@ -1,6 +1,6 @@
 """Methods of the service's own managers: ServiceInstance, SessionManager, PropertyCollector,
-ViewManager, SearchIndex and Task (VM operations are in forkscale.sim.ops, events and
-performance in forkscale.sim.events and forkscale.sim.perf)."""
+ViewManager and Task (the SearchIndex is in forkscale.sim.search, VM operations in
+forkscale.sim.ops, events and performance in forkscale.sim.events and forkscale.sim.perf)."""
 
 from __future__ import annotations
 
@@ -8,17 +8,15 @@ import secrets
 from datetime import UTC, datetime
 from typing import Any
 
-from pyVmomi import vim, vmodl
+from pyVmomi import vim
 
 from . import (
     views,  # noqa: F401  (registers the ViewManager's and views' handlers)
 )
 from .collector import Collector, Filter, retrieve
 from .dispatch import Ctx, method
-from .inventory import Entity
 from .mo import MO
 from .service import CURRENT_SESSION
-from .vm import VM
 
 
 # ServiceInstance and sessions -------------------------------------------------------------------
@@ -64,7 +62,7 @@ def _collector(ctx: Ctx, this: MO) -> Collector:
 
 @method("RetrievePropertiesEx")
 def retrieve_properties_ex(ctx: Ctx, this: MO, specSet: list[Any], options: Any) -> Any:  # noqa: N803
-    objects = retrieve(ctx.twin.world, specSet)
+    objects = retrieve(ctx.twin.world, specSet, _resolver(ctx))
     return _collector(ctx, this).page(objects, options.maxObjects if options else None)
 
 
@@ -80,7 +78,12 @@ def cancel_retrieve(ctx: Ctx, this: MO, token: str) -> None:
 
 @method("RetrieveProperties")
 def retrieve_properties(ctx: Ctx, this: MO, specSet: list[Any]) -> Any:  # noqa: N803
-    return retrieve(ctx.twin.world, specSet)
+    return retrieve(ctx.twin.world, specSet, _resolver(ctx))
+
+
+def _resolver(ctx: Ctx) -> Any:
+    """Find a moref as the calling session sees it (its own collectors, filters and views too)."""
+    return lambda ref: ctx.twin.resolve(ref, ctx.session)
 
 
 @method("CreatePropertyCollector")
@@ -112,7 +115,7 @@ def create_filter(ctx: Ctx, this: MO, spec: Any, partialUpdates: bool) -> Any:  
     pc = _collector(ctx, this)
     assert ctx.session is not None
     f = Filter(ctx.twin.world, f"session[{ctx.session.key}]{ctx.twin.world.new_id('filter')}", pc, spec,
-               bool(partialUpdates))
+               bool(partialUpdates), _resolver(ctx))
     f.validate()
     pc.filters[f.moid] = f
     ctx.session.objects[f.moid] = f
@@ -149,40 +152,6 @@ def cancel_wait(ctx: Ctx, this: MO) -> None:
     _collector(ctx, this).cancel.set()
 
 
-# Search index ----------------------------------------------------------------------------------
-@method("FindByInventoryPath")
-def find_by_inventory_path(ctx: Ctx, this: MO, inventoryPath: str) -> Any:  # noqa: N803
-    node: Any = ctx.twin.root
-    for part in [p for p in inventoryPath.strip("/").split("/") if p]:
-        node = next((c for c in node.children() if c.name == part), None)
-        if node is None:
-            return None
-    return node.ref
-
-
-@method("FindChild")
-def find_child(ctx: Ctx, this: MO, entity: Any, name: str) -> Any:
-    parent = ctx.twin.resolve(entity, ctx.session)
-    if not isinstance(parent, Entity):
-        raise vmodl.fault.InvalidArgument(msg="entity is not a managed entity", invalidProperty="entity")
-    child = parent.child_named(name)
-    return child.ref if child else None
-
-
-@method("FindByUuid")
-def find_by_uuid(ctx: Ctx, this: MO, uuid: str, vmSearch: bool, datacenter: Any = None,  # noqa: N803
-                 instanceUuid: bool | None = None) -> Any:  # noqa: N803
-    for vm in ctx.twin.world.instances(VM):
-        if (vm.instance_uuid if instanceUuid else vm.uuid).lower() == uuid.lower():
-            return vm.ref
-    return None
-
-
-@method("FindAllByUuid")
-def find_all_by_uuid(ctx: Ctx, this: MO, uuid: str, vmSearch: bool, datacenter: Any = None,  # noqa: N803
-                     instanceUuid: bool | None = None) -> Any:  # noqa: N803
-    found = find_by_uuid(ctx, this, uuid, vmSearch, datacenter, instanceUuid)
-    return [found] if found is not None else []
 
 
 # Tasks ---------------------------------------------------------------------------------------

@@ -42,6 +42,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from . import proctree
 from .guestfs import GuestFS, GuestFsError
 
 if TYPE_CHECKING:
@@ -165,8 +166,7 @@ class Sandboxes:
 
     def close(self) -> None:
         for proc in list(self.running.values()):
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
+            _kill(proc)
         self.running.clear()
         if self._base is not None and not self.kept:
             shutil.rmtree(self._base, ignore_errors=True)
@@ -217,7 +217,7 @@ class Sandboxes:
         try:
             while not waiter.done():
                 if not vm.alive or vm.power_state != "poweredOn" or vm.boot_time != boot:
-                    _end_sandbox(proc)
+                    _kill(proc)
                     break
                 change = asyncio.ensure_future(self.world.changed().wait())
                 await asyncio.wait({waiter, change}, return_when=asyncio.FIRST_COMPLETED)
@@ -225,7 +225,7 @@ class Sandboxes:
             code = await waiter
         finally:
             if not waiter.done():  # the twin is stopping: the program goes with it
-                _end_sandbox(proc)
+                _kill(proc)
                 waiter.cancel()
             self.running.pop(key, None)
         if vm.alive and vm.boot_time == boot:
@@ -241,40 +241,20 @@ class Sandboxes:
         proc = self.running.get((vm.moid, pid))
         if proc is None or proc.returncode is not None:
             return None
-        inner = _inner(proc)
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(signal.SIGTERM)
+        noted = proctree.signal_tree(proc.pid, signal.SIGTERM)
         try:
             code = await asyncio.wait_for(asyncio.shield(proc.wait()), wait_s)
         except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
+            _kill(proc)
             code = await proc.wait()
-        _end_sandbox(proc, inner)
+        proctree.kill_left(noted)  # a sandbox signalled while bwrap was still setting it up
         return 128 - code if code < 0 else code
 
 
-def _inner(proc: asyncio.subprocess.Process) -> list[int]:
-    """The pids of bwrap's children: the init of the sandbox's PID namespace (bwrap itself, forked)."""
-    pids: list[int] = []
-    with contextlib.suppress(OSError):
-        for task in os.listdir(f"/proc/{proc.pid}/task"):
-            with open(f"/proc/{proc.pid}/task/{task}/children") as f:
-                pids += [int(x) for x in f.read().split()]
-    return pids
-
-
-def _end_sandbox(proc: asyncio.subprocess.Process, inner: list[int] | None = None) -> None:
-    """SIGKILL a sandbox: bwrap, and the init of its PID namespace (every guest process goes with it).
-    That init is in a session of its own and outlives bwrap when bwrap is killed (--die-with-parent
-    does not survive its switch of credentials), so it is killed by pid, from `inner` when bwrap
-    may already be gone."""
-    for pid in _inner(proc) if inner is None else inner:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, signal.SIGKILL)
+def _kill(proc: asyncio.subprocess.Process) -> None:
+    """SIGKILL a sandbox (bwrap) and everything under it."""
     if proc.returncode is None:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
+        proctree.kill_left(proctree.signal_tree(proc.pid, signal.SIGKILL))
 
 
 def is_executable(fs: GuestFS, path: str) -> bool:

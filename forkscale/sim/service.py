@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from pyVmomi import VmomiSupport, vim, vmodl
 
-from . import soap
+from . import required, soap
 from .collector import Collector
 from .dispatch import ANONYMOUS, HANDLERS, Ctx
 from .events import EventLog
@@ -125,7 +125,8 @@ class Twin:
         if session is not None and moid in session.objects:
             return session.objects[moid]
         mo = self.world.objects.get(moid)
-        if mo is None or mo.session_scoped:
+        if (mo is None or mo.session_scoped
+                or not (isinstance(mo.ref, type(ref)) or isinstance(ref, type(mo.ref)))):
             raise vmodl.fault.ManagedObjectNotFound(msg=f"The object '{moid}' has already been deleted or "
                                                     "has not been completely created", obj=ref)
         return mo
@@ -147,6 +148,7 @@ class Twin:
             if handler is None:
                 raise vmodl.fault.MethodNotFound(msg=f"Method {name} is not implemented by the forkscale twin",
                                                  receiver=req.this, method=name)
+            required.check_arguments(req.args)
             this = self.resolve(req.this, session)
             if not isinstance(this.ref, type(req.this)) and not isinstance(req.this, type(this.ref)):
                 raise vmodl.fault.ManagedObjectNotFound(msg=f"{req.this} is not a {type(req.this).__name__}",
@@ -154,7 +156,11 @@ class Twin:
             self.world.faults.before_call(name)
             CURRENT_SESSION.set(session)
             ctx = Ctx(self, session, this, name)
-            result = handler(ctx, this, **req.args)
+            self.world.pin_time()
+            try:
+                result = handler(ctx, this, **req.args)
+            finally:
+                self.world.unpin_time()
             if inspect.isawaitable(result):
                 result = await result
             new_cookie = None
@@ -180,12 +186,17 @@ class Twin:
         kind, moid, prop = (g.decode() for g in m.groups())
         session = self.session_for(cookie)
         try:
-            if session is None:
-                raise vim.fault.NotAuthenticated(msg="The session is not authenticated.")
-            CURRENT_SESSION.set(session)
             ref = VmomiSupport.GetWsdlType(soap.NAMESPACE, kind)(moid)
+            if session is None:
+                raise vim.fault.NotAuthenticated(msg="The session is not authenticated.", object=ref,
+                                                 privilegeId="System.View")
+            CURRENT_SESSION.set(session)
             mo = self.resolve(ref, session)
-            val, typ = read_path(mo, prop)
+            self.world.pin_time()
+            try:
+                val, typ = read_path(mo, prop)
+            finally:
+                self.world.unpin_time()
             return 200, soap.serialize_fetch(val, typ)
         except vmodl.MethodFault as fault:
             return 500, soap.serialize_fault(fault)

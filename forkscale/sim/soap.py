@@ -256,7 +256,7 @@ def serialize_response(method: VmomiSupport.ManagedMethod, result: Any) -> bytes
         SOAP_BODY_START,
         f'<{info.wsdlName}Response xmlns="{NAMESPACE}">',
     ]
-    if result is not None and info.result is not type(None):
+    if result is not None and info.result is not type(None) and not (isinstance(result, list) and not result):
         ret = Object(name="returnval", type=info.result, version=VERSION, flags=info.resultFlags)
         parts.append(_serialize(result, ret))
     parts += [f"</{info.wsdlName}Response>", SOAP_BODY_END, SOAP_ENVELOPE_END]

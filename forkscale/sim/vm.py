@@ -23,6 +23,12 @@ if TYPE_CHECKING:
     from .world import World
 
 
+NIC_CLASSES: dict[str, type] = {
+    "vmxnet3": vim.vm.device.VirtualVmxnet3, "vmxnet2": vim.vm.device.VirtualVmxnet2,
+    "e1000": vim.vm.device.VirtualE1000, "e1000e": vim.vm.device.VirtualE1000e, "pcnet32": vim.vm.device.VirtualPCNet32,
+}
+
+
 @dataclass
 class Nic:
     key: int
@@ -32,6 +38,10 @@ class Nic:
     connected: bool = True
     start_connected: bool = True
     label: str = "Network adapter 1"
+    kind: str = "vmxnet3"  # a key of NIC_CLASSES: the adapter's device class, which no edit changes
+
+    def device_class(self) -> type:
+        return NIC_CLASSES[self.kind]
 
 
 @dataclass
@@ -135,6 +145,7 @@ class VM(Entity):
         self.modified = world.now()
         self.change = 0
         self.annotation = ""
+        self.settings: dict[str, Any] = {}  # kept ConfigSpec settings (forkscale.sim.vmsettings)
         self.source_delta_done = False  # frozen source: its one extra delta exists
         self.guest_drawn_s = 0.0  # the guest boot/resume latency last drawn (bench/fanout.py computes the ideal)
         self._cache: dict[str, tuple[int, Any]] = {}
@@ -155,7 +166,12 @@ class VM(Entity):
         host.vms.add(self)
 
     def fork_children(self) -> set[VM]:
-        return {c for c in self.fork_kids if c.alive}
+        """The live instant clones forked from this VM (destroyed ones are forgotten here; a clone
+        destroyed before a restart of the twin comes back from its state directory as None)."""
+        live = {c for c in self.fork_kids if c is not None and c.alive}
+        if len(live) != len(self.fork_kids):
+            self.fork_kids = live
+        return set(live)
 
     def datastores(self) -> list[Datastore]:
         seen: dict[str, Datastore] = {self.home.moid: self.home}
@@ -230,6 +246,25 @@ class VM(Entity):
     def p_rootSnapshot(self) -> list[Any]:  # noqa: N802
         return [n.mo.ref for n in self.snapshots]
 
+    def p_capability(self) -> Any:
+        from .vminfo import CAPABILITY
+
+        return CAPABILITY
+
+    def p_environmentBrowser(self) -> Any:  # noqa: N802
+        browser = getattr(self.host.parent, "env_browser", None)
+        return browser.ref if browser is not None else None
+
+    def p_storage(self) -> Any:
+        from .vminfo import storage
+
+        return storage(self)
+
+    def p_resourceConfig(self) -> Any:  # noqa: N802
+        from .compute import vm_resource_config
+
+        return vm_resource_config(self)
+
     def p_guestHeartbeatStatus(self) -> str:  # noqa: N802
         return "green" if self.guest.tools_running and self.power_state == "poweredOn" else "gray"
 
@@ -302,13 +337,18 @@ class VM(Entity):
             maxMemoryUsage=self.memory_mb, maxCpuUsage=self.num_cpu * 2600)
 
     def _guest(self) -> Any:
+        from .vminfo import ip_config, ip_stack
+
         on = self.power_state == "poweredOn"
         nets = []
         for n in self.nics:
             ips = [self.guest.ip] if (on and self.guest.ip and n is self.nics[0]) else []
             nets.append(vim.vm.GuestInfo.NicInfo(macAddress=n.mac, connected=n.connected, deviceConfigId=n.key,
-                                                 network=n.network.name, ipAddress=ips))
-        return vim.vm.GuestInfo(
+                                                 network=n.network.name, ipAddress=ips,
+                                                 ipConfig=ip_config(self, ips[0]) if ips else None))
+        stack = ip_stack(self, self.guest.ip, 0) if on and self.guest.ip and self.nics else []
+        return vim.vm.GuestInfo(ipStack=stack, toolsVersionStatus="guestToolsCurrent",
+                                toolsInstallType=self.get_tools_type(), hwVersion="vmx-21",
             toolsStatus=self._tools_status(), toolsRunningStatus=self._tools_running(),
             toolsVersionStatus2="guestToolsCurrent", toolsVersion="12352",
             guestId=self.guest_id, guestFullName=self.guest_full_name, guestFamily=self._family(),
@@ -319,9 +359,14 @@ class VM(Entity):
     def _family(self) -> str:
         return "windowsGuest" if self.guest_id.startswith("win") else "linuxGuest"
 
+    def get_tools_type(self) -> str:
+        return "guestToolsTypeMSI" if self.guest_id.startswith("win") else "guestToolsTypeOpenVMTools"
+
     def device_list(self) -> list[Any]:
+        from .vminfo import STATIC_DEVICES, pci_controller
+
         devices: list[Any] = [
-            vim.vm.device.VirtualPCIController(key=100, busNumber=0, deviceInfo=vim.Description(label="PCI controller 0", summary="PCI controller 0")),
+            pci_controller([1000, *(n.key for n in self.nics)]), *STATIC_DEVICES,
             vim.vm.device.ParaVirtualSCSIController(key=1000, busNumber=0, sharedBus="noSharing", controllerKey=100,
                                                     unitNumber=3, device=[d.key for d in self.disks],
                                                     deviceInfo=vim.Description(label="SCSI controller 0", summary="VMware paravirtual SCSI")),
@@ -332,7 +377,7 @@ class VM(Entity):
                 capacityInBytes=d.capacity_kb * 1024, backing=backing_for(d.top, mode=d.mode),
                 deviceInfo=vim.Description(label=d.label, summary=f"{d.capacity_kb:,} KB")))
         for i, n in enumerate(self.nics):
-            devices.append(vim.vm.device.VirtualVmxnet3(
+            devices.append(n.device_class()(
                 key=n.key, controllerKey=100, unitNumber=7 + i, macAddress=n.mac, addressType=n.address_type,
                 backing=self.nic_backing(n), wakeOnLanEnabled=True,
                 connectable=vim.vm.device.VirtualDevice.ConnectInfo(
@@ -352,6 +397,17 @@ class VM(Entity):
                                                                    network=n.network.ref)
 
     def _config(self) -> Any:
+        from .vmsettings import render
+
+        cfg = self._base_config()
+        if self.settings:
+            render(self, cfg)
+        return cfg
+
+    def _base_config(self) -> Any:
+        from .compute import vm_cpu_allocation, vm_memory_allocation
+        from .vminfo import BOOT_OPTIONS, tools_config
+
         return vim.vm.ConfigInfo(
             changeVersion=f"{self.change}", modified=_to_dt(self.modified), name=self.name,
             guestFullName=self.guest_full_name, version="vmx-21", uuid=self.uuid, instanceUuid=self.instance_uuid,
@@ -361,7 +417,17 @@ class VM(Entity):
                                   suspendDirectory=self.dir(), logDirectory=self.dir()),
             flags=vim.vm.FlagInfo(), defaultPowerOps=vim.vm.DefaultPowerOpInfo(),
             hardware=vim.vm.VirtualHardware(numCPU=self.num_cpu, numCoresPerSocket=1, memoryMB=self.memory_mb,
-                                            device=self.device_list()),
+                                            device=self.device_list(), virtualICH7MPresent=False,
+                                            virtualSMCPresent=False, motherboardLayout="i440bxHostBridge",
+                                            autoCoresPerSocket=True),
+            tools=tools_config(self), bootOptions=BOOT_OPTIONS, cpuAllocation=vm_cpu_allocation(self),
+            memoryAllocation=vm_memory_allocation(self), firmware="efi", swapPlacement="inherit",
+            cpuHotAddEnabled=False, cpuHotRemoveEnabled=False, memoryHotAddEnabled=False, changeTrackingEnabled=False,
+            nestedHVEnabled=False, vPMCEnabled=False, maxMksConnections=40, guestAutoLockEnabled=False,
+            memoryReservationLockedToMax=False, vFlashCacheReservation=0, messageBusTunnelEnabled=False,
+            initialOverhead=vim.vm.ConfigInfo.OverheadInfo(initialMemoryReservation=40 * 1024 * 1024,
+                                                           initialSwapReservation=120 * 1024 * 1024),
+            latencySensitivity=vim.LatencySensitivity(level="normal"), rebootPowerOff=False,
             extraConfig=[vim.option.OptionValue(key=k, value=v) for k, v in self.extra.items()],
             datastoreUrl=[vim.vm.ConfigInfo.DatastoreUrlPair(name=d.name, url=d.url) for d in self.datastores()])
 

@@ -71,6 +71,7 @@ class World:
         self._changed: asyncio.Event | None = None
         self.started_mono = time.monotonic()
         self.started_wall = time.time()
+        self._pinned: tuple[float, float] | None = None  # (wall, sim) while a request is answered
         # the parts operations share
         self.latencies = settings.latencies
         self.memory = settings.memory
@@ -186,12 +187,23 @@ class World:
     # time -----------------------------------------------------------------------------------
     def now(self) -> float:
         """Wall-clock seconds (UTC epoch) as vCenter reports them."""
-        return time.time()
+        return self._pinned[0] if self._pinned is not None else time.time()
 
     def sim_seconds(self) -> float:
         """Simulated seconds since start: real time divided by the time scale."""
+        if self._pinned is not None:
+            return self._pinned[1]
         elapsed = time.monotonic() - self.started_mono
         return elapsed / self.time_scale if self.time_scale > 0 else elapsed
+
+    def pin_time(self) -> None:
+        """Hold the clock still while one request is answered (it never yields meanwhile), so every
+        value it reads is as of one instant (a datastore's free space in its summary and its info)."""
+        self._pinned = None
+        self._pinned = (self.now(), self.sim_seconds())
+
+    def unpin_time(self) -> None:
+        self._pinned = None
 
     def latency(self, mean: float, jitter: float = 0.2) -> float:
         """Real seconds a task of `mean` simulated seconds takes (uniform ±jitter)."""

@@ -20,9 +20,13 @@ from forkscale.spec.model import (
     Network,
     Placement,
     Pool,
+    Refresh,
+    Rollout,
+    Share,
     SourceSettings,
     Spec,
     SshConfig,
+    UserDiskSpec,
 )
 from forkscale.spec.secrets import SecretRef, check_secret_file
 from forkscale.spec.state import HA, PostgresState
@@ -31,7 +35,8 @@ from forkscale.spec.yamlfile import parse_yaml, read_yaml_file
 
 __all__ = [
     "CA_FILE_ENV", "DEFAULT_BUDGETS", "DEFAULT_FOLDER", "DEFAULT_STATE", "FREEZE_METHODS", "KINDS", "MAX_VM_NAME",
-    "HA", "Budgets", "Drain", "DrainSsh", "GuestOps", "GuestReady", "Network", "Placement", "Pool", "PostgresState", "SecretRef",
-    "SourceSettings", "Spec", "SshConfig", "VCenter", "check_secret_file", "load_spec", "parse_spec", "parse_yaml",
+    "HA", "Budgets", "Drain", "DrainSsh", "GuestOps", "GuestReady", "Network", "Placement", "Pool", "PostgresState",
+    "Refresh", "Rollout", "SecretRef", "Share", "SourceSettings", "Spec", "SshConfig", "UserDiskSpec", "VCenter",
+    "check_secret_file", "load_spec", "parse_spec", "parse_yaml",
     "read_yaml_file",
 ]

@@ -166,6 +166,81 @@ class Drain:
     ssh: DrainSsh | None = None
 
 
+@dataclass(frozen=True)
+class Rebalance:
+    """`forkscale rebalance` (and `serve` with `auto`): spread a pool's clones over placement.datastores in
+    proportion to their free space, none filled past `max_used_pct`, at most `max_concurrent` moves at once."""
+
+    auto: bool = False
+    threshold: float = 0.10  # serve rebalances when a datastore is this far (a fraction of the pool) off its share
+    max_used_pct: float = 80.0
+    max_concurrent: int = 4
+
+
+@dataclass(frozen=True)
+class KindPolicy:
+    """When `serve` promotes linked clones to full ones in place (PromoteDisks_Task)."""
+
+    linked_max_age_s: float | None = None  # promote a linked clone older than this
+    promote_on_claim: bool = False  # promote a linked clone when it is claimed (its user keeps it)
+
+
+@dataclass(frozen=True)
+class Share:
+    """A count, or a percentage of the pool's count (`rollout.max_unavailable: 25%`)."""
+
+    value: int
+    percent: bool = False
+
+    def of(self, count: int, *, minimum: int = 0) -> int:
+        """The number this share is of a pool of `count` clones (percentages round down)."""
+        n = count * self.value // 100 if self.percent else self.value
+        return max(minimum, n)
+
+    def __str__(self) -> str:
+        return f"{self.value}%" if self.percent else str(self.value)
+
+
+CLAIMED_POLICIES = ("on-release", "force")
+
+
+@dataclass(frozen=True)
+class Rollout:
+    """How clones are replaced in batches (push image, refresh, and the other day-2 operations)."""
+
+    max_unavailable: Share = Share(1)  # clones out of service at once: ready + claimed >= count - this
+    batch: int | None = None  # steps per batch (default: max_unavailable)
+    max_failure: Share = Share(0)  # failed replacements per batch above this pause the rollout
+    claimed: str = "on-release"  # a claimed clone: replaced when released, or after force_after_s
+    force_after_s: float = 3600.0
+    keep_previous_s: float = 86400.0  # the previous image's sources are kept this long (rollback)
+
+
+IDENTITY_POLICIES = ("same", "new")
+
+
+@dataclass(frozen=True)
+class Refresh:
+    """When a clone is replaced by a fresh one from the pool's current image."""
+
+    max_uses: int | None = None  # after this many claims (the CI-runner pattern)
+    max_age_s: float | None = None  # no clone older than this
+    identity: str = "same"  # the replacement keeps name, IP, MAC and hostname ("new": fresh ones)
+
+
+USER_DISK_MODES = ("independent_persistent",)
+
+
+@dataclass(frozen=True)
+class UserDiskSpec:
+    """A persistent disk per clone identity, kept across refresh and push image."""
+
+    size_gb: int
+    datastore: str | None = None  # default: the clone's datastore
+    mode: str = "independent_persistent"
+    keep: bool = False  # keep the file when its identity leaves the pool for good
+
+
 def default_name_pattern(pool: str) -> str:
     return f"{pool}-{{index:03d}}"
 
@@ -192,7 +267,13 @@ class Pool:
     drain: Drain | None = None
     sources: SourceSettings = field(default_factory=SourceSettings)
     checks: tuple[Step, ...] = ()  # what `forkscale rehearse --pool` runs in a clone of a new image
+    rebalance: Rebalance = field(default_factory=Rebalance)
+    kind_policy: KindPolicy = field(default_factory=KindPolicy)
     vcenter: str = ""  # the name of its vCenter in the spec's `vcenters:` (resolved by load_spec)
+    rollout: Rollout = field(default_factory=Rollout)
+    refresh: Refresh = field(default_factory=Refresh)
+    user_disk: UserDiskSpec | None = None
+    notify: Drain | None = None  # run in a claimed clone before it is replaced by force (shaped like drain:)
 
     def __post_init__(self) -> None:
         if not self.name_pattern:

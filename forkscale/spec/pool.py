@@ -8,6 +8,7 @@ from pathlib import Path
 
 from forkscale.core.errors import SpecError
 from forkscale.policy.config import PolicyConfig
+from forkscale.spec.day2 import check_day2, parse_notify, parse_refresh, parse_rollout, parse_user_disk
 from forkscale.spec.fields import as_choice, as_int, as_mapping, as_str, check_keys, opt_str, required, sub
 from forkscale.spec.model import (
     FREEZE_METHODS,
@@ -20,6 +21,7 @@ from forkscale.spec.model import (
     SshConfig,
     default_name_pattern,
 )
+from forkscale.spec.moves import parse_kind_policy, parse_rebalance
 from forkscale.spec.names import check_rendered, parse_pattern
 from forkscale.spec.network import parse_network
 from forkscale.spec.sections import (
@@ -42,7 +44,8 @@ _POOL_NAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 POOL_KEYS = (
     "name", "source", "snapshot", "freeze", "ssh", "guestops", "count", "name_pattern",
     "hostname_pattern", "network", "placement", "fallback", "budgets", "guest_ready",
-    "guestinfo", "policy", "on_release", "drain", "sources", "checks", "vcenter",
+    "guestinfo", "policy", "on_release", "drain", "sources", "checks", "vcenter", "rollout", "refresh", "user_disk",
+    "notify", "rebalance", "kind_policy",
 )
 #: a pool's `checks:` (run by `forkscale rehearse --pool`) time out after this by default
 DEFAULT_POOL_CHECK_TIMEOUT_S = 120.0
@@ -63,6 +66,11 @@ def parse_pool(raw: object, path: str, base_dir: Path) -> Pool:
             "freeze: running clones resume with the source's IP; set isolated: true or disconnect: true",
         )
     count, policy = _count_and_policy(data, path, network)
+    rollout = parse_rollout(data.get("rollout"), sub(path, "rollout"))
+    notify = parse_notify(data.get("notify"), sub(path, "notify"), base_dir)
+    check_day2(path, rollout, notify)
+    refresh, on_release = parse_refresh(data.get("refresh"), sub(path, "refresh"),
+                                        as_choice(data.get("on_release", "refresh"), sub(path, "on_release"), ON_RELEASE))
     hostname_pattern = None
     if data.get("hostname_pattern") is not None:
         hostname_pattern = parse_pattern(data["hostname_pattern"], sub(path, "hostname_pattern"), name)
@@ -84,11 +92,17 @@ def parse_pool(raw: object, path: str, base_dir: Path) -> Pool:
         guest_ready=parse_guest_ready(data.get("guest_ready"), sub(path, "guest_ready")),
         guestinfo=parse_guestinfo(data.get("guestinfo"), sub(path, "guestinfo")),
         policy=policy,
-        on_release=as_choice(data.get("on_release", "refresh"), sub(path, "on_release"), ON_RELEASE),
+        on_release=on_release,
         drain=parse_drain(data["drain"], sub(path, "drain"), base_dir) if data.get("drain") is not None else None,
         sources=parse_sources(data.get("sources"), sub(path, "sources")),
         checks=parse_steps(data.get("checks"), sub(path, "checks"), DEFAULT_POOL_CHECK_TIMEOUT_S, base_dir),
         vcenter=as_str(data["vcenter"], sub(path, "vcenter")) if data.get("vcenter") is not None else "",
+        rollout=rollout,
+        refresh=refresh,
+        user_disk=parse_user_disk(data.get("user_disk"), sub(path, "user_disk")),
+        notify=notify,
+        rebalance=parse_rebalance(data.get("rebalance"), sub(path, "rebalance")),
+        kind_policy=parse_kind_policy(data.get("kind_policy"), sub(path, "kind_policy")),
     )
     check_rendered(pool, path)
     return pool

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 from pyVmomi import vim, vmodl
 
 from forkscale.core.errors import PermanentError, TemporaryError
+from forkscale.vsphere.disks import UserDiskOps
 from forkscale.vsphere.faults import LoginRefused, TaskFailed, describe, fault_name, map_fault
 from forkscale.vsphere.fleetread import HOST_COUNTERS, host_memory, perf_counter_ids, read_fleet
 from forkscale.vsphere.guest import GuestOps
@@ -36,6 +37,7 @@ from forkscale.vsphere.reads import (
     clone_tasks_in_flight,
     extra_value,
     first_vm_folder,
+    hosts_entering_maintenance,
     read_inventory,
     read_vm_detail,
     retrieve_one,
@@ -49,7 +51,7 @@ PC = vmodl.query.PropertyCollector
 T = TypeVar("T")
 
 
-class Driver(GuestOps):
+class Driver(GuestOps, UserDiskOps):
     """Connect, read inventory in one batched pass, clone, power, destroy, freeze, run programs and move
     files in guests — asynchronously."""
 
@@ -311,7 +313,7 @@ class Driver(GuestOps):
             loc.pool = vim.ResourcePool(req.resource_pool)
         cfg = vim.vm.ConfigSpec(extraConfig=self._extra(req),
                                 deviceChange=await self._nic_changes(source, req, instant=False))
-        spec = vim.vm.CloneSpec(location=loc, powerOn=True, template=False, config=cfg,
+        spec = vim.vm.CloneSpec(location=loc, powerOn=req.power_on, template=False, config=cfg,
                                 snapshot=vim.vm.Snapshot(snapshot) if snapshot else None)
         vm = await self._task(what, vim.VirtualMachine(source), "Clone", vim.Folder(req.folder), req.name, spec)
         return self._made(vm, what)
@@ -365,6 +367,35 @@ class Driver(GuestOps):
                 raise
         except vmodl.fault.ManagedObjectNotFound:
             return
+
+    # moves (day-2) ------------------------------------------------------------------------------
+    async def create_snapshot(self, vm: str, name: str) -> str:
+        snap = await self._task(f"snapshot {vm}", vim.VirtualMachine(vm), "CreateSnapshot", name,
+                                "forkscale: linked clones fork from here", False, False)
+        return str(snap._moId)
+
+    async def relocate(self, vm: str, *, host: str | None = None, datastore: str | None = None) -> None:
+        spec = vim.vm.RelocateSpec()
+        if host is not None:
+            spec.host = vim.HostSystem(host)
+        if datastore is not None:
+            spec.datastore = vim.Datastore(datastore)
+            spec.diskMoveType = "moveAllDiskBackingsAndDisallowSharing"
+        where = " and ".join(x for x in (host and f"host {host}", datastore and f"datastore {datastore}") if x)
+        await self._task(f"relocate {vm} to {where or 'where it is'}", vim.VirtualMachine(vm), "Relocate", spec)
+
+    async def promote_disks(self, vm: str) -> None:
+        await self._task(f"promote the disks of {vm}", vim.VirtualMachine(vm), "PromoteDisks", True, None)
+
+    async def enter_maintenance(self, host: str, timeout_s: int) -> None:
+        await self._task(f"enter maintenance mode on {host}", vim.HostSystem(host), "EnterMaintenanceMode",
+                         int(timeout_s), False)
+
+    async def exit_maintenance(self, host: str) -> None:
+        await self._task(f"exit maintenance mode on {host}", vim.HostSystem(host), "ExitMaintenanceMode", 0)
+
+    async def hosts_entering_maintenance(self) -> set[str]:
+        return await self._read("read recent tasks", hosts_entering_maintenance(self.soap))
 
     async def create_folder(self, parent: str, name: str) -> str:
         """A folder `name` in `parent`: created, or the one already there (found by name, not trusted from the fault)."""
@@ -433,6 +464,18 @@ class Driver(GuestOps):
             return None
         props = (await self.vm_props([vm._moId], [keyed(TAG_POOL), keyed(TAG_ID)])).get(vm._moId, {})
         return str(vm._moId), extra_value(props, TAG_POOL), extra_value(props, TAG_ID)
+
+    async def snapshot_names(self, vm: str) -> dict[str, str]:
+        """Every snapshot of `vm`: moref -> name, from one read of the tree."""
+        roots = await self._read(f"read the snapshots of {vm}", retrieve_one(
+            self.soap, vim.VirtualMachine(vm), vim.VirtualMachine, "snapshot.rootSnapshotList"))
+        found: dict[str, str] = {}
+        todo = list(roots or [])
+        while todo:
+            node = todo.pop()
+            found[str(node.snapshot._moId)] = str(node.name)
+            todo.extend(node.childSnapshotList or [])
+        return found
 
     async def snapshots_named(self, vm: str, name: str) -> list[str]:
         """The morefs of `vm`'s snapshots called `name` (vSphere allows several), from one read of the tree."""

@@ -29,15 +29,15 @@ from forkscale.vsphere.invmodel import (
     Change,
 )
 from forkscale.vsphere.keyed import EXTRA, key_of, option_values
-from forkscale.vsphere.reads import VM_PATHS
+from forkscale.vsphere.reads import HOST_PATHS, VM_PATHS
 
 PC = vmodl.query.PropertyCollector
 FLEET_VM_PATHS = (SHARED_PATH, PRIVATE_PATH, LAYOUT_PATH)
 #: (type, what the model calls it, paths); a distributed port group is a Network too, so it gets both specs.
 KINDS: tuple[tuple[type, str, tuple[str, ...]], ...] = (
     (vim.VirtualMachine, VM, tuple(VM_PATHS)),
-    (vim.HostSystem, HOST, ("name", "runtime.connectionState", "parent")),
-    (vim.Datastore, DATASTORE, ("name", "summary.freeSpace")),
+    (vim.HostSystem, HOST, tuple(HOST_PATHS)),
+    (vim.Datastore, DATASTORE, ("name", "summary.freeSpace", "summary.capacity")),
     (vim.dvs.DistributedVirtualPortgroup, PORTGROUP, ("name", "config.distributedVirtualSwitch")),
     (vim.Network, NETWORK, ("name",)),
     (vim.DistributedVirtualSwitch, SWITCH, ("uuid",)),

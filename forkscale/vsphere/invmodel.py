@@ -144,7 +144,10 @@ class InventoryModel:
         hosts = self._map(HOST)
         return Inventory(vms=dict(self.vms), hosts=dict(hosts["by_name"]), host_names=dict(hosts["names"]),
                          host_connected=dict(hosts["connected"]), host_parent=dict(hosts["parent"]),
+                         host_maintenance=dict(hosts["maintenance"]), host_memory=dict(hosts["memory"]),
                          datastores=dict(self._map(DATASTORE)), networks=dict(self._map(NETWORK)),
+                         datastore_capacity={f.get("name") or moref: int(f.get("summary.capacity") or 0)
+                                             for moref, f in self.fields[DATASTORE].items()},
                          folders=dict(self._map(FOLDER)), pools=dict(self._map(POOL)), macs=set(self._macs),
                          taken_at=time.time() if taken_at is None else taken_at)
 
@@ -155,13 +158,16 @@ class InventoryModel:
 
 
 def _hosts(fields: dict[str, dict[str, dict[str, Any]]]) -> dict[str, Any]:
-    out: dict[str, Any] = {"by_name": {}, "names": {}, "connected": {}, "parent": {}, "rows": []}
+    out: dict[str, Any] = {"by_name": {}, "names": {}, "connected": {}, "parent": {}, "maintenance": {},
+                           "memory": {}, "rows": []}
     for moref, f in fields[HOST].items():
         name = f.get("name") or moref
         connected = f.get("runtime.connectionState") == "connected"
         out["by_name"][name] = moref
         out["names"][moref] = name
         out["connected"][moref] = connected
+        out["maintenance"][moref] = bool(f.get("runtime.inMaintenanceMode"))
+        out["memory"][moref] = int(f.get("hardware.memorySize") or 0)
         if f.get("parent") is not None:
             out["parent"][moref] = f["parent"]
         out["rows"].append(HostRow(moref=moref, name=name, connected=connected))

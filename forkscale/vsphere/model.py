@@ -11,6 +11,9 @@ from dataclasses import dataclass, field
 
 TAG_POOL, TAG_ID = "forkscale.pool", "forkscale.id"
 TAG_SOURCE = "forkscale.source"  # on a pool's per-host source VMs: their generation (see forkscale/fleet/sources.py)
+#: on a pool's replicas for linked clones: "<pool>:<replica id>" (see forkscale/fleet/replicas.py); a replica
+#: carries no `forkscale.pool`, so nothing that looks for a pool's clones or sources ever takes it for one
+TAG_REPLICA = "forkscale.replica"
 STATUS_KEY = "guestinfo.forkscale.status"
 MAC_KEY = "guestinfo.forkscale.mac"
 #: (kind, moref, dvs uuid): kind is "network" (standard port group) or "dvportgroup".
@@ -33,6 +36,7 @@ class VmInfo:
     status: str | None = None
     source_tag: str | None = None  # forkscale.source: set on per-host sources (and only there with no clone_id)
     instance_uuid: str | None = None  # config.instanceUuid: vCenter's own identity of the VM
+    replica_tag: str | None = None  # forkscale.replica: "<pool>:<replica id>" on a replica for linked clones
 
     @property
     def is_source(self) -> bool:
@@ -48,14 +52,27 @@ class Inventory:
     host_connected: dict[str, bool] = field(default_factory=dict)  # moref -> connected
     host_parent: dict[str, str] = field(default_factory=dict)  # host moref -> cluster (compute resource) moref
     datastores: dict[str, tuple[str, int]] = field(default_factory=dict)  # name -> (moref, free bytes)
+    datastore_capacity: dict[str, int] = field(default_factory=dict)  # name -> capacity bytes
+    host_maintenance: dict[str, bool] = field(default_factory=dict)  # host moref -> runtime.inMaintenanceMode
+    host_memory: dict[str, int] = field(default_factory=dict)  # host moref -> hardware.memorySize bytes
     networks: dict[str, tuple[str, str, str | None]] = field(default_factory=dict)  # name -> (kind, moref, dvs uuid)
     folders: dict[str, str] = field(default_factory=dict)  # name -> moref
     pools: dict[str, str] = field(default_factory=dict)  # resource pool name -> moref
     macs: set[str] = field(default_factory=set)
     taken_at: float = 0.0
+    avoid: set[str] = field(default_factory=set)  # host names the controller places nothing on (being evacuated)
 
     def vm_by_name(self, name: str) -> VmInfo | None:
         return next((v for v in self.vms.values() if v.name == name), None)
+
+    def datastore_name(self, moref: str) -> str | None:
+        return next((name for name, (m, _) in self.datastores.items() if m == moref), None)
+
+    def placeable(self, host: str) -> bool:
+        """Whether a host (by name) may take a new VM: connected, not in maintenance mode, not avoided."""
+        moref = self.hosts.get(host, "")
+        return (self.host_connected.get(moref, False) and not self.host_maintenance.get(moref, False)
+                and host not in self.avoid)
 
 
 @dataclass
@@ -73,6 +90,7 @@ class CloneRequest:
     # further NICs to edit alike, as (nic key, manual MAC, network); a live clone of a multi-NIC
     # source must move (or disconnect) every NIC, not just the first
     more_nics: tuple[tuple[int, str, NetworkRef], ...] = ()
+    power_on: bool = True  # linked/full clones only (an instant clone runs as its source did)
 
 
 @dataclass

@@ -89,6 +89,12 @@ class InventoryReader(Protocol):
 
     async def snapshots_named(self, vm: str, name: str) -> list[str]: ...
 
+    async def snapshot_names(self, vm: str) -> dict[str, str]: ...
+
+    async def hosts_entering_maintenance(self) -> set[str]:
+        """Host morefs with an EnterMaintenanceMode_Task queued or running."""
+        ...
+
 
 class Provisioner(Protocol):
     """Make and remove VMs (each call waits for its vCenter task, with a deadline)."""
@@ -112,6 +118,41 @@ class Provisioner(Protocol):
     async def vm_folder(self) -> str: ...
 
     async def wait_clone_tasks_settled(self, timeout: float) -> bool: ...
+
+
+class Mover(Protocol):
+    """Change what a VM is made of or where it runs, keeping the VM (day-2 operations)."""
+
+    async def create_snapshot(self, vm: str, name: str) -> str:
+        """A snapshot of the VM's disks (no memory), its moref."""
+        ...
+
+    async def relocate(self, vm: str, *, host: str | None = None, datastore: str | None = None) -> None:
+        """RelocateVM_Task: to `host` (vMotion) and/or `datastore` (Storage vMotion: every disk backing is
+        moved and none shared, so a linked clone is consolidated into a full one)."""
+        ...
+
+    async def promote_disks(self, vm: str) -> None:
+        """PromoteDisks_Task(unlink=true): the VM's disks stop depending on what they were cloned from."""
+        ...
+
+    async def enter_maintenance(self, host: str, timeout_s: int) -> None: ...
+
+    async def exit_maintenance(self, host: str) -> None: ...
+
+
+class UserDisks(Protocol):
+    """Users' independent-persistent disks: created with a clone, detached before it is destroyed for a
+    replacement and attached to the replacement (forkscale/vsphere/disks.py)."""
+
+    async def vm_disk_files(self, vm: str) -> list[str]: ...
+
+    async def add_disk(self, vm: str, path: str, *, size_gb: int | None, mode: str = "independent_persistent") -> None:
+        ...
+
+    async def remove_disk(self, vm: str, path: str, *, delete: bool) -> bool: ...
+
+    async def delete_disk(self, path: str) -> None: ...
 
 
 class GuestAccess(Protocol):
@@ -162,7 +203,7 @@ class FleetReader(Protocol):
     async def read_fleet(self, *, page_size: int = 1000) -> FleetRead: ...
 
 
-class VSphere(InventoryReader, Provisioner, GuestAccess, GuestOperations, FleetReader, Protocol):
+class VSphere(InventoryReader, Provisioner, Mover, UserDisks, GuestAccess, GuestOperations, FleetReader, Protocol):
     """Every role at once: what the engine is given."""
 
     def stop_waiting(self) -> None:

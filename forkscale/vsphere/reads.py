@@ -21,6 +21,7 @@ from forkscale.vsphere.model import (
     STATUS_KEY,
     TAG_ID,
     TAG_POOL,
+    TAG_REPLICA,
     TAG_SOURCE,
     Inventory,
     NetworkRef,
@@ -35,9 +36,11 @@ PC = vmodl.query.PropertyCollector
 T = TypeVar("T")
 #: The `descriptionId` of clone tasks, as vCenter's task catalogue names them.
 CLONE_TASKS = frozenset({"VirtualMachine.clone", "VirtualMachine.instantClone"})
+ENTER_MAINTENANCE = "HostSystem.enterMaintenanceMode"
 VM_PATHS = ["name", "parent", "runtime.host", "runtime.powerState", "runtime.instantCloneFrozen",
             "snapshot.currentSnapshot", "datastore", "config.template", "config.instanceUuid",
-            *(keyed(k) for k in (TAG_POOL, TAG_ID, STATUS_KEY, MAC_KEY, TAG_SOURCE))]
+            *(keyed(k) for k in (TAG_POOL, TAG_ID, STATUS_KEY, MAC_KEY, TAG_SOURCE, TAG_REPLICA))]
+HOST_PATHS = ["name", "runtime.connectionState", "runtime.inMaintenanceMode", "parent", "hardware.memorySize"]
 
 
 def props(oc: Any) -> dict[str, Any]:
@@ -128,6 +131,14 @@ async def clone_tasks_in_flight(soap: Soap) -> int:
                and str(p.get("info.descriptionId", "")) in CLONE_TASKS)
 
 
+async def hosts_entering_maintenance(soap: Soap) -> set[str]:
+    """Hosts with an EnterMaintenanceMode_Task queued or running (someone asked for maintenance), in one read."""
+    tasks = await _traverse(soap, soap.content.taskManager, vim.TaskManager, "recentTask", vim.Task,
+                            ["info.state", "info.descriptionId", "info.entity"])
+    return {str(p["info.entity"]._moId) for oc in tasks if (p := props(oc)).get("info.state") in ("queued", "running")
+            and str(p.get("info.descriptionId", "")) == ENTER_MAINTENANCE and p.get("info.entity") is not None}
+
+
 async def first_vm_folder(soap: Soap) -> str | None:
     """The first datacenter's VM folder, or None when vCenter has no datacenter."""
     for oc in await _traverse(soap, soap.content.rootFolder, vim.Folder, "childEntity", vim.Datacenter, ["vmFolder"]):
@@ -153,8 +164,8 @@ async def read_inventory(soap: Soap) -> Inventory:
     inv = Inventory(taken_at=time.time())
     vms, hosts, dss, nets, folders, pools = await asyncio.gather(
         retrieve_view(soap, {vim.VirtualMachine: request_paths(soap, VM_PATHS)}),
-        retrieve_view(soap, {vim.HostSystem: ["name", "runtime.connectionState", "parent"]}),
-        retrieve_view(soap, {vim.Datastore: ["name", "summary.freeSpace"]}),
+        retrieve_view(soap, {vim.HostSystem: HOST_PATHS}),
+        retrieve_view(soap, {vim.Datastore: ["name", "summary.freeSpace", "summary.capacity"]}),
         retrieve_view(soap, {vim.Network: ["name"]}),
         retrieve_view(soap, {vim.Folder: ["name"]}),
         retrieve_view(soap, {vim.ResourcePool: ["name"]}),
@@ -164,11 +175,14 @@ async def read_inventory(soap: Soap) -> Inventory:
         inv.hosts[p["name"]] = oc.obj._moId
         inv.host_names[oc.obj._moId] = p["name"]
         inv.host_connected[oc.obj._moId] = p.get("runtime.connectionState") == "connected"
+        inv.host_maintenance[oc.obj._moId] = bool(p.get("runtime.inMaintenanceMode"))
+        inv.host_memory[oc.obj._moId] = int(p.get("hardware.memorySize") or 0)
         if p.get("parent") is not None:
             inv.host_parent[oc.obj._moId] = p["parent"]._moId
     for oc in dss:
         p = props(oc)
         inv.datastores[p["name"]] = (oc.obj._moId, int(p.get("summary.freeSpace", 0)))
+        inv.datastore_capacity[p["name"]] = int(p.get("summary.capacity") or 0)
     await _networks(soap, inv, nets)
     for oc in folders:
         inv.folders.setdefault(props(oc)["name"], oc.obj._moId)
@@ -215,7 +229,8 @@ def _vm_info(oc: Any, p: dict[str, Any]) -> VmInfo:
         snapshot=_moid(p.get("snapshot.currentSnapshot")),
         datastores=[d._moId for d in p.get("datastore", [])], template=bool(p.get("config.template")),
         pool=extra_value(p, TAG_POOL), clone_id=extra_value(p, TAG_ID), status=extra_value(p, STATUS_KEY),
-        source_tag=extra_value(p, TAG_SOURCE), instance_uuid=p.get("config.instanceUuid"))
+        source_tag=extra_value(p, TAG_SOURCE), instance_uuid=p.get("config.instanceUuid"),
+        replica_tag=extra_value(p, TAG_REPLICA))
 
 
 async def read_vm_detail(soap: Soap, vm: str, *, tags: tuple[str, ...] = ()) -> VmDetail:

@@ -9,6 +9,14 @@
     GET  /v1/pools                 {"pools": [status, ...]}
     GET  /v1/pools/{pool}          status: desired / ready / claimed / spares, sources, policy state,
                                    last decision and its reason, last converge, last errors
+    PUT  /v1/pools/{pool}/image    {"snapshot": "patch-06", "source": VM?, "allow_partial": false, "at": TIME?,
+                                    "dry_run": false}
+         202 the push is recorded and runs in the background (status: GET .../rollout); 200 with
+         `dry_run`: the plan's batches; 400 bad snapshot or source; 409 another operation is open
+    GET  /v1/pools/{pool}/rollout  current and target image, clones per image, the open (else last)
+                                   operation with its steps
+    POST /v1/pools/{pool}/rollout  {"action": "pause" | "resume" | "cancel" | "rollback"}  202
+    POST /v1/pools/{pool}/refresh  {"vms": ["vdi-007"]} (default: every clone)  202
     PUT  /v1/pools/{pool}/count    {"count": N}
          202 for a `fixed` pool: its count; for a headroom / target-value pool: its floor (`min`)
          -- the policy keeps deciding above it. 409 when N is above the policy's max or the
@@ -49,6 +57,7 @@ from aiohttp.typedefs import Middleware
 
 from forkscale.core.errors import SpecError
 from forkscale.core.logs import register_secret
+from forkscale.ledger import LedgerError
 from forkscale.observe.telemetry import Telemetry, metrics_handler
 from forkscale.spec import check_secret_file
 from forkscale.workloads.controller import Controller
@@ -112,6 +121,10 @@ def make_app(controller: Controller, token: str, telemetry: Telemetry | None = N
     app.router.add_post("/v1/pools/{pool}/claim", api.claim)
     app.router.add_post("/v1/pools/{pool}/release", api.release)
     app.router.add_put("/v1/pools/{pool}/count", api.count)
+    app.router.add_put("/v1/pools/{pool}/image", api.image)
+    app.router.add_get("/v1/pools/{pool}/rollout", api.rollout_status)
+    app.router.add_post("/v1/pools/{pool}/rollout", api.rollout)
+    app.router.add_post("/v1/pools/{pool}/refresh", api.refresh)
     return app
 
 
@@ -122,6 +135,10 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     except ControllerError as exc:
         headers = {"Retry-After": "5"} if exc.status == 503 else None
         return _error(exc.status, str(exc), headers)
+    except SpecError as exc:  # a day-2 request naming a snapshot, VM or clone that is not there
+        return _error(400, str(exc))
+    except LedgerError as exc:  # e.g. another operation is open, or none is to pause
+        return _error(409, str(exc))
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -218,6 +235,37 @@ class _Api:
         if isinstance(raw, bool) or not isinstance(raw, int) or raw < 0:
             raise web.HTTPBadRequest(text=f"count must be a whole number >= 0, got {json.dumps(raw)}")
         return web.json_response(await self.on_controller(self.controller.set_count, name, raw), status=202)
+
+
+    async def image(self, request: web.Request) -> web.Response:
+        name = request.match_info["pool"]
+        self.known(name)
+        body = await _body(request)
+        for key in ("snapshot", "source", "at"):
+            if body.get(key) is not None:
+                _string(body, key, required=False, limit=256)
+        _string(body, "snapshot", required=True, limit=256)
+        doc = await self.on_controller(self.controller.push_image, name, body, "api")
+        return web.json_response(doc, status=200 if doc.get("dry_run") else 202)
+
+    async def rollout_status(self, request: web.Request) -> web.Response:
+        name = request.match_info["pool"]
+        self.known(name)
+        return web.json_response(await self.on_controller(self.controller.rollout_status, name))
+
+    async def rollout(self, request: web.Request) -> web.Response:
+        name = request.match_info["pool"]
+        self.known(name)
+        action = _string(await _body(request), "action", required=True, limit=32)
+        return web.json_response(await self.on_controller(self.controller.rollout, name, action, "api"), status=202)
+
+    async def refresh(self, request: web.Request) -> web.Response:
+        name = request.match_info["pool"]
+        self.known(name)
+        vms = (await _body(request)).get("vms", [])
+        if not isinstance(vms, list) or not all(isinstance(v, str) and v for v in vms) or len(vms) > 10_000:
+            raise web.HTTPBadRequest(text="vms must be a list of clone names")
+        return web.json_response(await self.on_controller(self.controller.refresh, name, vms, "api"), status=202)
 
 
 async def _body(request: web.Request) -> dict[str, Any]:

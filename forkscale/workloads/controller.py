@@ -77,7 +77,7 @@ import aiohttp
 from forkscale.core.errors import ForkscaleError, PermanentError, TemporaryError
 from forkscale.fleet.engine import Engine
 from forkscale.fleet.plan import LIVE
-from forkscale.ledger import CloneRecord, LedgerError
+from forkscale.ledger import CloneRecord, IllegalTransition, LedgerError
 from forkscale.policy import (
     Decision,
     Observed,
@@ -88,7 +88,13 @@ from forkscale.policy import (
     read_metric,
 )
 from forkscale.workloads.drain import Drainer
+from forkscale.workloads.moves.auto import AutoMoves
+from forkscale.workloads.operations import OperationRunner
+from forkscale.workloads.operations import control as ops
+from forkscale.workloads.operations.background import Background
+from forkscale.workloads.operations.registry import kinds
 from forkscale.workloads.ownership import Ownership
+from forkscale.workloads.refreshpolicy import aged, worn
 from forkscale.workloads.replica import apply_override, owner_doc, remote_status
 from forkscale.workloads.runtime import ControllerError, PoolRuntime, iso, observed_of, status_doc
 from forkscale.workloads.vcenters import VCenters
@@ -138,6 +144,11 @@ class Controller:
             ownership.on_lost = self._lost
             ownership.busy = lambda pool: self.pools[pool].round is not None or self.pools[pool].lock.locked()
             self.ledger.identify(ownership.holder.id)
+        self.runner = OperationRunner(self.ledger, kinds(self._engine_for), stopping=lambda: self._stopping)
+        self.operations = Background(self.runner, lambda pool, msg: self._error(self._runtime(pool), msg))
+        #: starts evacuate / promote / rebalance when due (forkscale/workloads/moves/auto.py)
+        self.moves = AutoMoves(self.spec, self.ledger, lambda name: self._engine_of(self.pools[name]), owns=self.owns,
+                               poke=self.operations.poke, stopping=lambda: self._stopping, dry_run=dry_run)
         self._next_prune = 0.0  # on the ledger's clock; 0: prune at the first round
         self._pruning = False
 
@@ -166,6 +177,7 @@ class Controller:
             owning = None if self.ownership is None else \
                 asyncio.create_task(self.ownership.run(self._ownership_stop), name="ownership")
             probing = asyncio.create_task(self.vcenters.probe_forever(self._stop_event), name="vcenters")
+            moving = asyncio.create_task(self.moves.run(), name="day2-moves")
             try:
                 await self._stop_event.wait()
                 done, pending = await asyncio.wait(tasks, timeout=self.grace_s)
@@ -177,6 +189,9 @@ class Controller:
                 for t in tasks:
                     t.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
+                moving.cancel()
+                await asyncio.gather(moving, return_exceptions=True)
+                await self.operations.stop()
                 probing.cancel()
                 await asyncio.gather(probing, return_exceptions=True)
                 if owning is not None:  # only now: hand the pools back once no round of ours runs
@@ -212,6 +227,8 @@ class Controller:
                 pr.round = None
             if self._stopping:
                 break
+            if not self.dry_run and self.owns(pr.pool.name):
+                self.operations.poke(pr.pool.name)  # a push, refresh... recorded for this pool runs alongside
             await self._prune_if_due()
             interval = pr.runner.config.evaluate_every_s
             left = pr.runner.status().cooldown_left_s
@@ -262,6 +279,7 @@ class Controller:
         # clone released under on_release: refresh (or one a crash left mid-drain). They still
         # count as live for the engine's plan; the policy sees the pool without them, and each
         # one is replaced one for one on top of what the policy decides.
+        self._age_out(pr)
         leaving = self.ledger.clones(pool.name, ["draining"])
         refresh = len(leaving)
         observed = self.observe(pr)
@@ -360,8 +378,12 @@ class Controller:
         # No await since `leaving` was read: these rows are exactly the ones the target counted.
         # Releases from here on stay `draining` (live) until the next round, so the plan below
         # never replaces a clone twice.
-        for rec in leaving:
-            self.ledger.transition(rec.id, "destroying")
+        same = pool.refresh.identity == "same"
+        for rec in leaving:  # its name, IP and MAC held for the fresh clone the converge makes
+            try:
+                self.ledger.replace(rec.id, "refresh", keep_identity=same)
+            except IllegalTransition:  # a rollout of this pool took it first (it replaces it itself)
+                continue
         ok = False
         pr.converging = True
         try:
@@ -485,7 +507,8 @@ class Controller:
         if rec.state != "claimed":
             raise ControllerError(f"{vm} is {rec.state}, not claimed; only a claimed clone can be released", 409)
         # Not fenced (any replica takes releases): a row-locked claimed -> ready | draining.
-        if pr.pool.on_release == "keep":
+        why = worn(pr.pool, self.ledger, rec, time.time())
+        if why is None:
             self.ledger.release(rec.id, "ready")
             self._notify_ready(pr)
             action = "kept"
@@ -493,9 +516,71 @@ class Controller:
             # `draining` (live, not claimable) until the pool's next round replaces it one for one.
             self.ledger.release(rec.id, "draining")
             action = "refreshing"
-        log.info("pool %s: %s released by %s (%s)", pool_name, vm, rec.claimed_by, action)
+        log.info("pool %s: %s released by %s (%s%s)", pool_name, vm, rec.claimed_by, action,
+                 f": {why}" if why else "")
         pr.wake.set()
-        return {"pool": pool_name, "vm": vm, "action": action, "on_release": pr.pool.on_release}
+        return {"pool": pool_name, "vm": vm, "action": action, "on_release": pr.pool.on_release,
+                **({"why": why} if why else {})}
+
+    def _age_out(self, pr: PoolRuntime) -> None:
+        """Idle clones past refresh.max_age_s go `draining`, to be refreshed this round (a few at a time)."""
+        if pr.pool.refresh.max_age_s is None or self.dry_run:
+            return
+        counts = self.ledger.counts(pr.pool.name)
+        for rec in aged(pr.pool, self.ledger, time.time(), counts["draining"] + counts["destroying"]):
+            log.info("pool %s: refreshing %s: older than refresh.max_age_s %g", pr.pool.name, rec.name,
+                     pr.pool.refresh.max_age_s)
+            self.ledger.transition(rec.id, "draining")
+
+    # day-2 operations (forkscale/workloads/operations) ------------------------------------------
+    async def push_image(self, pool_name: str, body: dict[str, Any], by: str) -> dict[str, Any]:
+        """`PUT /v1/pools/{pool}/image`: record a push (or its plan, with dry_run); serve runs it."""
+        self._runtime(pool_name)
+        if not body.get("dry_run"):
+            self._refuse_when_read_only()
+        at = ops.parse_at(body.get("at"))
+        started = await ops.push(self._engine_for(pool_name), pool_name, snapshot=body.get("snapshot"), source=body.get("source"),
+                                 created_by=by, allow_partial=bool(body.get("allow_partial")), at=at,
+                                 dry_run=bool(body.get("dry_run")))
+        return self._started(started)
+
+    async def refresh(self, pool_name: str, vms: list[str], by: str) -> dict[str, Any]:
+        self._runtime(pool_name)
+        self._refuse_when_read_only()
+        return self._started(await ops.refresh(self._engine_for(pool_name), pool_name, vms, created_by=by))
+
+    async def rollout(self, pool_name: str, action: str, by: str) -> dict[str, Any]:
+        """pause | resume | cancel the pool's operation, or rollback its image."""
+        self._runtime(pool_name)
+        self._refuse_when_read_only()
+        if action == "rollback":
+            return self._started(await ops.rollback(self._engine_for(pool_name), self.runner, pool_name,
+                                                    created_by=by))
+        if action == "pause":
+            ops.pause(self.ledger, pool_name, by)
+        elif action == "resume":
+            ops.resume(self.ledger, pool_name, by)
+        elif action == "cancel":
+            await ops.cancel(self.runner, pool_name, by)
+        else:
+            raise ControllerError(f"unknown rollout action {action!r} (pause, resume, cancel, rollback)", 400)
+        if self.owns(pool_name):
+            self.operations.poke(pool_name)
+        return ops.rollout_doc(self.ledger, pool_name)
+
+    def rollout_status(self, pool_name: str) -> dict[str, Any]:
+        self._runtime(pool_name)
+        return ops.rollout_doc(self.ledger, pool_name, steps=True)
+
+    def _started(self, started: ops.Started) -> dict[str, Any]:
+        if started.nothing is not None:
+            return {**ops.rollout_doc(self.ledger, started.pool), "dry_run": False, "nothing": started.nothing}
+        if started.op is None:
+            return {"pool": started.pool, "dry_run": True, "kind": started.kind, "params": started.params,
+                    "plan": started.plan_lines()}
+        if self.owns(started.pool):
+            self.operations.poke(started.pool)
+        return ops.rollout_doc(self.ledger, started.pool)
 
     def set_count(self, pool_name: str, count: int) -> dict[str, Any]:
         """`fixed`: the new count; headroom / target-value: the new floor (min). In memory only."""
@@ -573,6 +658,10 @@ class Controller:
     def _engine_of(self, pr: PoolRuntime) -> Engine | None:
         return self.vcenters.engine(self.spec.vcenter_name(pr.pool))
 
+    def _engine_for(self, pool_name: str) -> Engine:
+        """The engine of a pool's vCenter (what its operations run on)."""
+        return self._engine(self._runtime(pool_name))
+
     def _engine(self, pr: PoolRuntime) -> Engine:
         engine = self._engine_of(pr)
         if engine is None:
@@ -595,6 +684,7 @@ class Controller:
         self._error(pr, f"lost the pool to another replica: {why}")
         if pr.round is not None and not pr.round.done():
             pr.round.cancel()
+        self.operations.drop(pool_name)  # its operation goes on at the new owner (the steps are idempotent)
         pr.needs_converge = True
         pr.wake.set()
 
@@ -653,16 +743,19 @@ class Controller:
             return
         if self.telemetry is None or not self.publish_fleet:
             return
+        from forkscale.observe.images import image_states
         from forkscale.observe.telemetry import FleetSample, PoolCounts, count_clones
 
-        pools, triples = [], []
+        pools, rows = [], []
         desired = self.desired_counts()
         for name in self.pools:
             counts = self.ledger.counts(name)
             pools.append(PoolCounts(name, desired[name], counts["ready"] + counts["claimed"], counts["ready"]))
-            triples += [(r.pool, r.kind, r.state) for r in self.ledger.clones(name, states=[*LIVE, "destroying"])]
+            rows += self.ledger.clones(name, states=[*LIVE, "destroying"])
+        triples = [(r.pool, r.kind, r.state) for r in rows]
         try:
-            self.telemetry.set_fleet(FleetSample(pools=pools, clones=count_clones(triples)))
+            self.telemetry.set_fleet(FleetSample(pools=pools, clones=count_clones(triples),
+                                                 images=image_states(self.ledger, list(self.pools), rows)))
         except ValueError as exc:
             log.warning("metrics: %s", exc)
 

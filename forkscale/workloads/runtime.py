@@ -13,6 +13,8 @@ from forkscale.fleet.plan import LIVE
 from forkscale.ledger import Ledger
 from forkscale.policy import Decision, Observed, PolicyRunner
 from forkscale.spec import Pool
+from forkscale.workloads.operations import operation_doc
+from forkscale.workloads.operations.control import images_doc
 
 BUILDING = ("planned", "cloning", "customizing")
 MAX_ERRORS = 20
@@ -121,7 +123,12 @@ def status_doc(pr: PoolRuntime, ledger: Ledger, *, dry_run: bool) -> dict[str, A
         "actions": list(pr.history),
         "errors": list(pr.errors),
         "dry_run": dry_run,
+        **images_doc(ledger, pool.name),
+        "refresh": {"on_release": pool.on_release, "max_uses": pool.refresh.max_uses,
+                    "max_age_s": pool.refresh.max_age_s, "identity": pool.refresh.identity},
     }
+    op = ledger.operations.open(pool.name) or ledger.operations.last(pool.name)
+    out["operation"] = None if op is None else operation_doc(ledger, op, steps=False)
     if pr.runner.config.metric is not None:
         out["metric"] = {"value": pr.metric, "at": iso(pr.metric_at), "error": pr.metric_error}
     return out

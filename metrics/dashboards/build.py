@@ -192,6 +192,23 @@ ROWS: list[Row] = [
                 ],
                 stack=True,
             ),
+            ts(
+                "Clones by image generation",
+                12,
+                [Q(f"sum by (pool, generation) (forkscale_pool_image_clones{{{P}}})", "{{pool}} g{{generation}}")],
+                description="A push image moves every clone from the active generation to the target one.",
+                stack=True,
+            ),
+            ts(
+                "Push image / refresh steps",
+                12,
+                [
+                    Q(f"sum by (pool, kind, state) (forkscale_operation_steps{{{P}}})", "{{pool}} {{kind}} {{state}}"),
+                    Q(f"max by (pool, role) (forkscale_pool_image_generation{{{P}}})", "{{pool}} {{role}} generation"),
+                ],
+                description="Steps of each pool's open operation by state (waiting: claimed clones; failed: the "
+                "health gate paused it), and the active and target image generations.",
+            ),
         ],
     ),
     Row(

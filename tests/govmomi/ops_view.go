@@ -20,6 +20,7 @@ func viewOps() []op {
 		{"view.cluster", opViewCluster},
 		{"view.resource_pool", opViewPool},
 		{"view.host", opViewHost},
+		{"view.child_pool", opViewChildPool},
 		{"view.list", opViewList},
 	}
 }
@@ -136,6 +137,51 @@ func opViewHost(ctx context.Context, e *env) (interface{}, error) {
 	ck.ok(err, "host VM view")
 	expectOnce(ck, "VMs of esx-01", vms, srcName, srcWinName)
 	return ck.done(map[string]interface{}{"vms": vms})
+}
+
+// A child pool (as govc pool.create makes it), a VM moved into it, views rooted at it and at
+// its parent, then the pool destroyed: the VM goes back to the root pool.
+func opViewChildPool(ctx context.Context, e *env) (interface{}, error) {
+	root, err := e.rootPool()
+	if err != nil {
+		return nil, err
+	}
+	src, err := e.vm(srcWinName)
+	if err != nil {
+		return nil, err
+	}
+	ck := &checks{}
+	child, err := root.Create(ctx, "gov-pool", types.DefaultResourceConfigSpec())
+	if !ck.ok(err, "ResourcePool.Create") {
+		return ck.done(nil)
+	}
+	_, err = methods.MoveIntoResourcePool(ctx, e.c, &types.MoveIntoResourcePool{This: child.Reference(),
+		List: []types.ManagedObjectReference{src.Reference()}})
+	ck.ok(err, "MoveIntoResourcePool")
+	inPool, err := viewNames(ctx, e, child.Reference(), []string{"VirtualMachine"}, false)
+	ck.ok(err, "child pool VM view")
+	ck.equal("VMs of the child pool", inPool, []string{srcWinName})
+	direct, err := viewNames(ctx, e, root.Reference(), []string{"VirtualMachine"}, false)
+	ck.ok(err, "root pool VM view")
+	ck.that(countOf(direct, srcWinName) == 0, "the root pool still lists %s directly", srcWinName)
+	below, err := viewNames(ctx, e, root.Reference(), []string{"VirtualMachine", "ResourcePool"}, true)
+	ck.ok(err, "recursive root pool view")
+	expectOnce(ck, "below the root pool", below, srcWinName, "gov-pool")
+	var cfg mo.ResourcePool
+	if ck.ok(e.pc().RetrieveOne(ctx, child.Reference(), []string{"config"}, &cfg), "child pool config") {
+		ck.equal("cpu shares level", cfg.Config.CpuAllocation.Shares.Level, types.SharesLevelNormal)
+		ck.equal("memory limit", *cfg.Config.MemoryAllocation.Limit, int64(-1))
+	}
+	t, err := child.Destroy(ctx)
+	_, err = e.waitTask(ctx, t, err)
+	ck.ok(err, "Destroy_Task")
+	var vm mo.VirtualMachine
+	back := ""
+	if ck.ok(e.pc().RetrieveOne(ctx, src.Reference(), []string{"resourcePool"}, &vm), "VM pool") && vm.ResourcePool != nil {
+		back = vm.ResourcePool.Value
+	}
+	ck.equal("the VM's pool after the destroy", back, root.Reference().Value)
+	return ck.done(map[string]interface{}{"inPool": inPool, "below": below, "backTo": back})
 }
 
 func listViewRefs(ctx context.Context, e *env, v types.ManagedObjectReference) ([]types.ManagedObjectReference, error) {

@@ -28,15 +28,19 @@ import (
 	"encoding/pem"
 	"flag"
 	"fmt"
+	"io"
 	"log"
 	"math/big"
 	"net"
+	"net/http"
 	"net/url"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -92,8 +96,8 @@ func parseFlags() options {
 	flag.BoolVar(&o.dropExtra, "drop-extra-config", false, "CloneVM_Task of the golden VM ignores spec.config.extraConfig")
 	flag.BoolVar(&o.fillInfo, "fill-device-info", false, "CloneVM_Task of the golden VM tolerates device edits without "+
 		"deviceInfo (vcsim 0.24 panics on them, simulator/virtual_machine.go:1347)")
-	flag.BoolVar(&o.isolate, "isolate-clone-devices", false, "CloneVM_Task of the golden VM gives the clone copies of the "+
-		"golden's devices (vcsim 0.24 shares them, so a clone renames the golden's disk)")
+	flag.BoolVar(&o.isolate, "isolate-clone-devices", false, "CloneVM_Task of the golden VM, or of any VM, gives the clone copies of the "+
+		"source's devices (vcsim 0.24 shares them, so a clone renames its source's disk)")
 	flag.Var(&o.goldenExtra, "golden-extra", "key=value set in the golden VM's extraConfig (repeatable)")
 	flag.Var(&o.delays, "delay", "Method=milliseconds: vcsim sleeps that long before serving each call of the "+
 		"method, e.g. CloneVM_Task=500 (repeatable)")
@@ -182,6 +186,12 @@ func run(o options) error {
 	model.Service.Listen = &url.URL{Host: fmt.Sprintf("127.0.0.1:%d", o.port), User: url.UserPassword(o.user, password)}
 	server := model.Service.NewServer()
 	defer server.Close()
+	if o.isolate {
+		// (its CloneVM_Task delay is slept here, before the per-source lock, as vcsim would have)
+		delay := time.Duration(model.DelayConfig.MethodDelay["CloneVM_Task"]) * time.Millisecond
+		delete(model.DelayConfig.MethodDelay, "CloneVM_Task")
+		server.Config.Handler = isolatingClones(server.Config.Handler, delay)
+	}
 
 	u := *server.URL
 	u.User = nil
@@ -369,6 +379,79 @@ func (vm *goldenVM) CloneVMTask(ctx *simulator.Context, req *types.CloneVM_Task)
 	}
 	return vm.VirtualMachine.CloneVMTask(ctx, req)
 }
+
+// isolatingClones gives -isolate-clone-devices its effect on clones of any VM, not only of the golden
+// (a VM the golden's clones are cloned from, e.g. a replica for linked clones): vcsim's CloneVM_Task
+// hands the source's own device objects to the clone (and renames the source's disk), so each
+// CloneVM_Task of a plain VM runs, one at a time per source, with the source holding copies of its
+// devices, and its own given back afterwards. The golden VM isolates itself (goldenVM). A -delay of
+// CloneVM_Task is slept here, before that lock, so clone calls are still delayed side by side; as
+// vcsim binds a call to its session before its delay, a Logout waits until the clone calls its
+// session sent before it have been served (a client that gave up waiting for an answer and logged
+// out still gets its clone, as from vCenter).
+func isolatingClones(next http.Handler, delay time.Duration) http.Handler {
+	var mu sync.Mutex
+	locks := map[string]*sync.Mutex{}
+	pending := map[string]*sync.WaitGroup{} // session cookie -> its clone calls not yet served
+	sent := func(r *http.Request) *sync.WaitGroup {
+		cookie, err := r.Cookie(soap.SessionCookieName)
+		if err != nil {
+			return nil
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		wg := pending[cookie.Value]
+		if wg == nil {
+			wg = &sync.WaitGroup{}
+			pending[cookie.Value] = wg
+		}
+		return wg
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, err := io.ReadAll(r.Body)
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		if err == nil && bytes.Contains(body, []byte("<Logout")) {
+			if wg := sent(r); wg != nil {
+				wg.Wait()
+			}
+		}
+		if err != nil || !bytes.Contains(body, []byte("CloneVM_Task")) {
+			next.ServeHTTP(w, r)
+			return
+		}
+		if wg := sent(r); wg != nil {
+			wg.Add(1)
+			defer wg.Done()
+		}
+		time.Sleep(delay)
+		m := cloneSource.FindSubmatch(body)
+		var vm *simulator.VirtualMachine
+		if m != nil {
+			vm, _ = simulator.Map.Get(types.ManagedObjectReference{Type: "VirtualMachine", Value: string(m[1])}).(*simulator.VirtualMachine)
+		}
+		if vm == nil {
+			next.ServeHTTP(w, r)
+			return
+		}
+		mu.Lock()
+		lock := locks[string(m[1])]
+		if lock == nil {
+			lock = &sync.Mutex{}
+			locks[string(m[1])] = lock
+		}
+		mu.Unlock()
+		lock.Lock()
+		defer lock.Unlock()
+		own := vm.Config.Hardware.Device
+		if copied, err := copyDevices(own); err == nil {
+			vm.Config.Hardware.Device = copied
+			defer func() { vm.Config.Hardware.Device = own }()
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+var cloneSource = regexp.MustCompile(`<_this[^>]*type="VirtualMachine"[^>]*>([^<]+)</_this>`)
 
 func fillDeviceInfo(changes []types.BaseVirtualDeviceConfigSpec) {
 	for _, c := range changes {

@@ -18,6 +18,7 @@ from . import (
     guestpower,
     instant,
     maintenance,
+    pools,
     power,
     promote,
     reconfigure,
@@ -27,4 +28,4 @@ from . import (
 )
 
 __all__ = ["checks", "clone", "destroy", "entities", "guest", "guestexec", "guestfiles", "guestpower", "instant",
-           "maintenance", "power", "promote", "reconfigure", "register", "relocate", "snapshots"]
+           "maintenance", "pools", "power", "promote", "reconfigure", "register", "relocate", "snapshots"]

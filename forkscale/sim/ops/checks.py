@@ -15,8 +15,8 @@ from .clone import clone_faults
 from .common import elapse, invalid_power, submit
 from .instant import instant_clone_faults
 from .placement import folder_of, resolve_placement
-from .reconfigure import check_nic_edits
 from .relocate import move_faults, plan_move
+from .validate import check_clone_spec, check_instant_spec
 
 CHECK_RESULTS = VmomiSupport.GetVmodlType("vim.vm.check.Result[]")
 
@@ -32,7 +32,7 @@ def check_instant_clone(ctx: Ctx, this: Any, vm: Any, spec: Any, testType: list[
     src = ctx.twin.resolve(vm, ctx.session)
     if not isinstance(src, VM):
         raise vmodl.fault.InvalidArgument(invalidProperty="vm")
-    check_nic_edits(src, spec.location.deviceChange if spec.location else [], instant=True)
+    check_instant_spec(src, spec)
     placement = resolve_placement(ctx, src, spec.location, instant=True)
 
     async def body(task: Task) -> Any:
@@ -50,6 +50,7 @@ def check_clone(ctx: Ctx, this: Any, vm: Any, folder: Any, name: str, spec: Any,
     if not isinstance(src, VM):
         raise vmodl.fault.InvalidArgument(invalidProperty="vm")
     target = folder_of(ctx, folder, src.parent)
+    check_clone_spec(ctx, src, name, spec)
     _, pool, ds, host = resolve_placement(ctx, src, spec.location, instant=False)
 
     async def body(task: Task) -> Any:

@@ -15,7 +15,8 @@ from ..vm import VM, Disk, Snapshot
 from .common import as_vm, elapse, placement_faults, submit
 from .placement import check_name, discard_new_vm, folder_of, new_vm, raise_first, resolve_placement
 from .power import power_on_now
-from .reconfigure import apply_extra, apply_nic_edits, check_nic_edits
+from .reconfigure import apply_config, apply_nic_edits
+from .validate import check_clone_spec
 
 
 def clone_faults(ctx: Ctx, src: VM, spec: Any, ds: Datastore, host: Host) -> list[vmodl.MethodFault]:
@@ -50,20 +51,14 @@ def do_clone(ctx: Ctx, src: VM, folder: Folder, name: str, spec: Any, ds: Datast
     check_name(folder, name)
     raise_first(clone_faults(ctx, src, spec, ds, host))
     clone = new_vm(src, name, folder, pool, ds, host)
-    cfg = spec.config
-    if cfg is not None:
-        nic_changes = [c for c in cfg.deviceChange or [] if isinstance(c.device, vim.vm.device.VirtualEthernetCard)]
-        try:
-            check_nic_edits(clone, nic_changes, instant=False)
-            apply_nic_edits(clone, nic_changes, instant=False)
-        except vmodl.MethodFault:
-            discard_new_vm(clone)
-            raise
-        apply_extra(clone, cfg.extraConfig)
-        if cfg.memoryMB:
-            clone.memory_mb = int(cfg.memoryMB)
-        if cfg.numCPUs:
-            clone.num_cpu = int(cfg.numCPUs)
+    try:
+        # location.deviceChange, then spec.config: vCenter applies both to the clone
+        apply_nic_edits(clone, spec.location.deviceChange if spec.location else [], instant=False)
+        if spec.config is not None:
+            apply_config(clone, spec.config)
+    except vmodl.MethodFault:
+        discard_new_vm(clone)
+        raise
     _copy_disks(src, clone, spec, ds)
     world.add(clone)
     folder.entries.append(clone)
@@ -105,8 +100,7 @@ def _copy_disks(src: VM, clone: VM, spec: Any, ds: Datastore) -> None:
 def clone_vm(ctx: Ctx, this: Any, folder: Any, name: str, spec: Any) -> Any:
     src = as_vm(this)
     target = folder_of(ctx, folder, src.parent)
-    if not name:
-        raise vmodl.fault.InvalidArgument(msg="name is required", invalidProperty="name")
+    check_clone_spec(ctx, src, name, spec)
     _, pool, ds, host = resolve_placement(ctx, src, spec.location, instant=False)
     linked = spec.location is not None and spec.location.diskMoveType == "createNewChildDiskBacking"
 

@@ -8,10 +8,11 @@ from pyVmomi import vim, vmodl
 
 from ..dispatch import Ctx, method
 from ..events import record
-from ..inventory import Folder
+from ..inventory import Folder, ResourcePool
 from ..tasks import Task
 from ..vm import VM
 from .common import as_vm, elapse, invalid_power, submit
+from .pools import destroy_pool
 from .snapshots import walk
 
 
@@ -36,6 +37,8 @@ def destroy_now(vm: VM) -> None:
 def destroy(ctx: Ctx, this: Any) -> Any:
     if isinstance(this, Folder):
         return destroy_folder(ctx, this)
+    if isinstance(this, ResourcePool):
+        return destroy_pool(ctx, this)
     vm = as_vm(this)
 
     async def body(task: Task) -> None:

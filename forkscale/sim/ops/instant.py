@@ -21,8 +21,9 @@ from ..vm import VM, Disk
 from .common import as_vm, elapse, placement_faults, submit
 from .placement import Placement, check_name, discard_new_vm, new_vm, raise_first, resolve_placement
 from .power import guest_up_later
-from .reconfigure import apply_extra, apply_nic_edits, check_nic_edits
+from .reconfigure import apply_extra, apply_nic_edits
 from .snapshots import push_delta
+from .validate import check_instant_spec
 
 
 def _chain_fault(src: VM, depth: int) -> vmodl.fault.SystemError:
@@ -137,11 +138,7 @@ def _continue_guest(src: VM, clone: VM) -> None:
 @method("InstantClone_Task")
 def instant_clone(ctx: Ctx, this: Any, spec: Any) -> Any:
     src = as_vm(this)
-    if not spec.name:
-        raise vmodl.fault.InvalidArgument(msg="spec.name is required", invalidProperty="spec.name")
-    if spec.location is None:
-        raise vmodl.fault.InvalidArgument(msg="spec.location is required", invalidProperty="spec.location")
-    check_nic_edits(src, spec.location.deviceChange, instant=True)
+    check_instant_spec(src, spec)
     placement = resolve_placement(ctx, src, spec.location, instant=True)
 
     async def body(task: Task) -> Any:

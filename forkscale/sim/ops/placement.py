@@ -65,13 +65,15 @@ def new_vm(src: VM, name: str, folder: Folder, pool: ResourcePool, ds: Datastore
     vm = VM(world, world.new_id("vm"), name, folder, host=host, pool=pool, datastore=ds, memory_mb=src.memory_mb,
             num_cpu=src.num_cpu, guest_id=src.guest_id, guest_full_name=src.guest_full_name)
     vm.extra = dict(src.extra)
+    vm.settings = dict(src.settings)
+    vm.annotation = src.annotation
     vm.guest.agent = src.guest.agent
     vm.mem.touched_mb = src.mem.touched_mb
     for n in src.nics:
         mac = world.new_mac()
         world.macs[mac] = vm.moid
         vm.nics.append(Nic(key=n.key, mac=mac, network=n.network, connected=n.connected,
-                           start_connected=n.start_connected, label=n.label))
+                           start_connected=n.start_connected, label=n.label, kind=n.kind))
     return vm
 
 

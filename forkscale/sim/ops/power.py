@@ -45,10 +45,21 @@ def guest_up(vm: VM) -> None:
     vm.changed()
 
 
+#: A file on a VM's first disk that makes its simulated guest script fail: its text (`<step>:<reason>`)
+#: is reported as `guestinfo.forkscale.status=error:<step>:<reason>`, as guest/linux/forkscale-guest
+#: reports a failed step. Written (admin `disk_write`) into a golden VM before a snapshot, it makes
+#: that snapshot a broken image: every clone of it reports the error.
+GUEST_ERROR_FILE = "/etc/forkscale/guest-error"
+
+
 def apply_identity(vm: VM) -> None:
     """What the guest script does after boot or resume, played by the twin for simulated guests."""
     ident = vm.extra.get("guestinfo.forkscale.id")
     if ident is None:
+        return
+    broken = vm.disks[0].top.read(GUEST_ERROR_FILE) if vm.disks else None
+    if broken is not None:
+        vm.extra["guestinfo.forkscale.status"] = "error:" + broken.decode(errors="replace").strip()
         return
     vm.guest.hostname = vm.extra.get("guestinfo.forkscale.hostname") or vm.name
     vm.guest.ip = vm.extra.get("guestinfo.forkscale.ip") or None

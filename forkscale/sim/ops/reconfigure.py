@@ -1,4 +1,9 @@
-"""Reconfiguring the twin's VMs: extraConfig and network adapter edits (clones apply the same edits)."""
+"""Reconfiguring the twin's VMs (ReconfigVM_Task), and the ConfigSpec changes clones apply the same way.
+
+Specs are validated before the task is queued (forkscale.sim.ops.validate); what depends on the
+VM's state when the task runs (its power state, a changeVersion that moved meanwhile, a MAC taken
+by another VM since) fails the task.
+"""
 
 from __future__ import annotations
 
@@ -8,14 +13,13 @@ from pyVmomi import vim, vmodl
 
 from ..dispatch import Ctx, method
 from ..events import record
-from ..inventory import DVPortgroup, Network
 from ..tasks import Task
 from ..vm import VM
-from ..world import World
 from .common import as_vm, elapse, invalid_power, submit
+from .devices import NIC, network_for
+from .settings import apply_settings
+from .validate import check_config
 from .vdisks import CONTROLLER_KEY, apply_disk_changes, check_disk_changes, faults_for_vm, split_changes
-
-MANUAL_MAC_LOW, MANUAL_MAC_HIGH = 0x005056000000, 0x0050563FFFFF
 
 
 def apply_extra(vm: VM, options: list[Any]) -> None:
@@ -26,64 +30,15 @@ def apply_extra(vm: VM, options: list[Any]) -> None:
             vm.extra[opt.key] = str(opt.value)
 
 
-def check_nic_edits(vm: VM, changes: list[Any], *, instant: bool) -> None:
-    """Only NIC edits (and, for instant clones, file-backed serial/parallel ports) are allowed."""
-    for i, ch in enumerate(changes or []):
-        dev = ch.device
-        path = f"location.deviceChange[{i}]" if instant else f"spec.deviceChange[{i}]"
-        if isinstance(dev, (vim.vm.device.VirtualSerialPort, vim.vm.device.VirtualParallelPort)) and instant:
-            continue
-        if not isinstance(dev, vim.vm.device.VirtualEthernetCard) or (instant and ch.operation != "edit"):
-            raise vmodl.fault.InvalidArgument(
-                msg=f"{path}: only edits of existing network adapters are supported here", invalidProperty=path)
-        if not any(n.key == dev.key for n in vm.nics):
-            raise vim.fault.InvalidDeviceSpec(msg=f"{path}: no network adapter with key {dev.key}",
-                                              property=f"{path}.device.key", deviceIndex=i)
-        if dev.addressType and dev.addressType.lower() == "manual":
-            mac = (dev.macAddress or "").lower()
-            if not _manual_mac_ok(mac):
-                raise vim.fault.InvalidDeviceSpec(
-                    msg=f"{path}: MAC address '{dev.macAddress}' is not in the manual range "
-                        "00:50:56:00:00:00-00:50:56:3F:FF:FF", property=f"{path}.device.macAddress",
-                    deviceIndex=i)
-
-
-def _manual_mac_ok(mac: str) -> bool:
-    try:
-        value = int(mac.replace(":", ""), 16)
-    except ValueError:
-        return False
-    return len(mac) == 17 and MANUAL_MAC_LOW <= value <= MANUAL_MAC_HIGH
-
-
-def _network_for(world: World, backing: Any) -> Network | None:
-    if isinstance(backing, vim.vm.device.VirtualEthernetCard.DistributedVirtualPortBackingInfo):
-        key = backing.port.portgroupKey if backing.port else None
-        mo = world.objects.get(key or "")
-        if not isinstance(mo, DVPortgroup):
-            raise vmodl.fault.InvalidArgument(msg=f"unknown port group key {key}", invalidProperty="backing.port")
-        return mo
-    if isinstance(backing, vim.vm.device.VirtualEthernetCard.NetworkBackingInfo):
-        if backing.network is not None:
-            mo = world.objects.get(backing.network._moId)
-            if isinstance(mo, Network):
-                return mo
-        for net in world.instances(Network):
-            if net.name == backing.deviceName and not isinstance(net, DVPortgroup):
-                return net
-        raise vmodl.fault.InvalidArgument(msg=f"unknown network '{backing.deviceName}'", invalidProperty="backing")
-    return None
-
-
 def apply_nic_edits(vm: VM, changes: list[Any], *, instant: bool) -> None:
-    """Apply NIC edits to `vm` (already a copy of the source's NICs). MAC collisions fail."""
+    """Apply (validated) NIC edits to `vm` (already a copy of the source's NICs). MAC collisions fail."""
     world = vm.world
     for ch in changes or []:
         dev = ch.device
-        if not isinstance(dev, vim.vm.device.VirtualEthernetCard):
+        if not isinstance(dev, NIC):
             continue
         nic = next(n for n in vm.nics if n.key == dev.key)
-        net = _network_for(world, dev.backing) if dev.backing is not None else None
+        net = network_for(world, dev.backing) if dev.backing is not None else None
         if net is not None:
             nic.network = net
         if dev.addressType and dev.addressType.lower() == "manual" and dev.macAddress:
@@ -107,33 +62,56 @@ def apply_nic_edits(vm: VM, changes: list[Any], *, instant: bool) -> None:
                 nic.start_connected = bool(conn.startConnected)
 
 
+def check_running(vm: VM, spec: Any) -> None:
+    """What a powered-on VM refuses: vCPUs or memory changed without hot-plug, hot-plug toggled."""
+    if vm.power_state != "poweredOn":
+        return
+    hot = vm.settings
+    cpus, mem = spec.numCPUs, spec.memoryMB
+    cpu_ok = cpus is None or cpus == vm.num_cpu or (
+        cpus > vm.num_cpu and hot.get("cpuHotAddEnabled")) or (cpus < vm.num_cpu and hot.get("cpuHotRemoveEnabled"))
+    mem_ok = mem is None or mem == vm.memory_mb or (mem > vm.memory_mb and hot.get("memoryHotAddEnabled"))
+    toggles = any(getattr(spec, f) is not None and getattr(spec, f) != hot.get(f, False)
+                  for f in ("cpuHotAddEnabled", "cpuHotRemoveEnabled", "memoryHotAddEnabled"))
+    if not (cpu_ok and mem_ok) or toggles:
+        raise invalid_power(vm, "poweredOff")
+
+
+def apply_config(vm: VM, spec: Any, *, instant: bool = False) -> None:
+    """Apply a validated ConfigSpec to `vm` (the caller marks it changed)."""
+    apply_extra(vm, spec.extraConfig)
+    apply_nic_edits(vm, spec.deviceChange, instant=instant)
+    if spec.memoryMB:
+        vm.memory_mb = int(spec.memoryMB)
+    if spec.numCPUs:
+        vm.num_cpu = int(spec.numCPUs)
+    if spec.annotation is not None:
+        vm.annotation = spec.annotation
+    if spec.name:
+        vm.name = spec.name
+    apply_settings(vm, spec)
+
+
 @method("ReconfigVM_Task")
 def reconfigure(ctx: Ctx, this: Any, spec: Any) -> Any:
     vm = as_vm(this)
-    nic_changes, disk_changes, controllers = split_changes(spec, "ReconfigVM_Task")
+    _, disk_changes, controllers = split_changes(spec, "ReconfigVM_Task")
     if controllers:
         raise vmodl.fault.NotSupported(msg="ReconfigVM_Task: the twin's VMs have one SCSI controller; "
                                            "adding another is not supported")
-    check_nic_edits(vm, nic_changes, instant=False)
+    check_config(vm, spec, "spec", disks=True)
     check_disk_changes(vm, disk_changes, {CONTROLLER_KEY})
 
     async def body(task: Task) -> None:
         await elapse(vm.world, "reconfigure")
-        if (spec.memoryMB or spec.numCPUs) and vm.power_state == "poweredOn":
-            raise invalid_power(vm, "poweredOff")
+        if spec.changeVersion is not None and spec.changeVersion != str(vm.change):
+            raise vim.fault.ConcurrentAccess(msg=f"spec.changeVersion '{spec.changeVersion}' is not the VM's "
+                                                 f"({vm.change}): its configuration changed since it was read")
+        check_running(vm, spec)
         if disk_changes:
             faults_for_vm(vm)
         apply_disk_changes(vm, disk_changes)
-        apply_extra(vm, spec.extraConfig)
-        apply_nic_edits(vm, nic_changes, instant=False)
-        if spec.memoryMB:
-            vm.memory_mb = int(spec.memoryMB)
-        if spec.numCPUs:
-            vm.num_cpu = int(spec.numCPUs)
-        if spec.annotation is not None:
-            vm.annotation = spec.annotation
-        if spec.name:
-            vm.name = spec.name
+        apply_config(vm, spec)
         vm.changed()
         record(ctx, "VmReconfiguredEvent", vm, f"Reconfigured {vm.name} on {vm.host.name}", task=task,
                configSpec=spec)

@@ -21,9 +21,11 @@ from ..inventory import Cluster, Datastore, Folder, Host, ResourcePool
 from ..tasks import Task
 from ..vm import VM, Nic, Snapshot
 from .common import as_vm, elapse, invalid_power, placement_faults, submit
+from .devices import check_backing, network_for
 from .placement import check_name
-from .reconfigure import _network_for
+from .settings import apply_settings
 from .snapshots import walk
+from .validate import check_new_config
 from .vdisks import CONTROLLER_KEY, apply_disk_changes, check_disk_changes, split_changes
 
 DEFAULT_MEMORY_MB, DEFAULT_CPUS = 1024, 1
@@ -152,8 +154,7 @@ def _home(ctx: Ctx, config: Any) -> tuple[Datastore, str | None]:
 @method("CreateVM_Task")
 def create_vm(ctx: Ctx, this: Any, config: Any, pool: Any, host: Any = None) -> Any:
     folder = _folder(this)
-    if config is None or not config.name:
-        raise vmodl.fault.InvalidArgument(msg="config.name is required", invalidProperty="config.name")
+    check_new_config(config, "config")
     home, stem = _home(ctx, config)
     target_pool = _pool(ctx, pool)
     nics, disks, controllers = split_changes(config, "CreateVM_Task")
@@ -167,6 +168,9 @@ def create_vm(ctx: Ctx, this: Any, config: Any, pool: Any, host: Any = None) -> 
         if ch.operation != "add":
             raise vim.fault.InvalidDeviceSpec(msg=f"a new VM's network adapter {i} must be added", property="operation",
                                               deviceIndex=i)
+        if ch.device.backing is not None:  # the same backing rules as an edit (deviceName required...)
+            at = config.deviceChange.index(ch)
+            check_backing(folder.world, ch.device.backing, f"config.deviceChange[{at}].device.backing", at)
 
     async def body(task: Task) -> Any:
         await elapse(folder.world, "create")
@@ -209,6 +213,7 @@ def _new_vm(ctx: Ctx, folder: Folder, config: Any, pool: ResourcePool, home: Dat
         vm.stem = f"{base}_{n}"
         n += 1
     vm.annotation = config.annotation or ""
+    apply_settings(vm, config)  # tools, boot options, allocations... kept as a reconfiguration keeps them
     for opt in config.extraConfig or []:
         if opt.value not in (None, ""):
             vm.extra[opt.key] = str(opt.value)
@@ -220,7 +225,7 @@ def _add_nics(vm: VM, changes: list[Any]) -> None:
     world = vm.world
     for i, ch in enumerate(changes):
         dev = ch.device
-        net = _network_for(world, dev.backing) if dev.backing is not None else None
+        net = network_for(world, dev.backing) if dev.backing is not None else None
         if net is None:
             raise vim.fault.InvalidDeviceSpec(msg=f"network adapter {i} needs a network backing",
                                               property="backing", deviceIndex=i)

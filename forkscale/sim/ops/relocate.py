@@ -26,9 +26,10 @@ from ..memory import admit
 from ..tasks import Task
 from ..vm import VM, Disk
 from .common import as_vm, invalid_power, placement_faults, submit
+from .devices import check_device_changes
 from .diskmove import MOVE_TYPES, bytes_to_move, move_disk, need_space
 from .placement import folder_of
-from .reconfigure import apply_nic_edits, check_nic_edits
+from .reconfigure import apply_nic_edits
 
 GiB = 1024**3
 
@@ -73,7 +74,7 @@ def plan_move(ctx: Ctx, vm: VM, spec: Any) -> Move:
         target = _resolve(ctx, loc.datastore, Datastore, f"disk[{i}].datastore")
         move.disks[loc.diskId] = (target, loc.diskMoveType or default_type)
     move.nic_changes = list(spec.deviceChange or [])
-    check_nic_edits(vm, move.nic_changes, instant=False)
+    check_device_changes(vm, move.nic_changes, "spec.deviceChange", instant=False)
     return move
 
 
