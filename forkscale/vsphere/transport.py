@@ -180,14 +180,16 @@ class Soap:
                     log.warning("re-login hook %s failed: %s", getattr(hook, "__qualname__", hook), exc)
 
     async def invoke(self, mo: Any, method: str, *args: Any, anonymous: bool = False,
-                     timeout: float | None = None, observe: bool = True, raw: bool = False) -> Any:
+                     timeout: float | None = None, observe: bool = True, raw: bool = False,
+                     body: bytes | None = None) -> Any:
         """Call `method` (pyVmomi's Python name, e.g. "InstantClone") on `mo`; raise its fault.
 
         Retried as `forkscale.vsphere.retry` says: through an outage of vCenter (any call), and on a
         transient fault or a lost answer (reads only); `VCenterUnavailable` past the outage budget.
         `observe=False`: the answer does not move `observed_at` on (the informer's own reads, perf
         queries). `raw`: a successful answer is returned as its XML bytes, undecoded (faults are
-        still raised as pyVmomi faults).
+        still raised as pyVmomi faults). `body`: the request already written (as
+        `stub.SerializeRequest` would write it for `mo`, `method` and the arguments; `clonexml`).
         """
         info = method_info(type(mo), method)
         read = info.wsdlName in READS
@@ -199,7 +201,7 @@ class Soap:
             gen = self._login_gen
             try:
                 try:
-                    result = await self._post(mo, info, args, timeout, observe, raw)
+                    result = await self._post(mo, info, args, timeout, observe, raw, body)
                 except vmodl.fault.ManagedObjectNotFound as exc:
                     if self._session_gone(mo, exc):
                         raise vim.fault.NotAuthenticated(msg=str(getattr(exc, "msg", ""))) from exc
@@ -270,9 +272,10 @@ class Soap:
             self.down_since = None
 
     async def _post(self, mo: Any, info: Any, args: tuple[Any, ...], timeout: float | None,
-                    observe: bool = True, raw: bool = False) -> Any:
+                    observe: bool = True, raw: bool = False, body: bytes | None = None) -> Any:
         assert self.http is not None, "Soap.open() first"
-        body = self.stub.SerializeRequest(mo, info, args)
+        if body is None:
+            body = self.stub.SerializeRequest(mo, info, args)
         headers = {"Content-Type": "text/xml; charset=utf-8", "SOAPAction": self.stub.versionId}
         if self.cookie:
             headers["Cookie"] = f'{COOKIE}="{self.cookie}"'
