@@ -312,7 +312,8 @@ class Soap:
             result = await asyncio.to_thread(parse, data, info.result)
         else:
             result = parse(data, info.result)
-        if observe and not (result is None and info.wsdlName == "WaitForUpdatesEx"):
+        empty = result is None or (raw and status == 200 and b"<returnval" not in data)
+        if observe and not (empty and info.wsdlName == "WaitForUpdatesEx"):
             self.observed_at = max(self.observed_at, received)
         if status == 500:
             if isinstance(result, BaseException):
