@@ -59,3 +59,30 @@ def test_an_instant_clone_request_is_written_exactly_as_pyvmomi_writes_it(twin, 
         assert written == walked
     assert len({w for w, _ in pairs}) == len(pairs) - 1  # the variants differ (the last repeats the first)
     assert made.startswith("vm-")
+
+
+def test_an_answer_naming_one_managed_object_is_read_as_pyvmomi_reads_it():
+    """The transport reads the Task an InstantClone_Task answers with itself; anything else is pyVmomi's."""
+    from pyVmomi import SoapAdapter
+
+    from forkscale.vsphere.transport import moref_answer
+
+    stub = SoapAdapter.SoapStubAdapter(host="forkscale.invalid", version="vim.version.v8_0_3_0")
+    info = method_info(vim.VirtualMachine, "InstantClone")
+
+    def answer(inner: str) -> bytes:
+        return ('<?xml version="1.0" encoding="UTF-8"?>\n<soapenv:Envelope xmlns:soapenc="http://schemas.xmlsoap.org/'
+                'soap/encoding/" xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" xmlns:xsd="http://www.w3.'
+                'org/2001/XMLSchema" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">\n<soapenv:Body>'
+                f'<InstantClone_TaskResponse xmlns="urn:vim25">{inner}</InstantClone_TaskResponse></soapenv:Body>\n'
+                '</soapenv:Envelope>').encode()
+
+    data = answer('<returnval type="Task">task-1234</returnval>')
+    fast = moref_answer(data, info, stub)
+    slow = SoapAdapter.SoapResponseDeserializer(stub).Deserialize(data, info.result)
+    assert (type(fast), fast._moId, fast._stub, fast._serverGuid) == (type(slow), slow._moId, slow._stub,
+                                                                      slow._serverGuid)
+    assert moref_answer(answer('<returnval type="Task" serverGuid="g">task-1</returnval>'), info, stub) is None
+    assert moref_answer(answer('<returnval type="Folder">group-v1</returnval>'), info, stub) is None
+    assert moref_answer(data, method_info(vim.VirtualMachine, "PowerOn"), stub) is not None  # also a Task
+    assert moref_answer(data, method_info(vim.view.ViewManager, "CreateContainerView"), stub) is None

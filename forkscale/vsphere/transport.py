@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import re
 import ssl
 import time
 import xml.etree.ElementTree as ET
@@ -62,6 +63,27 @@ def method_info(kind: type, name: str) -> Any:
                 raise AttributeError(f"{kind.__name__} has no method {name}") from None
         _INFO[key] = info
     return info
+
+
+_MOREF_ANSWER = re.compile(rb'<returnval type="([A-Za-z]+)">([^<&"]+)</returnval>')
+
+
+def moref_answer(data: bytes, info: Any, stub: Any) -> Any:
+    """The managed object a short answer of a method returning one names, as pyVmomi's
+    deserializer makes it; None when the answer is anything else (pyVmomi decodes it then)."""
+    kind = info.result
+    if len(data) > 2048 or not (isinstance(kind, type) and issubclass(kind, VmomiSupport.ManagedObject)):
+        return None
+    found = _MOREF_ANSWER.findall(data)
+    if len(found) != 1:
+        return None
+    try:
+        typ = VmomiSupport.GetWsdlType(VmomiSupport.GetWsdlNamespace(stub.version), found[0][0].decode())
+    except KeyError:
+        return None
+    if not issubclass(typ, kind):
+        return None
+    return typ(found[0][1].decode(), stub, None)
 
 
 class Soap:
@@ -306,8 +328,11 @@ class Soap:
         if status not in (200, 500):
             raise TemporaryError(f"{info.wsdlName}: HTTP {status} from vCenter", f"HTTP{status}", delay=2.0)
         parse = SoapAdapter.SoapResponseDeserializer(self.stub).Deserialize
+        moref = moref_answer(data, info, self.stub) if status == 200 and not raw else None
         if raw and status == 200:
             result: Any = data
+        elif moref is not None:  # e.g. the Task of each InstantClone_Task: no parser for one moref
+            result = moref
         elif len(data) > OFFLOAD_BYTES:  # e.g. a page of 1,000 VMs: ~1 s of parsing that must not stall the loop
             result = await asyncio.to_thread(parse, data, info.result)
         else:
