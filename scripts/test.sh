@@ -8,4 +8,6 @@ bash scripts/venv.sh "[test]"
 .venv/bin/ruff check .
 .venv/bin/lint-imports --no-cache >/dev/null || .venv/bin/lint-imports --no-cache
 .venv/bin/mypy
-exec .venv/bin/pytest "$@"
+# One pytest-xdist worker per core, a test file per worker at a time (its module fixtures stay shared).
+# Later arguments win: `-n 0` runs serially, `-n 4` with four workers.
+exec .venv/bin/pytest -n auto --dist loadfile "$@"

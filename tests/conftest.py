@@ -7,4 +7,5 @@ pytest_plugins = [
     "tests.fixtures.vcsim",
     "tests.fixtures.postgres",
     "tests.fixtures.ledgers",
+    "tests.fixtures.leaks",
 ]

@@ -136,3 +136,16 @@ def test_a_lost_connection_is_an_error_then_the_next_call_reconnects(postgres_db
         with pytest.raises(LedgerUnavailable, match="ledger database postgresql://"):
             led.get(rec.id)
         assert led.get(rec.id) == rec
+
+
+def test_a_session_ended_mid_transaction_is_an_error_then_the_next_call_reconnects(postgres_db):
+    """A process stopped (SIGSTOP) inside a transaction has its session ended by the server's
+    idle-in-transaction timeout: an InternalError in psycopg, one line and a reconnect for us."""
+    with Ledger(postgres_db.url) as led:
+        rec = plan(led)
+        with pytest.raises(LedgerUnavailable, match="ledger database postgresql://.*idle-in-transaction"):
+            with led.backend.write() as tx:
+                tx.run("SET LOCAL idle_in_transaction_session_timeout = 50")
+                time.sleep(0.5)  # idle inside the transaction, as a stopped process is
+                tx.one("SELECT 1")
+        assert led.get(rec.id) == rec

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 
 from forkscale.ledger.backend import LedgerUnavailable
 from forkscale.ledger.lease import Lease, LeaseLost, Leases
-from forkscale.ledger.records import LedgerError
 
 log = logging.getLogger("forkscale.lease")
 
@@ -85,7 +84,7 @@ class LeaseKeeper:
             except LedgerUnavailable as exc:
                 log.warning("cannot renew %s (it expires at %.0f): %s", scope, lease.expires_at, exc)
                 continue
-            except LedgerError as exc:  # pragma: no cover - a bug, but never kill the keeper
+            except Exception as exc:  # pragma: no cover - a bug, but never kill the keeper
                 log.warning("cannot renew %s: %s", scope, exc)
                 continue
             with self._lock:

@@ -165,7 +165,12 @@ class PostgresBackend:
         """A lost connection or a timed-out statement is one line naming the database."""
         try:
             yield
-        except self._psycopg.OperationalError as exc:
+        except self._psycopg.Error as exc:
+            # A session the server ended (idle-in-transaction timeout after a SIGSTOP, an admin's
+            # pg_terminate_backend) is an InternalError or the like on a now broken connection.
+            broken = self._conn is not None and (self._conn.closed or self._conn.broken)
+            if not (isinstance(exc, self._psycopg.OperationalError) or broken):
+                raise
             raise LedgerUnavailable(f"ledger database {self.location}: {first_line(exc)}") from None
 
     # Backend ------------------------------------------------------------------------------------
