@@ -558,3 +558,20 @@ def test_a_pools_desired_count_is_remembered_and_overwritten(ledger_state: str):
         led.set_desired("p", 7, "policy")
     with Ledger(ledger_state) as led:
         assert led.desired("p") == (7, "policy")
+
+
+def test_a_row_returned_by_a_change_is_the_row_read_back(ledger: Ledger):
+    """plan (and on to cloning), every transition and make_ready hand back the row as the ledger
+    now holds it (timestamps included), without reading it again."""
+    led = ledger
+    rec = plan(led, sending=True)
+    assert rec.state == "cloning" and rec == led.get(rec.id)
+    assert [(e.what, e.detail.get("from")) for e in led.events(rec.id)] == [("planned", None), ("cloning", "planned")]
+    rec = led.transition(rec.id, "customizing", vm_moref="vm-7", kind="linked")
+    assert rec == led.get(rec.id) and rec.vm_moref == "vm-7" and rec.kind == "linked"
+    rec = led.make_ready(rec.id)
+    assert rec == led.get(rec.id) and rec.state == "ready" and isinstance(rec.ready_at, float)
+    rec = led.transition(rec.id, "claimed", claimed_by="alice")
+    assert rec == led.get(rec.id) and isinstance(rec.claimed_at, float)
+    assert led.transition(rec.id, "ready") == led.get(rec.id)
+    assert plan(led).state == "planned"

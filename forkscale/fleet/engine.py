@@ -332,7 +332,8 @@ class Engine:
                         pool.name, name_pattern=pool.name_pattern, hostname_pattern=pool.hostname_pattern,
                         network=pool.network, kind=first, source=src.name, source_generation=src.generation,
                         host=host, datastore=ds, port_group=pool.network.port_group, taken_macs=inv.macs,
-                        rng=self.rng, image_generation=src.image_generation, reservation=reservation)
+                        rng=self.rng, image_generation=src.image_generation, reservation=reservation,
+                        sending=True)
                 except ReservationTaken:
                     return None
                 self.in_flight.add(rec.id)  # this process is making it: a concurrent reconcile leaves it be
@@ -354,7 +355,7 @@ class Engine:
 
     def _request(self, pool: Pool, inv: Inventory, rec: CloneRecord, host: str, ds: str,
                  ladder: Ladder) -> CloneRequest:
-        """The clone spec of a planned row (its identity and tags in extraConfig); the row goes to `cloning`."""
+        """The clone spec of a row planned and `cloning` (its identity and tags in extraConfig)."""
         extra = guestinfo(rec, pool.network, pool.guestinfo)
         extra[TAG_POOL] = pool.name
         extra[TAG_ID] = str(rec.id)
@@ -364,7 +365,6 @@ class Engine:
                            host=inv.hosts[host], resource_pool=inv.pools.get(pool.placement.resource_pool or "", None),
                            network=inv.networks[pool.network.port_group], mac=rec.mac, nic_key=None,
                            extra=extra, disconnect=pool.network.disconnect)
-        self.ledger.transition(rec.id, "cloning")
         return req
 
     async def finish(self, pool: Pool, rec: CloneRecord, result: Result) -> bool:

@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import fields
+from dataclasses import replace as _replace
 from pathlib import Path
 
 from forkscale.core import identity
@@ -190,8 +191,11 @@ class Ledger:
         rng: random.Random | None = None,
         image_generation: int | None = None,
         reservation: str | None = None,
+        sending: bool = False,
     ) -> CloneRecord:
-        """Allocate a clone's identity and record it as `planned`, atomically.
+        """Allocate a clone's identity and record it as `planned`, atomically; with `sending`, on to
+        `cloning` in the same transaction (its task is sent next: nothing reaches vCenter between the
+        two, and a crash leaves the row `cloning`, which reconcile judges as it judges `planned`).
 
         Name: lowest free index of `name_pattern` among live names of every pool. IP: lowest free
         address of `network` among live clones on `port_group`. MAC: random in VMware's manual
@@ -235,7 +239,8 @@ class Ledger:
             _event(tx, clone_id, now, "planned", {"name": name, "ip": ip, "mac": mac, "kind": kind, "host": host,
                                                   "image": image_generation, "reserved": reservation is not None},
                    writer)
-            return _get(tx, clone_id)
+            rec = _get(tx, clone_id)
+            return self._transition(tx, rec, "cloning", {}, writer) if sending else rec
 
     def replace(self, clone_id: int, reason: str, *, keep_identity: bool = True,
                 claimed_by: str | None = None) -> CloneRecord:
@@ -266,17 +271,21 @@ class Ledger:
             if not allowed_transition(rec.state, "ready"):
                 raise IllegalTransition(clone_id, rec.state, "ready")
             row = tx.one("SELECT claimed_by FROM reservations WHERE name = ? AND pool = ?", (rec.name, rec.pool))
-            _set(tx, clone_id, {"state": "ready", "updated_at": now, "ready_at": now, "claimed_by": None,
-                                "claimed_at": None})
+            ready: dict[str, object] = {"state": "ready", "updated_at": now, "ready_at": now, "claimed_by": None,
+                                        "claimed_at": None}
+            _set(tx, clone_id, ready)
             _count(tx, rec.pool, rec.state, "ready")
             _event(tx, clone_id, now, "ready", {"from": rec.state}, writer)
+            after = _after(rec, ready)
             if row is not None and row[0]:
-                _set(tx, clone_id, {"state": "claimed", "claimed_by": row[0], "claimed_at": now})
+                claimed: dict[str, object] = {"state": "claimed", "claimed_by": row[0], "claimed_at": now}
+                _set(tx, clone_id, claimed)
                 _count(tx, rec.pool, "ready", "claimed")
                 _event(tx, clone_id, now, "claimed", {"from": "ready", "claimed_by": row[0], "handed_back": True},
                        writer)
+                after = _after(after, claimed)
             tx.run("DELETE FROM reservations WHERE name = ?", (rec.name,))
-            return _get(tx, clone_id)
+            return after
 
     def transition(self, clone_id: int, new_state: str, **fields: str | None) -> CloneRecord:
         """Move a clone to `new_state` (raising IllegalTransition if not allowed), with an event.
@@ -324,7 +333,7 @@ class Ledger:
             values["claimed_at"] = now
         _set(tx, clone_id, values)
         _event(tx, clone_id, now, new_state, {"from": old, **fields}, writer)
-        return _get(tx, clone_id)
+        return _after(rec, values)
 
     def update(self, clone_id: int, **fields: str | None) -> CloneRecord:
         """Change fields without a state change (e.g. vm_moref once the task returns)."""
@@ -679,6 +688,16 @@ def _get(tx: Tx, clone_id: int, lock: str = "") -> CloneRecord:
     if row is None:
         raise UnknownClone(f"no clone with id {clone_id}")
     return _clone(row)
+
+
+_TIMES = frozenset({"claimed_at", "created_at", "updated_at", "ready_at"})
+
+
+def _after(rec: CloneRecord, values: Mapping[str, object]) -> CloneRecord:
+    """The row `rec` (read in this transaction) once `_set(values)` wrote it, as reading it back
+    would give it (timestamps are REAL / DOUBLE PRECISION columns): one SELECT fewer per change."""
+    return _replace(rec, **{k: float(v) if k in _TIMES and v is not None else v  # type: ignore[arg-type]
+                           for k, v in values.items()})
 
 
 def _check_kind(kind: str) -> None:

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 from pyVmomi import vim, vmodl
 
 from forkscale.core.errors import PermanentError, TemporaryError
+from forkscale.vsphere import clonexml
 from forkscale.vsphere.disks import UserDiskOps
 from forkscale.vsphere.faults import LoginRefused, TaskFailed, describe, fault_name, map_fault
 from forkscale.vsphere.fleetread import HOST_COUNTERS, host_memory, perf_counter_ids, read_fleet
@@ -67,6 +68,9 @@ class Driver(GuestOps, UserDiskOps):
         self._guest_managers: dict[str, Any] = {}
         self._nics: dict[str, asyncio.Task[dict[int, Any]]] = {}  # source moref -> its NICs by device key
         self._net_names: dict[str, str] = {}  # standard port group moref -> name (a backing's deviceName)
+        # (source, NIC key, network, disconnected) -> that NIC edit written, its MAC `clonexml.MAC_MARK`
+        self._nic_xml: dict[tuple[str, int | None, NetworkRef, bool], str] = {}
+        self._writer: clonexml.Writer | None = None
         # Called as hook(method, seconds, fault name or None) when a task ends (e.g. Telemetry.observe_task).
         self.task_hooks: list[Callable[[str, float, str | None], None]] = []
 
@@ -157,15 +161,17 @@ class Driver(GuestOps, UserDiskOps):
     async def _task(self, what: str, mo: Any, method: str, *args: Any) -> Any:
         return (await self._task_end(what, mo, method, *args))[0]
 
-    async def _task_end(self, what: str, mo: Any, method: str, *args: Any) -> tuple[Any, int | None]:
+    async def _task_end(self, what: str, mo: Any, method: str, *args: Any,
+                        body: bytes | None = None) -> tuple[Any, int | None]:
         """(result, the watcher update that reported its end) of one task, faults mapped once.
 
-        `TaskLost`: vCenter (restarted) no longer knows the task; what it did is for the caller to find.
+        `body`: the request already written (`Soap.invoke`). `TaskLost`: vCenter (restarted) no
+        longer knows the task; what it did is for the caller to find.
         """
         started = time.monotonic()
         wsdl = str(method_info(type(mo), method).wsdlName)  # "PowerOff" -> "PowerOffVM_Task", as vSphere names it
         try:
-            task = await self.soap.invoke(mo, method, *args)
+            task = await self.soap.invoke(mo, method, *args, body=body)
             ended = await self.watcher.wait_task_end(task, self.task_timeout_s, entity=str(mo._moId))
             self._task_ended(wsdl, started, None)
             return ended
@@ -254,19 +260,32 @@ class Driver(GuestOps, UserDiskOps):
     def _extra(self, req: CloneRequest) -> list[Any]:
         return [vim.option.OptionValue(key=k, value=v) for k, v in req.extra.items()]
 
+    async def _instant_clone_body(self, source: str, req: CloneRequest) -> bytes:
+        """The `InstantClone_Task` request, written by `clonexml` (what pyVmomi would write for the
+        spec `check_instant_clone` builds, at a fraction of the CPU)."""
+        nics = [(req.nic_key, req.mac, req.network), *req.more_nics]
+        written = []
+        for key, mac, network in nics:
+            mark = (source, key, network, req.disconnect)
+            fragment = self._nic_xml.get(mark)
+            if fragment is None:
+                change = await self._nic_change(source, key, clonexml.MAC_MARK, network, disconnect=req.disconnect,
+                                                instant=True)
+                fragment = self._nic_xml[mark] = clonexml.device_change(self.soap.stub.version, change)
+            written.append(clonexml.with_mac(fragment, mac))
+        if self._writer is None or self._writer.stub is not self.soap.stub:
+            self._writer = clonexml.Writer(self.soap.stub)
+        loc = clonexml.Location(req.folder, req.datastore, req.resource_pool, written)
+        return self._writer.instant_clone(source, req.name, loc, req.extra)
+
     async def instant_clone(self, source: str, req: CloneRequest) -> str:
         """The clone's moref. `SourceThawed` when the source is thawed, or thawed before the clone was
         made (then `clone` names the VM made: a copy of a running machine, for the caller to remove)."""
         what = f"instant clone {req.name} of {source}"
         await self._read(f"follow the source {source}", self.watcher.follow(source))
         self._refuse_thawed(source, what)
-        changes = await self._nic_changes(source, req, instant=True)
-        loc = vim.vm.RelocateSpec(folder=vim.Folder(req.folder), datastore=vim.Datastore(req.datastore),
-                                  deviceChange=changes)
-        if req.resource_pool:
-            loc.pool = vim.ResourcePool(req.resource_pool)
-        spec = vim.vm.InstantCloneSpec(name=req.name, location=loc, config=self._extra(req))
-        vm, seq = await self._task_end(what, vim.VirtualMachine(source), "InstantClone", spec)
+        body = await self._instant_clone_body(source, req)
+        vm, seq = await self._task_end(what, vim.VirtualMachine(source), "InstantClone", body=body)
         moref = self._made(vm, what)
         # its end read directly (not in the stream): ask vCenter whether a source seen frozen still is
         late = seq is None and self.watcher.frozen.get(source) is True and not await self.is_frozen(source)

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import re
 import ssl
 import time
 import xml.etree.ElementTree as ET
@@ -62,6 +63,27 @@ def method_info(kind: type, name: str) -> Any:
                 raise AttributeError(f"{kind.__name__} has no method {name}") from None
         _INFO[key] = info
     return info
+
+
+_MOREF_ANSWER = re.compile(rb'<returnval type="([A-Za-z]+)">([^<&"]+)</returnval>')
+
+
+def moref_answer(data: bytes, info: Any, stub: Any) -> Any:
+    """The managed object a short answer of a method returning one names, as pyVmomi's
+    deserializer makes it; None when the answer is anything else (pyVmomi decodes it then)."""
+    kind = info.result
+    if len(data) > 2048 or not (isinstance(kind, type) and issubclass(kind, VmomiSupport.ManagedObject)):
+        return None
+    found = _MOREF_ANSWER.findall(data)
+    if len(found) != 1:
+        return None
+    try:
+        typ = VmomiSupport.GetWsdlType(VmomiSupport.GetWsdlNamespace(stub.version), found[0][0].decode())
+    except KeyError:
+        return None
+    if not issubclass(typ, kind):
+        return None
+    return typ(found[0][1].decode(), stub, None)
 
 
 class Soap:
@@ -180,14 +202,16 @@ class Soap:
                     log.warning("re-login hook %s failed: %s", getattr(hook, "__qualname__", hook), exc)
 
     async def invoke(self, mo: Any, method: str, *args: Any, anonymous: bool = False,
-                     timeout: float | None = None, observe: bool = True, raw: bool = False) -> Any:
+                     timeout: float | None = None, observe: bool = True, raw: bool = False,
+                     body: bytes | None = None) -> Any:
         """Call `method` (pyVmomi's Python name, e.g. "InstantClone") on `mo`; raise its fault.
 
         Retried as `forkscale.vsphere.retry` says: through an outage of vCenter (any call), and on a
         transient fault or a lost answer (reads only); `VCenterUnavailable` past the outage budget.
         `observe=False`: the answer does not move `observed_at` on (the informer's own reads, perf
         queries). `raw`: a successful answer is returned as its XML bytes, undecoded (faults are
-        still raised as pyVmomi faults).
+        still raised as pyVmomi faults). `body`: the request already written (as
+        `stub.SerializeRequest` would write it for `mo`, `method` and the arguments; `clonexml`).
         """
         info = method_info(type(mo), method)
         read = info.wsdlName in READS
@@ -199,7 +223,7 @@ class Soap:
             gen = self._login_gen
             try:
                 try:
-                    result = await self._post(mo, info, args, timeout, observe, raw)
+                    result = await self._post(mo, info, args, timeout, observe, raw, body)
                 except vmodl.fault.ManagedObjectNotFound as exc:
                     if self._session_gone(mo, exc):
                         raise vim.fault.NotAuthenticated(msg=str(getattr(exc, "msg", ""))) from exc
@@ -270,9 +294,10 @@ class Soap:
             self.down_since = None
 
     async def _post(self, mo: Any, info: Any, args: tuple[Any, ...], timeout: float | None,
-                    observe: bool = True, raw: bool = False) -> Any:
+                    observe: bool = True, raw: bool = False, body: bytes | None = None) -> Any:
         assert self.http is not None, "Soap.open() first"
-        body = self.stub.SerializeRequest(mo, info, args)
+        if body is None:
+            body = self.stub.SerializeRequest(mo, info, args)
         headers = {"Content-Type": "text/xml; charset=utf-8", "SOAPAction": self.stub.versionId}
         if self.cookie:
             headers["Cookie"] = f'{COOKIE}="{self.cookie}"'
@@ -303,13 +328,17 @@ class Soap:
         if status not in (200, 500):
             raise TemporaryError(f"{info.wsdlName}: HTTP {status} from vCenter", f"HTTP{status}", delay=2.0)
         parse = SoapAdapter.SoapResponseDeserializer(self.stub).Deserialize
+        moref = moref_answer(data, info, self.stub) if status == 200 and not raw else None
         if raw and status == 200:
             result: Any = data
+        elif moref is not None:  # e.g. the Task of each InstantClone_Task: no parser for one moref
+            result = moref
         elif len(data) > OFFLOAD_BYTES:  # e.g. a page of 1,000 VMs: ~1 s of parsing that must not stall the loop
             result = await asyncio.to_thread(parse, data, info.result)
         else:
             result = parse(data, info.result)
-        if observe and not (result is None and info.wsdlName == "WaitForUpdatesEx"):
+        empty = result is None or (raw and status == 200 and b"<returnval" not in data)
+        if observe and not (empty and info.wsdlName == "WaitForUpdatesEx"):
             self.observed_at = max(self.observed_at, received)
         if status == 500:
             if isinstance(result, BaseException):
