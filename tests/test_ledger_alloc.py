@@ -172,3 +172,28 @@ def test_live_rows_are_read_once_until_a_write_or_another_process_changes_them(t
         walk(other, ids[1], "gone")  # someone else's
         assert [r.id for r in led.clones("web", live)] == [ids[0], ids[2]]
         assert led._live.reads == reads + 3
+
+
+def test_a_steady_round_reads_the_same_statements_at_two_clones_and_at_six(twin, tmp_path: Path):
+    """A converge with nothing to do costs the ledger the same whatever the pool's size (the
+    reconcile does not read each row back when nothing was written since it read them)."""
+    from forkscale.commands.session import open_engine
+    from forkscale.spec import load_spec
+
+    twin.admin("freeze", vm="src-linux")
+    spec = load_spec(write_spec(tmp_path, twin, count=6))
+    per_round: dict[int, list[str]] = {}
+
+    async def rounds() -> None:
+        async with open_engine(spec, informer=True) as engine:
+            for want in (2, 6):
+                for _ in range(2):  # the second records what the first clones' VMs tell (instance UUIDs)
+                    assert (await engine.converge("quickstart", want)).ready == want
+                trace: list[str] = []
+                engine.ledger.backend._conn.set_trace_callback(trace.append)
+                assert (await engine.converge("quickstart", want)).ready == want
+                engine.ledger.backend._conn.set_trace_callback(None)
+                per_round[want] = trace
+
+    asyncio.run(rounds())
+    assert len(per_round[6]) == len(per_round[2]), "\n".join(per_round[6])

@@ -83,10 +83,14 @@ class Reconciler:
         ended, settled = await self._tasks_ended(rows, inv)
         index = VmIndex(inv)
         matched: set[str] = set()
+        read_at = self.ledger.clone_writes
         for rec in rows:
-            fresh = self.ledger.get(rec.id)
-            if rec.id in self.busy or fresh is None or fresh.state != rec.state:
-                continue  # a replacement (or another round) of this process took it meanwhile
+            if rec.id in self.busy:
+                continue
+            if self.ledger.clone_writes != read_at:  # rows were written since: this one may have moved on
+                fresh = self.ledger.get(rec.id)
+                if fresh is None or fresh.state != rec.state:
+                    continue  # a replacement (or another round) of this process took it meanwhile
             vm = index.find(rec)
             if vm is None and rec.vm_moref and rec.state in ("customizing", "ready", "claimed", "draining") \
                     and await self._there_now(rec):

@@ -99,6 +99,9 @@ class Ledger:
         #: writes refused because this controller's lease was taken over (or never held)
         self.fenced_writes = 0
         self.writer: str | None = None
+        #: write transactions this process began that may change clone rows (a reader that awaits
+        #: between its read and its use of rows compares it to know whether to read them again)
+        self.clone_writes = 0
         version = getattr(self.backend, "data_version", None)
         #: a pool's live rows, kept between changes (SQLite: `PRAGMA data_version` tells when another
         #: connection wrote; on PostgreSQL every call reads, since other replicas write too)
@@ -123,8 +126,10 @@ class Ledger:
         transaction, so no reader keeps them past the commit).
         """
         with self._db.write() as tx:
-            if clones and self._live is not None:
-                self._live.drop()
+            if clones:
+                self.clone_writes += 1
+                if self._live is not None:
+                    self._live.drop()
             yield tx
 
     def _read(self, sql: str, params: Sequence[object] = ()) -> list[Row]:
