@@ -17,7 +17,6 @@ import argparse
 import os
 import secrets
 import select
-import signal
 import subprocess
 import sys
 import time
@@ -37,6 +36,7 @@ from common import (  # noqa: E402
     pool_entry,
     run_and_emit,
     source_name,
+    stop,
     table,
     twin_env,
     twin_in_workdir,
@@ -115,20 +115,6 @@ def _ready(doc: Any) -> int:
             return val
     counts = doc.get("counts") if isinstance(doc, dict) else None
     return int(counts.get("ready", 0)) if isinstance(counts, dict) else 0
-
-
-def stop(proc: subprocess.Popen[str]) -> tuple[float, int]:
-    """SIGTERM the server; its CPU seconds and peak RSS (KiB), from wait4."""
-    proc.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + 60
-    while True:
-        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-        if pid:
-            proc.returncode = os.waitstatus_to_exitcode(status)
-            return usage.ru_utime + usage.ru_stime, usage.ru_maxrss
-        if time.monotonic() > deadline:
-            proc.kill()
-        time.sleep(0.05)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:

@@ -11,6 +11,7 @@ import argparse
 import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -232,6 +233,20 @@ def measure_child(twin: SimHandle, argv: list[str], env: dict[str, str] | None =
     twin_cpu_s = twin_cpu(twin) - cpu0
     requests, methods = stats_delta(before, twin_stats(twin))
     return Measured(child=child, spawned=spawned, twin_cpu_s=twin_cpu_s, requests=requests, methods=methods)
+
+
+def stop(proc: subprocess.Popen[str]) -> tuple[float, int]:
+    """SIGTERM the server; its CPU seconds and peak RSS (KiB), from wait4."""
+    proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + 60
+    while True:
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            return usage.ru_utime + usage.ru_stime, usage.ru_maxrss
+        if time.monotonic() > deadline:
+            proc.kill()
+        time.sleep(0.05)
 
 
 def table(rows: list[tuple[str, str]], title: str) -> str:

@@ -26,7 +26,6 @@ import json
 import os
 import secrets
 import select
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -45,6 +44,7 @@ from common import (  # noqa: E402
     pool_entry,
     run_and_emit,
     source_name,
+    stop,
     table,
     twin_cpu,
     twin_env,
@@ -235,20 +235,6 @@ def sample(pid: int, state: Path, latencies: list[float], day: int, cpu: tuple[f
             ledger_size(state).items()}, "claims": len(latencies), "claim_p50_ms": round(pct(latencies, 50), 2),
             "claim_p99_ms": round(pct(latencies, 99), 2), "serve_cpu_s": round(cpu[0], 2),
             "twin_cpu_s": round(cpu[1], 2)}
-
-
-def stop(proc: subprocess.Popen[str]) -> tuple[float, int]:
-    """SIGTERM the server; its CPU seconds and peak RSS (KiB), from wait4."""
-    proc.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + 60
-    while True:
-        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-        if pid:
-            proc.returncode = os.waitstatus_to_exitcode(status)
-            return usage.ru_utime + usage.ru_stime, usage.ru_maxrss
-        if time.monotonic() > deadline:
-            proc.kill()
-        time.sleep(0.05)
 
 
 def vdi_pool(args: argparse.Namespace) -> dict[str, Any]:

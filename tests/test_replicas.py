@@ -21,7 +21,6 @@ import yaml
 
 from forkscale.ledger import Holder, Leases, Ledger
 from forkscale.sim import start_in_thread
-from tests.fixtures.twin import connect
 from tests.serve_helpers import Served, base_pool, start_serve, token_file, write_pool_spec
 from tests.spine_helpers import pool_vms
 
@@ -134,17 +133,6 @@ def twin(tmp_path: Path):
         yield handle
     finally:
         handle.stop()
-
-
-@pytest.fixture
-def si(twin):
-    from pyVim.connect import Disconnect
-
-    service = connect(twin)
-    try:
-        yield service
-    finally:
-        Disconnect(service)
 
 
 @pytest.fixture

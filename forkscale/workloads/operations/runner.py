@@ -33,6 +33,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from forkscale.ledger import Ledger, LedgerError, Operation, Step
+from forkscale.ledger.lease import pid_gone
 from forkscale.workloads.operations.kind import FAILED, Interrupted, Kind, Outcome
 
 log = logging.getLogger("forkscale.operations")
@@ -55,23 +56,7 @@ def holder_dead(executor: str | None) -> bool:
     if host != socket.gethostname() or not pid_text.isdigit():
         return False
     pid = int(pid_text)
-    if pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return _zombie(pid)
-
-
-def _zombie(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
-            return f.read().rsplit(")", 1)[-1].split()[0] == "Z"
-    except OSError:
-        return False
+    return pid != os.getpid() and pid_gone(pid)
 
 
 class Busy(Exception):
