@@ -18,7 +18,7 @@ from pathlib import Path
 from forkscale.core.errors import SpecError
 from forkscale.core.logs import register_secret
 from forkscale.spec.fields import as_env_name, as_path, sub
-from forkscale.spec.yamlfile import file_kind, read_fd
+from forkscale.spec.yamlfile import file_kind, open_nonblocking, read_fd
 
 SECRET_MAX_BYTES = 64 * 1024
 
@@ -116,12 +116,7 @@ def check_secret_file(file: Path, path: str) -> None:
 
 def read_secret_file(file: Path, path: str) -> bytes:
     """The file's bytes, checked on the descriptor they are read from (no FIFO can hang the read)."""
-    try:
-        fd = os.open(file, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | getattr(os, "O_CLOEXEC", 0))
-    except FileNotFoundError:
-        raise SpecError(path, f"{_shown(file)}: no such file") from None
-    except OSError as exc:
-        raise SpecError(path, f"{file}: cannot open: {exc.strerror or exc}") from None
+    fd = open_nonblocking(file, path, shown=_shown(file))
     try:
         _check_info(file, os.fstat(fd), path)
         return read_fd(fd, SECRET_MAX_BYTES)

@@ -96,12 +96,7 @@ def read_bounded(file: Path, where: str, *, limit: int, what: str, hint: str = "
     Opened without blocking (a FIFO with no writer would hang the open) and checked with fstat
     on the open descriptor, so what is read is what was checked.
     """
-    try:
-        fd = os.open(file, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | getattr(os, "O_CLOEXEC", 0))
-    except FileNotFoundError:
-        raise SpecError(where, f"{file}: no such file") from None
-    except OSError as exc:
-        raise SpecError(where, f"{file}: cannot open: {exc.strerror or exc}") from None
+    fd = open_nonblocking(file, where)
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
@@ -115,6 +110,17 @@ def read_bounded(file: Path, where: str, *, limit: int, what: str, hint: str = "
         raise SpecError(where, f"{file} grew past {limit} bytes while being read; {what} may be at most {limit} "
                                f"bytes{hint}")
     return data
+
+
+def open_nonblocking(file: Path, where: str, *, shown: str | None = None) -> int:
+    """A descriptor of `file` opened for reading without blocking (a FIFO with no writer would hang
+    the open); a missing or unreadable file is a SpecError at `where` (`shown`: the name to print)."""
+    try:
+        return os.open(file, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise SpecError(where, f"{shown or file}: no such file") from None
+    except OSError as exc:
+        raise SpecError(where, f"{file}: cannot open: {exc.strerror or exc}") from None
 
 
 def read_fd(fd: int, limit: int) -> bytes:
