@@ -132,8 +132,14 @@ def test_historical_samples_roll_up_the_realtime_ones(si):
 def test_cluster_pool_and_datacenter_add_up_their_members(si):
     src = find_vm(si, "src-linux")
     before = [instant_clone(si, src, f"perf-c{i}") for i in range(3)]
-    time.sleep(0.35)  # the next 300 s sample covers the clones
+    cloned_at = si.CurrentTime()
     cluster = find(si, vim.ClusterComputeResource, "cluster1")
+    # a 300 s sample whose whole window follows the clones: a VM born inside a window averages over
+    # its life only, its pool over the whole window, and the sums below would not match
+    deadline = time.monotonic() + 10
+    while (lambda st: len(st) < 2 or st[-2] < cloned_at)(query(si, cluster, ["mem.consumed.average"], 300)[1]):
+        assert time.monotonic() < deadline, "no 300 s sample after the clones"
+        time.sleep(0.05)
     hosts = [find(si, vim.HostSystem, f"esx-0{i}") for i in range(1, 5)]
     names = ["mem.consumed.average", "cpu.usagemhz.average"]
     total, stamps = query(si, cluster, [*names, "cpu.totalmhz.average", "mem.totalmb.average",
